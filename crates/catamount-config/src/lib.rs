@@ -1,0 +1,16 @@
+//! Catamount's configuration model, independent of Ruby and of I/O.
+//!
+//! - [`cli`]: Puma-compatible command-line flags.
+//! - [`bind`]: bind URLs (`tcp://`, `unix://`).
+//! - [`options`]: every option with its default, and the layering (CLI over config file over
+//!   defaults) that turns a command line and a config file into the [`Options`] the server runs with.
+//!
+//! The Ruby config DSL records each call and hands it to [`Layer::set`], so one function
+//! validates an option whether it came from a flag or from `config/puma.rb`.
+
+pub mod bind;
+pub mod cli;
+pub mod options;
+
+pub use bind::{BindKind, BindUrl};
+pub use options::{resolve, Environment, ForceShutdown, Layer, Options, Value};

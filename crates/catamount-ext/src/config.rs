@@ -1,0 +1,153 @@
+//! Ruby-facing configuration objects: the parsed command line and the resolved options.
+//!
+//! The Ruby launcher asks for `Native.parse_cli(ARGV)`, evaluates config files with the DSL
+//! (which only records `[name, args, "file:line"]`), and calls `cli.resolve(settings)`; all
+//! validation happens in `catamount-config`, so a flag and a DSL line get the same checks.
+
+use std::cell::RefCell;
+
+use catamount_config::cli::{self, Command};
+use catamount_config::{Environment, ForceShutdown, Layer, Options, Value as ConfValue};
+use magnus::value::ReprValue;
+use magnus::{
+    prelude::*, Error, Float, Integer, RArray, RString, Ruby, Symbol, TryConvert, Value,
+};
+
+use crate::errors;
+
+/// A parsed command line (`Catamount::Native::Cli`).
+#[magnus::wrap(class = "Catamount::Native::Cli", free_immediately, size)]
+pub struct RbCli(pub RefCell<cli::Cli>);
+
+/// Resolved options (`Catamount::Native::Options`).
+#[magnus::wrap(class = "Catamount::Native::Options", free_immediately, size)]
+pub struct RbOptions(pub Options);
+
+/// `Native.parse_cli(argv)`: `:help`, `:version`, or a `Cli`; raises `Catamount::UsageError`.
+pub fn parse_cli(ruby: &Ruby, argv: Vec<String>) -> Result<Value, Error> {
+    match cli::parse(&argv) {
+        Ok(Command::Help) => Ok(ruby.to_symbol("help").as_value()),
+        Ok(Command::Version) => Ok(ruby.to_symbol("version").as_value()),
+        Ok(Command::Run(parsed)) => Ok(ruby.obj_wrap(RbCli(RefCell::new(*parsed))).as_value()),
+        Err(e) => Err(Error::new(errors::usage_error(ruby), e.0)),
+    }
+}
+
+pub fn usage() -> &'static str {
+    cli::USAGE
+}
+
+impl RbCli {
+    pub fn includes(&self) -> Vec<String> {
+        self.0.borrow().includes.clone()
+    }
+
+    pub fn config_files(&self) -> Vec<String> {
+        self.0.borrow().config_files.clone()
+    }
+
+    pub fn no_config(&self) -> bool {
+        self.0.borrow().no_config
+    }
+
+    /// The environment named on the command line, if any (config-file lookup needs it).
+    pub fn environment(&self) -> Option<String> {
+        self.0.borrow().user.environment.clone()
+    }
+
+    /// Applies the recorded config-file settings and resolves every option.
+    /// `settings` is an Array of `[name, args, location]`; errors name the location.
+    pub fn resolve(ruby: &Ruby, rb_self: &Self, settings: RArray) -> Result<RbOptions, Error> {
+        let mut file = Layer::default();
+        for entry in settings.into_iter() {
+            let entry = RArray::try_convert(entry)?;
+            let name: String = entry.entry(0)?;
+            let args: RArray = entry.entry(1)?;
+            let location: String = entry.entry(2)?;
+            let fail = |msg: String| Error::new(errors::config_error(ruby), format!("{location}: {msg}"));
+            let mut values = Vec::with_capacity(args.len());
+            for arg in args.into_iter() {
+                values.push(to_conf_value(arg).map_err(|m| fail(format!("{name}: {m}")))?);
+            }
+            file.set(&name, &values).map_err(fail)?;
+        }
+        let ipv6_usable = std::fs::read_to_string("/proc/net/if_inet6")
+            .map(|t| catamount_config::bind::has_non_loopback_ipv6(&t))
+            .unwrap_or(false);
+        let var = |name: &str| std::env::var(name).ok();
+        let env = Environment {
+            var: &var,
+            ipv6_usable,
+        };
+        let options = catamount_config::resolve(&rb_self.0.borrow().user, &file, &env)
+            .map_err(|e| Error::new(errors::config_error(ruby), e))?;
+        Ok(RbOptions(options))
+    }
+}
+
+fn to_conf_value(v: Value) -> Result<ConfValue, String> {
+    if v.is_nil() {
+        return Ok(ConfValue::Nil);
+    }
+    if v.is_kind_of(ruby_class(v, "TrueClass")) || v.is_kind_of(ruby_class(v, "FalseClass")) {
+        return Ok(ConfValue::Bool(v.to_bool()));
+    }
+    if let Some(i) = Integer::from_value(v) {
+        return i.to_i64().map(ConfValue::Int).map_err(|_| "integer out of range".into());
+    }
+    if let Some(f) = Float::from_value(v) {
+        return Ok(ConfValue::Float(f.to_f64()));
+    }
+    if let Some(s) = RString::from_value(v) {
+        return Ok(ConfValue::Str(String::from_utf8_lossy(&crate::ffi::bytes_of(s)).into_owned()));
+    }
+    if let Some(s) = Symbol::from_value(v) {
+        return Ok(ConfValue::Sym(s.name().map(|n| n.to_string()).unwrap_or_default()));
+    }
+    Err(format!("unsupported value {}", v.inspect()))
+}
+
+impl RbOptions {
+    pub fn environment(&self) -> String {
+        self.0.environment.clone()
+    }
+    pub fn rackup(&self) -> String {
+        self.0.rackup.clone()
+    }
+    pub fn directory(&self) -> Option<String> {
+        self.0.directory.clone()
+    }
+    pub fn pidfile(&self) -> Option<String> {
+        self.0.pidfile.clone()
+    }
+    pub fn tag(&self) -> Option<String> {
+        self.0.tag.clone()
+    }
+    pub fn min_threads(&self) -> u32 {
+        self.0.min_threads
+    }
+    pub fn max_threads(&self) -> u32 {
+        self.0.max_threads
+    }
+    pub fn silent(&self) -> bool {
+        self.0.silent
+    }
+    pub fn log_requests(&self) -> bool {
+        self.0.log_requests
+    }
+    pub fn binds(&self) -> Vec<String> {
+        self.0.binds.iter().map(|b| b.original.clone()).collect()
+    }
+    /// Seconds, or nil for "wait as long as it takes".
+    pub fn force_shutdown_after(&self) -> Option<f64> {
+        match self.0.force_shutdown_after {
+            ForceShutdown::Never => None,
+            ForceShutdown::After(d) => Some(d.as_secs_f64()),
+        }
+    }
+}
+
+fn ruby_class(v: Value, name: &str) -> magnus::RClass {
+    let ruby = Ruby::get_with(v);
+    ruby.class_object().const_get(name).unwrap_or_else(|_| ruby.class_object())
+}

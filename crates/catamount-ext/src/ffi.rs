@@ -1,0 +1,101 @@
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Two things live here:
+//! releasing the GVL, and copying bytes out of a Ruby String.
+//!
+//! Pool threads wait for work, wait for slow clients and write large buffers *without* the GVL,
+//! so the other Ruby threads run meanwhile. Ruby's rule for that is
+//! `rb_thread_call_without_gvl2(func, data, ubf, data2)`:
+//! - `func` runs without the GVL: it must not touch any Ruby object, and must not unwind into C.
+//!   We run it inside `catch_unwind` and hand a panic back as an error.
+//! - `ubf` (the unblocking function) is how Ruby wakes `func` for `Thread#kill`, `Thread#raise`,
+//!   signals and shutdown. It may run on another thread, while `func` runs. Ours only calls the
+//!   closure the caller gave (which sets a flag and notifies a condvar), also inside `catch_unwind`.
+//! - The `2` variant may skip `func` entirely when an interrupt is already pending, and it never
+//!   raises after `func` returns (the variant without `2` may, which would longjmp over our
+//!   frames). A skipped `func` is reported as [`Blocked::Interrupted`]; the caller then lets Ruby
+//!   handle the interrupt (`thread_check_ints`, which may raise through magnus's protected call)
+//!   and retries.
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Why a call without the GVL produced no value.
+#[derive(Debug)]
+pub enum Blocked {
+    /// Ruby had an interrupt pending and did not run the function.
+    Interrupted,
+    /// The function panicked; the message is for the error log.
+    Panicked(String),
+}
+
+struct Call<F, R> {
+    func: Option<F>,
+    result: Option<std::thread::Result<R>>,
+}
+
+extern "C" fn run_call<F: FnOnce() -> R, R>(data: *mut c_void) -> *mut c_void {
+    // SAFETY: `data` is the `&mut Call<F, R>` passed by `without_gvl` below, alive and not
+    // otherwise borrowed for the duration of `rb_thread_call_without_gvl2`.
+    let call = unsafe { &mut *(data as *mut Call<F, R>) };
+    if let Some(func) = call.func.take() {
+        call.result = Some(catch_unwind(AssertUnwindSafe(func)));
+    }
+    std::ptr::null_mut()
+}
+
+extern "C" fn run_unblock<U: Fn()>(data: *mut c_void) {
+    // SAFETY: `data` is the `&U` passed by `without_gvl`; `U: Sync` makes the shared use from
+    // Ruby's interrupting thread sound, and it outlives the call.
+    let unblock = unsafe { &*(data as *const U) };
+    let _ = catch_unwind(AssertUnwindSafe(unblock));
+}
+
+/// Runs `func` with the GVL released; `unblock` must make `func` return promptly.
+pub fn without_gvl<F, R, U>(func: F, unblock: &U) -> Result<R, Blocked>
+where
+    F: FnOnce() -> R,
+    U: Fn() + Sync,
+{
+    let mut call = Call::<F, R> {
+        func: Some(func),
+        result: None,
+    };
+    // SAFETY: both function pointers match the signatures Ruby expects; the data pointers are
+    // valid for the whole call (they point at locals of this frame), and neither callback
+    // touches Ruby objects or unwinds.
+    unsafe {
+        rb_sys::rb_thread_call_without_gvl2(
+            Some(run_call::<F, R>),
+            &mut call as *mut Call<F, R> as *mut c_void,
+            Some(run_unblock::<U>),
+            unblock as *const U as *mut c_void,
+        );
+    }
+    match call.result {
+        None => Err(Blocked::Interrupted),
+        Some(Ok(value)) => Ok(value),
+        Some(Err(panic)) => Err(Blocked::Panicked(panic_message(&panic))),
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+/// Appends the bytes of a Ruby String to `out`.
+pub fn copy_bytes(s: magnus::RString, out: &mut Vec<u8>) {
+    // SAFETY: the slice is borrowed only for the copy; no Ruby code runs and nothing allocates a
+    // Ruby object while it is alive, so the GC can neither move nor free the string's buffer.
+    out.extend_from_slice(unsafe { s.as_slice() });
+}
+
+/// The bytes of a Ruby String, copied.
+pub fn bytes_of(s: magnus::RString) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    copy_bytes(s, &mut out);
+    out
+}

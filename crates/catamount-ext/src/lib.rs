@@ -1,0 +1,54 @@
+//! `catamount.so`: the native extension the user's Ruby loads.
+//!
+//! - [`config`]: the command line and options, as Ruby objects.
+//! - [`server`]: the server handle and the Ruby thread pool's loop.
+//! - [`rack`]: the Rack bridge (env in, response out).
+//! - [`ffi`]: the one audited `unsafe` module (GVL release, borrowed string bytes).
+
+mod config;
+mod errors;
+mod ffi;
+mod rack;
+mod server;
+
+use magnus::{function, method, prelude::*, Error, Ruby};
+
+#[magnus::init]
+fn init(ruby: &Ruby) -> Result<(), Error> {
+    let catamount = ruby.define_module("Catamount")?;
+    errors::define(ruby, catamount)?;
+    let native = catamount.define_module("Native")?;
+    native.define_singleton_method("parse_cli", function!(config::parse_cli, 1))?;
+    native.const_set("USAGE", config::usage())?;
+
+    let cli = native.define_class("Cli", ruby.class_object())?;
+    cli.define_method("includes", method!(config::RbCli::includes, 0))?;
+    cli.define_method("config_files", method!(config::RbCli::config_files, 0))?;
+    cli.define_method("no_config?", method!(config::RbCli::no_config, 0))?;
+    cli.define_method("environment", method!(config::RbCli::environment, 0))?;
+    cli.define_method("resolve", method!(config::RbCli::resolve, 1))?;
+
+    let options = native.define_class("Options", ruby.class_object())?;
+    options.define_method("environment", method!(config::RbOptions::environment, 0))?;
+    options.define_method("rackup", method!(config::RbOptions::rackup, 0))?;
+    options.define_method("directory", method!(config::RbOptions::directory, 0))?;
+    options.define_method("pidfile", method!(config::RbOptions::pidfile, 0))?;
+    options.define_method("tag", method!(config::RbOptions::tag, 0))?;
+    options.define_method("min_threads", method!(config::RbOptions::min_threads, 0))?;
+    options.define_method("max_threads", method!(config::RbOptions::max_threads, 0))?;
+    options.define_method("silent?", method!(config::RbOptions::silent, 0))?;
+    options.define_method("log_requests?", method!(config::RbOptions::log_requests, 0))?;
+    options.define_method("binds", method!(config::RbOptions::binds, 0))?;
+    options.define_method("force_shutdown_after", method!(config::RbOptions::force_shutdown_after, 0))?;
+
+    let srv = native.define_class("Server", ruby.class_object())?;
+    srv.define_singleton_method("new", function!(server::RbServer::new, 2))?;
+    srv.define_method("listening", method!(server::RbServer::listening, 0))?;
+    srv.define_method("start", method!(server::RbServer::start, 0))?;
+    srv.define_method("next_pool_action", method!(server::RbServer::next_pool_action, 0))?;
+    srv.define_method("run_worker", method!(server::RbServer::run_worker, 1))?;
+    srv.define_method("stop", method!(server::RbServer::stop, 0))?;
+    srv.define_method("wait", method!(server::RbServer::wait, 0))?;
+    srv.define_method("stats", method!(server::RbServer::stats, 0))?;
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! The Rack bridge: the env a request becomes ([`env`]), and the bytes the app's
+//! `[status, headers, body]` becomes ([`response`]).
+
+pub mod env;
+pub mod response;
+
+use magnus::value::Opaque;
+use magnus::{Ruby, Value};
+
+/// Per-server facts the bridge needs, fixed at boot.
+pub struct RackSettings {
+    /// `rack.multithread`: more than one thread may call the app at once.
+    pub multithread: bool,
+    /// Set `HTTP_VERSION` (Rack older than 3.1 expects it; 3.1+ forbids relying on it).
+    pub set_http_version: bool,
+    /// `rack.version`, only when the loaded Rack still defines one.
+    pub rack_version: Option<Opaque<Value>>,
+    pub script_name: Opaque<Value>,
+    pub server_software: Opaque<Value>,
+    pub errors: Opaque<Value>,
+    /// Development and test show the error in 500 responses; other environments do not.
+    pub show_errors: bool,
+    /// Access log on stdout.
+    pub log_requests: bool,
+}
+
+impl RackSettings {
+    fn rack_version(&self, ruby: &Ruby) -> Option<Value> {
+        self.rack_version.map(|v| ruby.get_inner(v))
+    }
+    fn script_name(&self, ruby: &Ruby) -> Value {
+        ruby.get_inner(self.script_name)
+    }
+    fn server_software(&self, ruby: &Ruby) -> Value {
+        ruby.get_inner(self.server_software)
+    }
+    fn errors_stream(&self, ruby: &Ruby) -> Value {
+        ruby.get_inner(self.errors)
+    }
+}

@@ -1,0 +1,208 @@
+//! `Catamount::Native::Server`: the Ruby handle on a server, and the Ruby thread pool's loop.
+//!
+//! The pool's threads are Ruby threads (the launcher creates them when
+//! [`next_pool_action`](RbServer::next_pool_action) says so) that spend their life inside
+//! [`run_worker`](RbServer::run_worker): take a request (without the GVL when none is queued),
+//! build the env, call the app, write the response, repeat.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use magnus::value::{Opaque, ReprValue};
+use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
+
+use catamount_server::{bind_all, BoundListener, Job, Pop, PoolAction, Server, ServerConfig, Waiter};
+
+use crate::config::RbOptions;
+use crate::errors;
+use crate::ffi::{self, Blocked};
+use crate::rack::{self, RackSettings};
+
+#[magnus::wrap(class = "Catamount::Native::Server", free_immediately, size)]
+pub struct RbServer {
+    config: ServerConfig,
+    /// Listeners bound at `new`, taken by `start`.
+    listeners: Mutex<Vec<BoundListener>>,
+    displays: Vec<String>,
+    server: OnceLock<Arc<Server>>,
+    rack: RackSettings,
+}
+
+fn fetch(hash: RHash, key: &str) -> Result<Value, Error> {
+    hash.fetch::<_, Value>(Ruby::get_with(hash).to_symbol(key))
+}
+
+fn keep(v: Value) -> Opaque<Value> {
+    Ruby::get_with(v).gc_register_mark_object(v);
+    Opaque::from(v)
+}
+
+impl RbServer {
+    /// `Server.new(options, rack_settings)`: binds every listener now, so a port in use fails
+    /// the boot before the app loads. Raises `Catamount::ListenError`.
+    pub fn new(ruby: &Ruby, options: &RbOptions, settings: RHash) -> Result<RbServer, Error> {
+        let o = &options.0;
+        let listeners = bind_all(&o.binds).map_err(|e| Error::new(errors::listen_error(ruby), e.to_string()))?;
+        let displays = listeners.iter().map(|l| l.display.clone()).collect();
+        let config = ServerConfig {
+            first_data_timeout: o.first_data_timeout,
+            persistent_timeout: o.persistent_timeout,
+            keep_alive: o.enable_keep_alives,
+            max_keep_alive: o.max_keep_alive,
+            min_threads: o.min_threads as usize,
+            max_threads: o.max_threads as usize,
+            ..ServerConfig::default()
+        };
+        let rack_version = fetch(settings, "rack_version")?;
+        let rack = RackSettings {
+            multithread: o.max_threads > 1,
+            set_http_version: bool::try_convert(fetch(settings, "http_version")?)?,
+            rack_version: (!rack_version.is_nil()).then(|| keep(rack_version)),
+            script_name: keep(fetch(settings, "script_name")?),
+            server_software: keep(fetch(settings, "server_software")?),
+            errors: keep(fetch(settings, "errors")?),
+            show_errors: matches!(o.environment.as_str(), "development" | "test"),
+            log_requests: o.log_requests,
+        };
+        Ok(RbServer {
+            config,
+            listeners: Mutex::new(listeners),
+            displays,
+            server: OnceLock::new(),
+            rack,
+        })
+    }
+
+    /// What each listener is, for the "Listening on ..." lines.
+    pub fn listening(&self) -> Vec<String> {
+        self.displays.clone()
+    }
+
+    /// Starts the reactor thread.
+    pub fn start(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        let listeners = std::mem::take(&mut *rb_self.listeners.lock().unwrap_or_else(|p| p.into_inner()));
+        let server = Server::start(rb_self.config.clone(), listeners)
+            .map_err(|e| Error::new(ruby.exception_runtime_error(), format!("could not start the reactor: {e}")))?;
+        rb_self
+            .server
+            .set(Arc::new(server))
+            .map_err(|_| Error::new(ruby.exception_runtime_error(), "server already started"))
+    }
+
+    fn running(&self, ruby: &Ruby) -> Result<&Arc<Server>, Error> {
+        self.server
+            .get()
+            .ok_or_else(|| Error::new(ruby.exception_runtime_error(), "server not started"))
+    }
+
+    /// Blocks (without the GVL) until the pool should grow: `:spawn`, or `:closed` at shutdown.
+    pub fn next_pool_action(ruby: &Ruby, rb_self: &Self) -> Result<Symbol, Error> {
+        let server = rb_self.running(ruby)?.clone();
+        let queue = server.queue();
+        let waiter = Waiter::new();
+        loop {
+            let action = blocking(ruby, || queue.next_pool_action(&waiter), &|| queue.interrupt(&waiter))?;
+            match action {
+                Some(PoolAction::Spawn) => return Ok(ruby.to_symbol("spawn")),
+                Some(PoolAction::Closed) => return Ok(ruby.to_symbol("closed")),
+                Some(PoolAction::Interrupted) | None => waiter.reset(),
+            }
+        }
+    }
+
+    /// The body of every pool thread. Returns when the thread should end (trimmed or shutdown);
+    /// raises only what Ruby itself raised into the thread (kill, `Thread#raise`).
+    pub fn run_worker(ruby: &Ruby, rb_self: &Self, app: Value) -> Result<(), Error> {
+        let server = rb_self.running(ruby)?.clone();
+        let queue = server.queue().clone();
+        // If this thread leaves by an exception (killed), the pool's books must forget it.
+        struct Alive<'a>(&'a catamount_server::WorkQueue, bool);
+        impl Drop for Alive<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    self.0.thread_died();
+                }
+            }
+        }
+        let mut alive = Alive(&queue, true);
+        let waiter = Waiter::new();
+        loop {
+            // Take queued work while holding the GVL; release it only to wait.
+            let job = match queue.try_pop() {
+                Some(job) => job,
+                None => match blocking(ruby, || queue.pop(&waiter), &|| queue.interrupt(&waiter))? {
+                    Some(Pop::Job(job)) => job,
+                    Some(Pop::Interrupted) | None => {
+                        waiter.reset();
+                        continue;
+                    }
+                    Some(Pop::Trim) | Some(Pop::Closed) => {
+                        alive.1 = false;
+                        return Ok(());
+                    }
+                },
+            };
+            serve(ruby, &rb_self.rack, app, *job)?;
+        }
+    }
+
+    /// Begins a graceful stop (returns at once).
+    pub fn stop(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        rb_self.running(ruby)?.stop();
+        Ok(())
+    }
+
+    /// Blocks (without the GVL) until every connection is finished after a stop.
+    pub fn wait(ruby: &Ruby, rb_self: &Self) -> Result<bool, Error> {
+        let server = rb_self.running(ruby)?.clone();
+        let waiter = Waiter::new();
+        loop {
+            let result = blocking(ruby, || server.wait(&waiter), &|| waiter.set_interrupted())?;
+            match result {
+                Some(Some(Ok(()))) => return Ok(true),
+                Some(Some(Err(e))) => return Err(Error::new(ruby.exception_runtime_error(), e)),
+                Some(None) | None => waiter.reset(),
+            }
+        }
+    }
+
+    /// Pool numbers in Puma's `stats` shape (single mode).
+    pub fn stats(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
+        let s = rb_self.running(ruby)?.queue().stats();
+        let h = ruby.hash_new();
+        let busy = s.spawned.saturating_sub(s.waiting) + s.backlog;
+        h.aset(ruby.to_symbol("backlog"), s.backlog)?;
+        h.aset(ruby.to_symbol("running"), s.spawned)?;
+        h.aset(ruby.to_symbol("pool_capacity"), (s.waiting + s.max_threads.saturating_sub(s.spawned)).saturating_sub(s.backlog))?;
+        h.aset(ruby.to_symbol("busy_threads"), busy)?;
+        h.aset(ruby.to_symbol("max_threads"), s.max_threads)?;
+        h.aset(ruby.to_symbol("requests_count"), s.requests_count)?;
+        Ok(h)
+    }
+}
+
+/// Runs `func` without the GVL. When Ruby has an interrupt pending (the function was not run,
+/// or `unblock` cut it short), lets Ruby handle it first: that may raise (kill, Thread#raise),
+/// which propagates; otherwise returns None and the caller retries.
+fn blocking<R>(ruby: &Ruby, func: impl FnOnce() -> R, unblock: &(dyn Fn() + Sync)) -> Result<Option<R>, Error> {
+    match ffi::without_gvl(func, &|| unblock()) {
+        Ok(value) => Ok(Some(value)),
+        Err(Blocked::Interrupted) => {
+            ruby.thread_check_ints()?;
+            Ok(None)
+        }
+        Err(Blocked::Panicked(message)) => Err(Error::new(
+            ruby.exception_runtime_error(),
+            format!("internal error in catamount: {message}"),
+        )),
+    }
+}
+
+/// One request: env, app, response. Errors returned are non-local exits only.
+fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(), Error> {
+    let started = Instant::now();
+    let Job { mut request, responder } = job;
+    let env = rack::env::build(ruby, settings, &mut request)?;
+    let result = app.funcall::<_, _, Value>("call", (env,));
+    rack::response::respond(ruby, settings, &request, env, result, responder, started)
+}

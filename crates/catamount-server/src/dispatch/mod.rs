@@ -1,0 +1,275 @@
+//! The hand-off between the reactor and the Ruby thread pool.
+//!
+//! The reactor pushes complete requests; Ruby threads pop them while waiting *without* the GVL.
+//! The queue also keeps the pool's books (threads spawned, waiting, requests in flight), because
+//! the decisions that need them are made here: whether the reactor may accept another connection
+//! (only while a thread is free, Puma's rule, so in cluster mode an idle worker gets it), and
+//! whether the pool should grow (a request waits and no thread is idle) or shrink (a thread above
+//! `min` idled for `idle_trim`).
+//!
+//! Every wait takes a [`Waiter`]: Ruby's unblocking function calls [`WorkQueue::interrupt`] on it
+//! so `Thread#kill` and shutdown never hang on a thread parked here.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::request::Job;
+
+/// A thread's handle for one blocking wait; interrupting it wakes the wait.
+#[derive(Debug, Default)]
+pub struct Waiter {
+    interrupted: AtomicBool,
+}
+
+impl Waiter {
+    pub fn new() -> Waiter {
+        Waiter::default()
+    }
+
+    /// Clears a previous interrupt before a new wait.
+    pub fn reset(&self) {
+        self.interrupted.store(false, Ordering::SeqCst);
+    }
+
+    /// Marks this waiter interrupted without waking anything (for waits that poll the flag).
+    pub fn set_interrupted(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+}
+
+/// What a pool thread got from [`WorkQueue::pop`].
+#[derive(Debug)]
+pub enum Pop {
+    Job(Box<Job>),
+    /// The wait was interrupted (Ruby wants the thread back: kill, raise, signal).
+    Interrupted,
+    /// The thread idled long enough above `min`: it should exit. Already uncounted.
+    Trim,
+    /// The server is stopping and no work is left: exit. Already uncounted.
+    Closed,
+}
+
+/// What the pool manager should do next, from [`WorkQueue::next_pool_action`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum PoolAction {
+    /// Start one more thread (already counted as spawned).
+    Spawn,
+    Interrupted,
+    Closed,
+}
+
+/// A snapshot of the pool's books, for stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    pub min_threads: usize,
+    pub max_threads: usize,
+    /// Threads alive (or being started).
+    pub spawned: usize,
+    /// Threads parked waiting for work.
+    pub waiting: usize,
+    /// Requests waiting for a thread.
+    pub backlog: usize,
+    /// Requests being run by the app right now.
+    pub running: usize,
+    /// Requests handed to the app since start.
+    pub requests_count: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    jobs: VecDeque<Box<Job>>,
+    spawned: usize,
+    waiting: usize,
+    running: usize,
+    closed: bool,
+}
+
+/// The request queue and the pool's accounting. Shared by the reactor and every pool thread.
+#[derive(Debug)]
+pub struct WorkQueue {
+    state: Mutex<State>,
+    work: Condvar,
+    manager: Condvar,
+    /// Woken when a thread frees up, so the reactor can accept again.
+    capacity: Notify,
+    min_threads: usize,
+    max_threads: usize,
+    idle_trim: Duration,
+    requests_count: AtomicU64,
+}
+
+impl WorkQueue {
+    /// `idle_trim`: how long a thread above `min_threads` may idle before it exits.
+    pub fn new(min_threads: usize, max_threads: usize, idle_trim: Duration) -> WorkQueue {
+        WorkQueue {
+            state: Mutex::new(State {
+                jobs: VecDeque::new(),
+                spawned: 0,
+                waiting: 0,
+                running: 0,
+                closed: false,
+            }),
+            work: Condvar::new(),
+            manager: Condvar::new(),
+            capacity: Notify::new(),
+            min_threads,
+            max_threads: max_threads.max(1),
+            idle_trim,
+            requests_count: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the books half-updated in a way that
+        // matters more than stopping the server, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a complete request. Called by the reactor.
+    pub fn push(&self, job: Box<Job>) {
+        let mut st = self.lock();
+        st.jobs.push_back(job);
+        if st.waiting > 0 {
+            self.work.notify_one();
+        }
+        // More requests than idle threads: ask the manager for another thread.
+        if st.jobs.len() > st.waiting && st.spawned < self.max_threads {
+            self.manager.notify_one();
+        }
+    }
+
+    /// Whether the reactor may accept another connection: fewer requests queued or running than
+    /// threads allowed. Connections still sending their request do not count: they cost no thread.
+    pub fn has_capacity(&self) -> bool {
+        let st = self.lock();
+        st.running + st.jobs.len() < self.max_threads
+    }
+
+    /// Waits until [`has_capacity`](Self::has_capacity) holds. Called by the reactor.
+    pub async fn wait_for_capacity(&self) {
+        loop {
+            let notified = self.capacity.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.has_capacity() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Blocks until there is a request for this thread (call it without the GVL).
+    pub fn pop(&self, waiter: &Waiter) -> Pop {
+        let mut st = self.lock();
+        loop {
+            if waiter.is_interrupted() {
+                return Pop::Interrupted;
+            }
+            if let Some(job) = st.jobs.pop_front() {
+                st.running += 1;
+                self.requests_count.fetch_add(1, Ordering::Relaxed);
+                return Pop::Job(job);
+            }
+            if st.closed {
+                st.spawned = st.spawned.saturating_sub(1);
+                self.manager.notify_all();
+                return Pop::Closed;
+            }
+            st.waiting += 1;
+            let (guard, timeout) = self
+                .work
+                .wait_timeout(st, self.idle_trim)
+                .unwrap_or_else(|p| p.into_inner());
+            st = guard;
+            st.waiting -= 1;
+            if timeout.timed_out() && st.jobs.is_empty() && st.spawned > self.min_threads {
+                st.spawned -= 1;
+                return Pop::Trim;
+            }
+        }
+    }
+
+    /// Takes a request only if one is queued right now (no wait, so no GVL release needed).
+    pub fn try_pop(&self) -> Option<Box<Job>> {
+        let mut st = self.lock();
+        let job = st.jobs.pop_front()?;
+        st.running += 1;
+        self.requests_count.fetch_add(1, Ordering::Relaxed);
+        Some(job)
+    }
+
+    /// A popped request is finished (response handed over or connection dropped).
+    pub fn finish(&self) {
+        let mut st = self.lock();
+        st.running = st.running.saturating_sub(1);
+        drop(st);
+        self.capacity.notify_waiters();
+    }
+
+    /// A pool thread is gone for a reason the queue did not decide (it was killed or raised).
+    pub fn thread_died(&self) {
+        let mut st = self.lock();
+        st.spawned = st.spawned.saturating_sub(1);
+        if !st.jobs.is_empty() || st.spawned < self.min_threads {
+            self.manager.notify_one();
+        }
+    }
+
+    /// Blocks the pool manager until a thread should be started (call it without the GVL).
+    /// The pool grows when requests wait and no thread is idle, and keeps `min_threads` alive.
+    pub fn next_pool_action(&self, waiter: &Waiter) -> PoolAction {
+        let mut st = self.lock();
+        loop {
+            if waiter.is_interrupted() {
+                return PoolAction::Interrupted;
+            }
+            if st.closed {
+                return PoolAction::Closed;
+            }
+            let starved = st.jobs.len() > st.waiting;
+            if st.spawned < self.max_threads && (starved || st.spawned < self.min_threads) {
+                st.spawned += 1;
+                return PoolAction::Spawn;
+            }
+            st = self.manager.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Wakes `waiter` out of whatever wait it is in. Safe to call from any thread.
+    pub fn interrupt(&self, waiter: &Waiter) {
+        waiter.interrupted.store(true, Ordering::SeqCst);
+        // Taking the lock orders the flag store before the waits re-check it.
+        drop(self.lock());
+        self.work.notify_all();
+        self.manager.notify_all();
+    }
+
+    /// No more requests will come: idle threads exit once the queue is empty.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.work.notify_all();
+        self.manager.notify_all();
+        self.capacity.notify_waiters();
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let st = self.lock();
+        PoolStats {
+            min_threads: self.min_threads,
+            max_threads: self.max_threads,
+            spawned: st.spawned,
+            waiting: st.waiting,
+            backlog: st.jobs.len(),
+            running: st.running,
+            requests_count: self.requests_count.load(Ordering::Relaxed),
+        }
+    }
+}

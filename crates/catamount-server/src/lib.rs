@@ -1,0 +1,188 @@
+//! Catamount's server core, with no Ruby in it.
+//!
+//! - [`listener`]: opening the sockets named by bind URLs.
+//! - `reactor`: the thread that owns every connection: accepts, buffers whole requests, finishes
+//!   responses, keeps idle keep-alive connections.
+//! - [`dispatch`]: the queue between the reactor and the Ruby thread pool, and the pool's books.
+//! - [`request`] / [`response`]: what a pool thread gets (a whole [`Request`]) and answers with
+//!   (a [`Responder`] that writes without ever blocking the thread on a slow client).
+//!
+//! The Ruby extension drives this from pool threads: [`WorkQueue::pop`] a [`Job`], run the app,
+//! write through its [`Responder`].
+
+pub mod dispatch;
+pub mod listener;
+pub mod log;
+mod reactor;
+pub mod request;
+pub mod response;
+mod spill;
+mod stream;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use catamount_http::Limits;
+pub use dispatch::{Pop, PoolAction, PoolStats, Waiter, WorkQueue};
+pub use listener::{bind_all, BoundListener, ListenError, Listener};
+pub use request::{Body, Job, Peer, Request};
+pub use response::Responder;
+
+use tokio::sync::watch;
+
+/// Everything the reactor needs to know. Defaults match Puma 7+ where Puma has the knob.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Request size limits and accepted methods (see `catamount_http::Limits`).
+    pub limits: Limits,
+    /// Longest wait for more bytes of a request that has begun (and for the first request on a
+    /// new connection). Default 30 s.
+    pub first_data_timeout: Duration,
+    /// Longest idle time between requests on a keep-alive connection. Default 65 s.
+    pub persistent_timeout: Duration,
+    /// A response write that makes no progress for this long aborts the connection. Default 30 s.
+    pub write_timeout: Duration,
+    /// Allow keep-alive at all. Default true.
+    pub keep_alive: bool,
+    /// Requests served on one connection before it is closed. Default 999.
+    pub max_keep_alive: u64,
+    /// Bodies up to this size stay in memory; larger ones go to a temporary file. Default 112 KiB
+    /// (Puma's threshold). Chunked bodies always go to a file.
+    pub body_in_memory_max: usize,
+    /// Bytes of a streamed response queued for a slow client before the producing thread waits.
+    /// Default 16 MiB.
+    pub max_buffered_response: u64,
+    /// Directory for request-body temporary files. Default `$TMPDIR` or `/tmp`.
+    pub temp_dir: PathBuf,
+    pub min_threads: usize,
+    pub max_threads: usize,
+    /// How long a pool thread above `min_threads` may idle before it exits. Default 30 s.
+    pub idle_thread_trim: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            first_data_timeout: Duration::from_secs(30),
+            persistent_timeout: Duration::from_secs(65),
+            write_timeout: Duration::from_secs(30),
+            keep_alive: true,
+            max_keep_alive: 999,
+            body_in_memory_max: 112 * 1024,
+            max_buffered_response: 16 * 1024 * 1024,
+            temp_dir: std::env::temp_dir(),
+            min_threads: 0,
+            max_threads: 5,
+            idle_thread_trim: Duration::from_secs(30),
+        }
+    }
+}
+
+/// State shared by the reactor, every connection and every responder.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) queue: Arc<WorkQueue>,
+    /// Set once a graceful stop began: no new connections, no more keep-alive.
+    pub(crate) stopping: AtomicBool,
+}
+
+/// A running server: the reactor thread and the queue pool threads serve from.
+pub struct Server {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    finished: Arc<(Mutex<Option<Result<(), String>>>, Condvar)>,
+    reactor: Mutex<Option<JoinHandle<()>>>,
+    unix_paths: Vec<PathBuf>,
+}
+
+impl Server {
+    /// Starts the reactor on its own thread, serving `listeners`.
+    pub fn start(config: ServerConfig, listeners: Vec<BoundListener>) -> io::Result<Server> {
+        let queue = Arc::new(WorkQueue::new(
+            config.min_threads,
+            config.max_threads,
+            config.idle_thread_trim,
+        ));
+        let shared = Arc::new(Shared {
+            config,
+            queue,
+            stopping: AtomicBool::new(false),
+        });
+        let unix_paths = listeners.iter().filter_map(|l| l.unix_path.clone()).collect();
+        let (stop, stop_rx) = watch::channel(false);
+        let finished = Arc::new((Mutex::new(None), Condvar::new()));
+        let thread = {
+            let shared = shared.clone();
+            let finished = finished.clone();
+            std::thread::Builder::new()
+                .name("catamount-reactor".into())
+                .spawn(move || {
+                    let result = reactor::run(shared.clone(), listeners, stop_rx)
+                        .map_err(|e| e.to_string());
+                    // No connection is left, so no request can come: let the pool drain out.
+                    shared.queue.close();
+                    let (lock, cv) = &*finished;
+                    *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                    cv.notify_all();
+                })?
+        };
+        Ok(Server {
+            shared,
+            stop,
+            finished,
+            reactor: Mutex::new(Some(thread)),
+            unix_paths,
+        })
+    }
+
+    pub fn queue(&self) -> &Arc<WorkQueue> {
+        &self.shared.queue
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    /// Begins a graceful stop: close the listeners, close idle connections, let in-flight
+    /// requests finish (their responses say `connection: close`). Returns at once.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until the reactor has finished (every connection closed), or `waiter` is
+    /// interrupted (then returns None). Call it without the GVL.
+    pub fn wait(&self, waiter: &Waiter) -> Option<Result<(), String>> {
+        let (lock, cv) = &*self.finished;
+        let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(result) = done.clone() {
+                drop(done);
+                if let Some(handle) = self.reactor.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = handle.join();
+                }
+                for path in &self.unix_paths {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Some(result);
+            }
+            if waiter.is_interrupted() {
+                return None;
+            }
+            done = cv
+                .wait_timeout(done, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}

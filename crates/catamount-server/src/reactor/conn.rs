@@ -1,0 +1,401 @@
+//! One client connection, from its first byte to its close.
+//!
+//! The loop per request: read the head (first-data timeout, or the keep-alive timeout while the
+//! connection is idle), read the whole body (to memory, or to an unlinked temporary file when it
+//! is large or chunked), hand the request to the pool, write whatever the pool thread could not
+//! write itself, then either read the next request (bytes already received for it stay in the
+//! buffer, so pipelined requests are answered in order) or close.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catamount_http::{
+    error_response, BodyFraming, ChunkedDecoder, HeadParser, ParseError, RequestHead, Version,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::log;
+use crate::request::{Body, Job, Peer, Request};
+use crate::response::{Backlog, Outgoing, Responder};
+use crate::stream::Stream;
+use crate::{spill, Shared};
+
+/// Read-buffer growth step: one read takes up to this much.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long a closing connection is drained of unread request bytes before the final close.
+const LINGER: Duration = Duration::from_secs(2);
+
+pub(super) async fn serve(
+    stream: Stream,
+    peer: Peer,
+    local_port: Option<u16>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) {
+    let mut conn = Conn {
+        stream: Arc::new(stream),
+        peer,
+        local_port,
+        shared,
+        stop,
+        buf: Vec::new(),
+        served: 0,
+    };
+    conn.run().await;
+}
+
+struct Conn {
+    stream: Arc<Stream>,
+    peer: Peer,
+    local_port: Option<u16>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    /// Bytes received and not consumed yet: a partial head, or the next pipelined request.
+    buf: Vec<u8>,
+    /// Requests answered on this connection so far.
+    served: u64,
+}
+
+/// Why reading a request ended without a request.
+enum Stop {
+    /// Close quietly (client went away, idle timeout, server stopping).
+    Close,
+    /// Answer with this error response, then close.
+    Reject(u16),
+}
+
+enum Read {
+    Data,
+    Eof,
+    TimedOut,
+    Stopping,
+}
+
+impl Conn {
+    async fn run(&mut self) {
+        loop {
+            let outcome = match self.read_head().await {
+                Ok(head) => self.read_request(head).await,
+                Err(stop) => Err(stop),
+            };
+            let (request, version) = match outcome {
+                Ok(r) => r,
+                Err(Stop::Close) => return,
+                Err(Stop::Reject(status)) => {
+                    self.reject(Version::Http11, status).await;
+                    return;
+                }
+            };
+            self.served += 1;
+            let config = &self.shared.config;
+            let keep_alive_wanted = request.head.keep_alive()
+                && config.keep_alive
+                && self.served < config.max_keep_alive;
+            let _ = version;
+            let (outbox, inbox) = mpsc::unbounded_channel();
+            let backlog = Arc::new(Backlog::default());
+            let responder = Responder::new(
+                self.stream.clone(),
+                self.shared.clone(),
+                outbox,
+                backlog.clone(),
+                keep_alive_wanted,
+            );
+            self.shared.queue.push(Box::new(Job { request, responder }));
+            let keep_alive = self.deliver(inbox, &backlog).await;
+            backlog.close();
+            match keep_alive {
+                Some(true) => continue,
+                Some(false) => {
+                    self.linger().await;
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Reads until a whole request head is buffered.
+    async fn read_head(&mut self) -> Result<RequestHead, Stop> {
+        let mut parser = HeadParser::new();
+        loop {
+            if !self.buf.is_empty() {
+                match parser.parse(&self.buf, &self.shared.config.limits) {
+                    Ok(Some((head, consumed))) => {
+                        self.buf.drain(..consumed);
+                        return Ok(head);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(self.parse_failed(&e)),
+                }
+            }
+            let idle = self.buf.is_empty() && self.served > 0;
+            let timeout = if idle {
+                self.shared.config.persistent_timeout
+            } else {
+                self.shared.config.first_data_timeout
+            };
+            match self.read_more(timeout).await {
+                Read::Data => {}
+                // A half-sent head at shutdown or timeout is dropped without a word, as Puma
+                // does: there is no request yet to answer.
+                Read::Eof | Read::TimedOut | Read::Stopping => return Err(Stop::Close),
+            }
+        }
+    }
+
+    /// Reads the body the head announced; returns the request ready for the app.
+    async fn read_request(&mut self, head: RequestHead) -> Result<(Request, Version), Stop> {
+        let version = head.version();
+        let started = Instant::now();
+        let body = match head.body() {
+            BodyFraming::None => Body::Empty,
+            BodyFraming::Length(len) => {
+                if head.expects_continue() && (self.buf.len() as u64) < len {
+                    self.send_continue().await?;
+                }
+                self.read_fixed_body(len).await?
+            }
+            BodyFraming::Chunked => {
+                if head.expects_continue() {
+                    self.send_continue().await?;
+                }
+                self.read_chunked_body().await?
+            }
+        };
+        let request = Request {
+            head,
+            body,
+            peer: self.peer,
+            local_port: self.local_port,
+            body_wait: started.elapsed(),
+        };
+        Ok((request, version))
+    }
+
+    async fn read_fixed_body(&mut self, len: u64) -> Result<Body, Stop> {
+        if len == 0 {
+            return Ok(Body::Empty);
+        }
+        let in_memory = len <= self.shared.config.body_in_memory_max as u64;
+        let mut memory = Vec::new();
+        let mut file = None;
+        if in_memory {
+            memory.reserve_exact(len as usize);
+        } else {
+            file = Some(spill::temp_file(&self.shared.config.temp_dir).map_err(|e| {
+                log::error(&format!("Read: could not create a temporary file for a request body: {e}"));
+                Stop::Reject(500)
+            })?);
+        }
+        let mut remaining = len;
+        loop {
+            let take = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
+            if take > 0 {
+                let chunk = &self.buf[..take];
+                match file.as_mut() {
+                    Some(f) => f.write_all(chunk).map_err(|e| self.spill_failed(e))?,
+                    None => memory.extend_from_slice(chunk),
+                }
+                self.buf.drain(..take);
+                remaining -= take as u64;
+            }
+            if remaining == 0 {
+                break;
+            }
+            self.read_body_bytes().await?;
+        }
+        Ok(match file {
+            Some(f) => Body::File {
+                file: spill::rewind(f).map_err(|e| self.spill_failed(e))?,
+                len,
+            },
+            None => Body::Memory(memory),
+        })
+    }
+
+    async fn read_chunked_body(&mut self) -> Result<Body, Stop> {
+        let mut decoder = ChunkedDecoder::new();
+        let mut file = spill::temp_file(&self.shared.config.temp_dir).map_err(|e| self.spill_failed(e))?;
+        let mut decoded = Vec::new();
+        loop {
+            if !self.buf.is_empty() {
+                let progress = decoder
+                    .decode(&self.buf, &mut decoded, &self.shared.config.limits)
+                    .map_err(|e| self.parse_failed(&e))?;
+                self.buf.drain(..progress.consumed);
+                if !decoded.is_empty() {
+                    file.write_all(&decoded).map_err(|e| self.spill_failed(e))?;
+                    decoded.clear();
+                }
+                if progress.done {
+                    break;
+                }
+            }
+            self.read_body_bytes().await?;
+        }
+        let len = decoder.decoded_len();
+        if len == 0 {
+            return Ok(Body::Empty);
+        }
+        let file = spill::rewind(file).map_err(|e| self.spill_failed(e))?;
+        Ok(Body::File { file, len })
+    }
+
+    /// Reads more body bytes; a body that stops arriving gets a 408 (the head was complete, so
+    /// the client deserves an answer), a client that leaves or a stopping server just closes.
+    async fn read_body_bytes(&mut self) -> Result<(), Stop> {
+        match self.read_more(self.shared.config.first_data_timeout).await {
+            Read::Data => Ok(()),
+            Read::TimedOut => Err(Stop::Reject(408)),
+            Read::Eof | Read::Stopping => Err(Stop::Close),
+        }
+    }
+
+    async fn send_continue(&mut self) -> Result<(), Stop> {
+        write_all(&self.stream, b"HTTP/1.1 100 Continue\r\n\r\n", self.shared.config.write_timeout)
+            .await
+            .map_err(|_| Stop::Close)
+    }
+
+    /// Waits for more bytes, up to `timeout`, giving up early if the server is stopping.
+    async fn read_more(&mut self, timeout: Duration) -> Read {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let stream = self.stream.clone();
+        let buf = &mut self.buf;
+        let read = async {
+            loop {
+                stream.readable().await?;
+                match stream.try_read_buf(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(timeout, read) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
+                Ok(Ok(_)) => Read::Data,
+                Err(_) => Read::TimedOut,
+            },
+            _ = self.stop.wait_for(|s| *s) => Read::Stopping,
+        }
+    }
+
+    /// Writes what the pool thread handed over; returns whether to keep the connection
+    /// (None: the response could not be completed, so the connection must be dropped).
+    async fn deliver(
+        &mut self,
+        mut inbox: mpsc::UnboundedReceiver<Outgoing>,
+        backlog: &Backlog,
+    ) -> Option<bool> {
+        let timeout = self.shared.config.write_timeout;
+        loop {
+            match inbox.recv().await? {
+                Outgoing::Data(data) => {
+                    write_all(&self.stream, &data, timeout).await.ok()?;
+                    backlog.release(data.len() as u64);
+                }
+                Outgoing::File { file, offset, len } => {
+                    send_file(&self.stream, &file, offset, len, timeout).await.ok()?;
+                }
+                Outgoing::End { keep_alive } => return Some(keep_alive),
+            }
+        }
+    }
+
+    fn parse_failed(&self, e: &ParseError) -> Stop {
+        log::error(&format!(
+            "HTTP parse error, malformed request ({}): {e}",
+            self.peer.ip_string()
+        ));
+        Stop::Reject(e.status())
+    }
+
+    fn spill_failed(&self, e: io::Error) -> Stop {
+        log::error(&format!("Read: could not buffer a request body to disk: {e}"));
+        Stop::Reject(500)
+    }
+
+    async fn reject(&mut self, version: Version, status: u16) {
+        let response = error_response(version, status);
+        if write_all(&self.stream, &response, self.shared.config.write_timeout)
+            .await
+            .is_ok()
+        {
+            self.linger().await;
+        }
+    }
+
+    /// Closes gracefully: half-close, then discard what the client still sends for a moment, so
+    /// the kernel does not answer unread bytes with a reset that destroys our last response.
+    async fn linger(&mut self) {
+        self.stream.shutdown_write();
+        let stream = self.stream.clone();
+        let drain = async {
+            let mut scratch = Vec::with_capacity(16 * 1024);
+            let mut total = 0usize;
+            while total < 1 << 20 {
+                if stream.readable().await.is_err() {
+                    return;
+                }
+                scratch.clear();
+                match stream.try_read_buf(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(n) => total += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+}
+
+/// Writes all of `data`; fails if the client goes away or takes nothing for `timeout`.
+async fn write_all(stream: &Stream, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+    while !data.is_empty() {
+        tokio::time::timeout(timeout, stream.writable())
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        match stream.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn send_file(
+    stream: &Stream,
+    file: &File,
+    mut offset: u64,
+    len: u64,
+    timeout: Duration,
+) -> io::Result<()> {
+    let end = offset.saturating_add(len);
+    while offset < end {
+        tokio::time::timeout(timeout, stream.writable())
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        let want = usize::try_from(end - offset).unwrap_or(usize::MAX).min(1 << 30);
+        match stream.try_sendfile(file, &mut offset, want) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
