@@ -13,7 +13,7 @@ mod server;
 
 use magnus::{function, method, prelude::*, Error, Ruby};
 
-#[magnus::init]
+#[magnus::init(name = "catamount")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
     let catamount = ruby.define_module("Catamount")?;
     errors::define(ruby, catamount)?;

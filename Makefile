@@ -1,0 +1,42 @@
+# Catamount: `make run` serves the example app, `make test` runs every test.
+# Both install what is missing first (script/bootstrap).
+
+SHELL := /bin/bash
+# One target dir outside the clone, shared by every build and kept between CI runs.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/catamount/target
+export CARGO_TARGET_DIR
+EXT := lib/catamount/catamount.so
+
+.PHONY: all deps build run test test-rust test-ruby lint clean
+
+all: build
+
+deps:
+	@script/bootstrap
+
+# The native extension, built in release mode and placed where lib/catamount.rb requires it.
+build: deps
+	cargo build --release --locked -p catamount-ext
+	install -m 0755 $(CARGO_TARGET_DIR)/release/libcatamount.so $(EXT)
+
+run: build
+	@echo "Serving examples/hello/config.ru on http://127.0.0.1:9292 (Ctrl-C to stop)"
+	bin/catamount -b tcp://127.0.0.1:9292 examples/hello/config.ru
+
+test: lint test-rust test-ruby
+
+lint: deps
+	cargo fmt --all --check
+	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+# The pure-Rust crates (codec, config, server core). The extension needs a live Ruby: it is
+# covered by the process-level tests.
+test-rust: deps
+	cargo test --release --locked --workspace --exclude catamount-ext
+
+test-ruby: build
+	ruby -w test/run.rb
+
+clean:
+	rm -f $(EXT)
+	cargo clean

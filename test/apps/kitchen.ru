@@ -1,0 +1,100 @@
+# frozen_string_literal: true
+
+# One app with a route per behaviour the tests need. Routes take their parameters from the
+# query string.
+require "json"
+
+ENV_KEYS = %w[
+  REQUEST_METHOD SCRIPT_NAME PATH_INFO REQUEST_PATH REQUEST_URI QUERY_STRING FRAGMENT SERVER_NAME
+  SERVER_PORT SERVER_PROTOCOL HTTP_VERSION GATEWAY_INTERFACE REMOTE_ADDR CONTENT_LENGTH CONTENT_TYPE
+  rack.url_scheme rack.multithread rack.multiprocess rack.run_once rack.hijack?
+].freeze
+
+# A body that streams its parts with `each` and records that `close` was called.
+class StreamBody
+  def initialize(parts, fail_after: nil, marker: nil)
+    @parts = parts
+    @fail_after = fail_after
+    @marker = marker
+  end
+
+  def each
+    @parts.each_with_index do |part, i|
+      raise "stream failed" if @fail_after && i == @fail_after
+
+      yield part
+    end
+  end
+
+  def close
+    File.write(@marker, "closed") if @marker
+  end
+end
+
+# A body served from a file with `to_path` (sent with sendfile, never read into Ruby).
+class PathBody
+  def initialize(path)
+    @path = path
+  end
+
+  attr_reader :path
+  alias to_path path
+
+  def each
+    raise "each must not be called on a to_path body"
+  end
+end
+
+def params(env)
+  env["QUERY_STRING"].split("&").to_h { |pair| pair.split("=", 2) }
+end
+
+ROUTES = {
+  "/" => ->(_env) { [200, { "content-type" => "text/plain" }, ["hello"]] },
+  "/env" => lambda do |env|
+    info = ENV_KEYS.to_h { |k| [k, env[k]] }
+    env.each_key { |k| info[k] = env[k] if k.start_with?("HTTP_") }
+    info["body"] = env["rack.input"].read
+    info["input_class"] = env["rack.input"].class.name
+    info["body_wait"] = env["puma.request_body_wait"].class.name
+    info["catamount_body_wait"] = env.key?("catamount.request_body_wait")
+    [200, { "content-type" => "application/json" }, [JSON.generate(info)]]
+  end,
+  "/echo" => ->(env) { [200, { "content-type" => "application/octet-stream" }, [env["rack.input"].read]] },
+  "/boom" => ->(_env) { raise ArgumentError, "kaboom" },
+  "/bad_status" => ->(_env) { ["abc", {}, ["x"]] },
+  "/bad_header_value" => ->(_env) { [200, { "x-bad" => "a\r\nset-cookie: evil=1" }, ["x"]] },
+  "/bad_header_name" => ->(_env) { [200, { "bad name" => "v" }, ["x"]] },
+  "/two_elements" => ->(_env) { [200, {}] },
+  "/not_array" => ->(_env) { "nope" },
+  "/wrong_length" => ->(_env) { [200, { "content-length" => "10" }, ["short"]] },
+  "/multi" => ->(_env) { [200, { "set-cookie" => "a=1\nb=2", "x-list" => %w[one two] }, ["m"]] },
+  "/status" => ->(env) { [params(env).fetch("code").to_i, {}, ["body"]] },
+  "/stream" => lambda do |env|
+    n = params(env).fetch("n", "3").to_i
+    size = params(env).fetch("size", "5").to_i
+    [200, { "content-type" => "text/plain" }, StreamBody.new(Array.new(n) { |i| (i.to_s * size)[0, size] }, marker: params(env)["marker"])]
+  end,
+  "/stream_boom" => lambda do |env|
+    p = params(env)
+    [200, {}, StreamBody.new(Array.new(p.fetch("n", "3").to_i) { "x" * p.fetch("size", "10").to_i },
+                             fail_after: p.fetch("at", "1").to_i, marker: p["marker"])]
+  end,
+  "/file" => ->(env) { [200, { "content-type" => "application/octet-stream" }, PathBody.new(params(env).fetch("path"))] },
+  "/sleep" => lambda do |env|
+    sleep params(env).fetch("s", "1").to_f
+    [200, {}, ["slept"]]
+  end,
+  "/big" => ->(env) { [200, { "content-type" => "application/octet-stream" }, ["x" * (params(env).fetch("mb", "1").to_i << 20)]] },
+  "/after_reply" => lambda do |env|
+    marker = params(env).fetch("marker")
+    env["rack.after_reply"] << -> { File.write(marker, "after") }
+    [200, {}, ["ok"]]
+  end,
+  "/close_header" => ->(_env) { [200, { "connection" => "close" }, ["bye"]] }
+}.freeze
+
+run(lambda do |env|
+  route = ROUTES[env["PATH_INFO"]]
+  route ? route.call(env) : [404, { "content-type" => "text/plain" }, ["not found"]]
+end)

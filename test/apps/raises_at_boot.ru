@@ -1,0 +1,3 @@
+# frozen_string_literal: true
+
+raise "this app cannot boot"

@@ -1,0 +1,40 @@
+# frozen_string_literal: true
+
+require "minitest/autorun"
+require "socket"
+require "net/http"
+require "json"
+require "tmpdir"
+require "rbconfig"
+require "server_process"
+require "http_client"
+
+# Every test class may run beside the others: all ports are chosen by the OS.
+Minitest.parallel_executor = Minitest::Parallel::Executor.new(Integer(ENV.fetch("TEST_JOBS", "4")))
+
+module Support
+  ROOT = File.expand_path("../..", __dir__)
+  APPS = File.join(ROOT, "test", "apps")
+
+  # Helpers mixed into every test case.
+  module ServerTest
+    include HttpClient
+
+    # Starts a server with `args` (a bind on 127.0.0.1:0 is added unless a bind is given)
+    # and waits for its boot line; stops it after the test.
+    def start_server(*args, app: "kitchen.ru", env: {}, chdir: nil, boot: true)
+      args = args.flatten
+      args += ["-b", "tcp://127.0.0.1:0"] unless args.any? { |a| a.start_with?("-b", "--bind", "-p", "--port", "-C") }
+      args << File.join(APPS, app) if app
+      server = ServerProcess.new(args, env: env, chdir: chdir)
+      (@servers ||= []) << server
+      server.boot! if boot
+      server
+    end
+
+    def teardown
+      (@servers || []).each(&:kill)
+      super
+    end
+  end
+end
