@@ -43,6 +43,9 @@ module Catamount
     end
 
     def boot(cli)
+      # Log lines must reach pipes and files as they happen (Puma's default, too).
+      $stdout.sync = true
+      $stderr.sync = true
       cli.includes.reverse_each { |path| $LOAD_PATH.unshift(File.expand_path(path)) }
       options = cli.resolve(DSL.load(config_files(cli)))
       @silent = options.silent?

@@ -45,6 +45,26 @@ class PathBody
   end
 end
 
+# Requests to /barrier wait until `n` of them have arrived (or `t` seconds pass): with fewer
+# threads than `n` serving at once, the first ones answer "timeout" instead of "met". The count
+# only grows, so a test uses one round per server.
+BARRIER = { lock: Mutex.new, cond: ConditionVariable.new, count: 0 }
+
+def barrier(n, seconds)
+  BARRIER[:lock].synchronize do
+    BARRIER[:count] += 1
+    BARRIER[:cond].broadcast
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
+    while BARRIER[:count] < n
+      left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      return "timeout" if left <= 0
+
+      BARRIER[:cond].wait(BARRIER[:lock], left)
+    end
+    "met"
+  end
+end
+
 def params(env)
   env["QUERY_STRING"].split("&").to_h { |pair| pair.split("=", 2) }
 end
@@ -91,6 +111,8 @@ ROUTES = {
     env["rack.after_reply"] << -> { File.write(marker, "after") }
     [200, {}, ["ok"]]
   end,
+  "/barrier" => ->(env) { [200, {}, [barrier(params(env).fetch("n").to_i, params(env).fetch("t", "10").to_f)]] },
+  "/thread" => ->(_env) { [200, {}, [Thread.current.object_id.to_s]] },
   "/close_header" => ->(_env) { [200, { "connection" => "close" }, ["bye"]] }
 }.freeze
 

@@ -32,6 +32,17 @@ module Support
       server
     end
 
+    # The content of `path` once it exists (bounded wait), or nil.
+    def wait_for_file(path, timeout: 10)
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+      until File.exist?(path)
+        return nil if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+        sleep 0.02
+      end
+      File.read(path)
+    end
+
     def teardown
       (@servers || []).each(&:kill)
       super

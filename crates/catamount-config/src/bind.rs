@@ -160,9 +160,7 @@ fn parse_octal(value: &str) -> Result<u32, String> {
 
 fn parse_host_port(location: &str) -> Result<(Vec<IpAddr>, u16), String> {
     let (host, port) = if let Some(rest) = location.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or("unclosed '[' in IPv6 address")?;
+        let (host, after) = rest.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
         let port = after
             .strip_prefix(':')
             .ok_or("expected :PORT after the IPv6 address")?;
@@ -181,9 +179,11 @@ fn parse_host_port(location: &str) -> Result<(Vec<IpAddr>, u16), String> {
             IpAddr::V6(Ipv6Addr::LOCALHOST),
         ],
         "" => return Err("missing host".into()),
-        _ => vec![host
-            .parse::<IpAddr>()
-            .map_err(|_| format!("{host:?} is not an IP address (host names other than localhost are not resolved)"))?],
+        _ => vec![host.parse::<IpAddr>().map_err(|_| {
+            format!(
+                "{host:?} is not an IP address (host names other than localhost are not resolved)"
+            )
+        })?],
     };
     Ok((hosts, port))
 }
@@ -222,7 +222,14 @@ mod tests {
         let b = BindUrl::parse("tcp://[::1]:0?backlog=16&low_latency=true")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(b.backlog, 16);
-        assert!(matches!(b.kind, BindKind::Tcp { port: 0, low_latency: true, .. }));
+        assert!(matches!(
+            b.kind,
+            BindKind::Tcp {
+                port: 0,
+                low_latency: true,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -263,7 +270,9 @@ mod tests {
             ("unix:///x?mode=9", "octal"),
             ("ssl://0.0.0.0:443", "not supported yet"),
         ] {
-            let err = BindUrl::parse(url).err().unwrap_or_else(|| panic!("{url} parsed"));
+            let err = BindUrl::parse(url)
+                .err()
+                .unwrap_or_else(|| panic!("{url} parsed"));
             assert!(err.to_string().contains(needle), "{url}: {err}");
         }
     }

@@ -47,7 +47,11 @@ const NOT_YET: &[(&str, Option<char>, &str)] = &[
     ("prune-bundler", None, "cluster mode"),
     ("extra-runtime-dependencies", None, "cluster mode"),
     ("restart-cmd", Some('R'), "hot restarts"),
-    ("bind-to-activated-sockets", None, "systemd socket activation"),
+    (
+        "bind-to-activated-sockets",
+        None,
+        "systemd socket activation",
+    ),
     ("control-url", None, "the control server"),
     ("control-token", None, "the control server"),
     ("state", Some('S'), "the control server"),
@@ -184,7 +188,8 @@ fn lookup(flag: &str) -> Result<FlagSpec, UsageError> {
     ];
     let matches = |long: &str, short: Option<char>| {
         flag.strip_prefix("--") == Some(long)
-            || short.is_some_and(|c| flag.len() == 2 && flag.ends_with(c) && !flag.starts_with("--"))
+            || short
+                .is_some_and(|c| flag.len() == 2 && flag.ends_with(c) && !flag.starts_with("--"))
     };
     if let Some((name, short, takes_value)) = SERVED.iter().find(|(l, s, _)| matches(l, *s)) {
         let display = match short {
@@ -202,7 +207,9 @@ fn lookup(flag: &str) -> Result<FlagSpec, UsageError> {
             "--{name} is not supported yet (it needs {what}, which Catamount does not have yet)"
         )));
     }
-    Err(UsageError(format!("unknown option {flag} (see catamount --help)")))
+    Err(UsageError(format!(
+        "unknown option {flag} (see catamount --help)"
+    )))
 }
 
 fn apply(cli: &mut Cli, spec: &FlagSpec, value: String) -> Result<(), UsageError> {
@@ -210,7 +217,10 @@ fn apply(cli: &mut Cli, spec: &FlagSpec, value: String) -> Result<(), UsageError
     let set = |layer: &mut Layer, name: &str, args: Vec<Value>| {
         layer.set(name, &args).map_err(|e| {
             // Layer errors start with the DSL name; the flag name is what the user typed.
-            let detail = e.strip_prefix(&format!("{name}: ")).unwrap_or(&e).to_string();
+            let detail = e
+                .strip_prefix(&format!("{name}: "))
+                .unwrap_or(&e)
+                .to_string();
             in_flag(detail)
         })
     };
@@ -264,13 +274,34 @@ mod tests {
     #[test]
     fn served_flags() {
         let cli = run(&[
-            "-b", "tcp://127.0.0.1:0", "--bind=unix:///tmp/x.sock", "-t", "2:4", "-e", "production",
-            "--dir", "/srv", "-v", "--pidfile", "/tmp/p", "-s", "-I", "lib:vendor", "--tag", "web",
-            "-C", "a.rb", "--config=b.rb", "app.ru",
+            "-b",
+            "tcp://127.0.0.1:0",
+            "--bind=unix:///tmp/x.sock",
+            "-t",
+            "2:4",
+            "-e",
+            "production",
+            "--dir",
+            "/srv",
+            "-v",
+            "--pidfile",
+            "/tmp/p",
+            "-s",
+            "-I",
+            "lib:vendor",
+            "--tag",
+            "web",
+            "-C",
+            "a.rb",
+            "--config=b.rb",
+            "app.ru",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cli.user.binds.as_ref().map(Vec::len), Some(2));
-        assert_eq!((cli.user.min_threads, cli.user.max_threads), (Some(2), Some(4)));
+        assert_eq!(
+            (cli.user.min_threads, cli.user.max_threads),
+            (Some(2), Some(4))
+        );
         assert_eq!(cli.user.environment.as_deref(), Some("production"));
         assert_eq!(cli.user.directory.as_deref(), Some("/srv"));
         assert_eq!(cli.user.log_requests, Some(true));
@@ -284,8 +315,14 @@ mod tests {
     #[test]
     fn short_flags_with_attached_values() {
         let cli = run(&["-p9393", "-t8"]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cli.user.binds.unwrap_or_default()[0].original, "tcp://0.0.0.0:9393");
-        assert_eq!((cli.user.min_threads, cli.user.max_threads), (Some(8), Some(8)));
+        assert_eq!(
+            cli.user.binds.unwrap_or_default()[0].original,
+            "tcp://0.0.0.0:9393"
+        );
+        assert_eq!(
+            (cli.user.min_threads, cli.user.max_threads),
+            (Some(8), Some(8))
+        );
     }
 
     #[test]
@@ -296,8 +333,16 @@ mod tests {
 
     #[test]
     fn no_config_forms() {
-        assert!(run(&["-C", "-"]).unwrap_or_else(|e| panic!("{e}")).no_config);
-        assert!(run(&["--no-config"]).unwrap_or_else(|e| panic!("{e}")).no_config);
+        assert!(
+            run(&["-C", "-"])
+                .unwrap_or_else(|e| panic!("{e}"))
+                .no_config
+        );
+        assert!(
+            run(&["--no-config"])
+                .unwrap_or_else(|e| panic!("{e}"))
+                .no_config
+        );
     }
 
     #[test]
@@ -314,7 +359,10 @@ mod tests {
             (vec!["-Z"], "unknown option -Z"),
             (vec!["-w", "2"], "--workers is not supported yet"),
             (vec!["--preload"], "--preload is not supported yet"),
-            (vec!["-t", "5:2"], "-t/--threads: the minimum (5) is greater"),
+            (
+                vec!["-t", "5:2"],
+                "-t/--threads: the minimum (5) is greater",
+            ),
             (vec!["-t", "x"], "-t/--threads:"),
             (vec!["-p", "http"], "-p/--port:"),
             (vec!["-b", "0.0.0.0:80"], "-b/--bind: invalid bind URL"),
@@ -323,7 +371,9 @@ mod tests {
             (vec!["a.ru", "b.ru"], "only one rackup file"),
         ] {
             let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            let err = parse(&args).err().unwrap_or_else(|| panic!("{args:?} accepted"));
+            let err = parse(&args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
             assert!(err.0.contains(needle), "{args:?}: {err}");
         }
     }

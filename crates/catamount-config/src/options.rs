@@ -143,11 +143,18 @@ impl Layer {
                     Value::Str(s) => s.trim().parse::<u16>().ok(),
                     _ => None,
                 }
-                .ok_or_else(|| format!("port: {} is not a port number (0-65535)", port.describe()))?;
+                .ok_or_else(|| {
+                    format!("port: {} is not a port number (0-65535)", port.describe())
+                })?;
                 let host = match host {
                     None | Some(Value::Nil) => "0.0.0.0".to_string(),
                     Some(Value::Str(h)) => h.clone(),
-                    Some(other) => return Err(format!("port: host must be a String, got {}", other.describe())),
+                    Some(other) => {
+                        return Err(format!(
+                            "port: host must be a String, got {}",
+                            other.describe()
+                        ))
+                    }
                 };
                 self.push_bind(BindUrl::tcp(&host, port).map_err(|e| e.to_string())?);
             }
@@ -179,9 +186,7 @@ impl Layer {
                     [] => ForceShutdown::Never,
                     [Value::Sym(s)] if s == "forever" => ForceShutdown::Never,
                     [Value::Sym(s)] if s == "immediately" => ForceShutdown::After(Duration::ZERO),
-                    [_] => match seconds(name, args)? {
-                        d => ForceShutdown::After(d),
-                    },
+                    [_] => ForceShutdown::After(seconds(name, args)?),
                     _ => return Err(arity(name, args.len(), "0..1")),
                 });
             }
@@ -190,12 +195,10 @@ impl Layer {
                 self.max_keep_alive = Some(match first {
                     Value::Int(n) if *n >= 1 && args.len() == 1 => *n as u64,
                     Value::Float(f) if f.is_infinite() && *f > 0.0 && args.len() == 1 => u64::MAX,
-                    _ => {
-                        return Err(format!(
-                            "max_keep_alive: expected a positive Integer or Float::INFINITY, got {}",
-                            first.describe()
-                        ))
-                    }
+                    _ => return Err(format!(
+                        "max_keep_alive: expected a positive Integer or Float::INFINITY, got {}",
+                        first.describe()
+                    )),
                 });
             }
             _ => return Err(format!("unknown option {name:?}")),
@@ -218,11 +221,9 @@ pub fn resolve(user: &Layer, file: &Layer, env: &Environment<'_>) -> Result<Opti
     let env_count = |names: &[&str]| -> Result<Option<u32>, String> {
         for name in names {
             if let Some(v) = (env.var)(name).filter(|v| !v.trim().is_empty()) {
-                return v
-                    .trim()
-                    .parse::<u32>()
-                    .map(Some)
-                    .map_err(|_| format!("environment variable {name}={v:?} is not a whole number"));
+                return v.trim().parse::<u32>().map(Some).map_err(|_| {
+                    format!("environment variable {name}={v:?} is not a whole number")
+                });
             }
         }
         Ok(None)
@@ -247,7 +248,9 @@ pub fn resolve(user: &Layer, file: &Layer, env: &Environment<'_>) -> Result<Opti
         Some(d) => d,
         None => match (env.var)("PUMA_PERSISTENT_TIMEOUT").filter(|v| !v.trim().is_empty()) {
             Some(v) => parse_seconds(&v).ok_or_else(|| {
-                format!("environment variable PUMA_PERSISTENT_TIMEOUT={v:?} is not a number of seconds")
+                format!(
+                    "environment variable PUMA_PERSISTENT_TIMEOUT={v:?} is not a number of seconds"
+                )
             })?,
             None => DEFAULT_PERSISTENT_TIMEOUT,
         },
@@ -283,7 +286,9 @@ fn check_threads(min: u32, max: u32) -> Result<(), String> {
         return Err("threads: the maximum must be at least 1".into());
     }
     if min > max {
-        return Err(format!("threads: the minimum ({min}) is greater than the maximum ({max})"));
+        return Err(format!(
+            "threads: the minimum ({min}) is greater than the maximum ({max})"
+        ));
     }
     Ok(())
 }
@@ -296,7 +301,10 @@ fn exactly_one_str(name: &str, args: &[Value]) -> Result<String, String> {
     match args {
         [Value::Str(s)] => Ok(s.clone()),
         [Value::Sym(s)] => Ok(s.clone()),
-        [other] => Err(format!("{name}: expected a String, got {}", other.describe())),
+        [other] => Err(format!(
+            "{name}: expected a String, got {}",
+            other.describe()
+        )),
         _ => Err(arity(name, args.len(), "1")),
     }
 }
@@ -318,7 +326,11 @@ fn seconds(name: &str, args: &[Value]) -> Result<Duration, String> {
     let secs = match args {
         [Value::Int(n)] if *n >= 0 => Some(*n as f64),
         [Value::Float(f)] if f.is_finite() && *f >= 0.0 => Some(*f),
-        [Value::Str(s)] => s.trim().parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 0.0),
+        [Value::Str(s)] => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && *f >= 0.0),
         [_] => None,
         _ => return Err(arity(name, args.len(), "1")),
     };
@@ -355,7 +367,8 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let o = resolve(&Layer::default(), &Layer::default(), &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
+        let o = resolve(&Layer::default(), &Layer::default(), &env(&no_env))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(o.min_threads, 0);
         assert_eq!(o.max_threads, 5);
         assert_eq!(o.environment, "development");
@@ -379,15 +392,19 @@ mod tests {
     #[test]
     fn user_beats_file_beats_env() {
         let mut file = Layer::default();
-        file.set("threads", &[Value::Int(2), Value::Int(8)]).unwrap_or_else(|e| panic!("{e}"));
-        file.set("environment", &[Value::Str("staging".into())]).unwrap_or_else(|e| panic!("{e}"));
+        file.set("threads", &[Value::Int(2), Value::Int(8)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        file.set("environment", &[Value::Str("staging".into())])
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut user = Layer::default();
-        user.set("threads", &[Value::Int(3)]).unwrap_or_else(|e| panic!("{e}"));
+        user.set("threads", &[Value::Int(3)])
+            .unwrap_or_else(|e| panic!("{e}"));
         let vars = |n: &str| (n == "MAX_THREADS" || n == "RACK_ENV").then(|| "7".to_string());
         let o = resolve(&user, &file, &env(&vars)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((o.min_threads, o.max_threads), (3, 3));
         assert_eq!(o.environment, "staging");
-        let o = resolve(&Layer::default(), &Layer::default(), &env(&vars)).unwrap_or_else(|e| panic!("{e}"));
+        let o = resolve(&Layer::default(), &Layer::default(), &env(&vars))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(o.max_threads, 7);
         assert_eq!(o.environment, "7");
     }
@@ -395,13 +412,16 @@ mod tests {
     #[test]
     fn binds_accumulate_and_user_binds_replace_file_binds() {
         let mut file = Layer::default();
-        file.set("bind", &[Value::Str("tcp://127.0.0.1:1".into())]).unwrap_or_else(|e| panic!("{e}"));
-        file.set("port", &[Value::Int(2), Value::Str("::1".into())]).unwrap_or_else(|e| panic!("{e}"));
+        file.set("bind", &[Value::Str("tcp://127.0.0.1:1".into())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        file.set("port", &[Value::Int(2), Value::Str("::1".into())])
+            .unwrap_or_else(|e| panic!("{e}"));
         let o = resolve(&Layer::default(), &file, &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
         let urls: Vec<_> = o.binds.iter().map(|b| b.original.as_str()).collect();
         assert_eq!(urls, ["tcp://127.0.0.1:1", "tcp://[::1]:2"]);
         let mut user = Layer::default();
-        user.set("port", &[Value::Int(3)]).unwrap_or_else(|e| panic!("{e}"));
+        user.set("port", &[Value::Int(3)])
+            .unwrap_or_else(|e| panic!("{e}"));
         let o = resolve(&user, &file, &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(o.binds.len(), 1);
         assert_eq!(o.binds[0].original, "tcp://0.0.0.0:3");
@@ -410,8 +430,10 @@ mod tests {
     #[test]
     fn first_rackup_wins() {
         let mut l = Layer::default();
-        l.set("rackup", &[Value::Str("a.ru".into())]).unwrap_or_else(|e| panic!("{e}"));
-        l.set("rackup", &[Value::Str("b.ru".into())]).unwrap_or_else(|e| panic!("{e}"));
+        l.set("rackup", &[Value::Str("a.ru".into())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        l.set("rackup", &[Value::Str("b.ru".into())])
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(l.rackup.as_deref(), Some("a.ru"));
     }
 
@@ -419,18 +441,29 @@ mod tests {
     fn errors_name_the_option() {
         let mut l = Layer::default();
         for (name, args, needle) in [
-            ("threads", vec![Value::Int(5), Value::Int(2)], "greater than"),
+            (
+                "threads",
+                vec![Value::Int(5), Value::Int(2)],
+                "greater than",
+            ),
             ("threads", vec![Value::Int(0), Value::Int(0)], "at least 1"),
             ("threads", vec![Value::Str("x".into())], "whole number"),
             ("port", vec![Value::Int(70000)], "not a port"),
             ("bind", vec![Value::Str("nope".into())], "invalid bind URL"),
             ("bind", vec![], "wrong number"),
-            ("persistent_timeout", vec![Value::Str("soon".into())], "seconds"),
+            (
+                "persistent_timeout",
+                vec![Value::Str("soon".into())],
+                "seconds",
+            ),
             ("max_keep_alive", vec![Value::Int(0)], "positive"),
             ("tag", vec![Value::Int(1)], "expected a String"),
             ("frobnicate", vec![], "unknown option"),
         ] {
-            let err = l.set(name, &args).err().unwrap_or_else(|| panic!("{name} accepted"));
+            let err = l
+                .set(name, &args)
+                .err()
+                .unwrap_or_else(|| panic!("{name} accepted"));
             assert!(err.contains(needle), "{name}: {err}");
         }
     }
@@ -438,18 +471,29 @@ mod tests {
     #[test]
     fn force_shutdown_forms() {
         let mut l = Layer::default();
-        l.set("force_shutdown_after", &[Value::Sym("immediately".into())]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(l.force_shutdown_after, Some(ForceShutdown::After(Duration::ZERO)));
-        l.set("force_shutdown_after", &[Value::Int(5)]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(l.force_shutdown_after, Some(ForceShutdown::After(Duration::from_secs(5))));
-        l.set("force_shutdown_after", &[Value::Sym("forever".into())]).unwrap_or_else(|e| panic!("{e}"));
+        l.set("force_shutdown_after", &[Value::Sym("immediately".into())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            l.force_shutdown_after,
+            Some(ForceShutdown::After(Duration::ZERO))
+        );
+        l.set("force_shutdown_after", &[Value::Int(5)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            l.force_shutdown_after,
+            Some(ForceShutdown::After(Duration::from_secs(5)))
+        );
+        l.set("force_shutdown_after", &[Value::Sym("forever".into())])
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(l.force_shutdown_after, Some(ForceShutdown::Never));
     }
 
     #[test]
     fn bad_env_var_is_an_error() {
         let vars = |n: &str| (n == "PUMA_MAX_THREADS").then(|| "lots".to_string());
-        let err = resolve(&Layer::default(), &Layer::default(), &env(&vars)).err().unwrap_or_default();
+        let err = resolve(&Layer::default(), &Layer::default(), &env(&vars))
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("PUMA_MAX_THREADS"), "{err}");
     }
 }

@@ -9,9 +9,7 @@ use std::cell::RefCell;
 use catamount_config::cli::{self, Command};
 use catamount_config::{Environment, ForceShutdown, Layer, Options, Value as ConfValue};
 use magnus::value::ReprValue;
-use magnus::{
-    prelude::*, Error, Float, Integer, RArray, RString, Ruby, Symbol, TryConvert, Value,
-};
+use magnus::{prelude::*, Error, Float, Integer, RArray, RString, Ruby, Symbol, TryConvert, Value};
 
 use crate::errors;
 
@@ -64,7 +62,8 @@ impl RbCli {
             let name: String = entry.entry(0)?;
             let args: RArray = entry.entry(1)?;
             let location: String = entry.entry(2)?;
-            let fail = |msg: String| Error::new(errors::config_error(ruby), format!("{location}: {msg}"));
+            let fail =
+                |msg: String| Error::new(errors::config_error(ruby), format!("{location}: {msg}"));
             let mut values = Vec::with_capacity(args.len());
             for arg in args.into_iter() {
                 values.push(to_conf_value(arg).map_err(|m| fail(format!("{name}: {m}")))?);
@@ -93,16 +92,23 @@ fn to_conf_value(v: Value) -> Result<ConfValue, String> {
         return Ok(ConfValue::Bool(v.to_bool()));
     }
     if let Some(i) = Integer::from_value(v) {
-        return i.to_i64().map(ConfValue::Int).map_err(|_| "integer out of range".into());
+        return i
+            .to_i64()
+            .map(ConfValue::Int)
+            .map_err(|_| "integer out of range".into());
     }
     if let Some(f) = Float::from_value(v) {
         return Ok(ConfValue::Float(f.to_f64()));
     }
     if let Some(s) = RString::from_value(v) {
-        return Ok(ConfValue::Str(String::from_utf8_lossy(&crate::ffi::bytes_of(s)).into_owned()));
+        return Ok(ConfValue::Str(
+            String::from_utf8_lossy(&crate::ffi::bytes_of(s)).into_owned(),
+        ));
     }
     if let Some(s) = Symbol::from_value(v) {
-        return Ok(ConfValue::Sym(s.name().map(|n| n.to_string()).unwrap_or_default()));
+        return Ok(ConfValue::Sym(
+            s.name().map(|n| n.to_string()).unwrap_or_default(),
+        ));
     }
     Err(format!("unsupported value {}", v.inspect()))
 }
@@ -149,5 +155,7 @@ impl RbOptions {
 
 fn ruby_class(v: Value, name: &str) -> magnus::RClass {
     let ruby = Ruby::get_with(v);
-    ruby.class_object().const_get(name).unwrap_or_else(|_| ruby.class_object())
+    ruby.class_object()
+        .const_get(name)
+        .unwrap_or_else(|_| ruby.class_object())
 }

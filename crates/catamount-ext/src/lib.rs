@@ -39,13 +39,19 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     options.define_method("silent?", method!(config::RbOptions::silent, 0))?;
     options.define_method("log_requests?", method!(config::RbOptions::log_requests, 0))?;
     options.define_method("binds", method!(config::RbOptions::binds, 0))?;
-    options.define_method("force_shutdown_after", method!(config::RbOptions::force_shutdown_after, 0))?;
+    options.define_method(
+        "force_shutdown_after",
+        method!(config::RbOptions::force_shutdown_after, 0),
+    )?;
 
     let srv = native.define_class("Server", ruby.class_object())?;
     srv.define_singleton_method("new", function!(server::RbServer::new, 2))?;
     srv.define_method("listening", method!(server::RbServer::listening, 0))?;
     srv.define_method("start", method!(server::RbServer::start, 0))?;
-    srv.define_method("next_pool_action", method!(server::RbServer::next_pool_action, 0))?;
+    srv.define_method(
+        "next_pool_action",
+        method!(server::RbServer::next_pool_action, 0),
+    )?;
     srv.define_method("run_worker", method!(server::RbServer::run_worker, 1))?;
     srv.define_method("stop", method!(server::RbServer::stop, 0))?;
     srv.define_method("wait", method!(server::RbServer::wait, 0))?;

@@ -11,7 +11,9 @@ use std::time::Instant;
 use magnus::value::{Opaque, ReprValue};
 use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 
-use catamount_server::{bind_all, BoundListener, Job, Pop, PoolAction, Server, ServerConfig, Waiter};
+use catamount_server::{
+    bind_all, BoundListener, Job, PoolAction, Pop, Server, ServerConfig, Waiter,
+};
 
 use crate::config::RbOptions;
 use crate::errors;
@@ -42,7 +44,8 @@ impl RbServer {
     /// the boot before the app loads. Raises `Catamount::ListenError`.
     pub fn new(ruby: &Ruby, options: &RbOptions, settings: RHash) -> Result<RbServer, Error> {
         let o = &options.0;
-        let listeners = bind_all(&o.binds).map_err(|e| Error::new(errors::listen_error(ruby), e.to_string()))?;
+        let listeners = bind_all(&o.binds)
+            .map_err(|e| Error::new(errors::listen_error(ruby), e.to_string()))?;
         let displays = listeners.iter().map(|l| l.display.clone()).collect();
         let config = ServerConfig {
             first_data_timeout: o.first_data_timeout,
@@ -80,9 +83,14 @@ impl RbServer {
 
     /// Starts the reactor thread.
     pub fn start(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
-        let listeners = std::mem::take(&mut *rb_self.listeners.lock().unwrap_or_else(|p| p.into_inner()));
-        let server = Server::start(rb_self.config.clone(), listeners)
-            .map_err(|e| Error::new(ruby.exception_runtime_error(), format!("could not start the reactor: {e}")))?;
+        let listeners =
+            std::mem::take(&mut *rb_self.listeners.lock().unwrap_or_else(|p| p.into_inner()));
+        let server = Server::start(rb_self.config.clone(), listeners).map_err(|e| {
+            Error::new(
+                ruby.exception_runtime_error(),
+                format!("could not start the reactor: {e}"),
+            )
+        })?;
         rb_self
             .server
             .set(Arc::new(server))
@@ -101,7 +109,9 @@ impl RbServer {
         let queue = server.queue();
         let waiter = Waiter::new();
         loop {
-            let action = blocking(ruby, || queue.next_pool_action(&waiter), &|| queue.interrupt(&waiter))?;
+            let action = blocking(ruby, || queue.next_pool_action(&waiter), &|| {
+                queue.interrupt(&waiter)
+            })?;
             match action {
                 Some(PoolAction::Spawn) => return Ok(ruby.to_symbol("spawn")),
                 Some(PoolAction::Closed) => return Ok(ruby.to_symbol("closed")),
@@ -124,23 +134,26 @@ impl RbServer {
                 }
             }
         }
+        queue.thread_started();
         let mut alive = Alive(&queue, true);
         let waiter = Waiter::new();
         loop {
             // Take queued work while holding the GVL; release it only to wait.
             let job = match queue.try_pop() {
                 Some(job) => job,
-                None => match blocking(ruby, || queue.pop(&waiter), &|| queue.interrupt(&waiter))? {
-                    Some(Pop::Job(job)) => job,
-                    Some(Pop::Interrupted) | None => {
-                        waiter.reset();
-                        continue;
+                None => {
+                    match blocking(ruby, || queue.pop(&waiter), &|| queue.interrupt(&waiter))? {
+                        Some(Pop::Job(job)) => job,
+                        Some(Pop::Interrupted) | None => {
+                            waiter.reset();
+                            continue;
+                        }
+                        Some(Pop::Trim) | Some(Pop::Closed) => {
+                            alive.1 = false;
+                            return Ok(());
+                        }
                     }
-                    Some(Pop::Trim) | Some(Pop::Closed) => {
-                        alive.1 = false;
-                        return Ok(());
-                    }
-                },
+                }
             };
             serve(ruby, &rb_self.rack, app, *job)?;
         }
@@ -173,7 +186,10 @@ impl RbServer {
         let busy = s.spawned.saturating_sub(s.waiting) + s.backlog;
         h.aset(ruby.to_symbol("backlog"), s.backlog)?;
         h.aset(ruby.to_symbol("running"), s.spawned)?;
-        h.aset(ruby.to_symbol("pool_capacity"), (s.waiting + s.max_threads.saturating_sub(s.spawned)).saturating_sub(s.backlog))?;
+        h.aset(
+            ruby.to_symbol("pool_capacity"),
+            (s.waiting + s.max_threads.saturating_sub(s.spawned)).saturating_sub(s.backlog),
+        )?;
         h.aset(ruby.to_symbol("busy_threads"), busy)?;
         h.aset(ruby.to_symbol("max_threads"), s.max_threads)?;
         h.aset(ruby.to_symbol("requests_count"), s.requests_count)?;
@@ -184,7 +200,11 @@ impl RbServer {
 /// Runs `func` without the GVL. When Ruby has an interrupt pending (the function was not run,
 /// or `unblock` cut it short), lets Ruby handle it first: that may raise (kill, Thread#raise),
 /// which propagates; otherwise returns None and the caller retries.
-fn blocking<R>(ruby: &Ruby, func: impl FnOnce() -> R, unblock: &(dyn Fn() + Sync)) -> Result<Option<R>, Error> {
+fn blocking<R>(
+    ruby: &Ruby,
+    func: impl FnOnce() -> R,
+    unblock: &(dyn Fn() + Sync),
+) -> Result<Option<R>, Error> {
     match ffi::without_gvl(func, &|| unblock()) {
         Ok(value) => Ok(Some(value)),
         Err(Blocked::Interrupted) => {
@@ -201,7 +221,10 @@ fn blocking<R>(ruby: &Ruby, func: impl FnOnce() -> R, unblock: &(dyn Fn() + Sync
 /// One request: env, app, response. Errors returned are non-local exits only.
 fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(), Error> {
     let started = Instant::now();
-    let Job { mut request, responder } = job;
+    let Job {
+        mut request,
+        responder,
+    } = job;
     let env = rack::env::build(ruby, settings, &mut request)?;
     let result = app.funcall::<_, _, Value>("call", (env,));
     rack::response::respond(ruby, settings, &request, env, result, responder, started)

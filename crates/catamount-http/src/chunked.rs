@@ -48,7 +48,12 @@ fn err(kind: ErrorKind) -> ParseError {
 
 impl ChunkedDecoder {
     pub fn new() -> ChunkedDecoder {
-        ChunkedDecoder { state: State::SizeLine, line: Vec::new(), decoded: 0, extension_bytes: 0 }
+        ChunkedDecoder {
+            state: State::SizeLine,
+            line: Vec::new(),
+            decoded: 0,
+            extension_bytes: 0,
+        }
     }
 
     /// Total decoded body bytes so far.
@@ -57,7 +62,12 @@ impl ChunkedDecoder {
     }
 
     /// Decodes from `input`, appending body bytes to `out`.
-    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>, limits: &Limits) -> Result<ChunkProgress, ParseError> {
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limits: &Limits,
+    ) -> Result<ChunkProgress, ParseError> {
         let mut i = 0;
         while i < input.len() {
             match self.state {
@@ -77,7 +87,11 @@ impl ChunkedDecoder {
                         return Err(err(ErrorKind::BareCr));
                     }
                     self.line.push(byte);
-                    let max = if self.state == State::SizeLine { limits.max_chunk_line } else { limits.max_chunk_extensions };
+                    let max = if self.state == State::SizeLine {
+                        limits.max_chunk_line
+                    } else {
+                        limits.max_chunk_extensions
+                    };
                     if self.line.len() > max {
                         return Err(err(if self.state == State::SizeLine {
                             ErrorKind::ChunkLineTooLong
@@ -87,11 +101,17 @@ impl ChunkedDecoder {
                     }
                 }
                 State::Data(left) => {
-                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(input.len() - i);
+                    let take = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len() - i);
                     out.extend_from_slice(&input[i..i + take]);
                     i += take;
                     let left = left - take as u64;
-                    self.state = if left == 0 { State::DataEnd(0) } else { State::Data(left) };
+                    self.state = if left == 0 {
+                        State::DataEnd(0)
+                    } else {
+                        State::Data(left)
+                    };
                 }
                 State::DataEnd(seen) => {
                     let want = if seen == 0 { b'\r' } else { b'\n' };
@@ -99,11 +119,18 @@ impl ChunkedDecoder {
                         return Err(err(ErrorKind::MissingChunkCrlf));
                     }
                     i += 1;
-                    self.state = if seen == 0 { State::DataEnd(1) } else { State::SizeLine };
+                    self.state = if seen == 0 {
+                        State::DataEnd(1)
+                    } else {
+                        State::SizeLine
+                    };
                 }
             }
         }
-        Ok(ChunkProgress { consumed: i, done: self.state == State::Done })
+        Ok(ChunkProgress {
+            consumed: i,
+            done: self.state == State::Done,
+        })
     }
 
     fn end_of_line(&mut self, limits: &Limits) -> Result<(), ParseError> {
@@ -119,7 +146,10 @@ impl ChunkedDecoder {
             }
             return check_trailer(&line);
         }
-        let size_end = line.iter().position(|c| !c.is_ascii_hexdigit()).unwrap_or(line.len());
+        let size_end = line
+            .iter()
+            .position(|c| !c.is_ascii_hexdigit())
+            .unwrap_or(line.len());
         let (digits, rest) = line.split_at(size_end);
         if digits.is_empty() || digits.len() > 16 {
             return Err(err(ErrorKind::InvalidChunkSize));
@@ -130,8 +160,16 @@ impl ChunkedDecoder {
             .ok_or_else(|| err(ErrorKind::InvalidChunkSize))?;
         if !rest.is_empty() {
             // Extensions: BWS ";" name [ "=" value ], ignored but bounded and checked for CTLs.
-            let trimmed = rest.iter().position(|c| *c != b' ' && *c != b'\t').map(|p| &rest[p..]).unwrap_or(&[]);
-            if trimmed.first() != Some(&b';') || rest.iter().any(|c| (*c < 0x20 && *c != b'\t') || *c == 0x7f) {
+            let trimmed = rest
+                .iter()
+                .position(|c| *c != b' ' && *c != b'\t')
+                .map(|p| &rest[p..])
+                .unwrap_or(&[]);
+            if trimmed.first() != Some(&b';')
+                || rest
+                    .iter()
+                    .any(|c| (*c < 0x20 && *c != b'\t') || *c == 0x7f)
+            {
                 return Err(err(ErrorKind::InvalidChunkSize));
             }
             self.extension_bytes += rest.len();
@@ -139,11 +177,18 @@ impl ChunkedDecoder {
                 return Err(err(ErrorKind::ChunkExtensionsTooLarge));
             }
         }
-        self.decoded = self.decoded.checked_add(size).ok_or_else(|| err(ErrorKind::BodyTooLarge))?;
+        self.decoded = self
+            .decoded
+            .checked_add(size)
+            .ok_or_else(|| err(ErrorKind::BodyTooLarge))?;
         if limits.max_body.is_some_and(|max| self.decoded > max) {
             return Err(err(ErrorKind::BodyTooLarge));
         }
-        self.state = if size == 0 { State::Trailer } else { State::Data(size) };
+        self.state = if size == 0 {
+            State::Trailer
+        } else {
+            State::Data(size)
+        };
         Ok(())
     }
 }
@@ -152,10 +197,18 @@ fn check_trailer(line: &[u8]) -> Result<(), ParseError> {
     if matches!(line.first(), Some(b' ') | Some(b'\t')) {
         return Err(err(ErrorKind::MalformedTrailer));
     }
-    let colon = line.iter().position(|c| *c == b':').ok_or_else(|| err(ErrorKind::MalformedTrailer))?;
+    let colon = line
+        .iter()
+        .position(|c| *c == b':')
+        .ok_or_else(|| err(ErrorKind::MalformedTrailer))?;
     let name = &line[..colon];
     let value = &line[colon + 1..];
-    if name.is_empty() || !name.iter().all(|c| is_tchar(*c)) || value.iter().any(|c| (*c < 0x20 && *c != b'\t') || *c == 0x7f) {
+    if name.is_empty()
+        || !name.iter().all(|c| is_tchar(*c))
+        || value
+            .iter()
+            .any(|c| (*c < 0x20 && *c != b'\t') || *c == 0x7f)
+    {
         return Err(err(ErrorKind::MalformedTrailer));
     }
     Ok(())

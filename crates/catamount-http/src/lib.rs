@@ -16,4 +16,7 @@ pub use chunked::{ChunkProgress, ChunkedDecoder};
 pub use error::{ErrorKind, ParseError};
 pub use limits::{Limits, MethodPolicy};
 pub use request::{parse_head, BodyFraming, HeadParser, RequestHead, Version};
-pub use response::{error_response, is_token, is_valid_field_value, reason_phrase, status_has_body, write_chunk, write_status_line, LAST_CHUNK};
+pub use response::{
+    error_response, is_token, is_valid_field_value, reason_phrase, status_has_body, write_chunk,
+    write_status_line, LAST_CHUNK,
+};

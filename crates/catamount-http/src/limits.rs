@@ -63,10 +63,12 @@ impl Default for Limits {
             max_chunk_extensions: 16 * 1024,
             max_body: None,
             methods: MethodPolicy::Only(
-                ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"]
-                    .iter()
-                    .map(|m| m.to_string())
-                    .collect(),
+                [
+                    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
+                ]
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
             ),
         }
     }

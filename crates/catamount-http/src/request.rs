@@ -84,7 +84,9 @@ impl RequestHead {
     /// Header fields in order, names as sent, values trimmed of surrounding SP/HTAB. Names may
     /// contain `_`; the Rack env builder decides what to do with those.
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.headers.iter().map(|(n, v)| (self.slice(n), self.slice(v)))
+        self.headers
+            .iter()
+            .map(|(n, v)| (self.slice(n), self.slice(v)))
     }
     pub fn header_count(&self) -> usize {
         self.headers.len()
@@ -142,7 +144,11 @@ impl HeadParser {
 
     /// Parses as much of `buf` as possible. `Ok(None)`: need more bytes. `Ok(Some((head, n)))`:
     /// the head is the first `n` bytes of `buf`.
-    pub fn parse(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, ParseError> {
+    pub fn parse(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+    ) -> Result<Option<(RequestHead, usize)>, ParseError> {
         loop {
             // Check the bytes of the current line up to its end (or the end of the buffer).
             let line_limit = self.line_limit(limits);
@@ -209,19 +215,31 @@ impl HeadParser {
     /// The longest the current line may be, and what to report beyond it.
     fn line_limit(&self, limits: &Limits) -> (usize, ErrorKind) {
         if self.lines.is_empty() {
-            (limits.max_target + REQUEST_LINE_OVERHEAD, ErrorKind::TargetTooLong)
+            (
+                limits.max_target + REQUEST_LINE_OVERHEAD,
+                ErrorKind::TargetTooLong,
+            )
         } else {
             // name ":" OWS value OWS: generous OWS allowance, the exact checks come per field.
-            (limits.max_header_name + limits.max_header_value + 64, ErrorKind::HeaderValueTooLong)
+            (
+                limits.max_header_name + limits.max_header_value + 64,
+                ErrorKind::HeaderValueTooLong,
+            )
         }
     }
 
     fn build(&mut self, buf: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
         let base = self.skip;
         let bytes: Box<[u8]> = buf.get(base..self.line_start).unwrap_or_default().into();
-        let lines: Vec<Range<usize>> = self.lines.iter().map(|r| r.start - base..r.end - base).collect();
+        let lines: Vec<Range<usize>> = self
+            .lines
+            .iter()
+            .map(|r| r.start - base..r.end - base)
+            .collect();
         let mut lines = lines.into_iter();
-        let request_line = lines.next().ok_or_else(|| err(ErrorKind::MalformedRequestLine))?;
+        let request_line = lines
+            .next()
+            .ok_or_else(|| err(ErrorKind::MalformedRequestLine))?;
         let rl = parse_request_line(&bytes, request_line, limits)?;
         let mut head = RequestHead {
             method: rl.method,
@@ -310,8 +328,14 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, us
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|c| *c != b' ' && *c != b'\t').unwrap_or(v.len());
-    let end = v.iter().rposition(|c| *c != b' ' && *c != b'\t').map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|c| *c != b' ' && *c != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|c| *c != b' ' && *c != b'\t')
+        .map_or(start, |e| e + 1);
     v.get(start..end).unwrap_or_default()
 }
 
@@ -334,10 +358,20 @@ fn check_request_line(line: &[u8], limits: &Limits) -> Result<(), ParseError> {
     parse_request_line(line, 0..line.len(), limits).map(|_| ())
 }
 
-fn parse_request_line(bytes: &[u8], line: Range<usize>, limits: &Limits) -> Result<RequestLine, ParseError> {
+fn parse_request_line(
+    bytes: &[u8],
+    line: Range<usize>,
+    limits: &Limits,
+) -> Result<RequestLine, ParseError> {
     let text = bytes.get(line.clone()).unwrap_or_default();
-    let sp1 = text.iter().position(|c| *c == b' ').ok_or_else(|| err(ErrorKind::MalformedRequestLine))?;
-    let sp2 = text.iter().rposition(|c| *c == b' ').ok_or_else(|| err(ErrorKind::MalformedRequestLine))?;
+    let sp1 = text
+        .iter()
+        .position(|c| *c == b' ')
+        .ok_or_else(|| err(ErrorKind::MalformedRequestLine))?;
+    let sp2 = text
+        .iter()
+        .rposition(|c| *c == b' ')
+        .ok_or_else(|| err(ErrorKind::MalformedRequestLine))?;
     if sp1 == sp2 {
         // HTTP/0.9 (`GET /`) or a missing part.
         return Err(err(ErrorKind::MalformedRequestLine));
@@ -378,7 +412,9 @@ fn parse_request_line(bytes: &[u8], line: Range<usize>, limits: &Limits) -> Resu
 
 fn parse_version(v: &[u8]) -> Result<Version, ParseError> {
     match v {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
             match (major, minor) {
                 (b'1', b'0') => Ok(Version::Http10),
                 (b'1', _) => Ok(Version::Http11),
@@ -401,7 +437,12 @@ fn parse_target(t: &[u8], options: bool, limits: &Limits) -> Result<Target, Pars
         if !options {
             return Err(err(ErrorKind::InvalidTarget));
         }
-        return Ok(Target { path: 0..1, query: None, fragment: None, authority: None });
+        return Ok(Target {
+            path: 0..1,
+            query: None,
+            fragment: None,
+            authority: None,
+        });
     }
     let mut start = 0;
     let mut authority = None;
@@ -416,7 +457,10 @@ fn parse_target(t: &[u8], options: bool, limits: &Limits) -> Result<Target, Pars
             return Err(err(ErrorKind::InvalidTarget));
         };
         let rest = &t[scheme_len..];
-        let auth_len = rest.iter().position(|c| matches!(c, b'/' | b'?' | b'#')).unwrap_or(rest.len());
+        let auth_len = rest
+            .iter()
+            .position(|c| matches!(c, b'/' | b'?' | b'#'))
+            .unwrap_or(rest.len());
         if auth_len == 0 {
             return Err(err(ErrorKind::InvalidTarget));
         }
@@ -426,7 +470,10 @@ fn parse_target(t: &[u8], options: bool, limits: &Limits) -> Result<Target, Pars
     let rest = &t[start..];
     let fragment_at = rest.iter().position(|c| *c == b'#').map(|i| start + i);
     let before_fragment = fragment_at.unwrap_or(t.len());
-    let query_at = t[start..before_fragment].iter().position(|c| *c == b'?').map(|i| start + i);
+    let query_at = t[start..before_fragment]
+        .iter()
+        .position(|c| *c == b'?')
+        .map(|i| start + i);
     let path = start..query_at.unwrap_or(before_fragment);
     let query = query_at.map(|q| q + 1..before_fragment);
     let fragment = fragment_at.map(|f| f + 1..t.len());
@@ -436,10 +483,18 @@ fn parse_target(t: &[u8], options: bool, limits: &Limits) -> Result<Target, Pars
     if query.as_ref().is_some_and(|q| q.len() > limits.max_query) {
         return Err(err(ErrorKind::QueryTooLong));
     }
-    if fragment.as_ref().is_some_and(|f| f.len() > limits.max_fragment) {
+    if fragment
+        .as_ref()
+        .is_some_and(|f| f.len() > limits.max_fragment)
+    {
         return Err(err(ErrorKind::FragmentTooLong));
     }
-    Ok(Target { path, query, fragment, authority })
+    Ok(Target {
+        path,
+        query,
+        fragment,
+        authority,
+    })
 }
 
 /// Splits `name: value`; validates name and value; returns (name, trimmed value) ranges.
@@ -452,7 +507,10 @@ pub(crate) fn parse_field(
     if matches!(text.first(), Some(b' ') | Some(b'\t')) {
         return Err(err(ErrorKind::ObsFold));
     }
-    let colon = text.iter().position(|c| *c == b':').ok_or_else(|| err(ErrorKind::MalformedHeader))?;
+    let colon = text
+        .iter()
+        .position(|c| *c == b':')
+        .ok_or_else(|| err(ErrorKind::MalformedHeader))?;
     let name = &text[..colon];
     if name.len() > limits.max_header_name {
         return Err(err(ErrorKind::HeaderNameTooLong));
@@ -467,7 +525,10 @@ pub(crate) fn parse_field(
     }
     // Control characters (other than HTAB) were refused while scanning the line.
     let value_start = line.start + colon + 1 + (value.as_ptr() as usize - raw.as_ptr() as usize);
-    Ok((line.start..line.start + colon, value_start..value_start + value.len()))
+    Ok((
+        line.start..line.start + colon,
+        value_start..value_start + value.len(),
+    ))
 }
 
 fn parse_content_length(v: &[u8]) -> Result<u64, ParseError> {
@@ -486,11 +547,18 @@ fn check_transfer_encoding(te: &[u8]) -> Result<(), ParseError> {
     if codings.iter().any(|c| c.is_empty()) {
         return Err(err(ErrorKind::InvalidTransferEncoding));
     }
-    let chunked = codings.iter().filter(|c| c.eq_ignore_ascii_case(b"chunked")).count();
-    let last_is_chunked = codings.last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+    let chunked = codings
+        .iter()
+        .filter(|c| c.eq_ignore_ascii_case(b"chunked"))
+        .count();
+    let last_is_chunked = codings
+        .last()
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
     match (codings.len(), chunked, last_is_chunked) {
         (1, 1, true) => Ok(()),
-        (_, 0, _) if codings.iter().all(|c| c.iter().all(|b| is_tchar(*b))) && codings.len() == 1 => {
+        (_, 0, _)
+            if codings.iter().all(|c| c.iter().all(|b| is_tchar(*b))) && codings.len() == 1 =>
+        {
             Err(err(ErrorKind::InvalidTransferEncoding))
         }
         (_, 1, true) => Err(err(ErrorKind::UnsupportedTransferCoding)),

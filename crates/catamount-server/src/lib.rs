@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use catamount_http::Limits;
-pub use dispatch::{Pop, PoolAction, PoolStats, Waiter, WorkQueue};
+pub use dispatch::{PoolAction, PoolStats, Pop, Waiter, WorkQueue};
 pub use listener::{bind_all, BoundListener, ListenError, Listener};
 pub use request::{Body, Job, Peer, Request};
 pub use response::Responder;
@@ -92,11 +92,14 @@ pub(crate) struct Shared {
     pub(crate) stopping: AtomicBool,
 }
 
+/// How the reactor ended, once it has: set by the reactor thread, awaited by [`Server::wait`].
+type Finished = Arc<(Mutex<Option<Result<(), String>>>, Condvar)>;
+
 /// A running server: the reactor thread and the queue pool threads serve from.
 pub struct Server {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    finished: Arc<(Mutex<Option<Result<(), String>>>, Condvar)>,
+    finished: Finished,
     reactor: Mutex<Option<JoinHandle<()>>>,
     unix_paths: Vec<PathBuf>,
 }
@@ -114,17 +117,20 @@ impl Server {
             queue,
             stopping: AtomicBool::new(false),
         });
-        let unix_paths = listeners.iter().filter_map(|l| l.unix_path.clone()).collect();
+        let unix_paths = listeners
+            .iter()
+            .filter_map(|l| l.unix_path.clone())
+            .collect();
         let (stop, stop_rx) = watch::channel(false);
-        let finished = Arc::new((Mutex::new(None), Condvar::new()));
+        let finished: Finished = Arc::new((Mutex::new(None), Condvar::new()));
         let thread = {
             let shared = shared.clone();
             let finished = finished.clone();
             std::thread::Builder::new()
                 .name("catamount-reactor".into())
                 .spawn(move || {
-                    let result = reactor::run(shared.clone(), listeners, stop_rx)
-                        .map_err(|e| e.to_string());
+                    let result =
+                        reactor::run(shared.clone(), listeners, stop_rx).map_err(|e| e.to_string());
                     // No connection is left, so no request can come: let the pool drain out.
                     shared.queue.close();
                     let (lock, cv) = &*finished;
@@ -168,7 +174,12 @@ impl Server {
         loop {
             if let Some(result) = done.clone() {
                 drop(done);
-                if let Some(handle) = self.reactor.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                if let Some(handle) = self
+                    .reactor
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                {
                     let _ = handle.join();
                 }
                 for path in &self.unix_paths {

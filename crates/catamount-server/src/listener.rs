@@ -83,8 +83,8 @@ fn bind_one(bind: &BindUrl, out: &mut Vec<BoundListener>) -> Result<(), String> 
         } => {
             for host in hosts {
                 let addr = SocketAddr::new(*host, *port);
-                let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
-                    .map_err(describe)?;
+                let socket =
+                    Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(describe)?;
                 socket.set_reuse_address(true).map_err(describe)?;
                 if *low_latency {
                     socket.set_tcp_nodelay(true).map_err(describe)?;

@@ -16,17 +16,33 @@ pub fn stdout(line: &str) {
 
 /// `23/Nov/2026:05:44:18 +0000`, the Common Log Format time.
 pub fn common_log_time(at: SystemTime) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let secs = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    let month = MONTHS.get(m.saturating_sub(1) as usize).copied().unwrap_or("Jan");
-    format!("{d:02}/{month}/{y:04}:{:02}:{:02}:{:02} +0000", rem / 3600, (rem % 3600) / 60, rem % 60)
+    let month = MONTHS
+        .get(m.saturating_sub(1) as usize)
+        .copied()
+        .unwrap_or("Jan");
+    format!(
+        "{d:02}/{month}/{y:04}:{:02}:{:02}:{:02} +0000",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }
 
 /// `2026-11-23 05:44:18 +0000`
 pub fn timestamp(at: SystemTime) -> String {
-    let secs = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
     format!(

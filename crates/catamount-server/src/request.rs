@@ -36,7 +36,10 @@ pub enum Body {
     /// Small bodies (up to `ServerConfig::body_in_memory_max`).
     Memory(Vec<u8>),
     /// Large and chunked bodies: an unlinked temporary file, positioned at its start.
-    File { file: File, len: u64 },
+    File {
+        file: File,
+        len: u64,
+    },
 }
 
 impl Body {

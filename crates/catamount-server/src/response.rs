@@ -27,9 +27,15 @@ use crate::Shared;
 #[derive(Debug)]
 pub(crate) enum Outgoing {
     Data(Vec<u8>),
-    File { file: File, offset: u64, len: u64 },
+    File {
+        file: File,
+        offset: u64,
+        len: u64,
+    },
     /// The response is complete; keep the connection open for the next request or not.
-    End { keep_alive: bool },
+    End {
+        keep_alive: bool,
+    },
 }
 
 /// Bytes queued for the reactor and not yet written, shared by both sides.
@@ -141,7 +147,9 @@ impl Responder {
         let end = offset.saturating_add(len);
         if !self.handed_off {
             while offset < end {
-                let want = usize::try_from(end - offset).unwrap_or(usize::MAX).min(1 << 30);
+                let want = usize::try_from(end - offset)
+                    .unwrap_or(usize::MAX)
+                    .min(1 << 30);
                 match self.stream.try_sendfile(&file, &mut offset, want) {
                     Ok(0) => {
                         return Err(io::Error::new(
@@ -179,7 +187,11 @@ impl Responder {
     /// the client is gone, or `waiter` is interrupted.
     pub fn wait_for_client(&self, waiter: &Waiter) {
         let low_water = self.shared.config.max_buffered_response / 2;
-        let mut q = self.backlog.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self
+            .backlog
+            .queued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         while *q > low_water
             && !self.backlog.closed.load(Ordering::SeqCst)
             && !waiter.is_interrupted()

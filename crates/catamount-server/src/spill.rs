@@ -13,7 +13,11 @@ pub(crate) fn temp_file(dir: &Path) -> io::Result<File> {
     let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
     match rustix::fs::open(dir, flags, Mode::RUSR | Mode::WUSR) {
         Ok(fd) => Ok(File::from(fd)),
-        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::ISDIR || e == rustix::io::Errno::INVAL => {
+        Err(e)
+            if e == rustix::io::Errno::OPNOTSUPP
+                || e == rustix::io::Errno::ISDIR
+                || e == rustix::io::Errno::INVAL =>
+        {
             named_then_unlinked(dir)
         }
         Err(e) => Err(e.into()),
@@ -40,7 +44,9 @@ fn named_then_unlinked(dir: &Path) -> io::Result<File> {
             Err(e) => return Err(e),
         }
     }
-    Err(io::Error::other("could not find a free temporary file name"))
+    Err(io::Error::other(
+        "could not find a free temporary file name",
+    ))
 }
 
 /// Positions a filled temporary file at its start, ready to be read as `rack.input`.

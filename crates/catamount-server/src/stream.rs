@@ -44,9 +44,8 @@ impl Stream {
     /// Sends up to `count` bytes of `file` from `*offset` with sendfile(2); the kernel copies,
     /// the bytes never pass through user space.
     pub fn try_sendfile(&self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
-        let send = || {
-            rustix::fs::sendfile(self.fd(), file, Some(offset), count).map_err(io::Error::from)
-        };
+        let send =
+            || rustix::fs::sendfile(self.fd(), file, Some(offset), count).map_err(io::Error::from);
         each!(self, s => s.try_io(Interest::WRITABLE, send))
     }
 

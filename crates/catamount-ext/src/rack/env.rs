@@ -118,7 +118,10 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
     env.aset(k(&REMOTE_ADDR), ruby.str_new(&request.peer.ip_string()))?;
 
     let https = add_headers(ruby, env, request)?;
-    env.aset(k(&RACK_URL_SCHEME), if https { k(&V_HTTPS) } else { k(&V_HTTP) })?;
+    env.aset(
+        k(&RACK_URL_SCHEME),
+        if https { k(&V_HTTPS) } else { k(&V_HTTP) },
+    )?;
     add_server_name_and_port(ruby, env, request, https)?;
 
     if let Some(version) = settings.rack_version(ruby) {
@@ -184,7 +187,10 @@ fn add_headers(ruby: &Ruby, env: RHash, request: &Request) -> Result<bool, Error
         }
     }
     if chunked {
-        env.aset(ruby.get_inner(&CONTENT_LENGTH), ruby.str_new(&request.body.len().to_string()))?;
+        env.aset(
+            ruby.get_inner(&CONTENT_LENGTH),
+            ruby.str_new(&request.body.len().to_string()),
+        )?;
     }
     Ok(https)
 }
@@ -193,13 +199,19 @@ fn says_https(name: &[u8], value: &[u8]) -> bool {
     (name.eq_ignore_ascii_case(b"x-forwarded-proto")
         && value.len() >= 5
         && value[..5].eq_ignore_ascii_case(b"https"))
-        || (name.eq_ignore_ascii_case(b"x-forwarded-scheme") && value.eq_ignore_ascii_case(b"https"))
+        || (name.eq_ignore_ascii_case(b"x-forwarded-scheme")
+            && value.eq_ignore_ascii_case(b"https"))
         || (name.eq_ignore_ascii_case(b"x-forwarded-ssl") && value.eq_ignore_ascii_case(b"on"))
 }
 
 /// `SERVER_NAME` and `SERVER_PORT` from the Host header (or the absolute-form target's
 /// authority); IPv6 literals keep their brackets; no port means the scheme's default.
-fn add_server_name_and_port(ruby: &Ruby, env: RHash, request: &Request, https: bool) -> Result<(), Error> {
+fn add_server_name_and_port(
+    ruby: &Ruby,
+    env: RHash,
+    request: &Request,
+    https: bool,
+) -> Result<(), Error> {
     let k = |key: &Lazy<RString>| ruby.get_inner(key);
     let default_port = if https { k(&V_443) } else { k(&V_80) };
     let host = request.head.authority().or_else(|| request.head.host());
@@ -240,7 +252,9 @@ fn rack_input(ruby: &Ruby, request: &mut Request) -> Result<Value, Error> {
             s.funcall::<_, _, Value>("force_encoding", ("BINARY",))?;
             ruby.get_inner(&STRING_IO).new_instance((s,))
         }
-        Body::Memory(bytes) => ruby.get_inner(&STRING_IO).new_instance((ruby.str_from_slice(&bytes),)),
+        Body::Memory(bytes) => ruby
+            .get_inner(&STRING_IO)
+            .new_instance((ruby.str_from_slice(&bytes),)),
         Body::File { file, .. } => {
             use std::os::fd::IntoRawFd;
             let fd = file.into_raw_fd();

@@ -13,7 +13,10 @@ use std::time::Instant;
 use magnus::value::ReprValue;
 use magnus::{Error, Integer, RArray, RHash, RString, Ruby, Symbol, Value};
 
-use catamount_http::{is_token, is_valid_field_value, reason_phrase, status_has_body, write_chunk, write_status_line, Version, LAST_CHUNK};
+use catamount_http::{
+    is_token, is_valid_field_value, reason_phrase, status_has_body, write_chunk, write_status_line,
+    Version, LAST_CHUNK,
+};
 use catamount_server::{log, Request, Responder, Waiter};
 
 use super::RackSettings;
@@ -83,7 +86,15 @@ pub fn respond(
         }
     };
     let (status_value, headers_value, body) = parts;
-    let outcome = write_triple(ruby, settings, request, status_value, headers_value, body, responder);
+    let outcome = write_triple(
+        ruby,
+        settings,
+        request,
+        status_value,
+        headers_value,
+        body,
+        responder,
+    );
     close_body(body);
     match outcome {
         Ok(Written { status, app_length }) => {
@@ -111,8 +122,12 @@ enum Failure {
 }
 
 fn split_triple(triple: Value) -> Result<(Value, Value, Value), AppBug> {
-    let array = RArray::from_value(triple)
-        .ok_or_else(|| AppBug(format!("app returned {} instead of [status, headers, body]", triple.inspect())))?;
+    let array = RArray::from_value(triple).ok_or_else(|| {
+        AppBug(format!(
+            "app returned {} instead of [status, headers, body]",
+            triple.inspect()
+        ))
+    })?;
     if array.len() != 3 {
         return Err(AppBug(format!(
             "app returned an Array of {} elements instead of [status, headers, body]",
@@ -164,7 +179,9 @@ fn write_triple(
         }
     };
     let known_len = match &kind {
-        BodyKind::Array(bytes) if !bodiless || head.content_length.is_none() => Some(bytes.len() as u64),
+        BodyKind::Array(bytes) if !bodiless || head.content_length.is_none() => {
+            Some(bytes.len() as u64)
+        }
         BodyKind::Array(_) => None,
         BodyKind::File(_, len) => Some(*len),
         BodyKind::Stream => None,
@@ -187,14 +204,17 @@ fn write_triple(
     } else {
         Framing::Close
     };
-    let keep_alive = responder.keep_alive_allowed() && !head.app_says_close && framing != Framing::Close;
+    let keep_alive =
+        responder.keep_alive_allowed() && !head.app_says_close && framing != Framing::Close;
 
     let mut out = Vec::with_capacity(256 + head.lines.len());
     write_status_line(&mut out, version, status);
     out.extend_from_slice(&head.lines);
     let add_length = head.content_length.is_none() && status != 204 && status >= 200;
     match framing {
-        Framing::Length(len) if add_length => push_header(&mut out, b"content-length", len.to_string().as_bytes()),
+        Framing::Length(len) if add_length => {
+            push_header(&mut out, b"content-length", len.to_string().as_bytes())
+        }
         Framing::NoBody if add_length && head_request => {
             if let Some(len) = known_len {
                 push_header(&mut out, b"content-length", len.to_string().as_bytes());
@@ -224,14 +244,25 @@ fn write_triple(
         }
         (_, BodyKind::File(file, len)) => {
             send(&mut responder, out).map_err(|_| Failure::Logged)?;
-            responder.send_file(file, 0, len).map_err(|_| Failure::Logged)?;
+            responder
+                .send_file(file, 0, len)
+                .map_err(|_| Failure::Logged)?;
         }
         (framing, BodyKind::Stream) => {
             let limit = match framing {
                 Framing::Length(len) => Some(len),
                 _ => None,
             };
-            responder = stream_body(ruby, settings, request, body, out, framing == Framing::Chunked, limit, responder)?;
+            responder = stream_body(
+                ruby,
+                settings,
+                request,
+                body,
+                out,
+                framing == Framing::Chunked,
+                limit,
+                responder,
+            )?;
         }
     }
     responder.finish(keep_alive);
@@ -344,7 +375,10 @@ fn stream_body(
         return Err(Failure::Logged);
     }
     if st.limit.is_some_and(|l| st.body_bytes < l) {
-        log::error(&format!("{}: body is shorter than its content-length", app_context(request)));
+        log::error(&format!(
+            "{}: body is shorter than its content-length",
+            app_context(request)
+        ));
         return Err(Failure::Logged);
     }
     if st.chunked {
@@ -376,7 +410,10 @@ fn parse_status(v: Value) -> Result<u16, AppBug> {
     let status = if let Some(i) = Integer::from_value(v) {
         i.to_i64().ok()
     } else if let Some(s) = RString::from_value(v) {
-        String::from_utf8_lossy(&ffi::bytes_of(s)).trim().parse::<i64>().ok()
+        String::from_utf8_lossy(&ffi::bytes_of(s))
+            .trim()
+            .parse::<i64>()
+            .ok()
     } else {
         None
     };
@@ -418,16 +455,24 @@ fn add_header(head: &mut Head, key: Value, value: Value) -> Result<(), AppBug> {
     let name = if let Some(s) = RString::from_value(key) {
         ffi::bytes_of(s)
     } else if let Some(sym) = Symbol::from_value(key) {
-        sym.name().map(|n| n.as_bytes().to_vec()).unwrap_or_default()
+        sym.name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default()
     } else {
-        return Err(AppBug(format!("header name {} is not a String", key.inspect())));
+        return Err(AppBug(format!(
+            "header name {} is not a String",
+            key.inspect()
+        )));
     };
     // Rack reserves `rack.*` keys for the server (e.g. rack.hijack); they are not sent.
     if name.starts_with(b"rack.") || name.eq_ignore_ascii_case(b"status") {
         return Ok(());
     }
     if !is_token(&name) {
-        return Err(AppBug(format!("invalid header name {:?}", String::from_utf8_lossy(&name))));
+        return Err(AppBug(format!(
+            "invalid header name {:?}",
+            String::from_utf8_lossy(&name)
+        )));
     }
     let mut values: Vec<Vec<u8>> = Vec::new();
     if value.is_nil() {
@@ -438,8 +483,12 @@ fn add_header(head: &mut Head, key: Value, value: Value) -> Result<(), AppBug> {
     } else if let Some(list) = RArray::from_value(value) {
         // Rack 3: an Array of values, one header line each.
         for item in list.into_iter() {
-            let s = RString::from_value(item)
-                .ok_or_else(|| AppBug(format!("header {:?} has a non-String value", String::from_utf8_lossy(&name))))?;
+            let s = RString::from_value(item).ok_or_else(|| {
+                AppBug(format!(
+                    "header {:?} has a non-String value",
+                    String::from_utf8_lossy(&name)
+                ))
+            })?;
             values.push(ffi::bytes_of(s));
         }
     } else {
@@ -451,11 +500,17 @@ fn add_header(head: &mut Head, key: Value, value: Value) -> Result<(), AppBug> {
     }
     for v in &values {
         if !is_valid_field_value(v) {
-            return Err(AppBug(format!("invalid value for header {:?}", String::from_utf8_lossy(&name))));
+            return Err(AppBug(format!(
+                "invalid value for header {:?}",
+                String::from_utf8_lossy(&name)
+            )));
         }
     }
     if name.eq_ignore_ascii_case(b"content-length") {
-        let text = values.first().map(|v| String::from_utf8_lossy(v).trim().to_string()).unwrap_or_default();
+        let text = values
+            .first()
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+            .unwrap_or_default();
         let len = text
             .parse::<u64>()
             .ok()
@@ -472,7 +527,8 @@ fn add_header(head: &mut Head, key: Value, value: Value) -> Result<(), AppBug> {
         head.app_transfer_encoding = true;
     } else if name.eq_ignore_ascii_case(b"connection") {
         head.app_says_close = values.iter().any(|v| {
-            v.split(|c| *c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            v.split(|c| *c == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
         });
         // We decide the connection header ourselves from the keep-alive decision.
         return Ok(());
@@ -539,8 +595,9 @@ fn array_bytes(array: RArray) -> Result<BodyKind, BodyError> {
         if item.is_nil() {
             continue;
         }
-        let s = RString::from_value(item)
-            .ok_or_else(|| BodyError::Bug(format!("body element {} is not a String", item.inspect())))?;
+        let s = RString::from_value(item).ok_or_else(|| {
+            BodyError::Bug(format!("body element {} is not a String", item.inspect()))
+        })?;
         ffi::copy_bytes(s, &mut bytes);
     }
     Ok(BodyKind::Array(bytes))
@@ -555,12 +612,24 @@ fn close_body(body: Value) {
 }
 
 /// A 500 for an app error (or a response the app built wrongly).
-fn write_error(ruby: &Ruby, settings: &RackSettings, request: &Request, mut responder: Responder, exception: Option<Value>) {
+fn write_error(
+    ruby: &Ruby,
+    settings: &RackSettings,
+    request: &Request,
+    mut responder: Responder,
+    exception: Option<Value>,
+) {
     write_error_to(ruby, settings, request, &mut responder, exception);
     responder.finish(false);
 }
 
-fn write_error_to(ruby: &Ruby, settings: &RackSettings, request: &Request, responder: &mut Responder, exception: Option<Value>) {
+fn write_error_to(
+    ruby: &Ruby,
+    settings: &RackSettings,
+    request: &Request,
+    responder: &mut Responder,
+    exception: Option<Value>,
+) {
     let version = request.head.version();
     let body = match (settings.show_errors, exception) {
         (true, Some(exc)) => describe_exception(exc),
@@ -570,7 +639,11 @@ fn write_error_to(ruby: &Ruby, settings: &RackSettings, request: &Request, respo
     let mut out = Vec::with_capacity(128 + body.len());
     write_status_line(&mut out, version, 500);
     push_header(&mut out, b"content-type", b"text/plain");
-    push_header(&mut out, b"content-length", body.len().to_string().as_bytes());
+    push_header(
+        &mut out,
+        b"content-length",
+        body.len().to_string().as_bytes(),
+    );
     push_header(&mut out, b"connection", b"close");
     out.extend_from_slice(b"\r\n");
     if request.head.method() != "HEAD" {
@@ -597,7 +670,10 @@ fn describe_exception(exception: Value) -> String {
 
 fn app_context(request: &Request) -> String {
     let head = &request.head;
-    let query = head.query().map(|q| format!("?{}", String::from_utf8_lossy(q))).unwrap_or_default();
+    let query = head
+        .query()
+        .map(|q| format!("?{}", String::from_utf8_lossy(q)))
+        .unwrap_or_default();
     format!(
         "Rack app (\"{} {}{query}\" - ({}))",
         head.method(),
@@ -622,7 +698,10 @@ fn log_app_error(request: &Request, exception: Value) {
 
 fn access_log(request: &Request, status: u16, app_length: Option<u64>, started: Instant) {
     let head = &request.head;
-    let query = head.query().map(|q| format!("?{}", String::from_utf8_lossy(q))).unwrap_or_default();
+    let query = head
+        .query()
+        .map(|q| format!("?{}", String::from_utf8_lossy(q)))
+        .unwrap_or_default();
     let protocol = match head.version() {
         Version::Http11 => "HTTP/1.1",
         Version::Http10 => "HTTP/1.0",

@@ -47,8 +47,8 @@ impl Waiter {
 
 /// What a pool thread got from [`WorkQueue::pop`].
 #[derive(Debug)]
-pub enum Pop {
-    Job(Box<Job>),
+pub enum Pop<T = Box<Job>> {
+    Job(T),
     /// The wait was interrupted (Ruby wants the thread back: kill, raise, signal).
     Interrupted,
     /// The thread idled long enough above `min`: it should exit. Already uncounted.
@@ -84,9 +84,12 @@ pub struct PoolStats {
 }
 
 #[derive(Debug)]
-struct State {
-    jobs: VecDeque<Box<Job>>,
+struct State<T> {
+    jobs: VecDeque<T>,
     spawned: usize,
+    /// Spawned threads that have not asked for work yet: they count as idle, or the manager
+    /// would start a thread per check while the first one is still booting.
+    starting: usize,
     waiting: usize,
     running: usize,
     closed: bool,
@@ -94,8 +97,8 @@ struct State {
 
 /// The request queue and the pool's accounting. Shared by the reactor and every pool thread.
 #[derive(Debug)]
-pub struct WorkQueue {
-    state: Mutex<State>,
+pub struct WorkQueue<T = Box<Job>> {
+    state: Mutex<State<T>>,
     work: Condvar,
     manager: Condvar,
     /// Woken when a thread frees up, so the reactor can accept again.
@@ -106,13 +109,14 @@ pub struct WorkQueue {
     requests_count: AtomicU64,
 }
 
-impl WorkQueue {
+impl<T> WorkQueue<T> {
     /// `idle_trim`: how long a thread above `min_threads` may idle before it exits.
-    pub fn new(min_threads: usize, max_threads: usize, idle_trim: Duration) -> WorkQueue {
+    pub fn new(min_threads: usize, max_threads: usize, idle_trim: Duration) -> Self {
         WorkQueue {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
                 spawned: 0,
+                starting: 0,
                 waiting: 0,
                 running: 0,
                 closed: false,
@@ -127,21 +131,21 @@ impl WorkQueue {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         // A panic while holding this lock cannot leave the books half-updated in a way that
         // matters more than stopping the server, so poisoning is ignored.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues a complete request. Called by the reactor.
-    pub fn push(&self, job: Box<Job>) {
+    pub fn push(&self, job: T) {
         let mut st = self.lock();
         st.jobs.push_back(job);
         if st.waiting > 0 {
             self.work.notify_one();
         }
         // More requests than idle threads: ask the manager for another thread.
-        if st.jobs.len() > st.waiting && st.spawned < self.max_threads {
+        if st.jobs.len() > st.waiting + st.starting && st.spawned < self.max_threads {
             self.manager.notify_one();
         }
     }
@@ -166,16 +170,22 @@ impl WorkQueue {
         }
     }
 
+    /// A thread granted by [`next_pool_action`](Self::next_pool_action) is running and about
+    /// to ask for work.
+    pub fn thread_started(&self) {
+        let mut st = self.lock();
+        st.starting = st.starting.saturating_sub(1);
+    }
+
     /// Blocks until there is a request for this thread (call it without the GVL).
-    pub fn pop(&self, waiter: &Waiter) -> Pop {
+    pub fn pop(&self, waiter: &Waiter) -> Pop<T> {
         let mut st = self.lock();
         loop {
             if waiter.is_interrupted() {
                 return Pop::Interrupted;
             }
             if let Some(job) = st.jobs.pop_front() {
-                st.running += 1;
-                self.requests_count.fetch_add(1, Ordering::Relaxed);
+                self.took(&mut st);
                 return Pop::Job(job);
             }
             if st.closed {
@@ -198,12 +208,22 @@ impl WorkQueue {
     }
 
     /// Takes a request only if one is queued right now (no wait, so no GVL release needed).
-    pub fn try_pop(&self) -> Option<Box<Job>> {
+    pub fn try_pop(&self) -> Option<T> {
         let mut st = self.lock();
         let job = st.jobs.pop_front()?;
+        self.took(&mut st);
+        Some(job)
+    }
+
+    /// Books a job taken by a pool thread, and asks for another thread if requests are still
+    /// queued with nobody idle to take them (the manager may have been told "enough" while
+    /// this thread was starting).
+    fn took(&self, st: &mut State<T>) {
         st.running += 1;
         self.requests_count.fetch_add(1, Ordering::Relaxed);
-        Some(job)
+        if st.jobs.len() > st.waiting + st.starting && st.spawned < self.max_threads {
+            self.manager.notify_one();
+        }
     }
 
     /// A popped request is finished (response handed over or connection dropped).
@@ -228,16 +248,19 @@ impl WorkQueue {
     pub fn next_pool_action(&self, waiter: &Waiter) -> PoolAction {
         let mut st = self.lock();
         loop {
-            if waiter.is_interrupted() {
-                return PoolAction::Interrupted;
-            }
+            // Decide before honouring an interrupt: starting a thread is quick, and the
+            // interrupt is seen on the next call.
             if st.closed {
                 return PoolAction::Closed;
             }
-            let starved = st.jobs.len() > st.waiting;
+            let starved = st.jobs.len() > st.waiting + st.starting;
             if st.spawned < self.max_threads && (starved || st.spawned < self.min_threads) {
                 st.spawned += 1;
+                st.starting += 1;
                 return PoolAction::Spawn;
+            }
+            if waiter.is_interrupted() {
+                return PoolAction::Interrupted;
             }
             st = self.manager.wait(st).unwrap_or_else(|p| p.into_inner());
         }
@@ -271,5 +294,92 @@ impl WorkQueue {
             running: st.running,
             requests_count: self.requests_count.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn queue(min: usize, max: usize) -> Arc<WorkQueue<u32>> {
+        Arc::new(WorkQueue::new(min, max, Duration::from_secs(30)))
+    }
+
+    /// Runs the manager's decision once without blocking: Some(action) if it decided at once.
+    fn manager_step(q: &WorkQueue<u32>) -> Option<PoolAction> {
+        let waiter = Waiter::new();
+        waiter.set_interrupted();
+        match q.next_pool_action(&waiter) {
+            PoolAction::Interrupted => None,
+            other => Some(other),
+        }
+    }
+
+    #[test]
+    fn grows_one_thread_per_waiting_request_and_no_more() {
+        let q = queue(0, 3);
+        assert_eq!(manager_step(&q), None, "nothing to do yet");
+        q.push(1);
+        assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
+        assert_eq!(manager_step(&q), None, "the starting thread will take it");
+        q.push(2);
+        q.push(3);
+        assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
+        assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
+        assert_eq!(manager_step(&q), None, "at max");
+        for _ in 0..3 {
+            q.thread_started();
+            assert!(q.try_pop().is_some());
+        }
+        let s = q.stats();
+        assert_eq!((s.spawned, s.running, s.backlog), (3, 3, 0));
+        assert!(!q.has_capacity());
+        q.finish();
+        assert!(q.has_capacity());
+    }
+
+    #[test]
+    fn a_thread_that_started_late_still_gets_help() {
+        let q = queue(0, 2);
+        q.push(1);
+        assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
+        q.push(2); // arrives while the first thread is starting: no new thread yet
+        assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
+    }
+
+    #[test]
+    fn keeps_min_threads_and_trims_above_min() {
+        let q = Arc::new(WorkQueue::<u32>::new(1, 2, Duration::from_millis(20)));
+        assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
+        assert_eq!(manager_step(&q), None);
+        q.thread_started();
+        q.push(1);
+        q.push(2);
+        assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
+        q.thread_started();
+        let w = Waiter::new();
+        assert!(matches!(q.pop(&w), Pop::Job(1)));
+        assert!(matches!(q.pop(&w), Pop::Job(2)));
+        q.finish();
+        q.finish();
+        assert!(matches!(q.pop(&w), Pop::Trim), "second thread idles out");
+        let stats = q.stats();
+        assert_eq!(stats.spawned, 1);
+    }
+
+    #[test]
+    fn interrupt_wakes_a_blocked_pop_and_close_ends_it() {
+        let q = queue(0, 1);
+        let w = Arc::new(Waiter::new());
+        let (q2, w2) = (q.clone(), w.clone());
+        let t = std::thread::spawn(move || matches!(q2.pop(&w2), Pop::Interrupted));
+        std::thread::sleep(Duration::from_millis(20));
+        q.interrupt(&w);
+        assert!(t.join().unwrap_or(false));
+        w.reset();
+        q.close();
+        assert!(matches!(q.pop(&w), Pop::Closed));
+        assert_eq!(manager_step(&q), Some(PoolAction::Closed));
     }
 }

@@ -187,7 +187,9 @@ impl Conn {
             memory.reserve_exact(len as usize);
         } else {
             file = Some(spill::temp_file(&self.shared.config.temp_dir).map_err(|e| {
-                log::error(&format!("Read: could not create a temporary file for a request body: {e}"));
+                log::error(&format!(
+                    "Read: could not create a temporary file for a request body: {e}"
+                ));
                 Stop::Reject(500)
             })?);
         }
@@ -221,7 +223,8 @@ impl Conn {
 
     async fn read_chunked_body(&mut self) -> Result<Body, Stop> {
         let mut decoder = ChunkedDecoder::new();
-        let mut file = spill::temp_file(&self.shared.config.temp_dir).map_err(|e| self.spill_failed(e))?;
+        let mut file =
+            spill::temp_file(&self.shared.config.temp_dir).map_err(|e| self.spill_failed(e))?;
         let mut decoded = Vec::new();
         loop {
             if !self.buf.is_empty() {
@@ -258,9 +261,13 @@ impl Conn {
     }
 
     async fn send_continue(&mut self) -> Result<(), Stop> {
-        write_all(&self.stream, b"HTTP/1.1 100 Continue\r\n\r\n", self.shared.config.write_timeout)
-            .await
-            .map_err(|_| Stop::Close)
+        write_all(
+            &self.stream,
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            self.shared.config.write_timeout,
+        )
+        .await
+        .map_err(|_| Stop::Close)
     }
 
     /// Waits for more bytes, up to `timeout`, giving up early if the server is stopping.
@@ -304,7 +311,9 @@ impl Conn {
                     backlog.release(data.len() as u64);
                 }
                 Outgoing::File { file, offset, len } => {
-                    send_file(&self.stream, &file, offset, len, timeout).await.ok()?;
+                    send_file(&self.stream, &file, offset, len, timeout)
+                        .await
+                        .ok()?;
                 }
                 Outgoing::End { keep_alive } => return Some(keep_alive),
             }
@@ -320,7 +329,9 @@ impl Conn {
     }
 
     fn spill_failed(&self, e: io::Error) -> Stop {
-        log::error(&format!("Read: could not buffer a request body to disk: {e}"));
+        log::error(&format!(
+            "Read: could not buffer a request body to disk: {e}"
+        ));
         Stop::Reject(500)
     }
 
@@ -388,7 +399,9 @@ async fn send_file(
         tokio::time::timeout(timeout, stream.writable())
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-        let want = usize::try_from(end - offset).unwrap_or(usize::MAX).min(1 << 30);
+        let want = usize::try_from(end - offset)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
         match stream.try_sendfile(file, &mut offset, want) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => {}

@@ -1,0 +1,94 @@
+# frozen_string_literal: true
+
+require "helper"
+
+# The thread pool, slow clients that must not hold a Ruby thread, and graceful shutdown.
+class TestConcurrencyAndShutdown < Minitest::Test
+  include Support::ServerTest
+  parallelize_me!
+
+  def test_pool_grows_from_zero_to_max_when_work_waits
+    server = start_server("-t", "0:3")
+    threads = 3.times.map { Thread.new { get(server.port, "/barrier?n=3").body } }
+    assert_equal %w[met met met], threads.map(&:value)
+  end
+
+  def test_pool_never_runs_more_than_max
+    server = start_server("-t", "1:1")
+    threads = 2.times.map { Thread.new { get(server.port, "/barrier?n=2&t=1").body } }
+    # With one thread the two requests run one after the other: the first waits in vain.
+    assert_equal %w[met timeout], threads.map(&:value).sort
+  end
+
+  def test_slow_header_client_does_not_block_a_one_thread_server
+    server = start_server("-t", "1:1")
+    slow = connect(server.port)
+    slow.write("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    5.times { assert_equal "hello", get(server.port, "/").body }
+    slow.write("done\r\n\r\n")
+    assert_equal "hello", read_response(slow).body
+  end
+
+  def test_slow_reader_of_a_large_response_does_not_block_a_one_thread_server
+    server = start_server("-t", "1:1")
+    reader = Socket.new(:INET, :STREAM)
+    reader.setsockopt(Socket::SOL_SOCKET, Socket::SO_RCVBUF, 16 * 1024)
+    reader.connect(Socket.sockaddr_in(server.port, "127.0.0.1"))
+    reader.write("GET /big?mb=50 HTTP/1.1\r\nHost: x\r\n\r\n")
+    # Read about 100 KiB/s for a moment, as a slow mobile client would.
+    received = 0
+    10.times do
+      received += reader.readpartial(10 * 1024).bytesize if reader.wait_readable(1)
+      sleep 0.1
+    end
+    assert_operator received, :>, 0
+    # The only Ruby thread is free: other clients are answered while the download goes on.
+    5.times { assert_equal "hello", get(server.port, "/").body }
+    assert_operator received, :<, 50 << 20
+  ensure
+    reader&.close
+  end
+
+  def test_sigterm_finishes_the_request_in_flight_then_exits_zero
+    server = start_server
+    sock = connect(server.port)
+    sock.write("GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    server.wait_for(/./, timeout: 5) # booted
+    sleep 0.2 # let the request reach the app; the assertion below does not depend on it
+    idle = connect(server.port)
+    server.signal("TERM")
+    r = read_response(sock)
+    assert_equal 200, r.status
+    assert_equal "slept", r.body
+    assert_equal "close", r["connection"]
+    assert_equal "", read_until_close(idle)
+    assert_equal 0, server.wait_exit.exitstatus
+    assert_includes server.stdout, "Gracefully stopping"
+    assert_raises(Errno::ECONNREFUSED) { connect(server.port) }
+  end
+
+  def test_second_int_stops_at_once
+    server = start_server
+    sock = connect(server.port)
+    sock.write("GET /sleep?s=60 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sleep 0.2
+    server.signal("INT")
+    server.wait_for(/Gracefully stopping/)
+    server.signal("INT")
+    server.wait_exit(timeout: 10)
+    assert_includes server.stdout, "Stopping immediately"
+  end
+
+  def test_force_shutdown_after_bounds_the_wait
+    dir = Dir.mktmpdir
+    conf = File.join(dir, "puma.rb")
+    File.write(conf, "force_shutdown_after 1\nbind 'tcp://127.0.0.1:0'\n")
+    server = start_server("-C", conf)
+    sock = connect(server.port)
+    sock.write("GET /sleep?s=60 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sleep 0.2
+    server.signal("TERM")
+    server.wait_exit(timeout: 15)
+    assert_includes server.stdout, "Stopping immediately"
+  end
+end
