@@ -6,6 +6,8 @@ require "net/http"
 require "json"
 require "tmpdir"
 require "rbconfig"
+require "fileutils"
+require_relative "../../lib/catamount/version"
 require "server_process"
 require "http_client"
 
