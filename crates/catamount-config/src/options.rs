@@ -195,10 +195,12 @@ impl Layer {
                 self.max_keep_alive = Some(match first {
                     Value::Int(n) if *n >= 1 && args.len() == 1 => *n as u64,
                     Value::Float(f) if f.is_infinite() && *f > 0.0 && args.len() == 1 => u64::MAX,
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "max_keep_alive: expected a positive Integer or Float::INFINITY, got {}",
                         first.describe()
-                    )),
+                    ))
+                    }
                 });
             }
             _ => return Err(format!("unknown option {name:?}")),
