@@ -46,7 +46,8 @@ module Catamount
       # Log lines must reach pipes and files as they happen (Puma's default, too).
       $stdout.sync = true
       $stderr.sync = true
-      cli.includes.reverse_each { |path| $LOAD_PATH.unshift(File.expand_path(path)) }
+      # As given (like Puma): a relative -I path resolves against --dir.
+      $LOAD_PATH.unshift(*cli.includes)
       options = cli.resolve(DSL.load(config_files(cli)))
       @silent = options.silent?
       change_directory(options.directory) if options.directory

@@ -1,0 +1,4 @@
+# frozen_string_literal: true
+
+require "greeting"
+run ->(_env) { [200, {}, [Greeting::TEXT]] }

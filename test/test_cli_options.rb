@@ -1,0 +1,64 @@
+# frozen_string_literal: true
+
+require "helper"
+
+# Flags that change where and how the app is found and shown.
+class TestCliOptions < Minitest::Test
+  include Support::ServerTest
+  parallelize_me!
+
+  def test_include_path
+    server = start_server("-I", File.join(Support::APPS, "included"), app: "needs_include.ru")
+    assert_equal "hello from an -I path", get(server.port, "/").body
+  end
+
+  def test_dir_changes_directory_before_loading
+    server = start_server("--dir", Support::APPS, app: nil, boot: false)
+    # No rackup given: config.ru is looked up in --dir, which has none.
+    assert_equal 1, server.wait_exit.exitstatus
+    assert_match(%r{rackup file config.ru not found \(in #{Regexp.escape(Support::APPS)}\)}, server.stderr)
+    server = start_server("--dir", Support::APPS, "needs_include.ru", "-I", "included", app: nil)
+    assert_equal "hello from an -I path", get(server.port, "/").body
+  end
+
+  def test_tag_shows_in_process_title
+    server = start_server("--tag", "web-blue")
+    title = File.read("/proc/#{server.pid}/cmdline").tr("\0", " ").strip
+    assert_match(%r{\Acatamount \d+\.\d+\.\d+ \(http://127\.0\.0\.1:#{server.port}\) \[web-blue\]}, title)
+  end
+
+  def test_ipv6_loopback_bind
+    skip "no IPv6 loopback here" unless Socket.ip_address_list.any?(&:ipv6_loopback?)
+    server = start_server("-b", "tcp://[::1]:0")
+    assert_match(%r{Listening on http://\[::1\]:\d+}, server.stdout)
+    sock = Socket.tcp("::1", server.port, connect_timeout: 5)
+    sock.write("GET /env HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n")
+    env = JSON.parse(read_response(sock).body)
+    assert_equal "::1", env["REMOTE_ADDR"]
+    assert_equal "[::1]", env["SERVER_NAME"]
+  end
+
+  def test_two_binds_both_serve
+    path = File.join(Dir.tmpdir, "cat-two-#{Process.pid}-#{rand(1 << 30)}.sock")
+    server = start_server("-b", "tcp://127.0.0.1:0", "-b", "unix://#{path}")
+    assert_equal 2, server.stdout.scan("Listening on").size
+    assert_equal "hello", get(server.port, "/").body
+    sock = UNIXSocket.new(path)
+    sock.write("GET / HTTP/1.0\r\n\r\n")
+    assert_match(/hello\z/, read_until_close(sock))
+  end
+
+  def test_requests_under_gc_stress
+    server = start_server(app: "gc_stress.ru")
+    port = server.port
+    env = JSON.parse(raw_request(port, "POST /env?x=1 HTTP/1.1\r\nHost: h:1\r\nX-A: 1\r\nX-A: 2\r\nContent-Length: 2\r\n" \
+                                       "Connection: close\r\n\r\nhi").body)
+    assert_equal "1, 2", env["HTTP_X_A"]
+    assert_equal "hi", env["body"]
+    assert_equal "a=1\nb=2", get(port, "/multi")["set-cookie"]
+    assert_equal "000111", get(port, "/stream?n=2&size=3").body
+    assert_equal 500, get(port, "/boom").status
+    assert_equal "abc", raw_request(port, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" \
+                                          "3\r\nabc\r\n0\r\n\r\n").body
+  end
+end
