@@ -62,3 +62,32 @@ class TestCliOptions < Minitest::Test
                                           "3\r\nabc\r\n0\r\n\r\n").body
   end
 end
+
+# Running through Bundler, as a Gemfile user would (`gem "catamount"` with a path source).
+class TestBundleExec < Minitest::Test
+  include Support::ServerTest
+  parallelize_me!
+
+  def test_bundle_exec_serves
+    Dir.mktmpdir do |dir|
+      File.write(File.join(dir, "Gemfile"), "source \"https://rubygems.org\"\ngem \"catamount\", path: #{Support::ROOT.inspect}\n")
+      File.write(File.join(dir, "config.ru"), "run ->(_) { [200, {}, ['bundled']] }\n")
+      env = { "BUNDLE_GEMFILE" => File.join(dir, "Gemfile"), "BUNDLE_APP_CONFIG" => File.join(dir, ".bundle") }
+      out = IO.popen(env, %w[bundle install --local], chdir: dir, err: %i[child out], &:read)
+      assert $?.success?, out
+      server = ServerProcess.new([], env: env, chdir: dir, command: %w[bundle exec catamount -b tcp://127.0.0.1:0])
+      (@servers ||= []) << server
+      server.boot!
+      assert_equal "bundled", get(server.port, "/").body
+    end
+  end
+
+  def test_listen_backlog_defaults_to_1024
+    server = start_server
+    line = `ss -ltnH 'sport = :#{server.port}'`.lines.first.to_s
+    assert_equal 1024, line.split[2].to_i, line
+    server = start_server("-b", "tcp://127.0.0.1:0?backlog=64")
+    line = `ss -ltnH 'sport = :#{server.port}'`.lines.first.to_s
+    assert_equal 64, line.split[2].to_i, line
+  end
+end

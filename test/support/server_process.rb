@@ -6,10 +6,11 @@ class ServerProcess
 
   attr_reader :pid, :port
 
-  def initialize(args, env: {}, chdir: nil)
+  # `command` replaces `ruby bin/catamount` (e.g. `bundle exec catamount`).
+  def initialize(args, env: {}, chdir: nil, command: [RbConfig.ruby, BIN])
     out_r, out_w = IO.pipe
     err_r, err_w = IO.pipe
-    @pid = Process.spawn(env, RbConfig.ruby, BIN, *args, out: out_w, err: err_w, chdir: chdir || Dir.pwd)
+    @pid = Process.spawn(env, *command, *args, out: out_w, err: err_w, chdir: chdir || Dir.pwd)
     out_w.close
     err_w.close
     @lock = Mutex.new
