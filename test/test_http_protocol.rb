@@ -5,15 +5,8 @@ require "helper"
 # The HTTP/1.1 codec over real sockets: framing, keep-alive, limits, smuggling vectors.
 class TestHttpProtocol < Minitest::Test
   include Support::ServerTest
+  include Support::KitchenServer
   parallelize_me!
-
-  def setup
-    @server = start_server
-  end
-
-  def port
-    @server.port
-  end
 
   def test_keep_alive_and_pipelining_answer_in_order
     sock = connect(port)

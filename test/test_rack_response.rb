@@ -5,15 +5,8 @@ require "helper"
 # What the app returns becomes a correct response, or a clean 500 when the app got it wrong.
 class TestRackResponse < Minitest::Test
   include Support::ServerTest
+  include Support::KitchenServer
   parallelize_me!
-
-  def setup
-    @server = start_server
-  end
-
-  def port
-    @server.port
-  end
 
   def test_app_exception_is_a_500_logged_with_backtrace_and_server_keeps_serving
     r = get(port, "/boom")

@@ -18,6 +18,18 @@ module Support
   ROOT = File.expand_path("../..", __dir__)
   APPS = File.join(ROOT, "test", "apps")
 
+  # For test cases that all talk to one kitchen.ru server started per test.
+  module KitchenServer
+    def setup
+      super
+      @server = start_server
+    end
+
+    def port
+      @server.port
+    end
+  end
+
   # Helpers mixed into every test case.
   module ServerTest
     include HttpClient

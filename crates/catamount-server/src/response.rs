@@ -79,7 +79,6 @@ pub struct Responder {
     /// Once anything was queued, everything after it must be queued too, to keep the order.
     handed_off: bool,
     keep_alive_wanted: bool,
-    finished: bool,
 }
 
 impl Responder {
@@ -97,7 +96,6 @@ impl Responder {
             backlog,
             handed_off: false,
             keep_alive_wanted,
-            finished: false,
         }
     }
 
@@ -208,7 +206,6 @@ impl Responder {
 
     /// The response is complete.
     pub fn finish(mut self, keep_alive: bool) {
-        self.finished = true;
         if let Some(outbox) = self.outbox.take() {
             let _ = outbox.send(Outgoing::End {
                 keep_alive: keep_alive && self.keep_alive_allowed(),
@@ -245,7 +242,6 @@ impl Drop for Responder {
         // Dropping the outbox without an End tells the reactor to abort the connection: a
         // response that was not finished must not be followed by another on the same stream.
         self.outbox = None;
-        let _ = self.finished;
         self.shared.queue.finish();
     }
 }

@@ -73,7 +73,7 @@ pub fn respond(
                 return Err(e);
             };
             log_app_error(request, exception);
-            write_error(ruby, settings, request, responder, Some(exception));
+            write_error(settings, request, responder, Some(exception));
             return Ok(());
         }
     };
@@ -81,7 +81,7 @@ pub fn respond(
         Ok(parts) => parts,
         Err(AppBug(why)) => {
             log::error(&format!("{}: {why}", app_context(request)));
-            write_error(ruby, settings, request, responder, None);
+            write_error(settings, request, responder, None);
             return Ok(());
         }
     };
@@ -152,7 +152,7 @@ fn write_triple(
     let head_request = request.head.method() == "HEAD";
     let bug = |responder: Responder, why: String| {
         log::error(&format!("{}: {why}", app_context(request)));
-        write_error(ruby, settings, request, responder, None);
+        write_error(settings, request, responder, None);
         Failure::Logged
     };
     let status = match parse_status(status_value) {
@@ -167,12 +167,12 @@ fn write_triple(
     let kind = if bodiless && head.content_length.is_some() {
         BodyKind::Array(Vec::new())
     } else {
-        match body_kind(ruby, body) {
+        match body_kind(body) {
             Ok(k) => k,
             Err(BodyError::Jump(e)) => return Err(Failure::Jump(e)),
             Err(BodyError::Raised(exception)) => {
                 log_app_error(request, exception);
-                write_error(ruby, settings, request, responder, Some(exception));
+                write_error(settings, request, responder, Some(exception));
                 return Err(Failure::Logged);
             }
             Err(BodyError::Bug(why)) => return Err(bug(responder, why)),
@@ -357,7 +357,7 @@ fn stream_body(
         };
         log_app_error(request, exception);
         if !st.flushed {
-            write_error_to(ruby, settings, request, &mut st.responder, Some(exception));
+            write_error_to(settings, request, &mut st.responder, Some(exception));
             st.responder.finish(false);
         }
         // An abandoned responder aborts the connection.
@@ -369,7 +369,7 @@ fn stream_body(
     if let Some(why) = st.failure.take() {
         log::error(&format!("{}: {why}", app_context(request)));
         if !st.flushed {
-            write_error_to(ruby, settings, request, &mut st.responder, None);
+            write_error_to(settings, request, &mut st.responder, None);
             st.responder.finish(false);
         }
         return Err(Failure::Logged);
@@ -552,7 +552,7 @@ enum BodyError {
     Bug(String),
 }
 
-fn body_kind(ruby: &Ruby, body: Value) -> Result<BodyKind, BodyError> {
+fn body_kind(body: Value) -> Result<BodyKind, BodyError> {
     let lift = |e: Error| match e.value() {
         Some(exception) => BodyError::Raised(exception),
         None => BodyError::Jump(e),
@@ -582,7 +582,6 @@ fn body_kind(ruby: &Ruby, body: Value) -> Result<BodyKind, BodyError> {
     if body.respond_to("each", false).map_err(lift)? {
         return Ok(BodyKind::Stream);
     }
-    let _ = ruby;
     Err(BodyError::Bug(format!(
         "body {} responds to neither each nor to_path (streaming bodies arrive with hijack support)",
         body.inspect()
@@ -613,18 +612,16 @@ fn close_body(body: Value) {
 
 /// A 500 for an app error (or a response the app built wrongly).
 fn write_error(
-    ruby: &Ruby,
     settings: &RackSettings,
     request: &Request,
     mut responder: Responder,
     exception: Option<Value>,
 ) {
-    write_error_to(ruby, settings, request, &mut responder, exception);
+    write_error_to(settings, request, &mut responder, exception);
     responder.finish(false);
 }
 
 fn write_error_to(
-    ruby: &Ruby,
     settings: &RackSettings,
     request: &Request,
     responder: &mut Responder,
@@ -635,7 +632,6 @@ fn write_error_to(
         (true, Some(exc)) => describe_exception(exc),
         _ => format!("{}\n", reason_phrase(500)),
     };
-    let _ = ruby;
     let mut out = Vec::with_capacity(128 + body.len());
     write_status_line(&mut out, version, 500);
     push_header(&mut out, b"content-type", b"text/plain");

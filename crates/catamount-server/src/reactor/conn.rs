@@ -81,7 +81,7 @@ impl Conn {
                 Ok(head) => self.read_request(head).await,
                 Err(stop) => Err(stop),
             };
-            let (request, version) = match outcome {
+            let request = match outcome {
                 Ok(r) => r,
                 Err(Stop::Close) => return,
                 Err(Stop::Reject(status)) => {
@@ -94,7 +94,6 @@ impl Conn {
             let keep_alive_wanted = request.head.keep_alive()
                 && config.keep_alive
                 && self.served < config.max_keep_alive;
-            let _ = version;
             let (outbox, inbox) = mpsc::unbounded_channel();
             let backlog = Arc::new(Backlog::default());
             let responder = Responder::new(
@@ -148,8 +147,7 @@ impl Conn {
     }
 
     /// Reads the body the head announced; returns the request ready for the app.
-    async fn read_request(&mut self, head: RequestHead) -> Result<(Request, Version), Stop> {
-        let version = head.version();
+    async fn read_request(&mut self, head: RequestHead) -> Result<Request, Stop> {
         let started = Instant::now();
         let body = match head.body() {
             BodyFraming::None => Body::Empty,
@@ -166,14 +164,13 @@ impl Conn {
                 self.read_chunked_body().await?
             }
         };
-        let request = Request {
+        Ok(Request {
             head,
             body,
             peer: self.peer,
             local_port: self.local_port,
             body_wait: started.elapsed(),
-        };
-        Ok((request, version))
+        })
     }
 
     async fn read_fixed_body(&mut self, len: u64) -> Result<Body, Stop> {
