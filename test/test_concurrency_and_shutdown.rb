@@ -49,6 +49,26 @@ class TestConcurrencyAndShutdown < Minitest::Test
     reader&.close
   end
 
+  def test_clients_that_vanish_mid_response_do_not_hurt_the_server
+    server = start_server("-t", "1:1")
+    Dir.mktmpdir do |dir|
+      file = File.join(dir, "blob")
+      File.binwrite(file, "f" * (8 << 20))
+      %W[/big?mb=20 /stream?n=2000&size=10000 /file?path=#{file}].each do |path|
+        3.times do
+          sock = connect(server.port)
+          sock.write("GET #{path} HTTP/1.1\r\nHost: x\r\n\r\n")
+          sock.wait_readable(5)
+          sock.readpartial(1024)
+          sock.setsockopt(Socket::SOL_SOCKET, Socket::SO_LINGER, [1, 0].pack("ii")) # reset, not FIN
+          sock.close
+        end
+      end
+    end
+    5.times { assert_equal "hello", get(server.port, "/").body }
+    refute server.exited?
+  end
+
   def test_sigterm_finishes_the_request_in_flight_then_exits_zero
     server = start_server
     sock = connect(server.port)
