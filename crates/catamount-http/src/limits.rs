@@ -34,7 +34,8 @@ pub struct Limits {
     pub max_query: usize,
     /// Longest fragment. Default 1 KiB. Over it: 414.
     pub max_fragment: usize,
-    /// Longest head (request line and headers), also while incomplete. Default 112 KiB. Over: 431.
+    /// Longest head (request line, headers and the blank line that ends them, CRLFs counted),
+    /// enforced also while the head is incomplete. Default 112 KiB. Over it: 431.
     pub max_head: usize,
     /// Most header fields. Default 200. Over it: 431.
     pub max_headers: usize,

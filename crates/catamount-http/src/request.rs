@@ -185,7 +185,7 @@ impl HeadParser {
             let line = self.line_start..end;
             self.line_start = end + 2;
             self.scanned = self.line_start;
-            if self.line_start - self.skip > limits.max_head + 2 {
+            if self.line_start - self.skip > limits.max_head {
                 return Err(err(ErrorKind::HeadTooLarge));
             }
             if line.is_empty() {
