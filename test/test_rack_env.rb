@@ -48,6 +48,15 @@ class TestRackEnv < Minitest::Test
     assert_equal "80", env["SERVER_PORT"]
   end
 
+  def test_a_version_header_cannot_clobber_http_version
+    server = start_server("-t", "1:1")
+    3.times do
+      env = env_for(server.port, "GET /env HTTP/1.1\r\nHost: x\r\nVersion: evil\r\nConnection: close\r\n\r\n")
+      assert_equal "HTTP/1.1", env["HTTP_VERSION"]
+    end
+    refute_match(/Error|error/, server.stderr)
+  end
+
   def test_underscore_header_cannot_shadow_dash_header
     server = start_server
     env = env_for(server.port, "GET /env HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: evil\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close\r\n\r\n")

@@ -225,7 +225,10 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
         mut request,
         responder,
     } = job;
-    let env = rack::env::build(ruby, settings, &mut request)?;
-    let result = app.funcall::<_, _, Value>("call", (env,));
+    let (env, result) = match rack::env::build(ruby, settings, &mut request) {
+        Ok(env) => (env, app.funcall::<_, _, Value>("call", (env,))),
+        // Building the env raised (it should not): answer 500 rather than lose the thread.
+        Err(e) => (ruby.hash_new(), Err(e)),
+    };
     rack::response::respond(ruby, settings, &request, env, result, responder, started)
 }

@@ -42,6 +42,7 @@ keys! {
     GATEWAY_INTERFACE = "GATEWAY_INTERFACE";
     REMOTE_ADDR = "REMOTE_ADDR";
     CONTENT_LENGTH = "CONTENT_LENGTH";
+    CONTENT_TYPE = "CONTENT_TYPE";
     RACK_VERSION = "rack.version";
     RACK_INPUT = "rack.input";
     RACK_ERRORS = "rack.errors";
@@ -63,6 +64,19 @@ keys! {
     V_443 = "443";
     V_LOCALHOST = "localhost";
     V_GET = "GET";
+    K_HOST = "HTTP_HOST";
+    K_ACCEPT = "HTTP_ACCEPT";
+    K_ACCEPT_ENCODING = "HTTP_ACCEPT_ENCODING";
+    K_ACCEPT_LANGUAGE = "HTTP_ACCEPT_LANGUAGE";
+    K_USER_AGENT = "HTTP_USER_AGENT";
+    K_CONNECTION = "HTTP_CONNECTION";
+    K_COOKIE = "HTTP_COOKIE";
+    K_REFERER = "HTTP_REFERER";
+    K_CACHE_CONTROL = "HTTP_CACHE_CONTROL";
+    K_ORIGIN = "HTTP_ORIGIN";
+    K_X_FORWARDED_FOR = "HTTP_X_FORWARDED_FOR";
+    K_X_FORWARDED_PROTO = "HTTP_X_FORWARDED_PROTO";
+    K_X_REQUEST_ID = "HTTP_X_REQUEST_ID";
     V_POST = "POST";
     V_HEAD = "HEAD";
 }
@@ -110,14 +124,15 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
         Version::Http10 => k(&V_HTTP10),
     };
     env.aset(k(&SERVER_PROTOCOL), protocol)?;
-    if settings.set_http_version {
-        env.aset(k(&HTTP_VERSION), protocol)?;
-    }
     env.aset(k(&GATEWAY_INTERFACE), k(&V_CGI))?;
     env.aset(k(&SERVER_SOFTWARE), settings.server_software(ruby))?;
     env.aset(k(&REMOTE_ADDR), ruby.str_new(&request.peer.ip_string()))?;
 
     let https = add_headers(ruby, env, request)?;
+    // After the headers: a client's `Version:` header must not stand in for the protocol.
+    if settings.set_http_version {
+        env.aset(k(&HTTP_VERSION), protocol)?;
+    }
     env.aset(
         k(&RACK_URL_SCHEME),
         if https { k(&V_HTTPS) } else { k(&V_HTTP) },
@@ -138,6 +153,46 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
     env.aset(k(&PUMA_BODY_WAIT), wait_ms)?;
     env.aset(k(&CATAMOUNT_BODY_WAIT), wait_ms)?;
     Ok(env)
+}
+
+/// Env keys of the headers most requests carry, made once: no key allocation for them.
+static KNOWN_HEADERS: &[(&str, &Lazy<RString>)] = &[
+    ("host", &K_HOST),
+    ("accept", &K_ACCEPT),
+    ("accept-encoding", &K_ACCEPT_ENCODING),
+    ("accept-language", &K_ACCEPT_LANGUAGE),
+    ("user-agent", &K_USER_AGENT),
+    ("connection", &K_CONNECTION),
+    ("cookie", &K_COOKIE),
+    ("referer", &K_REFERER),
+    ("cache-control", &K_CACHE_CONTROL),
+    ("origin", &K_ORIGIN),
+    ("x-forwarded-for", &K_X_FORWARDED_FOR),
+    ("x-forwarded-proto", &K_X_FORWARDED_PROTO),
+    ("x-request-id", &K_X_REQUEST_ID),
+    ("content-type", &CONTENT_TYPE),
+    ("content-length", &CONTENT_LENGTH),
+];
+
+/// The env key for a header name: a shared interned String for common ones, else a new frozen
+/// `HTTP_NAME` (upper-cased, `-` → `_`).
+fn header_key(ruby: &Ruby, name: &[u8], scratch: &mut Vec<u8>) -> RString {
+    if let Some((_, key)) = KNOWN_HEADERS
+        .iter()
+        .find(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
+    {
+        return ruby.get_inner(*key);
+    }
+    scratch.clear();
+    scratch.extend_from_slice(b"HTTP_");
+    scratch.extend(name.iter().map(|c| match c {
+        b'-' => b'_',
+        c => c.to_ascii_uppercase(),
+    }));
+    let key = ruby.str_from_slice(scratch);
+    // A frozen String key goes into the Hash as is; an unfrozen one would be copied.
+    key.freeze();
+    key
 }
 
 /// Adds `HTTP_*`, `CONTENT_TYPE` and `CONTENT_LENGTH`; returns whether proxy headers say the
@@ -161,19 +216,7 @@ fn add_headers(ruby: &Ruby, env: RHash, request: &Request) -> Result<bool, Error
                 continue;
             }
             https |= says_https(name, value);
-            key.clear();
-            if name.eq_ignore_ascii_case(b"content-type") {
-                key.extend_from_slice(b"CONTENT_TYPE");
-            } else if name.eq_ignore_ascii_case(b"content-length") {
-                key.extend_from_slice(b"CONTENT_LENGTH");
-            } else {
-                key.extend_from_slice(b"HTTP_");
-                key.extend(name.iter().map(|c| match c {
-                    b'-' => b'_',
-                    c => c.to_ascii_uppercase(),
-                }));
-            }
-            let rkey = ruby.str_from_slice(&key);
+            let rkey = header_key(ruby, name, &mut key);
             match env.get(rkey) {
                 Some(existing) if !underscored => {
                     // Repeated header: one value, joined as RFC 9110 §5.3 allows.
@@ -182,7 +225,7 @@ fn add_headers(ruby: &Ruby, env: RHash, request: &Request) -> Result<bool, Error
                     existing.cat(value);
                 }
                 Some(_) => {}
-                None => env.aset(RString::new_frozen(rkey), ruby.str_from_slice(value))?,
+                None => env.aset(rkey, ruby.str_from_slice(value))?,
             }
         }
     }
