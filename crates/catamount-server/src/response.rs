@@ -237,6 +237,13 @@ impl Responder {
     }
 }
 
+/// The client socket, for what needs it directly (socket options, `puma.socket`, hijack).
+impl std::os::fd::AsFd for Responder {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
 impl Drop for Responder {
     fn drop(&mut self) {
         // Dropping the outbox without an End tells the reactor to abort the connection: a
