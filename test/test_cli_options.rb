@@ -63,8 +63,9 @@ class TestCliOptions < Minitest::Test
   end
 end
 
-# Running through Bundler, as a Gemfile user would (`gem "catamount"` with a path source).
-class TestBundleExec < Minitest::Test
+# Other ways to start the server (Bundler, ruby -Ilib exe/catamount, curl as the client) and
+# what the listener does (backlog, accept gating).
+class TestEntryPointsAndListener < Minitest::Test
   include Support::ServerTest
   parallelize_me!
 
@@ -79,6 +80,52 @@ class TestBundleExec < Minitest::Test
       (@servers ||= []) << server
       server.boot!
       assert_equal "bundled", get(server.port, "/").body
+    end
+  end
+
+  def test_ruby_with_lib_on_the_load_path_runs_exe
+    server = ServerProcess.new(["-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "kitchen.ru")],
+                               command: [RbConfig.ruby, "-I", File.join(Support::ROOT, "lib"), File.join(Support::ROOT, "exe", "catamount")])
+    (@servers ||= []) << server
+    server.boot!
+    assert_equal "hello", get(server.port, "/").body
+  end
+
+  def test_curl_uploads_with_expect_continue_and_downloads
+    skip "curl is not installed" unless system("command -v curl >/dev/null")
+    server = start_server
+    Dir.mktmpdir do |dir|
+      upload = File.join(dir, "up")
+      File.binwrite(upload, Random.new(5).bytes(2 << 20))
+      out = IO.popen(["curl", "-sS", "--max-time", "20", "-H", "Expect: 100-continue", "--data-binary", "@#{upload}",
+                      "http://127.0.0.1:#{server.port}/echo"], &:read)
+      assert $?.success?
+      assert_equal File.binread(upload), out.b
+      out = IO.popen(["curl", "-sS", "--max-time", "20", "--http1.0", "http://127.0.0.1:#{server.port}/stream?n=3&size=2"], &:read)
+      assert_equal "001122", out
+    end
+  end
+
+  def test_accepts_only_while_a_thread_is_free
+    server = start_server("-t", "1:1")
+    Dir.mktmpdir do |dir|
+      marker = File.join(dir, "in_app")
+      busy = connect(server.port)
+      busy.write("GET /sleep?s=2&marker=#{marker} HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert_equal "in app", wait_for_file(marker)
+      # The only thread runs the app: a new connection stays in the kernel's accept queue
+      # (where an idle worker process could take it), as with Puma.
+      waiting = connect(server.port)
+      queued = 0
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 1.5
+      while queued.zero? && Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
+        queued = `ss -ltnH 'sport = :#{server.port}'`.split[1].to_i
+        sleep 0.05
+      end
+      assert_equal 1, queued
+      waiting.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert_equal "slept", read_response(busy).body
+      assert_equal "hello", read_response(waiting).body
     end
   end
 

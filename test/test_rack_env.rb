@@ -81,6 +81,18 @@ class TestRackEnv < Minitest::Test
     assert_equal "File", env["input_class"]
   end
 
+  def test_rack2_gets_rack_version_and_http_version
+    server = start_server
+    env = env_for(server.port, "GET /env HTTP/1.0\r\n\r\n")
+    assert_equal "HTTP/1.0", env["HTTP_VERSION"]
+  end
+
+  def test_rack31_gets_neither_rack_version_nor_http_version
+    server = start_server(app: "rack31.ru")
+    env = JSON.parse(raw_request(server.port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").body)
+    assert_equal({ "rack.version" => false, "HTTP_VERSION" => false, "input" => "ok" }, env)
+  end
+
   def test_rack_lint_passes_for_common_requests
     server = start_server(app: "lint.ru")
     port = server.port

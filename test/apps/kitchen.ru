@@ -102,6 +102,7 @@ ROUTES = {
   end,
   "/file" => ->(env) { [200, { "content-type" => "application/octet-stream" }, PathBody.new(params(env).fetch("path"))] },
   "/sleep" => lambda do |env|
+    File.write(params(env)["marker"], "in app") if params(env)["marker"]
     sleep params(env).fetch("s", "1").to_f
     [200, {}, ["slept"]]
   end,

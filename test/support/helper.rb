@@ -46,10 +46,10 @@ module Support
       server
     end
 
-    # The content of `path` once it exists (bounded wait), or nil.
+    # The content of `path` once it exists and is not empty (bounded wait), or nil.
     def wait_for_file(path, timeout: 10)
       deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-      until File.exist?(path)
+      until File.size?(path)
         return nil if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
 
         sleep 0.02

@@ -71,6 +71,7 @@ enum Acceptor {
 }
 
 impl Acceptor {
+    /// Cancel-safe: dropping the future before it completes takes no connection.
     async fn accept(&self) -> io::Result<(Stream, Peer, Option<u16>)> {
         match self {
             Acceptor::Tcp(l) => {
@@ -102,8 +103,11 @@ async fn accept_loop(
             _ = shared.queue.wait_for_capacity() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        // A pending accept is abandoned the moment the pool fills up, so a connection that
+        // arrives while every thread is busy stays in the kernel's queue.
         let accepted = tokio::select! {
             r = acceptor.accept() => r,
+            _ = shared.queue.wait_until_full() => continue,
             _ = stop.wait_for(|s| *s) => return,
         };
         match accepted {
