@@ -1,39 +1,90 @@
-//! Decoding `Transfer-Encoding: chunked` request bodies, resumable at any byte boundary.
+//! Decoding `Transfer-Encoding: chunked` request bodies (RFC 9112 §7.1).
+//!
+//! [`ChunkedDecoder`] is a byte-level state machine with no buffer of its own: it can stop
+//! and resume anywhere (inside a size, a CRLF, an extension, a trailer) and holds no memory
+//! proportional to the input. Chunk data is copied straight to the caller's output.
+//! Extensions and trailer fields are checked against the grammar and then dropped.
 
 use crate::error::{ErrorKind, ParseError};
 use crate::limits::Limits;
-use crate::request::is_tchar;
+use crate::syntax::{is_field_byte, is_tchar};
 
 /// How far a [`ChunkedDecoder::decode`] call got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkProgress {
-    /// Input bytes used; when `done`, bytes after this are the next request.
+    /// Input bytes used. Always all of the input unless `done`; when `done`, the bytes after
+    /// this belong to the next request.
     pub consumed: usize,
-    /// The last chunk and the trailer section have been read.
+    /// The last chunk, the trailer section and its final CRLF have been read.
     pub done: bool,
 }
 
+/// Where the decoder is in the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Reading a chunk-size line (size, extensions) up to CRLF.
-    SizeLine,
+    /// Reading the hex digits of a chunk size.
+    Size,
+    /// After the size: chunk extensions up to the CR.
+    Extension(Ext),
+    /// The size line's CR was seen; LF must follow.
+    SizeLf,
     /// Reading chunk data; this many bytes left.
     Data(u64),
-    /// Expecting the CRLF after chunk data (how many of its 2 bytes seen).
-    DataEnd(u8),
-    /// Reading trailer lines after the last chunk.
-    Trailer,
+    /// Chunk data ended; CR must follow.
+    DataCr,
+    /// CR after chunk data seen; LF must follow.
+    DataLf,
+    /// At the start of a trailer line (or of the final empty line).
+    TrailerStart,
+    TrailerName,
+    TrailerValue,
+    /// A trailer line's CR was seen.
+    TrailerLf,
+    /// The final empty line's CR was seen.
+    FinalLf,
     Done,
 }
 
-/// A chunked-body decoder.
-#[derive(Debug)]
+/// Where in `*( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )` the decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ext {
+    /// Whitespace after the size, a name or a value; says after which.
+    Gap(After),
+    /// After `;`, before the name.
+    NameStart,
+    Name,
+    /// After `=`, before the value.
+    ValueStart,
+    Token,
+    Quoted,
+    /// After a backslash inside a quoted string.
+    QuotedPair,
+    /// After the closing quote.
+    AfterQuoted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Size,
+    Name,
+    Value,
+}
+
+/// A chunked-body decoder for one request body.
+#[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: State,
-    /// The current line (size line or trailer line), until its CRLF arrives.
-    line: Vec<u8>,
-    decoded: u64,
+    /// The chunk size read so far on the current size line.
+    size: u64,
+    /// Bytes on the current size line so far (CRLF not counted).
+    line_len: usize,
+    /// Extension and trailer bytes over the whole body.
     extension_bytes: usize,
+    /// Sum of the chunk sizes announced so far, checked against `max_body`.
+    announced: u64,
+    /// Data bytes emitted so far.
+    decoded: u64,
+    failed: Option<ParseError>,
 }
 
 impl Default for ChunkedDecoder {
@@ -49,167 +100,358 @@ fn err(kind: ErrorKind) -> ParseError {
 impl ChunkedDecoder {
     pub fn new() -> ChunkedDecoder {
         ChunkedDecoder {
-            state: State::SizeLine,
-            line: Vec::new(),
-            decoded: 0,
+            state: State::Size,
+            size: 0,
+            line_len: 0,
             extension_bytes: 0,
+            announced: 0,
+            decoded: 0,
+            failed: None,
         }
     }
 
-    /// Total decoded body bytes so far.
+    /// Body bytes decoded so far (appended to `out` over all calls).
     pub fn decoded_len(&self) -> u64 {
         self.decoded
     }
 
-    /// Decodes from `input`, appending body bytes to `out`.
+    /// Decodes from `input`, appending body bytes to `out`. Uses all of `input` unless the
+    /// body ends inside it. After an error, returns the same error again.
     pub fn decode(
         &mut self,
         input: &[u8],
         out: &mut Vec<u8>,
         limits: &Limits,
     ) -> Result<ChunkProgress, ParseError> {
-        let mut i = 0;
-        while i < input.len() {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let result = self.run(input, out, limits);
+        if let Err(e) = result {
+            self.failed = Some(e);
+        }
+        result
+    }
+
+    fn run(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limits: &Limits,
+    ) -> Result<ChunkProgress, ParseError> {
+        let mut used = 0;
+        while let Some(rest) = input.get(used..).filter(|r| !r.is_empty()) {
             match self.state {
                 State::Done => break,
-                State::SizeLine | State::Trailer => {
-                    let byte = input[i];
-                    i += 1;
-                    if byte == b'\n' {
-                        if self.line.last() != Some(&b'\r') {
-                            return Err(err(ErrorKind::BareLf));
-                        }
-                        self.line.pop();
-                        self.end_of_line(limits)?;
-                        continue;
-                    }
-                    if self.line.last() == Some(&b'\r') {
-                        return Err(err(ErrorKind::BareCr));
-                    }
-                    self.line.push(byte);
-                    let max = if self.state == State::SizeLine {
-                        limits.max_chunk_line
-                    } else {
-                        limits.max_chunk_extensions
-                    };
-                    if self.line.len() > max {
-                        return Err(err(if self.state == State::SizeLine {
-                            ErrorKind::ChunkLineTooLong
-                        } else {
-                            ErrorKind::ChunkExtensionsTooLarge
-                        }));
-                    }
-                }
                 State::Data(left) => {
-                    let take = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(input.len() - i);
-                    out.extend_from_slice(&input[i..i + take]);
-                    i += take;
-                    let left = left - take as u64;
-                    self.state = if left == 0 {
-                        State::DataEnd(0)
-                    } else {
-                        State::Data(left)
+                    let take = usize::try_from(left).map_or(rest.len(), |l| l.min(rest.len()));
+                    out.extend_from_slice(rest.get(..take).unwrap_or_default());
+                    used += take;
+                    let take = take as u64;
+                    self.decoded += take;
+                    self.state = match left - take {
+                        0 => State::DataCr,
+                        left => State::Data(left),
                     };
                 }
-                State::DataEnd(seen) => {
-                    let want = if seen == 0 { b'\r' } else { b'\n' };
-                    if input[i] != want {
-                        return Err(err(ErrorKind::MissingChunkCrlf));
+                _ => {
+                    if let Some(&byte) = rest.first() {
+                        self.step(byte, limits)?;
+                        used += 1;
                     }
-                    i += 1;
-                    self.state = if seen == 0 {
-                        State::DataEnd(1)
-                    } else {
-                        State::SizeLine
-                    };
                 }
             }
         }
         Ok(ChunkProgress {
-            consumed: i,
+            consumed: used,
             done: self.state == State::Done,
         })
     }
 
-    fn end_of_line(&mut self, limits: &Limits) -> Result<(), ParseError> {
-        let line = std::mem::take(&mut self.line);
-        if self.state == State::Trailer {
-            if line.is_empty() {
-                self.state = State::Done;
-                return Ok(());
+    /// Handles one byte outside chunk data.
+    fn step(&mut self, byte: u8, limits: &Limits) -> Result<(), ParseError> {
+        match self.state {
+            State::Size | State::Extension(_) => self.size_line_byte(byte, limits),
+            State::SizeLf => {
+                if byte != b'\n' {
+                    return Err(err(ErrorKind::BareCr));
+                }
+                self.state = if self.size == 0 {
+                    State::TrailerStart
+                } else {
+                    State::Data(self.size)
+                };
+                self.size = 0;
+                self.line_len = 0;
+                Ok(())
             }
-            self.extension_bytes += line.len();
-            if self.extension_bytes > limits.max_chunk_extensions {
-                return Err(err(ErrorKind::ChunkExtensionsTooLarge));
+            State::DataCr | State::DataLf => {
+                let (expected, next) = if self.state == State::DataCr {
+                    (b'\r', State::DataLf)
+                } else {
+                    (b'\n', State::Size)
+                };
+                if byte != expected {
+                    return Err(err(ErrorKind::MissingChunkCrlf));
+                }
+                self.state = next;
+                Ok(())
             }
-            return check_trailer(&line);
+            State::TrailerStart | State::TrailerName | State::TrailerValue => {
+                self.trailer_byte(byte, limits)
+            }
+            State::TrailerLf | State::FinalLf => {
+                if byte != b'\n' {
+                    return Err(err(ErrorKind::BareCr));
+                }
+                self.state = if self.state == State::FinalLf {
+                    State::Done
+                } else {
+                    State::TrailerStart
+                };
+                Ok(())
+            }
+            State::Data(_) | State::Done => Ok(()),
         }
-        let size_end = line
-            .iter()
-            .position(|c| !c.is_ascii_hexdigit())
-            .unwrap_or(line.len());
-        let (digits, rest) = line.split_at(size_end);
-        if digits.is_empty() || digits.len() > 16 {
+    }
+
+    /// A byte of a size line: `1*HEXDIG [ chunk-ext ] CRLF`.
+    fn size_line_byte(&mut self, byte: u8, limits: &Limits) -> Result<(), ParseError> {
+        if byte == b'\n' {
+            return Err(err(ErrorKind::BareLf));
+        }
+        if byte != b'\r' {
+            self.line_len += 1;
+            if self.line_len > limits.max_chunk_line {
+                return Err(ParseError::over(
+                    ErrorKind::ChunkLineTooLong,
+                    limits.max_chunk_line,
+                ));
+            }
+        }
+        let State::Extension(ext) = self.state else {
+            return self.size_byte(byte, limits);
+        };
+        if byte != b'\r' {
+            self.count_extension_byte(limits)?;
+        }
+        let bad_extension = || err(ErrorKind::InvalidChunkExtension);
+        let ows = byte == b' ' || byte == b'\t';
+        let next = match (ext, byte) {
+            // The line may end right after a size, a name or a value, not after whitespace.
+            (Ext::Name | Ext::Token | Ext::AfterQuoted, b'\r') => State::SizeLf,
+            (Ext::Gap(After::Size), b'\r') => return Err(err(ErrorKind::InvalidChunkSize)),
+            (Ext::Gap(After::Size), _) if !ows && byte != b';' => {
+                return Err(err(ErrorKind::InvalidChunkSize))
+            }
+            (_, b'\r') => return Err(bad_extension()),
+            // ";" starts the next extension.
+            (Ext::Gap(_) | Ext::Name | Ext::Token | Ext::AfterQuoted, b';') => {
+                State::Extension(Ext::NameStart)
+            }
+            (Ext::Gap(After::Name) | Ext::Name, b'=') => State::Extension(Ext::ValueStart),
+            (Ext::Gap(after), _) if ows => State::Extension(Ext::Gap(after)),
+            (Ext::Name, _) if ows => State::Extension(Ext::Gap(After::Name)),
+            (Ext::Token | Ext::AfterQuoted, _) if ows => State::Extension(Ext::Gap(After::Value)),
+            (Ext::NameStart | Ext::ValueStart, _) if ows => self.state,
+            (Ext::NameStart | Ext::Name, b) if is_tchar(b) => State::Extension(Ext::Name),
+            (Ext::ValueStart, b'"') => State::Extension(Ext::Quoted),
+            (Ext::ValueStart | Ext::Token, b) if is_tchar(b) => State::Extension(Ext::Token),
+            (Ext::Quoted, b'"') => State::Extension(Ext::AfterQuoted),
+            (Ext::Quoted, b'\\') => State::Extension(Ext::QuotedPair),
+            // qdtext and quoted-pair: HTAB, SP, VCHAR, obs-text.
+            (Ext::Quoted | Ext::QuotedPair, b) if is_field_byte(b) => State::Extension(Ext::Quoted),
+            _ => return Err(bad_extension()),
+        };
+        self.state = next;
+        Ok(())
+    }
+
+    /// A byte while reading the size's hex digits.
+    fn size_byte(&mut self, byte: u8, limits: &Limits) -> Result<(), ParseError> {
+        if let Some(digit) = hex_value(byte) {
+            self.size = self
+                .size
+                .checked_mul(16)
+                .and_then(|s| s.checked_add(digit))
+                .ok_or_else(|| err(ErrorKind::InvalidChunkSize))?;
+            return Ok(());
+        }
+        let digits = self.line_len - usize::from(byte != b'\r');
+        if digits == 0 {
             return Err(err(ErrorKind::InvalidChunkSize));
         }
-        let size = std::str::from_utf8(digits)
-            .ok()
-            .and_then(|d| u64::from_str_radix(d, 16).ok())
-            .ok_or_else(|| err(ErrorKind::InvalidChunkSize))?;
-        if !rest.is_empty() {
-            // Extensions: BWS ";" name [ "=" value ], ignored but bounded and checked for CTLs.
-            let trimmed = rest
-                .iter()
-                .position(|c| *c != b' ' && *c != b'\t')
-                .map(|p| &rest[p..])
-                .unwrap_or(&[]);
-            if trimmed.first() != Some(&b';')
-                || rest
-                    .iter()
-                    .any(|c| (*c < 0x20 && *c != b'\t') || *c == 0x7f)
-            {
-                return Err(err(ErrorKind::InvalidChunkSize));
-            }
-            self.extension_bytes += rest.len();
-            if self.extension_bytes > limits.max_chunk_extensions {
-                return Err(err(ErrorKind::ChunkExtensionsTooLarge));
-            }
-        }
-        self.decoded = self
-            .decoded
-            .checked_add(size)
-            .ok_or_else(|| err(ErrorKind::BodyTooLarge))?;
-        if limits.max_body.is_some_and(|max| self.decoded > max) {
-            return Err(err(ErrorKind::BodyTooLarge));
-        }
-        self.state = if size == 0 {
-            State::Trailer
-        } else {
-            State::Data(size)
+        let next = match byte {
+            b'\r' => State::SizeLf,
+            b';' => State::Extension(Ext::NameStart),
+            b' ' | b'\t' => State::Extension(Ext::Gap(After::Size)),
+            _ => return Err(err(ErrorKind::InvalidChunkSize)),
         };
+        // The size is complete: refuse a body over the limit before any of it arrives.
+        self.announced = self
+            .announced
+            .checked_add(self.size)
+            .ok_or_else(|| ParseError::over_u64(ErrorKind::BodyTooLarge, u64::MAX))?;
+        if let Some(max) = limits.max_body.filter(|&max| self.announced > max) {
+            return Err(ParseError::over_u64(ErrorKind::BodyTooLarge, max));
+        }
+        if byte != b'\r' {
+            self.count_extension_byte(limits)?;
+        }
+        self.state = next;
+        Ok(())
+    }
+
+    /// A byte of the trailer section: `*( field-line CRLF ) CRLF`.
+    fn trailer_byte(&mut self, byte: u8, limits: &Limits) -> Result<(), ParseError> {
+        let malformed = || err(ErrorKind::MalformedTrailer);
+        let next = match (self.state, byte) {
+            (_, b'\n') => return Err(err(ErrorKind::BareLf)),
+            (State::TrailerStart, b'\r') => State::FinalLf,
+            (State::TrailerValue, b'\r') => State::TrailerLf,
+            (State::TrailerStart | State::TrailerName, b) if is_tchar(b) => State::TrailerName,
+            (State::TrailerName, b':') => State::TrailerValue,
+            (State::TrailerValue, b) if is_field_byte(b) => State::TrailerValue,
+            // Obs-fold, an empty name, whitespace before the colon, a control character.
+            _ => return Err(malformed()),
+        };
+        if byte != b'\r' {
+            self.count_extension_byte(limits)?;
+        }
+        self.state = next;
+        Ok(())
+    }
+
+    fn count_extension_byte(&mut self, limits: &Limits) -> Result<(), ParseError> {
+        self.extension_bytes += 1;
+        if self.extension_bytes > limits.max_chunk_extensions {
+            return Err(ParseError::over(
+                ErrorKind::ChunkExtensionsTooLarge,
+                limits.max_chunk_extensions,
+            ));
+        }
         Ok(())
     }
 }
 
-fn check_trailer(line: &[u8]) -> Result<(), ParseError> {
-    if matches!(line.first(), Some(b' ') | Some(b'\t')) {
-        return Err(err(ErrorKind::MalformedTrailer));
+fn hex_value(b: u8) -> Option<u64> {
+    char::from(b).to_digit(16).map(u64::from)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn run(input: &[u8]) -> Result<(Vec<u8>, ChunkProgress), ErrorKind> {
+        let mut d = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        d.decode(input, &mut out, &Limits::default())
+            .map(|p| (out, p))
+            .map_err(|e| e.kind())
     }
-    let colon = line
-        .iter()
-        .position(|c| *c == b':')
-        .ok_or_else(|| err(ErrorKind::MalformedTrailer))?;
-    let name = &line[..colon];
-    let value = &line[colon + 1..];
-    if name.is_empty()
-        || !name.iter().all(|c| is_tchar(*c))
-        || value
-            .iter()
-            .any(|c| (*c < 0x20 && *c != b'\t') || *c == 0x7f)
-    {
-        return Err(err(ErrorKind::MalformedTrailer));
+
+    #[test]
+    fn hex_digits() {
+        assert_eq!(hex_value(b'0'), Some(0));
+        assert_eq!(hex_value(b'a'), Some(10));
+        assert_eq!(hex_value(b'F'), Some(15));
+        assert_eq!(hex_value(b'g'), None);
+        assert_eq!(hex_value(0xff), None);
     }
-    Ok(())
+
+    #[test]
+    fn stops_at_the_end_of_the_body() {
+        let (out, p) = run(b"1\r\na\r\n0\r\n\r\nrest").unwrap();
+        assert_eq!(out, b"a");
+        assert_eq!(
+            p,
+            ChunkProgress {
+                consumed: 11,
+                done: true
+            }
+        );
+    }
+
+    #[test]
+    fn incomplete_input_is_all_consumed() {
+        let (out, p) = run(b"4\r\nab").unwrap();
+        assert_eq!(out, b"ab");
+        assert_eq!(
+            p,
+            ChunkProgress {
+                consumed: 5,
+                done: false
+            }
+        );
+    }
+
+    #[test]
+    fn done_and_failed_are_sticky() {
+        let limits = Limits::default();
+        let mut d = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        assert!(d.decode(b"0\r\n\r\n", &mut out, &limits).unwrap().done);
+        let again = d.decode(b"5\r\nhello", &mut out, &limits).unwrap();
+        assert_eq!(
+            again,
+            ChunkProgress {
+                consumed: 0,
+                done: true
+            }
+        );
+        let mut d = ChunkedDecoder::new();
+        let e = d.decode(b"x", &mut out, &limits).unwrap_err();
+        assert_eq!(d.decode(b"0\r\n\r\n", &mut out, &limits), Err(e));
+    }
+
+    #[test]
+    fn announced_sizes_that_overflow_are_too_large() {
+        let mut d = ChunkedDecoder::new();
+        d.announced = u64::MAX - 1;
+        let e = d.decode(b"2\r\n", &mut Vec::new(), &Limits::default());
+        assert_eq!(e.unwrap_err().kind(), ErrorKind::BodyTooLarge);
+        let mut d = ChunkedDecoder::new();
+        d.announced = u64::MAX - 1;
+        assert!(d
+            .decode(b"1\r\n", &mut Vec::new(), &Limits::default())
+            .is_ok());
+    }
+
+    #[test]
+    fn extension_grammar() {
+        for ok in [
+            &b"1;a\r\nx\r\n0\r\n\r\n"[..],
+            b"1;a=b\r\nx\r\n0\r\n\r\n",
+            b"1 ; a = b ; c\r\nx\r\n0\r\n\r\n",
+            b"1;a=\"q \\\" ;x\"\r\nx\r\n0\r\n\r\n",
+            b"1;a=\"\"\r\nx\r\n0\r\n\r\n",
+            b"1\t;\ta\t=\tb\r\nx\r\n0\r\n\r\n",
+            b"0;last=1\r\n\r\n",
+        ] {
+            assert!(run(ok).unwrap().1.done, "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"1;\r\n"[..],
+            b"1;=b\r\n",
+            b"1;a=\r\n",
+            b"1;a=b c\r\n",
+            b"1;a=\"open\r\n",
+            b"1;a \r\n",
+            b"1;a=b \r\n",
+            b"1;a b\r\n",
+            b"1;a=\"x\"y\r\n",
+            b"1;a=\"\x01\"\r\n",
+            b"1;a@b\r\n",
+            b"1;a=b =c\r\n",
+            b"1;a=\"b\" =c\r\n",
+        ] {
+            assert_eq!(
+                run(bad).err(),
+                Some(ErrorKind::InvalidChunkExtension),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }

@@ -1,8 +1,11 @@
-//! Helpers for writing responses: status lines, header validation, chunk framing.
+//! Helpers for writing responses: reason phrases, status lines, header validation, chunk
+//! framing, and the canned responses for refused requests.
 
-use crate::request::{is_tchar, Version};
+use crate::request::Version;
+use crate::syntax::is_field_byte;
 
-/// The reason phrase for a status (RFC 9110 and the IANA registry); "Unknown" otherwise.
+/// The reason phrase for a status, from the IANA HTTP status code registry (RFC 9110
+/// wording: 413 "Content Too Large", 422 "Unprocessable Content"); "Unknown" otherwise.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -70,59 +73,123 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// A valid header field name: a non-empty RFC 9110 token.
+/// A valid header field name: a non-empty RFC 9110 token (the same test the request parser
+/// applies to names).
 pub fn is_token(name: &[u8]) -> bool {
-    !name.is_empty() && name.iter().all(|c| is_tchar(*c))
+    crate::syntax::is_token(name)
 }
 
-/// A valid field value: HTAB, SP, visible ASCII and obs-text; no CR, LF, NUL or other CTL.
-pub fn is_valid_field_value(v: &[u8]) -> bool {
-    v.iter().all(|c| *c == b'\t' || (*c >= 0x20 && *c != 0x7f))
+/// A valid header field value: HTAB, SP, VCHAR and obs-text only, so no CR, LF, NUL, other
+/// control characters or DEL (a CR or LF would let the app inject headers). Empty values and
+/// leading or trailing whitespace are accepted: recipients ignore that whitespace, so it is
+/// harmless; callers that care trim it themselves.
+pub fn is_valid_field_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| is_field_byte(b))
 }
 
-/// Appends `HTTP/1.1 200 OK\r\n`. `status` must be 100..=999.
+/// Appends the status line, e.g. `HTTP/1.1 200 OK\r\n`. Callers guarantee `status` is in
+/// 100..=999 (a status outside is written clamped into that range so the line stays
+/// well-formed). Allocates nothing beyond growing `out`.
 pub fn write_status_line(out: &mut Vec<u8>, version: Version, status: u16) {
     out.extend_from_slice(match version {
         Version::Http11 => b"HTTP/1.1 ",
         Version::Http10 => b"HTTP/1.0 ",
     });
-    let s = status.clamp(100, 999);
-    out.extend_from_slice(&[
-        b'0' + (s / 100) as u8,
-        b'0' + (s / 10 % 10) as u8,
-        b'0' + (s % 10) as u8,
-        b' ',
-    ]);
-    out.extend_from_slice(reason_phrase(status).as_bytes());
+    let code = status.clamp(100, 999);
+    out.extend_from_slice(&three_digits(code));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(code).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
-/// Whether a response with this status carries a body (not 1xx, 204, 304).
-pub fn status_has_body(status: u16) -> bool {
-    !(status < 200 || status == 204 || status == 304)
+/// The decimal digits of a number below 1000, zero-padded to three.
+fn three_digits(n: u16) -> [u8; 3] {
+    let digit = |d: u16| b'0' + (d % 10) as u8;
+    [digit(n / 100), digit(n / 10), digit(n)]
 }
 
-/// Appends one chunk (`size CRLF data CRLF`); nothing for empty data, which would end the body.
+/// Whether a response with this status may carry a body: not 1xx, 204 or 304 (RFC 9110
+/// §6.4.1). Responses to HEAD have none either; that is the caller's to know.
+pub fn status_has_body(status: u16) -> bool {
+    status >= 200 && status != 204 && status != 304
+}
+
+/// Appends one chunk, `hex-size CRLF data CRLF`. Nothing for empty data, which would end the
+/// body ([`LAST_CHUNK`] does that).
 pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return;
     }
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    write_hex(out, data.len());
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 
-/// The last chunk with an empty trailer section.
+/// Appends `n` in lower-case hex without leading zeros.
+fn write_hex(out: &mut Vec<u8>, n: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let significant = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..significant).rev() {
+        let nibble = (n >> (shift * 4)) & 0xf;
+        out.push(DIGITS.get(nibble).copied().unwrap_or(b'0'));
+    }
+}
+
+/// The last chunk and an empty trailer section: ends a chunked body.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// A complete error response that closes the connection; the body is the reason phrase.
+/// A complete response refusing a request, after which the connection is closed:
+/// status line, `content-type: text/plain`, `content-length`, `connection: close`, and the
+/// reason phrase and a newline as the body. Header names are lower-case, as Puma 7+ sends.
 pub fn error_response(version: Version, status: u16) -> Vec<u8> {
-    let body = format!("{}\n", reason_phrase(status));
-    let mut out = Vec::with_capacity(128);
+    let reason = reason_phrase(status.clamp(100, 999));
+    let body_len = reason.len() + 1;
+    let mut out = Vec::with_capacity(96 + reason.len() * 2);
     write_status_line(&mut out, version, status);
     out.extend_from_slice(b"content-type: text/plain\r\ncontent-length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(body_len.to_string().as_bytes());
     out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
-    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(reason.as_bytes());
+    out.push(b'\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_sizes() {
+        for (n, text) in [
+            (0usize, "0"),
+            (1, "1"),
+            (15, "f"),
+            (16, "10"),
+            (255, "ff"),
+            (4096, "1000"),
+            (usize::MAX, "ffffffffffffffff"),
+        ] {
+            let mut out = Vec::new();
+            write_hex(&mut out, n);
+            if usize::BITS == 64 || n != usize::MAX {
+                assert_eq!(out, text.as_bytes(), "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn digits() {
+        assert_eq!(&three_digits(100), b"100");
+        assert_eq!(&three_digits(204), b"204");
+        assert_eq!(&three_digits(999), b"999");
+    }
+
+    #[test]
+    fn out_of_range_status_is_clamped() {
+        let mut out = Vec::new();
+        write_status_line(&mut out, Version::Http11, 42);
+        write_status_line(&mut out, Version::Http11, 1234);
+        assert_eq!(out, b"HTTP/1.1 100 Continue\r\nHTTP/1.1 999 Unknown\r\n");
+    }
 }
