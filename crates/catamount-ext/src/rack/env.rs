@@ -81,14 +81,18 @@ keys! {
     V_HEAD = "HEAD";
 }
 
-static STRING_IO: Lazy<RClass> = Lazy::new(|ruby| {
+static STRING_IO: Lazy<RClass> = Lazy::new(|ruby| class_named(ruby, "StringIO"));
+static FILE: Lazy<RClass> = Lazy::new(|ruby| class_named(ruby, "File"));
+
+/// A top-level class, looked up once and kept alive.
+fn class_named(ruby: &Ruby, name: &str) -> RClass {
     let class = ruby
         .class_object()
-        .const_get::<_, RClass>("StringIO")
+        .const_get::<_, RClass>(name)
         .unwrap_or_else(|_| ruby.class_object());
     ruby.gc_register_mark_object(class);
     class
-});
+}
 
 /// Builds the env Hash for `request`. `body` is moved into `rack.input`.
 pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Result<RHash, Error> {
@@ -204,7 +208,13 @@ fn add_headers(ruby: &Ruby, env: RHash, request: &Request) -> Result<bool, Error
     let mut key = Vec::with_capacity(64);
     // Names with `_` go second and only where no dash-named header made the same key: a
     // client must not be able to smuggle `X_Forwarded_For` over a proxy's `X-Forwarded-For`.
-    for underscored in [false, true] {
+    let any_underscored = head.headers().any(|(name, _)| name.contains(&b'_'));
+    let passes: &[bool] = if any_underscored {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    for &underscored in passes {
         for (name, value) in head.headers() {
             if name.contains(&b'_') != underscored {
                 continue;
@@ -290,22 +300,17 @@ fn split_host_port(host: &[u8]) -> (&[u8], Option<&[u8]>) {
 fn rack_input(ruby: &Ruby, request: &mut Request) -> Result<Value, Error> {
     let body = std::mem::replace(&mut request.body, Body::Empty);
     match body {
-        Body::Empty => {
-            let s = ruby.str_new("");
-            s.funcall::<_, _, Value>("force_encoding", ("BINARY",))?;
-            ruby.get_inner(&STRING_IO).new_instance((s,))
-        }
+        // `str_from_slice` makes a binary (ASCII-8BIT) String, as rack.input must read.
+        Body::Empty => ruby
+            .get_inner(&STRING_IO)
+            .new_instance((ruby.str_from_slice(b""),)),
         Body::Memory(bytes) => ruby
             .get_inner(&STRING_IO)
             .new_instance((ruby.str_from_slice(&bytes),)),
         Body::File { file, .. } => {
             use std::os::fd::IntoRawFd;
             let fd = file.into_raw_fd();
-            let io: Value = ruby
-                .class_object()
-                .const_get::<_, RClass>("File")?
-                .funcall("for_fd", (fd, "rb"))?;
-            Ok(io)
+            ruby.get_inner(&FILE).funcall("for_fd", (fd, "rb"))
         }
     }
 }
