@@ -118,6 +118,51 @@ class TestBoot < Minitest::Test
     end
   end
 
+  # Root reads and writes everything, so these cases run the server as `nobody` from a
+  # world-readable copy of the checkout's bin/, exe/ and lib/ (the clone itself may sit in a
+  # private home directory).
+  def unprivileged_command(dir)
+    return [RbConfig.ruby, ServerProcess::BIN] unless Process.uid.zero?
+
+    copy = File.join(dir, "catamount")
+    FileUtils.mkdir_p(copy)
+    %w[bin exe lib].each { |d| FileUtils.cp_r(File.join(Support::ROOT, d), copy) }
+    FileUtils.chmod_R("a+rX", copy)
+    ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", RbConfig.ruby, File.join(copy, "bin", "catamount")]
+  end
+
+  def test_unreadable_and_unwritable_files_stop_the_boot_with_one_line
+    Dir.mktmpdir do |dir|
+      File.chmod(0o755, dir)
+      command = unprivileged_command(dir)
+      app = File.join(dir, "config.ru")
+      File.write(app, "run ->(_env) { [200, {}, ['x']] }\n")
+      File.chmod(0o644, app)
+      secret_app = File.join(dir, "secret.ru")
+      File.write(secret_app, "run ->(_env) { [200, {}, ['x']] }\n")
+      File.chmod(0o000, secret_app)
+      secret_conf = File.join(dir, "secret.rb")
+      File.write(secret_conf, "port 0\n")
+      File.chmod(0o000, secret_conf)
+      read_only = File.join(dir, "ro")
+      Dir.mkdir(read_only, 0o555)
+      {
+        ["-b", "tcp://127.0.0.1:0", secret_app] => "catamount: rackup file #{secret_app} is not readable",
+        ["-C", secret_conf, app] => "catamount: #{secret_conf}: cannot read config file (Permission denied)",
+        ["-b", "tcp://127.0.0.1:0", "--pidfile", "#{read_only}/p.pid", app] =>
+          "catamount: cannot write pidfile #{read_only}/p.pid: Permission denied",
+        ["-b", "unix://#{read_only}/s.sock", app] => "catamount: could not listen on unix://#{read_only}/s.sock: permission denied"
+      }.each do |args, line|
+        server = ServerProcess.new(args, command: command, chdir: dir)
+        (@servers ||= []) << server
+        status = server.wait_exit
+        refute status.success?, args.inspect
+        assert_equal "#{line}\n", server.stderr, args.inspect
+        refute_includes server.stdout, "Listening on", args.inspect
+      end
+    end
+  end
+
   def test_pidfile_written_and_removed
     Dir.mktmpdir do |dir|
       pidfile = File.join(dir, "server.pid")

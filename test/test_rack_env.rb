@@ -87,12 +87,6 @@ class TestRackEnv < Minitest::Test
     assert_equal "HTTP/1.0", env["HTTP_VERSION"]
   end
 
-  def test_rack31_gets_neither_rack_version_nor_http_version
-    server = start_server(app: "rack31.ru")
-    env = JSON.parse(raw_request(server.port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").body)
-    assert_equal({ "rack.version" => false, "HTTP_VERSION" => false, "input" => "ok" }, env)
-  end
-
   def test_rack_lint_passes_for_common_requests
     server = start_server(app: "lint.ru")
     port = server.port

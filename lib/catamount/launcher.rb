@@ -60,8 +60,13 @@ module Catamount
       return FAILED unless app
 
       server = Native::Server.new(options, rack_settings(options))
+      write_pidfile(options.pidfile)
       banner(options, server)
-      with_pidfile(options.pidfile) { serve(server, app, options) }
+      begin
+        serve(server, app, options)
+      ensure
+        remove_pidfile(options.pidfile)
+      end
     end
 
     # `-C` files in order; else the first of config/puma/<env>.rb and config/puma.rb.
@@ -133,15 +138,18 @@ module Catamount
       Process.setproctitle(title)
     end
 
-    def with_pidfile(path)
-      return yield unless path
+    # Written before the boot lines, so a pidfile that cannot be written stops the boot cleanly.
+    def write_pidfile(path)
+      File.write(path, "#{Process.pid}\n") if path
+    rescue SystemCallError => e
+      raise UsageError, "cannot write pidfile #{path}: #{e.message.sub(/ @ .*/, '')}"
+    end
 
-      File.write(path, "#{Process.pid}\n")
-      begin
-        yield
-      ensure
-        File.delete(path) if File.exist?(path) && File.read(path).to_i == Process.pid
-      end
+    # Removed only while it still names this process (a newer server may have taken it over).
+    def remove_pidfile(path)
+      File.delete(path) if path && File.exist?(path) && File.read(path).to_i == Process.pid
+    rescue SystemCallError
+      nil
     end
 
     # Runs until TERM or INT: the first one stops gracefully (in-flight requests finish), a
