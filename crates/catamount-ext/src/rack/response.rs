@@ -400,9 +400,14 @@ fn send(responder: &mut Responder, data: Vec<u8>) -> std::io::Result<()> {
         return responder.write_vec(data);
     }
     // A non-blocking write returns promptly by itself; there is nothing to unblock.
-    match ffi::without_gvl(|| responder.write_vec(data), &|| {}) {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::Interrupted.into()),
+    let mut pending = Some(data);
+    let released = ffi::without_gvl(|| pending.take().map(|d| responder.write_vec(d)), &|| {});
+    match (released, pending) {
+        (Ok(Some(result)), _) => result,
+        // Ruby had an interrupt pending (a thread switch is due, typically) and skipped the
+        // call: the write is still non-blocking, so do it with the GVL held.
+        (_, Some(data)) => responder.write_vec(data),
+        (_, None) => Err(std::io::ErrorKind::Interrupted.into()),
     }
 }
 
