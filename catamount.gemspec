@@ -13,6 +13,8 @@ Gem::Specification.new do |spec|
   spec.required_ruby_version = ">= 3.0"
   spec.files = Dir[
     "Cargo.toml", "Cargo.lock", "crates/*/Cargo.toml", "crates/*/src/**/*.rs",
+    # A workspace member (the benchmark's load tools): cargo needs its sources to load the workspace.
+    "bench/tools/Cargo.toml", "bench/tools/src/**/*.rs",
     "lib/**/*.rb", "exe/*", "ext/catamount/extconf.rb", "README.md"
   ]
   spec.bindir = "exe"

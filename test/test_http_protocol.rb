@@ -144,6 +144,25 @@ class TestHttpProtocol < Minitest::Test
     assert_match(/\AHTTP\/1\.1 408 /, read_until_close(sock, timeout: 10))
   end
 
+  # While a response is being made the reactor also reads the client's next bytes; neither a
+  # response slower than the idle timeout, nor a client that half-closes after its request, nor
+  # a request sent before the previous answer, may change what the client gets.
+  def test_responses_slower_than_the_idle_timeout_half_close_and_early_next_request
+    server = start_server("-C", conf("persistent_timeout 1\nbind 'tcp://127.0.0.1:0'\n"), app: "kitchen.ru")
+    sock = connect(server.port)
+    sock.write("GET /sleep?s=2.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert_equal "slept", read_response(sock, timeout: 10).body
+    sock.write("GET /sleep?s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sleep 0.1 # the second request goes out while the first is still in the app
+    sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert_equal "slept", read_response(sock).body
+    assert_equal "hello", read_response(sock).body
+    half = connect(server.port)
+    half.write("GET /sleep?s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    half.close_write
+    assert_match(/\AHTTP\/1\.1 200 .*slept\z/m, read_until_close(half))
+  end
+
   def test_max_keep_alive_closes_after_n_requests
     server = start_server("-C", conf("max_keep_alive 2\nbind 'tcp://127.0.0.1:0'\n"), app: "kitchen.ru")
     sock = connect(server.port)

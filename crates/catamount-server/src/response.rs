@@ -11,13 +11,14 @@
 //! [`ServerConfig::max_buffered_response`](crate::ServerConfig): past it the producer waits for
 //! the client, because memory is the only other thing a slow reader could exhaust.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
 
 use crate::dispatch::Waiter;
 use crate::stream::Stream;
@@ -27,45 +28,138 @@ use crate::Shared;
 #[derive(Debug)]
 pub(crate) enum Outgoing {
     Data(Vec<u8>),
-    File {
-        file: File,
-        offset: u64,
-        len: u64,
-    },
-    /// The response is complete; keep the connection open for the next request or not.
-    End {
-        keep_alive: bool,
-    },
+    File { file: File, offset: u64, len: u64 },
 }
 
-/// Bytes queued for the reactor and not yet written, shared by both sides.
+/// How a response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Complete; keep the connection for the next request or not. `at` starts the idle clock.
+    Done { keep_alive: bool, at: Instant },
+    /// Not finished (the client left, or the app failed mid-stream): the connection must go.
+    Aborted,
+}
+
+/// What the reactor should do next for the response in progress.
+#[derive(Debug)]
+pub(crate) enum Step {
+    Write(Outgoing),
+    Ended(Ending),
+    /// Nothing yet: wait for [`Exchange::changed`] (or the socket).
+    Pending,
+}
+
+/// One connection's meeting point between the reactor and the pool thread serving its current
+/// request. It lives as long as the connection and is reset for every request.
+///
+/// The common case costs no wake-up at all: the pool thread writes the whole response itself
+/// and records the end; the reactor, which meanwhile waits for the client's next bytes, reads
+/// the record when they arrive. The reactor is woken only when it has work (bytes handed over),
+/// when the connection must close, or when it asked to be told (it is not watching the socket).
 #[derive(Debug, Default)]
-pub(crate) struct Backlog {
-    queued: Mutex<u64>,
+pub(crate) struct Exchange {
+    state: Mutex<ExchangeState>,
+    /// Wakes the reactor task.
+    changed: Notify,
+    /// Wakes a pool thread waiting for a slow client to drain (see [`Responder::wait_for_client`]).
     drained: Condvar,
-    /// The connection is gone; nothing queued will ever be written.
-    closed: AtomicBool,
 }
 
-impl Backlog {
+#[derive(Debug, Default)]
+struct ExchangeState {
+    outgoing: VecDeque<Outgoing>,
+    /// Bytes handed over and not written yet.
+    queued: u64,
+    ending: Option<Ending>,
+    /// The reactor waits for `changed` only (it is not watching the socket): wake it at the end.
+    reactor_listening: bool,
+    /// A pool thread waits on `drained`.
+    pool_waiting: bool,
+    /// The connection is gone: hand-overs fail, waits end.
+    gone: bool,
+}
+
+impl Exchange {
+    fn lock(&self) -> MutexGuard<'_, ExchangeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a new request on this connection.
+    pub(crate) fn begin(&self) {
+        let mut st = self.lock();
+        st.outgoing.clear();
+        st.queued = 0;
+        st.ending = None;
+        st.reactor_listening = false;
+    }
+
+    /// The next thing to do. With `listen`, a `Pending` answer also asks to be woken at the end.
+    pub(crate) fn next_step(&self, listen: bool) -> Step {
+        let mut st = self.lock();
+        if let Some(item) = st.outgoing.pop_front() {
+            return Step::Write(item);
+        }
+        if let Some(ending) = st.ending {
+            return Step::Ended(ending);
+        }
+        st.reactor_listening = listen;
+        Step::Pending
+    }
+
+    /// Resolves when the pool thread handed something over or ended a response the reactor
+    /// listens for. May resolve spuriously: check [`next_step`](Self::next_step) again.
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// `n` handed-over bytes reached the socket.
     pub(crate) fn release(&self, n: u64) {
-        let mut q = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        *q = q.saturating_sub(n);
-        self.drained.notify_all();
+        let mut st = self.lock();
+        st.queued = st.queued.saturating_sub(n);
+        if st.pool_waiting {
+            self.drained.notify_all();
+        }
     }
 
+    /// The connection is finished; nothing queued will be written.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        let _q = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
+        st.gone = true;
+        st.outgoing.clear();
+        st.queued = 0;
         self.drained.notify_all();
     }
 
-    fn add(&self, n: u64) {
-        *self.queued.lock().unwrap_or_else(|p| p.into_inner()) += n;
+    fn hand_over(&self, item: Outgoing, bytes: u64) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.gone {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        st.outgoing.push_back(item);
+        st.queued += bytes;
+        drop(st);
+        self.changed.notify_one();
+        Ok(())
     }
 
-    fn queued(&self) -> u64 {
-        *self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    fn end(&self, ending: Ending, handed_off: bool) {
+        let mut st = self.lock();
+        st.ending = Some(ending);
+        // A kept connection needs no wake while the reactor watches the socket: the client's
+        // next request (or its close) wakes it, and it finds the end recorded here.
+        let wake = st.reactor_listening
+            || handed_off
+            || !matches!(
+                ending,
+                Ending::Done {
+                    keep_alive: true,
+                    ..
+                }
+            );
+        drop(st);
+        if wake {
+            self.changed.notify_one();
+        }
     }
 }
 
@@ -74,28 +168,27 @@ impl Backlog {
 pub struct Responder {
     stream: Arc<Stream>,
     shared: Arc<Shared>,
-    outbox: Option<UnboundedSender<Outgoing>>,
-    backlog: Arc<Backlog>,
-    /// Once anything was queued, everything after it must be queued too, to keep the order.
+    exchange: Arc<Exchange>,
+    /// Once anything was handed over, everything after it must be too, to keep the order.
     handed_off: bool,
     keep_alive_wanted: bool,
+    finished: bool,
 }
 
 impl Responder {
     pub(crate) fn new(
         stream: Arc<Stream>,
         shared: Arc<Shared>,
-        outbox: UnboundedSender<Outgoing>,
-        backlog: Arc<Backlog>,
+        exchange: Arc<Exchange>,
         keep_alive_wanted: bool,
     ) -> Responder {
         Responder {
             stream,
             shared,
-            outbox: Some(outbox),
-            backlog,
+            exchange,
             handed_off: false,
             keep_alive_wanted,
+            finished: false,
         }
     }
 
@@ -112,12 +205,12 @@ impl Responder {
             return Ok(());
         }
         if self.handed_off {
-            return self.enqueue(Outgoing::Data(data.to_vec()), data.len() as u64);
+            return self.hand_over(Outgoing::Data(data.to_vec()), data.len() as u64);
         }
         let written = self.write_direct(data)?;
         match data.get(written..) {
             Some(rest) if !rest.is_empty() => {
-                self.enqueue(Outgoing::Data(rest.to_vec()), rest.len() as u64)
+                self.hand_over(Outgoing::Data(rest.to_vec()), rest.len() as u64)
             }
             _ => Ok(()),
         }
@@ -136,7 +229,7 @@ impl Responder {
             data.drain(..written);
         }
         let n = data.len() as u64;
-        self.enqueue(Outgoing::Data(data), n)
+        self.hand_over(Outgoing::Data(data), n)
     }
 
     /// Sends `len` bytes of `file` from `offset` with sendfile(2): directly while the socket
@@ -165,7 +258,7 @@ impl Responder {
                 return Ok(());
             }
         }
-        self.enqueue(
+        self.hand_over(
             Outgoing::File {
                 file,
                 offset,
@@ -178,39 +271,35 @@ impl Responder {
     /// True when a streamed body has queued more than the server allows for one response; the
     /// caller should then [`wait_for_client`](Self::wait_for_client) (without the GVL).
     pub fn over_budget(&self) -> bool {
-        self.handed_off && self.backlog.queued() > self.shared.config.max_buffered_response
+        self.handed_off && self.exchange.lock().queued > self.shared.config.max_buffered_response
     }
 
     /// Blocks until the client has read enough that the queued bytes are under half the budget,
     /// the client is gone, or `waiter` is interrupted.
     pub fn wait_for_client(&self, waiter: &Waiter) {
         let low_water = self.shared.config.max_buffered_response / 2;
-        let mut q = self
-            .backlog
-            .queued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        while *q > low_water
-            && !self.backlog.closed.load(Ordering::SeqCst)
-            && !waiter.is_interrupted()
-        {
+        let mut st = self.exchange.lock();
+        while st.queued > low_water && !st.gone && !waiter.is_interrupted() {
+            st.pool_waiting = true;
             // The timeout bounds how late an interrupt is noticed; the condvar does the real work.
             let (guard, _) = self
-                .backlog
+                .exchange
                 .drained
-                .wait_timeout(q, Duration::from_millis(50))
+                .wait_timeout(st, Duration::from_millis(50))
                 .unwrap_or_else(|p| p.into_inner());
-            q = guard;
+            st = guard;
         }
+        st.pool_waiting = false;
     }
 
     /// The response is complete.
     pub fn finish(mut self, keep_alive: bool) {
-        if let Some(outbox) = self.outbox.take() {
-            let _ = outbox.send(Outgoing::End {
-                keep_alive: keep_alive && self.keep_alive_allowed(),
-            });
-        }
+        self.finished = true;
+        let ending = Ending::Done {
+            keep_alive: keep_alive && self.keep_alive_allowed(),
+            at: Instant::now(),
+        };
+        self.exchange.end(ending, self.handed_off);
     }
 
     fn write_direct(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -227,13 +316,9 @@ impl Responder {
         Ok(off)
     }
 
-    fn enqueue(&mut self, item: Outgoing, bytes: u64) -> io::Result<()> {
+    fn hand_over(&mut self, item: Outgoing, bytes: u64) -> io::Result<()> {
         self.handed_off = true;
-        let outbox = self.outbox.as_ref().ok_or(io::ErrorKind::BrokenPipe)?;
-        self.backlog.add(bytes);
-        outbox
-            .send(item)
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+        self.exchange.hand_over(item, bytes)
     }
 }
 
@@ -246,9 +331,11 @@ impl std::os::fd::AsFd for Responder {
 
 impl Drop for Responder {
     fn drop(&mut self) {
-        // Dropping the outbox without an End tells the reactor to abort the connection: a
-        // response that was not finished must not be followed by another on the same stream.
-        self.outbox = None;
+        // A response that was not finished must not be followed by another on the same stream:
+        // the reactor drops the connection.
+        if !self.finished {
+            self.exchange.end(Ending::Aborted, self.handed_off);
+        }
         self.shared.queue.finish();
     }
 }

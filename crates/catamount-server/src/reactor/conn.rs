@@ -15,10 +15,11 @@ use catamount_http::{
     error_response, BodyFraming, ChunkedDecoder, HeadParser, ParseError, RequestHead, Version,
 };
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant as Deadline;
 
 use crate::log;
 use crate::request::{Body, Job, Peer, Request};
-use crate::response::{Backlog, Outgoing, Responder};
+use crate::response::{Ending, Exchange, Outgoing, Responder, Step};
 use crate::stream::Stream;
 use crate::{spill, Shared};
 
@@ -43,8 +44,11 @@ pub(super) async fn serve(
         stop,
         buf: Vec::new(),
         served: 0,
+        idle_since: None,
+        exchange: Arc::new(Exchange::default()),
     };
     conn.run().await;
+    conn.exchange.close();
 }
 
 struct Conn {
@@ -57,6 +61,10 @@ struct Conn {
     buf: Vec<u8>,
     /// Requests answered on this connection so far.
     served: u64,
+    /// When the last response ended (the keep-alive idle clock runs from there).
+    idle_since: Option<Instant>,
+    /// Shared with the pool thread serving this connection's current request.
+    exchange: Arc<Exchange>,
 }
 
 /// Why reading a request ended without a request.
@@ -65,6 +73,16 @@ enum Stop {
     Close,
     /// Answer with this error response, then close.
     Reject(u16),
+}
+
+/// How a response left the connection.
+enum Delivered {
+    /// Read the next request.
+    KeepAlive,
+    /// Close gracefully (the response said so, or the client is done sending).
+    Close,
+    /// Drop the connection: the response could not be completed.
+    Abort,
 }
 
 enum Read {
@@ -94,25 +112,21 @@ impl Conn {
             let keep_alive_wanted = request.head.keep_alive()
                 && config.keep_alive
                 && self.served < config.max_keep_alive;
-            let (outbox, inbox) = mpsc::unbounded_channel();
-            let backlog = Arc::new(Backlog::default());
+            self.exchange.begin();
             let responder = Responder::new(
                 self.stream.clone(),
                 self.shared.clone(),
-                outbox,
-                backlog.clone(),
+                self.exchange.clone(),
                 keep_alive_wanted,
             );
             self.shared.queue.push(Box::new(Job { request, responder }));
-            let keep_alive = self.deliver(inbox, &backlog).await;
-            backlog.close();
-            match keep_alive {
-                Some(true) => continue,
-                Some(false) => {
+            match self.deliver().await {
+                Delivered::KeepAlive => continue,
+                Delivered::Close => {
                     self.linger().await;
                     return;
                 }
-                None => return,
+                Delivered::Abort => return,
             }
         }
     }
@@ -132,12 +146,11 @@ impl Conn {
                 }
             }
             let idle = self.buf.is_empty() && self.served > 0;
-            let timeout = if idle {
-                self.shared.config.persistent_timeout
-            } else {
-                self.shared.config.first_data_timeout
+            let deadline = match self.idle_since {
+                Some(since) if idle => since + self.shared.config.persistent_timeout,
+                _ => Instant::now() + self.shared.config.first_data_timeout,
             };
-            match self.read_more(timeout).await {
+            match self.read_more(deadline).await {
                 Read::Data => {}
                 // A half-sent head at shutdown or timeout is dropped without a word, as Puma
                 // does: there is no request yet to answer.
@@ -250,7 +263,8 @@ impl Conn {
     /// Reads more body bytes; a body that stops arriving gets a 408 (the head was complete, so
     /// the client deserves an answer), a client that leaves or a stopping server just closes.
     async fn read_body_bytes(&mut self) -> Result<(), Stop> {
-        match self.read_more(self.shared.config.first_data_timeout).await {
+        let deadline = Instant::now() + self.shared.config.first_data_timeout;
+        match self.read_more(deadline).await {
             Read::Data => Ok(()),
             Read::TimedOut => Err(Stop::Reject(408)),
             Read::Eof | Read::Stopping => Err(Stop::Close),
@@ -267,8 +281,8 @@ impl Conn {
         .map_err(|_| Stop::Close)
     }
 
-    /// Waits for more bytes, up to `timeout`, giving up early if the server is stopping.
-    async fn read_more(&mut self, timeout: Duration) -> Read {
+    /// Waits for more bytes until `deadline`, giving up early if the server is stopping.
+    async fn read_more(&mut self, deadline: Instant) -> Read {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
             self.buf.reserve(READ_CHUNK);
         }
@@ -284,7 +298,7 @@ impl Conn {
             }
         };
         tokio::select! {
-            r = tokio::time::timeout(timeout, read) => match r {
+            r = tokio::time::timeout_at(Deadline::from_std(deadline), read) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
                 Ok(Ok(_)) => Read::Data,
                 Err(_) => Read::TimedOut,
@@ -293,26 +307,75 @@ impl Conn {
         }
     }
 
-    /// Writes what the pool thread handed over; returns whether to keep the connection
-    /// (None: the response could not be completed, so the connection must be dropped).
-    async fn deliver(
-        &mut self,
-        mut inbox: mpsc::UnboundedReceiver<Outgoing>,
-        backlog: &Backlog,
-    ) -> Option<bool> {
-        let timeout = self.shared.config.write_timeout;
+    /// Follows the response to the request just dispatched: writes what the pool thread hands
+    /// over, and meanwhile reads the client's next bytes (so the end of a response the pool
+    /// thread wrote itself needs no wake-up: the next request brings the reactor back).
+    async fn deliver(&mut self) -> Delivered {
+        let write_timeout = self.shared.config.write_timeout;
+        let recheck = self.shared.config.persistent_timeout;
+        let mut client_done = false;
+        let mut stopping = false;
         loop {
-            match inbox.recv().await? {
-                Outgoing::Data(data) => {
-                    write_all(&self.stream, &data, timeout).await.ok()?;
-                    backlog.release(data.len() as u64);
+            // Watch the socket only while nothing of the next request is buffered: pipelined
+            // requests wait in `buf`, unread bytes beyond them wait in the kernel.
+            let watch_socket = self.buf.is_empty() && !client_done && !stopping;
+            match self.exchange.next_step(!watch_socket) {
+                Step::Write(Outgoing::Data(data)) => {
+                    if write_all(&self.stream, &data, write_timeout).await.is_err() {
+                        return Delivered::Abort;
+                    }
+                    self.exchange.release(data.len() as u64);
+                    continue;
                 }
-                Outgoing::File { file, offset, len } => {
-                    send_file(&self.stream, &file, offset, len, timeout)
+                Step::Write(Outgoing::File { file, offset, len }) => {
+                    if send_file(&self.stream, &file, offset, len, write_timeout)
                         .await
-                        .ok()?;
+                        .is_err()
+                    {
+                        return Delivered::Abort;
+                    }
+                    continue;
                 }
-                Outgoing::End { keep_alive } => return Some(keep_alive),
+                Step::Ended(Ending::Aborted) => return Delivered::Abort,
+                Step::Ended(Ending::Done { keep_alive, at }) => {
+                    self.idle_since = Some(at);
+                    return if keep_alive && !client_done {
+                        Delivered::KeepAlive
+                    } else {
+                        Delivered::Close
+                    };
+                }
+                Step::Pending => {}
+            }
+            if !watch_socket {
+                self.exchange.changed().await;
+                continue;
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let stream = self.stream.clone();
+            let buf = &mut self.buf;
+            let read = async {
+                loop {
+                    stream.readable().await?;
+                    match stream.try_read_buf(buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        other => return other,
+                    }
+                }
+            };
+            tokio::select! {
+                _ = self.exchange.changed() => {}
+                r = read => {
+                    if !matches!(r, Ok(n) if n > 0) {
+                        client_done = true;
+                    }
+                }
+                // Only a re-check: a response still being made is never timed out here, and
+                // one that ended is seen at the top of the loop.
+                _ = tokio::time::sleep(recheck) => {}
+                _ = self.stop.wait_for(|s| *s) => stopping = true,
             }
         }
     }
