@@ -7,7 +7,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/catamount/target
 export CARGO_TARGET_DIR
 EXT := lib/catamount/catamount.so
 
-.PHONY: all deps build run test test-rust test-ruby lint clean
+.PHONY: all deps build build-bench run test test-rust test-ruby lint bench bench-quick clean
 
 all: build
 
@@ -18,6 +18,10 @@ deps:
 build: deps
 	cargo build --release --locked -p catamount-ext
 	install -m 0755 $(CARGO_TARGET_DIR)/release/libcatamount.so $(EXT)
+
+# The benchmark's load tools and reference server (bench/tools).
+build-bench: deps
+	cargo build --release --locked -p catamount-bench
 
 run: build
 	@echo "Serving examples/hello/config.ru on http://127.0.0.1:9292 (Ctrl-C to stop)"
@@ -34,8 +38,19 @@ lint: deps
 test-rust: deps
 	cargo test --release --locked --workspace --exclude catamount-ext
 
-test-ruby: build
+test-ruby: build build-bench
 	ruby -w test/run.rb
+
+# Catamount against Puma 5.6.5 (docs/benchmarks.md). BENCH_ARGS passes options to bench/run.rb,
+# e.g. `make bench BENCH_ARGS="--only hello"`.
+bench: build build-bench
+	@script/bootstrap bench
+	ruby -w bench/run.rb $(BENCH_ARGS)
+
+# A few seconds a scenario, for development.
+bench-quick: build build-bench
+	@script/bootstrap bench
+	ruby -w bench/run.rb --quick $(BENCH_ARGS)
 
 clean:
 	rm -f $(EXT)

@@ -1,0 +1,147 @@
+# frozen_string_literal: true
+
+module Bench
+  # Turns the collected samples into the Markdown tables `make bench` prints.
+  module Report
+    module_function
+
+    def median(values)
+      values = values.compact.sort
+      return nil if values.empty?
+
+      mid = values.size / 2
+      values.size.odd? ? values[mid] : (values[mid - 1] + values[mid]) / 2.0
+    end
+
+    # Summary of one server's samples in one scenario.
+    def summarize(samples)
+      c50 = samples.fetch(:c50, [])
+      c1 = samples.fetch(:c1, [])
+      rps = c50.map(&:rps)
+      {
+        rps: median(rps), rps_min: rps.min, rps_max: rps.max,
+        p50_ms: median(c50.map(&:p50_ms)), p99_ms: median(c50.map(&:p99_ms)),
+        c1_p50_ms: median(c1.map(&:p50_ms)), c1_p99_ms: median(c1.map(&:p99_ms)),
+        requests: (c50 + c1).sum(&:requests),
+        errors: (c50 + c1).sum { |r| r.errors + r.non_2xx }
+      }
+    end
+
+    def ratio(a, b)
+      a && b && b.positive? ? a / b : nil
+    end
+
+    def rate(value)
+      value ? format("%.0f", value) : "–"
+    end
+
+    def spread(stats)
+      return "–" unless stats && stats[:rps]
+
+      "#{rate(stats[:rps])} (#{rate(stats[:rps_min])}–#{rate(stats[:rps_max])})"
+    end
+
+    def ms(value)
+      value ? format("%.2f", value) : "–"
+    end
+
+    def times(value)
+      value ? format("%.2fx", value) : "–"
+    end
+
+    def mib(kib)
+      kib ? format("%.0f", kib / 1024.0) : "–"
+    end
+
+    def verdict(value, target)
+      return "–" unless value && target
+
+      value >= target ? "met" : "MISSED"
+    end
+
+    # A cell for a server that could not run the scenario.
+    def cell(result, key)
+      return result&.dig(:unsupported) ? "n/a" : "–" unless result&.dig(:stats)
+
+      yield result[:stats][key]
+    end
+
+    def pair(servers, key, &format_value)
+      %w[catamount puma].map { |k| cell(servers[k], key, &format_value) }.join(" / ")
+    end
+
+    def markdown(results)
+      lines = []
+      lines << "### Throughput (`wrk -t2 -c50`, req/s: median (min–max) over #{results[:rounds]} rounds)"
+      lines << ""
+      lines << "| scenario | mode | Catamount | Puma | ratio | target | verdict |"
+      lines << "|---|---|---|---|---|---|---|"
+      results[:scenarios].each do |s|
+        c = s[:servers]["catamount"]
+        p = s[:servers]["puma"]
+        r = ratio(c&.dig(:stats, :rps), p&.dig(:stats, :rps))
+        c_cell = c && c[:unsupported] ? "n/a (#{c[:unsupported]})" : spread(c&.dig(:stats))
+        p_cell = p && p[:unsupported] ? "n/a (#{p[:unsupported]})" : spread(p&.dig(:stats))
+        lines << "| #{s[:title]} | `#{s[:mode_title]}` | #{c_cell} | #{p_cell} | #{times(r)} | ≥ #{s[:target]}x | #{verdict(r, s[:target])} |"
+      end
+      limit_lines(results, lines)
+      lines << ""
+      lines << "### Latency, errors and memory (Catamount / Puma)"
+      lines << ""
+      lines << "| scenario | mode | p50 ms | p99 ms | `-c1` p50 ms | `-c1` p99 ms | errors | RSS MiB | PSS MiB |"
+      lines << "|---|---|---|---|---|---|---|---|---|"
+      results[:scenarios].each do |s|
+        sv = s[:servers]
+        lines << "| #{s[:title]} | `#{s[:mode_title]}` | #{pair(sv, :p50_ms) { |v| ms(v) }} | #{pair(sv, :p99_ms) { |v| ms(v) }} | " \
+                 "#{pair(sv, :c1_p50_ms) { |v| ms(v) }} | #{pair(sv, :c1_p99_ms) { |v| ms(v) }} | #{pair(sv, :errors, &:to_s)} | " \
+                 "#{pair(sv, :rss_kib) { |v| mib(v) }} | #{pair(sv, :pss_kib) { |v| mib(v) }} |"
+      end
+      slow_lines(results, lines)
+      lines.join("\n") + "\n"
+    end
+
+    def limit_lines(results, lines)
+      limit = results[:scenarios].find { |s| s[:servers]["limit"] }&.dig(:servers, "limit", :stats, :rps)
+      return unless limit
+
+      lines << ""
+      lines << "Pure-Rust limit (one reactor thread, no Ruby): #{rate(limit)} req/s."
+      results[:scenarios].select { |s| s[:app] == "hello" && s[:mode] != "w2" }.each do |s|
+        share = ratio(s[:servers].dig("catamount", :stats, :rps), limit)
+        lines << "Catamount hello world `#{s[:mode_title]}`: #{share ? format('%.0f%%', share * 100) : '–'} of the limit " \
+                 "(target ≥ #{(LIMIT_SHARE_TARGET * 100).round}%: #{verdict(share, LIMIT_SHARE_TARGET)})."
+      end
+    end
+
+    def slow_lines(results, lines)
+      slow = results[:slow_clients]
+      return unless slow
+
+      lines << ""
+      lines << "### Hello world (`-t 5:5`, `wrk -t2 -c50`) beside 50 slow clients (req/s median, p99 ms)"
+      lines << ""
+      lines << "| server | alone | with 50 slow readers | share | with 50 slowloris | share |"
+      lines << "|---|---|---|---|---|---|"
+      slow[:servers].each do |key, entry|
+        st = entry[:stats]
+        next unless st
+
+        readers = ratio(st[:readers][:rps], st[:alone][:rps])
+        loris = ratio(st[:loris][:rps], st[:alone][:rps])
+        label = key == "catamount" ? "Catamount" : "Puma"
+        lines << "| #{label} | #{rate(st[:alone][:rps])}, p99 #{ms(st[:alone][:p99_ms])} | " \
+                 "#{rate(st[:readers][:rps])}, p99 #{ms(st[:readers][:p99_ms])} | #{times(readers)} | " \
+                 "#{rate(st[:loris][:rps])}, p99 #{ms(st[:loris][:p99_ms])} | #{times(loris)} |"
+      end
+      cat = slow[:servers].dig("catamount", :stats)
+      return unless cat
+
+      readers = ratio(cat[:readers][:rps], cat[:alone][:rps])
+      loris = ratio(cat[:loris][:rps], cat[:alone][:rps])
+      lines << ""
+      lines << "Catamount keeps #{times(readers)} of its rate beside slow readers (target ≥ #{SLOW_READERS_TARGET}x: " \
+               "#{verdict(readers, SLOW_READERS_TARGET)}) and #{times(loris)} beside slowloris " \
+               "(target ≥ #{SLOWLORIS_TARGET}x: #{verdict(loris, SLOWLORIS_TARGET)})."
+    end
+  end
+end

@@ -1,0 +1,51 @@
+# frozen_string_literal: true
+
+module Bench
+  APPS_DIR = File.expand_path("../apps", __dir__)
+
+  # An app under load: its rackup, the path wrk requests, an optional wrk script.
+  App = Struct.new(:key, :title, :rackup, :path, :script, keyword_init: true) do
+    def rackup_path
+      File.join(APPS_DIR, rackup)
+    end
+  end
+
+  # Threads and workers, the same for both servers.
+  Mode = Struct.new(:key, :title, :min, :max, :workers, keyword_init: true)
+
+  APPS = [
+    App.new(key: "hello", title: "hello world", rackup: "hello.ru", path: "/"),
+    App.new(key: "body_1mib", title: "1 MiB body", rackup: "body_1mib.ru", path: "/"),
+    App.new(key: "file_10mib", title: "10 MiB to_path file", rackup: "file_10mib.ru", path: "/"),
+    App.new(key: "post_echo", title: "100 KiB POST echo", rackup: "post_echo.ru", path: "/", script: "post_100k.lua"),
+    App.new(key: "sleep", title: "IO-bound (20 ms sleep)", rackup: "sleep.ru", path: "/"),
+    App.new(key: "cpu", title: "CPU-bound (~2 ms Ruby)", rackup: "cpu.ru", path: "/"),
+    App.new(key: "sinatra", title: "Sinatra route + ERB", rackup: "sinatra/config.ru", path: "/hello/bench?n=10"),
+    App.new(key: "rails", title: "Rails 6.1 action + view", rackup: "rails/config.ru", path: "/items/42")
+  ].freeze
+
+  MODES = [
+    Mode.new(key: "t5", title: "-t 5:5", min: 5, max: 5),
+    Mode.new(key: "t1", title: "-t 1:1", min: 1, max: 1),
+    Mode.new(key: "w2", title: "-w 2 -t 5:5", min: 5, max: 5, workers: 2)
+  ].freeze
+
+  SLOW_CLIENTS_APP = App.new(key: "slow_clients", title: "hello world beside slow clients", rackup: "slow_clients.ru", path: "/")
+
+  # The Catamount/Puma ratio each scenario must reach (docs/benchmarks.md explains them).
+  def self.target(app_key, mode_key)
+    case app_key
+    when "hello" then mode_key == "w2" ? 3.0 : 6.0
+    when "body_1mib", "post_echo", "sinatra" then 2.0
+    when "file_10mib" then 3.0
+    when "rails" then 1.25
+    when "sleep", "cpu" then 1.0
+    end
+  end
+
+  # Share of the pure-Rust limit that Catamount's single-mode hello world must reach.
+  LIMIT_SHARE_TARGET = 0.70
+  # Normal load beside 50 slow clients, as a share of the same load alone.
+  SLOW_READERS_TARGET = 0.8
+  SLOWLORIS_TARGET = 0.9
+end

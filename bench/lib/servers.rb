@@ -1,0 +1,143 @@
+# frozen_string_literal: true
+
+require "rbconfig"
+require "socket"
+require "tmpdir"
+
+module Bench
+  ROOT = File.expand_path("../..", __dir__)
+  TARGET_DIR = ENV.fetch("CARGO_TARGET_DIR", File.join(Dir.home, ".cache", "catamount", "target"))
+  TOOLS = File.join(TARGET_DIR, "release", "catamount-bench")
+
+  # How a server under test is started. `mode` has min/max threads and workers (nil: single).
+  class ServerKind
+    attr_reader :key, :label
+
+    def initialize(key, label)
+      @key = key
+      @label = label
+    end
+
+    # nil when the mode can run, else why not (shown in the table instead of a number).
+    def unsupported(_mode)
+      nil
+    end
+  end
+
+  # Catamount from this checkout (bin/catamount with the extension `make build` put in lib/).
+  class CatamountKind < ServerKind
+    def initialize
+      super("catamount", "Catamount")
+    end
+
+    def unsupported(mode)
+      "cluster mode is not built yet" if mode.workers
+    end
+
+    def command(mode, port, rackup)
+      [RbConfig.ruby, File.join(ROOT, "bin", "catamount"), "-e", "production", "-t", "#{mode.min}:#{mode.max}",
+       "-b", "tcp://127.0.0.1:#{port}", rackup]
+    end
+  end
+
+  # Debian's Puma 5.6.5 (`apt-get install puma`), same flags.
+  class PumaKind < ServerKind
+    def initialize
+      super("puma", "Puma")
+    end
+
+    def command(mode, port, rackup)
+      cluster = mode.workers ? ["-w", mode.workers.to_s, "--preload"] : []
+      ["puma", "-e", "production", "-t", "#{mode.min}:#{mode.max}", *cluster, "-b", "tcp://127.0.0.1:#{port}", rackup]
+    end
+  end
+
+  # The pure-Rust keep-alive hello world (one reactor thread, no Ruby): what the machine can do.
+  class LimitKind < ServerKind
+    def initialize
+      super("limit", "pure-Rust limit")
+    end
+
+    def command(_mode, port, _rackup)
+      [TOOLS, "limit", "--port", port.to_s]
+    end
+  end
+
+  # A started server: its process group, its log, and a bounded wait until it answers.
+  class RunningServer
+    attr_reader :kind, :pid, :port, :log
+
+    def initialize(kind, mode, rackup, probe_path, log_dir)
+      @kind = kind
+      @port = free_port
+      @probe_path = probe_path
+      @log = File.join(log_dir, "#{kind.key}-#{File.basename(File.dirname(rackup))}-#{File.basename(rackup, '.ru')}-#{@port}.log")
+      @pid = Process.spawn({ "RACK_ENV" => "production" }, *kind.command(mode, @port, rackup),
+                           chdir: File.dirname(rackup), out: @log, err: @log, pgroup: true)
+    end
+
+    def url(path)
+      "http://127.0.0.1:#{@port}#{path}"
+    end
+
+    # Waits (at most `timeout` seconds) until the probe path answers 200.
+    def wait_ready(timeout: 120)
+      deadline = now + timeout
+      loop do
+        return self if probe == 200
+        raise "#{@kind.label} exited while booting; log #{@log}:\n#{File.read(@log)[-2000..]}" if exited?
+        raise "#{@kind.label} did not answer within #{timeout}s; log #{@log}" if now > deadline
+
+        sleep 0.1
+      end
+    end
+
+    # TERM, then (after 20 s) KILL for the whole process group.
+    def stop
+      return if exited?
+
+      Process.kill("TERM", @pid)
+      deadline = now + 20
+      sleep 0.05 until exited? || now > deadline
+      return if exited?
+
+      Process.kill("KILL", -@pid)
+      Process.wait(@pid)
+    rescue Errno::ESRCH, Errno::ECHILD
+      nil
+    end
+
+    private
+
+    def probe
+      Socket.tcp("127.0.0.1", @port, connect_timeout: 1) do |sock|
+        sock.write("GET #{@probe_path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        return nil unless sock.wait_readable(10)
+
+        sock.readpartial(64)[/\AHTTP\/1\.\d (\d{3})/, 1].to_i
+      end
+    rescue SystemCallError, EOFError, IOError
+      nil
+    end
+
+    def exited?
+      return true if @status
+
+      _, @status = Process.waitpid2(@pid, Process::WNOHANG)
+      !@status.nil?
+    rescue Errno::ECHILD
+      true
+    end
+
+    def free_port
+      server = TCPServer.new("127.0.0.1", 0)
+      server.addr[1]
+    ensure
+      server&.close
+    end
+
+    def now
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+  end
+end

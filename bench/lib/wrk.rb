@@ -1,0 +1,45 @@
+# frozen_string_literal: true
+
+require "open3"
+
+module Bench
+  # One wrk run and what it measured.
+  WrkResult = Struct.new(:requests, :rps, :p50_ms, :p99_ms, :errors, :non_2xx, keyword_init: true)
+
+  # Drives load with wrk (Debian's 4.1) and reads its report.
+  module Wrk
+    LUA_DIR = File.expand_path("../wrk", __dir__)
+
+    module_function
+
+    # `connections` 50 means `-t2 -c50`; 1 means `-t1 -c1` (single-connection latency).
+    def run(url, connections:, seconds:, script: nil)
+      threads = [connections, 2].min
+      args = ["wrk", "-t#{threads}", "-c#{connections}", "-d#{seconds}s", "--latency", "--timeout", "10s"]
+      args += ["-s", File.join(LUA_DIR, script)] if script
+      out, err, status = Open3.capture3(*args, url)
+      raise "wrk failed (#{status}): #{err.strip} #{out.strip}" unless status.success?
+
+      parse(out)
+    end
+
+    def parse(out)
+      errors = out[/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/] ? ::Regexp.last_match.captures.map(&:to_i).sum : 0
+      WrkResult.new(
+        requests: out[/(\d+) requests in/, 1].to_i,
+        rps: out[/Requests\/sec:\s+([\d.]+)/, 1].to_f,
+        p50_ms: latency(out, "50"),
+        p99_ms: latency(out, "99"),
+        errors: errors,
+        non_2xx: out[/Non-2xx or 3xx responses: (\d+)/, 1].to_i
+      )
+    end
+
+    def latency(out, percentile)
+      value, unit = out.match(/^\s+#{percentile}%\s+([\d.]+)(us|ms|s)\b/)&.captures
+      return nil unless value
+
+      value.to_f * { "us" => 0.001, "ms" => 1.0, "s" => 1000.0 }.fetch(unit)
+    end
+  end
+end

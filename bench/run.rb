@@ -1,0 +1,201 @@
+#!/usr/bin/env ruby
+# frozen_string_literal: true
+
+# Catamount against Puma on the same apps and settings, alternating A/B in one run, printed as
+# Markdown tables of medians, spreads and ratios. `make bench` (full), `make bench-quick`.
+#
+#   ruby bench/run.rb [--quick | --smoke] [--rounds N] [--seconds S] [--only REGEX]
+#                     [--servers catamount,puma] [--no-slow] [--json FILE] [--markdown FILE]
+#
+# --only matches "app:mode" keys (hello:t5, rails:w2, ...) and "slow" for the slow-client runs.
+# --smoke runs Catamount only, one short round each: the test suite uses it to check the runner.
+require "optparse"
+require "json"
+require "fileutils"
+require "tmpdir"
+require "etc"
+require_relative "lib/wrk"
+require_relative "lib/memory"
+require_relative "lib/servers"
+require_relative "lib/scenarios"
+require_relative "lib/report"
+
+module Bench
+  Settings = Struct.new(:rounds, :seconds, :c1_seconds, :warmup, :servers, :only, :slow, :json, :markdown,
+                        :profile, keyword_init: true)
+
+  PROFILES = {
+    "full" => { rounds: 3, seconds: 8, c1_seconds: 4, warmup: 2 },
+    "quick" => { rounds: 2, seconds: 2, c1_seconds: 1, warmup: 1 },
+    "smoke" => { rounds: 1, seconds: 1, c1_seconds: 1, warmup: 0 }
+  }.freeze
+
+  # Runs the plan and collects every sample.
+  class Runner
+    def initialize(settings)
+      @settings = settings
+      @kinds = settings.servers.map { |k| { "catamount" => CatamountKind, "puma" => PumaKind }.fetch(k).new }
+      @log_dir = Dir.mktmpdir("catamount-bench")
+    end
+
+    def run
+      results = header
+      results[:scenarios] = plan.map { |app, mode| run_scenario(app, mode) }
+      results[:slow_clients] = run_slow_clients if @settings.slow && selected?("slow")
+      results
+    ensure
+      FileUtils.rm_rf(@log_dir) unless $!
+    end
+
+    private
+
+    def header
+      {
+        date: Time.now.utc.strftime("%Y-%m-%d %H:%M UTC"),
+        commit: `git -C #{ROOT} rev-parse --short HEAD 2>/dev/null`.strip + (`git -C #{ROOT} status --porcelain 2>/dev/null`.empty? ? "" : " (dirty)"),
+        machine: machine,
+        command: "ruby bench/run.rb #{ARGV.join(' ')}".strip,
+        profile: @settings.profile,
+        rounds: @settings.rounds,
+        seconds: @settings.seconds
+      }
+    end
+
+    def machine
+      cpu = File.read("/proc/cpuinfo")[/^model name\s*:\s*(.+)$/, 1]
+      mem = File.read("/proc/meminfo")[/^MemTotal:\s+(\d+)/, 1].to_i / (1024 * 1024)
+      "#{Etc.nprocessors} CPUs (#{cpu}), #{mem} GiB, #{`uname -sr`.strip}, #{RUBY_DESCRIPTION}"
+    end
+
+    def selected?(key)
+      @settings.only.nil? || key.match?(@settings.only)
+    end
+
+    def plan
+      APPS.product(MODES).select { |app, mode| selected?("#{app.key}:#{mode.key}") }
+    end
+
+    def run_scenario(app, mode)
+      entry = { app: app.key, title: app.title, mode: mode.key, mode_title: mode.title,
+                target: Bench.target(app.key, mode.key), servers: {} }
+      kinds = @kinds.dup
+      kinds << LimitKind.new if app.key == "hello" && mode.key == "t5"
+      runnable = kinds.reject do |kind|
+        why = kind.unsupported(mode)
+        entry[:servers][kind.key] = { unsupported: why } if why
+        why
+      end
+      progress "#{app.key} #{mode.title}"
+      servers = []
+      runnable.each { |kind| servers << RunningServer.new(kind, mode, app.rackup_path, app.path, @log_dir).wait_ready }
+      samples = measure(servers, app)
+      servers.each do |s|
+        stats = Report.summarize(samples[s.kind.key]).merge(Memory.of_tree(s.pid))
+        entry[:servers][s.kind.key] = { stats: stats, samples: samples[s.kind.key].transform_values { |v| v.map(&:to_h) } }
+      end
+      entry
+    ensure
+      servers&.each(&:stop)
+    end
+
+    # Alternates the servers (A/B, then B/A) so drift on a shared machine hits both alike.
+    def measure(servers, app)
+      samples = servers.to_h { |s| [s.kind.key, { c50: [], c1: [] }] }
+      servers.each { |s| Wrk.run(s.url(app.path), connections: 50, seconds: @settings.warmup, script: app.script) } if @settings.warmup.positive?
+      @settings.rounds.times do |round|
+        order = round.even? ? servers : servers.reverse
+        order.each do |s|
+          result = Wrk.run(s.url(app.path), connections: 50, seconds: @settings.seconds, script: app.script)
+          samples[s.kind.key][:c50] << result
+          progress format("  round %d %-16s %10.0f req/s  p99 %8.2f ms  errors %d", round + 1, s.kind.label, result.rps,
+                          result.p99_ms || 0, result.errors + result.non_2xx)
+        end
+        order.each do |s|
+          samples[s.kind.key][:c1] << Wrk.run(s.url(app.path), connections: 1, seconds: @settings.c1_seconds, script: app.script)
+        end
+      end
+      samples
+    end
+
+    def run_slow_clients
+      mode = MODES.first
+      app = SLOW_CLIENTS_APP
+      progress "slow clients #{mode.title}"
+      servers = @kinds.map { |kind| RunningServer.new(kind, mode, app.rackup_path, app.path, @log_dir).wait_ready }
+      samples = servers.to_h { |s| [s.kind.key, { alone: [], readers: [], loris: [] }] }
+      @settings.rounds.times do |round|
+        (round.even? ? servers : servers.reverse).each do |s|
+          samples[s.kind.key][:alone] << load(s)
+          samples[s.kind.key][:readers] << beside(s, "slowread", "--path", "/download", "--rate", "10240") { load(s) }
+          samples[s.kind.key][:loris] << beside(s, "slowloris", "--interval-ms", "1000") { load(s) }
+          progress format("  round %d %-10s alone %8.0f  slow readers %8.0f  slowloris %8.0f req/s", round + 1, s.kind.label,
+                          *samples[s.kind.key].values.map { |v| v.last.rps })
+        end
+      end
+      { servers: servers.to_h do |s|
+        st = samples[s.kind.key].transform_values { |v| { rps: Report.median(v.map(&:rps)), p99_ms: Report.median(v.map(&:p99_ms)) } }
+        [s.kind.key, { stats: st, samples: samples[s.kind.key].transform_values { |v| v.map(&:to_h) } }]
+      end }
+    ensure
+      servers&.each(&:stop)
+    end
+
+    def load(server)
+      Wrk.run(server.url("/"), connections: 50, seconds: @settings.seconds)
+    end
+
+    # Runs the block while 50 slow clients of `tool` hold connections to the server.
+    SETTLE_SECONDS = 1.5
+
+    def beside(server, tool, *args)
+      duration = (@settings.seconds + SETTLE_SECONDS + 3).ceil
+      out = File.join(@log_dir, "#{tool}-#{server.port}.json")
+      pid = Process.spawn(TOOLS, tool, "--port", server.port.to_s, "--conns", "50", "--duration", duration.to_s, *args,
+                          out: out, err: out)
+      sleep SETTLE_SECONDS # the slow clients connect and take what they can before the load starts
+      yield
+    ensure
+      if pid
+        Process.kill("KILL", pid)
+        Process.wait(pid)
+      end
+    end
+
+    def progress(line)
+      warn line
+    end
+  end
+
+  def self.parse_settings(argv)
+    profile = "full"
+    overrides = {}
+    servers = %w[catamount puma]
+    settings = { only: nil, slow: true, json: nil, markdown: nil }
+    OptionParser.new do |o|
+      o.banner = "usage: ruby bench/run.rb [options]"
+      o.on("--quick", "a few seconds a scenario (development)") { profile = "quick" }
+      o.on("--smoke", "Catamount only, one short round (the test suite's check of the runner)") do
+        profile = "smoke"
+        servers = %w[catamount]
+      end
+      o.on("--rounds N", Integer) { |v| overrides[:rounds] = v }
+      o.on("--seconds S", Integer) { |v| overrides[:seconds] = v }
+      o.on("--only REGEX", Regexp) { |v| settings[:only] = v }
+      o.on("--servers LIST", Array) { |v| servers = v }
+      o.on("--no-slow", "skip the slow-client scenarios") { settings[:slow] = false }
+      o.on("--json FILE", "write every sample as JSON") { |v| settings[:json] = v }
+      o.on("--markdown FILE", "write the tables to FILE too") { |v| settings[:markdown] = v }
+    end.parse!(argv)
+    Settings.new(**PROFILES.fetch(profile), **overrides, **settings, servers: servers, profile: profile)
+  end
+end
+
+if $PROGRAM_NAME == __FILE__
+  settings = Bench.parse_settings(ARGV.dup)
+  results = Bench::Runner.new(settings).run
+  table = Bench::Report.markdown(results)
+  head = "Catamount benchmark, #{results[:date]}, commit #{results[:commit]}\n#{results[:machine]}\n`#{results[:command]}`\n\n"
+  puts head + table
+  File.write(settings.markdown, head + table) if settings.markdown
+  File.write(settings.json, JSON.pretty_generate(results)) if settings.json
+end

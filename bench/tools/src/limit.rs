@@ -1,0 +1,292 @@
+//! `limit`: the reference server the benchmark compares Rack servers against, i.e. what this
+//! machine can do over loopback with one thread and no application at all. One tokio
+//! current_thread runtime; keep-alive HTTP/1.1; every request gets the same 12-byte
+//! `Hello World` answer, and all the answers to one read leave in one write (so pipelined
+//! requests cost one syscall each way). Runs until killed (SIGTERM/SIGINT default action).
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use crate::{args, Failure};
+
+pub const USAGE: &str = "\
+usage: catamount-bench limit [--port N]
+
+Serves HTTP/1.1 on 127.0.0.1:N (default 0 = a port the OS chooses) with one thread, backlog
+1024 and TCP_NODELAY. Prints exactly one line, `listening on 127.0.0.1:PORT`, then answers
+every request with `200 OK` and the body `Hello World\\n` until killed. Keep-alive and
+pipelining are supported; request bodies with Content-Length are skipped; `Connection: close`,
+a head over 64 KiB, a chunked request body or 65 s of silence close the connection.
+";
+
+/// The one answer, to every request.
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 12\r\n\r\nHello World\n";
+/// A request head longer than this closes the connection.
+const MAX_HEAD: usize = 64 * 1024;
+/// A connection silent (or not draining our writes) this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(65);
+const LISTEN_BACKLOG: i32 = 1024;
+const READ_BUFFER: usize = 16 * 1024;
+
+pub fn run(argv: &[String]) -> Result<(), Failure> {
+    let flags = args::parse(argv, &["port"])?;
+    flags.no_positional()?;
+    let port = flags.port("port", Some(0), true)?;
+    let listener = bind(port)?;
+    let runtime = crate::runtime()?;
+    runtime.block_on(serve(listener))
+}
+
+/// Binds 127.0.0.1:port with the backlog we want (std's `TcpListener::bind` uses 128).
+fn bind(port: u16) -> Result<std::net::TcpListener, Failure> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let bind_error = |e: std::io::Error| Failure::Runtime(format!("cannot listen on {addr}: {e}"));
+    let socket =
+        Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(bind_error)?;
+    socket.set_reuse_address(true).map_err(bind_error)?;
+    socket.bind(&addr.into()).map_err(bind_error)?;
+    socket.listen(LISTEN_BACKLOG).map_err(bind_error)?;
+    socket.set_nonblocking(true).map_err(bind_error)?;
+    Ok(socket.into())
+}
+
+/// Announces the port, then accepts until the process is killed.
+async fn serve(listener: std::net::TcpListener) -> Result<(), Failure> {
+    let listener = TcpListener::from_std(listener)?;
+    let port = listener.local_addr()?.port();
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on 127.0.0.1:{port}")?;
+        stdout.flush()?;
+    }
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream));
+            }
+            // Out of descriptors or a connection reset before accept: back off briefly.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// One client connection: read, answer every complete request in the read with one write.
+async fn connection(mut stream: TcpStream) {
+    if stream.set_nodelay(true).is_err() {
+        return;
+    }
+    let mut requests = Requests::default();
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut out = Vec::with_capacity(RESPONSE.len() * 4);
+    loop {
+        let n = match timeout(IDLE_TIMEOUT, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return, // EOF, error or idle too long
+        };
+        out.clear();
+        let next = requests.feed(buf.get(..n).unwrap_or_default(), &mut out);
+        if !out.is_empty()
+            && !matches!(
+                timeout(IDLE_TIMEOUT, stream.write_all(&out)).await,
+                Ok(Ok(()))
+            )
+        {
+            return;
+        }
+        if next == Next::Close {
+            let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+            return;
+        }
+    }
+}
+
+/// What the connection does after a read has been answered.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    KeepOpen,
+    Close,
+}
+
+/// The request stream of one connection, fed read by read: finds each head's end (across reads,
+/// several per read), skips Content-Length bodies, and appends one response per request.
+#[derive(Default)]
+struct Requests {
+    /// Bytes of an unfinished head carried over from earlier reads.
+    pending: Vec<u8>,
+    /// How many bytes of `pending` are known not to contain the head's end.
+    scanned: usize,
+    /// Body bytes still to be skipped.
+    skip: u64,
+}
+
+impl Requests {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Next {
+        self.pending.extend_from_slice(data);
+        let (consumed, next) = self.process(out);
+        self.pending.drain(..consumed);
+        next
+    }
+
+    /// Handles what `pending` holds; returns how many bytes were used up and what to do next.
+    fn process(&mut self, out: &mut Vec<u8>) -> (usize, Next) {
+        let mut pos = 0;
+        loop {
+            let rest = self.pending.get(pos..).unwrap_or_default();
+            if self.skip > 0 {
+                let n = usize::try_from(self.skip).map_or(rest.len(), |s| s.min(rest.len()));
+                pos += n;
+                self.skip -= n as u64;
+                if self.skip > 0 {
+                    return (pos, Next::KeepOpen);
+                }
+                continue;
+            }
+            // Empty lines before a request line are allowed (RFC 9112 section 2.2).
+            if self.scanned == 0 && rest.starts_with(b"\r\n") {
+                pos += 2;
+                continue;
+            }
+            let Some(end) = find_head_end(rest, self.scanned.saturating_sub(3)) else {
+                if rest.len() > MAX_HEAD {
+                    return (pos, Next::Close);
+                }
+                self.scanned = rest.len();
+                return (pos, Next::KeepOpen);
+            };
+            self.scanned = 0;
+            if end > MAX_HEAD {
+                return (pos, Next::Close);
+            }
+            let Some(head) = rest.get(..end).and_then(Head::parse) else {
+                return (pos, Next::Close);
+            };
+            if head.chunked {
+                // Skipping a chunked body would need a decoder; this server does not take one.
+                return (pos, Next::Close);
+            }
+            out.extend_from_slice(RESPONSE);
+            pos += end;
+            self.skip = head.content_length;
+            if head.close {
+                return (pos, Next::Close);
+            }
+        }
+    }
+}
+
+/// The index just past the `\r\n\r\n` ending a head, searching from `from`.
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let tail = buf.get(from..)?;
+    tail.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| from + i + 4)
+}
+
+/// The little this server needs to know about a request head.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    content_length: u64,
+    chunked: bool,
+    close: bool,
+}
+
+impl Head {
+    /// Reads the request line's version and the framing/persistence headers. `None` for a head
+    /// this server will not answer (unreadable or conflicting Content-Length).
+    fn parse(head: &[u8]) -> Option<Head> {
+        let text = std::str::from_utf8(head).ok()?;
+        let mut lines = text.split("\r\n");
+        let request_line = lines.next()?;
+        let http10 = request_line.ends_with("HTTP/1.0");
+        let (mut close, mut keep_alive) = (false, false);
+        let mut content_length: Option<u64> = None;
+        let mut chunked = false;
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':')?;
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                let n: u64 = value.parse().ok()?;
+                if content_length.is_some_and(|c| c != n) {
+                    return None;
+                }
+                content_length = Some(n);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = true;
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in value.split(',').map(str::trim) {
+                    close |= token.eq_ignore_ascii_case("close");
+                    keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+                }
+            }
+        }
+        Some(Head {
+            content_length: content_length.unwrap_or(0),
+            chunked,
+            close: close || (http10 && !keep_alive),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(reqs: &mut Requests, data: &[u8]) -> (usize, Next) {
+        let mut out = Vec::new();
+        let next = reqs.feed(data, &mut out);
+        assert_eq!(out.len() % RESPONSE.len(), 0);
+        (out.len() / RESPONSE.len(), next)
+    }
+
+    #[test]
+    fn pipelined_split_and_bodies() {
+        let mut r = Requests::default();
+        let two = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(feed_all(&mut r, two), (2, Next::KeepOpen));
+        assert_eq!(
+            feed_all(&mut r, b"GET / HTTP/1.1\r\nHo"),
+            (0, Next::KeepOpen)
+        );
+        assert_eq!(feed_all(&mut r, b"st: x\r\n\r"), (0, Next::KeepOpen));
+        assert_eq!(feed_all(&mut r, b"\n"), (1, Next::KeepOpen));
+        let post = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello";
+        assert_eq!(feed_all(&mut r, post), (1, Next::KeepOpen));
+        assert_eq!(
+            feed_all(&mut r, b"worldGET / HTTP/1.1\r\n\r\n"),
+            (1, Next::KeepOpen)
+        );
+        assert!(r.pending.is_empty());
+        let close = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        assert_eq!(feed_all(&mut r, close), (1, Next::Close));
+    }
+
+    #[test]
+    fn closes_on_what_it_does_not_take() {
+        let mut r = Requests::default();
+        assert_eq!(
+            feed_all(&mut r, &vec![b'a'; MAX_HEAD + 1]),
+            (0, Next::Close)
+        );
+        let mut r = Requests::default();
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(feed_all(&mut r, chunked), (0, Next::Close));
+        let mut r = Requests::default();
+        let bad = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(feed_all(&mut r, bad), (0, Next::Close));
+        let mut r = Requests::default();
+        assert_eq!(
+            feed_all(&mut r, b"GET / HTTP/1.0\r\n\r\n"),
+            (1, Next::Close)
+        );
+        let mut r = Requests::default();
+        let ka = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+        assert_eq!(feed_all(&mut r, ka), (1, Next::KeepOpen));
+    }
+}

@@ -1,0 +1,68 @@
+# frozen_string_literal: true
+
+require "helper"
+require "open3"
+require "timeout"
+
+# The benchmark is code too: a short run against Catamount alone must complete every scenario
+# and print well-formed tables. No timing is asserted; requests must succeed.
+class TestBenchSmoke < Minitest::Test
+  parallelize_me!
+
+  RUNNER = File.join(Support::ROOT, "bench", "run.rb")
+
+  def test_smoke_run_covers_every_scenario_and_prints_the_tables
+    Dir.mktmpdir do |dir|
+      json = File.join(dir, "bench.json")
+      markdown = File.join(dir, "bench.md")
+      out, err, status = Timeout.timeout(600) do
+        Open3.capture3(RbConfig.ruby, "-w", RUNNER, "--smoke", "--json", json, "--markdown", markdown)
+      end
+      assert status.success?, "bench/run.rb --smoke failed:\n#{err[-3000..] || err}"
+      refute_match(/warning:/, err)
+      results = JSON.parse(File.read(json))
+      check_scenarios(results["scenarios"])
+      check_slow_clients(results["slow_clients"])
+      check_tables(out, File.read(markdown), results["scenarios"].size)
+    end
+  end
+
+  private
+
+  def check_scenarios(scenarios)
+    apps = %w[hello body_1mib file_10mib post_echo sleep cpu sinatra rails]
+    assert_equal apps.product(%w[t5 t1 w2]).map { |a, m| "#{a}:#{m}" }, scenarios.map { |s| "#{s['app']}:#{s['mode']}" }
+    scenarios.each do |s|
+      name = "#{s['app']}:#{s['mode']}"
+      cat = s["servers"]["catamount"]
+      refute s["servers"].key?("puma"), "#{name}: --smoke runs Catamount alone"
+      if s["mode"] == "w2"
+        assert_equal "cluster mode is not built yet", cat["unsupported"], name
+        next
+      end
+      stats = cat.fetch("stats")
+      assert_operator stats["requests"], :>, 0, name
+      assert_equal 0, stats["errors"], name
+      assert_operator stats["rps"], :>, 0, name
+      assert_operator stats["rss_kib"], :>, stats["pss_kib"] / 2, name
+      assert_operator stats["pss_kib"], :>, 0, name
+    end
+    limit = scenarios.find { |s| s["app"] == "hello" && s["mode"] == "t5" }["servers"]["limit"]
+    assert_operator limit.dig("stats", "rps"), :>, 0
+  end
+
+  def check_slow_clients(slow)
+    stats = slow.dig("servers", "catamount", "stats")
+    %w[alone readers loris].each { |k| assert_operator stats.dig(k, "rps"), :>, 0, k }
+  end
+
+  def check_tables(out, markdown, scenario_count)
+    assert_includes out, markdown.lines.drop(3).join # stdout has the tables written to --markdown
+    throughput = markdown[/### Throughput.*?(?=\n###)/m]
+    rows = throughput.lines.grep(/\A\| (?!scenario|---)/)
+    assert_equal scenario_count, rows.size
+    rows.each { |row| assert_equal 8, row.count("|"), row }
+    assert_match(/^Pure-Rust limit \(one reactor thread, no Ruby\): \d+ req\/s\.$/, markdown)
+    assert_match(/^\| Catamount \| \d+, p99 [\d.]+ \| \d+, p99 [\d.]+ \| [\d.]+x \| \d+, p99 [\d.]+ \| [\d.]+x \|$/, markdown)
+  end
+end
