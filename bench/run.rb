@@ -7,7 +7,8 @@
 #   ruby bench/run.rb [--quick | --smoke] [--rounds N] [--seconds S] [--only REGEX]
 #                     [--servers catamount,puma] [--no-slow] [--json FILE] [--markdown FILE]
 #
-# --only matches "app:mode" keys (hello:t5, rails:w2, ...) and "slow" for the slow-client runs.
+# --only matches "app:mode" keys (hello:t5, rails:w2, ...), "slow" for the slow-client runs and
+# "anatomy" for the per-request counts (objects, system calls, context switches).
 # --smoke runs Catamount only, one short round each: the test suite uses it to check the runner.
 require "optparse"
 require "json"
@@ -19,6 +20,7 @@ require_relative "lib/memory"
 require_relative "lib/servers"
 require_relative "lib/scenarios"
 require_relative "lib/report"
+require_relative "lib/anatomy"
 
 module Bench
   Settings = Struct.new(:rounds, :seconds, :c1_seconds, :warmup, :servers, :only, :slow, :json, :markdown,
@@ -42,6 +44,7 @@ module Bench
       results = header
       results[:scenarios] = plan.map { |app, mode| run_scenario(app, mode) }
       results[:slow_clients] = run_slow_clients if @settings.slow && selected?("slow")
+      results[:anatomy] = run_anatomy if selected?("anatomy")
       results
     ensure
       FileUtils.rm_rf(@log_dir) unless $!
@@ -138,6 +141,19 @@ module Bench
       end }
     ensure
       servers&.each(&:stop)
+    end
+
+    # Objects, system calls and context switches per request, for each server in turn.
+    def run_anatomy
+      mode = MODES.find { |m| m.key == "t1" }
+      progress "cost per request #{mode.title}"
+      @kinds.to_h do |kind|
+        server = RunningServer.new(kind, mode, PROBE_APP.rackup_path, PROBE_APP.path, @log_dir).wait_ready
+        Wrk.run(server.url("/"), connections: 1, seconds: 1)
+        [kind.key, Anatomy.measure(server, @settings.c1_seconds)]
+      ensure
+        server&.stop
+      end
     end
 
     def load(server)

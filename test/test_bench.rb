@@ -23,6 +23,9 @@ class TestBenchSmoke < Minitest::Test
       results = JSON.parse(File.read(json))
       check_scenarios(results["scenarios"])
       check_slow_clients(results["slow_clients"])
+      anatomy = results.dig("anatomy", "catamount")
+      assert_operator anatomy["objects_per_request"], :>, 0
+      assert_operator anatomy["context_switches_per_request"], :>=, 0
       check_tables(out, File.read(markdown), results["scenarios"].size)
     end
   end
@@ -62,6 +65,7 @@ class TestBenchSmoke < Minitest::Test
     rows = throughput.lines.grep(/\A\| (?!scenario|---)/)
     assert_equal scenario_count, rows.size
     rows.each { |row| assert_equal 8, row.count("|"), row }
+    assert_match(/^\| Ruby objects allocated \| [\d.]+ \|$/, markdown)
     assert_match(/^Pure-Rust limit \(one reactor thread, no Ruby\): \d+ req\/s\.$/, markdown)
     assert_match(/^\| Catamount \| \d+, p99 [\d.]+ \| \d+, p99 [\d.]+ \| [\d.]+x \| \d+, p99 [\d.]+ \| [\d.]+x \|$/, markdown)
   end

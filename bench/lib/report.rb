@@ -97,6 +97,7 @@ module Bench
                  "#{pair(sv, :rss_kib) { |v| mib(v) }} | #{pair(sv, :pss_kib) { |v| mib(v) }} |"
       end
       slow_lines(results, lines)
+      anatomy_lines(results, lines)
       lines.join("\n") + "\n"
     end
 
@@ -111,6 +112,24 @@ module Bench
         lines << "Catamount hello world `#{s[:mode_title]}`: #{share ? format('%.0f%%', share * 100) : '–'} of the limit " \
                  "(target ≥ #{(LIMIT_SHARE_TARGET * 100).round}%: #{verdict(share, LIMIT_SHARE_TARGET)})."
       end
+    end
+
+    def anatomy_lines(results, lines)
+      anatomy = results[:anatomy]
+      return unless anatomy && !anatomy.empty?
+
+      keys = %w[catamount puma].select { |k| anatomy[k] }
+      lines << ""
+      lines << "### Cost per request (hello world, `-t 1:1`, one keep-alive connection, counted)"
+      lines << ""
+      lines << "| per request | #{keys.map { |k| k == 'catamount' ? 'Catamount' : 'Puma' }.join(' | ')} |"
+      lines << "|---|#{keys.map { '---' }.join('|')}|"
+      lines << "| Ruby objects allocated | #{keys.map { |k| anatomy[k][:objects_per_request] }.join(' | ')} |"
+      lines << "| context switches | #{keys.map { |k| anatomy[k][:context_switches_per_request] }.join(' | ')} |"
+      calls = keys.map { |k| anatomy[k][:syscalls_per_request] || {} }
+      lines << "| system calls (strace) | #{calls.map { |c| c.empty? ? '–' : format('%.2f', c.values.sum) }.join(' | ')} |"
+      names = calls.flat_map(&:keys).uniq.sort_by { |n| -calls.map { |c| c[n] || 0 }.max }
+      names.each { |n| lines << "| `#{n}` | #{calls.map { |c| c[n] || 0 }.join(' | ')} |" }
     end
 
     def slow_lines(results, lines)

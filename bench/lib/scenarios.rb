@@ -30,6 +30,7 @@ module Bench
     Mode.new(key: "w2", title: "-w 2 -t 5:5", min: 5, max: 5, workers: 2)
   ].freeze
 
+  PROBE_APP = App.new(key: "probe", title: "hello world with an allocation probe", rackup: "probe.ru", path: "/")
   SLOW_CLIENTS_APP = App.new(key: "slow_clients", title: "hello world beside slow clients", rackup: "slow_clients.ru", path: "/")
 
   # The Catamount/Puma ratio each scenario must reach (docs/benchmarks.md explains them).

@@ -93,6 +93,18 @@ pub fn copy_bytes(s: magnus::RString, out: &mut Vec<u8>) {
     out.extend_from_slice(unsafe { s.as_slice() });
 }
 
+/// Lends the bytes of Ruby Strings to `f` without copying them.
+///
+/// Sound because the caller holds the GVL for the whole call and `f` must not call into Ruby:
+/// no other Ruby thread runs, so nothing can mutate or free the strings, and the GC (which runs
+/// only when Ruby allocates) cannot move or collect them. The strings must be reachable (they
+/// come from a body Array the caller keeps on its stack).
+pub fn with_bytes_of<R>(strings: &[magnus::RString], f: impl FnOnce(&[&[u8]]) -> R) -> R {
+    // SAFETY: see above; the slices do not outlive `f`.
+    let slices: Vec<&[u8]> = strings.iter().map(|s| unsafe { s.as_slice() }).collect();
+    f(&slices)
+}
+
 /// The bytes of a Ruby String, copied.
 pub fn bytes_of(s: magnus::RString) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());

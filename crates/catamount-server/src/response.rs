@@ -232,6 +232,50 @@ impl Responder {
         self.hand_over(Outgoing::Data(data), n)
     }
 
+    /// Writes `head` then every part with vectored writes, straight from the caller's buffers,
+    /// while the socket takes them; what it does not take is copied once and handed over.
+    pub fn write_parts(&mut self, head: &[u8], parts: &[&[u8]]) -> io::Result<()> {
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        pieces.extend(
+            std::iter::once(head)
+                .chain(parts.iter().copied())
+                .filter(|p| !p.is_empty()),
+        );
+        let mut first = 0; // index of the first piece not completely written
+        let mut offset = 0; // bytes of pieces[first] already written
+        if !self.handed_off {
+            while first < pieces.len() {
+                let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(pieces.len() - first);
+                slices.push(io::IoSlice::new(&pieces[first][offset..]));
+                slices.extend(pieces[first + 1..].iter().map(|p| io::IoSlice::new(p)));
+                match self.stream.try_write_vectored(&slices) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(mut n) => {
+                        while first < pieces.len() && n >= pieces[first].len() - offset {
+                            n -= pieces[first].len() - offset;
+                            first += 1;
+                            offset = 0;
+                        }
+                        offset += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if first >= pieces.len() {
+            return Ok(());
+        }
+        let rest_len = pieces[first..].iter().map(|p| p.len()).sum::<usize>() - offset;
+        let mut rest = Vec::with_capacity(rest_len);
+        rest.extend_from_slice(&pieces[first][offset..]);
+        for piece in &pieces[first + 1..] {
+            rest.extend_from_slice(piece);
+        }
+        self.hand_over(Outgoing::Data(rest), rest_len as u64)
+    }
+
     /// Sends `len` bytes of `file` from `offset` with sendfile(2): directly while the socket
     /// takes them, the rest from the reactor.
     pub fn send_file(&mut self, file: File, mut offset: u64, len: u64) -> io::Result<()> {

@@ -33,12 +33,34 @@ impl Stream {
     }
 
     /// Reads what is available into the spare capacity of `buf`.
+    ///
+    /// A read that did not fill the space drained the socket, so its readiness is cleared: the
+    /// next wait then goes straight to the poller instead of spending a `recv` on an empty socket
+    /// (without this, every keep-alive request cost one extra `recv` answering EAGAIN). The
+    /// poller reports new data with a new edge, so nothing is missed.
     pub fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        each!(self, s => s.try_read_buf(buf))
+        let spare = buf.capacity() - buf.len();
+        let mut drained = None;
+        let result = each!(self, s => s.try_io(Interest::READABLE, || {
+            let n = s.try_read_buf(buf)?;
+            if n > 0 && n < spare {
+                drained = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        }));
+        match drained {
+            Some(n) => Ok(n),
+            None => result,
+        }
     }
 
     pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
         each!(self, s => s.try_write(data))
+    }
+
+    pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        each!(self, s => s.try_write_vectored(bufs))
     }
 
     /// Sends up to `count` bytes of `file` from `*offset` with sendfile(2); the kernel copies,

@@ -26,6 +26,9 @@ use crate::ffi;
 const FLUSH_AT: usize = 64 * 1024;
 /// Writes larger than this release the GVL while the kernel copies.
 const RELEASE_GVL_ABOVE: usize = 64 * 1024;
+/// Array bodies up to this size (with the head) are joined into one buffer and sent with one
+/// write; larger ones are written from the Ruby strings with one vectored write.
+const JOIN_BELOW: u64 = 64 * 1024;
 
 /// A response the app built wrongly; becomes a 500 and an error log line.
 struct AppBug(String);
@@ -42,9 +45,28 @@ enum Framing {
 }
 
 enum BodyKind {
-    Array(Vec<u8>),
+    /// An Array body (or `to_ary`): its Strings and their total length, written without
+    /// copying them into Rust (see [`write_array`]).
+    Array(ArrayBody),
     File(File, u64),
     Stream,
+}
+
+struct ArrayBody {
+    /// Kept so the strings stay reachable for the GC while we hold them.
+    _array: Option<RArray>,
+    parts: Vec<RString>,
+    len: u64,
+}
+
+impl ArrayBody {
+    fn empty() -> ArrayBody {
+        ArrayBody {
+            _array: None,
+            parts: Vec::new(),
+            len: 0,
+        }
+    }
 }
 
 struct Head {
@@ -165,7 +187,7 @@ fn write_triple(
     };
     let bodiless = head_request || !status_has_body(status);
     let kind = if bodiless && head.content_length.is_some() {
-        BodyKind::Array(Vec::new())
+        BodyKind::Array(ArrayBody::empty())
     } else {
         match body_kind(body) {
             Ok(k) => k,
@@ -179,9 +201,7 @@ fn write_triple(
         }
     };
     let known_len = match &kind {
-        BodyKind::Array(bytes) if !bodiless || head.content_length.is_none() => {
-            Some(bytes.len() as u64)
-        }
+        BodyKind::Array(array) if !bodiless || head.content_length.is_none() => Some(array.len),
         BodyKind::Array(_) => None,
         BodyKind::File(_, len) => Some(*len),
         BodyKind::Stream => None,
@@ -238,9 +258,8 @@ fn write_triple(
         (Framing::NoBody, _) => {
             send(&mut responder, out).map_err(|_| Failure::Logged)?;
         }
-        (_, BodyKind::Array(bytes)) => {
-            out.extend_from_slice(&bytes);
-            send(&mut responder, out).map_err(|_| Failure::Logged)?;
+        (_, BodyKind::Array(array)) => {
+            write_array(&mut responder, out, &array).map_err(|_| Failure::Logged)?;
         }
         (_, BodyKind::File(file, len)) => {
             send(&mut responder, out).map_err(|_| Failure::Logged)?;
@@ -594,7 +613,8 @@ fn body_kind(body: Value) -> Result<BodyKind, BodyError> {
 }
 
 fn array_bytes(array: RArray) -> Result<BodyKind, BodyError> {
-    let mut bytes = Vec::new();
+    let mut parts = Vec::with_capacity(array.len());
+    let mut len = 0u64;
     for item in array.into_iter() {
         if item.is_nil() {
             continue;
@@ -602,9 +622,31 @@ fn array_bytes(array: RArray) -> Result<BodyKind, BodyError> {
         let s = RString::from_value(item).ok_or_else(|| {
             BodyError::Bug(format!("body element {} is not a String", item.inspect()))
         })?;
-        ffi::copy_bytes(s, &mut bytes);
+        len += s.len() as u64;
+        parts.push(s);
     }
-    Ok(BodyKind::Array(bytes))
+    Ok(BodyKind::Array(ArrayBody {
+        _array: Some(array),
+        parts,
+        len,
+    }))
+}
+
+/// Writes the head and an Array body. A small response is joined into one buffer (one write);
+/// a large one goes out with one vectored write straight from the Ruby strings, and only what
+/// the socket did not take is copied, for the reactor to finish.
+fn write_array(
+    responder: &mut Responder,
+    mut head: Vec<u8>,
+    array: &ArrayBody,
+) -> std::io::Result<()> {
+    if head.len() as u64 + array.len <= JOIN_BELOW {
+        for part in &array.parts {
+            ffi::copy_bytes(*part, &mut head);
+        }
+        return responder.write_vec(head);
+    }
+    ffi::with_bytes_of(&array.parts, |parts| responder.write_parts(&head, parts))
 }
 
 fn close_body(body: Value) {

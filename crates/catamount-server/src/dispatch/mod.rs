@@ -101,10 +101,8 @@ pub struct WorkQueue<T = Box<Job>> {
     state: Mutex<State<T>>,
     work: Condvar,
     manager: Condvar,
-    /// Woken when a thread frees up, so the reactor can accept again.
+    /// Woken when a thread frees up, so the reactor can accept a waiting connection.
     capacity: Notify,
-    /// Woken when the last free thread is taken, so the reactor stops accepting.
-    filled: Notify,
     min_threads: usize,
     max_threads: usize,
     idle_trim: Duration,
@@ -126,7 +124,6 @@ impl<T> WorkQueue<T> {
             work: Condvar::new(),
             manager: Condvar::new(),
             capacity: Notify::new(),
-            filled: Notify::new(),
             min_threads,
             max_threads: max_threads.max(1),
             idle_trim,
@@ -144,9 +141,6 @@ impl<T> WorkQueue<T> {
     pub fn push(&self, job: T) {
         let mut st = self.lock();
         st.jobs.push_back(job);
-        if st.running + st.jobs.len() >= self.max_threads {
-            self.filled.notify_waiters();
-        }
         if st.waiting > 0 {
             self.work.notify_one();
         }
@@ -181,19 +175,6 @@ impl<T> WorkQueue<T> {
     pub fn thread_started(&self) {
         let mut st = self.lock();
         st.starting = st.starting.saturating_sub(1);
-    }
-
-    /// Waits until no thread is free. Called by the reactor to abandon a pending accept.
-    pub async fn wait_until_full(&self) {
-        loop {
-            let notified = self.filled.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !self.has_capacity() {
-                return;
-            }
-            notified.await;
-        }
     }
 
     /// Blocks until there is a request for this thread (call it without the GVL).

@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::io::unix::AsyncFd;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::listener::{BoundListener, Listener};
@@ -45,9 +46,18 @@ async fn serve(
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let mut accept_tasks = Vec::new();
     for bound in listeners {
+        // `AsyncFd::new` is deprecated because a borrowed fd could be closed while registered;
+        // here the AsyncFd owns the listener, so the fd lives exactly as long as the registration.
+        #[allow(deprecated)]
         let acceptor = match bound.listener {
-            Listener::Tcp(l) => Acceptor::Tcp(TcpListener::from_std(l)?),
-            Listener::Unix(l) => Acceptor::Unix(UnixListener::from_std(l)?),
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Acceptor::Tcp(AsyncFd::new(l)?)
+            }
+            Listener::Unix(l) => {
+                l.set_nonblocking(true)?;
+                Acceptor::Unix(AsyncFd::new(l)?)
+            }
         };
         accept_tasks.push(tokio::spawn(accept_loop(
             acceptor,
@@ -65,26 +75,55 @@ async fn serve(
     Ok(())
 }
 
+/// A listening socket watched for pending connections, which are taken only when wanted.
 enum Acceptor {
-    Tcp(TcpListener),
-    Unix(UnixListener),
+    Tcp(AsyncFd<std::net::TcpListener>),
+    Unix(AsyncFd<std::os::unix::net::UnixListener>),
 }
 
 impl Acceptor {
-    /// Cancel-safe: dropping the future before it completes takes no connection.
-    async fn accept(&self) -> io::Result<(Stream, Peer, Option<u16>)> {
-        match self {
-            Acceptor::Tcp(l) => {
-                let (s, addr) = l.accept().await?;
-                // Responses go out in as few writes as we can make them; Nagle would only
-                // delay the last segment of each.
-                let _ = s.set_nodelay(true);
-                let port = s.local_addr().ok().map(|a| a.port());
-                Ok((Stream::Tcp(s), Peer::Ip(addr), port))
-            }
-            Acceptor::Unix(l) => {
-                let (s, _) = l.accept().await?;
-                Ok((Stream::Unix(s), Peer::Unix, None))
+    /// Waits until a connection is pending *and* a pool thread is free, then takes it.
+    ///
+    /// Waiting on the listener first means the pool's "a thread is free again" signal is asked
+    /// for only while a connection is actually waiting: in the steady state of keep-alive
+    /// traffic the reactor is not woken at the end of every request. A connection that arrives
+    /// while every thread is busy stays in the kernel's queue, where another (idle) worker
+    /// process can take it. Cancel-safe: nothing is taken until it is returned.
+    async fn next(&self, shared: &Shared) -> io::Result<(Stream, Peer, Option<u16>)> {
+        loop {
+            let taken = match self {
+                Acceptor::Tcp(fd) => {
+                    let mut ready = fd.readable().await?;
+                    shared.queue.wait_for_capacity().await;
+                    match ready.try_io(|l| l.get_ref().accept()) {
+                        Ok(result) => {
+                            let (s, addr) = result?;
+                            s.set_nonblocking(true)?;
+                            // Responses go out in as few writes as we can make them; Nagle
+                            // would only delay the last segment of each.
+                            let _ = s.set_nodelay(true);
+                            let port = s.local_addr().ok().map(|a| a.port());
+                            Some((Stream::Tcp(TcpStream::from_std(s)?), Peer::Ip(addr), port))
+                        }
+                        Err(_would_block) => None,
+                    }
+                }
+                Acceptor::Unix(fd) => {
+                    let mut ready = fd.readable().await?;
+                    shared.queue.wait_for_capacity().await;
+                    match ready.try_io(|l| l.get_ref().accept()) {
+                        Ok(result) => {
+                            let (s, _) = result?;
+                            s.set_nonblocking(true)?;
+                            Some((Stream::Unix(UnixStream::from_std(s)?), Peer::Unix, None))
+                        }
+                        Err(_would_block) => None,
+                    }
+                }
+            };
+            // None: another process (or a reset) took the pending connection; wait again.
+            if let Some(conn) = taken {
+                return Ok(conn);
             }
         }
     }
@@ -97,17 +136,8 @@ async fn accept_loop(
     alive: mpsc::Sender<()>,
 ) {
     loop {
-        // Accept only while a pool thread is free: a connection left in the kernel's backlog
-        // can still be taken by another worker process that is idle.
-        tokio::select! {
-            _ = shared.queue.wait_for_capacity() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        // A pending accept is abandoned the moment the pool fills up, so a connection that
-        // arrives while every thread is busy stays in the kernel's queue.
         let accepted = tokio::select! {
-            r = acceptor.accept() => r,
-            _ = shared.queue.wait_until_full() => continue,
+            r = acceptor.next(&shared) => r,
             _ = stop.wait_for(|s| *s) => return,
         };
         match accepted {
