@@ -12,7 +12,7 @@ use magnus::value::{Opaque, ReprValue};
 use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 
 use catamount_server::{
-    bind_all, BoundListener, Job, PoolAction, Pop, Server, ServerConfig, Waiter,
+    bind_all, BoundListener, Job, PoolAction, Server, ServerConfig, Wait, Waiter,
 };
 
 use crate::config::RbOptions;
@@ -138,17 +138,23 @@ impl RbServer {
         let mut alive = Alive(&queue, true);
         let waiter = Waiter::new();
         loop {
-            // Take queued work while holding the GVL; release it only to wait.
+            // Take queued work while holding the GVL; release it only to wait, and take what
+            // the wait announced only once the GVL is back (see WorkQueue::wait_for_work).
             let job = match queue.try_pop() {
                 Some(job) => job,
                 None => {
-                    match blocking(ruby, || queue.pop(&waiter), &|| queue.interrupt(&waiter))? {
-                        Some(Pop::Job(job)) => job,
-                        Some(Pop::Interrupted) | None => {
+                    match blocking(ruby, || queue.wait_for_work(&waiter), &|| {
+                        queue.interrupt(&waiter)
+                    })? {
+                        Some(Wait::Ready) => match queue.claim() {
+                            Some(job) => job,
+                            None => continue,
+                        },
+                        Some(Wait::Interrupted) | None => {
                             waiter.reset();
                             continue;
                         }
-                        Some(Pop::Trim) | Some(Pop::Closed) => {
+                        Some(Wait::Trim) | Some(Wait::Closed) => {
                             alive.1 = false;
                             return Ok(());
                         }

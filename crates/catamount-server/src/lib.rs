@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use catamount_http::Limits;
-pub use dispatch::{PoolAction, PoolStats, Pop, Waiter, WorkQueue};
+pub use dispatch::{PoolAction, PoolStats, Pop, Wait, Waiter, WorkQueue};
 pub use listener::{bind_all, BoundListener, ListenError, Listener};
 pub use request::{Body, Job, Peer, Request};
 pub use response::Responder;

@@ -24,7 +24,9 @@ use crate::ffi;
 
 /// Streamed bodies are written in pieces of about this size.
 const FLUSH_AT: usize = 64 * 1024;
-/// Writes larger than this release the GVL while the kernel copies.
+/// Streamed pieces larger than this (already copied into Rust) are written with the GVL
+/// released while the kernel copies them; smaller writes keep it (see docs/architecture.md,
+/// "Writes keep the GVL": a hand-off would cost more than the copy).
 const RELEASE_GVL_ABOVE: usize = 64 * 1024;
 /// Array bodies up to this size (with the head) are joined into one buffer and sent with one
 /// write; larger ones are written from the Ruby strings with one vectored write.

@@ -57,6 +57,19 @@ pub enum Pop<T = Box<Job>> {
     Closed,
 }
 
+/// What a pool thread learned from [`WorkQueue::wait_for_work`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// A request is queued and this thread may [`claim`](WorkQueue::claim) it (with the GVL).
+    Ready,
+    /// The wait was interrupted (Ruby wants the thread back: kill, raise, signal).
+    Interrupted,
+    /// The thread idled long enough above `min`: it should exit. Already uncounted.
+    Trim,
+    /// The server is stopping and no work is left: exit. Already uncounted.
+    Closed,
+}
+
 /// What the pool manager should do next, from [`WorkQueue::next_pool_action`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum PoolAction {
@@ -91,8 +104,17 @@ struct State<T> {
     /// would start a thread per check while the first one is still booting.
     starting: usize,
     waiting: usize,
+    /// Threads woken for a queued request that have not taken it yet (they are getting the GVL).
+    claiming: usize,
     running: usize,
     closed: bool,
+}
+
+impl<T> State<T> {
+    /// Threads that will take a queued request without a new thread being started.
+    fn idle(&self) -> usize {
+        self.waiting + self.starting + self.claiming
+    }
 }
 
 /// The request queue and the pool's accounting. Shared by the reactor and every pool thread.
@@ -118,6 +140,7 @@ impl<T> WorkQueue<T> {
                 spawned: 0,
                 starting: 0,
                 waiting: 0,
+                claiming: 0,
                 running: 0,
                 closed: false,
             }),
@@ -141,11 +164,12 @@ impl<T> WorkQueue<T> {
     pub fn push(&self, job: T) {
         let mut st = self.lock();
         st.jobs.push_back(job);
-        if st.waiting > 0 {
+        // Wake a thread only for a request nobody was woken for yet.
+        if st.waiting > 0 && st.jobs.len() > st.claiming {
             self.work.notify_one();
         }
         // More requests than idle threads: ask the manager for another thread.
-        if st.jobs.len() > st.waiting + st.starting && st.spawned < self.max_threads {
+        if st.jobs.len() > st.idle() && st.spawned < self.max_threads {
             self.manager.notify_one();
         }
     }
@@ -177,21 +201,41 @@ impl<T> WorkQueue<T> {
         st.starting = st.starting.saturating_sub(1);
     }
 
-    /// Blocks until there is a request for this thread (call it without the GVL).
+    /// Blocks until this thread has a request: [`wait_for_work`](Self::wait_for_work), then
+    /// [`claim`](Self::claim), for callers with no GVL to get back in between.
     pub fn pop(&self, waiter: &Waiter) -> Pop<T> {
+        loop {
+            match self.wait_for_work(waiter) {
+                Wait::Ready => {
+                    if let Some(job) = self.claim() {
+                        return Pop::Job(job);
+                    }
+                }
+                Wait::Interrupted => return Pop::Interrupted,
+                Wait::Trim => return Pop::Trim,
+                Wait::Closed => return Pop::Closed,
+            }
+        }
+    }
+
+    /// Blocks until a queued request is there for this thread (call it without the GVL), but
+    /// does not take it: the thread first gets the GVL back, then [`claim`](Self::claim)s it.
+    /// A request is thus only ever taken by a thread that can run it at once; a thread that
+    /// took one and then waited for the GVL could hold it up behind another thread's work.
+    pub fn wait_for_work(&self, waiter: &Waiter) -> Wait {
         let mut st = self.lock();
         loop {
             if waiter.is_interrupted() {
-                return Pop::Interrupted;
+                return Wait::Interrupted;
             }
-            if let Some(job) = st.jobs.pop_front() {
-                self.took(&mut st);
-                return Pop::Job(job);
+            if st.jobs.len() > st.claiming {
+                st.claiming += 1;
+                return Wait::Ready;
             }
-            if st.closed {
+            if st.closed && st.jobs.len() <= st.claiming {
                 st.spawned = st.spawned.saturating_sub(1);
                 self.manager.notify_all();
-                return Pop::Closed;
+                return Wait::Closed;
             }
             st.waiting += 1;
             let (guard, timeout) = self
@@ -202,9 +246,19 @@ impl<T> WorkQueue<T> {
             st.waiting -= 1;
             if timeout.timed_out() && st.jobs.is_empty() && st.spawned > self.min_threads {
                 st.spawned -= 1;
-                return Pop::Trim;
+                return Wait::Trim;
             }
         }
+    }
+
+    /// Takes the request [`wait_for_work`](Self::wait_for_work) announced; None if a thread
+    /// that was already running took it first (call `wait_for_work` again).
+    pub fn claim(&self) -> Option<T> {
+        let mut st = self.lock();
+        st.claiming = st.claiming.saturating_sub(1);
+        let job = st.jobs.pop_front()?;
+        self.took(&mut st);
+        Some(job)
     }
 
     /// Takes a request only if one is queued right now (no wait, so no GVL release needed).
@@ -221,7 +275,7 @@ impl<T> WorkQueue<T> {
     fn took(&self, st: &mut State<T>) {
         st.running += 1;
         self.requests_count.fetch_add(1, Ordering::Relaxed);
-        if st.jobs.len() > st.waiting + st.starting && st.spawned < self.max_threads {
+        if st.jobs.len() > st.idle() && st.spawned < self.max_threads {
             self.manager.notify_one();
         }
     }
@@ -253,7 +307,7 @@ impl<T> WorkQueue<T> {
             if st.closed {
                 return PoolAction::Closed;
             }
-            let starved = st.jobs.len() > st.waiting + st.starting;
+            let starved = st.jobs.len() > st.idle();
             if st.spawned < self.max_threads && (starved || st.spawned < self.min_threads) {
                 st.spawned += 1;
                 st.starting += 1;
