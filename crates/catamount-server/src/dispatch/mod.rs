@@ -394,6 +394,34 @@ mod tests {
     }
 
     #[test]
+    fn a_woken_thread_claims_only_what_is_left_and_counts_as_idle_meanwhile() {
+        let q = queue(2, 2);
+        q.thread_started();
+        q.thread_started();
+        let waiter = Waiter::new();
+        q.push(7);
+        assert_eq!(q.wait_for_work(&waiter), Wait::Ready);
+        // While it gets the GVL, the request is not announced to a second thread ...
+        let second = Arc::new(Waiter::new());
+        let (q2, w2) = (q.clone(), second.clone());
+        let t = std::thread::spawn(move || q2.wait_for_work(&w2));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !t.is_finished(),
+            "a second thread was woken for one request"
+        );
+        q.interrupt(&second);
+        assert!(matches!(t.join(), Ok(Wait::Interrupted)));
+        // ... and a thread already holding the GVL may take it first.
+        assert_eq!(q.try_pop(), Some(7));
+        assert_eq!(q.claim(), None);
+        q.push(8);
+        assert_eq!(q.wait_for_work(&waiter), Wait::Ready);
+        assert_eq!(q.claim(), Some(8));
+        assert_eq!(q.stats().running, 2);
+    }
+
+    #[test]
     fn a_thread_that_started_late_still_gets_help() {
         let q = queue(0, 2);
         q.push(1);
