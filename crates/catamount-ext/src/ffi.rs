@@ -1,8 +1,9 @@
 //! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Two things live here:
-//! releasing the GVL, and copying bytes out of a Ruby String.
+//! releasing the GVL, and reading the bytes of Ruby Strings (copied, or lent to one write while
+//! the GVL is held).
 //!
-//! Pool threads wait for work, wait for slow clients and write large buffers *without* the GVL,
-//! so the other Ruby threads run meanwhile. Ruby's rule for that is
+//! Pool threads wait for work, wait for slow clients and write large streamed pieces *without*
+//! the GVL, so the other Ruby threads run meanwhile. Ruby's rule for that is
 //! `rb_thread_call_without_gvl2(func, data, ubf, data2)`:
 //! - `func` runs without the GVL: it must not touch any Ruby object, and must not unwind into C.
 //!   We run it inside `catch_unwind` and hand a panic back as an error.
