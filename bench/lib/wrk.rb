@@ -24,12 +24,14 @@ module Bench
     end
 
     def parse(out)
+      requests = out[/(\d+) requests in/, 1].to_i
       errors = out[/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/] ? ::Regexp.last_match.captures.map(&:to_i).sum : 0
       WrkResult.new(
-        requests: out[/(\d+) requests in/, 1].to_i,
+        requests: requests,
         rps: out[/Requests\/sec:\s+([\d.]+)/, 1].to_f,
-        p50_ms: latency(out, "50"),
-        p99_ms: latency(out, "99"),
+        # With no request completed, wrk prints zero latencies: there are none.
+        p50_ms: requests.zero? ? nil : latency(out, "50"),
+        p99_ms: requests.zero? ? nil : latency(out, "99"),
         errors: errors,
         non_2xx: out[/Non-2xx or 3xx responses: (\d+)/, 1].to_i
       )
