@@ -88,17 +88,6 @@ class TestRackEnv < Minitest::Test
   end
 
   def test_rack_lint_passes_for_common_requests
-    server = start_server(app: "lint.ru")
-    port = server.port
-    assert_equal 200, raw_request(port, "GET /a?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status
-    sock = connect(port)
-    sock.write("HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert_equal 200, read_response(sock, head_request: true).status
-    assert_equal "abc", raw_request(port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").body
-    assert_equal "abcdef", raw_request(port, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" \
-                                             "3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n").body
-    headers = (1..50).map { |i| "X-H#{i}: #{i}\r\n" }.join
-    assert_equal 200, raw_request(port, "GET / HTTP/1.0\r\n#{headers}\r\n").status
-    refute_match(/Lint|Rack::Lint::LintError/, server.stderr)
+    assert_match(/\A2\./, exercise_lint_app(start_server(app: "lint.ru")))
   end
 end

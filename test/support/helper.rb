@@ -57,6 +57,30 @@ module Support
       File.read(path)
     end
 
+    # Sends lint.ru the requests Rack::Lint must accept: GET with a query, HEAD, POST with a
+    # length, a chunked POST, a body large enough to spill to a temp file, 50 headers on HTTP/1.0.
+    # Returns the Rack release the app reported.
+    def exercise_lint_app(server)
+      port = server.port
+      response = raw_request(port, "GET /a?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      assert_equal 200, response.status
+      sock = connect(port)
+      sock.write("HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      assert_equal 200, read_response(sock, head_request: true).status
+      assert_equal "abc", raw_request(port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").body
+      assert_equal "abcdef", raw_request(port, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" \
+                                               "3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n").body
+      big = "z" * (200 * 1024) # spills to a temp file: rack.input is then a File
+      assert_equal big, raw_request(port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: #{big.bytesize}\r\n" \
+                                          "Connection: close\r\n\r\n#{big}").body
+      headers = (1..50).map { |i| "X-H#{i}: #{i}\r\n" }.join
+      assert_equal 200, raw_request(port, "GET / HTTP/1.0\r\n#{headers}\r\n").status
+      refute_match(/Lint|Rack::Lint::LintError|Error/, server.stderr)
+      response.headers["x-rack-release"]
+    ensure
+      sock&.close
+    end
+
     def teardown
       (@servers || []).each(&:kill)
       super

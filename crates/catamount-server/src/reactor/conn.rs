@@ -283,20 +283,7 @@ impl Conn {
 
     /// Waits for more bytes until `deadline`, giving up early if the server is stopping.
     async fn read_more(&mut self, deadline: Instant) -> Read {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        let stream = self.stream.clone();
-        let buf = &mut self.buf;
-        let read = async {
-            loop {
-                stream.readable().await?;
-                match stream.try_read_buf(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => return other,
-                }
-            }
-        };
+        let read = read_some(&self.stream, &mut self.buf);
         tokio::select! {
             r = tokio::time::timeout_at(Deadline::from_std(deadline), read) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
@@ -351,20 +338,7 @@ impl Conn {
                 self.exchange.changed().await;
                 continue;
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
-            }
-            let stream = self.stream.clone();
-            let buf = &mut self.buf;
-            let read = async {
-                loop {
-                    stream.readable().await?;
-                    match stream.try_read_buf(buf) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        other => return other,
-                    }
-                }
-            };
+            let read = read_some(&self.stream, &mut self.buf);
             tokio::select! {
                 _ = self.exchange.changed() => {}
                 r = read => {
@@ -427,6 +401,21 @@ impl Conn {
             }
         };
         let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+}
+
+/// Waits until the socket has bytes and appends what is there to `buf` (growing it by a read
+/// chunk when little room is left); 0 means the client closed its side.
+async fn read_some(stream: &Stream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    loop {
+        stream.readable().await?;
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
     }
 }
 

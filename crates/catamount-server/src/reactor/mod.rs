@@ -9,6 +9,7 @@
 mod conn;
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,40 +93,45 @@ impl Acceptor {
     async fn next(&self, shared: &Shared) -> io::Result<(Stream, Peer, Option<u16>)> {
         loop {
             let taken = match self {
-                Acceptor::Tcp(fd) => {
-                    let mut ready = fd.readable().await?;
-                    shared.queue.wait_for_capacity().await;
-                    match ready.try_io(|l| l.get_ref().accept()) {
-                        Ok(result) => {
-                            let (s, addr) = result?;
-                            s.set_nonblocking(true)?;
-                            // Responses go out in as few writes as we can make them; Nagle
-                            // would only delay the last segment of each.
-                            let _ = s.set_nodelay(true);
-                            let port = s.local_addr().ok().map(|a| a.port());
-                            Some((Stream::Tcp(TcpStream::from_std(s)?), Peer::Ip(addr), port))
-                        }
-                        Err(_would_block) => None,
+                Acceptor::Tcp(fd) => match take_when_free(fd, shared, |l| l.accept()).await? {
+                    Some((s, addr)) => {
+                        s.set_nonblocking(true)?;
+                        // Responses go out in as few writes as we can make them; Nagle would
+                        // only delay the last segment of each.
+                        let _ = s.set_nodelay(true);
+                        let port = s.local_addr().ok().map(|a| a.port());
+                        Some((Stream::Tcp(TcpStream::from_std(s)?), Peer::Ip(addr), port))
                     }
-                }
-                Acceptor::Unix(fd) => {
-                    let mut ready = fd.readable().await?;
-                    shared.queue.wait_for_capacity().await;
-                    match ready.try_io(|l| l.get_ref().accept()) {
-                        Ok(result) => {
-                            let (s, _) = result?;
-                            s.set_nonblocking(true)?;
-                            Some((Stream::Unix(UnixStream::from_std(s)?), Peer::Unix, None))
-                        }
-                        Err(_would_block) => None,
+                    None => None,
+                },
+                Acceptor::Unix(fd) => match take_when_free(fd, shared, |l| l.accept()).await? {
+                    Some((s, _)) => {
+                        s.set_nonblocking(true)?;
+                        Some((Stream::Unix(UnixStream::from_std(s)?), Peer::Unix, None))
                     }
-                }
+                    None => None,
+                },
             };
             // None: another process (or a reset) took the pending connection; wait again.
             if let Some(conn) = taken {
                 return Ok(conn);
             }
         }
+    }
+}
+
+/// Waits for a pending connection, then for a free pool thread, then accepts; None when the
+/// connection was gone by then (the listener's readiness is cleared, so the next wait is real).
+async fn take_when_free<L: AsRawFd, C>(
+    fd: &AsyncFd<L>,
+    shared: &Shared,
+    mut accept: impl FnMut(&L) -> io::Result<C>,
+) -> io::Result<Option<C>> {
+    let mut ready = fd.readable().await?;
+    shared.queue.wait_for_capacity().await;
+    match ready.try_io(|l| accept(l.get_ref())) {
+        Ok(result) => result.map(Some),
+        Err(_would_block) => Ok(None),
     }
 }
 
