@@ -10,5 +10,22 @@
 require "stringio"
 require "catamount/version"
 require "catamount/catamount"
+require "catamount/configuration"
 require "catamount/dsl"
+require "catamount/plugin"
+require "catamount/puma_compat"
 require "catamount/launcher"
+
+module Catamount
+  class << self
+    # The configuration of the running server (nil before boot).
+    attr_accessor :config
+    # The running launcher (nil before boot).
+    attr_accessor :launcher
+
+    # The server's numbers in Puma's `stats` shape (a Hash with Symbol keys); empty before boot.
+    def stats
+      launcher ? launcher.stats : {}
+    end
+  end
+end

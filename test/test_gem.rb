@@ -17,12 +17,13 @@ class TestGem < Minitest::Test
     Dir.mktmpdir do |dir|
       src = File.join(dir, "src")
       system("git", "clone", "-q", Support::ROOT, src, exception: true)
-      # Copy uncommitted files too, so the test checks the working tree.
+      # Copy uncommitted changes too (and drop deleted files), so the test checks the working tree.
       Dir.chdir(Support::ROOT) do
         `git ls-files -mo --exclude-standard`.split("\n").each do |f|
           FileUtils.mkdir_p(File.dirname(File.join(src, f)))
           FileUtils.cp(f, File.join(src, f)) if File.file?(f)
         end
+        `git diff --name-only --diff-filter=D HEAD`.split("\n").each { |f| FileUtils.rm_f(File.join(src, f)) }
       end
       env = { "CARGO_TARGET_DIR" => ENV.fetch("CARGO_TARGET_DIR", File.join(Dir.home, ".cache/catamount/target")) }
       sh(env, "gem", "build", "catamount.gemspec", chdir: src)

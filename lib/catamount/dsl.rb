@@ -1,102 +1,206 @@
 # frozen_string_literal: true
 
 module Catamount
-  # Evaluates Puma-style config files (`config/puma.rb`).
+  # Evaluates Puma-style config files (`config/puma.rb`): every method of Puma's DSL that makes
+  # sense for MRI on Linux.
   #
-  # Each DSL call is recorded as `[name, args, "file:line"]`; the native side validates and
-  # applies them in order, so a config line and a CLI flag get the same checks and every error
-  # names the line it came from. A Puma method Catamount does not serve yet is a boot error,
-  # never silently ignored.
+  # Plain-valued options are recorded as `[name, args, "file:line"]`; the native side
+  # (`catamount-config`) validates and applies them in order, so a config line and a CLI flag get
+  # the same checks and every error names the line it came from. Ruby objects (hooks, handlers,
+  # loggers, an inline app, plugins) are kept by the `Configuration` this DSL writes to.
+  #
+  # Options whose subsystem has not landed yet (cluster mode, the control server, TLS) are
+  # validated and stored like the rest; the launcher refuses to boot when a configuration
+  # actually asks for one, never ignoring it.
   class DSL
-    # Methods served now (see Catamount::Native::Options for defaults).
-    SERVED = %i[
-      bind port threads environment rackup tag quiet log_requests pidfile directory
-      persistent_timeout first_data_timeout force_shutdown_after enable_keep_alives max_keep_alive
+    # Options with plain values, applied by the native layer. Defaults and examples are
+    # documented on `Options` in crates/catamount-config/src/options/mod.rs.
+    OPTIONS = %i[
+      bind clear_binds! set_default_host port ssl_bind threads environment rackup tag quiet
+      log_requests pidfile directory persistent_timeout first_data_timeout force_shutdown_after
+      enable_keep_alives max_keep_alive max_fast_inline idle_timeout queue_requests
+      drain_on_shutdown set_remote_address rack_url_scheme supported_http_methods
+      http_content_length_limit allow_underscore_headers io_selector_backend early_hints
+      max_io_threads fiber_per_request clean_thread_locals raise_exception_on_sigterm
+      stdout_redirect mutate_stdout_and_stderr_to_sync_on_write debug shutdown_debug
+      restart_command state_path state_permission activate_control_app bind_to_activated_sockets
+      workers preload_app! fork_worker prune_bundler extra_runtime_dependencies
+      wait_for_less_busy_worker worker_culling_strategy worker_check_interval worker_timeout
+      worker_boot_timeout worker_shutdown_timeout nakayoshi_fork silence_single_worker_warning
+      silence_fork_callback_warning
     ].freeze
 
-    # Puma DSL methods recognised but not served yet, and what they wait for.
-    NOT_YET = {
-      "cluster mode" => %i[workers preload_app! fork_worker prune_bundler extra_runtime_dependencies
-                           wait_for_less_busy_worker worker_culling_strategy worker_check_interval
-                           worker_timeout worker_boot_timeout worker_shutdown_timeout nakayoshi_fork
-                           silence_single_worker_warning silence_fork_callback_warning
-                           before_fork on_worker_boot before_worker_boot on_worker_shutdown
-                           before_worker_shutdown after_worker_shutdown on_worker_fork before_worker_fork
-                           after_worker_fork after_worker_boot on_refork before_refork after_refork
-                           cluster single],
-      "the control server" => %i[activate_control_app state_path state_permission],
-      "TLS" => %i[ssl_bind],
-      "plugins" => %i[plugin],
-      "the configuration release" => %i[
-        clear_binds! set_default_host bind_to_activated_sockets idle_timeout queue_requests
-        drain_on_shutdown set_remote_address rack_url_scheme supported_http_methods
-        http_content_length_limit allow_underscore_headers io_selector_backend early_hints
-        max_fast_inline max_io_threads fiber_per_request clean_thread_locals
-        raise_exception_on_sigterm stdout_redirect mutate_stdout_and_stderr_to_sync_on_write
-        custom_logger log_formatter debug shutdown_debug app restart_command
-        lowlevel_error_handler load out_of_band on_restart before_restart on_booted after_booted
-        on_stopped after_stopped on_thread_start before_thread_start on_thread_exit
-        before_thread_exit
-      ]
-    }.each_with_object({}) { |(what, names), map| names.each { |n| map[n] = what } }.freeze
+    # Where `get` finds an option (Puma's option keys), when it is not the method's own name.
+    GET_KEYS = {
+      state_path: :state, restart_command: :restart_cmd, clean_thread_locals: :fiber_per_request,
+      "preload_app!": :preload_app, set_remote_address: :remote_address,
+      mutate_stdout_and_stderr_to_sync_on_write: :mutate_stdout_and_stderr_to_sync_on_write
+    }.freeze
 
-    # Evaluates `paths` in order; returns the recorded settings.
-    def self.load(paths)
-      settings = []
-      paths.each { |path| new(settings, path).evaluate }
-      settings
-    end
-
-    def initialize(settings, path)
-      @settings = settings
+    def initialize(config, path)
+      @config = config
       @path = File.expand_path(path)
     end
 
+    # Evaluates the file; any error becomes a ConfigError naming file:line.
     def evaluate
       source = begin
         File.read(@path)
       rescue SystemCallError => e
         raise ConfigError, "#{@path}: cannot read config file (#{e.message.sub(/ @ .*/, '')})"
       end
-      begin
-        instance_eval(source, @path, 1)
-      rescue ConfigError
-        raise
-      rescue SyntaxError => e
-        # Ruby's message already starts with file:line.
-        raise ConfigError, e.message.lines.first(3).join.chomp
-      rescue ScriptError, StandardError => e
-        raise ConfigError, "#{location_of(e)}: #{e.message} (#{e.class})"
-      end
+      guard { instance_eval(source, @path, 1) }
     end
 
-    SERVED.each do |name|
+    # Runs a `single`/`cluster` block (or a plugin's `config`) in this DSL, with the same error
+    # handling as a file.
+    def evaluate_block(block)
+      guard { instance_eval(&block) }
+    end
+
+    OPTIONS.each do |name|
       define_method(name) do |*args|
-        @settings << [name.to_s, args, call_site]
-        nil
+        record(name, args)
       end
     end
 
-    def method_missing(name, *args, &block)
-      what = NOT_YET[name]
-      raise ConfigError, "#{call_site}: #{name} is not supported yet (it needs #{what}, which Catamount does not have yet)" if what
+    # `threads`, `port` and the like keep their natural keys for `get`.
+    def get(key, default = nil)
+      value = @config.values[key.to_sym]
+      value.nil? ? default : value
+    end
 
+    # Evaluates the block in this DSL (used by plugins and helpers).
+    def inject(&block)
+      raise ArgumentError, "inject needs a block" unless block
+
+      instance_eval(&block)
+    end
+
+    # Evaluates another config file now, relative to the working directory. (Puma queues the
+    # file and, in practice, never reads it; here it is read at once.)
+    def load(file)
+      raise ArgumentError, "load needs a file name, got #{file.inspect}" unless file.is_a?(String)
+
+      path = File.expand_path(file)
+      raise ConfigError, "#{call_site}: load: config file #{file} not found" unless File.file?(path)
+
+      @config.evaluate_file(path)
+    end
+
+    # An app defined in the config file instead of a rackup file.
+    def app(obj = nil, &block)
+      obj ||= block
+      raise ArgumentError, "app needs an object that responds to #call, or a block" unless obj.respond_to?(:call)
+
+      @config.app = obj
+    end
+
+    def lowlevel_error_handler(obj = nil, &block)
+      obj ||= block
+      raise ArgumentError, "lowlevel_error_handler needs an object that responds to #call, or a block" unless obj.respond_to?(:call)
+
+      @config.lowlevel_error_handler = obj
+    end
+
+    # An object receiving the server's log lines (`write`) and the access log (`write` or `<<`).
+    def custom_logger(logger)
+      raise ArgumentError, "custom_logger needs an object that responds to #write or #<<, got #{logger.inspect}" unless logger.respond_to?(:write) || logger.respond_to?(:<<)
+
+      @config.custom_logger = logger
+    end
+
+    # A block turning each of the server's log lines into the line to print.
+    def log_formatter(&block)
+      raise ArgumentError, "log_formatter needs a block" unless block
+
+      @config.log_formatter = block
+    end
+
+    def plugin(name)
+      record(:plugin, [name])
+      @config.load_plugin(name.to_s, call_site, self)
+    end
+
+    # Blocks run after every config file, only in the matching mode (`workers` decides).
+    def single(&block)
+      raise ArgumentError, "single needs a block" unless block
+
+      @config.mode_blocks << [:single, block, call_site]
+    end
+
+    def cluster(&block)
+      raise ArgumentError, "cluster needs a block" unless block
+
+      @config.mode_blocks << [:cluster, block, call_site]
+    end
+
+    Configuration::HOOKS.each do |name, spec|
+      ([name] + spec.fetch(:aliases)).each do |method_name|
+        define_method(method_name) do |key = nil, &block|
+          raise ArgumentError, "#{method_name} needs a block" unless block
+          raise ArgumentError, "#{method_name} takes no key" if key && !spec[:key]
+
+          @config.add_hook(name, block, key: key, where: call_site)
+        end
+      end
+    end
+
+    def method_missing(name, *_args, &_block)
       raise ConfigError, "#{call_site}: unknown configuration method #{name}"
     end
 
-    def respond_to_missing?(name, include_private = false)
-      NOT_YET.key?(name) || super
+    def respond_to_missing?(_name, _include_private = false)
+      false
     end
 
     private
 
+    def record(name, args)
+      site = call_site
+      @config.record(name.to_s, args, site)
+      remember(name, args)
+      nil
+    end
+
+    # What `get` answers: the value as given, under Puma's key.
+    def remember(name, args)
+      values = @config.values
+      case name
+      when :threads
+        values[:min_threads] = args[0]
+        values[:max_threads] = args.size > 1 ? args[1] : args[0]
+      when :bind, :port
+        (values[:binds] ||= []) << (name == :bind ? args[0] : "tcp://#{args[1] || '0.0.0.0'}:#{args[0]}")
+      when :clear_binds!
+        values[:binds] = []
+      else
+        flag = args.empty? || (args.size == 1 && [true, false].include?(args[0]))
+        value = args.empty? ? true : args.size == 1 ? args[0] : args
+        value = !value if name == :quiet && flag
+        values[GET_KEYS.fetch(name, name == :quiet ? :log_requests : name)] = value
+      end
+    end
+
+    def guard
+      yield
+    rescue ConfigError
+      raise
+    rescue SyntaxError => e
+      # Ruby's message already starts with file:line.
+      raise ConfigError, e.message.lines.first(3).join.chomp
+    rescue ScriptError, StandardError => e
+      raise ConfigError, "#{location_of(e)}: #{e.message} (#{e.class})"
+    end
+
+    # The innermost line of a config file (this one or any other) that led here.
     def call_site
-      loc = caller_locations.find { |l| l.absolute_path == @path || l.path == @path }
-      loc ? "#{@path}:#{loc.lineno}" : @path
+      loc = caller_locations.find { |l| @config.files.include?(l.absolute_path || l.path) }
+      loc ? "#{loc.absolute_path || loc.path}:#{loc.lineno}" : @path
     end
 
     def location_of(error)
-      line = (error.backtrace || []).find { |l| l.start_with?("#{@path}:") }
+      line = (error.backtrace || []).find { |l| @config.files.any? { |f| l.start_with?("#{f}:") } }
       line ? line[/\A[^:]+:\d+/] : @path
     end
   end

@@ -3,16 +3,23 @@
 module Catamount
   # Boots a server from a command line, runs it until a signal stops it, and returns the exit
   # status. Every boot failure is one line on stderr naming what is wrong, and a non-zero exit.
+  #
+  # It is also what plugins get as `launcher` in `start(launcher)`: `log`, `debug`, `events`,
+  # `options`, `config` and `stats` work as Puma plugins expect.
   class Launcher
     # Exit statuses.
     OK = 0
     FAILED = 1
+
+    attr_reader :config
 
     def initialize(argv, out: $stdout, err: $stderr)
       @argv = argv.dup
       @out = out
       @err = err
       @silent = false
+      @debug = false
+      @server = nil
     end
 
     def run
@@ -20,9 +27,66 @@ module Catamount
       return usage if cli == :help
       return version if cli == :version
 
-      boot(cli)
+      status = boot(cli)
+      end_by_sigterm if @end_by_sigterm
+      status
     rescue UsageError, ConfigError, ListenError => e
       fail_with(e.message)
+    end
+
+    # An informational line (silenced by `silent`, shaped by `log_formatter`, sent to
+    # `custom_logger` when there is one).
+    def log(line)
+      return if @silent
+
+      line = @config.log_formatter.call(line).to_s if @config&.log_formatter
+      if (logger = @config&.custom_logger) && logger.respond_to?(:write)
+        logger.write("#{line}\n")
+      else
+        @out.puts(line)
+      end
+    end
+
+    # A `- ` line shown only with `debug` / `--debug`.
+    def debug(line)
+      log("- #{line}") if @debug
+    end
+
+    def error(line)
+      @err.puts(line)
+    end
+
+    # Puma plugins call `launcher.log_writer.log` / `.debug` / `.error`, and
+    # `launcher.events.on_booted { }` and friends.
+    def log_writer
+      self
+    end
+
+    def events
+      @events ||= Events.new(@config)
+    end
+
+    def options
+      @config.options
+    end
+
+    def stats
+      @server ? @server.stats.merge(started_at: @started_at) : {}
+    end
+
+    # Lets plugins add lifecycle hooks at run time, under Puma's event names.
+    class Events
+      def initialize(config)
+        @config = config
+      end
+
+      { on_booted: :after_booted, after_booted: :after_booted, on_stopped: :after_stopped,
+        after_stopped: :after_stopped, on_restart: :before_restart,
+        before_restart: :before_restart }.each do |event, hook|
+        define_method(event) do |&block|
+          @config.add_hook(hook, block, key: nil, where: "plugin")
+        end
+      end
     end
 
     private
@@ -43,50 +107,72 @@ module Catamount
     end
 
     def boot(cli)
-      # Log lines must reach pipes and files as they happen (Puma's default, too).
-      $stdout.sync = true
-      $stderr.sync = true
       # As given (like Puma): a relative -I path resolves against --dir.
       $LOAD_PATH.unshift(*cli.includes)
-      options = cli.resolve(DSL.load(config_files(cli)))
-      @silent = options.silent?
-      change_directory(options.directory) if options.directory
-      ENV["RACK_ENV"] = options.environment
-      rackup = options.rackup
-      return fail_with("rackup file #{rackup} not found (in #{Dir.pwd})") unless File.file?(rackup)
-      return fail_with("rackup file #{rackup} is not readable") unless File.readable?(rackup)
+      @config = Configuration.load(cli)
+      Catamount.config = @config
+      options = @config.options
+      @silent = options[:silent]
+      @debug = options[:debug]
+      if (what = @config.native.not_supported_yet)
+        return fail_with("#{what} is not supported yet: Catamount serves single mode for now")
+      end
 
-      app = load_app(rackup)
+      redirect_stdio(options)
+      # Log lines must reach pipes and files as they happen (Puma's default, too).
+      $stdout.sync = $stderr.sync = true if options[:mutate_stdout_and_stderr_to_sync_on_write]
+      change_directory(options[:directory]) if options[:directory]
+      ENV["RACK_ENV"] = options[:environment]
+      log_configuration if ENV.key?("PUMA_LOG_CONFIG")
+      app = @config.app || load_rackup(options[:rackup])
       return FAILED unless app
 
-      server = Native::Server.new(options, rack_settings(options))
-      write_pidfile(options.pidfile)
-      banner(options, server)
+      @server = Native::Server.new(@config.native, rack_settings(options))
+      write_pidfile(options[:pidfile])
+      write_state(options)
+      banner(options, @server)
+      warn_about_idle_hooks
+      Catamount.launcher = self
       begin
-        serve(server, app, options)
+        serve(@server, app, options)
       ensure
-        remove_pidfile(options.pidfile)
+        remove_pidfile(options[:pidfile])
       end
     end
 
-    # `-C` files in order; else the first of config/puma/<env>.rb and config/puma.rb.
-    def config_files(cli)
-      return [] if cli.no_config?
+    def load_rackup(rackup)
+      raise ConfigError, "rackup file #{rackup} not found (in #{Dir.pwd})" unless File.file?(rackup)
+      raise ConfigError, "rackup file #{rackup} is not readable" unless File.readable?(rackup)
 
-      files = cli.config_files
-      files.each do |f|
-        raise ConfigError, "config file #{f} not found" unless File.file?(f)
-      end
-      return files unless files.empty?
-
-      env = cli.environment || %w[APP_ENV RACK_ENV RAILS_ENV].map { |k| ENV[k] }.find { |v| v && !v.empty? } || "development"
-      ["config/puma/#{env}.rb", "config/puma.rb"].select { |f| File.file?(f) }.first(1)
+      load_app(rackup)
     end
 
     def change_directory(dir)
       Dir.chdir(dir)
     rescue SystemCallError => e
       raise UsageError, "--dir #{dir}: #{e.message.sub(/ @ .*/, '')}"
+    end
+
+    # `stdout_redirect` / `--redirect-stdout`: reopen fd 1 and 2 (so the native side's lines go
+    # there too). Also called on HUP, to let logrotate move the files away.
+    def redirect_stdio(options, reopen: false)
+      mode = options[:redirect_append] || reopen ? "a" : "w"
+      { redirect_stdout: $stdout, redirect_stderr: $stderr }.each do |key, io|
+        next unless (path = options[key])
+
+        begin
+          io.reopen(path, mode)
+        rescue SystemCallError => e
+          raise UsageError, "cannot open #{path} for #{key == :redirect_stdout ? 'stdout' : 'stderr'}: #{e.message.sub(/ @ .*/, '')}"
+        end
+        io.sync = true
+      end
+      @out.puts "=== catamount startup: #{Time.now} ===" if options[:redirect_stdout] && !reopen
+    end
+
+    def log_configuration
+      log "Configuration:"
+      @config.options.sort_by { |k, _| k.to_s }.each { |k, v| log "- #{k}: #{v.inspect}" }
     end
 
     # Loads the rackup file with Rack::Builder. A config.ru that raises prints the error with
@@ -105,6 +191,7 @@ module Catamount
     end
 
     def rack_settings(options)
+      require "rack"
       rack_version = defined?(Rack::VERSION) ? Rack::VERSION : nil
       release = defined?(Rack::RELEASE) ? Rack::RELEASE : Rack.release
       {
@@ -113,29 +200,46 @@ module Catamount
         script_name: (ENV["SCRIPT_NAME"] || "").dup.freeze,
         server_software: "Catamount #{VERSION}".freeze,
         errors: $stderr,
-        environment: options.environment
+        environment: options[:environment],
+        lowlevel_error_handler: @config.lowlevel_error_handler,
+        access_logger: @config.custom_logger,
+        out_of_band: out_of_band_hook
       }
     end
 
-    def info(line)
-      @out.puts(line) unless @silent
+    # One callable running every `out_of_band` hook, or nil.
+    def out_of_band_hook
+      return if @config.hooks[:out_of_band].empty?
+
+      config = @config
+      err = @err
+      -> { config.run_hooks(:out_of_band, log: err) }
     end
 
     def banner(options, server)
-      info "Catamount starting in single mode..."
-      info "* Catamount version: #{VERSION} (\"#{CODENAME}\")"
-      info "* Ruby version: #{RUBY_DESCRIPTION}"
-      info "*  Min threads: #{options.min_threads}"
-      info "*  Max threads: #{options.max_threads}"
-      info "*  Environment: #{options.environment}"
-      info "*          PID: #{Process.pid}"
-      server.listening.each { |l| info "* Listening on #{l}" }
-      info "Use Ctrl-C to stop"
+      log "Catamount starting in single mode..."
+      log "* Catamount version: #{VERSION} (\"#{CODENAME}\")"
+      log "* Ruby version: #{RUBY_DESCRIPTION}"
+      log "*  Min threads: #{options[:min_threads]}"
+      log "*  Max threads: #{options[:max_threads]}"
+      log "*  Environment: #{options[:environment]}"
+      log "*          PID: #{Process.pid}"
+      server.listening.each { |l| log "* Listening on #{l}" }
+      log "Use Ctrl-C to stop"
       @out.flush
-      tag = options.tag || File.basename(Dir.pwd)
+      tag = options[:tag] || File.basename(Dir.pwd)
       title = "catamount #{VERSION} (#{server.listening.join(',')})"
       title += " [#{tag}]" unless tag.empty?
       Process.setproctitle(title)
+    end
+
+    def warn_about_idle_hooks
+      return if @config.options[:silence_fork_callback_warning]
+
+      @config.idle_cluster_hooks.each do |name|
+        @err.puts "Warning: #{name} is a cluster-mode hook and this server runs in single mode " \
+                  "(workers 0), so it will not run. (silence_fork_callback_warning hides this.)"
+      end
     end
 
     # Written before the boot lines, so a pidfile that cannot be written stops the boot cleanly.
@@ -152,50 +256,125 @@ module Catamount
       nil
     end
 
-    # Runs until TERM or INT: the first one stops gracefully (in-flight requests finish), a
-    # second INT, or `force_shutdown_after` running out, ends the process at once.
+    # The state file `pumactl -S` reads: YAML with the pid and where the server runs from.
+    def write_state(options)
+      return unless (path = options[:state])
+
+      File.write(path, "---\npid: #{Process.pid}\nrunning_from: #{Dir.pwd.inspect}\n")
+      File.chmod(options[:state_permission], path) if options[:state_permission]
+    rescue SystemCallError => e
+      raise UsageError, "cannot write state file #{path}: #{e.message.sub(/ @ .*/, '')}"
+    end
+
+    # Runs until TERM, INT or HUP (without redirected logs): the first one stops gracefully
+    # (in-flight requests finish); a second INT, or `force_shutdown_after` running out, ends the
+    # process at once. After a TERM the process ends by SIGTERM, as Puma's does, unless
+    # `raise_exception_on_sigterm false`.
     def serve(server, app, options)
       signals = Queue.new
-      %w[TERM INT].each { |sig| Signal.trap(sig) { signals << sig } }
+      %w[TERM INT HUP].each { |sig| Signal.trap(sig) { signals << sig } }
       server.start
+      @started_at = Time.now.utc
       pool = start_pool(server, app)
       Thread.new { server.wait; signals << :finished }
-      stopping = false
+      watch_idle(server, options[:idle_timeout], signals) if options[:idle_timeout]
+      @config.plugins.each { |plugin| start_plugin(plugin) }
+      @config.run_hooks(:after_booted, log: @err)
+      stopping = nil
       loop do
         case (event = signals.pop)
         when :finished
           break
         when :force
-          info "- Stopping immediately!"
-          @out.flush
-          exit!(OK)
-        else
-          if stopping
-            if event == "INT"
-              info "- Stopping immediately!"
-              @out.flush
-              exit!(OK)
-            end
+          backtraces if options[:shutdown_debug]
+          halt
+        when "HUP"
+          if options[:redirect_stdout] || options[:redirect_stderr]
+            redirect_stdio(options, reopen: true)
             next
           end
-          stopping = true
-          info "- Gracefully stopping, waiting for requests to finish"
-          server.stop
-          if (limit = options.force_shutdown_after)
-            Thread.new { sleep(limit); signals << :force }
-          end
+          stopping ||= begin_stop(server, options, signals, "HUP")
+        when :idle
+          log "- Idle timeout reached, stopping"
+          stopping ||= begin_stop(server, options, signals, "idle")
+        else
+          halt if stopping && event == "INT"
+          stopping ||= begin_stop(server, options, signals, event)
         end
       end
       pool.join
-      info "- Goodbye!"
+      log "- Goodbye!"
+      @end_by_sigterm = stopping == "TERM" && options[:raise_exception_on_sigterm]
       OK
     end
 
-    # The pool manager: starts a Ruby thread each time the native side asks for one.
+    # After a TERM stop and every cleanup (pidfile, sockets), end the way Puma's process does:
+    # killed by SIGTERM, so a supervisor sees the signal it sent.
+    def end_by_sigterm
+      @out.flush
+      Signal.trap("TERM", "DEFAULT")
+      Process.kill("TERM", Process.pid)
+      sleep 5 # the signal is delivered at once; this only keeps the caller from running on
+    end
+
+    def begin_stop(server, options, signals, why)
+      @config.run_hooks(:after_stopped, log: @err)
+      log "- Gracefully stopping, waiting for requests to finish"
+      backtraces if options[:shutdown_debug] == true
+      server.stop
+      if (limit = options[:force_shutdown_after]).is_a?(Numeric)
+        Thread.new { sleep(limit); signals << :force }
+      end
+      why
+    end
+
+    def halt
+      log "- Stopping immediately!"
+      @out.flush
+      exit!(OK)
+    end
+
+    # `idle_timeout`: stop once no connection has been accepted for that long.
+    def watch_idle(server, limit, signals)
+      Thread.new do
+        loop do
+          idle = server.idle_seconds
+          break signals << :idle if idle >= limit
+
+          sleep(limit - idle)
+        end
+      end
+    end
+
+    # `shutdown_debug`: every thread's backtrace, on stderr.
+    def backtraces
+      Thread.list.each do |thread|
+        @err.puts "Thread #{thread.inspect}"
+        (thread.backtrace || []).each { |line| @err.puts "  #{line}" }
+      end
+    end
+
+    def start_plugin(plugin)
+      plugin.start(self) if plugin.respond_to?(:start)
+    rescue StandardError => e
+      @err.puts "catamount: plugin #{plugin.class.name} failed to start: #{e.message} (#{e.class})"
+    end
+
+    # The pool manager: starts a Ruby thread each time the native side asks for one. Each thread
+    # runs the thread hooks around its life (`before_thread_exit` when it is trimmed or the
+    # server stops, not when it dies by an exception).
     def start_pool(server, app)
+      config = @config
+      err = @err
       Thread.new do
         workers = []
-        workers << Thread.new { server.run_worker(app) } while server.next_pool_action == :spawn
+        while server.next_pool_action == :spawn
+          workers << Thread.new do
+            config.run_hooks(:before_thread_start, log: err)
+            server.run_worker(app)
+            config.run_hooks(:before_thread_exit, log: err)
+          end
+        end
         workers.each(&:join)
       end
     end

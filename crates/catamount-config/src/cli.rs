@@ -1,8 +1,9 @@
 //! Puma-compatible command-line flags.
 //!
-//! Every flag Puma 8 knows is recognised. The ones Catamount serves are parsed into the *user*
-//! layer; the ones whose subsystem has not landed yet are refused with a message that says so,
-//! because silently accepting a flag that does nothing is worse than failing.
+//! Every flag Puma 8 knows is parsed into the *user* layer, with the same validation a config
+//! file line gets. Flags whose subsystem has not landed yet (cluster mode, the control server,
+//! TLS, systemd sockets) are stored like the rest; the launcher refuses to boot with them
+//! ([`crate::Options::not_supported_yet`]), because silently ignoring a flag is worse than failing.
 
 use crate::options::{Layer, Value};
 
@@ -39,32 +40,6 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Puma flags that Catamount recognises but does not serve yet, with the release that brings them.
-const NOT_YET: &[(&str, Option<char>, &str)] = &[
-    ("workers", Some('w'), "cluster mode"),
-    ("preload", None, "cluster mode"),
-    ("fork-worker", Some('f'), "cluster mode"),
-    ("prune-bundler", None, "cluster mode"),
-    ("extra-runtime-dependencies", None, "cluster mode"),
-    ("restart-cmd", Some('R'), "hot restarts"),
-    (
-        "bind-to-activated-sockets",
-        None,
-        "systemd socket activation",
-    ),
-    ("control-url", None, "the control server"),
-    ("control-token", None, "the control server"),
-    ("state", Some('S'), "the control server"),
-    ("early-hints", None, "early hints"),
-    ("plugin", None, "plugins"),
-    ("idle-timeout", None, "the configuration release"),
-    ("debug", None, "the configuration release"),
-    ("redirect-stdout", None, "the configuration release"),
-    ("redirect-stderr", None, "the configuration release"),
-    ("redirect-append", None, "the configuration release"),
-    ("no-redirect-append", None, "the configuration release"),
-];
-
 pub const USAGE: &str = "\
 Usage: catamount [options] [rackup file]
 
@@ -84,6 +59,23 @@ Options:
   -s, --silent                Do not print informational messages
   -t, --threads MIN:MAX       Ruby threads serving requests (MIN:MAX or N; default 0:5)
       --tag NAME              Text shown in the process title
+      --idle-timeout SECONDS  Stop after SECONDS without a new connection
+      --early-hints           Offer rack.early_hints (103 responses)
+      --debug                 Print debug lines about the server's inner workings
+      --redirect-stdout FILE  Reopen stdout to FILE
+      --redirect-stderr FILE  Reopen stderr to FILE
+      --[no-]redirect-append  Append to (instead of truncating) the redirect files
+      --plugin NAME           Load plugin NAME (repeatable)
+  -S, --state PATH            Write a state file for pumactl
+  -R, --restart-cmd CMD       Command a hot restart runs
+  -w, --workers COUNT         Worker processes (cluster mode: not available yet)
+      --preload               Load the app before forking workers (cluster mode)
+  -f, --fork-worker[=REQUESTS]  Fork workers from worker 0 (cluster mode)
+      --prune-bundler         Re-exec without Bundler (cluster mode)
+      --extra-runtime-dependencies GEM,GEM  Gems kept after pruning (cluster mode)
+      --control-url URL       Control server URL (not available yet)
+      --control-token TOKEN   Control server token (not available yet)
+      --bind-to-activated-sockets[=only]  Use systemd's sockets (not available yet)
   -V, --version               Print the version and exit
   -h, --help                  Show this help and exit
 ";
@@ -108,7 +100,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             }
         };
         let spec = lookup(&flag)?;
-        let value = if spec.takes_value {
+        let value = if spec.arg == Arg::OptionalInline {
+            inline_value
+        } else if spec.arg == Arg::Required {
             match inline_value {
                 Some(v) => Some(v),
                 None => {
@@ -125,7 +119,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             }
             None
         };
-        apply(&mut cli, &spec, value.unwrap_or_default())?;
+        apply(&mut cli, &spec, value)?;
         match spec.name {
             "help" => return Ok(Command::Help),
             "version" => return Ok(Command::Version),
@@ -147,10 +141,21 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     Ok(Command::Run(Box::new(cli)))
 }
 
+/// Whether a flag takes a value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arg {
+    None,
+    /// `--flag VALUE` or `--flag=VALUE` (`-xVALUE` for short flags).
+    Required,
+    /// Only as `--flag=VALUE` / `-xVALUE`: a following word is never taken, so
+    /// `-f config.ru` keeps `config.ru` as the rackup file.
+    OptionalInline,
+}
+
 struct FlagSpec {
     name: &'static str,
     display: String,
-    takes_value: bool,
+    arg: Arg,
 }
 
 /// Splits `--name=value`, `--name`, `-x`, `-xVALUE` into the flag and an inline value.
@@ -169,29 +174,48 @@ fn split_flag(arg: &str) -> Option<(String, Option<String>)> {
 }
 
 fn lookup(flag: &str) -> Result<FlagSpec, UsageError> {
-    const SERVED: &[(&str, Option<char>, bool)] = &[
-        ("bind", Some('b'), true),
-        ("config", Some('C'), true),
-        ("no-config", None, false),
-        ("dir", None, true),
-        ("environment", Some('e'), true),
-        ("include", Some('I'), true),
-        ("port", Some('p'), true),
-        ("pidfile", None, true),
-        ("quiet", Some('q'), false),
-        ("log-requests", Some('v'), false),
-        ("silent", Some('s'), false),
-        ("threads", Some('t'), true),
-        ("tag", None, true),
-        ("version", Some('V'), false),
-        ("help", Some('h'), false),
+    use Arg::{None as Flag, OptionalInline, Required};
+    const FLAGS: &[(&str, Option<char>, Arg)] = &[
+        ("bind", Some('b'), Required),
+        ("config", Some('C'), Required),
+        ("no-config", None, Flag),
+        ("dir", None, Required),
+        ("environment", Some('e'), Required),
+        ("include", Some('I'), Required),
+        ("port", Some('p'), Required),
+        ("pidfile", None, Required),
+        ("quiet", Some('q'), Flag),
+        ("log-requests", Some('v'), Flag),
+        ("silent", Some('s'), Flag),
+        ("threads", Some('t'), Required),
+        ("tag", None, Required),
+        ("idle-timeout", None, Required),
+        ("early-hints", None, Flag),
+        ("debug", None, Flag),
+        ("redirect-stdout", None, Required),
+        ("redirect-stderr", None, Required),
+        ("redirect-append", None, Flag),
+        ("no-redirect-append", None, Flag),
+        ("plugin", None, Required),
+        ("state", Some('S'), Required),
+        ("restart-cmd", Some('R'), Required),
+        ("workers", Some('w'), Required),
+        ("preload", None, Flag),
+        ("fork-worker", Some('f'), OptionalInline),
+        ("prune-bundler", None, Flag),
+        ("extra-runtime-dependencies", None, Required),
+        ("control-url", None, Required),
+        ("control-token", None, Required),
+        ("bind-to-activated-sockets", None, OptionalInline),
+        ("version", Some('V'), Flag),
+        ("help", Some('h'), Flag),
     ];
     let matches = |long: &str, short: Option<char>| {
         flag.strip_prefix("--") == Some(long)
             || short
                 .is_some_and(|c| flag.len() == 2 && flag.ends_with(c) && !flag.starts_with("--"))
     };
-    if let Some((name, short, takes_value)) = SERVED.iter().find(|(l, s, _)| matches(l, *s)) {
+    if let Some((name, short, arg)) = FLAGS.iter().find(|(l, s, _)| matches(l, *s)) {
         let display = match short {
             Some(c) => format!("-{c}/--{name}"),
             None => format!("--{name}"),
@@ -199,23 +223,18 @@ fn lookup(flag: &str) -> Result<FlagSpec, UsageError> {
         return Ok(FlagSpec {
             name,
             display,
-            takes_value: *takes_value,
+            arg: *arg,
         });
-    }
-    if let Some((name, _, what)) = NOT_YET.iter().find(|(l, s, _)| matches(l, *s)) {
-        return Err(UsageError(format!(
-            "--{name} is not supported yet (it needs {what}, which Catamount does not have yet)"
-        )));
     }
     Err(UsageError(format!(
         "unknown option {flag} (see catamount --help)"
     )))
 }
 
-fn apply(cli: &mut Cli, spec: &FlagSpec, value: String) -> Result<(), UsageError> {
+fn apply(cli: &mut Cli, spec: &FlagSpec, value: Option<String>) -> Result<(), UsageError> {
     let in_flag = |msg: String| UsageError(format!("{}: {msg}", spec.display));
-    let set = |layer: &mut Layer, name: &str, args: Vec<Value>| {
-        layer.set(name, &args).map_err(|e| {
+    let mut set = |name: &str, args: Vec<Value>| {
+        cli.user.set(name, &args).map_err(|e| {
             // Layer errors start with the DSL name; the flag name is what the user typed.
             let detail = e
                 .strip_prefix(&format!("{name}: "))
@@ -224,24 +243,51 @@ fn apply(cli: &mut Cli, spec: &FlagSpec, value: String) -> Result<(), UsageError
             in_flag(detail)
         })
     };
+    let text = || Value::Str(value.clone().unwrap_or_default());
     match spec.name {
-        "bind" => set(&mut cli.user, "bind", vec![Value::Str(value)])?,
-        "port" => set(&mut cli.user, "port", vec![Value::Str(value)])?,
+        "bind" => set("bind", vec![text()])?,
+        "port" => set("port", vec![text()])?,
         "threads" => {
+            let value = value.clone().unwrap_or_default();
             let args = match value.split_once(':') {
                 Some((min, max)) => vec![Value::Str(min.into()), Value::Str(max.into())],
                 None => vec![Value::Str(value)],
             };
-            set(&mut cli.user, "threads", args)?
+            set("threads", args)?
         }
-        "environment" => set(&mut cli.user, "environment", vec![Value::Str(value)])?,
-        "dir" => set(&mut cli.user, "directory", vec![Value::Str(value)])?,
-        "pidfile" => set(&mut cli.user, "pidfile", vec![Value::Str(value)])?,
-        "tag" => set(&mut cli.user, "tag", vec![Value::Str(value)])?,
-        "quiet" => set(&mut cli.user, "quiet", vec![])?,
-        "log-requests" => set(&mut cli.user, "log_requests", vec![])?,
-        "silent" => set(&mut cli.user, "silent", vec![])?,
+        "environment" => set("environment", vec![text()])?,
+        "dir" => set("directory", vec![text()])?,
+        "pidfile" => set("pidfile", vec![text()])?,
+        "tag" => set("tag", vec![text()])?,
+        "quiet" => set("quiet", vec![])?,
+        "log-requests" => set("log_requests", vec![])?,
+        "silent" => set("silent", vec![])?,
+        "idle-timeout" => set("idle_timeout", vec![text()])?,
+        "early-hints" => set("early_hints", vec![])?,
+        "debug" => set("debug", vec![])?,
+        "redirect-stdout" => set("redirect_stdout", vec![text()])?,
+        "redirect-stderr" => set("redirect_stderr", vec![text()])?,
+        "redirect-append" => set("redirect_append", vec![])?,
+        "no-redirect-append" => set("redirect_append", vec![Value::Bool(false)])?,
+        "plugin" => set("plugin", vec![text()])?,
+        "state" => set("state_path", vec![text()])?,
+        "restart-cmd" => set("restart_command", vec![text()])?,
+        "workers" => set("workers", vec![text()])?,
+        "preload" => set("preload_app!", vec![])?,
+        "fork-worker" => match &value {
+            None => set("fork_worker", vec![])?,
+            Some(_) => set("fork_worker", vec![text()])?,
+        },
+        "prune-bundler" => set("prune_bundler", vec![])?,
+        "extra-runtime-dependencies" => set("extra_runtime_dependencies", vec![text()])?,
+        "control-url" => set("control_url", vec![text()])?,
+        "control-token" => set("control_auth_token", vec![text()])?,
+        "bind-to-activated-sockets" => match value.as_deref() {
+            None => set("bind_to_activated_sockets", vec![])?,
+            Some(v) => set("bind_to_activated_sockets", vec![Value::Str(v.into())])?,
+        },
         "config" => {
+            let value = value.unwrap_or_default();
             if value == "-" {
                 cli.no_config = true;
             } else if value.is_empty() {
@@ -251,9 +297,13 @@ fn apply(cli: &mut Cli, spec: &FlagSpec, value: String) -> Result<(), UsageError
             }
         }
         "no-config" => cli.no_config = true,
-        "include" => cli
-            .includes
-            .extend(value.split(':').filter(|p| !p.is_empty()).map(String::from)),
+        "include" => cli.includes.extend(
+            value
+                .unwrap_or_default()
+                .split(':')
+                .filter(|p| !p.is_empty())
+                .map(String::from),
+        ),
         _ => {}
     }
     Ok(())
@@ -346,6 +396,56 @@ mod tests {
     }
 
     #[test]
+    fn later_subsystem_flags_are_parsed_and_stored() {
+        let cli = run(&[
+            "-w",
+            "3",
+            "--preload",
+            "-f",
+            "app.ru",
+            "--control-url",
+            "auto",
+            "--control-token",
+            "sekrit",
+            "--bind-to-activated-sockets=only",
+            "-S",
+            "/tmp/state",
+            "--plugin",
+            "tmp_restart",
+            "--redirect-stdout",
+            "/tmp/out",
+            "--redirect-append",
+            "--idle-timeout",
+            "5",
+            "--early-hints",
+            "--debug",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let u = &cli.user;
+        assert_eq!(u.workers, Some(3));
+        assert_eq!(u.preload_app, Some(true));
+        assert_eq!(u.fork_worker, Some(1000), "-f takes no separate word");
+        assert_eq!(u.rackup.as_deref(), Some("app.ru"));
+        let control = u.control.clone().unwrap_or_else(|| panic!("no control"));
+        assert_eq!(
+            (control.url.as_str(), control.auth_token.as_deref()),
+            ("auto", Some("sekrit"))
+        );
+        assert_eq!(
+            u.activated_sockets,
+            Some(crate::options::ActivatedSockets::Only)
+        );
+        assert_eq!(u.state_path.as_deref(), Some("/tmp/state"));
+        assert_eq!(u.plugins.as_deref(), Some(&["tmp_restart".to_string()][..]));
+        assert_eq!(u.redirect_stdout.as_deref(), Some("/tmp/out"));
+        assert_eq!(u.redirect_append, Some(true));
+        assert_eq!(u.idle_timeout, Some(std::time::Duration::from_secs(5)));
+        assert_eq!((u.early_hints, u.debug), (Some(true), Some(true)));
+        let cli = run(&["--fork-worker=50"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.user.fork_worker, Some(50));
+    }
+
+    #[test]
     fn help_and_version() {
         assert_eq!(parse(&["-h".to_string()]), Ok(Command::Help));
         assert_eq!(parse(&["--version".to_string()]), Ok(Command::Version));
@@ -357,8 +457,19 @@ mod tests {
         for (args, needle) in [
             (vec!["--frob"], "unknown option --frob"),
             (vec!["-Z"], "unknown option -Z"),
-            (vec!["-w", "2"], "--workers is not supported yet"),
-            (vec!["--preload"], "--preload is not supported yet"),
+            (
+                vec!["-w", "two"],
+                "-w/--workers: \"two\" is not a whole number",
+            ),
+            (vec!["--fork-worker=x"], "-f/--fork-worker:"),
+            (
+                vec!["--idle-timeout", "0"],
+                "--idle-timeout: must be more than 0",
+            ),
+            (
+                vec!["--control-url", "nope"],
+                "--control-url: invalid bind URL",
+            ),
             (
                 vec!["-t", "5:2"],
                 "-t/--threads: the minimum (5) is greater",

@@ -39,6 +39,11 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     options.define_method("silent?", method!(config::RbOptions::silent, 0))?;
     options.define_method("log_requests?", method!(config::RbOptions::log_requests, 0))?;
     options.define_method("binds", method!(config::RbOptions::binds, 0))?;
+    options.define_method("to_h", method!(config::RbOptions::to_h, 0))?;
+    options.define_method(
+        "not_supported_yet",
+        method!(config::RbOptions::not_supported_yet, 0),
+    )?;
     options.define_method(
         "force_shutdown_after",
         method!(config::RbOptions::force_shutdown_after, 0),
@@ -56,5 +61,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     srv.define_method("stop", method!(server::RbServer::stop, 0))?;
     srv.define_method("wait", method!(server::RbServer::wait, 0))?;
     srv.define_method("stats", method!(server::RbServer::stats, 0))?;
+    srv.define_method("idle_seconds", method!(server::RbServer::idle_seconds, 0))?;
     Ok(())
 }

@@ -15,6 +15,9 @@ use catamount_server::{
     bind_all, BoundListener, Job, PoolAction, Server, ServerConfig, Wait, Waiter,
 };
 
+use catamount_config::options::HttpMethods;
+use catamount_http::MethodPolicy;
+
 use crate::config::RbOptions;
 use crate::errors;
 use crate::ffi::{self, Blocked};
@@ -28,6 +31,8 @@ pub struct RbServer {
     displays: Vec<String>,
     server: OnceLock<Arc<Server>>,
     rack: RackSettings,
+    /// `out_of_band` hooks, run on a pool thread when a request ends and every thread is idle.
+    out_of_band: Option<Opaque<Value>>,
 }
 
 fn fetch(hash: RHash, key: &str) -> Result<Value, Error> {
@@ -39,6 +44,12 @@ fn keep(v: Value) -> Opaque<Value> {
     Opaque::from(v)
 }
 
+/// An optional setting: absent or nil is None.
+fn keep_optional(hash: RHash, key: &str) -> Result<Option<Opaque<Value>>, Error> {
+    let v: Option<Value> = hash.lookup(Ruby::get_with(hash).to_symbol(key))?;
+    Ok(v.filter(|v| !v.is_nil()).map(keep))
+}
+
 impl RbServer {
     /// `Server.new(options, rack_settings)`: binds every listener now, so a port in use fails
     /// the boot before the app loads. Raises `Catamount::ListenError`.
@@ -47,7 +58,17 @@ impl RbServer {
         let listeners = bind_all(&o.binds)
             .map_err(|e| Error::new(errors::listen_error(ruby), e.to_string()))?;
         let displays = listeners.iter().map(|l| l.display.clone()).collect();
+        let mut limits = catamount_server::Limits {
+            max_body: o.http_content_length_limit,
+            ..Default::default()
+        };
+        limits.methods = match &o.http_methods {
+            HttpMethods::Standard => MethodPolicy::standard(),
+            HttpMethods::Any => MethodPolicy::Any,
+            HttpMethods::Only(list) => MethodPolicy::Only(list.clone()),
+        };
         let config = ServerConfig {
+            limits,
             first_data_timeout: o.first_data_timeout,
             persistent_timeout: o.persistent_timeout,
             keep_alive: o.enable_keep_alives,
@@ -66,6 +87,8 @@ impl RbServer {
             errors: keep(fetch(settings, "errors")?),
             show_errors: matches!(o.environment.as_str(), "development" | "test"),
             log_requests: o.log_requests,
+            error_handler: keep_optional(settings, "lowlevel_error_handler")?,
+            access_logger: keep_optional(settings, "access_logger")?,
         };
         Ok(RbServer {
             config,
@@ -73,6 +96,7 @@ impl RbServer {
             displays,
             server: OnceLock::new(),
             rack,
+            out_of_band: keep_optional(settings, "out_of_band")?,
         })
     }
 
@@ -162,6 +186,15 @@ impl RbServer {
                 }
             };
             serve(ruby, &rb_self.rack, app, *job)?;
+            if let Some(hook) = rb_self.out_of_band {
+                // Only when this was the last busy thread and nothing waits: the hook (often a
+                // GC) then delays no one. This thread still counts as busy while it runs, so
+                // accepting pauses meanwhile, as in Puma.
+                let s = queue.stats();
+                if s.backlog == 0 && s.spawned.saturating_sub(s.waiting) <= 1 {
+                    ruby.get_inner(hook).funcall::<_, _, Value>("call", ())?;
+                }
+            }
         }
     }
 
@@ -183,6 +216,11 @@ impl RbServer {
                 Some(None) | None => waiter.reset(),
             }
         }
+    }
+
+    /// Seconds since the last accepted connection or request (`idle_timeout`).
+    pub fn idle_seconds(ruby: &Ruby, rb_self: &Self) -> Result<f64, Error> {
+        Ok(rb_self.running(ruby)?.idle_for().as_secs_f64())
     }
 
     /// Pool numbers in Puma's `stats` shape (single mode).

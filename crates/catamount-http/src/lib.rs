@@ -22,6 +22,7 @@
 pub mod chunked;
 pub mod error;
 pub mod limits;
+pub mod proxy;
 pub mod request;
 pub mod response;
 mod syntax;
@@ -29,6 +30,7 @@ mod syntax;
 pub use chunked::{ChunkProgress, ChunkedDecoder};
 pub use error::{ErrorKind, ParseError};
 pub use limits::{Limits, MethodPolicy};
+pub use proxy::{parse_proxy_v1, ProxyError, ProxyLine, MAX_PROXY_LINE};
 pub use request::{parse_head, BodyFraming, HeadParser, RequestHead, Version};
 pub use response::{
     error_response, is_token, is_valid_field_value, reason_phrase, status_has_body, write_chunk,

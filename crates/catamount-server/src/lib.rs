@@ -21,10 +21,10 @@ mod stream;
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use catamount_http::Limits;
 pub use dispatch::{PoolAction, PoolStats, Pop, Wait, Waiter, WorkQueue};
@@ -90,6 +90,18 @@ pub(crate) struct Shared {
     pub(crate) queue: Arc<WorkQueue>,
     /// Set once a graceful stop began: no new connections, no more keep-alive.
     pub(crate) stopping: AtomicBool,
+    /// When the server started; `last_activity` counts milliseconds from here.
+    pub(crate) started: Instant,
+    /// The last accepted connection or received request (for `idle_timeout`).
+    pub(crate) last_activity: AtomicU64,
+}
+
+impl Shared {
+    /// Notes that a connection was accepted or a request arrived.
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity.store(ms, Ordering::Relaxed);
+    }
 }
 
 /// How the reactor ended, once it has: set by the reactor thread, awaited by [`Server::wait`].
@@ -116,6 +128,8 @@ impl Server {
             config,
             queue,
             stopping: AtomicBool::new(false),
+            started: Instant::now(),
+            last_activity: AtomicU64::new(0),
         });
         let unix_paths = listeners
             .iter()
@@ -160,6 +174,14 @@ impl Server {
     pub fn stop(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
+    }
+
+    /// How long since the last accepted connection or received request (or since the start).
+    /// Unlike Puma's `idle_timeout`, which only counts new connections, a keep-alive connection
+    /// that is still sending requests keeps the server up.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.shared.last_activity.load(Ordering::Relaxed));
+        self.shared.started.elapsed().saturating_sub(last)
     }
 
     pub fn is_stopping(&self) -> bool {

@@ -22,6 +22,10 @@ pub struct RackSettings {
     pub show_errors: bool,
     /// Access log on stdout.
     pub log_requests: bool,
+    /// `lowlevel_error_handler`: makes the response when the app raised or answered wrongly.
+    pub error_handler: Option<Opaque<Value>>,
+    /// `custom_logger`: receives access log lines (`write` or `<<`) instead of stdout.
+    pub access_logger: Option<Opaque<Value>>,
 }
 
 impl RackSettings {

@@ -97,7 +97,7 @@ pub fn respond(
                 return Err(e);
             };
             log_app_error(request, exception);
-            write_error(settings, request, responder, Some(exception));
+            write_error(settings, request, env, responder, Some(exception));
             return Ok(());
         }
     };
@@ -105,7 +105,7 @@ pub fn respond(
         Ok(parts) => parts,
         Err(AppBug(why)) => {
             log::error(&format!("{}: {why}", app_context(request)));
-            write_error(settings, request, responder, None);
+            write_error(settings, request, env, responder, None);
             return Ok(());
         }
     };
@@ -114,6 +114,7 @@ pub fn respond(
         ruby,
         settings,
         request,
+        env,
         status_value,
         headers_value,
         body,
@@ -123,7 +124,7 @@ pub fn respond(
     match outcome {
         Ok(Written { status, app_length }) => {
             if settings.log_requests {
-                access_log(request, status, app_length, started);
+                access_log(ruby, settings, request, status, app_length, started);
             }
         }
         Err(Failure::Jump(e)) => return Err(e),
@@ -167,6 +168,7 @@ fn write_triple(
     ruby: &Ruby,
     settings: &RackSettings,
     request: &Request,
+    env: RHash,
     status_value: Value,
     headers_value: Value,
     body: Value,
@@ -176,7 +178,7 @@ fn write_triple(
     let head_request = request.head.method() == "HEAD";
     let bug = |responder: Responder, why: String| {
         log::error(&format!("{}: {why}", app_context(request)));
-        write_error(settings, request, responder, None);
+        write_error(settings, request, env, responder, None);
         Failure::Logged
     };
     let status = match parse_status(status_value) {
@@ -196,7 +198,7 @@ fn write_triple(
             Err(BodyError::Jump(e)) => return Err(Failure::Jump(e)),
             Err(BodyError::Raised(exception)) => {
                 log_app_error(request, exception);
-                write_error(settings, request, responder, Some(exception));
+                write_error(settings, request, env, responder, Some(exception));
                 return Err(Failure::Logged);
             }
             Err(BodyError::Bug(why)) => return Err(bug(responder, why)),
@@ -278,6 +280,7 @@ fn write_triple(
                 ruby,
                 settings,
                 request,
+                env,
                 body,
                 out,
                 framing == Framing::Chunked,
@@ -343,6 +346,7 @@ fn stream_body(
     ruby: &Ruby,
     settings: &RackSettings,
     request: &Request,
+    env: RHash,
     body: Value,
     head: Vec<u8>,
     chunked: bool,
@@ -378,7 +382,7 @@ fn stream_body(
         };
         log_app_error(request, exception);
         if !st.flushed {
-            write_error_to(settings, request, &mut st.responder, Some(exception));
+            write_error_to(settings, request, env, &mut st.responder, Some(exception));
             st.responder.finish(false);
         }
         // An abandoned responder aborts the connection.
@@ -390,7 +394,7 @@ fn stream_body(
     if let Some(why) = st.failure.take() {
         log::error(&format!("{}: {why}", app_context(request)));
         if !st.flushed {
-            write_error_to(settings, request, &mut st.responder, None);
+            write_error_to(settings, request, env, &mut st.responder, None);
             st.responder.finish(false);
         }
         return Err(Failure::Logged);
@@ -663,38 +667,139 @@ fn close_body(body: Value) {
 fn write_error(
     settings: &RackSettings,
     request: &Request,
+    env: RHash,
     mut responder: Responder,
     exception: Option<Value>,
 ) {
-    write_error_to(settings, request, &mut responder, exception);
+    write_error_to(settings, request, env, &mut responder, exception);
     responder.finish(false);
 }
 
+/// The 500 response: the `lowlevel_error_handler`'s when there is one (and it works), else the
+/// built-in one. Either way the connection closes after it.
 fn write_error_to(
     settings: &RackSettings,
     request: &Request,
+    env: RHash,
     responder: &mut Responder,
     exception: Option<Value>,
 ) {
-    let version = request.head.version();
+    if let Some(handler) = settings.error_handler {
+        let ruby = Ruby::get_with(env);
+        match handled_error(&ruby, ruby.get_inner(handler), request, env, exception) {
+            Ok(bytes) => {
+                let _ = responder.write_vec(bytes);
+                return;
+            }
+            Err(why) => log::error(&format!(
+                "{}: lowlevel_error_handler failed, sending the default 500: {why}",
+                app_context(request)
+            )),
+        }
+    }
     let body = match (settings.show_errors, exception) {
         (true, Some(exc)) => describe_exception(exc),
         _ => format!("{}\n", reason_phrase(500)),
     };
-    let mut out = Vec::with_capacity(128 + body.len());
-    write_status_line(&mut out, version, 500);
-    push_header(&mut out, b"content-type", b"text/plain");
-    push_header(
-        &mut out,
-        b"content-length",
-        body.len().to_string().as_bytes(),
+    let out = closing_response(
+        request,
+        500,
+        b"content-type: text/plain\r\n",
+        true,
+        body.as_bytes(),
     );
+    let _ = responder.write_vec(out);
+}
+
+/// Calls the handler as Puma does (with 1, 2 or 3 arguments by its arity) and turns its
+/// `[status, headers, body]` into response bytes.
+fn handled_error(
+    ruby: &Ruby,
+    handler: Value,
+    request: &Request,
+    env: RHash,
+    exception: Option<Value>,
+) -> Result<Vec<u8>, String> {
+    let exception = match exception {
+        Some(e) => e,
+        None => ruby
+            .exception_runtime_error()
+            .funcall::<_, _, Value>("new", ("the application's response was invalid",))
+            .map_err(|e| e.to_string())?,
+    };
+    let callable = if handler.respond_to("arity", false).unwrap_or(false) {
+        handler
+    } else {
+        handler
+            .funcall::<_, _, Value>("method", (ruby.to_symbol("call"),))
+            .map_err(|e| e.to_string())?
+    };
+    let arity: i64 = callable.funcall("arity", ()).map_err(|e| e.to_string())?;
+    let triple: Value = match arity {
+        1 => handler.funcall("call", (exception,)),
+        2 => handler.funcall("call", (exception, env)),
+        _ => handler.funcall("call", (exception, env, 500)),
+    }
+    .map_err(|e| e.to_string())?;
+    let (status, headers, body) = split_triple(triple).map_err(|AppBug(why)| why)?;
+    let status = parse_status(status).map_err(|AppBug(why)| why)?;
+    let head = collect_headers(status, headers).map_err(|AppBug(why)| why)?;
+    let mut content = Vec::new();
+    let mut take = |chunk: Value| -> Result<(), String> {
+        let s = RString::from_value(chunk)
+            .ok_or_else(|| format!("body yielded {} instead of a String", chunk.inspect()))?;
+        content.extend_from_slice(&crate::ffi::bytes_of(s));
+        Ok(())
+    };
+    if let Some(array) = RArray::from_value(body) {
+        for chunk in array.into_iter() {
+            take(chunk)?;
+        }
+    } else {
+        let chunks: RArray = body.funcall("to_a", ()).map_err(|e| e.to_string())?;
+        for chunk in chunks.into_iter() {
+            take(chunk)?;
+        }
+    }
+    if body.respond_to("close", false).unwrap_or(false) {
+        let _ = body.funcall::<_, _, Value>("close", ());
+    }
+    let add_length = head.content_length.is_none();
+    Ok(closing_response(
+        request,
+        status,
+        &head.lines,
+        add_length,
+        &content,
+    ))
+}
+
+/// A whole response that ends the connection: status line, `header_lines` (already formatted),
+/// a content-length when asked, `connection: close`, and the body unless none is allowed.
+fn closing_response(
+    request: &Request,
+    status: u16,
+    header_lines: &[u8],
+    add_length: bool,
+    body: &[u8],
+) -> Vec<u8> {
+    let bodiless = request.head.method() == "HEAD" || !status_has_body(status);
+    let mut out = Vec::with_capacity(128 + header_lines.len() + body.len());
+    write_status_line(&mut out, request.head.version(), status);
+    out.extend_from_slice(header_lines);
+    if add_length && status_has_body(status) {
+        push_header(
+            &mut out,
+            b"content-length",
+            body.len().to_string().as_bytes(),
+        );
+    }
     push_header(&mut out, b"connection", b"close");
     out.extend_from_slice(b"\r\n");
-    if request.head.method() != "HEAD" {
-        out.extend_from_slice(body.as_bytes());
+    if !bodiless {
+        out.extend_from_slice(body);
     }
-    let _ = responder.write_vec(out);
+    out
 }
 
 fn describe_exception(exception: Value) -> String {
@@ -741,7 +846,14 @@ fn log_app_error(request: &Request, exception: Value) {
     log::error(&line);
 }
 
-fn access_log(request: &Request, status: u16, app_length: Option<u64>, started: Instant) {
+fn access_log(
+    ruby: &Ruby,
+    settings: &RackSettings,
+    request: &Request,
+    status: u16,
+    app_length: Option<u64>,
+    started: Instant,
+) {
     let head = &request.head;
     let query = head
         .query()
@@ -763,5 +875,17 @@ fn access_log(request: &Request, status: u16, app_length: Option<u64>, started: 
         String::from_utf8_lossy(head.path()),
         started.elapsed().as_secs_f64()
     );
-    log::stdout(&line);
+    let Some(logger) = settings.access_logger else {
+        log::stdout(&line);
+        return;
+    };
+    let logger = ruby.get_inner(logger);
+    let method = if logger.respond_to("write", false).unwrap_or(false) {
+        "write"
+    } else {
+        "<<"
+    };
+    if let Err(e) = logger.funcall::<_, _, Value>(method, (line,)) {
+        log::error(&format!("custom_logger failed: {e}"));
+    }
 }

@@ -119,6 +119,7 @@ impl Conn {
                 self.exchange.clone(),
                 keep_alive_wanted,
             );
+            self.shared.touch();
             self.shared.queue.push(Box::new(Job { request, responder }));
             match self.deliver().await {
                 Delivered::KeepAlive => continue,

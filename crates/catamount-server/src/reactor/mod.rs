@@ -148,6 +148,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer, local_port)) => {
+                shared.touch();
                 tokio::spawn(conn::serve(
                     stream,
                     peer,

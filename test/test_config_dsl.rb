@@ -1,0 +1,373 @@
+# frozen_string_literal: true
+
+require_relative "support/helper"
+require "open3"
+
+# Puma's config DSL, end to end: real config files, a real server, real sockets. Each option is
+# shown by a change a client or the process's output can see.
+class TestConfigDsl < Minitest::Test
+  include Support::ServerTest
+  parallelize_me!
+
+  KITCHEN = File.join(Support::APPS, "kitchen.ru")
+
+  # Writes `source` as a config file in a fresh directory and boots with it; the block gets
+  # the server and the directory. `#{dir}` in the source is the directory.
+  def with_config(source, *args, app: "kitchen.ru", env: {}, boot: true)
+    Dir.mktmpdir do |dir|
+      conf = File.join(dir, "puma.rb")
+      File.write(conf, source.gsub("DIR", dir))
+      binds = source.match?(/^\s*(bind|port|clear_binds!)/) ? [] : ["-b", "tcp://127.0.0.1:0"]
+      server = start_server("-C", conf, *binds, *args, app: app, env: env, boot: boot)
+      yield server, dir
+    end
+  end
+
+  def boot_failure(source, *args, env: {})
+    Dir.mktmpdir do |dir|
+      conf = File.join(dir, "puma.rb")
+      File.write(conf, source.gsub("DIR", dir))
+      out, err, status = Open3.capture3(env, RbConfig.ruby, ServerProcess::BIN, "-C", conf, *args, KITCHEN)
+      refute status.success?, source
+      refute_includes err, "panicked", source
+      refute_match(/^\s+from /, err, "a backtrace instead of one line for:\n#{source}")
+      [out, err]
+    end
+  end
+
+  def test_bind_port_and_default_host_add_listeners
+    with_config(<<~RUBY) do |server|
+      bind "tcp://127.0.0.1:0"
+      set_default_host "::1"
+      port 0
+    RUBY
+      assert_match %r{Listening on http://127\.0\.0\.1:\d+$}, server.stdout
+      v6 = server.stdout[%r{Listening on http://\[::1\]:(\d+)$}, 1]
+      assert v6, server.stdout
+      assert_equal "hello", get(server.port, "/").body
+      sock = connect(v6.to_i, host: "::1")
+      sock.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      assert_equal "hello", read_response(sock).body
+    ensure
+      sock&.close
+    end
+  end
+
+  def test_clear_binds_then_bind
+    with_config("bind 'tcp://127.0.0.1:1'\nclear_binds!\nbind 'tcp://127.0.0.1:0'\n") do |server|
+      assert_equal 1, server.stdout.scan("Listening on").size
+      assert_equal "hello", get(server.port, "/").body
+    end
+  end
+
+  def test_threads_single_number_form_shows_and_limits_concurrency
+    with_config("threads 2\n") do |server|
+      assert_match(/Min threads: 2$/, server.stdout)
+      assert_match(/Max threads: 2$/, server.stdout)
+      # Two requests meet at a barrier of two: both threads run at once.
+      results = Array.new(2) { Thread.new { get(server.port, "/barrier?n=2&t=10").body } }.map(&:value)
+      assert_equal %w[met met], results
+    end
+  end
+
+  def test_supported_http_methods_and_content_length_limit
+    with_config(<<~RUBY) do |server|
+      supported_http_methods %w[GET HEAD POST PROPFIND]
+      http_content_length_limit 10
+    RUBY
+      assert_equal 200, raw_request(server.port, "PROPFIND / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status
+      assert_equal 501, raw_request(server.port, "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").status
+      assert_equal "0123456789", raw_request(server.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789").body
+      assert_equal 413, raw_request(server.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n01234567890").status
+    end
+    with_config("supported_http_methods :any\n") do |server|
+      assert_equal 200, raw_request(server.port, "BREW / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status
+    end
+  end
+
+  def test_lowlevel_error_handler_shapes_the_500
+    with_config(<<~RUBY, "-e", "production") do |server|
+      lowlevel_error_handler do |error, env, status|
+        [status + 3, { "content-type" => "text/plain" }, ["handled \#{error.class} on \#{env['PATH_INFO']}"]]
+      end
+    RUBY
+      response = get(server.port, "/boom")
+      assert_equal 503, response.status
+      assert_equal "handled ArgumentError on /boom", response.body
+      assert_equal "close", response["connection"]
+      response = get(server.port, "/not_array")
+      assert_equal "handled RuntimeError on /not_array", response.body
+    end
+    # One argument; and a handler that itself raises falls back to the default 500.
+    with_config("lowlevel_error_handler ->(e) { e.message == 'kaboom' ? raise('again') : [500, {}, ['x']] }\n") do |server|
+      assert_equal 500, get(server.port, "/boom").status
+      assert_match(/lowlevel_error_handler failed/, server.wait_for(/lowlevel_error_handler failed.*/, stream: :stderr)[0])
+    end
+  end
+
+  def test_keep_alive_knobs
+    with_config("max_keep_alive 2\n") do |server|
+      sock = connect(server.port)
+      2.times { sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n") }
+      assert_equal "keep-alive", read_response(sock)["connection"].to_s.sub(/\A\z/, "keep-alive")
+      assert_equal "close", read_response(sock)["connection"]
+    ensure
+      sock&.close
+    end
+    %w[queue_requests enable_keep_alives].each do |option|
+      with_config("#{option} false\n") do |server|
+        sock = connect(server.port)
+        sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert_equal "close", read_response(sock)["connection"], option
+        assert_equal "", read_until_close(sock), option
+      ensure
+        sock&.close
+      end
+    end
+  end
+
+  def test_persistent_timeout_closes_idle_connections
+    with_config("persistent_timeout 1\nfirst_data_timeout 1\n") do |server|
+      sock = connect(server.port)
+      sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert_equal 200, read_response(sock).status
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      assert_equal "", read_until_close(sock, timeout: 10)
+      assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - started, :<, 8
+    ensure
+      sock&.close
+    end
+  end
+
+  def test_hooks_run_in_single_mode_and_cluster_hooks_warn
+    with_config(<<~RUBY, "-t", "1:1") do |server, dir|
+      on_booted { File.write("DIR/booted", "old name") }
+      after_booted { File.write("DIR/booted2", "new name") }
+      before_thread_start { File.write("DIR/thread_start", "yes") }
+      on_thread_exit { File.write("DIR/thread_exit", "yes") }
+      out_of_band { File.write("DIR/oob", "yes") }
+      after_stopped { File.write("DIR/stopped", "yes") }
+      on_worker_boot { File.write("DIR/worker_boot", "never") }
+      before_fork { }
+      raise_exception_on_sigterm false
+    RUBY
+      assert_equal "old name", wait_for_file("#{dir}/booted")
+      assert_equal "new name", wait_for_file("#{dir}/booted2")
+      assert_equal "hello", get(server.port, "/").body
+      assert_equal "yes", wait_for_file("#{dir}/thread_start")
+      assert_equal "yes", wait_for_file("#{dir}/oob")
+      assert_match(/Warning: before_worker_boot is a cluster-mode hook/, server.stderr)
+      assert_match(/Warning: before_fork is a cluster-mode hook/, server.stderr)
+      server.signal("TERM")
+      assert_equal 0, server.wait_exit.exitstatus
+      assert_equal "yes", File.read("#{dir}/stopped")
+      assert_equal "yes", File.read("#{dir}/thread_exit")
+      refute File.exist?("#{dir}/worker_boot")
+    end
+    with_config("before_fork { }\nsilence_fork_callback_warning\n") do |server|
+      refute_match(/Warning/, server.stderr)
+    end
+  end
+
+  def test_a_failing_hook_is_reported_and_the_server_keeps_serving
+    with_config("after_booted { raise 'hook broke' }\n") do |server|
+      server.wait_for(/WARNING hook after_booted \(.*puma\.rb:1\) failed with exception \(RuntimeError\) hook broke/, stream: :stderr)
+      assert_equal "hello", get(server.port, "/").body
+    end
+  end
+
+  def test_sigterm_ends_the_process_by_sigterm_as_puma_does
+    with_config("") do |server|
+      server.signal("TERM")
+      status = server.wait_exit
+      assert_equal Signal.list["TERM"], status.termsig, status.inspect
+      assert_includes server.stdout, "- Goodbye!"
+    end
+  end
+
+  def test_custom_logger_and_log_formatter
+    with_config(<<~RUBY, "-v", boot: false) do |server, dir|
+      class FileLog
+        def initialize(path) = @path = path
+        def write(line) = File.write(@path, line, mode: "a")
+      end
+      custom_logger FileLog.new("DIR/log")
+      log_formatter { |line| "[fmt] \#{line}" }
+    RUBY
+      assert wait_until { read_or_empty("#{dir}/log").include?("Use Ctrl-C") }, server.stderr
+      port = File.read("#{dir}/log")[%r{Listening on http://127\.0\.0\.1:(\d+)}, 1].to_i
+      get(port, "/?x=1")
+      assert wait_until { read_or_empty("#{dir}/log").include?("GET /?x=1") }
+      log = File.read("#{dir}/log")
+      assert_match(/\[fmt\] \* Listening on/, log)
+      assert_match(%r{"GET /\?x=1 HTTP/1\.1" 200}, log)
+      refute_match(/GET/, server.stdout)
+    end
+  end
+
+  def test_stdout_redirect_state_path_and_pidfile
+    Dir.mktmpdir do |logs|
+      with_config(<<~RUBY, boot: false) do |server, dir|
+        stdout_redirect "#{logs}/out.log", "#{logs}/err.log", true
+        state_path "DIR/state.yml"
+        state_permission 0o600
+        pidfile "DIR/pid"
+      RUBY
+        assert wait_until { read_or_empty("#{logs}/out.log").include?("Use Ctrl-C") }, server.stderr
+        log = File.read("#{logs}/out.log")
+        assert_match(/=== catamount startup: /, log)
+        port = log[/Listening on http:\/\/127\.0\.0\.1:(\d+)/, 1].to_i
+        assert_match(/^pid: #{server.pid}$/, File.read("#{dir}/state.yml"))
+        assert_equal 0o600, File.stat("#{dir}/state.yml").mode & 0o777
+        assert_equal "#{server.pid}\n", File.read("#{dir}/pid")
+        assert_equal "", server.stdout
+        # HUP with redirected logs reopens them (for logrotate) instead of stopping.
+        File.rename("#{logs}/out.log", "#{logs}/out.old")
+        server.signal("HUP")
+        assert wait_until { File.exist?("#{logs}/out.log") }
+        assert_equal "hello", get(port, "/").body
+        refute server.exited?
+      end
+    end
+  end
+
+  def read_or_empty(path)
+    File.read(path)
+  rescue Errno::ENOENT
+    ""
+  end
+
+  # True once the block is (bounded wait).
+  def wait_until(timeout: 10)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    until yield
+      return false if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+      sleep 0.02
+    end
+    true
+  end
+
+  def test_idle_timeout_stops_the_server
+    with_config("idle_timeout 1\nraise_exception_on_sigterm false\n") do |server|
+      assert_equal "hello", get(server.port, "/").body
+      status = server.wait_exit(timeout: 15)
+      assert_equal 0, status.exitstatus
+      assert_includes server.stdout, "Idle timeout reached"
+    end
+  end
+
+  def test_app_load_get_and_inject
+    Dir.mktmpdir do |extra_dir|
+      extra = File.join(extra_dir, "extra.rb")
+      File.write(extra, "threads 3, 3\n")
+      with_config(<<~RUBY, app: nil) do |server|
+        load "#{extra}"
+        inject { tag "injected" }
+        app do |env|
+          [200, {}, ["inline app, max \#{get(:max_threads)}, tag \#{get(:tag)}, \#{get(:nothing, 'default')}"]]
+        end
+      RUBY
+        assert_match(/Max threads: 3$/, server.stdout)
+        assert_equal "inline app, max 3, tag injected, default", get(server.port, "/").body
+      end
+    end
+  end
+
+  def test_single_and_cluster_blocks
+    with_config(<<~RUBY) do |server|
+      single { threads 4, 4 }
+      cluster { threads 7, 7 }
+    RUBY
+      assert_match(/Max threads: 4$/, server.stdout)
+    end
+    _, err = boot_failure("single { workers 2 }\n")
+    assert_match(/puma\.rb:1: a single block cannot change the number of workers/, err)
+  end
+
+  def test_plugins_built_in_third_party_and_unknown
+    Dir.mktmpdir do |lib|
+      FileUtils.mkdir_p("#{lib}/puma/plugin")
+      File.write("#{lib}/puma/plugin/marker.rb", <<~RUBY)
+        Puma::Plugin.create do
+          def config(dsl)
+            dsl.tag "from-plugin"
+          end
+
+          def start(launcher)
+            launcher.events.on_booted { File.write(ENV.fetch("MARKER"), "started \#{Puma.stats_hash[:max_threads]}") }
+          end
+        end
+      RUBY
+      marker = File.join(lib, "started")
+      with_config("plugin :tmp_restart\nplugin :systemd\nplugin :marker\n", "-I", lib, env: { "MARKER" => marker }) do |server|
+        assert_equal "started 5", wait_for_file(marker)
+        assert_equal "hello", get(server.port, "/").body
+        assert_match(/from-plugin/, File.read("/proc/#{server.pid}/cmdline"))
+      end
+    end
+    _, err = boot_failure("\nplugin :no_such_plugin\n")
+    assert_match(/puma\.rb:2: unknown plugin "no_such_plugin"/, err)
+  end
+
+  def test_things_that_need_later_subsystems_refuse_to_boot
+    {
+      "workers 2\n" => /cluster mode \(workers 2\) is not supported yet/,
+      "ssl_bind '127.0.0.1', 9443, cert: 'c.pem', key: 'k.pem'\n" => %r{TLS \(ssl://127\.0\.0\.1:9443\) is not supported yet},
+      "activate_control_app 'tcp://127.0.0.1:9293'\n" => /the control server .* is not supported yet/,
+      "bind_to_activated_sockets\n" => /systemd socket activation .* is not supported yet/
+    }.each do |source, message|
+      _, err = boot_failure(source)
+      assert_match message, err, source
+    end
+    _, err = boot_failure("", env: { "WEB_CONCURRENCY" => "3" })
+    assert_match(/cluster mode \(workers 3\) is not supported yet/, err)
+    # The same settings with no workers boot (Rails files set worker_timeout in development).
+    with_config("worker_timeout 3600\npreload_app!\nworkers 0\nfork_worker\nnakayoshi_fork\n") do |server|
+      assert_equal "hello", get(server.port, "/").body
+    end
+  end
+
+  def test_bad_config_names_file_line_and_option
+    {
+      "supported_http_methods %w[get]\n" => /puma\.rb:1: supported_http_methods: "get" is not an upper-case method name/,
+      "\nset_remote_address hedaer: 'X'\n" => /puma\.rb:2: set_remote_address: unknown key "hedaer"/,
+      "after_booted\n" => /puma\.rb:1: after_booted needs a block \(ArgumentError\)/,
+      "lowlevel_error_handler 5\n" => /puma\.rb:1: lowlevel_error_handler needs an object/,
+      "persistent_timeout 'soon'\n" => /puma\.rb:1: persistent_timeout: expected a number of seconds/,
+      "worker_culling_strategy :random\n" => /puma\.rb:1: worker_culling_strategy: expected one of :youngest, :oldest/,
+      "threads 1, 2\nnot_a_method 3\n" => /puma\.rb:2: unknown configuration method not_a_method/,
+      "x = nil\nx.fetch(1)\n" => /puma\.rb:2: undefined method `fetch' for nil/
+    }.each do |source, message|
+      _, err = boot_failure(source)
+      assert_match message, err, source
+      assert_equal 1, err.lines.size, err
+    end
+  end
+
+  def test_environment_variables
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/config.ru", "run ->(_) { [200, {}, [ENV['RACK_ENV']]] }\n")
+      server = start_server("--no-config", "-b", "tcp://127.0.0.1:0", app: nil, chdir: dir,
+                            env: { "PUMA_MIN_THREADS" => "2", "MAX_THREADS" => "6", "RAILS_ENV" => "staging",
+                                   "PUMA_PERSISTENT_TIMEOUT" => "1", "WEB_CONCURRENCY" => "0" })
+      assert_match(/Min threads: 2$/, server.stdout)
+      assert_match(/Max threads: 6$/, server.stdout)
+      assert_equal "staging", get(server.port, "/").body
+      sock = connect(server.port)
+      sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      read_response(sock)
+      assert_equal "", read_until_close(sock, timeout: 10), "PUMA_PERSISTENT_TIMEOUT=1 closes the idle connection"
+    ensure
+      sock&.close
+    end
+  end
+
+  def test_puma_log_config_lists_the_options
+    with_config("threads 2, 3\n", env: { "PUMA_LOG_CONFIG" => "1" }) do |server|
+      assert_match(/^Configuration:$/, server.stdout)
+      assert_match(/^- max_threads: 3$/, server.stdout)
+      assert_match(/^- persistent_timeout: 65\.0$/, server.stdout)
+    end
+  end
+end
