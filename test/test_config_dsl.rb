@@ -370,4 +370,114 @@ class TestConfigDsl < Minitest::Test
       assert_match(/^- persistent_timeout: 65\.0$/, server.stdout)
     end
   end
+
+  def env_of(port, raw_head = "GET /env HTTP/1.1\r\nHost: x\r\nConnection: close\r\n")
+    JSON.parse(raw_request(port, "#{raw_head}\r\n").body)
+  end
+
+  def test_set_remote_address_modes_and_url_scheme
+    with_config("set_remote_address header: 'X-Real-IP'\nrack_url_scheme 'https'\n") do |server|
+      env = env_of(server.port, "GET /env HTTP/1.1\r\nHost: x\r\nX-Real-IP: 10.1.2.3, 10.9.9.9\r\nConnection: close\r\n")
+      assert_equal "10.1.2.3", env["REMOTE_ADDR"]
+      assert_equal "https", env["rack.url_scheme"]
+      assert_equal "127.0.0.1", env_of(server.port)["REMOTE_ADDR"], "no header: the socket's peer"
+    end
+    with_config("set_remote_address '203.0.113.9'\n") do |server|
+      assert_equal "203.0.113.9", env_of(server.port)["REMOTE_ADDR"]
+    end
+    with_config("set_remote_address :localhost\n") do |server|
+      assert_equal "127.0.0.1", env_of(server.port)["REMOTE_ADDR"]
+    end
+  end
+
+  def test_proxy_protocol_v1
+    with_config("set_remote_address proxy_protocol: :v1\n") do |server|
+      sock = connect(server.port)
+      sock.write("PROXY TCP4 198.51.100.7 10.0.0.1 40000 80\r\nGET /env HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert_equal "198.51.100.7", JSON.parse(read_response(sock).body)["REMOTE_ADDR"]
+      # The line counts for the whole connection; it is not looked for again.
+      sock.write("GET /env HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      assert_equal "198.51.100.7", JSON.parse(read_response(sock).body)["REMOTE_ADDR"]
+      assert_equal "127.0.0.1", env_of(server.port)["REMOTE_ADDR"], "no PROXY line: plain HTTP"
+      bad = connect(server.port)
+      bad.write("PROXY TCP4 999.1.1.1 10.0.0.1 1 2\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert_equal "", read_until_close(bad), "a malformed PROXY line is dropped without an answer"
+      assert_equal "hello", get(server.port, "/").body
+    ensure
+      sock&.close
+      bad&.close
+    end
+  end
+
+  def test_allow_underscore_headers_false_drops_them
+    with_config("allow_underscore_headers false\n") do |server|
+      env = env_of(server.port, "GET /env HTTP/1.1\r\nHost: x\r\nX_Tenant: evil\r\nX-Other: ok\r\nConnection: close\r\n")
+      refute env.key?("HTTP_X_TENANT")
+      assert_equal "ok", env["HTTP_X_OTHER"]
+    end
+  end
+
+  def test_early_hints
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/hints.ru", <<~RUBY)
+        run lambda { |env|
+          env["rack.early_hints"].call("link" => "</style.css>; rel=preload; as=style")
+          [200, { "content-type" => "text/plain" }, ["after hints"]]
+        }
+      RUBY
+      server = ServerProcess.new(["--early-hints", "--no-config", "-b", "tcp://127.0.0.1:0", "#{dir}/hints.ru"])
+      (@servers ||= []) << server
+      server.boot!
+      sock = connect(server.port)
+      sock.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      raw = read_until_close(sock)
+      assert_match(%r{\AHTTP/1\.1 103 Early Hints\r\nlink: </style\.css>; rel=preload; as=style\r\n\r\nHTTP/1\.1 200 OK\r\n}, raw)
+      assert raw.end_with?("after hints")
+      sock.close
+      sock = connect(server.port)
+      sock.write("GET / HTTP/1.0\r\n\r\n")
+      assert_match(%r{\AHTTP/1\.0 200 OK}, read_until_close(sock), "no 103 for HTTP/1.0")
+    ensure
+      sock&.close
+    end
+  end
+
+  def test_drain_on_shutdown_serves_the_backlog
+    with_config("drain_on_shutdown\nthreads 1, 1\nraise_exception_on_sigterm false\n") do |server|
+      busy = connect(server.port)
+      busy.write("GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+      # The one thread is busy, so this connection waits in the listen backlog.
+      waiting = connect(server.port)
+      waiting.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      sleep 0.2 # lets both reach the server; the outcome below does not depend on it
+      server.signal("TERM")
+      assert_equal "slept", read_response(busy).body
+      response = read_response(waiting)
+      assert_equal "hello", response.body
+      assert_equal "close", response["connection"]
+      assert_equal 0, server.wait_exit.exitstatus
+    ensure
+      busy&.close
+      waiting&.close
+    end
+  end
+
+  def test_fiber_per_request_gives_clean_fiber_locals
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/locals.ru", <<~RUBY)
+        run lambda { |_env|
+          seen = Thread.current[:leftover].inspect
+          Thread.current[:leftover] = "from an earlier request"
+          [200, {}, [seen]]
+        }
+      RUBY
+      [["clean_thread_locals\n", %w[nil nil]], ["", ["nil", '"from an earlier request"']]].each do |source, expected|
+        File.write("#{dir}/c.rb", "threads 1, 1\n#{source}")
+        server = ServerProcess.new(["-C", "#{dir}/c.rb", "-b", "tcp://127.0.0.1:0", "#{dir}/locals.ru"])
+        (@servers ||= []) << server
+        server.boot!
+        assert_equal expected, Array.new(2) { get(server.port, "/").body }, source
+      end
+    end
+  end
 end

@@ -74,6 +74,18 @@ module Catamount
       @server ? @server.stats.merge(started_at: @started_at) : {}
     end
 
+    # `fiber_per_request` (alias `clean_thread_locals`): each request runs in a fresh Fiber, so
+    # fiber-local state (`Thread.current[:x]`) never leaks from one request into the next.
+    class FiberPerRequest
+      def initialize(app)
+        @app = app
+      end
+
+      def call(env)
+        Fiber.new { @app.call(env) }.resume
+      end
+    end
+
     # Lets plugins add lifecycle hooks at run time, under Puma's event names.
     class Events
       def initialize(config)
@@ -127,6 +139,7 @@ module Catamount
       app = @config.app || load_rackup(options[:rackup])
       return FAILED unless app
 
+      app = FiberPerRequest.new(app) if options[:fiber_per_request]
       @server = Native::Server.new(@config.native, rack_settings(options))
       write_pidfile(options[:pidfile])
       write_state(options)

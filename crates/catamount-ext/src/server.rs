@@ -15,13 +15,13 @@ use catamount_server::{
     bind_all, BoundListener, Job, PoolAction, Server, ServerConfig, Wait, Waiter,
 };
 
-use catamount_config::options::HttpMethods;
+use catamount_config::options::{HttpMethods, RemoteAddress};
 use catamount_http::MethodPolicy;
 
 use crate::config::RbOptions;
 use crate::errors;
 use crate::ffi::{self, Blocked};
-use crate::rack::{self, RackSettings};
+use crate::rack::{self, RackSettings, RemoteAddr};
 
 #[magnus::wrap(class = "Catamount::Native::Server", free_immediately, size)]
 pub struct RbServer {
@@ -42,6 +42,12 @@ fn fetch(hash: RHash, key: &str) -> Result<Value, Error> {
 fn keep(v: Value) -> Opaque<Value> {
     Ruby::get_with(v).gc_register_mark_object(v);
     Opaque::from(v)
+}
+
+fn frozen(ruby: &Ruby, s: &str) -> Value {
+    let v = ruby.str_new(s);
+    v.freeze();
+    v.as_value()
 }
 
 /// An optional setting: absent or nil is None.
@@ -75,6 +81,8 @@ impl RbServer {
             max_keep_alive: o.max_keep_alive,
             min_threads: o.min_threads as usize,
             max_threads: o.max_threads as usize,
+            proxy_protocol: o.remote_address == RemoteAddress::ProxyV1,
+            drain_on_shutdown: o.drain_on_shutdown,
             ..ServerConfig::default()
         };
         let rack_version = fetch(settings, "rack_version")?;
@@ -89,6 +97,14 @@ impl RbServer {
             log_requests: o.log_requests,
             error_handler: keep_optional(settings, "lowlevel_error_handler")?,
             access_logger: keep_optional(settings, "access_logger")?,
+            remote_addr: match &o.remote_address {
+                RemoteAddress::Fixed(v) => RemoteAddr::Fixed(keep(frozen(ruby, v))),
+                RemoteAddress::Header(h) => RemoteAddr::Header(h.to_ascii_lowercase().into_bytes()),
+                RemoteAddress::Socket | RemoteAddress::ProxyV1 => RemoteAddr::Socket,
+            },
+            url_scheme: o.rack_url_scheme.as_deref().map(|s| keep(frozen(ruby, s))),
+            allow_underscore_headers: o.allow_underscore_headers,
+            early_hints: o.early_hints,
         };
         Ok(RbServer {
             config,
@@ -269,10 +285,61 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
         mut request,
         responder,
     } = job;
-    let (env, result) = match rack::env::build(ruby, settings, &mut request) {
-        Ok(env) => (env, app.funcall::<_, _, Value>("call", (env,))),
+    let env = match rack::env::build(ruby, settings, &mut request) {
+        Ok(env) => env,
         // Building the env raised (it should not): answer 500 rather than lose the thread.
-        Err(e) => (ruby.hash_new(), Err(e)),
+        Err(e) => {
+            let env = ruby.hash_new();
+            return rack::response::respond(
+                ruby,
+                settings,
+                &request,
+                env,
+                Err(e),
+                responder,
+                started,
+            );
+        }
+    };
+    if !settings.early_hints {
+        let result = app.funcall::<_, _, Value>("call", (env,));
+        return rack::response::respond(ruby, settings, &request, env, result, responder, started);
+    }
+    // `rack.early_hints`: the app may send 103 responses before its own; the responder is lent
+    // to the callback for the length of the call.
+    let lent = Arc::new(Mutex::new(Some(responder)));
+    // HTTP/1.0 has no interim responses (a 103 would be taken for the final answer): the
+    // callback is there but sends nothing.
+    let http11 = request.head.version() == catamount_http::Version::Http11;
+    let hints = {
+        let lent = lent.clone();
+        ruby.proc_from_fn(
+            move |ruby: &Ruby, args: &[Value], _block| -> Result<Value, Error> {
+                let headers = args
+                    .first()
+                    .copied()
+                    .unwrap_or_else(|| ruby.qnil().as_value());
+                let head = rack::response::collect_headers(103, headers)
+                    .map_err(|bug| Error::new(ruby.exception_arg_error(), bug.0))?;
+                if !http11 {
+                    return Ok(ruby.qnil().as_value());
+                }
+                let mut out = b"HTTP/1.1 103 Early Hints\r\n".to_vec();
+                out.extend_from_slice(&head.lines);
+                out.extend_from_slice(b"\r\n");
+                if let Some(responder) = lent.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                    // A client that went away shows when the real response is written.
+                    let _ = responder.write_vec(out);
+                }
+                Ok(ruby.qnil().as_value())
+            },
+        )
+    };
+    env.aset(ruby.str_new("rack.early_hints"), hints)?;
+    let result = app.funcall::<_, _, Value>("call", (env,));
+    let taken = lent.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let Some(responder) = taken else {
+        return result.map(|_| ());
     };
     rack::response::respond(ruby, settings, &request, env, result, responder, started)
 }

@@ -62,6 +62,12 @@ pub struct ServerConfig {
     pub max_threads: usize,
     /// How long a pool thread above `min_threads` may idle before it exits. Default 30 s.
     pub idle_thread_trim: Duration,
+    /// Expect a PROXY protocol v1 line at the start of each connection; its source address
+    /// becomes the peer. Default false.
+    pub proxy_protocol: bool,
+    /// On a graceful stop, accept and serve the connections already in the listen backlog
+    /// before closing the listeners. Default false.
+    pub drain_on_shutdown: bool,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +85,8 @@ impl Default for ServerConfig {
             min_threads: 0,
             max_threads: 5,
             idle_thread_trim: Duration::from_secs(30),
+            proxy_protocol: false,
+            drain_on_shutdown: false,
         }
     }
 }

@@ -11,7 +11,7 @@ use magnus::{prelude::*, Error, RArray, RClass, RHash, RString, Ruby, Value};
 use catamount_http::Version;
 use catamount_server::{Body, Request};
 
-use super::RackSettings;
+use super::{RackSettings, RemoteAddr};
 
 /// A frozen, interned String kept alive for the life of the process.
 fn frozen(ruby: &Ruby, s: &str) -> RString {
@@ -130,17 +130,19 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
     env.aset(k(&SERVER_PROTOCOL), protocol)?;
     env.aset(k(&GATEWAY_INTERFACE), k(&V_CGI))?;
     env.aset(k(&SERVER_SOFTWARE), settings.server_software(ruby))?;
-    env.aset(k(&REMOTE_ADDR), ruby.str_new(&request.peer.ip_string()))?;
+    env.aset(k(&REMOTE_ADDR), remote_addr(ruby, settings, request))?;
 
-    let https = add_headers(ruby, env, request)?;
+    let https = add_headers(ruby, env, request, settings.allow_underscore_headers)?;
     // After the headers: a client's `Version:` header must not stand in for the protocol.
     if settings.set_http_version {
         env.aset(k(&HTTP_VERSION), protocol)?;
     }
-    env.aset(
-        k(&RACK_URL_SCHEME),
-        if https { k(&V_HTTPS) } else { k(&V_HTTP) },
-    )?;
+    let scheme = match settings.url_scheme {
+        Some(fixed) => ruby.get_inner(fixed),
+        None if https => k(&V_HTTPS).as_value(),
+        None => k(&V_HTTP).as_value(),
+    };
+    env.aset(k(&RACK_URL_SCHEME), scheme)?;
     add_server_name_and_port(ruby, env, request, https)?;
 
     if let Some(version) = settings.rack_version(ruby) {
@@ -201,7 +203,12 @@ fn header_key(ruby: &Ruby, name: &[u8], scratch: &mut Vec<u8>) -> RString {
 
 /// Adds `HTTP_*`, `CONTENT_TYPE` and `CONTENT_LENGTH`; returns whether proxy headers say the
 /// client used HTTPS (Puma trusts `X-Forwarded-Proto`, `-Scheme` and `-Ssl`; so do we).
-fn add_headers(ruby: &Ruby, env: RHash, request: &Request) -> Result<bool, Error> {
+fn add_headers(
+    ruby: &Ruby,
+    env: RHash,
+    request: &Request,
+    allow_underscores: bool,
+) -> Result<bool, Error> {
     let head = &request.head;
     let chunked = matches!(head.body(), catamount_http::BodyFraming::Chunked);
     let mut https = false;
@@ -209,7 +216,7 @@ fn add_headers(ruby: &Ruby, env: RHash, request: &Request) -> Result<bool, Error
     // Names with `_` go second and only where no dash-named header made the same key: a
     // client must not be able to smuggle `X_Forwarded_For` over a proxy's `X-Forwarded-For`.
     let any_underscored = head.headers().any(|(name, _)| name.contains(&b'_'));
-    let passes: &[bool] = if any_underscored {
+    let passes: &[bool] = if any_underscored && allow_underscores {
         &[false, true]
     } else {
         &[false]
@@ -246,6 +253,29 @@ fn add_headers(ruby: &Ruby, env: RHash, request: &Request) -> Result<bool, Error
         )?;
     }
     Ok(https)
+}
+
+/// `REMOTE_ADDR`: UNIX-socket clients are always `127.0.0.1` (as in Puma, whatever the mode);
+/// otherwise the fixed value, the header's first address, or the peer.
+fn remote_addr(ruby: &Ruby, settings: &RackSettings, request: &Request) -> Value {
+    if matches!(request.peer, catamount_server::Peer::Unix) {
+        return ruby.str_new("127.0.0.1").as_value();
+    }
+    match &settings.remote_addr {
+        RemoteAddr::Fixed(v) => ruby.get_inner(*v),
+        RemoteAddr::Header(name) => {
+            let first = request
+                .head
+                .header(name)
+                .and_then(|v| {
+                    v.split(|c| *c == b',' || c.is_ascii_whitespace())
+                        .find(|t| !t.is_empty())
+                })
+                .map(|t| ruby.str_from_slice(t).as_value());
+            first.unwrap_or_else(|| ruby.str_new(&request.peer.ip_string()).as_value())
+        }
+        RemoteAddr::Socket => ruby.str_new(&request.peer.ip_string()).as_value(),
+    }
 }
 
 fn says_https(name: &[u8], value: &[u8]) -> bool {

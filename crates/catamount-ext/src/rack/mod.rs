@@ -26,6 +26,24 @@ pub struct RackSettings {
     pub error_handler: Option<Opaque<Value>>,
     /// `custom_logger`: receives access log lines (`write` or `<<`) instead of stdout.
     pub access_logger: Option<Opaque<Value>>,
+    /// Where `REMOTE_ADDR` comes from.
+    pub remote_addr: RemoteAddr,
+    /// `rack_url_scheme`: a fixed `rack.url_scheme` (a frozen String).
+    pub url_scheme: Option<Opaque<Value>>,
+    /// `allow_underscore_headers false` drops request headers whose names contain `_`.
+    pub allow_underscore_headers: bool,
+    /// `early_hints`: offer `rack.early_hints`.
+    pub early_hints: bool,
+}
+
+/// `set_remote_address`, as the env builder applies it. (PROXY protocol needs nothing here:
+/// the reactor already replaced the connection's peer with the address the line announced.)
+pub enum RemoteAddr {
+    Socket,
+    /// Always this frozen String.
+    Fixed(Opaque<Value>),
+    /// The first address in this header (name lower-cased), else the socket's peer.
+    Header(Vec<u8>),
 }
 
 impl RackSettings {

@@ -33,7 +33,7 @@ const RELEASE_GVL_ABOVE: usize = 64 * 1024;
 const JOIN_BELOW: u64 = 64 * 1024;
 
 /// A response the app built wrongly; becomes a 500 and an error log line.
-struct AppBug(String);
+pub(crate) struct AppBug(pub(crate) String);
 
 /// How the body will be delimited on the wire.
 #[derive(Clone, Copy, PartialEq)]
@@ -71,9 +71,9 @@ impl ArrayBody {
     }
 }
 
-struct Head {
+pub(crate) struct Head {
     status: u16,
-    lines: Vec<u8>,
+    pub(crate) lines: Vec<u8>,
     content_length: Option<u64>,
     app_transfer_encoding: bool,
     app_says_close: bool,
@@ -453,7 +453,7 @@ fn parse_status(v: Value) -> Result<u16, AppBug> {
         .ok_or_else(|| AppBug(format!("invalid status {}", v.inspect())))
 }
 
-fn collect_headers(status: u16, headers: Value) -> Result<Head, AppBug> {
+pub(crate) fn collect_headers(status: u16, headers: Value) -> Result<Head, AppBug> {
     let hash = RHash::from_value(headers)
         .ok_or_else(|| AppBug(format!("headers must be a Hash, got {}", headers.inspect())))?;
     let mut head = Head {

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use catamount_http::{
-    error_response, BodyFraming, ChunkedDecoder, HeadParser, ParseError, RequestHead, Version,
+    error_response, BodyFraming, ChunkedDecoder, HeadParser, ParseError, ProxyLine, RequestHead,
+    Version,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as Deadline;
@@ -94,6 +95,9 @@ enum Read {
 
 impl Conn {
     async fn run(&mut self) {
+        if self.shared.config.proxy_protocol && self.read_proxy_line().await.is_err() {
+            return;
+        }
         loop {
             let outcome = match self.read_head().await {
                 Ok(head) => self.read_request(head).await,
@@ -128,6 +132,38 @@ impl Conn {
                     return;
                 }
                 Delivered::Abort => return,
+            }
+        }
+    }
+
+    /// `set_remote_address proxy_protocol: :v1`: a connection may begin with a PROXY line naming
+    /// the real client; it becomes this connection's peer. Bytes that do not begin with
+    /// `PROXY ` are plain HTTP. A malformed line closes the connection without a word (it
+    /// came from a broken or hostile proxy, not from a client that could read an answer).
+    async fn read_proxy_line(&mut self) -> Result<(), Stop> {
+        let deadline = Instant::now() + self.shared.config.first_data_timeout;
+        loop {
+            match catamount_http::parse_proxy_v1(&self.buf) {
+                Ok(ProxyLine::Absent) => return Ok(()),
+                Ok(ProxyLine::Complete { source, len }) => {
+                    self.buf.drain(..len);
+                    if let Some(addr) = source {
+                        self.peer = Peer::Ip(addr);
+                    }
+                    return Ok(());
+                }
+                Ok(ProxyLine::Incomplete) => {}
+                Err(e) => {
+                    log::error(&format!(
+                        "Closing a connection from {}: {e}",
+                        self.peer.ip_string()
+                    ));
+                    return Err(Stop::Close);
+                }
+            }
+            match self.read_more(deadline).await {
+                Read::Data => {}
+                Read::Eof | Read::TimedOut | Read::Stopping => return Err(Stop::Close),
             }
         }
     }

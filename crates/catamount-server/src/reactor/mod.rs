@@ -90,27 +90,17 @@ impl Acceptor {
     /// traffic the reactor is not woken at the end of every request. A connection that arrives
     /// while every thread is busy stays in the kernel's queue, where another (idle) worker
     /// process can take it. Cancel-safe: nothing is taken until it is returned.
-    async fn next(&self, shared: &Shared) -> io::Result<(Stream, Peer, Option<u16>)> {
+    async fn next(&self, shared: &Shared) -> io::Result<Accepted> {
         loop {
             let taken = match self {
-                Acceptor::Tcp(fd) => match take_when_free(fd, shared, |l| l.accept()).await? {
-                    Some((s, addr)) => {
-                        s.set_nonblocking(true)?;
-                        // Responses go out in as few writes as we can make them; Nagle would
-                        // only delay the last segment of each.
-                        let _ = s.set_nodelay(true);
-                        let port = s.local_addr().ok().map(|a| a.port());
-                        Some((Stream::Tcp(TcpStream::from_std(s)?), Peer::Ip(addr), port))
-                    }
-                    None => None,
-                },
-                Acceptor::Unix(fd) => match take_when_free(fd, shared, |l| l.accept()).await? {
-                    Some((s, _)) => {
-                        s.set_nonblocking(true)?;
-                        Some((Stream::Unix(UnixStream::from_std(s)?), Peer::Unix, None))
-                    }
-                    None => None,
-                },
+                Acceptor::Tcp(fd) => take_when_free(fd, shared, |l| l.accept())
+                    .await?
+                    .map(tcp_connection)
+                    .transpose()?,
+                Acceptor::Unix(fd) => take_when_free(fd, shared, |l| l.accept())
+                    .await?
+                    .map(|(s, _)| unix_connection(s))
+                    .transpose()?,
             };
             // None: another process (or a reset) took the pending connection; wait again.
             if let Some(conn) = taken {
@@ -118,6 +108,43 @@ impl Acceptor {
             }
         }
     }
+
+    /// Takes a connection already waiting in the backlog, without waiting for anything
+    /// (`drain_on_shutdown`); None when the backlog is empty.
+    fn take_now(&self) -> io::Result<Option<Accepted>> {
+        let none_if_empty = |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock => Ok(None),
+            _ => Err(e),
+        };
+        match self {
+            Acceptor::Tcp(fd) => match fd.get_ref().accept() {
+                Ok(pair) => tcp_connection(pair).map(Some),
+                Err(e) => none_if_empty(e),
+            },
+            Acceptor::Unix(fd) => match fd.get_ref().accept() {
+                Ok((s, _)) => unix_connection(s).map(Some),
+                Err(e) => none_if_empty(e),
+            },
+        }
+    }
+}
+
+/// A connection as the reactor serves it: the stream, who is on the other end, and the port
+/// of the listener that took it (None for UNIX sockets).
+type Accepted = (Stream, Peer, Option<u16>);
+
+fn tcp_connection((s, addr): (std::net::TcpStream, std::net::SocketAddr)) -> io::Result<Accepted> {
+    s.set_nonblocking(true)?;
+    // Responses go out in as few writes as we can make them; Nagle would only delay the last
+    // segment of each.
+    let _ = s.set_nodelay(true);
+    let port = s.local_addr().ok().map(|a| a.port());
+    Ok((Stream::Tcp(TcpStream::from_std(s)?), Peer::Ip(addr), port))
+}
+
+fn unix_connection(s: std::os::unix::net::UnixStream) -> io::Result<Accepted> {
+    s.set_nonblocking(true)?;
+    Ok((Stream::Unix(UnixStream::from_std(s)?), Peer::Unix, None))
 }
 
 /// Waits for a pending connection, then for a free pool thread, then accepts; None when the
@@ -135,6 +162,39 @@ async fn take_when_free<L: AsRawFd, C>(
     }
 }
 
+/// Serves every connection still waiting in the backlog when a stop begins: each gets its
+/// request answered (with `connection: close`) instead of a refused connection.
+fn drain(acceptor: &Acceptor, shared: &Arc<Shared>, alive: &mpsc::Sender<()>) {
+    // These connections are served as if the server were not stopping (so their first request
+    // is read), and close after one response because `stopping` is set.
+    let (keep_going, never_stops) = watch::channel(false);
+    let keep_going = Arc::new(keep_going);
+    loop {
+        match acceptor.take_now() {
+            Ok(Some((stream, peer, local_port))) => {
+                let keep_going = keep_going.clone();
+                let conn = conn::serve(
+                    stream,
+                    peer,
+                    local_port,
+                    shared.clone(),
+                    never_stops.clone(),
+                    alive.clone(),
+                );
+                tokio::spawn(async move {
+                    conn.await;
+                    drop(keep_going);
+                });
+            }
+            Ok(None) => return,
+            Err(e) => {
+                log::error(&format!("Draining the listen backlog: {e}"));
+                return;
+            }
+        }
+    }
+}
+
 async fn accept_loop(
     acceptor: Acceptor,
     shared: Arc<Shared>,
@@ -144,7 +204,12 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             r = acceptor.next(&shared) => r,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => {
+                if shared.config.drain_on_shutdown {
+                    drain(&acceptor, &shared, &alive);
+                }
+                return;
+            }
         };
         match accepted {
             Ok((stream, peer, local_port)) => {
