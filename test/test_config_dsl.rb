@@ -315,7 +315,8 @@ class TestConfigDsl < Minitest::Test
       "workers 2\n" => /cluster mode \(workers 2\) is not supported yet/,
       "ssl_bind '127.0.0.1', 9443, cert: 'c.pem', key: 'k.pem'\n" => %r{TLS \(ssl://127\.0\.0\.1:9443\) is not supported yet},
       "activate_control_app 'tcp://127.0.0.1:9293'\n" => /the control server .* is not supported yet/,
-      "bind_to_activated_sockets\n" => /systemd socket activation .* is not supported yet/
+      "bind_to_activated_sockets\n" => /systemd socket activation .* is not supported yet/,
+      "max_io_threads 2\n" => /IO-bound thread marking \(max_io_threads\) is not supported yet/
     }.each do |source, message|
       _, err = boot_failure(source)
       assert_match message, err, source
@@ -478,6 +479,44 @@ class TestConfigDsl < Minitest::Test
         server.boot!
         assert_equal expected, Array.new(2) { get(server.port, "/").body }, source
       end
+    end
+  end
+
+  def test_lookup_order_repeatable_config_and_precedence
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/config.ru", "run ->(_) { [200, {}, ['default rackup']] }\n")
+      File.write("#{dir}/other.ru", "run ->(_) { [200, {}, ['positional rackup']] }\n")
+      FileUtils.mkdir_p("#{dir}/config/puma")
+      File.write("#{dir}/config/puma.rb", "threads 1, 1\nbind 'tcp://127.0.0.1:0'\n")
+      File.write("#{dir}/config/puma/staging.rb", "threads 2, 2\nbind 'tcp://127.0.0.1:0'\nrackup 'config.ru'\n")
+      server = start_server("-e", "staging", app: nil, chdir: dir)
+      assert_match(/Max threads: 2$/, server.stdout, "config/puma/<env>.rb comes first")
+      server = start_server(app: nil, chdir: dir, env: { "RACK_ENV" => "staging" })
+      assert_match(/Max threads: 2$/, server.stdout, "the environment for the lookup comes from RACK_ENV too")
+      server = start_server(app: nil, chdir: dir)
+      assert_match(/Max threads: 1$/, server.stdout, "then config/puma.rb")
+      server = start_server("--no-config", "-b", "tcp://127.0.0.1:0", app: nil, chdir: dir)
+      assert_match(/Max threads: 5$/, server.stdout, "--no-config reads neither")
+      server = start_server("-C", "-", "-b", "tcp://127.0.0.1:0", app: nil, chdir: dir)
+      assert_match(/Max threads: 5$/, server.stdout, "-C - reads neither")
+      File.write("#{dir}/a.rb", "threads 3, 3\ntag 'from-a'\n")
+      File.write("#{dir}/b.rb", "threads 4, 4\n")
+      server = start_server("-C", "a.rb", "-C", "b.rb", "-b", "tcp://127.0.0.1:0", "other.ru", app: nil, chdir: dir)
+      assert_match(/Max threads: 4$/, server.stdout, "a later -C file wins")
+      assert_match(/from-a/, File.read("/proc/#{server.pid}/cmdline"), "and both are read")
+      assert_equal "positional rackup", get(server.port, "/").body
+      server = start_server("-C", "config/puma/staging.rb", "-t", "6:6", "-b", "tcp://127.0.0.1:0", "other.ru", app: nil, chdir: dir)
+      assert_match(/Max threads: 6$/, server.stdout, "flags win over the file")
+      assert_equal "positional rackup", get(server.port, "/").body, "the positional rackup wins over the file's"
+    end
+  end
+
+  def test_debug_and_shutdown_debug
+    with_config("debug\nshutdown_debug\nplugin :tmp_restart\nraise_exception_on_sigterm false\n") do |server|
+      server.wait_for(/^- tmp_restart: /)
+      server.signal("TERM")
+      assert_equal 0, server.wait_exit.exitstatus
+      assert_match(/^Thread #<Thread:.*run>$/, server.stderr, "every thread's backtrace at shutdown")
     end
   end
 end

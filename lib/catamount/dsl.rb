@@ -190,7 +190,8 @@ module Catamount
       # Ruby's message already starts with file:line.
       raise ConfigError, e.message.lines.first(3).join.chomp
     rescue ScriptError, StandardError => e
-      raise ConfigError, "#{location_of(e)}: #{e.message} (#{e.class})"
+      # One line: Ruby may append a code snippet (error_highlight) or suggestions.
+      raise ConfigError, "#{location_of(e)}: #{e.message.lines.first.to_s.chomp} (#{e.class})"
     end
 
     # The innermost line of a config file (this one or any other) that led here.

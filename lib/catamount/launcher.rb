@@ -71,7 +71,7 @@ module Catamount
     end
 
     def stats
-      @server ? @server.stats.merge(started_at: @started_at) : {}
+      @server ? @server.stats.merge(started_at: @started_at&.strftime("%Y-%m-%dT%H:%M:%SZ")) : {}
     end
 
     # `fiber_per_request` (alias `clean_thread_locals`): each request runs in a fresh Fiber, so
@@ -140,6 +140,9 @@ module Catamount
       return FAILED unless app
 
       app = FiberPerRequest.new(app) if options[:fiber_per_request]
+      # The app may have loaded the real puma gem (Gemfile + Bundler.require): its `Puma.stats`
+      # then reads Catamount's numbers.
+      PumaCompat.attach_stats
       @server = Native::Server.new(@config.native, rack_settings(options))
       write_pidfile(options[:pidfile])
       write_state(options)

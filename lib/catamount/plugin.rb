@@ -42,7 +42,7 @@ module Catamount
         if (path = BUILT_IN[name])
           require path
         elsif !find(name)
-          PumaCompat.install
+          PumaCompat.prepare_for_plugin
           begin
             require "puma/plugin/#{name}"
           rescue LoadError => e

@@ -22,11 +22,41 @@ module Catamount
           Catamount::Plugins.register(name, klass)
         end
       end)
-      ::Puma.define_singleton_method(:stats_hash) { Catamount.stats }
+      # The same shape as the real gem's: `stats` and `stats_hash` ask the object set with
+      # `stats_object=`, so if the gem is loaded later and redefines them, they still answer.
+      ::Puma.define_singleton_method(:stats_object=) { |source| @get_stats = source }
+      ::Puma.define_singleton_method(:stats_hash) { @get_stats.stats }
       ::Puma.define_singleton_method(:stats) do
         require "json"
-        Catamount.stats.to_json
+        @get_stats.stats.to_json
       end
+      attach_stats
+    end
+
+    # Where `Puma.stats` reads from (an object with `stats`, as the real gem expects).
+    module StatsSource
+      def self.stats
+        Catamount.stats
+      end
+    end
+
+    # Points `Puma.stats` at Catamount's numbers, whichever `Puma` is defined (the shim or the
+    # real gem); called when the shim is installed and again once the app is loaded.
+    def self.attach_stats
+      return unless defined?(::Puma) && ::Puma.respond_to?(:stats_object=)
+
+      ::Puma.stats_object = StatsSource
+    end
+
+    # Before a third-party plugin file is required: the shim, or, when the real gem is loaded,
+    # its `Puma::Plugin` (which `require "puma"` alone does not load).
+    def self.prepare_for_plugin
+      install
+      return if defined?(::Puma::Plugin)
+
+      require "puma/plugin"
+    rescue LoadError
+      nil
     end
 
     # A plugin the real Puma gem registered (when it was loaded before the config file).

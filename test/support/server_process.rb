@@ -45,7 +45,14 @@ class ServerProcess
       match = text.match(pattern)
       return match if match
       raise "timed out waiting for #{pattern.inspect} on #{stream}\n--- stdout\n#{stdout}\n--- stderr\n#{stderr}" if now > deadline
-      raise "server exited (#{@status.inspect}) before #{pattern.inspect}\n--- stdout\n#{stdout}\n--- stderr\n#{stderr}" if exited?
+      if exited?
+        @readers.each { |t| t.join(2) } # the output the process left before it ended
+        text = stream == :stdout ? stdout : stderr
+        match = text.match(pattern)
+        return match if match
+
+        raise "server exited (#{@status.inspect}) before #{pattern.inspect}\n--- stdout\n#{stdout}\n--- stderr\n#{stderr}"
+      end
 
       sleep 0.02
     end
