@@ -126,16 +126,36 @@ class TestConfigDsl < Minitest::Test
     end
   end
 
-  def test_persistent_timeout_closes_idle_connections
-    with_config("persistent_timeout 1\nfirst_data_timeout 1\n") do |server|
-      sock = connect(server.port)
-      sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-      assert_equal 200, read_response(sock).status
-      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      assert_equal "", read_until_close(sock, timeout: 10)
-      assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - started, :<, 8
-    ensure
-      sock&.close
+  # Every hook name Puma 5.6 through 8 knows, old and new, takes a block (keys where Puma
+  # allows them); the single-mode ones run, the cluster ones are kept for cluster mode.
+  def test_every_hook_name_is_accepted
+    names = %w[before_fork before_worker_fork on_worker_fork after_worker_fork after_worker_boot
+               before_worker_boot on_worker_boot before_worker_shutdown on_worker_shutdown
+               after_worker_shutdown before_refork on_refork after_refork before_restart on_restart
+               after_booted on_booted after_stopped on_stopped before_thread_start on_thread_start
+               before_thread_exit on_thread_exit out_of_band]
+    source = names.map { |n| "#{n} { }\n" }.join + "before_worker_boot(:db) { |index, data| }\nsilence_fork_callback_warning\n"
+    with_config(source) do |server|
+      assert_equal "hello", get(server.port, "/").body
+      assert_equal "", server.stderr
+    end
+    _, err = boot_failure("after_booted(:key) { }\n")
+    assert_match(/puma\.rb:1: after_booted takes no key/, err)
+  end
+
+  def test_directory_and_log_requests_from_the_file
+    Dir.mktmpdir do |app_dir|
+      File.write("#{app_dir}/config.ru", "run ->(_) { [200, {}, [Dir.pwd]] }\n")
+      with_config("directory '#{app_dir}'\nrackup 'config.ru'\nlog_requests\n", app: nil) do |server|
+        assert_equal File.realpath(app_dir), File.realpath(get(server.port, "/x").body)
+        server.wait_for(%r{"GET /x HTTP/1\.1" 200})
+      end
+    end
+  end
+
+  def test_puma_debug_turns_on_debug_lines
+    with_config("plugin :tmp_restart\n", env: { "PUMA_DEBUG" => "1" }) do |server|
+      server.wait_for(/^- tmp_restart: /)
     end
   end
 

@@ -125,7 +125,7 @@ module Catamount
       Catamount.config = @config
       options = @config.options
       @silent = options[:silent]
-      @debug = options[:debug]
+      @debug = options[:debug] || ENV.key?("PUMA_DEBUG")
       if (what = @config.native.not_supported_yet)
         return fail_with("#{what} is not supported yet: Catamount serves single mode for now")
       end
