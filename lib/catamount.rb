@@ -8,6 +8,7 @@
 # signals on the main thread (a main thread blocked in native code would not receive them).
 
 require "stringio"
+require "io/wait"
 require "catamount/version"
 require "catamount/catamount"
 require "catamount/configuration"
@@ -15,6 +16,7 @@ require "catamount/dsl"
 require "catamount/plugin"
 require "catamount/puma_compat"
 require "catamount/launcher"
+require "catamount/cluster"
 
 module Catamount
   class << self

@@ -335,7 +335,8 @@ class TestConfigDsl < Minitest::Test
 
   def test_things_that_need_later_subsystems_refuse_to_boot
     {
-      "workers 2\n" => /cluster mode \(workers 2\) is not supported yet/,
+      "workers 2\nfork_worker 10\n" => /fork_worker in cluster mode .* is not supported yet/,
+      "workers 2\nidle_timeout 5\n" => /idle_timeout in cluster mode is not supported yet/,
       "ssl_bind '127.0.0.1', 9443, cert: 'c.pem', key: 'k.pem'\n" => %r{TLS \(ssl://127\.0\.0\.1:9443\) is not supported yet},
       "activate_control_app 'tcp://127.0.0.1:9293'\n" => /the control server .* is not supported yet/,
       "bind_to_activated_sockets\n" => /systemd socket activation .* is not supported yet/,
@@ -344,8 +345,9 @@ class TestConfigDsl < Minitest::Test
       _, err = boot_failure(source)
       assert_match message, err, source
     end
-    _, err = boot_failure("", env: { "WEB_CONCURRENCY" => "3" })
-    assert_match(/cluster mode \(workers 3\) is not supported yet/, err)
+    with_config("", env: { "WEB_CONCURRENCY" => "2" }) do |server|
+      assert_match(/Workers: 2$/, server.stdout, "WEB_CONCURRENCY is the default worker count")
+    end
     # The same settings with no workers boot (Rails files set worker_timeout in development).
     with_config("worker_timeout 3600\npreload_app!\nworkers 0\nfork_worker\nnakayoshi_fork\n" \
                 "wait_for_less_busy_worker 0.01\nworker_boot_timeout 30\nworker_shutdown_timeout 5\n" \

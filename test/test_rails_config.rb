@@ -92,7 +92,7 @@ class TestRailsConfig < Minitest::Test
   end
 
   def assert_listens_on_all_interfaces(server, port)
-    assert_match %r{^\* Listening on http://0\.0\.0\.0:#{port}$}, server.stdout
+    assert_match %r{^(\[\d+\] )?\* Listening on http://0\.0\.0\.0:#{port}$}, server.stdout
   end
 
   # --- Rails 6.1: the generated file, read from railties -------------------------------------
@@ -164,21 +164,21 @@ class TestRailsConfig < Minitest::Test
   end
 
   # WEB_CONCURRENCY is also the default worker count (as in Puma, where WEB_CONCURRENCY=1 starts
-  # a one-worker cluster even though the file skips `workers 1`). Either way it is cluster mode,
-  # which is refused for now with one line and status 1, before anything listens.
-  def test_modern_config_in_production_with_workers_refuses_cluster_mode
+  # a one-worker cluster even though the file skips `workers 1`): production boots a cluster,
+  # preloaded, serving on PORT.
+  def test_modern_config_in_production_with_workers_boots_a_cluster
     with_app(MODERN_CONFIG) do |dir|
       { "2" => 2, "1" => 1 }.each do |concurrency, workers|
         port = free_port
-        server = run_in(dir, env: { "PORT" => port.to_s, "RAILS_ENV" => "production", "WEB_CONCURRENCY" => concurrency },
-                             boot: false)
-        status = server.wait_exit
-        assert_equal 1, status.exitstatus, "WEB_CONCURRENCY=#{concurrency}: #{status.inspect}\n#{server.stderr}"
-        err = server.stderr
-        assert_equal 1, err.lines.size, err
-        assert_match(/cluster mode \(workers #{workers}\) is not supported yet/, err)
-        refute_includes err, "panicked"
-        refute_includes server.stdout, "Listening on"
+        server = run_in(dir, env: { "PORT" => port.to_s, "RAILS_ENV" => "production", "WEB_CONCURRENCY" => concurrency })
+        assert_match(/Catamount starting in cluster mode/, server.stdout)
+        assert_match(/Workers: #{workers}$/, server.stdout)
+        assert_match(/Preload: yes$/, server.stdout) if workers > 1
+        server.wait_for(/Worker #{workers - 1} \(PID: \d+\) booted/)
+        assert_serves(port, "production")
+        refute_includes server.stderr, "panicked"
+        server.signal("INT")
+        assert_equal 0, server.wait_exit.exitstatus
       end
     end
   end

@@ -39,6 +39,7 @@ module Catamount
     def log(line)
       return if @silent
 
+      line = "#{@log_prefix}#{line}" if @log_prefix
       line = @config.log_formatter.call(line).to_s if @config&.log_formatter
       if (logger = @config&.custom_logger) && logger.respond_to?(:write)
         logger.write("#{line}\n")
@@ -127,7 +128,7 @@ module Catamount
       @silent = options[:silent]
       @debug = options[:debug] || ENV.key?("PUMA_DEBUG")
       if (what = @config.native.not_supported_yet)
-        return fail_with("#{what} is not supported yet: Catamount serves single mode for now")
+        return fail_with("#{what} is not supported yet")
       end
 
       redirect_stdio(options)
@@ -136,13 +137,11 @@ module Catamount
       change_directory(options[:directory]) if options[:directory]
       ENV["RACK_ENV"] = options[:environment]
       log_configuration if ENV.key?("PUMA_LOG_CONFIG")
-      app = @config.app || load_rackup(options[:rackup])
+      return run_cluster(options) if @config.cluster?
+
+      app = prepare_app(options)
       return FAILED unless app
 
-      app = FiberPerRequest.new(app) if options[:fiber_per_request]
-      # The app may have loaded the real puma gem (Gemfile + Bundler.require): its `Puma.stats`
-      # then reads Catamount's numbers.
-      PumaCompat.attach_stats
       @server = Native::Server.new(@config.native, rack_settings(options))
       write_pidfile(options[:pidfile])
       write_state(options)
@@ -154,6 +153,18 @@ module Catamount
       ensure
         remove_pidfile(options[:pidfile])
       end
+    end
+
+    # The app, loaded and wrapped as configured; nil (after the error is printed) if it failed.
+    def prepare_app(options)
+      app = @config.app || load_rackup(options[:rackup])
+      return unless app
+
+      app = FiberPerRequest.new(app) if options[:fiber_per_request]
+      # The app may have loaded the real puma gem (Gemfile + Bundler.require): its `Puma.stats`
+      # then reads Catamount's numbers.
+      PumaCompat.attach_stats
+      app
     end
 
     def load_rackup(rackup)
@@ -232,14 +243,20 @@ module Catamount
       -> { config.run_hooks(:out_of_band, log: err) }
     end
 
-    def banner(options, server)
-      log "Catamount starting in single mode..."
+    def banner(options, server, cluster: nil)
+      log "Catamount starting in #{cluster ? 'cluster' : 'single'} mode..."
       log "* Catamount version: #{VERSION} (\"#{CODENAME}\")"
       log "* Ruby version: #{RUBY_DESCRIPTION}"
       log "*  Min threads: #{options[:min_threads]}"
       log "*  Max threads: #{options[:max_threads]}"
       log "*  Environment: #{options[:environment]}"
-      log "*          PID: #{Process.pid}"
+      if cluster
+        log "*   Master PID: #{Process.pid}"
+        log "*      Workers: #{options[:workers]}"
+        log "*     Preload: #{cluster[:preload] ? 'yes' : 'no'}"
+      else
+        log "*          PID: #{Process.pid}"
+      end
       server.listening.each { |l| log "* Listening on #{l}" }
       log "Use Ctrl-C to stop"
       @out.flush

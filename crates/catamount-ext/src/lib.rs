@@ -62,5 +62,10 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     srv.define_method("wait", method!(server::RbServer::wait, 0))?;
     srv.define_method("stats", method!(server::RbServer::stats, 0))?;
     srv.define_method("idle_seconds", method!(server::RbServer::idle_seconds, 0))?;
+    srv.define_method("become_worker", method!(server::RbServer::become_worker, 0))?;
+    srv.define_method(
+        "unlink_unix_sockets",
+        method!(server::RbServer::unlink_unix_sockets, 0),
+    )?;
     Ok(())
 }

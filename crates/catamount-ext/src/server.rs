@@ -33,6 +33,8 @@ pub struct RbServer {
     rack: RackSettings,
     /// `out_of_band` hooks, run on a pool thread when a request ends and every thread is idle.
     out_of_band: Option<Opaque<Value>>,
+    /// Set in a cluster worker: the listeners belong to the master.
+    in_worker: std::sync::atomic::AtomicBool,
 }
 
 fn fetch(hash: RHash, key: &str) -> Result<Value, Error> {
@@ -113,6 +115,7 @@ impl RbServer {
             server: OnceLock::new(),
             rack,
             out_of_band: keep_optional(settings, "out_of_band")?,
+            in_worker: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -121,11 +124,29 @@ impl RbServer {
         self.displays.clone()
     }
 
+    /// Marks this process as a cluster worker (call after the fork, before `start`): its server
+    /// serves the inherited listeners but leaves UNIX socket files to the master.
+    pub fn become_worker(&self) {
+        self.in_worker
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Removes the UNIX socket files of listeners this process bound and never served itself
+    /// (the cluster master, once its last worker is gone).
+    pub fn unlink_unix_sockets(&self) {
+        let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        for path in listeners.iter().filter_map(|l| l.unix_path.as_ref()) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     /// Starts the reactor thread.
     pub fn start(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
         let listeners =
             std::mem::take(&mut *rb_self.listeners.lock().unwrap_or_else(|p| p.into_inner()));
-        let server = Server::start(rb_self.config.clone(), listeners).map_err(|e| {
+        let mut config = rb_self.config.clone();
+        config.unlink_unix_sockets = !rb_self.in_worker.load(std::sync::atomic::Ordering::SeqCst);
+        let server = Server::start(config, listeners).map_err(|e| {
             Error::new(
                 ruby.exception_runtime_error(),
                 format!("could not start the reactor: {e}"),

@@ -68,6 +68,9 @@ pub struct ServerConfig {
     /// On a graceful stop, accept and serve the connections already in the listen backlog
     /// before closing the listeners. Default false.
     pub drain_on_shutdown: bool,
+    /// Remove UNIX socket files when the server ends. Default true; false in cluster workers,
+    /// whose listeners belong to the master (it removes them when the last worker is gone).
+    pub unlink_unix_sockets: bool,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             idle_thread_trim: Duration::from_secs(30),
             proxy_protocol: false,
             drain_on_shutdown: false,
+            unlink_unix_sockets: true,
         }
     }
 }
@@ -141,6 +145,7 @@ impl Server {
         });
         let unix_paths = listeners
             .iter()
+            .filter(|_| shared.config.unlink_unix_sockets)
             .filter_map(|l| l.unix_path.clone())
             .collect();
         let (stop, stop_rx) = watch::channel(false);

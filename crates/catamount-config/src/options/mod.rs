@@ -984,7 +984,15 @@ impl Options {
     /// "<what> (<option>)"; the launcher refuses to boot with it rather than ignore it.
     pub fn not_supported_yet(&self) -> Option<String> {
         if self.workers > 0 {
-            return Some(format!("cluster mode (workers {})", self.workers));
+            if self.fork_worker.is_some() {
+                return Some("fork_worker in cluster mode (fork_worker / --fork-worker)".into());
+            }
+            if self.prune_bundler {
+                return Some("prune_bundler in cluster mode".into());
+            }
+            if self.idle_timeout.is_some() {
+                return Some("idle_timeout in cluster mode".into());
+            }
         }
         if let Some(url) = self.tls_binds.first() {
             return Some(format!("TLS ({url})"));
@@ -1183,10 +1191,14 @@ mod tests {
         let o = resolve(&Layer::default(), &Layer::default(), &env(&two))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(o.workers, 2);
-        assert_eq!(
-            o.not_supported_yet().as_deref(),
-            Some("cluster mode (workers 2)")
-        );
+        assert_eq!(o.not_supported_yet(), None, "cluster mode is served");
+        let mut fork = Layer::default();
+        fork.set("fork_worker", &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let o = resolve(&Layer::default(), &fork, &env(&two)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(o
+            .not_supported_yet()
+            .is_some_and(|w| w.starts_with("fork_worker")));
         let auto = |n: &str| (n == "WEB_CONCURRENCY").then(|| "auto".to_string());
         let o = resolve(&Layer::default(), &Layer::default(), &env(&auto))
             .unwrap_or_else(|e| panic!("{e}"));

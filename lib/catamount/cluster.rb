@@ -1,0 +1,363 @@
+# frozen_string_literal: true
+
+module Catamount
+  # Cluster mode (`workers N`): a master that never serves requests and N forked workers that
+  # all accept on the listeners the master bound.
+  #
+  # The master stays free of native threads: it binds the listeners (`Native::Server.new`
+  # starts nothing) and only ever forks, waits and signals, so every fork copies a process
+  # with one thread. Each worker starts its own reactor and pool after the fork. Forks go
+  # through Ruby's `Process.fork`, so Ruby resets its own state in the child.
+  #
+  # Workers talk to the master over one pipe, a line per message: `b<pid>:<index>` when booted,
+  # `p<pid>` every `worker_check_interval` (a worker silent for `worker_timeout` is killed and
+  # replaced). Workers hold the read end of a second pipe the master writes nothing to: when
+  # the master dies it closes, and the workers stop at once.
+  #
+  # Mixed into Launcher: it uses the launcher's logging, app loading and pidfile helpers.
+  module Cluster
+    # A worker as the master sees it.
+    Worker = Struct.new(:index, :pid, :started_at, :booted_at, :last_checkin, :term_sent_at, keyword_init: true) do
+      def booted?
+        !booted_at.nil?
+      end
+    end
+
+    # Waits between failed worker boots grow from 1 s to this, so a broken app never makes a
+    # fork storm.
+    MAX_BACKOFF = 30
+    # A master whose workers failed this many boots in a row, none ever booted, gives up.
+    HOPELESS_BOOTS = 4
+
+    private
+
+    def run_cluster(options)
+      @log_prefix = "[#{Process.pid}] "
+      workers = options[:workers]
+      preload = options[:preload_app].nil? ? workers > 1 && !options[:prune_bundler] : options[:preload_app]
+      app = nil
+      if preload
+        app = prepare_app(options)
+        return Launcher::FAILED unless app
+      elsif !@config.app
+        load_rackup_check(options[:rackup])
+      end
+      @server = Native::Server.new(@config.native, rack_settings(options))
+      write_pidfile(options[:pidfile])
+      write_state(options)
+      banner(options, @server, cluster: { preload: preload })
+      log "! WARNING: a cluster of 1 worker only adds a master process; use workers 0 or 2+" if workers == 1 && !options[:silence_single_worker_warning]
+      Catamount.launcher = self
+      begin
+        master_loop(options, app)
+      ensure
+        @server.unlink_unix_sockets
+        remove_pidfile(options[:pidfile])
+      end
+    end
+
+    # Without preload the master only checks that the rackup file is there; workers load it.
+    def load_rackup_check(rackup)
+      raise ConfigError, "rackup file #{rackup} not found (in #{Dir.pwd})" unless File.file?(rackup)
+      raise ConfigError, "rackup file #{rackup} is not readable" unless File.readable?(rackup)
+    end
+
+    def master_loop(options, app)
+      @messages_r, @messages_w = IO.pipe
+      @alive_r, @alive_w = IO.pipe
+      @workers = []
+      @pending_signals = []
+      @failed_boots = 0
+      @next_spawn_at = monotonic
+      @ever_booted = false
+      @booted_announced = false
+      %w[TERM INT CHLD].each do |sig|
+        Signal.trap(sig) do
+          @pending_signals << sig
+          wake_master
+        end
+      end
+      Signal.trap("HUP") do
+        @pending_signals << "HUP"
+        wake_master
+      end
+      @config.plugins.each { |plugin| start_plugin(plugin) }
+      @config.run_hooks(:before_fork, log: @err)
+      stopping = nil
+      loop do
+        read_messages(options, timeout: master_timeout(options, stopping))
+        @pending_signals.shift(@pending_signals.size).each do |sig|
+          case sig
+          when "CHLD" then nil # reaped below
+          when "HUP"
+            if options[:redirect_stdout] || options[:redirect_stderr]
+              redirect_stdio(options, reopen: true)
+              signal_workers("HUP")
+            else
+              stopping ||= begin_cluster_stop(options, "HUP")
+            end
+          else
+            stopping ||= begin_cluster_stop(options, sig)
+          end
+        end
+        reap_workers(options)
+        if stopping
+          break if @workers.empty?
+
+          kill_stragglers(options)
+        else
+          return Launcher::FAILED if hopeless?
+
+          check_timeouts(options)
+          spawn_missing(options, app)
+        end
+      end
+      log "- Goodbye!"
+      @end_by_sigterm = stopping == "TERM" && options[:raise_exception_on_sigterm]
+      Launcher::OK
+    end
+
+    def wake_master
+      @messages_w.write_nonblock("!\n", exception: false)
+    end
+
+    def monotonic
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+
+    # How long the master may sleep: until the next check-in deadline or spawn, at most the
+    # check interval (a second while stopping, to send KILLs on time).
+    def master_timeout(options, stopping)
+      return 1.0 if stopping
+
+      interval = options[:worker_check_interval]
+      wait = [interval, @next_spawn_at - monotonic].min if @workers.size < options[:workers]
+      [wait || interval, 0.05].max
+    end
+
+    def read_messages(options, timeout:)
+      return unless @messages_r.wait_readable(timeout)
+
+      data = @messages_r.read_nonblock(65_536, exception: false)
+      return unless data.is_a?(String)
+
+      (@partial = "#{@partial}#{data}").then do |buffer|
+        lines = buffer.split("\n", -1)
+        @partial = lines.pop
+        lines.each { |line| handle_message(options, line) }
+      end
+    end
+
+    def handle_message(options, line)
+      kind = line[0]
+      pid = line[1..].to_i
+      worker = @workers.find { |w| w.pid == pid }
+      return if kind == "!" || worker.nil?
+
+      worker.last_checkin = monotonic
+      return unless kind == "b"
+
+      worker.booted_at = monotonic
+      @failed_boots = 0
+      @ever_booted = true
+      log format("- Worker %d (PID: %d) booted in %.2fs, phase: 0", worker.index, pid, worker.booted_at - worker.started_at)
+      return if @booted_announced || @workers.count(&:booted?) < options[:workers]
+
+      @booted_announced = true
+      @config.run_hooks(:after_booted, log: @err)
+    end
+
+    def reap_workers(options)
+      loop do
+        pid, status = Process.wait2(-1, Process::WNOHANG)
+        break unless pid
+
+        worker = @workers.find { |w| w.pid == pid }
+        next unless worker
+
+        @workers.delete(worker)
+        unless worker.booted? || worker.term_sent_at
+          @failed_boots += 1
+          delay = [2**(@failed_boots - 1), MAX_BACKOFF].min
+          @next_spawn_at = monotonic + delay
+          log "! Worker #{worker.index} (PID: #{pid}) failed to boot (#{describe_status(status)}); next try in #{delay}s"
+        end
+        if worker.booted? && !worker.term_sent_at
+          log "! Worker #{worker.index} (PID: #{pid}) died (#{describe_status(status)}); starting a new one"
+        end
+        @config.run_hooks(:after_worker_shutdown, WorkerInfo.new(worker.index, pid, status), log: @err)
+      end
+    rescue Errno::ECHILD
+      nil
+    end
+
+    # What `after_worker_shutdown` hooks get: the worker's index, pid and exit status.
+    WorkerInfo = Struct.new(:index, :pid, :process_status)
+
+    def describe_status(status)
+      status.signaled? ? "killed by SIG#{Signal.signame(status.termsig)}" : "exit #{status.exitstatus}"
+    end
+
+    def hopeless?
+      return false if @ever_booted || @failed_boots < HOPELESS_BOOTS
+
+      @err.puts "catamount: no worker could boot (#{@failed_boots} tries); stopping"
+      signal_workers("KILL")
+      true
+    end
+
+    # Kills a worker that stopped checking in (`worker_timeout`) or never finished booting
+    # (`worker_boot_timeout`); the next round replaces it.
+    def check_timeouts(options)
+      now = monotonic
+      @workers.each do |w|
+        next if w.term_sent_at
+
+        limit = w.booted? ? options[:worker_timeout] : options[:worker_boot_timeout]
+        next if now - (w.last_checkin || w.started_at) < limit
+
+        what = w.booted? ? "check in" : "boot"
+        log "! Terminating timed out worker (Worker #{w.index} failed to #{what} within #{limit.round} seconds): #{w.pid}"
+        kill(w.pid, "KILL")
+        w.term_sent_at = now
+      end
+    end
+
+    def spawn_missing(options, app)
+      return if monotonic < @next_spawn_at
+
+      free = (0...options[:workers]).reject { |i| @workers.any? { |w| w.index == i } }
+      return if free.empty?
+
+      nakayoshi_gc if options[:nakayoshi_fork]
+      free.each { |index| spawn_worker(index, options, app) }
+    end
+
+    # `nakayoshi_fork`: collect (and compact) before forking, so the pages the workers share
+    # copy-on-write are not dirtied by the first GC in each of them.
+    def nakayoshi_gc
+      4.times { GC.start(full_mark: true, immediate_sweep: true) }
+      GC.compact if GC.respond_to?(:compact)
+    rescue NotImplementedError
+      nil
+    end
+
+    def spawn_worker(index, options, app)
+      @config.run_hooks(:before_worker_fork, index, log: @err)
+      started = monotonic
+      pid = Process.fork do
+        worker_main(index, options, app)
+      ensure
+        exit!(Launcher::FAILED) # a worker never returns into the master's code
+      end
+      @workers << Worker.new(index: index, pid: pid, started_at: started)
+      @config.run_hooks(:after_worker_fork, index, log: @err)
+    end
+
+    def begin_cluster_stop(options, why)
+      @config.run_hooks(:after_stopped, log: @err)
+      log "- Gracefully shutting down workers..."
+      now = monotonic
+      @workers.each do |w|
+        kill(w.pid, "TERM")
+        w.term_sent_at ||= now
+      end
+      @stop_began = now
+      @force_at = options[:force_shutdown_after].is_a?(Numeric) ? now + options[:force_shutdown_after] : nil
+      why
+    end
+
+    # After `worker_shutdown_timeout` (or `force_shutdown_after`), a worker still alive is killed.
+    def kill_stragglers(options)
+      limit = options[:worker_shutdown_timeout]
+      now = monotonic
+      @workers.each do |w|
+        next unless now - (w.term_sent_at || @stop_began) >= limit || (@force_at && now >= @force_at)
+
+        kill(w.pid, "KILL")
+      end
+    end
+
+    def signal_workers(sig)
+      @workers.each { |w| kill(w.pid, sig) }
+    end
+
+    def kill(pid, sig)
+      Process.kill(sig, pid)
+    rescue Errno::ESRCH
+      nil
+    end
+
+    # --- in the worker process -------------------------------------------------------------
+
+    def worker_main(index, options, app)
+      @log_prefix = "[#{Process.pid}] "
+      master = Process.ppid
+      @alive_w.close
+      @messages_r.close
+      Signal.trap("INT", "IGNORE")
+      Signal.trap("CHLD", "DEFAULT")
+      stop = Queue.new
+      Signal.trap("TERM") { stop << :term }
+      Signal.trap("HUP") { stop << :hup }
+      tag = options[:tag] || File.basename(Dir.pwd)
+      Process.setproctitle("catamount: cluster worker #{index}: #{master}#{tag.empty? ? '' : " [#{tag}]"}")
+      Thread.new do
+        @alive_r.read # returns when the master is gone
+        @err.puts "#{@log_prefix}! Detected the master died, stopping"
+        exit!(Launcher::FAILED)
+      end
+      hook_data = Hash.new { |h, k| h[k] = {} }
+      run_keyed_hooks(:before_worker_boot, index, hook_data)
+      app ||= prepare_app(options)
+      exit!(Launcher::FAILED) unless app
+
+      @server.become_worker
+      @server.start
+      pool = start_pool(@server, app)
+      Thread.new { @server.wait; stop << :finished }
+      @messages_w.write("b#{Process.pid}:#{index}\n")
+      Thread.new do
+        loop do
+          sleep options[:worker_check_interval]
+          @messages_w.write("p#{Process.pid}\n")
+        end
+      rescue IOError, SystemCallError
+        nil
+      end
+      loop do
+        case stop.pop
+        when :hup
+          redirect_stdio(options, reopen: true) if options[:redirect_stdout] || options[:redirect_stderr]
+        when :term
+          @server.stop
+        when :finished
+          break
+        end
+      end
+      pool.join
+      run_keyed_hooks(:before_worker_shutdown, index, hook_data)
+      $stdout.flush
+      $stderr.flush
+      exit!(Launcher::OK)
+    rescue Exception => e # rubocop:disable Lint/RescueException -- a worker must never run the master's code after a fork
+      @err.puts "#{@log_prefix}! Unable to start worker: #{e.message} (#{e.class})"
+      exit!(Launcher::FAILED)
+    end
+
+    # Hooks defined with a key get the worker's index and that key's Hash (shared by the
+    # key's hooks for the life of the worker); the others get the index.
+    def run_keyed_hooks(name, index, data)
+      @config.hooks[name].each do |hook|
+        args = hook.key ? [index, data[hook.key]] : [index]
+        hook.block.call(*args)
+      rescue StandardError, ScriptError => e
+        @err.puts "WARNING hook #{name} (#{hook.where}) failed with exception (#{e.class}) #{e.message}"
+      end
+    end
+  end
+
+  class Launcher
+    include Cluster
+  end
+end

@@ -1,0 +1,225 @@
+# frozen_string_literal: true
+
+require_relative "support/helper"
+
+# Cluster mode: a master process that forks workers sharing its listeners. Every test starts the
+# real server and counts on what the processes and the sockets show.
+class TestCluster < Minitest::Test
+  include Support::ServerTest
+  parallelize_me!
+
+  # An app that says which process answered, and records each process that loaded it.
+  PID_APP = <<~RUBY
+    File.write(ENV.fetch("LOADS"), "\#{Process.pid}\\n", mode: "a") if ENV["LOADS"]
+    run lambda { |env|
+      sleep 1 if env["PATH_INFO"] == "/slow"
+      Process.kill("STOP", Process.pid) if env["PATH_INFO"] == "/hang"
+      [200, {}, [Process.pid.to_s]]
+    }
+  RUBY
+
+  def cluster(config, *args, env: {}, boot: true)
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/app.ru", PID_APP)
+      File.write("#{dir}/puma.rb", config.gsub("DIR", dir))
+      server = ServerProcess.new(["-C", "#{dir}/puma.rb", "-b", "tcp://127.0.0.1:0", *args, "#{dir}/app.ru"],
+                                 env: { "LOADS" => "#{dir}/loads" }.merge(env))
+      (@servers ||= []) << server
+      server.boot! if boot
+      yield server, dir
+    ensure
+      # Workers of a test that failed must not outlive it.
+      (server&.stdout.to_s + server&.stderr.to_s).scan(/PID: (\d+)\)/).flatten.each { |pid| kill_quietly(pid.to_i) }
+    end
+  end
+
+  def kill_quietly(pid)
+    Process.kill("KILL", pid)
+  rescue Errno::ESRCH, Errno::EPERM
+    nil
+  end
+
+  # Index => pid of each worker's first boot, once all `count` have booted.
+  def worker_pids(server, count)
+    count.times { |i| server.wait_for(/Worker #{i} \(PID: \d+\) booted/) }
+    server.stdout.scan(/Worker (\d+) \(PID: (\d+)\) booted/).reverse.to_h { |i, pid| [i.to_i, pid.to_i] }
+  end
+
+  # Distinct pids that answered fresh connections (bounded number of tries).
+  def answering_pids(port, want:, tries: 400)
+    seen = []
+    tries.times do
+      seen |= [raw_request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body.to_i]
+      break if seen.size >= want
+    end
+    seen
+  end
+
+  def alive?(pid)
+    Process.kill(0, pid)
+    true
+  rescue Errno::ESRCH
+    false
+  end
+
+  def wait_gone(pid, timeout: 10)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    while alive?(pid) && File.read("/proc/#{pid}/stat").split[2] != "Z"
+      return false if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+      sleep 0.02
+    end
+    true
+  rescue Errno::ENOENT
+    true
+  end
+
+  def test_workers_share_the_listeners_and_the_master_serves_nothing
+    cluster("workers 2\n") do |server|
+      assert_match(/\[#{server.pid}\] Catamount starting in cluster mode\.\.\./, server.stdout)
+      assert_match(/Workers: 2$/, server.stdout)
+      pids = worker_pids(server, 2)
+      assert_equal 2, pids.values.uniq.size
+      refute_includes pids.values, server.pid
+      answered = answering_pids(server.port, want: 2)
+      assert_equal pids.values.sort, answered.sort, "both workers accept; the master never answers"
+      pids.each do |index, pid|
+        assert_match(/catamount: cluster worker #{index}: #{server.pid}/, File.read("/proc/#{pid}/cmdline"))
+      end
+    end
+  end
+
+  def test_preload_loads_the_app_once_in_the_master
+    cluster("workers 2\nnakayoshi_fork\n") do |server, dir|
+      worker_pids(server, 2)
+      assert_equal [server.pid], File.read("#{dir}/loads").split.map(&:to_i)
+      assert_match(/Preload: yes$/, server.stdout)
+    end
+    cluster("workers 2\npreload_app! false\n") do |server, dir|
+      pids = worker_pids(server, 2)
+      assert_equal pids.values.sort, File.read("#{dir}/loads").split.map(&:to_i).sort
+      assert_match(/Preload: no$/, server.stdout)
+    end
+  end
+
+  def test_a_killed_worker_is_replaced_and_serving_goes_on
+    cluster("workers 2\n") do |server|
+      pids = worker_pids(server, 2)
+      Process.kill("KILL", pids[0])
+      line = server.wait_for(/Worker 0 \(PID: #{pids[0]}\) died \(killed by SIGKILL\)/)
+      assert line
+      replacement = server.wait_for(/Worker 0 \(PID: (?!#{pids[0]})(\d+)\) booted/)[1].to_i
+      answered = answering_pids(server.port, want: 2)
+      assert_equal [pids[1], replacement].sort, answered.sort
+    end
+  end
+
+  def test_sigterm_finishes_in_flight_requests_and_stops_every_worker
+    cluster("workers 2\n") do |server|
+      pids = worker_pids(server, 2)
+      sock = connect(server.port)
+      sock.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+      sleep 0.3 # lets the request reach a worker; the outcome below does not depend on it
+      server.signal("TERM")
+      response = read_response(sock)
+      assert_equal 200, response.status
+      assert_equal "close", response["connection"]
+      assert_equal Signal.list["TERM"], server.wait_exit.termsig
+      pids.each_value { |pid| assert wait_gone(pid), "worker #{pid} still alive" }
+      assert_includes server.stdout, "Gracefully shutting down workers"
+    ensure
+      sock&.close
+    end
+  end
+
+  def test_hooks_run_where_puma_runs_them
+    cluster(<<~RUBY) do |server, dir|
+      workers 2
+      before_fork { File.write("DIR/before_fork", Process.pid.to_s) }
+      on_worker_fork { |i| File.write("DIR/worker_fork_\#{i}", Process.pid.to_s) }
+      after_worker_fork { |i| File.write("DIR/after_worker_fork_\#{i}", Process.pid.to_s) }
+      on_worker_boot { |i| File.write("DIR/boot_\#{i}", Process.pid.to_s) }
+      before_worker_boot(:db) { |i, data| data[:opened] = "conn-\#{i}" }
+      before_worker_shutdown(:db) { |i, data| File.write("DIR/shutdown_\#{i}", data[:opened]) }
+      after_worker_shutdown { |w| File.write("DIR/reaped_\#{w.index}", w.process_status.exitstatus.to_s) }
+      after_booted { File.write("DIR/booted", Process.pid.to_s) }
+      raise_exception_on_sigterm false
+    RUBY
+      pids = worker_pids(server, 2)
+      master = server.pid.to_s
+      assert_equal master, wait_for_file("#{dir}/before_fork")
+      assert_equal master, wait_for_file("#{dir}/booted")
+      [0, 1].each do |i|
+        assert_equal master, wait_for_file("#{dir}/worker_fork_#{i}")
+        assert_equal master, wait_for_file("#{dir}/after_worker_fork_#{i}")
+        assert_equal pids[i].to_s, wait_for_file("#{dir}/boot_#{i}")
+      end
+      server.signal("TERM")
+      assert_equal 0, server.wait_exit.exitstatus
+      [0, 1].each do |i|
+        assert_equal "conn-#{i}", File.read("#{dir}/shutdown_#{i}"), "keyed hooks share their Hash"
+        assert_equal "0", File.read("#{dir}/reaped_#{i}")
+      end
+      refute_match(/WARNING hook/, server.stderr)
+    end
+  end
+
+  def test_a_hung_worker_is_replaced_after_worker_timeout
+    cluster("workers 1\nworker_check_interval 1\nworker_timeout 2\nsilence_single_worker_warning\n") do |server|
+      pid = worker_pids(server, 1)[0]
+      sock = connect(server.port)
+      sock.write("GET /hang HTTP/1.1\r\nHost: x\r\n\r\n") # the worker stops itself (SIGSTOP)
+      server.wait_for(/Terminating timed out worker \(Worker 0 failed to check in within 2 seconds\): #{pid}/, timeout: 15)
+      fresh = server.wait_for(/Worker 0 \(PID: (?!#{pid})(\d+)\) booted/, timeout: 10)[1].to_i
+      assert_equal fresh, get(server.port, "/").body.to_i
+    ensure
+      sock&.close
+    end
+  end
+
+  def test_workers_stop_when_the_master_dies
+    cluster("workers 2\n") do |server|
+      pids = worker_pids(server, 2)
+      Process.kill("KILL", server.pid)
+      pids.each_value { |pid| assert wait_gone(pid), "worker #{pid} outlived its master" }
+    end
+  end
+
+  def test_an_app_that_cannot_boot_is_retried_with_back_off_then_the_master_gives_up
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/broken.ru", "raise 'no database'\n")
+      File.write("#{dir}/puma.rb", "workers 2\npreload_app! false\n")
+      server = ServerProcess.new(["-C", "#{dir}/puma.rb", "-b", "tcp://127.0.0.1:0", "#{dir}/broken.ru"])
+      (@servers ||= []) << server
+      status = server.wait_exit(timeout: 40)
+      assert_equal 1, status.exitstatus
+      assert_match(/failed to boot \(exit 1\); next try in 1s/, server.stdout)
+      assert_match(/next try in 4s/, server.stdout)
+      assert_match(/no worker could boot/, server.stderr)
+      assert_match(/error loading .*broken\.ru: no database/, server.stderr)
+      assert_operator server.stdout.scan(/failed to boot/).size, :<=, 8, "back-off, not a fork storm"
+    end
+  end
+
+  def test_unix_socket_survives_a_worker_and_goes_with_the_master
+    path = File.join(Dir.tmpdir, "cat-cluster-#{Process.pid}-#{rand(1 << 30)}.sock")
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/app.ru", PID_APP)
+      server = ServerProcess.new(["-w", "2", "-b", "unix://#{path}", "#{dir}/app.ru"])
+      (@servers ||= []) << server
+      server.boot!
+      pids = worker_pids(server, 2)
+      Process.kill("KILL", pids[0])
+      server.wait_for(/Worker 0 \(PID: (?!#{pids[0]})\d+\) booted/)
+      assert File.socket?(path), "a worker's death must not remove the master's socket"
+      sock = UNIXSocket.new(path)
+      sock.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      assert_equal 200, read_response(sock).status
+      server.signal("INT")
+      assert_equal 0, server.wait_exit.exitstatus
+      refute File.exist?(path)
+    ensure
+      sock&.close
+    end
+  end
+end
