@@ -39,10 +39,6 @@ class TestBenchSmoke < Minitest::Test
       name = "#{s['app']}:#{s['mode']}"
       cat = s["servers"]["catamount"]
       refute s["servers"].key?("puma"), "#{name}: --smoke runs Catamount alone"
-      if s["mode"] == "w2"
-        assert_equal "cluster mode is not built yet", cat["unsupported"], name
-        next
-      end
       stats = cat.fetch("stats")
       assert_operator stats["requests"], :>, 0, name
       assert_equal 0, stats["errors"], name

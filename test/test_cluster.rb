@@ -89,6 +89,21 @@ class TestCluster < Minitest::Test
     end
   end
 
+  # A burst of keep-alive connections must not all land on the worker that accepted first (its
+  # threads all look free until the requests arrive); the others would idle meanwhile.
+  def test_a_burst_of_connections_spreads_over_the_workers
+    cluster("workers 2\nthreads 1, 1\n") do |server|
+      pids = worker_pids(server, 2)
+      # As a load generator does: open every connection, then send on each.
+      socks = Array.new(8) { connect(server.port) }
+      socks.each { |sock| sock.write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n") }
+      answered = socks.map { |sock| read_response(sock, timeout: 20).body.to_i }
+      assert_equal pids.values.sort, answered.uniq.sort, "answers came from #{answered.tally}"
+    ensure
+      socks&.each(&:close)
+    end
+  end
+
   def test_preload_loads_the_app_once_in_the_master
     cluster("workers 2\nnakayoshi_fork\n") do |server, dir|
       worker_pids(server, 2)

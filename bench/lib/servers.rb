@@ -30,13 +30,10 @@ module Bench
       super("catamount", "Catamount")
     end
 
-    def unsupported(mode)
-      "cluster mode is not built yet" if mode.workers
-    end
-
     def command(mode, port, rackup)
+      cluster = mode.workers ? ["-w", mode.workers.to_s, "--preload"] : []
       [RbConfig.ruby, File.join(ROOT, "bin", "catamount"), "-e", "production", "-t", "#{mode.min}:#{mode.max}",
-       "-b", "tcp://127.0.0.1:#{port}", rackup]
+       *cluster, "-b", "tcp://127.0.0.1:#{port}", rackup]
     end
   end
 

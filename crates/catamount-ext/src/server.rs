@@ -145,7 +145,10 @@ impl RbServer {
         let listeners =
             std::mem::take(&mut *rb_self.listeners.lock().unwrap_or_else(|p| p.into_inner()));
         let mut config = rb_self.config.clone();
-        config.unlink_unix_sockets = !rb_self.in_worker.load(std::sync::atomic::Ordering::SeqCst);
+        if rb_self.in_worker.load(std::sync::atomic::Ordering::SeqCst) {
+            config.unlink_unix_sockets = false;
+            config.new_connection_hold = Some(std::time::Duration::from_millis(50));
+        }
         let server = Server::start(config, listeners).map_err(|e| {
             Error::new(
                 ruby.exception_runtime_error(),

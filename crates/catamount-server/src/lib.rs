@@ -68,6 +68,13 @@ pub struct ServerConfig {
     /// On a graceful stop, accept and serve the connections already in the listen backlog
     /// before closing the listeners. Default false.
     pub drain_on_shutdown: bool,
+    /// Count a newly accepted connection against the pool's capacity until its first request is
+    /// queued, for at most this long. Default None; cluster workers use 50 ms. Without it, the
+    /// worker that wins the first accept of a burst of connections would accept the whole
+    /// burst (its threads all look free until requests arrive), and its keep-alive connections
+    /// would stay there while the other workers idle. The hold is short so a client that
+    /// connects and sends nothing cannot keep a worker from accepting.
+    pub new_connection_hold: Option<Duration>,
     /// Remove UNIX socket files when the server ends. Default true; false in cluster workers,
     /// whose listeners belong to the master (it removes them when the last worker is gone).
     pub unlink_unix_sockets: bool,
@@ -90,6 +97,7 @@ impl Default for ServerConfig {
             idle_thread_trim: Duration::from_secs(30),
             proxy_protocol: false,
             drain_on_shutdown: false,
+            new_connection_hold: None,
             unlink_unix_sockets: true,
         }
     }

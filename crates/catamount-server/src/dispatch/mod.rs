@@ -107,6 +107,9 @@ struct State<T> {
     /// Threads woken for a queued request that have not taken it yet (they are getting the GVL).
     claiming: usize,
     running: usize,
+    /// Connections just accepted whose first request is not queued yet (cluster workers only,
+    /// for a short while: see `ServerConfig::new_connection_hold`).
+    arriving: usize,
     closed: bool,
 }
 
@@ -142,6 +145,7 @@ impl<T> WorkQueue<T> {
                 waiting: 0,
                 claiming: 0,
                 running: 0,
+                arriving: 0,
                 closed: false,
             }),
             work: Condvar::new(),
@@ -178,7 +182,22 @@ impl<T> WorkQueue<T> {
     /// threads allowed. Connections still sending their request do not count: they cost no thread.
     pub fn has_capacity(&self) -> bool {
         let st = self.lock();
-        st.running + st.jobs.len() < self.max_threads
+        st.running + st.jobs.len() + st.arriving < self.max_threads
+    }
+
+    /// A connection was just accepted and its first request is expected at once: count it
+    /// against capacity until [`connection_arrived`](Self::connection_arrived).
+    pub fn connection_arriving(&self) {
+        self.lock().arriving += 1;
+    }
+
+    /// The connection counted by [`connection_arriving`](Self::connection_arriving) has queued
+    /// its first request, went away, or took too long to count any more.
+    pub fn connection_arrived(&self) {
+        let mut st = self.lock();
+        st.arriving = st.arriving.saturating_sub(1);
+        drop(st);
+        self.capacity.notify_waiters();
     }
 
     /// Waits until [`has_capacity`](Self::has_capacity) holds. Called by the reactor.
@@ -391,6 +410,28 @@ mod tests {
         assert!(!q.has_capacity());
         q.finish();
         assert!(q.has_capacity());
+    }
+
+    #[test]
+    fn arriving_connections_count_against_capacity_until_they_arrive() {
+        let q: WorkQueue<u32> = WorkQueue::new(0, 2, Duration::from_secs(30));
+        q.connection_arriving();
+        assert!(q.has_capacity());
+        q.connection_arriving();
+        assert!(
+            !q.has_capacity(),
+            "two threads, two connections about to send requests"
+        );
+        q.push(1);
+        q.connection_arrived();
+        assert!(
+            !q.has_capacity(),
+            "the request replaced the connection in the count"
+        );
+        q.connection_arrived();
+        assert!(q.has_capacity());
+        q.connection_arrived();
+        assert!(q.has_capacity(), "never below zero");
     }
 
     #[test]

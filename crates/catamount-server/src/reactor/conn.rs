@@ -29,6 +29,40 @@ const READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection is drained of unread request bytes before the final close.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// A just-accepted connection counted against the pool's capacity (see
+/// `ServerConfig::new_connection_hold`); uncounted once, by whichever comes first: its first
+/// request queued, the hold running out, or the connection ending.
+pub(super) struct Arrival {
+    shared: Arc<Shared>,
+    counted: std::sync::atomic::AtomicBool,
+}
+
+impl Arrival {
+    pub(super) fn new(shared: Arc<Shared>) -> Arrival {
+        shared.queue.connection_arriving();
+        Arrival {
+            shared,
+            counted: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    pub(super) fn done(&self) {
+        if self
+            .counted
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.shared.queue.connection_arrived();
+        }
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve(
     stream: Stream,
     peer: Peer,
@@ -36,6 +70,7 @@ pub(super) async fn serve(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
+    arrival: Option<Arc<Arrival>>,
 ) {
     let mut conn = Conn {
         stream: Arc::new(stream),
@@ -47,8 +82,12 @@ pub(super) async fn serve(
         served: 0,
         idle_since: None,
         exchange: Arc::new(Exchange::default()),
+        arrival,
     };
     conn.run().await;
+    if let Some(arrival) = conn.arrival.take() {
+        arrival.done();
+    }
     conn.exchange.close();
 }
 
@@ -66,6 +105,8 @@ struct Conn {
     idle_since: Option<Instant>,
     /// Shared with the pool thread serving this connection's current request.
     exchange: Arc<Exchange>,
+    /// Set while a new connection still counts against capacity.
+    arrival: Option<Arc<Arrival>>,
 }
 
 /// Why reading a request ended without a request.
@@ -125,6 +166,10 @@ impl Conn {
             );
             self.shared.touch();
             self.shared.queue.push(Box::new(Job { request, responder }));
+            // Queued now, so it counts as a request; stop counting the connection.
+            if let Some(arrival) = self.arrival.take() {
+                arrival.done();
+            }
             match self.deliver().await {
                 Delivered::KeepAlive => continue,
                 Delivered::Close => {

@@ -180,6 +180,7 @@ fn drain(acceptor: &Acceptor, shared: &Arc<Shared>, alive: &mpsc::Sender<()>) {
                     shared.clone(),
                     never_stops.clone(),
                     alive.clone(),
+                    None,
                 );
                 tokio::spawn(async move {
                     conn.await;
@@ -214,6 +215,15 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer, local_port)) => {
                 shared.touch();
+                let arrival = shared.config.new_connection_hold.map(|hold| {
+                    let arrival = Arc::new(conn::Arrival::new(shared.clone()));
+                    let timer = arrival.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(hold).await;
+                        timer.done();
+                    });
+                    arrival
+                });
                 tokio::spawn(conn::serve(
                     stream,
                     peer,
@@ -221,6 +231,7 @@ async fn accept_loop(
                     shared.clone(),
                     stop.clone(),
                     alive.clone(),
+                    arrival,
                 ));
             }
             Err(e) => {
