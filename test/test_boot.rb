@@ -8,8 +8,7 @@ class TestBoot < Minitest::Test
   parallelize_me!
 
   def run_cli(*args, env: {}, chdir: nil)
-    server = ServerProcess.new(args.flatten, env: env, chdir: chdir)
-    (@servers ||= []) << server
+    server = launch(args.flatten, env: env, chdir: chdir)
     status = server.wait_exit
     [status, server.stdout, server.stderr]
   end
@@ -154,8 +153,7 @@ class TestBoot < Minitest::Test
           "catamount: cannot write pidfile #{read_only}/p.pid: Permission denied",
         ["-b", "unix://#{read_only}/s.sock", app] => "catamount: could not listen on unix://#{read_only}/s.sock: permission denied"
       }.each do |args, line|
-        server = ServerProcess.new(args, command: command, chdir: dir)
-        (@servers ||= []) << server
+        server = launch(args, command: command, chdir: dir)
         status = server.wait_exit
         refute status.success?, args.inspect
         assert_equal "#{line}\n", server.stderr, args.inspect
@@ -176,9 +174,8 @@ class TestBoot < Minitest::Test
   end
 
   def test_silent_prints_nothing_but_serves
-    server = ServerProcess.new(["-s", "-b", "unix://#{sock = "#{Dir.tmpdir}/cat-silent-#{Process.pid}-#{rand(1 << 30)}.sock"}",
-                                File.join(Support::APPS, "kitchen.ru")], env: {})
-    (@servers ||= []) << server
+    server = launch(["-s", "-b", "unix://#{sock = "#{Dir.tmpdir}/cat-silent-#{Process.pid}-#{rand(1 << 30)}.sock"}",
+                     File.join(Support::APPS, "kitchen.ru")])
     deadline = Time.now + 15
     sleep 0.05 until File.socket?(sock) || Time.now > deadline
     s = UNIXSocket.new(sock)

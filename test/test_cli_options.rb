@@ -76,18 +76,15 @@ class TestEntryPointsAndListener < Minitest::Test
       env = { "BUNDLE_GEMFILE" => File.join(dir, "Gemfile"), "BUNDLE_APP_CONFIG" => File.join(dir, ".bundle") }
       out = IO.popen(env, %w[bundle install --local], chdir: dir, err: %i[child out], &:read)
       assert $?.success?, out
-      server = ServerProcess.new([], env: env, chdir: dir, command: %w[bundle exec catamount -b tcp://127.0.0.1:0])
-      (@servers ||= []) << server
-      server.boot!
+      server = launch([], env: env, chdir: dir, command: %w[bundle exec catamount -b tcp://127.0.0.1:0], boot: true)
       assert_equal "bundled", get(server.port, "/").body
     end
   end
 
   def test_ruby_with_lib_on_the_load_path_runs_exe
-    server = ServerProcess.new(["-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "kitchen.ru")],
-                               command: [RbConfig.ruby, "-I", File.join(Support::ROOT, "lib"), File.join(Support::ROOT, "exe", "catamount")])
-    (@servers ||= []) << server
-    server.boot!
+    server = launch(["-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "kitchen.ru")],
+                    command: [RbConfig.ruby, "-I", File.join(Support::ROOT, "lib"), File.join(Support::ROOT, "exe", "catamount")],
+                    boot: true)
     assert_equal "hello", get(server.port, "/").body
   end
 

@@ -22,10 +22,8 @@ class TestCluster < Minitest::Test
     Dir.mktmpdir do |dir|
       File.write("#{dir}/app.ru", PID_APP)
       File.write("#{dir}/puma.rb", config.gsub("DIR", dir))
-      server = ServerProcess.new(["-C", "#{dir}/puma.rb", "-b", "tcp://127.0.0.1:0", *args, "#{dir}/app.ru"],
-                                 env: { "LOADS" => "#{dir}/loads" }.merge(env))
-      (@servers ||= []) << server
-      server.boot! if boot
+      server = launch(["-C", "#{dir}/puma.rb", "-b", "tcp://127.0.0.1:0", *args, "#{dir}/app.ru"],
+                      env: { "LOADS" => "#{dir}/loads" }.merge(env), boot: boot)
       yield server, dir
     ensure
       # Workers of a test that failed must not outlive it.
@@ -62,14 +60,13 @@ class TestCluster < Minitest::Test
     false
   end
 
+  # Gone, or a zombie its (dead) parent left: either way it serves nothing any more.
   def wait_gone(pid, timeout: 10)
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-    while alive?(pid) && File.read("/proc/#{pid}/stat").split[2] != "Z"
-      return false if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+    wait_until(timeout: timeout) { !alive?(pid) || zombie?(pid) }
+  end
 
-      sleep 0.02
-    end
-    true
+  def zombie?(pid)
+    File.read("/proc/#{pid}/stat").split[2] == "Z"
   rescue Errno::ENOENT
     true
   end
@@ -204,8 +201,7 @@ class TestCluster < Minitest::Test
     Dir.mktmpdir do |dir|
       File.write("#{dir}/broken.ru", "raise 'no database'\n")
       File.write("#{dir}/puma.rb", "workers 2\npreload_app! false\n")
-      server = ServerProcess.new(["-C", "#{dir}/puma.rb", "-b", "tcp://127.0.0.1:0", "#{dir}/broken.ru"])
-      (@servers ||= []) << server
+      server = launch(["-C", "#{dir}/puma.rb", "-b", "tcp://127.0.0.1:0", "#{dir}/broken.ru"])
       status = server.wait_exit(timeout: 40)
       assert_equal 1, status.exitstatus
       assert_match(/failed to boot \(exit 1\); next try in 1s/, server.stdout)
@@ -220,9 +216,7 @@ class TestCluster < Minitest::Test
     path = File.join(Dir.tmpdir, "cat-cluster-#{Process.pid}-#{rand(1 << 30)}.sock")
     Dir.mktmpdir do |dir|
       File.write("#{dir}/app.ru", PID_APP)
-      server = ServerProcess.new(["-w", "2", "-b", "unix://#{path}", "#{dir}/app.ru"])
-      (@servers ||= []) << server
-      server.boot!
+      server = launch(["-w", "2", "-b", "unix://#{path}", "#{dir}/app.ru"], boot: true)
       pids = worker_pids(server, 2)
       Process.kill("KILL", pids[0])
       server.wait_for(/Worker 0 \(PID: (?!#{pids[0]})\d+\) booted/)

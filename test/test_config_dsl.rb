@@ -260,17 +260,6 @@ class TestConfigDsl < Minitest::Test
     ""
   end
 
-  # True once the block is (bounded wait).
-  def wait_until(timeout: 10)
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-    until yield
-      return false if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
-
-      sleep 0.02
-    end
-    true
-  end
-
   def test_idle_timeout_stops_the_server
     with_config("idle_timeout 1\nraise_exception_on_sigterm false\n") do |server|
       assert_equal "hello", get(server.port, "/").body
@@ -454,9 +443,7 @@ class TestConfigDsl < Minitest::Test
           [200, { "content-type" => "text/plain" }, ["after hints"]]
         }
       RUBY
-      server = ServerProcess.new(["--early-hints", "--no-config", "-b", "tcp://127.0.0.1:0", "#{dir}/hints.ru"])
-      (@servers ||= []) << server
-      server.boot!
+      server = launch(["--early-hints", "--no-config", "-b", "tcp://127.0.0.1:0", "#{dir}/hints.ru"], boot: true)
       sock = connect(server.port)
       sock.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
       raw = read_until_close(sock)
@@ -502,9 +489,7 @@ class TestConfigDsl < Minitest::Test
       RUBY
       [["clean_thread_locals\n", %w[nil nil]], ["", ["nil", '"from an earlier request"']]].each do |source, expected|
         File.write("#{dir}/c.rb", "threads 1, 1\n#{source}")
-        server = ServerProcess.new(["-C", "#{dir}/c.rb", "-b", "tcp://127.0.0.1:0", "#{dir}/locals.ru"])
-        (@servers ||= []) << server
-        server.boot!
+        server = launch(["-C", "#{dir}/c.rb", "-b", "tcp://127.0.0.1:0", "#{dir}/locals.ru"], boot: true)
         assert_equal expected, Array.new(2) { get(server.port, "/").body }, source
       end
     end

@@ -79,10 +79,7 @@ class TestRailsConfig < Minitest::Test
 
   # `catamount` run in `dir` with no -C, no bind and no rackup path (only `args`, if any).
   def run_in(dir, *args, env: {}, boot: true)
-    server = ServerProcess.new(args, env: QUIET_ENV.merge(env), chdir: dir)
-    (@servers ||= []) << server
-    server.boot! if boot
-    server
+    launch(args, env: QUIET_ENV.merge(env), chdir: dir, boot: boot)
   end
 
   def assert_serves(port, body)

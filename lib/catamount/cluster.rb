@@ -141,11 +141,10 @@ module Catamount
       data = @messages_r.read_nonblock(65_536, exception: false)
       return unless data.is_a?(String)
 
-      (@partial = "#{@partial}#{data}").then do |buffer|
-        lines = buffer.split("\n", -1)
-        @partial = lines.pop
-        lines.each { |line| handle_message(options, line) }
-      end
+      # Messages are lines; a read may end inside one, kept for the next read.
+      lines = "#{@partial}#{data}".split("\n", -1)
+      @partial = lines.pop
+      lines.each { |line| handle_message(options, line) }
     end
 
     def handle_message(options, line)
@@ -308,7 +307,7 @@ module Catamount
         exit!(Launcher::FAILED)
       end
       hook_data = Hash.new { |h, k| h[k] = {} }
-      run_keyed_hooks(:before_worker_boot, index, hook_data)
+      @config.run_hooks(:before_worker_boot, index, log: @err, keyed: hook_data)
       app ||= prepare_app(options)
       exit!(Launcher::FAILED) unless app
 
@@ -336,24 +335,13 @@ module Catamount
         end
       end
       pool.join
-      run_keyed_hooks(:before_worker_shutdown, index, hook_data)
+      @config.run_hooks(:before_worker_shutdown, index, log: @err, keyed: hook_data)
       $stdout.flush
       $stderr.flush
       exit!(Launcher::OK)
     rescue Exception => e # rubocop:disable Lint/RescueException -- a worker must never run the master's code after a fork
       @err.puts "#{@log_prefix}! Unable to start worker: #{e.message} (#{e.class})"
       exit!(Launcher::FAILED)
-    end
-
-    # Hooks defined with a key get the worker's index and that key's Hash (shared by the
-    # key's hooks for the life of the worker); the others get the index.
-    def run_keyed_hooks(name, index, data)
-      @config.hooks[name].each do |hook|
-        args = hook.key ? [index, data[hook.key]] : [index]
-        hook.block.call(*args)
-      rescue StandardError, ScriptError => e
-        @err.puts "WARNING hook #{name} (#{hook.where}) failed with exception (#{e.class}) #{e.message}"
-      end
     end
   end
 

@@ -113,11 +113,13 @@ module Catamount
       @hooks.keys.select { |name| HOOKS.fetch(name)[:cluster] && !@hooks[name].empty? }
     end
 
-    # Runs every hook called `name` with `args`. A hook that raises is reported on stderr and
-    # the others still run, as in Puma: a broken hook must not take the server down.
-    def run_hooks(name, *args, log: $stderr)
+    # Runs every hook called `name` with `args`; a hook defined with a key also gets that key's
+    # Hash from `keyed` (shared by the key's hooks for the life of a worker). A hook that raises
+    # is reported on stderr and the others still run, as in Puma: a broken hook must not take
+    # the server down.
+    def run_hooks(name, *args, log: $stderr, keyed: nil)
       @hooks[name].each do |hook|
-        hook.block.call(*args)
+        hook.block.call(*args, *([keyed[hook.key]] if hook.key && keyed))
       rescue StandardError, ScriptError => e
         log.puts "WARNING hook #{name} (#{hook.where}) failed with exception (#{e.class}) #{e.message}"
       end

@@ -174,11 +174,10 @@ module Catamount
         (values[:binds] ||= []) << (name == :bind ? args[0] : "tcp://#{args[1] || '0.0.0.0'}:#{args[0]}")
       when :clear_binds!
         values[:binds] = []
+      when :quiet
+        values[:log_requests] = args.empty? ? false : !args[0]
       else
-        flag = args.empty? || (args.size == 1 && [true, false].include?(args[0]))
-        value = args.empty? ? true : args.size == 1 ? args[0] : args
-        value = !value if name == :quiet && flag
-        values[GET_KEYS.fetch(name, name == :quiet ? :log_requests : name)] = value
+        values[GET_KEYS.fetch(name, name)] = args.empty? ? true : args.size == 1 ? args[0] : args
       end
     end
 

@@ -40,10 +40,27 @@ module Support
       args = args.flatten
       args += ["-b", "tcp://127.0.0.1:0"] unless args.any? { |a| a.start_with?("-b", "--bind", "-p", "--port", "-C") }
       args << File.join(APPS, app) if app
-      server = ServerProcess.new(args, env: env, chdir: chdir)
+      launch(args, env: env, chdir: chdir, boot: boot)
+    end
+
+    # Starts `catamount args` exactly as given (no bind or app added), killed after the test;
+    # waits for its boot line when `boot`. `command:` as for ServerProcess.
+    def launch(args, boot: false, **process_options)
+      server = ServerProcess.new(args, **process_options)
       (@servers ||= []) << server
       server.boot! if boot
       server
+    end
+
+    # True once the block is (bounded wait).
+    def wait_until(timeout: 10)
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+      until yield
+        return false if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+        sleep 0.02
+      end
+      true
     end
 
     # The content of `path` once it exists and is not empty (bounded wait), or nil.

@@ -101,7 +101,7 @@ impl RbServer {
             access_logger: keep_optional(settings, "access_logger")?,
             remote_addr: match &o.remote_address {
                 RemoteAddress::Fixed(v) => RemoteAddr::Fixed(keep(frozen(ruby, v))),
-                RemoteAddress::Header(h) => RemoteAddr::Header(h.to_ascii_lowercase().into_bytes()),
+                RemoteAddress::Header(h) => RemoteAddr::Header(h.clone().into_bytes()),
                 RemoteAddress::Socket | RemoteAddress::ProxyV1 => RemoteAddr::Socket,
             },
             url_scheme: o.rack_url_scheme.as_deref().map(|s| keep(frozen(ruby, s))),
@@ -227,11 +227,9 @@ impl RbServer {
             };
             serve(ruby, &rb_self.rack, app, *job)?;
             if let Some(hook) = rb_self.out_of_band {
-                // Only when this was the last busy thread and nothing waits: the hook (often a
-                // GC) then delays no one. This thread still counts as busy while it runs, so
-                // accepting pauses meanwhile, as in Puma.
-                let s = queue.stats();
-                if s.backlog == 0 && s.spawned.saturating_sub(s.waiting) <= 1 {
+                // Only when no other request is running or waiting: the hook (often a GC)
+                // then delays no one.
+                if queue.is_quiet() {
                     ruby.get_inner(hook).funcall::<_, _, Value>("call", ())?;
                 }
             }
@@ -359,7 +357,7 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
             },
         )
     };
-    env.aset(ruby.str_new("rack.early_hints"), hints)?;
+    env.aset(rack::env::early_hints_key(ruby), hints)?;
     let result = app.funcall::<_, _, Value>("call", (env,));
     let taken = lent.lock().unwrap_or_else(|p| p.into_inner()).take();
     let Some(responder) = taken else {

@@ -51,6 +51,14 @@ pub(super) fn whole(name: &str, v: &Value, what: &str) -> Result<u64, String> {
     .ok_or_else(|| format!("{name}: {} is not a whole number{what}", v.describe()))
 }
 
+/// A TCP port (Integer or numeric String).
+pub(super) fn port_number(name: &str, v: &Value) -> Result<u16, String> {
+    whole(name, v, "")
+        .ok()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| format!("{name}: {} is not a port number (0-65535)", v.describe()))
+}
+
 pub(super) fn count(name: &str, v: &Value) -> Result<u32, String> {
     let n = whole(name, v, " of threads")?;
     u32::try_from(n).map_err(|_| format!("{name}: {n} is too large"))

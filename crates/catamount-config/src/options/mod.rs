@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use crate::bind::{BindError, BindUrl};
 use args::{
-    arity, count, exactly_one_str, flag, hash, one_of, parse_seconds, seconds, seconds_value,
-    string, truthy, whole,
+    arity, count, exactly_one_str, flag, hash, one_of, parse_seconds, port_number, seconds,
+    seconds_value, string, truthy, whole,
 };
 
 /// A value handed over by the CLI parser or the config DSL.
@@ -108,7 +108,7 @@ pub enum Culling {
 }
 
 /// `activate_control_app` / `--control-url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ControlApp {
     /// A bind URL, or `auto` (a Unix socket in the temp dir).
     pub url: String,
@@ -374,12 +374,7 @@ impl Layer {
                     [p, h] => (p, Some(h)),
                     _ => return Err(arity(name, args.len(), "1..2")),
                 };
-                let port = whole(name, port, "")
-                    .ok()
-                    .and_then(|p| u16::try_from(p).ok())
-                    .ok_or_else(|| {
-                        format!("port: {} is not a port number (0-65535)", port.describe())
-                    })?;
+                let port = port_number(name, port)?;
                 let host = match host {
                     None | Some(Value::Nil) => self
                         .default_host
@@ -394,10 +389,7 @@ impl Layer {
                     return Err(arity(name, args.len(), "3"));
                 };
                 let host = string(name, host)?;
-                let port = whole(name, port, "")
-                    .ok()
-                    .filter(|p| *p <= 65535)
-                    .ok_or_else(|| format!("{name}: {} is not a port number", port.describe()))?;
+                let port = port_number(name, port)?;
                 let pairs = hash(name, opts, TLS_KEYS)?;
                 let has = |k: &str| pairs.iter().any(|(key, v)| key == k && truthy(v));
                 if !(has("cert") || has("cert_pem")) || !(has("key") || has("key_pem")) {
@@ -525,22 +517,11 @@ impl Layer {
             "control_url" => {
                 let url = exactly_one_str(name, args)?;
                 check_control_url(name, &url)?;
-                let control = self.control.get_or_insert_with(|| ControlApp {
-                    url: String::new(),
-                    auth_token: None,
-                    no_token: false,
-                    data_only: false,
-                });
-                control.url = url;
+                self.control.get_or_insert_with(ControlApp::default).url = url;
             }
             "control_auth_token" => {
                 let token = exactly_one_str(name, args)?;
-                let control = self.control.get_or_insert_with(|| ControlApp {
-                    url: String::new(),
-                    auth_token: None,
-                    no_token: false,
-                    data_only: false,
-                });
+                let control = self.control.get_or_insert_with(ControlApp::default);
                 if token == "none" {
                     control.no_token = true;
                 } else {

@@ -52,6 +52,7 @@ keys! {
     RACK_URL_SCHEME = "rack.url_scheme";
     RACK_HIJACK_P = "rack.hijack?";
     RACK_AFTER_REPLY = "rack.after_reply";
+    RACK_EARLY_HINTS = "rack.early_hints";
     PUMA_BODY_WAIT = "puma.request_body_wait";
     CATAMOUNT_BODY_WAIT = "catamount.request_body_wait";
     // Values shared by every request.
@@ -92,6 +93,12 @@ fn class_named(ruby: &Ruby, name: &str) -> RClass {
         .unwrap_or_else(|_| ruby.class_object());
     ruby.gc_register_mark_object(class);
     class
+}
+
+/// The interned `rack.early_hints` key (the callback is added by the pool loop, which holds
+/// the responder it writes to).
+pub fn early_hints_key(ruby: &Ruby) -> RString {
+    ruby.get_inner(&RACK_EARLY_HINTS)
 }
 
 /// Builds the env Hash for `request`. `body` is moved into `rack.input`.

@@ -42,7 +42,7 @@ pub enum RemoteAddr {
     Socket,
     /// Always this frozen String.
     Fixed(Opaque<Value>),
-    /// The first address in this header (name lower-cased), else the socket's peer.
+    /// The first address in this header (any case), else the socket's peer.
     Header(Vec<u8>),
 }
 

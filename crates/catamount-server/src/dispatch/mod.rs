@@ -185,6 +185,13 @@ impl<T> WorkQueue<T> {
         st.running + st.jobs.len() + st.arriving < self.max_threads
     }
 
+    /// Whether no request is queued or running (called by a pool thread after its own request
+    /// finished: then every other thread is idle too).
+    pub fn is_quiet(&self) -> bool {
+        let st = self.lock();
+        st.jobs.is_empty() && st.running == 0
+    }
+
     /// A connection was just accepted and its first request is expected at once: count it
     /// against capacity until [`connection_arrived`](Self::connection_arrived).
     pub fn connection_arriving(&self) {
