@@ -17,6 +17,7 @@ require "catamount/plugin"
 require "catamount/puma_compat"
 require "catamount/launcher"
 require "catamount/cluster"
+require "catamount/restart"
 
 module Catamount
   class << self

@@ -17,7 +17,7 @@ module Catamount
   # Mixed into Launcher: it uses the launcher's logging, app loading and pidfile helpers.
   module Cluster
     # A worker as the master sees it.
-    Worker = Struct.new(:index, :pid, :started_at, :booted_at, :last_checkin, :term_sent_at, keyword_init: true) do
+    Worker = Struct.new(:index, :pid, :phase, :started_at, :booted_at, :last_checkin, :term_sent_at, keyword_init: true) do
       def booted?
         !booted_at.nil?
       end
@@ -48,8 +48,10 @@ module Catamount
       banner(options, @server, cluster: { preload: preload })
       log "! WARNING: a cluster of 1 worker only adds a master process; use workers 0 or 2+" if workers == 1 && !options[:silence_single_worker_warning]
       Catamount.launcher = self
+      @preload = preload
       begin
-        master_loop(options, app)
+        status = master_loop(options, app)
+        status == :restart ? exec_restart(options, @server) : status
       ensure
         @server.unlink_unix_sockets
         remove_pidfile(options[:pidfile])
@@ -71,15 +73,14 @@ module Catamount
       @next_spawn_at = monotonic
       @ever_booted = false
       @booted_announced = false
-      %w[TERM INT CHLD].each do |sig|
+      @worker_count = options[:workers]
+      @phase = 0
+      @phased_restart = false
+      (%w[TERM INT CHLD HUP TTIN TTOU] + restart_signals).each do |sig|
         Signal.trap(sig) do
           @pending_signals << sig
           wake_master
         end
-      end
-      Signal.trap("HUP") do
-        @pending_signals << "HUP"
-        wake_master
       end
       @config.plugins.each { |plugin| start_plugin(plugin) }
       @config.run_hooks(:before_fork, log: @err)
@@ -87,34 +88,127 @@ module Catamount
       loop do
         read_messages(options, timeout: master_timeout(options, stopping))
         @pending_signals.shift(@pending_signals.size).each do |sig|
-          case sig
-          when "CHLD" then nil # reaped below
-          when "HUP"
-            if options[:redirect_stdout] || options[:redirect_stderr]
-              redirect_stdio(options, reopen: true)
-              signal_workers("HUP")
-            else
-              stopping ||= begin_cluster_stop(options, "HUP")
-            end
-          else
-            stopping ||= begin_cluster_stop(options, sig)
-          end
+          stopping = handle_signal(options, sig, stopping)
         end
         reap_workers(options)
+        kill_stragglers(options)
         if stopping
           break if @workers.empty?
-
-          kill_stragglers(options)
         else
           return Launcher::FAILED if hopeless?
 
           check_timeouts(options)
+          cull_workers(options)
           spawn_missing(options, app)
+          phased_restart_step(options)
         end
       end
+      return :restart if stopping == "restart"
+
       log "- Goodbye!"
       @end_by_sigterm = stopping == "TERM" && options[:raise_exception_on_sigterm]
       Launcher::OK
+    end
+
+    # What a signal to the master does; returns why the cluster is stopping (nil: it is not).
+    # A stop asked for during a hot restart wins (nothing is exec'd); a restart asked for
+    # while stopping is ignored; a hot restart during a phased one takes over.
+    def handle_signal(options, sig, stopping)
+      case sig
+      when "CHLD" then nil # reaped by the loop
+      when "HUP"
+        if options[:redirect_stdout] || options[:redirect_stderr]
+          redirect_stdio(options, reopen: true)
+          signal_workers("HUP")
+        else
+          return stopping || begin_cluster_stop(options, "HUP")
+        end
+      when "TTIN", "TTOU"
+        change_worker_count(options, sig == "TTIN" ? 1 : -1) unless stopping
+      when "USR1"
+        return stopping if stopping
+        return begin_phased_restart(options) unless @preload
+
+        log "* phased-restart called but not available, restarting normally."
+        return begin_hot_restart(options)
+      when "USR2"
+        return stopping || begin_hot_restart(options)
+      else
+        return stopping if stopping && stopping != "restart"
+
+        return begin_cluster_stop(options, sig)
+      end
+      stopping
+    end
+
+    # TTIN / TTOU: one worker more, or one fewer (never fewer than one). The surplus worker is
+    # chosen by `worker_culling_strategy`.
+    def change_worker_count(options, delta)
+      count = [@worker_count + delta, 1].max
+      return if count == @worker_count
+
+      @worker_count = count
+      @next_spawn_at = monotonic if delta.positive?
+      log "- Worker count now #{count}"
+      cull_workers(options)
+    end
+
+    def cull_workers(options)
+      live = @workers.reject(&:term_sent_at)
+      surplus = live.size - @worker_count
+      return if surplus < 1
+
+      by_age = live.sort_by(&:started_at)
+      by_age.reverse! unless options[:worker_culling_strategy].to_s == "oldest"
+      by_age.first(surplus).each do |w|
+        log "- Worker #{w.index} (PID: #{w.pid}) terminating: worker count lowered"
+        stop_worker(w)
+      end
+    end
+
+    def stop_worker(worker)
+      kill(worker.pid, "TERM")
+      worker.term_sent_at ||= monotonic
+    end
+
+    # USR2: every worker stops gracefully (connections keep queueing on the sockets the master
+    # holds), then the master execs itself (Restart#exec_restart).
+    def begin_hot_restart(_options)
+      log "* Restarting..."
+      @workers.each { |w| stop_worker(w) }
+      @stop_began = monotonic
+      @force_at = nil
+      "restart"
+    end
+
+    # USR1 without preload: workers are replaced one at a time, each new one loading the app
+    # afresh (so new code is served), and a worker is stopped only while all the others are
+    # booted and serving, so capacity never drops by more than one worker.
+    def begin_phased_restart(options)
+      @phase += 1
+      @phased_restart = true
+      log "- Starting phased worker restart, phase: #{@phase}"
+      dir = restart_directory(options)
+      if dir != Dir.pwd
+        log "+ Changing to #{dir}"
+        Dir.chdir(dir)
+      end
+      nil
+    end
+
+    def phased_restart_step(_options)
+      return unless @phased_restart
+      return unless @workers.size >= @worker_count && @workers.all? { |w| w.booted? && !w.term_sent_at }
+
+      old = @workers.select { |w| w.phase < @phase }.min_by(&:index)
+      if old
+        log "- Stopping #{old.pid} for phased upgrade..."
+        stop_worker(old)
+      else
+        @phased_restart = false
+        log "- Phased restart complete, phase: #{@phase}"
+        @config.run_hooks(:after_booted, log: @err)
+      end
     end
 
     def wake_master
@@ -131,7 +225,7 @@ module Catamount
       return 1.0 if stopping
 
       interval = options[:worker_check_interval]
-      wait = [interval, @next_spawn_at - monotonic].min if @workers.size < options[:workers]
+      wait = [interval, @next_spawn_at - monotonic].min if @workers.size < @worker_count
       [wait || interval, 0.05].max
     end
 
@@ -159,8 +253,8 @@ module Catamount
       worker.booted_at = monotonic
       @failed_boots = 0
       @ever_booted = true
-      log format("- Worker %d (PID: %d) booted in %.2fs, phase: 0", worker.index, pid, worker.booted_at - worker.started_at)
-      return if @booted_announced || @workers.count(&:booted?) < options[:workers]
+      log format("- Worker %d (PID: %d) booted in %.2fs, phase: %d", worker.index, pid, worker.booted_at - worker.started_at, worker.phase)
+      return if @booted_announced || @workers.count(&:booted?) < @worker_count
 
       @booted_announced = true
       @config.run_hooks(:after_booted, log: @err)
@@ -222,14 +316,19 @@ module Catamount
       end
     end
 
+    # Forks workers until there are `@worker_count` (a stopping worker still counts until it
+    # is reaped, so its replacement takes its index), each at the lowest free index.
     def spawn_missing(options, app)
       return if monotonic < @next_spawn_at
 
-      free = (0...options[:workers]).reject { |i| @workers.any? { |w| w.index == i } }
-      return if free.empty?
+      missing = @worker_count - @workers.size
+      return if missing < 1
 
       nakayoshi_gc if options[:nakayoshi_fork]
-      free.each { |index| spawn_worker(index, options, app) }
+      taken = @workers.map(&:index)
+      (0..).lazy.reject { |i| taken.include?(i) }.first(missing).each do |index|
+        spawn_worker(index, options, app)
+      end
     end
 
     # `nakayoshi_fork`: collect (and compact) before forking, so the pages the workers share
@@ -249,29 +348,31 @@ module Catamount
       ensure
         exit!(Launcher::FAILED) # a worker never returns into the master's code
       end
-      @workers << Worker.new(index: index, pid: pid, started_at: started)
+      @workers << Worker.new(index: index, pid: pid, phase: @phase, started_at: started)
       @config.run_hooks(:after_worker_fork, index, log: @err)
     end
 
+    # A plain stop: the master closes its copies of the listening sockets (new connections are
+    # refused once the workers' close too) and every worker finishes what it has.
     def begin_cluster_stop(options, why)
       @config.run_hooks(:after_stopped, log: @err)
       log "- Gracefully shutting down workers..."
+      @server.close_listeners
       now = monotonic
-      @workers.each do |w|
-        kill(w.pid, "TERM")
-        w.term_sent_at ||= now
-      end
+      @workers.each { |w| stop_worker(w) }
       @stop_began = now
       @force_at = options[:force_shutdown_after].is_a?(Numeric) ? now + options[:force_shutdown_after] : nil
       why
     end
 
-    # After `worker_shutdown_timeout` (or `force_shutdown_after`), a worker still alive is killed.
+    # A worker still alive `worker_shutdown_timeout` after its TERM (or when
+    # `force_shutdown_after` runs out) is killed.
     def kill_stragglers(options)
       limit = options[:worker_shutdown_timeout]
       now = monotonic
       @workers.each do |w|
-        next unless now - (w.term_sent_at || @stop_began) >= limit || (@force_at && now >= @force_at)
+        next unless w.term_sent_at
+        next unless now - w.term_sent_at >= limit || (@force_at && now >= @force_at)
 
         kill(w.pid, "KILL")
       end
@@ -296,6 +397,8 @@ module Catamount
       @messages_r.close
       Signal.trap("INT", "IGNORE")
       Signal.trap("CHLD", "DEFAULT")
+      # Meant for the master (a `pkill` may reach every process of the tree).
+      %w[TTIN TTOU USR1 USR2].each { |sig| Signal.trap(sig, "IGNORE") }
       stop = Queue.new
       Signal.trap("TERM") { stop << :term }
       Signal.trap("HUP") { stop << :hup }

@@ -20,6 +20,7 @@ module Catamount
       @silent = false
       @debug = false
       @server = nil
+      remember_command(argv)
     end
 
     def run
@@ -120,6 +121,7 @@ module Catamount
     end
 
     def boot(cli)
+      @inherited = take_inherited_sockets
       # As given (like Puma): a relative -I path resolves against --dir.
       $LOAD_PATH.unshift(*cli.includes)
       @config = Configuration.load(cli)
@@ -151,6 +153,7 @@ module Catamount
       begin
         serve(@server, app, options)
       ensure
+        @server.unlink_unix_sockets
         remove_pidfile(options[:pidfile])
       end
     end
@@ -230,7 +233,8 @@ module Catamount
         environment: options[:environment],
         lowlevel_error_handler: @config.lowlevel_error_handler,
         access_logger: @config.custom_logger,
-        out_of_band: out_of_band_hook
+        out_of_band: out_of_band_hook,
+        inherited: @inherited
       }
     end
 
@@ -257,7 +261,8 @@ module Catamount
       else
         log "*          PID: #{Process.pid}"
       end
-      server.listening.each { |l| log "* Listening on #{l}" }
+      inherited = server.inherited
+      server.listening.each { |l| log "* Listening on #{l}#{' (inherited)' if inherited.include?(l)}" }
       log "Use Ctrl-C to stop"
       @out.flush
       tag = options[:tag] || File.basename(Dir.pwd)
@@ -302,10 +307,12 @@ module Catamount
     # Runs until TERM, INT or HUP (without redirected logs): the first one stops gracefully
     # (in-flight requests finish); a second INT, or `force_shutdown_after` running out, ends the
     # process at once. After a TERM the process ends by SIGTERM, as Puma's does, unless
-    # `raise_exception_on_sigterm false`.
+    # `raise_exception_on_sigterm false`. USR2 (and USR1: one process has no phases) stops the
+    # same way but keeps the listening sockets, then execs the same command (Restart).
     def serve(server, app, options)
       signals = Queue.new
       %w[TERM INT HUP].each { |sig| Signal.trap(sig) { signals << sig } }
+      restart_signals.each { |sig| Signal.trap(sig) { signals << sig } }
       server.start
       @started_at = Time.now.utc
       pool = start_pool(server, app)
@@ -320,6 +327,8 @@ module Catamount
           break
         when :force
           backtraces if options[:shutdown_debug]
+          return exec_restart(options, server) if stopping == "restart"
+
           halt
         when "HUP"
           if options[:redirect_stdout] || options[:redirect_stderr]
@@ -330,12 +339,22 @@ module Catamount
         when :idle
           log "- Idle timeout reached, stopping"
           stopping ||= begin_stop(server, options, signals, "idle")
+        when "USR1", "USR2"
+          next if stopping
+
+          log "* phased-restart called but not available, restarting normally." if event == "USR1"
+          log "* Restarting..."
+          stopping = begin_stop(server, options, signals, "restart")
         else
           halt if stopping && event == "INT"
+          # A stop asked for during a restart wins: the sockets close, nothing is exec'd.
+          stopping = nil if stopping == "restart" && close_for_stop(server)
           stopping ||= begin_stop(server, options, signals, event)
         end
       end
       pool.join
+      return exec_restart(options, server) if stopping == "restart"
+
       log "- Goodbye!"
       @end_by_sigterm = stopping == "TERM" && options[:raise_exception_on_sigterm]
       OK
@@ -350,9 +369,24 @@ module Catamount
       sleep 5 # the signal is delivered at once; this only keeps the caller from running on
     end
 
+    # USR2 (hot restart) and USR1, unless PUMA_SKIP_SIGUSR2 (Puma 6.6+) leaves USR2 alone.
+    def restart_signals
+      ENV.key?("PUMA_SKIP_SIGUSR2") ? %w[USR1] : %w[USR1 USR2]
+    end
+
+    # A plain stop closes this process's copies of the listening sockets, so new connections
+    # are refused rather than queued for a process that will never come. True (for chaining).
+    def close_for_stop(server)
+      server.close_listeners
+      true
+    end
+
     def begin_stop(server, options, signals, why)
-      @config.run_hooks(:after_stopped, log: @err)
-      log "- Gracefully stopping, waiting for requests to finish"
+      unless why == "restart"
+        @config.run_hooks(:after_stopped, log: @err)
+        log "- Gracefully stopping, waiting for requests to finish"
+        close_for_stop(server)
+      end
       backtraces if options[:shutdown_debug] == true
       server.stop
       if (limit = options[:force_shutdown_after]).is_a?(Numeric)

@@ -1,6 +1,7 @@
-//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Two things live here:
-//! releasing the GVL, and reading the bytes of Ruby Strings (copied, or lent to one write while
-//! the GVL is held).
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Three things live here:
+//! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one write while
+//! the GVL is held), and taking ownership of a listening socket's descriptor handed over by the
+//! process that ran before this one.
 //!
 //! Pool threads wait for work, wait for slow clients and write large streamed pieces *without*
 //! the GVL, so the other Ruby threads run meanwhile. Ruby's rule for that is
@@ -111,4 +112,26 @@ pub fn bytes_of(s: magnus::RString) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     copy_bytes(s, &mut out);
     out
+}
+
+/// Takes ownership of descriptor `raw`, which the process before this one handed over as a
+/// listening socket (`PUMA_INHERIT_n` after a hot restart, `LISTEN_FDS` from systemd). None if
+/// it is not an open socket, or is one of stdin/stdout/stderr.
+///
+/// The caller must pass each number once, and nothing else in the process may own it (the
+/// launcher reads the numbers from the environment, removes them from it, and wraps them in
+/// Ruby only with `autoclose: false`).
+pub fn adopt_inherited_socket(raw: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if raw < 3 {
+        return None;
+    }
+    // Checked without touching the descriptor: /proc names an open socket "socket:[inode]".
+    let target = std::fs::read_link(format!("/proc/self/fd/{raw}")).ok()?;
+    if !target.to_string_lossy().starts_with("socket:") {
+        return None;
+    }
+    // SAFETY: the descriptor is open and a socket (checked above), and by the contract above no
+    // other owner exists, so this OwnedFd is its only owner and closes it exactly once.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
 }

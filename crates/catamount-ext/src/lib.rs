@@ -52,6 +52,12 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let srv = native.define_class("Server", ruby.class_object())?;
     srv.define_singleton_method("new", function!(server::RbServer::new, 2))?;
     srv.define_method("listening", method!(server::RbServer::listening, 0))?;
+    srv.define_method("inherited", method!(server::RbServer::inherited, 0))?;
+    srv.define_method("restart_fds", method!(server::RbServer::restart_fds, 0))?;
+    srv.define_method(
+        "close_listeners",
+        method!(server::RbServer::close_listeners, 0),
+    )?;
     srv.define_method("start", method!(server::RbServer::start, 0))?;
     srv.define_method(
         "next_pool_action",

@@ -12,7 +12,8 @@ use magnus::value::{Opaque, ReprValue};
 use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 
 use catamount_server::{
-    bind_all, BoundListener, Job, PoolAction, Server, ServerConfig, Wait, Waiter,
+    bind_all_inheriting, BoundListener, InheritedSocket, Job, PoolAction, Server, ServerConfig,
+    Wait, Waiter,
 };
 
 use catamount_config::options::{HttpMethods, RemoteAddress};
@@ -29,6 +30,14 @@ pub struct RbServer {
     /// Listeners bound at `new`, taken by `start`.
     listeners: Mutex<Vec<BoundListener>>,
     displays: Vec<String>,
+    /// Which of `displays` were handed over by the previous process.
+    inherited: Vec<String>,
+    /// A second descriptor for every listener, with its bind URL: kept open while the reactor
+    /// stops, so a hot restart can hand the sockets (and the connections queued on them) to the
+    /// next process. Dropped by `close_listeners` on a plain stop.
+    restart_fds: Mutex<Vec<(std::os::fd::OwnedFd, String)>>,
+    /// The UNIX socket files this process owns.
+    socket_files: Vec<std::path::PathBuf>,
     server: OnceLock<Arc<Server>>,
     rack: RackSettings,
     /// `out_of_band` hooks, run on a pool thread when a request ends and every thread is idle.
@@ -52,6 +61,22 @@ fn frozen(ruby: &Ruby, s: &str) -> Value {
     v.as_value()
 }
 
+/// `settings[:inherited]`: `[[fd, url_or_nil], ...]` read from the environment by the launcher.
+/// Descriptors that are not open sockets are skipped (the bind then opens a new socket).
+fn inherited_sockets(settings: RHash) -> Result<Vec<InheritedSocket>, Error> {
+    let list: Option<Vec<(i32, Option<String>)>> =
+        settings.lookup(Ruby::get_with(settings).to_symbol("inherited"))?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(list
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(fd, _)| seen.insert(*fd))
+        .filter_map(|(fd, url)| {
+            ffi::adopt_inherited_socket(fd).map(|fd| InheritedSocket { url, fd })
+        })
+        .collect())
+}
+
 /// An optional setting: absent or nil is None.
 fn keep_optional(hash: RHash, key: &str) -> Result<Option<Opaque<Value>>, Error> {
     let v: Option<Value> = hash.lookup(Ruby::get_with(hash).to_symbol(key))?;
@@ -63,9 +88,29 @@ impl RbServer {
     /// the boot before the app loads. Raises `Catamount::ListenError`.
     pub fn new(ruby: &Ruby, options: &RbOptions, settings: RHash) -> Result<RbServer, Error> {
         let o = &options.0;
-        let listeners = bind_all(&o.binds)
+        let inherited = inherited_sockets(settings)?;
+        let listeners = bind_all_inheriting(&o.binds, inherited, o.activated_sockets)
             .map_err(|e| Error::new(errors::listen_error(ruby), e.to_string()))?;
         let displays = listeners.iter().map(|l| l.display.clone()).collect();
+        let inherited = listeners
+            .iter()
+            .filter(|l| l.inherited)
+            .map(|l| l.display.clone())
+            .collect();
+        let socket_files = listeners
+            .iter()
+            .filter_map(|l| l.unix_path.clone())
+            .collect();
+        let mut restart_fds = Vec::with_capacity(listeners.len());
+        for l in &listeners {
+            let fd = l.listener.try_clone_fd().map_err(|e| {
+                Error::new(
+                    errors::listen_error(ruby),
+                    format!("could not keep {} for restarts: {e}", l.display),
+                )
+            })?;
+            restart_fds.push((fd, l.bind.clone()));
+        }
         let mut limits = catamount_server::Limits {
             max_body: o.http_content_length_limit,
             ..Default::default()
@@ -112,6 +157,9 @@ impl RbServer {
             config,
             listeners: Mutex::new(listeners),
             displays,
+            inherited,
+            restart_fds: Mutex::new(restart_fds),
+            socket_files,
             server: OnceLock::new(),
             rack,
             out_of_band: keep_optional(settings, "out_of_band")?,
@@ -124,6 +172,34 @@ impl RbServer {
         self.displays.clone()
     }
 
+    /// The listeners (as in [`listening`](Self::listening)) the previous process handed over.
+    pub fn inherited(&self) -> Vec<String> {
+        self.inherited.clone()
+    }
+
+    /// `[[fd, bind_url], ...]`: the descriptors a hot restart passes to the next process.
+    pub fn restart_fds(&self) -> Vec<(i32, String)> {
+        use std::os::fd::AsRawFd;
+        let fds = self.restart_fds.lock().unwrap_or_else(|p| p.into_inner());
+        fds.iter()
+            .map(|(fd, url)| (fd.as_raw_fd(), url.clone()))
+            .collect()
+    }
+
+    /// Closes this process's descriptors of the listening sockets that the reactor does not
+    /// hold (the restart copies; in a cluster master, the listeners themselves), so a stopping
+    /// server refuses new connections instead of queueing them for nobody.
+    pub fn close_listeners(&self) {
+        self.restart_fds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Marks this process as a cluster worker (call after the fork, before `start`): its server
     /// serves the inherited listeners but leaves UNIX socket files to the master.
     pub fn become_worker(&self) {
@@ -134,8 +210,7 @@ impl RbServer {
     /// Removes the UNIX socket files of listeners this process bound and never served itself
     /// (the cluster master, once its last worker is gone).
     pub fn unlink_unix_sockets(&self) {
-        let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        for path in listeners.iter().filter_map(|l| l.unix_path.as_ref()) {
+        for path in &self.socket_files {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -145,8 +220,10 @@ impl RbServer {
         let listeners =
             std::mem::take(&mut *rb_self.listeners.lock().unwrap_or_else(|p| p.into_inner()));
         let mut config = rb_self.config.clone();
+        // Socket files outlive the reactor: a hot restart hands the socket to the next process,
+        // and a cluster's belong to the master. The launcher removes them on a plain stop.
+        config.unlink_unix_sockets = false;
         if rb_self.in_worker.load(std::sync::atomic::Ordering::SeqCst) {
-            config.unlink_unix_sockets = false;
             config.new_connection_hold = Some(std::time::Duration::from_millis(50));
         }
         let server = Server::start(config, listeners).map_err(|e| {

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 pub use catamount_http::Limits;
 pub use dispatch::{PoolAction, PoolStats, Pop, Wait, Waiter, WorkQueue};
-pub use listener::{bind_all, BoundListener, ListenError, Listener};
+pub use listener::{
+    bind_all, bind_all_inheriting, BoundListener, InheritedSocket, ListenError, Listener,
+};
 pub use request::{Body, Job, Peer, Request};
 pub use response::Responder;
 

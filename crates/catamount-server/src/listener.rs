@@ -3,14 +3,21 @@
 //! Binding happens before the app is loaded and before any thread starts, so a port in use or a
 //! bad path fails the boot with one clear line and nothing half-started. The sockets are plain
 //! std listeners in non-blocking mode; the reactor adopts them once it runs.
+//!
+//! A socket handed over by the process before this one (a hot restart's `PUMA_INHERIT_n`, or
+//! systemd's `LISTEN_FDS`) is used instead of binding anew when it matches a bind, so the
+//! connections waiting in its backlog are served rather than refused.
 
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use catamount_config::options::ActivatedSockets;
 use catamount_config::{BindKind, BindUrl};
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -27,8 +34,31 @@ pub struct BoundListener {
     pub listener: Listener,
     /// `http://127.0.0.1:9292` or `unix:///tmp/app.sock`, as printed in "Listening on ...".
     pub display: String,
-    /// The socket file this process created, removed again at shutdown.
+    /// The socket file this process owns, removed again at shutdown.
     pub unix_path: Option<PathBuf>,
+    /// The bind URL it serves, as configured (`tcp://0.0.0.0:9292`): what a hot restart passes
+    /// on with the socket, so the next process matches it to the same bind.
+    pub bind: String,
+    /// Handed over by the previous process rather than bound by this one.
+    pub inherited: bool,
+}
+
+/// A listening socket handed over by the process that ran before this one.
+#[derive(Debug)]
+pub struct InheritedSocket {
+    /// The bind URL the previous process opened it for (hot restart); None from systemd.
+    pub url: Option<String>,
+    pub fd: OwnedFd,
+}
+
+impl Listener {
+    /// A second descriptor for the same socket (close-on-exec, like every descriptor here).
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        match self {
+            Listener::Tcp(l) => l.try_clone().map(OwnedFd::from),
+            Listener::Unix(l) => l.try_clone().map(OwnedFd::from),
+        }
+    }
 }
 
 /// Why a listener could not be opened.
@@ -48,9 +78,31 @@ impl std::error::Error for ListenError {}
 
 /// Opens every bind in order; on the first failure, closes what was opened and says which failed.
 pub fn bind_all(binds: &[BindUrl]) -> Result<Vec<BoundListener>, ListenError> {
+    bind_all_inheriting(binds, Vec::new(), None)
+}
+
+/// [`bind_all`], using a matching inherited socket instead of binding wherever there is one.
+///
+/// A TCP socket matches a bind when its address is one of the bind's hosts and either its port
+/// is the bind's or it was inherited under the bind's exact URL (so `tcp://127.0.0.1:0` keeps its
+/// port across a hot restart). A UNIX socket matches a bind of the same path. With `activated`
+/// (`bind_to_activated_sockets`), systemd's sockets no bind matched are served as well (`Also`),
+/// or instead of every configured bind (`Only`). Inherited sockets nothing uses are closed, and
+/// their socket files removed.
+pub fn bind_all_inheriting(
+    binds: &[BindUrl],
+    inherited: Vec<InheritedSocket>,
+    activated: Option<ActivatedSockets>,
+) -> Result<Vec<BoundListener>, ListenError> {
+    let mut pool: Vec<Adoptable> = inherited.into_iter().filter_map(Adoptable::new).collect();
     let mut out = Vec::new();
+    let binds = if activated == Some(ActivatedSockets::Only) {
+        &[][..]
+    } else {
+        binds
+    };
     for bind in binds {
-        match bind_one(bind, &mut out) {
+        match bind_one(bind, &mut pool, &mut out) {
             Ok(()) => {}
             Err(reason) => {
                 remove_socket_files(&out);
@@ -61,7 +113,89 @@ pub fn bind_all(binds: &[BindUrl]) -> Result<Vec<BoundListener>, ListenError> {
             }
         }
     }
+    for socket in pool {
+        if activated.is_some() && socket.url.is_none() {
+            out.push(socket.into_listener(None));
+        } else if let Local::Unix(path) = &socket.local {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     Ok(out)
+}
+
+/// An inherited socket and the address it listens on.
+struct Adoptable {
+    url: Option<String>,
+    local: Local,
+    socket: Socket,
+}
+
+enum Local {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Adoptable {
+    /// None (and the descriptor closed) for anything that is not a listening TCP or UNIX
+    /// stream socket with an address.
+    fn new(inherited: InheritedSocket) -> Option<Adoptable> {
+        let socket = Socket::from(inherited.fd);
+        if !matches!(socket.r#type(), Ok(t) if t == Type::STREAM) {
+            return None;
+        }
+        let addr = socket.local_addr().ok()?;
+        let local = match (addr.as_socket(), addr.as_pathname()) {
+            (Some(a), _) => Local::Tcp(a),
+            (None, Some(p)) => Local::Unix(p.to_path_buf()),
+            _ => return None,
+        };
+        socket.set_nonblocking(true).ok()?;
+        Some(Adoptable {
+            url: inherited.url,
+            local,
+            socket,
+        })
+    }
+
+    fn matches_tcp(&self, bind: &BindUrl, host: IpAddr, port: u16) -> bool {
+        match &self.local {
+            Local::Tcp(a) => {
+                a.ip() == host
+                    && (a.port() == port || self.url.as_deref() == Some(bind.original.as_str()))
+            }
+            Local::Unix(_) => false,
+        }
+    }
+
+    fn matches_unix(&self, path: &Path) -> bool {
+        matches!(&self.local, Local::Unix(p) if p == path)
+    }
+
+    fn into_listener(self, bind: Option<&BindUrl>) -> BoundListener {
+        let bind = bind.map(|b| b.original.clone());
+        match self.local {
+            Local::Tcp(a) => BoundListener {
+                display: format!("http://{a}"),
+                listener: Listener::Tcp(self.socket.into()),
+                unix_path: None,
+                bind: bind.unwrap_or_else(|| format!("tcp://{a}")),
+                inherited: true,
+            },
+            Local::Unix(p) => BoundListener {
+                display: format!("unix://{}", p.display()),
+                listener: Listener::Unix(self.socket.into()),
+                bind: bind.unwrap_or_else(|| format!("unix://{}", p.display())),
+                unix_path: Some(p),
+                inherited: true,
+            },
+        }
+    }
+}
+
+/// Takes the first inherited socket `pick` accepts out of `pool`.
+fn take(pool: &mut Vec<Adoptable>, pick: impl Fn(&Adoptable) -> bool) -> Option<Adoptable> {
+    let at = pool.iter().position(pick)?;
+    Some(pool.remove(at))
 }
 
 /// Removes the UNIX socket files these listeners created.
@@ -73,7 +207,11 @@ pub fn remove_socket_files(listeners: &[BoundListener]) {
     }
 }
 
-fn bind_one(bind: &BindUrl, out: &mut Vec<BoundListener>) -> Result<(), String> {
+fn bind_one(
+    bind: &BindUrl,
+    pool: &mut Vec<Adoptable>,
+    out: &mut Vec<BoundListener>,
+) -> Result<(), String> {
     let backlog = i32::try_from(bind.backlog).unwrap_or(i32::MAX);
     match &bind.kind {
         BindKind::Tcp {
@@ -82,6 +220,10 @@ fn bind_one(bind: &BindUrl, out: &mut Vec<BoundListener>) -> Result<(), String> 
             low_latency,
         } => {
             for host in hosts {
+                if let Some(socket) = take(pool, |s| s.matches_tcp(bind, *host, *port)) {
+                    out.push(socket.into_listener(Some(bind)));
+                    continue;
+                }
                 let addr = SocketAddr::new(*host, *port);
                 let socket =
                     Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(describe)?;
@@ -98,11 +240,17 @@ fn bind_one(bind: &BindUrl, out: &mut Vec<BoundListener>) -> Result<(), String> 
                     display: format!("http://{local}"),
                     listener: Listener::Tcp(listener),
                     unix_path: None,
+                    bind: bind.original.clone(),
+                    inherited: false,
                 });
             }
         }
         BindKind::Unix { path, umask, mode } => {
             let path = PathBuf::from(path);
+            if let Some(socket) = take(pool, |s| s.matches_unix(&path)) {
+                out.push(socket.into_listener(Some(bind)));
+                return Ok(());
+            }
             if path.exists() {
                 // A socket file someone still answers on is a running server: refuse, as Puma
                 // does. One nobody answers on is stale and is replaced.
@@ -136,6 +284,8 @@ fn bind_one(bind: &BindUrl, out: &mut Vec<BoundListener>) -> Result<(), String> 
                 display: format!("unix://{}", path.display()),
                 listener: Listener::Unix(socket.into()),
                 unix_path: Some(path),
+                bind: bind.original.clone(),
+                inherited: false,
             });
         }
     }
