@@ -6,11 +6,12 @@ class ServerProcess
 
   attr_reader :pid, :port
 
-  # `command` replaces `ruby bin/catamount` (e.g. `bundle exec catamount`).
-  def initialize(args, env: {}, chdir: nil, command: [RbConfig.ruby, BIN])
+  # `command` replaces `ruby bin/catamount` (e.g. `bundle exec catamount`); `redirects` adds
+  # descriptors for the child (`{ 3 => socket }`).
+  def initialize(args, env: {}, chdir: nil, command: [RbConfig.ruby, BIN], redirects: {})
     out_r, out_w = IO.pipe
     err_r, err_w = IO.pipe
-    @pid = Process.spawn(env, *command, *args, out: out_w, err: err_w, chdir: chdir || Dir.pwd)
+    @pid = Process.spawn(env, *command, *args, { out: out_w, err: err_w, chdir: chdir || Dir.pwd }.merge(redirects))
     out_w.close
     err_w.close
     @lock = Mutex.new

@@ -68,14 +68,14 @@ Options:
       --plugin NAME           Load plugin NAME (repeatable)
   -S, --state PATH            Write a state file for pumactl
   -R, --restart-cmd CMD       Command a hot restart runs
-  -w, --workers COUNT         Worker processes (cluster mode: not available yet)
+  -w, --workers COUNT         Worker processes (cluster mode)
       --preload               Load the app before forking workers (cluster mode)
   -f, --fork-worker[=REQUESTS]  Fork workers from worker 0 (cluster mode)
       --prune-bundler         Re-exec without Bundler (cluster mode)
       --extra-runtime-dependencies GEM,GEM  Gems kept after pruning (cluster mode)
       --control-url URL       Control server URL (not available yet)
       --control-token TOKEN   Control server token (not available yet)
-      --bind-to-activated-sockets[=only]  Use systemd's sockets (not available yet)
+      --bind-to-activated-sockets[=only]  Serve systemd's sockets too (or only them)
   -V, --version               Print the version and exit
   -h, --help                  Show this help and exit
 ";

@@ -981,9 +981,6 @@ impl Options {
         if self.control.is_some() {
             return Some("the control server (activate_control_app / --control-url)".into());
         }
-        if self.activated_sockets.is_some() {
-            return Some("systemd socket activation (bind_to_activated_sockets)".into());
-        }
         if self.max_io_threads > 0 {
             return Some("IO-bound thread marking (max_io_threads)".into());
         }

@@ -28,6 +28,9 @@ use crate::{spill, Shared};
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection is drained of unread request bytes before the final close.
 const LINGER: Duration = Duration::from_secs(2);
+/// How long a stopping server still waits for a request a connection has begun, or for the
+/// first request of a connection it accepted.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// A just-accepted connection counted against the pool's capacity (see
 /// `ServerConfig::new_connection_hold`); uncounted once, by whichever comes first: its first
@@ -234,8 +237,8 @@ impl Conn {
             };
             match self.read_more(deadline).await {
                 Read::Data => {}
-                // A half-sent head at shutdown or timeout is dropped without a word, as Puma
-                // does: there is no request yet to answer.
+                // A head still incomplete after the stop grace, or at the timeout, is dropped
+                // without a word, as Puma does: there is no request yet to answer.
                 Read::Eof | Read::TimedOut | Read::Stopping => return Err(Stop::Close),
             }
         }
@@ -363,16 +366,40 @@ impl Conn {
         .map_err(|_| Stop::Close)
     }
 
-    /// Waits for more bytes until `deadline`, giving up early if the server is stopping.
+    /// Waits for more bytes until `deadline`; once the server is stopping, only as long as
+    /// [`stop_deadline`](Self::stop_deadline) allows.
     async fn read_more(&mut self, deadline: Instant) -> Read {
-        let read = read_some(&self.stream, &mut self.buf);
-        tokio::select! {
-            r = tokio::time::timeout_at(Deadline::from_std(deadline), read) => match r {
-                Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
-                Ok(Ok(_)) => Read::Data,
-                Err(_) => Read::TimedOut,
-            },
-            _ = self.stop.wait_for(|s| *s) => Read::Stopping,
+        if !*self.stop.borrow() {
+            let read = read_some(&self.stream, &mut self.buf);
+            tokio::select! {
+                r = tokio::time::timeout_at(Deadline::from_std(deadline), read) => return match r {
+                    Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
+                    Ok(Ok(_)) => Read::Data,
+                    Err(_) => Read::TimedOut,
+                },
+                _ = self.stop.wait_for(|s| *s) => {}
+            }
+        }
+        let until = Deadline::from_std(self.stop_deadline(deadline));
+        match tokio::time::timeout_at(until, read_some(&self.stream, &mut self.buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
+            Ok(Ok(_)) => Read::Data,
+            Err(_) => Read::Stopping,
+        }
+    }
+
+    /// How long a read may still wait while the server stops. A request already on its way is
+    /// served rather than cut off: a connection that has not sent its first request yet (it
+    /// was accepted, so the client has sent or is sending one) or is in the middle of one gets
+    /// up to [`STOP_GRACE`]; an idle keep-alive connection gets only the bytes already there
+    /// (the client may send its next request just as the close reaches it, which HTTP clients
+    /// answer by retrying an idempotent request on a new connection).
+    fn stop_deadline(&self, deadline: Instant) -> Instant {
+        let now = Instant::now();
+        if self.served == 0 || !self.buf.is_empty() {
+            deadline.min(now + STOP_GRACE)
+        } else {
+            now
         }
     }
 

@@ -1,0 +1,283 @@
+# frozen_string_literal: true
+
+require_relative "support/helper"
+require "steady_load"
+
+# Restarts and worker-count changes under a steady load: hot restart (USR2), phased restart
+# (USR1), TTIN/TTOU and a worker killed by SIGKILL. Each test counts every failed request of the
+# load and asserts how many there may be (none, except the requests inside a killed worker).
+class TestRestarts < Minitest::Test
+  include Support::ServerTest
+  parallelize_me!
+
+  # Answers "<version> <pid>"; the version is written into the file, so rewriting the file is
+  # a code change a restart must pick up.
+  def app_source(version)
+    <<~RUBY
+      run lambda { |env|
+        if env["PATH_INFO"] == "/slow"
+          File.write("slow-started", "1")
+          sleep 0.5
+        end
+        [200, { "content-type" => "text/plain" }, ["#{version} \#{Process.pid}"]]
+      }
+    RUBY
+  end
+
+  # Starts `catamount args` on app.ru (version "v1") in a fresh directory (named DIR in `args`).
+  def serve(*args, config: "", env: {})
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/app.ru", app_source("v1"))
+      File.write("#{dir}/puma.rb", config)
+      args = args.map { |a| a.gsub("DIR", dir) }
+      server = launch(["-C", "#{dir}/puma.rb", "-b", "tcp://127.0.0.1:0", *args, "app.ru"],
+                      env: env, chdir: dir, boot: true)
+      yield server, dir
+    ensure
+      # Workers of a test that failed must not outlive it.
+      (server&.stdout.to_s + server&.stderr.to_s).scan(/PID: (\d+)\)/).flatten.each { |pid| kill_quietly(pid.to_i) }
+    end
+  end
+
+  def kill_quietly(pid)
+    Process.kill("KILL", pid)
+  rescue Errno::ESRCH, Errno::EPERM
+    nil
+  end
+
+  def alive?(pid)
+    Process.kill(0, pid)
+    true
+  rescue Errno::ESRCH
+    false
+  end
+
+  # The bodies' versions seen so far ("v1" => count, ...).
+  def versions(load)
+    load.bodies.each_with_object(Hash.new(0)) { |(body, n), h| h[body.split.first] += n }
+  end
+
+  # Runs a load, does `event` once it flows, waits until `done` (given the load) holds, lets
+  # more requests through, and asserts none failed. Returns the load.
+  def under_load(port, event:, done:, keep_alive: 2, fresh: 2)
+    load = SteadyLoad.new(port, keep_alive: keep_alive, fresh: fresh)
+    assert load.wait_for_more(40), "the load never flowed: #{load.summary}"
+    event.call
+    assert wait_until(timeout: 40) { done.call(load) }, "never done: #{load.summary}"
+    assert load.wait_for_more(60), "no answers after the event: #{load.summary}"
+    load.stop
+    warn load.summary if ENV["LOAD_SUMMARY"]
+    load
+  ensure
+    load&.stop
+  end
+
+  def test_single_mode_hot_restart_serves_new_code_on_the_same_sockets_and_loses_nothing
+    # A second listener, on a UNIX socket, must survive the restart too.
+    serve("-t", "2:2", "--pidfile", "pid", "-b", "unix://DIR/app.sock") do |server, dir|
+      sock_path = "#{dir}/app.sock"
+      load = under_load(server.port,
+                        event: lambda {
+                          File.write("#{dir}/app.ru", app_source("v2"))
+                          server.signal("USR2")
+                        },
+                        done: ->(l) { versions(l)["v2"].positive? })
+      assert_empty load.failures, load.summary
+      assert_match(/\* Restarting\.\.\..*Listening on http:\/\/127\.0\.0\.1:#{server.port} \(inherited\)/m, server.stdout)
+      assert_match(%r{Listening on unix://#{Regexp.escape(sock_path)} \(inherited\)}, server.stdout)
+      refute server.exited?, "the process replaced itself (same PID), it did not end"
+      assert_equal server.pid, File.read("#{dir}/pid").to_i
+      assert_match(/\Av2 #{server.pid}\z/, unix_get(sock_path), "the UNIX socket answers after the restart")
+      assert_equal 2, server.stdout.scan("Catamount starting").size, "booted exactly twice"
+      server.signal("TERM")
+      server.wait_exit
+      refute File.exist?(sock_path), "a plain stop removes the socket file"
+      refute File.exist?("#{dir}/pid")
+    end
+  end
+
+  def unix_get(path)
+    sock = UNIXSocket.new(path)
+    sock.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raise "no answer" unless sock.wait_readable(10)
+
+    sock.read.split("\r\n\r\n", 2).last
+  ensure
+    sock&.close
+  end
+
+  def test_cluster_hot_restart_with_preload_and_usr1_falling_back_to_it_lose_nothing
+    serve("-w", "2", "-t", "2:2") do |server, dir|
+      master = server.pid
+      load = under_load(server.port,
+                        event: lambda {
+                          File.write("#{dir}/app.ru", app_source("v2"))
+                          server.signal("USR2")
+                        },
+                        done: ->(l) { versions(l)["v2"].positive? })
+      assert_empty load.failures, load.summary
+      server.wait_for(/Worker 1 \(PID: \d+\) booted.*Worker 1 \(PID: \d+\) booted/m)
+
+      # With the app preloaded, USR1 cannot replace workers one by one: it restarts hot.
+      load = under_load(server.port,
+                        event: lambda {
+                          File.write("#{dir}/app.ru", app_source("v3"))
+                          server.signal("USR1")
+                        },
+                        done: ->(l) { versions(l)["v3"].positive? })
+      assert_empty load.failures, load.summary
+      assert_match(/phased-restart called but not available, restarting normally/, server.stdout)
+      assert_equal 3, server.stdout.scan("Catamount starting in cluster mode").size
+      assert_equal 2, server.stdout.scan("(inherited)").size
+      assert_equal master, server.pid
+      refute server.exited?
+    end
+  end
+
+  def test_phased_restart_replaces_workers_one_at_a_time_with_new_code_and_loses_nothing
+    serve("-w", "2", "-t", "2:2", config: "preload_app! false") do |server, dir|
+      server.wait_for(/Worker 0 \(PID: \d+\) booted.*Worker 1 \(PID: \d+\) booted|Worker 1 \(PID: \d+\) booted.*Worker 0 \(PID: \d+\) booted/m)
+      old = server.stdout.scan(/Worker \d \(PID: (\d+)\) booted/).flatten.map(&:to_i)
+      assert_equal 2, old.size
+      load = under_load(server.port,
+                        event: lambda {
+                          File.write("#{dir}/app.ru", app_source("v2"))
+                          server.signal("USR1")
+                        },
+                        done: ->(_) { server.stdout.include?("Phased restart complete") })
+      assert_empty load.failures, load.summary
+      log = server.stdout
+      assert_match(/Starting phased worker restart, phase: 1/, log)
+      # One at a time: the second old worker is stopped only after the first one's
+      # replacement booted.
+      assert_match(/Stopping \d+ for phased upgrade.*booted in [\d.]+s, phase: 1.*Stopping \d+ for phased upgrade.*booted in [\d.]+s, phase: 1/m, log)
+      assert wait_until { old.none? { |pid| alive?(pid) } }, "the old workers are gone"
+      # Every answer after the restart comes from new code.
+      after = SteadyLoad.new(server.port, keep_alive: 0, fresh: 2)
+      assert after.wait_for_more(30), after.summary
+      after.stop
+      assert_equal ["v2"], versions(after).keys, after.summary
+      assert_empty after.failures, after.summary
+      refute_match(/Catamount starting.*Catamount starting/m, log, "the master was not replaced")
+    end
+  end
+
+  def test_ttin_and_ttou_change_the_worker_count_culling_the_youngest_and_lose_nothing
+    serve("-w", "2", "-t", "2:2") do |server, _dir|
+      server.wait_for(/Worker 1 \(PID: \d+\) booted/)
+      load = under_load(server.port,
+                        event: -> { server.signal("TTIN") },
+                        done: ->(_) { server.stdout.match?(/Worker 2 \(PID: \d+\) booted/) })
+      assert_empty load.failures, load.summary
+      third = server.stdout[/Worker 2 \(PID: (\d+)\) booted/, 1].to_i
+      assert alive?(third)
+
+      load = under_load(server.port,
+                        event: -> { server.signal("TTOU") },
+                        done: ->(_) { !alive?(third) })
+      assert_empty load.failures, load.summary
+      assert_match(/Worker 2 \(PID: #{third}\) terminating: worker count lowered/, server.stdout)
+
+      # Never fewer than one worker.
+      3.times { server.signal("TTOU") }
+      assert server.wait_for(/Worker count now 1/)
+      assert wait_until { server.stdout.scan(/terminating: worker count lowered/).size == 2 }
+      assert_equal 1, server.stdout.scan("Worker count now 1").size
+      refute server.exited?
+      assert_equal 200, raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status
+    end
+  end
+
+  def test_worker_culling_strategy_oldest_culls_the_first_booted
+    serve("-w", "2", config: "worker_culling_strategy :oldest") do |server, _dir|
+      server.wait_for(/Worker 1 \(PID: \d+\) booted/)
+      server.signal("TTIN")
+      server.wait_for(/Worker 2 \(PID: \d+\) booted/)
+      server.signal("TTOU")
+      culled = server.wait_for(/Worker (\d) \(PID: \d+\) terminating/)[1]
+      refute_equal "2", culled
+    end
+  end
+
+  def test_a_worker_killed_with_sigkill_fails_only_requests_inside_it
+    serve("-w", "2", "-t", "2:2") do |server, _dir|
+      victim = server.wait_for(/Worker 0 \(PID: (\d+)\) booted/)[1].to_i
+      server.wait_for(/Worker 1 \(PID: \d+\) booted/)
+      # Fresh connections only: a killed worker can fail at most the one request each client
+      # has in flight (keep-alive clients would also see their idle connections to it reset).
+      load = under_load(server.port,
+                        keep_alive: 0, fresh: 4,
+                        event: -> { Process.kill("KILL", victim) },
+                        done: ->(_) { server.stdout.scan(/Worker 0 \(PID: \d+\) booted/).size == 2 })
+      per_client = load.failures.group_by(&:client).transform_values(&:size)
+      assert per_client.values.all? { |n| n <= 1 }, "a client failed more than its one in-flight request: #{load.summary}"
+      assert_match(/Worker 0 \(PID: #{victim}\) died \(killed by SIGKILL\)/, server.stdout)
+    end
+  end
+
+  def test_term_during_a_hot_restart_stops_for_good
+    serve("-w", "2", "-t", "2:2") do |server, dir|
+      server.wait_for(/Worker 1 \(PID: \d+\) booted/)
+      slow = Thread.new { raw_request(server.port, "GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") }
+      assert wait_for_file("#{dir}/slow-started"), "the app has the request"
+      server.signal("USR2")
+      server.wait_for(/Restarting/)
+      server.signal("TERM")
+      status = server.wait_exit(timeout: 20)
+      assert_equal 200, slow.value.status, "the request in flight finished"
+      assert_equal Signal.list["TERM"], status.termsig
+      assert_equal 1, server.stdout.scan("Catamount starting").size, "nothing was exec'd"
+      assert_raises(Errno::ECONNREFUSED) { TCPSocket.new("127.0.0.1", server.port).close }
+    end
+  end
+
+  def test_usr2_during_a_phased_restart_takes_over_and_usr1_during_a_hot_restart_is_ignored
+    serve("-w", "2", config: "preload_app! false") do |server, _dir|
+      server.wait_for(/Worker 1 \(PID: \d+\) booted/)
+      server.signal("USR1")
+      server.wait_for(/Starting phased worker restart/)
+      server.signal("USR2")
+      server.signal("USR1")
+      server.wait_for(/\(inherited\).*Worker 1 \(PID: \d+\) booted/m)
+      assert_equal 2, server.stdout.scan("Catamount starting").size, "one hot restart, not two"
+      assert_equal 200, raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status
+    end
+  end
+
+  def test_systemd_socket_activation
+    listener = TCPServer.new("127.0.0.1", 0)
+    port = listener.addr[1]
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/app.ru", app_source("v1"))
+      # LISTEN_PID must be the server's own pid: the shell sets it and execs into the server.
+      command = ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"', RbConfig.ruby, ServerProcess::BIN]
+      server = launch(["--bind-to-activated-sockets=only", "app.ru"], command: command, chdir: dir,
+                                                                      redirects: { 3 => listener }, boot: true)
+      listener.close
+      assert_match(/Listening on http:\/\/127\.0\.0\.1:#{port} \(inherited\)/, server.stdout)
+      assert_equal 1, server.stdout.scan("Listening on").size, "only the activated socket"
+      assert_match(/\Av1 /, raw_request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body)
+    end
+  ensure
+    listener&.close unless listener&.closed?
+  end
+
+  def test_an_activated_socket_matching_a_bind_is_used_for_it_and_others_are_closed
+    used = TCPServer.new("127.0.0.1", 0)
+    spare = TCPServer.new("127.0.0.1", 0)
+    port = used.addr[1]
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/app.ru", app_source("v1"))
+      command = ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=2 exec "$0" "$@"', RbConfig.ruby, ServerProcess::BIN]
+      server = launch(["-b", "tcp://127.0.0.1:#{port}", "app.ru"], command: command, chdir: dir,
+                                                                 redirects: { 3 => used, 4 => spare }, boot: true)
+      spare_port = spare.addr[1]
+      [used, spare].each(&:close)
+      assert_match(/Listening on http:\/\/127\.0\.0\.1:#{port} \(inherited\)/, server.stdout)
+      assert_equal 200, raw_request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status
+      assert_raises(Errno::ECONNREFUSED) { TCPSocket.new("127.0.0.1", spare_port).close }
+    end
+  ensure
+    [used, spare].each { |s| s&.close unless s&.closed? }
+  end
+end
