@@ -106,6 +106,28 @@ class TestRestarts < Minitest::Test
     sock&.close
   end
 
+  def test_a_request_sent_on_an_accepted_connection_while_the_server_stops_is_answered
+    serve("-t", "2:2") do |server, dir|
+      late = connect(server.port)
+      late.write("GET / HTTP/1.1\r\nHost: x\r\n") # half a head
+      # Connections are accepted in the order they came: once the app has this one's request,
+      # `late` was accepted too.
+      slow = Thread.new { raw_request(server.port, "GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") }
+      assert wait_for_file("#{dir}/slow-started"), "the app has the slow request"
+      server.signal("TERM")
+      server.wait_for(/Gracefully stopping/)
+      sleep 0.1 # the stop is under way (logged just before it begins); the /slow request holds it open
+      late.write("Connection: close\r\n\r\n")
+      response = read_response(late)
+      assert_equal 200, response.status
+      assert_equal "close", response["connection"]
+      assert_equal 200, slow.value.status
+      assert_equal Signal.list["TERM"], server.wait_exit.termsig
+    ensure
+      late&.close
+    end
+  end
+
   def test_cluster_hot_restart_with_preload_and_usr1_falling_back_to_it_lose_nothing
     serve("-w", "2", "-t", "2:2") do |server, dir|
       master = server.pid
