@@ -302,4 +302,74 @@ class TestRestarts < Minitest::Test
   ensure
     [used, spare].each { |s| s&.close unless s&.closed? }
   end
+
+  def test_tmp_restart_plugin_restarts_a_cluster_when_tmp_restart_txt_is_touched
+    serve("-w", "2", config: "plugin :tmp_restart") do |server, dir|
+      server.wait_for(/Worker 1 \(PID: \d+\) booted/)
+      # The plugin creates the file if missing (tmp/ must exist, as in Puma).
+      FileUtils.mkdir_p("#{dir}/tmp")
+      server.signal("USR2")
+      server.wait_for(/\(inherited\)/)
+      assert wait_until { File.exist?("#{dir}/tmp/restart.txt") }, "tmp/restart.txt created"
+      File.write("#{dir}/app.ru", app_source("v2"))
+      later = Time.now + 5
+      File.utime(later, later, "#{dir}/tmp/restart.txt")
+      server.wait_for(/Restarting: tmp\/restart\.txt was touched.*\(inherited\).*Worker 1 \(PID: \d+\) booted/m, timeout: 20)
+      assert wait_until { raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body.start_with?("v2 ") }
+      assert_equal 3, server.stdout.scan("Catamount starting").size, "one restart per touch"
+    end
+  end
+
+  # Reads datagrams from the notify socket until `pattern` matches one (bounded).
+  def notification(socket, pattern, timeout: 15)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      raise "no notification matching #{pattern.inspect}" if left <= 0 || !socket.wait_readable(left)
+
+      message = socket.recv(4096)
+      return message if message.match?(pattern)
+    end
+  end
+
+  def test_systemd_notifications_ready_status_watchdog_reloading_stopping
+    Dir.mktmpdir do |sockdir|
+      notify = Socket.new(:UNIX, :DGRAM)
+      notify.bind(Socket.sockaddr_un("#{sockdir}/notify"))
+      env = { "NOTIFY_SOCKET" => "#{sockdir}/notify", "WATCHDOG_USEC" => "400000" }
+      serve("-w", "2", "-t", "2:2", config: "worker_check_interval 1", env: env) do |server, _dir|
+        server.wait_for(/Enabling systemd notification integration/)
+        server.wait_for(/Pinging systemd watchdog every 0\.2 sec/)
+        notification(notify, /\AREADY=1\z/)
+        # Each worker's pool, from its stats ping (once both pools have started their threads).
+        notification(notify, %r{\ASTATUS=Catamount [\d.]+: cluster: 2/2, worker_status: \[(\{ 2/2 threads, 2 available, 0 backlog \}(, )?){2}\]\z})
+        notification(notify, /\AWATCHDOG=1\z/)
+        server.signal("USR2")
+        notification(notify, /\ARELOADING=1\z/)
+        notification(notify, /\AREADY=1\z/)
+        server.signal("TERM")
+        notification(notify, /\ASTOPPING=1\z/)
+        server.wait_exit
+      end
+    ensure
+      notify&.close
+    end
+  end
+
+  def test_systemd_status_in_single_mode_and_pwr_prints_backtraces
+    Dir.mktmpdir do |sockdir|
+      notify = Socket.new(:UNIX, :DGRAM)
+      notify.bind(Socket.sockaddr_un("#{sockdir}/notify"))
+      serve("-t", "3:3", env: { "NOTIFY_SOCKET" => "#{sockdir}/notify" }) do |server, _dir|
+        notification(notify, /\AREADY=1\z/)
+        assert_match(%r{\ASTATUS=Catamount [\d.]+: worker: \{ 3/3 threads, 3 available, 0 backlog \}\z},
+                     notification(notify, /STATUS/))
+        server.signal("PWR")
+        server.wait_for(/Thread #<Thread:.*main/, stream: :stderr)
+        assert_equal 200, raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status
+      end
+    ensure
+      notify&.close
+    end
+  end
 end

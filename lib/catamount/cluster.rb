@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "json"
+
 module Catamount
   # Cluster mode (`workers N`): a master that never serves requests and N forked workers that
   # all accept on the listeners the master bound.
@@ -10,14 +12,17 @@ module Catamount
   # through Ruby's `Process.fork`, so Ruby resets its own state in the child.
   #
   # Workers talk to the master over one pipe, a line per message: `b<pid>:<index>` when booted,
-  # `p<pid>` every `worker_check_interval` (a worker silent for `worker_timeout` is killed and
-  # replaced). Workers hold the read end of a second pipe the master writes nothing to: when
+  # `p<pid>{json}` with the worker's pool stats right after and then every
+  # `worker_check_interval` (a worker silent for `worker_timeout` is killed and replaced). Workers hold the read end of a second pipe the master writes nothing to: when
   # the master dies it closes, and the workers stop at once.
   #
   # Mixed into Launcher: it uses the launcher's logging, app loading and pidfile helpers.
   module Cluster
     # A worker as the master sees it.
-    Worker = Struct.new(:index, :pid, :phase, :started_at, :booted_at, :last_checkin, :term_sent_at, keyword_init: true) do
+    # Times are monotonic seconds, except `started_wall` and `checkin_wall` (for stats);
+    # `last_status` is the worker's pool stats from its latest ping.
+    Worker = Struct.new(:index, :pid, :phase, :started_at, :started_wall, :booted_at, :last_checkin, :checkin_wall,
+                        :last_status, :term_sent_at, keyword_init: true) do
       def booted?
         !booted_at.nil?
       end
@@ -74,19 +79,27 @@ module Catamount
       @ever_booted = false
       @booted_announced = false
       @worker_count = options[:workers]
+      @started_at = Time.now
       @phase = 0
       @phased_restart = false
-      (%w[TERM INT CHLD HUP TTIN TTOU] + restart_signals).each do |sig|
-        Signal.trap(sig) do
-          @pending_signals << sig
-          wake_master
-        end
+      @timers = []
+      @request = lambda do |what|
+        @pending_signals << what
+        wake_master
       end
+      (%w[TERM INT CHLD HUP TTIN TTOU] + restart_signals).each do |sig|
+        Signal.trap(sig) { @request.call(sig) }
+      end
+      # The master prints its backtraces from its loop: it starts no thread.
+      trap_backtrace_signal { @request.call("backtraces") }
       @config.plugins.each { |plugin| start_plugin(plugin) }
       @config.run_hooks(:before_fork, log: @err)
       stopping = nil
       loop do
-        read_messages(options, timeout: master_timeout(options, stopping))
+        next_timer = run_due_timers
+        timeout = master_timeout(options, stopping)
+        timeout = [timeout, next_timer - monotonic].min.clamp(0.01, timeout) if next_timer
+        read_messages(options, timeout: timeout)
         @pending_signals.shift(@pending_signals.size).each do |sig|
           stopping = handle_signal(options, sig, stopping)
         end
@@ -123,6 +136,7 @@ module Catamount
         else
           return stopping || begin_cluster_stop(options, "HUP")
         end
+      when "backtraces" then backtraces
       when "TTIN", "TTOU"
         change_worker_count(options, sig == "TTIN" ? 1 : -1) unless stopping
       when "USR1"
@@ -248,6 +262,8 @@ module Catamount
       return if kind == "!" || worker.nil?
 
       worker.last_checkin = monotonic
+      worker.checkin_wall = Time.now
+      return record_status(worker, line) if kind == "p"
       return unless kind == "b"
 
       worker.booted_at = monotonic
@@ -258,6 +274,44 @@ module Catamount
 
       @booted_announced = true
       @config.run_hooks(:after_booted, log: @err)
+    end
+
+    def record_status(worker, line)
+      json = line[/\A.\d+(.*)\z/, 1]
+      return if json.to_s.empty?
+
+      worker.last_status = JSON.parse(json, symbolize_names: true)
+    rescue JSON::ParserError
+      nil
+    end
+
+    # Puma's cluster stats shape (what `Puma.stats` gives in the master, and the control
+    # server will serve).
+    def cluster_stats
+      {
+        started_at: iso8601(@started_at),
+        workers: @worker_count,
+        phase: @phase,
+        booted_workers: @workers.count(&:booted?),
+        old_workers: @workers.count { |w| w.phase < @phase },
+        worker_status: @workers.sort_by(&:index).map do |w|
+          { started_at: iso8601(w.started_wall), pid: w.pid, index: w.index, phase: w.phase, booted: w.booted?,
+            last_checkin: iso8601(w.checkin_wall), last_status: w.last_status || {} }
+        end
+      }
+    end
+
+    def iso8601(time)
+      time&.utc&.strftime("%Y-%m-%dT%H:%M:%SZ")
+    end
+
+    # For systemd's STATUS line.
+    def cluster_status_line
+      each = @workers.sort_by(&:index).map do |w|
+        s = w.last_status || {}
+        "{ #{s[:running].to_i}/#{s[:max_threads].to_i} threads, #{s[:pool_capacity].to_i} available, #{s[:backlog].to_i} backlog }"
+      end
+      "cluster: #{@workers.count(&:booted?)}/#{@worker_count}, worker_status: [#{each.join(', ')}]"
     end
 
     def reap_workers(options)
@@ -348,7 +402,7 @@ module Catamount
       ensure
         exit!(Launcher::FAILED) # a worker never returns into the master's code
       end
-      @workers << Worker.new(index: index, pid: pid, phase: @phase, started_at: started)
+      @workers << Worker.new(index: index, pid: pid, phase: @phase, started_at: started, started_wall: Time.now)
       @config.run_hooks(:after_worker_fork, index, log: @err)
     end
 
@@ -392,11 +446,14 @@ module Catamount
 
     def worker_main(index, options, app)
       @log_prefix = "[#{Process.pid}] "
+      @in_worker = true
+      @timers = nil
       master = Process.ppid
       @alive_w.close
       @messages_r.close
       Signal.trap("INT", "IGNORE")
       Signal.trap("CHLD", "DEFAULT")
+      trap_backtrace_signal
       # Meant for the master (a `pkill` may reach every process of the tree).
       %w[TTIN TTOU USR1 USR2].each { |sig| Signal.trap(sig, "IGNORE") }
       stop = Queue.new
@@ -419,10 +476,11 @@ module Catamount
       pool = start_pool(@server, app)
       Thread.new { @server.wait; stop << :finished }
       @messages_w.write("b#{Process.pid}:#{index}\n")
+      @started_at = Time.now.utc
       Thread.new do
         loop do
+          @messages_w.write("p#{Process.pid}#{JSON.generate(@server.stats)}\n")
           sleep options[:worker_check_interval]
-          @messages_w.write("p#{Process.pid}\n")
         end
       rescue IOError, SystemCallError
         nil

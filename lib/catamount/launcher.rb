@@ -72,9 +72,55 @@ module Catamount
       @config.options
     end
 
+    # Puma's stats: a cluster master's are the cluster's (each worker's from its latest ping).
     def stats
-      @server ? @server.stats.merge(started_at: @started_at&.strftime("%Y-%m-%dT%H:%M:%SZ")) : {}
+      return cluster_stats if @workers && !@in_worker
+      return {} unless @server && @started_at
+
+      @server.stats.merge(started_at: @started_at.strftime("%Y-%m-%dT%H:%M:%SZ"))
     end
+
+    # One line about the pool(s), for systemd's STATUS.
+    def status_line
+      what = if @workers && !@in_worker
+               cluster_status_line
+             else
+               s = stats
+               "worker: { #{s[:running].to_i}/#{s[:max_threads].to_i} threads, #{s[:pool_capacity].to_i} available, #{s[:backlog].to_i} backlog }"
+             end
+      "Catamount #{VERSION}: #{what}"
+    end
+
+    # For plugins, as Puma's launcher: ask for a hot restart (USR2), a phased restart (USR1)
+    # or a graceful stop. Safe from any thread; acted on by the main loop.
+    def restart
+      @request&.call("USR2")
+    end
+
+    def phased_restart
+      @request&.call("USR1")
+    end
+
+    def stop
+      @request&.call("INT")
+    end
+
+    # Runs the block every `interval` seconds until it returns `:done`. In single mode on its
+    # own thread; in a cluster master on the master's loop, because the master keeps a single
+    # thread so that every fork copies just that one. An error is reported and ends the timer.
+    def every(interval, &block)
+      timer = Timer.new(interval, monotonic_now + interval, block)
+      return @timers << timer if @timers
+
+      Thread.new do
+        loop do
+          sleep interval
+          break if run_timer(timer) == :done
+        end
+      end
+    end
+
+    Timer = Struct.new(:interval, :due, :block)
 
     # `fiber_per_request` (alias `clean_thread_locals`): each request runs in a fresh Fiber, so
     # fiber-local state (`Thread.current[:x]`) never leaks from one request into the next.
@@ -104,6 +150,29 @@ module Catamount
     end
 
     private
+
+    def monotonic_now
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+
+    def run_timer(timer)
+      timer.block.call
+    rescue StandardError => e
+      @err.puts "catamount: timer #{timer.block.source_location&.join(':')} failed: #{e.message} (#{e.class})"
+      :done
+    end
+
+    # Cluster master: runs the timers that are due; returns when the next one is (or nil).
+    def run_due_timers
+      now = monotonic_now
+      @timers.reject! do |timer|
+        next false if timer.due > now
+
+        timer.due = now + timer.interval
+        run_timer(timer) == :done
+      end
+      @timers.map(&:due).min
+    end
 
     def usage
       @out.write(Native::USAGE)
@@ -139,6 +208,7 @@ module Catamount
       change_directory(options[:directory]) if options[:directory]
       ENV["RACK_ENV"] = options[:environment]
       log_configuration if ENV.key?("PUMA_LOG_CONFIG")
+      enable_systemd_plugin
       return run_cluster(options) if @config.cluster?
 
       app = prepare_app(options)
@@ -156,6 +226,15 @@ module Catamount
         @server.unlink_unix_sockets
         remove_pidfile(options[:pidfile])
       end
+    end
+
+    # Under systemd (`NOTIFY_SOCKET` set) the systemd plugin is on without being asked for, as
+    # in Puma 6+; `PUMA_SKIP_SYSTEMD` turns that off.
+    def enable_systemd_plugin
+      return unless ENV["NOTIFY_SOCKET"] && !ENV.key?("PUMA_SKIP_SYSTEMD")
+
+      require "catamount/plugins/systemd"
+      @config.plugins << Plugins::Systemd.new unless @config.plugins.any?(Plugins::Systemd)
     end
 
     # The app, loaded and wrapped as configured; nil (after the error is printed) if it failed.
@@ -313,6 +392,8 @@ module Catamount
       signals = Queue.new
       %w[TERM INT HUP].each { |sig| Signal.trap(sig) { signals << sig } }
       restart_signals.each { |sig| Signal.trap(sig) { signals << sig } }
+      trap_backtrace_signal
+      @request = ->(what) { signals << what }
       server.start
       @started_at = Time.now.utc
       pool = start_pool(server, app)
@@ -367,6 +448,18 @@ module Catamount
       Signal.trap("TERM", "DEFAULT")
       Process.kill("TERM", Process.pid)
       sleep 5 # the signal is delivered at once; this only keeps the caller from running on
+    end
+
+    # PWR (Linux's stand-in for BSD's INFO; Puma 8 uses it too): every thread's backtrace on
+    # stderr, without stopping anything.
+    def trap_backtrace_signal(&handler)
+      handler ||= -> { Thread.new { backtraces } }
+      sig = backtrace_signal
+      Signal.trap(sig) { handler.call } if sig
+    end
+
+    def backtrace_signal
+      %w[INFO PWR].find { |name| Signal.list.key?(name) }
     end
 
     # USR2 (hot restart) and USR1, unless PUMA_SKIP_SIGUSR2 (Puma 6.6+) leaves USR2 alone.
