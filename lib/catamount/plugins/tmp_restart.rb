@@ -14,6 +14,7 @@ module Catamount
         path = File.expand_path(PATH)
         File.write(path, "") unless File.exist?(path)
         seen = File.mtime(path)
+        launcher.debug "tmp_restart: watching #{PATH}"
         launcher.every(CHECK_EVERY) do
           changed = begin
             File.mtime(path) > seen
