@@ -26,15 +26,8 @@ class TestCluster < Minitest::Test
                       env: { "LOADS" => "#{dir}/loads" }.merge(env), boot: boot)
       yield server, dir
     ensure
-      # Workers of a test that failed must not outlive it.
-      (server&.stdout.to_s + server&.stderr.to_s).scan(/PID: (\d+)\)/).flatten.each { |pid| kill_quietly(pid.to_i) }
+      kill_named_workers(server)
     end
-  end
-
-  def kill_quietly(pid)
-    Process.kill("KILL", pid)
-  rescue Errno::ESRCH, Errno::EPERM
-    nil
   end
 
   # Index => pid of each worker's first boot, once all `count` have booted.
@@ -53,12 +46,6 @@ class TestCluster < Minitest::Test
     seen
   end
 
-  def alive?(pid)
-    Process.kill(0, pid)
-    true
-  rescue Errno::ESRCH
-    false
-  end
 
   # Gone, or a zombie its (dead) parent left: either way it serves nothing any more.
   def wait_gone(pid, timeout: 10)

@@ -34,22 +34,8 @@ class TestRestarts < Minitest::Test
                       env: env, chdir: dir, boot: true)
       yield server, dir
     ensure
-      # Workers of a test that failed must not outlive it.
-      (server&.stdout.to_s + server&.stderr.to_s).scan(/PID: (\d+)\)/).flatten.each { |pid| kill_quietly(pid.to_i) }
+      kill_named_workers(server)
     end
-  end
-
-  def kill_quietly(pid)
-    Process.kill("KILL", pid)
-  rescue Errno::ESRCH, Errno::EPERM
-    nil
-  end
-
-  def alive?(pid)
-    Process.kill(0, pid)
-    true
-  rescue Errno::ESRCH
-    false
   end
 
   # The bodies' versions seen so far ("v1" => count, ...).
@@ -72,17 +58,23 @@ class TestRestarts < Minitest::Test
     load&.stop
   end
 
+  # Under load: writes `version` into app.ru, sends `signal`, and waits until that version
+  # answers; asserts no request failed.
+  def new_code_under_load(server, dir, version, signal)
+    load = under_load(server.port,
+                      event: lambda {
+                        File.write("#{dir}/app.ru", app_source(version))
+                        server.signal(signal)
+                      },
+                      done: ->(l) { versions(l)[version].positive? })
+    assert_empty load.failures, load.summary
+  end
+
   def test_single_mode_hot_restart_serves_new_code_on_the_same_sockets_and_loses_nothing
     # A second listener, on a UNIX socket, must survive the restart too.
     serve("-t", "2:2", "--pidfile", "pid", "-b", "unix://DIR/app.sock") do |server, dir|
       sock_path = "#{dir}/app.sock"
-      load = under_load(server.port,
-                        event: lambda {
-                          File.write("#{dir}/app.ru", app_source("v2"))
-                          server.signal("USR2")
-                        },
-                        done: ->(l) { versions(l)["v2"].positive? })
-      assert_empty load.failures, load.summary
+      new_code_under_load(server, dir, "v2", "USR2")
       assert_match(/\* Restarting\.\.\..*Listening on http:\/\/127\.0\.0\.1:#{server.port} \(inherited\)/m, server.stdout)
       assert_match(%r{Listening on unix://#{Regexp.escape(sock_path)} \(inherited\)}, server.stdout)
       refute server.exited?, "the process replaced itself (same PID), it did not end"
@@ -131,23 +123,11 @@ class TestRestarts < Minitest::Test
   def test_cluster_hot_restart_with_preload_and_usr1_falling_back_to_it_lose_nothing
     serve("-w", "2", "-t", "2:2") do |server, dir|
       master = server.pid
-      load = under_load(server.port,
-                        event: lambda {
-                          File.write("#{dir}/app.ru", app_source("v2"))
-                          server.signal("USR2")
-                        },
-                        done: ->(l) { versions(l)["v2"].positive? })
-      assert_empty load.failures, load.summary
+      new_code_under_load(server, dir, "v2", "USR2")
       server.wait_for(/Worker 1 \(PID: \d+\) booted.*Worker 1 \(PID: \d+\) booted/m)
 
       # With the app preloaded, USR1 cannot replace workers one by one: it restarts hot.
-      load = under_load(server.port,
-                        event: lambda {
-                          File.write("#{dir}/app.ru", app_source("v3"))
-                          server.signal("USR1")
-                        },
-                        done: ->(l) { versions(l)["v3"].positive? })
-      assert_empty load.failures, load.summary
+      new_code_under_load(server, dir, "v3", "USR1")
       assert_match(/phased-restart called but not available, restarting normally/, server.stdout)
       assert_equal 3, server.stdout.scan("Catamount starting in cluster mode").size
       assert_equal 2, server.stdout.scan("(inherited)").size

@@ -52,6 +52,25 @@ module Support
       server
     end
 
+    # Kills every process the server's boot lines name (`PID: n)`): workers of a test that
+    # failed must not outlive it.
+    def kill_named_workers(server)
+      (server&.stdout.to_s + server&.stderr.to_s).scan(/PID: (\d+)\)/).flatten.each { |pid| kill_quietly(pid.to_i) }
+    end
+
+    def kill_quietly(pid)
+      Process.kill("KILL", pid)
+    rescue Errno::ESRCH, Errno::EPERM
+      nil
+    end
+
+    def alive?(pid)
+      Process.kill(0, pid)
+      true
+    rescue Errno::ESRCH
+      false
+    end
+
     # True once the block is (bounded wait).
     def wait_until(timeout: 10)
       deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
