@@ -345,7 +345,8 @@ class TestRestarts < Minitest::Test
         assert_match(%r{\ASTATUS=Catamount [\d.]+: worker: \{ 3/3 threads, 3 available, 0 backlog \}\z},
                      notification(notify, /STATUS/))
         server.signal("PWR")
-        server.wait_for(/Thread #<Thread:.*main/, stream: :stderr)
+        # The main thread's backtrace shows it waiting in the launcher's loop.
+        server.wait_for(/^Thread #<Thread:0x\h+ sleep_forever>\n(?:  .*\n)*?  .*in `serve'/, stream: :stderr)
         assert_equal 200, raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status
       end
     ensure
