@@ -13,8 +13,9 @@ module Catamount
   #
   # Workers talk to the master over one pipe, a line per message: `b<pid>:<index>` when booted,
   # `p<pid>{json}` with the worker's pool stats right after and then every
-  # `worker_check_interval` (a worker silent for `worker_timeout` is killed and replaced). Workers hold the read end of a second pipe the master writes nothing to: when
-  # the master dies it closes, and the workers stop at once.
+  # `worker_check_interval` (a worker silent for `worker_timeout` is killed and replaced).
+  # Workers hold the read end of a second pipe the master writes nothing to: when the master
+  # dies it closes, and the workers stop at once.
   #
   # Mixed into Launcher: it uses the launcher's logging, app loading and pidfile helpers.
   module Cluster
@@ -113,7 +114,7 @@ module Catamount
           check_timeouts(options)
           cull_workers(options)
           spawn_missing(options, app)
-          phased_restart_step(options)
+          phased_restart_step
         end
       end
       return :restart if stopping == "restart"
@@ -144,9 +145,9 @@ module Catamount
         return begin_phased_restart(options) unless @preload
 
         log "* phased-restart called but not available, restarting normally."
-        return begin_hot_restart(options)
+        return begin_hot_restart
       when "USR2"
-        return stopping || begin_hot_restart(options)
+        return stopping || begin_hot_restart
       else
         return stopping if stopping && stopping != "restart"
 
@@ -187,7 +188,7 @@ module Catamount
 
     # USR2: every worker stops gracefully (connections keep queueing on the sockets the master
     # holds), then the master execs itself (Restart#exec_restart).
-    def begin_hot_restart(_options)
+    def begin_hot_restart
       log "* Restarting..."
       @workers.each { |w| stop_worker(w) }
       @stop_began = monotonic
@@ -210,7 +211,7 @@ module Catamount
       nil
     end
 
-    def phased_restart_step(_options)
+    def phased_restart_step
       return unless @phased_restart
       return unless @workers.size >= @worker_count && @workers.all? { |w| w.booted? && !w.term_sent_at }
 
@@ -301,17 +302,15 @@ module Catamount
       }
     end
 
-    def iso8601(time)
-      time&.utc&.strftime("%Y-%m-%dT%H:%M:%SZ")
-    end
-
     # For systemd's STATUS line.
     def cluster_status_line
-      each = @workers.sort_by(&:index).map do |w|
-        s = w.last_status || {}
-        "{ #{s[:running].to_i}/#{s[:max_threads].to_i} threads, #{s[:pool_capacity].to_i} available, #{s[:backlog].to_i} backlog }"
-      end
+      each = @workers.sort_by(&:index).map { |w| pool_summary(w.last_status || {}) }
       "cluster: #{@workers.count(&:booted?)}/#{@worker_count}, worker_status: [#{each.join(', ')}]"
+    end
+
+    # The master of a cluster (not one of its workers, not a single-mode server).
+    def cluster_master?
+      @workers && !@in_worker
     end
 
     def reap_workers(options)

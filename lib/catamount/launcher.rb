@@ -74,21 +74,15 @@ module Catamount
 
     # Puma's stats: a cluster master's are the cluster's (each worker's from its latest ping).
     def stats
-      return cluster_stats if @workers && !@in_worker
+      return cluster_stats if cluster_master?
       return {} unless @server && @started_at
 
-      @server.stats.merge(started_at: @started_at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+      @server.stats.merge(started_at: iso8601(@started_at))
     end
 
     # One line about the pool(s), for systemd's STATUS.
     def status_line
-      what = if @workers && !@in_worker
-               cluster_status_line
-             else
-               s = stats
-               "worker: { #{s[:running].to_i}/#{s[:max_threads].to_i} threads, #{s[:pool_capacity].to_i} available, #{s[:backlog].to_i} backlog }"
-             end
-      "Catamount #{VERSION}: #{what}"
+      "Catamount #{VERSION}: #{cluster_master? ? cluster_status_line : "worker: #{pool_summary(stats)}"}"
     end
 
     # For plugins, as Puma's launcher: ask for a hot restart (USR2), a phased restart (USR1)
@@ -153,6 +147,16 @@ module Catamount
 
     def monotonic_now
       Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+
+    def iso8601(time)
+      time&.utc&.strftime("%Y-%m-%dT%H:%M:%SZ")
+    end
+
+    # `{ 5/5 threads, 4 available, 0 backlog }`, from a pool's stats (as in Puma's STATUS).
+    def pool_summary(stats)
+      "{ #{stats[:running].to_i}/#{stats[:max_threads].to_i} threads, #{stats[:pool_capacity].to_i} available, " \
+        "#{stats[:backlog].to_i} backlog }"
     end
 
     def run_timer(timer)
@@ -429,7 +433,7 @@ module Catamount
         else
           halt if stopping && event == "INT"
           # A stop asked for during a restart wins: the sockets close, nothing is exec'd.
-          stopping = nil if stopping == "restart" && close_for_stop(server)
+          stopping = nil if stopping == "restart"
           stopping ||= begin_stop(server, options, signals, event)
         end
       end
@@ -467,18 +471,12 @@ module Catamount
       ENV.key?("PUMA_SKIP_SIGUSR2") ? %w[USR1] : %w[USR1 USR2]
     end
 
-    # A plain stop closes this process's copies of the listening sockets, so new connections
-    # are refused rather than queued for a process that will never come. True (for chaining).
-    def close_for_stop(server)
-      server.close_listeners
-      true
-    end
-
     def begin_stop(server, options, signals, why)
       unless why == "restart"
         @config.run_hooks(:after_stopped, log: @err)
         log "- Gracefully stopping, waiting for requests to finish"
-        close_for_stop(server)
+        # New connections are refused rather than queued for a process that will never come.
+        server.close_listeners
       end
       backtraces if options[:shutdown_debug] == true
       server.stop

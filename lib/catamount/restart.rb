@@ -92,8 +92,8 @@ module Catamount
       # `fd => fd` keeps each socket open across the exec (Ruby clears its close-on-exec flag).
       Process.exec(env, *argv, fds.to_h { |fd, _| [fd, fd] }.merge(chdir: dir, unsetenv_others: true))
     rescue SystemCallError => e
+      # The caller's cleanup (socket files, pidfile) runs as after any stop.
       @err.puts "catamount: hot restart failed: cannot run #{argv&.first}: #{e.message.sub(/ @ .*/, '')}"
-      server.unlink_unix_sockets
       Launcher::FAILED
     end
   end
