@@ -264,6 +264,21 @@ class TestRestarts < Minitest::Test
     listener&.close unless listener&.closed?
   end
 
+  def test_only_listening_sockets_are_adopted
+    listening = TCPServer.new("127.0.0.1", 0)
+    bound_only = Socket.new(:INET, :STREAM)
+    bound_only.bind(Addrinfo.tcp("127.0.0.1", 0))
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/app.ru", app_source("v1"))
+      command = ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=2 exec "$0" "$@"', RbConfig.ruby, ServerProcess::BIN]
+      server = launch(["--bind-to-activated-sockets=only", "app.ru"], command: command, chdir: dir,
+                                                                      redirects: { 3 => listening, 4 => bound_only }, boot: true)
+      assert_equal ["http://127.0.0.1:#{listening.addr[1]}"], server.stdout.scan(%r{Listening on (\S+)}).flatten
+    end
+  ensure
+    [listening, bound_only].each { |s| s&.close unless s&.closed? }
+  end
+
   def test_an_activated_socket_matching_a_bind_is_used_for_it_and_others_are_closed
     used = TCPServer.new("127.0.0.1", 0)
     spare = TCPServer.new("127.0.0.1", 0)

@@ -140,7 +140,9 @@ impl Adoptable {
     /// stream socket with an address.
     fn new(inherited: InheritedSocket) -> Option<Adoptable> {
         let socket = Socket::from(inherited.fd);
-        if !matches!(socket.r#type(), Ok(t) if t == Type::STREAM) {
+        if !matches!(socket.r#type(), Ok(t) if t == Type::STREAM)
+            || !matches!(socket.is_listener(), Ok(true))
+        {
             return None;
         }
         let addr = socket.local_addr().ok()?;

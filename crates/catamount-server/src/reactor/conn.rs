@@ -86,6 +86,7 @@ pub(super) async fn serve(
         idle_since: None,
         exchange: Arc::new(Exchange::default()),
         arrival,
+        stop_seen: None,
     };
     conn.run().await;
     if let Some(arrival) = conn.arrival.take() {
@@ -110,6 +111,8 @@ struct Conn {
     exchange: Arc<Exchange>,
     /// Set while a new connection still counts against capacity.
     arrival: Option<Arc<Arrival>>,
+    /// When this connection first saw the server stopping (the stop grace runs from there).
+    stop_seen: Option<Instant>,
 }
 
 /// Why reading a request ended without a request.
@@ -394,10 +397,11 @@ impl Conn {
     /// up to [`STOP_GRACE`]; an idle keep-alive connection gets only the bytes already there
     /// (the client may send its next request just as the close reaches it, which HTTP clients
     /// answer by retrying an idempotent request on a new connection).
-    fn stop_deadline(&self, deadline: Instant) -> Instant {
+    fn stop_deadline(&mut self, deadline: Instant) -> Instant {
         let now = Instant::now();
+        let seen = *self.stop_seen.get_or_insert(now);
         if self.served == 0 || !self.buf.is_empty() {
-            deadline.min(now + STOP_GRACE)
+            deadline.min(seen + STOP_GRACE)
         } else {
             now
         }
