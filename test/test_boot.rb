@@ -39,7 +39,7 @@ class TestBoot < Minitest::Test
   def test_bad_flags_exit_with_one_clear_line
     {
       %w[--frobnicate] => "unknown option --frobnicate",
-      %w[-w 2 -f] => "fork_worker in cluster mode (fork_worker / --fork-worker) is not supported yet",
+      %w[--control-url tcp://127.0.0.1:0] => "the control server (activate_control_app / --control-url) is not supported yet",
       %w[-w two] => "-w/--workers: \"two\" is not a whole number",
       %w[-t 9:3] => "-t/--threads: the minimum (9) is greater than the maximum (3)",
       %w[-b tcp://nohost] => "-b/--bind: invalid bind URL",
@@ -102,7 +102,7 @@ class TestBoot < Minitest::Test
     Dir.mktmpdir do |dir|
       {
         "threads 1, 2\nthreads 5, 1\n" => /c\.rb:2: threads: the minimum \(5\) is greater/,
-        "workers 2\nfork_worker\n" => /fork_worker in cluster mode .* is not supported yet/,
+        "workers 2\nmax_io_threads 1\n" => /max_io_threads\) is not supported yet/,
         "\n\nfrobnicate 1\n" => /c\.rb:3: unknown configuration method frobnicate/,
         "port 'x'\n" => /c\.rb:1: port: "x" is not a port number/,
         "raise 'oops'\n" => /c\.rb:1: oops \(RuntimeError\)/,

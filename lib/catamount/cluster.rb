@@ -17,11 +17,21 @@ module Catamount
   # Workers hold the read end of a second pipe the master writes nothing to: when the master
   # dies it closes, and the workers stop at once.
   #
+  # `fork_worker`: the master forks worker 0 only; worker 0 forks the others (so they share the
+  # memory it warmed up) when the master asks on a third pipe, one command a line: `-1` stop
+  # serving (run `before_refork` if it was serving), `<n>` fork worker n, `0` serve (again),
+  # `-2` a refork cycle ended (run `after_refork`). Worker 0 forks only while its server is
+  # stopped and every native thread of it has ended, and forks twice (the middle process exits
+  # at once) so the new worker is re-parented to the master, which is the "child subreaper" of
+  # its descendants: it waits for every worker as its own child. A new worker reports its pid
+  # with `f<pid>:<index>` as its first message.
+  #
   # Mixed into Launcher: it uses the launcher's logging, app loading and pidfile helpers.
   module Cluster
     # A worker as the master sees it.
     # Times are monotonic seconds, except `started_wall` and `checkin_wall` (for stats);
-    # `last_status` is the worker's pool stats from its latest ping.
+    # `last_status` is the worker's pool stats from its latest ping. `pid` is nil while worker 0
+    # is forking it (`fork_worker`) and it has not reported yet.
     Worker = Struct.new(:index, :pid, :phase, :started_at, :started_wall, :booted_at, :last_checkin, :checkin_wall,
                         :last_status, :term_sent_at, keyword_init: true) do
       def booted?
@@ -39,6 +49,7 @@ module Catamount
 
     def run_cluster(options)
       @log_prefix = "[#{Process.pid}] "
+      @master_pid = Process.pid
       workers = options[:workers]
       preload = options[:preload_app].nil? ? workers > 1 && !options[:prune_bundler] : options[:preload_app]
       app = nil
@@ -84,11 +95,16 @@ module Catamount
       @phase = 0
       @phased_restart = false
       @timers = []
+      @fork_worker = options[:fork_worker]
+      @reforking = false
+      Native.become_child_subreaper if @fork_worker
       @request = lambda do |what|
         @pending_signals << what
         wake_master
       end
-      (%w[TERM INT CHLD HUP TTIN TTOU] + restart_signals).each do |sig|
+      signals = %w[TERM INT CHLD HUP TTIN TTOU] + restart_signals
+      signals << "URG" if @fork_worker
+      signals.each do |sig|
         Signal.trap(sig) { @request.call(sig) }
       end
       # The master prints its backtraces from its loop: it starts no thread.
@@ -148,6 +164,8 @@ module Catamount
         return begin_hot_restart
       when "USR2"
         return stopping || begin_hot_restart
+      when "URG"
+        begin_refork unless stopping || @phased_restart
       else
         return stopping if stopping && stopping != "restart"
 
@@ -173,6 +191,8 @@ module Catamount
       surplus = live.size - @worker_count
       return if surplus < 1
 
+      # With fork_worker, worker 0 is the one the others are forked from: it stays.
+      live.reject! { |w| w.index.zero? } if @fork_worker
       by_age = live.sort_by(&:started_at)
       by_age.reverse! unless options[:worker_culling_strategy].to_s == "oldest"
       by_age.first(surplus).each do |w|
@@ -181,8 +201,9 @@ module Catamount
       end
     end
 
+    # A worker not yet reported by worker 0 (no pid) gets its TERM when it reports.
     def stop_worker(worker)
-      kill(worker.pid, "TERM")
+      kill(worker.pid, "TERM") if worker.pid
       worker.term_sent_at ||= monotonic
     end
 
@@ -211,17 +232,36 @@ module Catamount
       nil
     end
 
+    # URG, or worker 0 past `fork_worker` requests: every worker but worker 0 is replaced, one
+    # at a time as in a phased restart, by a fork of worker 0 as it is now (warmed up).
+    def begin_refork
+      template = @workers.find { |w| w.index.zero? && w.booted? && !w.term_sent_at }
+      return log "* refork called but not available." unless template
+
+      @phase += 1
+      template.phase = @phase
+      @phased_restart = true
+      @reforking = true
+      log "- Starting worker refork, phase: #{@phase}"
+    end
+
     def phased_restart_step
       return unless @phased_restart
       return unless @workers.size >= @worker_count && @workers.all? { |w| w.booted? && !w.term_sent_at }
 
       old = @workers.select { |w| w.phase < @phase }.min_by(&:index)
       if old
-        log "- Stopping #{old.pid} for phased upgrade..."
+        log "- Stopping #{old.pid} for #{@reforking ? 'refork' : 'phased upgrade'}..."
         stop_worker(old)
       else
         @phased_restart = false
-        log "- Phased restart complete, phase: #{@phase}"
+        if @reforking
+          @reforking = false
+          command_template("-2")
+          log "- Refork complete, phase: #{@phase}"
+        else
+          log "- Phased restart complete, phase: #{@phase}"
+        end
         @config.run_hooks(:after_booted, log: @err)
       end
     end
@@ -259,12 +299,17 @@ module Catamount
     def handle_message(options, line)
       kind = line[0]
       pid = line[1..].to_i
+      return forked_worker_reported(line) if kind == "f"
+
       worker = @workers.find { |w| w.pid == pid }
       return if kind == "!" || worker.nil?
 
       worker.last_checkin = monotonic
       worker.checkin_wall = Time.now
-      return record_status(worker, line) if kind == "p"
+      if kind == "p"
+        record_status(worker, line)
+        return maybe_auto_refork(worker)
+      end
       return unless kind == "b"
 
       worker.booted_at = monotonic
@@ -275,6 +320,28 @@ module Catamount
 
       @booted_announced = true
       @config.run_hooks(:after_booted, log: @err)
+    end
+
+    # `f<pid>:<index>`: a worker worker 0 forked. One the master no longer waits for (its slot
+    # timed out, or the cluster is stopping) is stopped at once.
+    def forked_worker_reported(line)
+      pid, index = line[1..].split(":").map(&:to_i)
+      worker = @workers.find { |w| w.index == index && w.pid.nil? }
+      return kill(pid, "TERM") unless worker
+
+      worker.pid = pid
+      worker.last_checkin = monotonic
+      kill(pid, "TERM") if worker.term_sent_at
+    end
+
+    # `fork_worker N`: once worker 0 of the first phase has served N requests, one refork.
+    def maybe_auto_refork(worker)
+      limit = @fork_worker.to_i
+      return unless limit.positive? && worker.index.zero? && worker.phase.zero? && worker.booted?
+      return if @phased_restart || worker.term_sent_at
+      return unless worker.last_status.is_a?(Hash) && worker.last_status[:requests_count].to_i >= limit
+
+      begin_refork
     end
 
     def record_status(worker, line)
@@ -362,6 +429,11 @@ module Catamount
         limit = w.booted? ? options[:worker_timeout] : options[:worker_boot_timeout]
         next if now - (w.last_checkin || w.started_at) < limit
 
+        unless w.pid
+          log "! Worker #{w.index} was never forked by worker 0 within #{limit.round} seconds; asking again"
+          @workers.delete(w)
+          next
+        end
         what = w.booted? ? "check in" : "boot"
         log "! Terminating timed out worker (Worker #{w.index} failed to #{what} within #{limit.round} seconds): #{w.pid}"
         kill(w.pid, "KILL")
@@ -377,11 +449,45 @@ module Catamount
       missing = @worker_count - @workers.size
       return if missing < 1
 
-      nakayoshi_gc if options[:nakayoshi_fork]
       taken = @workers.map(&:index)
-      (0..).lazy.reject { |i| taken.include?(i) }.first(missing).each do |index|
-        spawn_worker(index, options, app)
+      indexes = (0..).lazy.reject { |i| taken.include?(i) }.first(missing)
+      return spawn_from_template(indexes, options, app) if @fork_worker
+
+      nakayoshi_gc if options[:nakayoshi_fork]
+      indexes.each { |index| spawn_worker(index, options, app) }
+    end
+
+    # fork_worker: worker 0 comes from the master, every other worker from worker 0 once it has
+    # booted (it stops serving while it forks them, then serves again).
+    def spawn_from_template(indexes, options, app)
+      if indexes.include?(0)
+        nakayoshi_gc if options[:nakayoshi_fork]
+        @fork_r&.close
+        @fork_w&.close
+        @fork_r, @fork_w = IO.pipe
+        spawn_worker(0, options, app)
+        @fork_r.close
+        @fork_r = nil
+        # Until its first `0`, worker 0 waits: it forks the others before it ever serves.
+        return command_template("0") if indexes.size == 1
       end
+      template = @workers.find { |w| w.index.zero? }
+      return unless template&.booted? && !template.term_sent_at
+
+      siblings = indexes - [0]
+      now = monotonic
+      command_template("-1", *siblings.map(&:to_s), "0")
+      siblings.each do |index|
+        @workers << Worker.new(index: index, pid: nil, phase: @phase, started_at: now, started_wall: Time.now)
+      end
+    end
+
+    # Writes command lines to worker 0 (fork_worker). A worker 0 gone away is reaped and
+    # replaced by the loop; its unread commands die with its pipe.
+    def command_template(*lines)
+      @fork_w&.write_nonblock(lines.map { |l| "#{l}\n" }.join, exception: false)
+    rescue IOError, SystemCallError
+      nil
     end
 
     # `nakayoshi_fork`: collect (and compact) before forking, so the pages the workers share
@@ -427,6 +533,9 @@ module Catamount
         next unless w.term_sent_at
         next unless now - w.term_sent_at >= limit || (@force_at && now >= @force_at)
 
+        # Never reported by worker 0: nothing to kill, nothing to wait for.
+        next @workers.delete(w) unless w.pid
+
         kill(w.pid, "KILL")
       end
     end
@@ -443,23 +552,28 @@ module Catamount
 
     # --- in the worker process -------------------------------------------------------------
 
-    def worker_main(index, options, app)
+    # A worker's life: set up, boot, serve until told to stop, exit. `sibling`: forked by
+    # worker 0 (fork_worker) rather than by the master.
+    def worker_main(index, options, app, sibling: false)
       @log_prefix = "[#{Process.pid}] "
       @in_worker = true
       @timers = nil
-      master = Process.ppid
       @alive_w.close
       @messages_r.close
+      @fork_w&.close
+      template = @fork_worker && index.zero? && !sibling
+      @fork_r&.close unless template
+      @messages_w.write("f#{Process.pid}:#{index}\n") if sibling
       Signal.trap("INT", "IGNORE")
       Signal.trap("CHLD", "DEFAULT")
       trap_backtrace_signal
       # Meant for the master (a `pkill` may reach every process of the tree).
-      %w[TTIN TTOU USR1 USR2].each { |sig| Signal.trap(sig, "IGNORE") }
-      stop = Queue.new
-      Signal.trap("TERM") { stop << :term }
-      Signal.trap("HUP") { stop << :hup }
+      %w[TTIN TTOU USR1 USR2 URG].each { |sig| Signal.trap(sig, "IGNORE") }
+      events = Queue.new
+      Signal.trap("TERM") { events << :term }
+      Signal.trap("HUP") { events << :hup }
       tag = options[:tag] || File.basename(Dir.pwd)
-      Process.setproctitle("catamount: cluster worker #{index}: #{master}#{tag.empty? ? '' : " [#{tag}]"}")
+      Process.setproctitle("catamount: cluster worker #{index}: #{@master_pid}#{tag.empty? ? '' : " [#{tag}]"}")
       Thread.new do
         @alive_r.read # returns when the master is gone
         @err.puts "#{@log_prefix}! Detected the master died, stopping"
@@ -470,12 +584,53 @@ module Catamount
       app ||= prepare_app(options)
       exit!(Launcher::FAILED) unless app
 
+      # A sibling's copy of worker 0's server is stopped: serve the same sockets afresh.
+      @server.rearm if sibling
       @server.become_worker
+      if template
+        @messages_w.write("b#{Process.pid}:#{index}\n")
+        start_pings(options)
+        serve_as_template(options, app, events, hook_data)
+      else
+        pool = start_serving(app, events)
+        @messages_w.write("b#{Process.pid}:#{index}\n")
+        start_pings(options)
+        serve_until_stopped(options, events)
+        pool.join
+      end
+      @config.run_hooks(:before_worker_shutdown, index, log: @err, keyed: hook_data)
+      $stdout.flush
+      $stderr.flush
+      exit!(Launcher::OK)
+    rescue Exception => e # rubocop:disable Lint/RescueException -- a worker must never run the master's code after a fork
+      @err.puts "#{@log_prefix}! Unable to start worker: #{e.message} (#{e.class})"
+      exit!(Launcher::FAILED)
+    end
+
+    # Starts the reactor and the pool; `:finished` arrives on `events` once the server ended.
+    def start_serving(app, events)
       @server.start
       pool = start_pool(@server, app)
-      Thread.new { @server.wait; stop << :finished }
-      @messages_w.write("b#{Process.pid}:#{index}\n")
-      @started_at = Time.now.utc
+      Thread.new do
+        @server.wait
+      ensure
+        events << :finished
+      end
+      pool
+    end
+
+    def serve_until_stopped(options, events)
+      loop do
+        case events.pop
+        when :hup then reopen_worker_logs(options)
+        when :term then @server.stop
+        when :finished then break
+        end
+      end
+    end
+
+    # The pool stats, sent to the master now and every `worker_check_interval`.
+    def start_pings(options)
       Thread.new do
         loop do
           @messages_w.write("p#{Process.pid}#{JSON.generate(@server.stats)}\n")
@@ -484,24 +639,93 @@ module Catamount
       rescue IOError, SystemCallError
         nil
       end
-      loop do
-        case stop.pop
-        when :hup
-          redirect_stdio(options, reopen: true) if options[:redirect_stdout] || options[:redirect_stderr]
-        when :term
-          @server.stop
-        when :finished
-          break
+    end
+
+    def reopen_worker_logs(options)
+      redirect_stdio(options, reopen: true) if options[:redirect_stdout] || options[:redirect_stderr]
+    end
+
+    # Worker 0 under fork_worker: it serves between a `0` and the next `-1` and forks only in
+    # between, when its reactor and pool threads have ended (a fork copies only the thread that
+    # calls it; a native thread holding a lock at that moment would leave it locked forever).
+    # It begins stopped: the first workers are forked from it before it serves.
+    def serve_as_template(options, app, events, hook_data)
+      Thread.new do
+        while (line = @fork_r.gets)
+          command = Integer(line, exception: false)
+          events << command if command
         end
       end
-      pool.join
-      @config.run_hooks(:before_worker_shutdown, index, log: @err, keyed: hook_data)
-      $stdout.flush
-      $stderr.flush
-      exit!(Launcher::OK)
-    rescue Exception => e # rubocop:disable Lint/RescueException -- a worker must never run the master's code after a fork
-      @err.puts "#{@log_prefix}! Unable to start worker: #{e.message} (#{e.class})"
-      exit!(Launcher::FAILED)
+      state = :stopped
+      pool = nil
+      stopping = false
+      commands = []
+      loop do
+        case (event = events.pop)
+        when :hup then reopen_worker_logs(options)
+        when :term
+          stopping = true
+          if state == :serving
+            @server.stop
+            state = :stopping
+          end
+        when :finished
+          pool.join
+          state = :stopped
+          @config.run_hooks(:before_refork, log: @err, keyed: hook_data) unless stopping
+        when Integer then commands << event
+        end
+        break if stopping && state == :stopped
+        next if stopping
+
+        state, pool = run_template_commands(commands, state, pool, options, app, events, hook_data)
+      end
+    end
+
+    # Carries out the commands the state allows, in order; returns the new state and pool.
+    # A fork waits until the server has stopped (`:finished`).
+    def run_template_commands(commands, state, pool, options, app, events, hook_data)
+      while (command = commands.first)
+        if command == -2
+          @config.run_hooks(:after_refork, log: @err, keyed: hook_data)
+        elsif command.zero?
+          break if state == :stopping
+
+          if state == :stopped
+            @server.rearm
+            pool = start_serving(app, events)
+            state = :serving
+          end
+        else
+          if state == :serving
+            @server.stop
+            state = :stopping
+          end
+          break if state == :stopping
+
+          fork_sibling(command, options, app) if command.positive?
+        end
+        commands.shift
+      end
+      [state, pool]
+    end
+
+    # Forks worker `index` twice over: the middle process exits at once, so the worker is
+    # re-parented to the master (the subreaper) and never becomes worker 0's zombie.
+    def fork_sibling(index, options, app)
+      @config.run_hooks(:before_worker_fork, index, log: @err)
+      middle = Process.fork do
+        Process.fork do
+          worker_main(index, options, app, sibling: true)
+        ensure
+          exit!(Launcher::FAILED)
+        end
+        exit!(Launcher::OK)
+      end
+      Process.wait(middle)
+      @config.run_hooks(:after_worker_fork, index, log: @err)
+    rescue SystemCallError => e
+      @err.puts "#{@log_prefix}! Could not fork worker #{index}: #{e.message}"
     end
   end
 

@@ -341,6 +341,8 @@ module Catamount
         log "*   Master PID: #{Process.pid}"
         log "*      Workers: #{options[:workers]}"
         log "*     Preload: #{cluster[:preload] ? 'yes' : 'no'}"
+        mark = ->(yes) { yes ? "\u2714" : "\u2716" }
+        log "*    Restarts: (#{mark[true]}) hot (#{mark[!cluster[:preload]]}) phased (#{mark[options[:fork_worker]]}) refork"
       else
         log "*          PID: #{Process.pid}"
       end

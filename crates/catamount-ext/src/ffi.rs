@@ -1,7 +1,8 @@
-//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Three things live here:
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Four things live here:
 //! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one write while
-//! the GVL is held), and taking ownership of a listening socket's descriptor handed over by the
-//! process that ran before this one.
+//! the GVL is held), taking ownership of a listening socket's descriptor handed over by the
+//! process that ran before this one, and making the cluster master the reaper of the workers
+//! its worker 0 forks (`prctl`).
 //!
 //! Pool threads wait for work, wait for slow clients and write large streamed pieces *without*
 //! the GVL, so the other Ruby threads run meanwhile. Ruby's rule for that is
@@ -134,4 +135,24 @@ pub fn adopt_inherited_socket(raw: i32) -> Option<std::os::fd::OwnedFd> {
     // SAFETY: the descriptor is open and a socket (checked above), and by the contract above no
     // other owner exists, so this OwnedFd is its only owner and closes it exactly once.
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+}
+
+/// Makes this process the reaper of its orphaned descendants (Linux's
+/// `PR_SET_CHILD_SUBREAPER`): in `fork_worker` mode worker 0 forks a short-lived child that
+/// forks the new worker and exits, so the new worker is re-parented to the cluster master,
+/// which then waits for it and sees its exit status like any worker's.
+pub fn become_child_subreaper() -> std::io::Result<()> {
+    use std::ffi::{c_int, c_ulong};
+    const PR_SET_CHILD_SUBREAPER: c_int = 36;
+    extern "C" {
+        fn prctl(option: c_int, ...) -> c_int;
+    }
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER reads one integer argument (passed as an
+    // unsigned long, as the kernel reads it) and touches no memory of ours.
+    let rc = unsafe { prctl(PR_SET_CHILD_SUBREAPER, 1 as c_ulong) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -20,6 +20,10 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let native = catamount.define_module("Native")?;
     native.define_singleton_method("parse_cli", function!(config::parse_cli, 1))?;
     native.const_set("USAGE", config::usage())?;
+    native.define_singleton_method(
+        "become_child_subreaper",
+        function!(server::become_child_subreaper, 0),
+    )?;
 
     let cli = native.define_class("Cli", ruby.class_object())?;
     cli.define_method("includes", method!(config::RbCli::includes, 0))?;
@@ -59,6 +63,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
         method!(server::RbServer::close_listeners, 0),
     )?;
     srv.define_method("start", method!(server::RbServer::start, 0))?;
+    srv.define_method("rearm", method!(server::RbServer::rearm, 0))?;
     srv.define_method(
         "next_pool_action",
         method!(server::RbServer::next_pool_action, 0),

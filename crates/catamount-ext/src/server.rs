@@ -5,15 +5,16 @@
 //! [`run_worker`](RbServer::run_worker): take a request (without the GVL when none is queued),
 //! build the env, call the app, write the response, repeat.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use magnus::value::{Opaque, ReprValue};
 use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 
 use catamount_server::{
-    bind_all_inheriting, BoundListener, InheritedSocket, Job, PoolAction, Server, ServerConfig,
-    Wait, Waiter,
+    bind_all_inheriting, BoundListener, InheritedSocket, Job, Listener, PoolAction, Server,
+    ServerConfig, Wait, Waiter,
 };
 
 use catamount_config::options::{HttpMethods, RemoteAddress};
@@ -32,18 +33,27 @@ pub struct RbServer {
     displays: Vec<String>,
     /// Which of `displays` were handed over by the previous process.
     inherited: Vec<String>,
-    /// A second descriptor for every listener, with its bind URL: kept open while the reactor
-    /// stops, so a hot restart can hand the sockets (and the connections queued on them) to the
-    /// next process. Dropped by `close_listeners` on a plain stop.
-    restart_fds: Mutex<Vec<(std::os::fd::OwnedFd, String)>>,
+    /// A second descriptor for every listener: kept open while the reactor stops, so a hot
+    /// restart can hand the sockets (and the connections queued on them) to the next process,
+    /// and a stopped server can serve them again (`rearm`). Dropped by `close_listeners` on a
+    /// plain stop.
+    kept: Mutex<Vec<BoundListener>>,
     /// The UNIX socket files this process owns.
     socket_files: Vec<std::path::PathBuf>,
-    server: OnceLock<Arc<Server>>,
+    /// The running (or stopped, not yet re-armed) server.
+    server: Mutex<Option<Arc<Server>>>,
+    /// Requests served by servers this handle ran before the current one (`rearm`), so
+    /// `requests_count` counts the life of the process.
+    requests_before: AtomicU64,
     rack: RackSettings,
     /// `out_of_band` hooks, run on a pool thread when a request ends and every thread is idle.
     out_of_band: Option<Opaque<Value>>,
     /// Set in a cluster worker: the listeners belong to the master.
-    in_worker: std::sync::atomic::AtomicBool,
+    in_worker: AtomicBool,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn fetch(hash: RHash, key: &str) -> Result<Value, Error> {
@@ -77,6 +87,32 @@ fn inherited_sockets(settings: RHash) -> Result<Vec<InheritedSocket>, Error> {
         .collect())
 }
 
+/// `Native.become_child_subreaper`: see [`ffi::become_child_subreaper`]. Raises a
+/// `RuntimeError` naming the reason where the kernel refuses.
+pub fn become_child_subreaper(ruby: &Ruby) -> Result<(), Error> {
+    ffi::become_child_subreaper().map_err(|e| {
+        Error::new(
+            ruby.exception_runtime_error(),
+            format!("could not become the reaper of forked workers: {e}"),
+        )
+    })
+}
+
+/// A second descriptor for each listener (see `RbServer::kept`).
+fn copies(ruby: &Ruby, listeners: &[BoundListener]) -> Result<Vec<BoundListener>, Error> {
+    listeners
+        .iter()
+        .map(|l| {
+            l.try_clone().map_err(|e| {
+                Error::new(
+                    errors::listen_error(ruby),
+                    format!("could not keep a second descriptor for {}: {e}", l.display),
+                )
+            })
+        })
+        .collect()
+}
+
 /// An optional setting: absent or nil is None.
 fn keep_optional(hash: RHash, key: &str) -> Result<Option<Opaque<Value>>, Error> {
     let v: Option<Value> = hash.lookup(Ruby::get_with(hash).to_symbol(key))?;
@@ -101,16 +137,7 @@ impl RbServer {
             .iter()
             .filter_map(|l| l.unix_path.clone())
             .collect();
-        let mut restart_fds = Vec::with_capacity(listeners.len());
-        for l in &listeners {
-            let fd = l.listener.try_clone_fd().map_err(|e| {
-                Error::new(
-                    errors::listen_error(ruby),
-                    format!("could not keep {} for restarts: {e}", l.display),
-                )
-            })?;
-            restart_fds.push((fd, l.bind.clone()));
-        }
+        let kept = copies(ruby, &listeners)?;
         let mut limits = catamount_server::Limits {
             max_body: o.http_content_length_limit,
             ..Default::default()
@@ -158,12 +185,13 @@ impl RbServer {
             listeners: Mutex::new(listeners),
             displays,
             inherited,
-            restart_fds: Mutex::new(restart_fds),
+            kept: Mutex::new(kept),
             socket_files,
-            server: OnceLock::new(),
+            server: Mutex::new(None),
+            requests_before: AtomicU64::new(0),
             rack,
             out_of_band: keep_optional(settings, "out_of_band")?,
-            in_worker: std::sync::atomic::AtomicBool::new(false),
+            in_worker: AtomicBool::new(false),
         })
     }
 
@@ -180,9 +208,15 @@ impl RbServer {
     /// `[[fd, bind_url], ...]`: the descriptors a hot restart passes to the next process.
     pub fn restart_fds(&self) -> Vec<(i32, String)> {
         use std::os::fd::AsRawFd;
-        let fds = self.restart_fds.lock().unwrap_or_else(|p| p.into_inner());
-        fds.iter()
-            .map(|(fd, url)| (fd.as_raw_fd(), url.clone()))
+        locked(&self.kept)
+            .iter()
+            .map(|l| {
+                let fd = match &l.listener {
+                    Listener::Tcp(t) => t.as_raw_fd(),
+                    Listener::Unix(u) => u.as_raw_fd(),
+                };
+                (fd, l.bind.clone())
+            })
             .collect()
     }
 
@@ -190,21 +224,16 @@ impl RbServer {
     /// hold (the restart copies; in a cluster master, the listeners themselves), so a stopping
     /// server refuses new connections instead of queueing them for nobody.
     pub fn close_listeners(&self) {
-        self.restart_fds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        locked(&self.kept).clear();
+        locked(&self.listeners).clear();
     }
 
     /// Marks this process as a cluster worker (call after the fork, before `start`): its server
-    /// serves the inherited listeners but leaves UNIX socket files to the master.
+    /// serves the inherited listeners but leaves UNIX socket files to the master, and counts
+    /// its requests from zero (a worker forked from worker 0 does not inherit its count).
     pub fn become_worker(&self) {
-        self.in_worker
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.in_worker.store(true, Ordering::SeqCst);
+        self.requests_before.store(0, Ordering::Relaxed);
     }
 
     /// Removes the UNIX socket files of listeners this process bound and never served itself
@@ -215,15 +244,43 @@ impl RbServer {
         }
     }
 
+    /// Makes a stopped server startable again, on the same sockets (`fork_worker`: worker 0
+    /// stops serving, forks, and serves again; the forked worker serves too). Call after `wait`
+    /// returned: the reactor has ended and no native thread of it is left.
+    pub fn rearm(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        let mut slot = locked(&rb_self.server);
+        if let Some(server) = slot.as_ref() {
+            if !server.is_finished() {
+                return Err(Error::new(
+                    ruby.exception_runtime_error(),
+                    "rearm: the server has not finished",
+                ));
+            }
+            rb_self
+                .requests_before
+                .fetch_add(server.queue().stats().requests_count, Ordering::Relaxed);
+        }
+        let fresh = copies(ruby, &locked(&rb_self.kept))?;
+        *locked(&rb_self.listeners) = fresh;
+        *slot = None;
+        Ok(())
+    }
+
     /// Starts the reactor thread.
     pub fn start(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
-        let listeners =
-            std::mem::take(&mut *rb_self.listeners.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut slot = locked(&rb_self.server);
+        if slot.is_some() {
+            return Err(Error::new(
+                ruby.exception_runtime_error(),
+                "server already started",
+            ));
+        }
+        let listeners = std::mem::take(&mut *locked(&rb_self.listeners));
         let mut config = rb_self.config.clone();
         // Socket files outlive the reactor: a hot restart hands the socket to the next process,
         // and a cluster's belong to the master. The launcher removes them on a plain stop.
         config.unlink_unix_sockets = false;
-        if rb_self.in_worker.load(std::sync::atomic::Ordering::SeqCst) {
+        if rb_self.in_worker.load(Ordering::SeqCst) {
             config.new_connection_hold = Some(std::time::Duration::from_millis(50));
         }
         let server = Server::start(config, listeners).map_err(|e| {
@@ -232,21 +289,19 @@ impl RbServer {
                 format!("could not start the reactor: {e}"),
             )
         })?;
-        rb_self
-            .server
-            .set(Arc::new(server))
-            .map_err(|_| Error::new(ruby.exception_runtime_error(), "server already started"))
+        *slot = Some(Arc::new(server));
+        Ok(())
     }
 
-    fn running(&self, ruby: &Ruby) -> Result<&Arc<Server>, Error> {
-        self.server
-            .get()
+    fn running(&self, ruby: &Ruby) -> Result<Arc<Server>, Error> {
+        locked(&self.server)
+            .clone()
             .ok_or_else(|| Error::new(ruby.exception_runtime_error(), "server not started"))
     }
 
     /// Blocks (without the GVL) until the pool should grow: `:spawn`, or `:closed` at shutdown.
     pub fn next_pool_action(ruby: &Ruby, rb_self: &Self) -> Result<Symbol, Error> {
-        let server = rb_self.running(ruby)?.clone();
+        let server = rb_self.running(ruby)?;
         let queue = server.queue();
         let waiter = Waiter::new();
         loop {
@@ -264,7 +319,7 @@ impl RbServer {
     /// The body of every pool thread. Returns when the thread should end (trimmed or shutdown);
     /// raises only what Ruby itself raised into the thread (kill, `Thread#raise`).
     pub fn run_worker(ruby: &Ruby, rb_self: &Self, app: Value) -> Result<(), Error> {
-        let server = rb_self.running(ruby)?.clone();
+        let server = rb_self.running(ruby)?;
         let queue = server.queue().clone();
         // If this thread leaves by an exception (killed), the pool's books must forget it.
         struct Alive<'a>(&'a catamount_server::WorkQueue, bool);
@@ -321,7 +376,7 @@ impl RbServer {
 
     /// Blocks (without the GVL) until every connection is finished after a stop.
     pub fn wait(ruby: &Ruby, rb_self: &Self) -> Result<bool, Error> {
-        let server = rb_self.running(ruby)?.clone();
+        let server = rb_self.running(ruby)?;
         let waiter = Waiter::new();
         loop {
             let result = blocking(ruby, || server.wait(&waiter), &|| waiter.set_interrupted())?;
@@ -338,10 +393,20 @@ impl RbServer {
         Ok(rb_self.running(ruby)?.idle_for().as_secs_f64())
     }
 
-    /// Pool numbers in Puma's `stats` shape (single mode).
+    /// Pool numbers in Puma's `stats` shape (single mode). A server not started yet, or
+    /// stopped and re-armed, has no threads and no backlog.
     pub fn stats(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
-        let s = rb_self.running(ruby)?.queue().stats();
+        let before = rb_self.requests_before.load(Ordering::Relaxed);
         let h = ruby.hash_new();
+        let Some(server) = locked(&rb_self.server).clone() else {
+            for key in ["backlog", "running", "pool_capacity", "busy_threads"] {
+                h.aset(ruby.to_symbol(key), 0)?;
+            }
+            h.aset(ruby.to_symbol("max_threads"), rb_self.config.max_threads)?;
+            h.aset(ruby.to_symbol("requests_count"), before)?;
+            return Ok(h);
+        };
+        let s = server.queue().stats();
         let busy = s.spawned.saturating_sub(s.waiting) + s.backlog;
         h.aset(ruby.to_symbol("backlog"), s.backlog)?;
         h.aset(ruby.to_symbol("running"), s.spawned)?;
@@ -351,7 +416,7 @@ impl RbServer {
         )?;
         h.aset(ruby.to_symbol("busy_threads"), busy)?;
         h.aset(ruby.to_symbol("max_threads"), s.max_threads)?;
-        h.aset(ruby.to_symbol("requests_count"), s.requests_count)?;
+        h.aset(ruby.to_symbol("requests_count"), before + s.requests_count)?;
         Ok(h)
     }
 }

@@ -207,6 +207,12 @@ impl Server {
         self.shared.started.elapsed().saturating_sub(last)
     }
 
+    /// True once the reactor has ended (every connection closed after a stop).
+    pub fn is_finished(&self) -> bool {
+        let (lock, _) = &*self.finished;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::SeqCst)
     }

@@ -51,13 +51,22 @@ pub struct InheritedSocket {
     pub fd: OwnedFd,
 }
 
-impl Listener {
-    /// A second descriptor for the same socket (close-on-exec, like every descriptor here).
-    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
-        match self {
-            Listener::Tcp(l) => l.try_clone().map(OwnedFd::from),
-            Listener::Unix(l) => l.try_clone().map(OwnedFd::from),
-        }
+impl BoundListener {
+    /// The same socket under a second descriptor (close-on-exec, like every descriptor here),
+    /// described the same way: what a stopped
+    /// server keeps so it can serve the socket again (a hot restart, a worker that forks).
+    pub fn try_clone(&self) -> io::Result<BoundListener> {
+        let listener = match &self.listener {
+            Listener::Tcp(l) => Listener::Tcp(l.try_clone()?),
+            Listener::Unix(l) => Listener::Unix(l.try_clone()?),
+        };
+        Ok(BoundListener {
+            listener,
+            display: self.display.clone(),
+            unix_path: self.unix_path.clone(),
+            bind: self.bind.clone(),
+            inherited: self.inherited,
+        })
     }
 }
 

@@ -1,0 +1,69 @@
+# frozen_string_literal: true
+
+require "steady_load"
+
+module Support
+  # For tests that change a running server (restarts, worker counts, reforks) under a steady
+  # load of requests and count what failed. Include beside Support::ServerTest.
+  module UnderLoad
+    # Answers "<version> <pid>"; the version is written into the file, so rewriting the file is
+    # a code change a restart must pick up.
+    def app_source(version)
+      <<~RUBY
+        run lambda { |env|
+          if env["PATH_INFO"] == "/slow"
+            File.write("slow-started", "1")
+            sleep 0.5
+          end
+          [200, { "content-type" => "text/plain" }, ["#{version} \#{Process.pid}"]]
+        }
+      RUBY
+    end
+
+    # Starts `catamount args` on app.ru (version "v1") in a fresh directory (named DIR in `args`).
+    def serve(*args, config: "", env: {})
+      Dir.mktmpdir do |dir|
+        File.write("#{dir}/app.ru", app_source("v1"))
+        File.write("#{dir}/puma.rb", config)
+        args = args.map { |a| a.gsub("DIR", dir) }
+        server = launch(["-C", "#{dir}/puma.rb", "-b", "tcp://127.0.0.1:0", *args, "app.ru"],
+                        env: env, chdir: dir, boot: true)
+        yield server, dir
+      ensure
+        kill_named_workers(server)
+      end
+    end
+
+    # The bodies' versions seen so far ("v1" => count, ...).
+    def versions(load)
+      load.bodies.each_with_object(Hash.new(0)) { |(body, n), h| h[body.split.first] += n }
+    end
+
+    # Runs a load, does `event` once it flows, waits until `done` (given the load) holds, lets
+    # more requests through, and asserts none failed. Returns the load.
+    def under_load(port, event:, done:, keep_alive: 2, fresh: 2)
+      load = SteadyLoad.new(port, keep_alive: keep_alive, fresh: fresh)
+      assert load.wait_for_more(40), "the load never flowed: #{load.summary}"
+      event.call
+      assert wait_until(timeout: 40) { done.call(load) }, "never done: #{load.summary}"
+      assert load.wait_for_more(60), "no answers after the event: #{load.summary}"
+      load.stop
+      warn load.summary if ENV["LOAD_SUMMARY"]
+      load
+    ensure
+      load&.stop
+    end
+
+    # Under load: writes `version` into app.ru, sends `signal`, and waits until that version
+    # answers; asserts no request failed.
+    def new_code_under_load(server, dir, version, signal)
+      load = under_load(server.port,
+                        event: lambda {
+                          File.write("#{dir}/app.ru", app_source(version))
+                          server.signal(signal)
+                        },
+                        done: ->(l) { versions(l)[version].positive? })
+      assert_empty load.failures, load.summary
+    end
+  end
+end

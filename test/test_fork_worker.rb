@@ -1,0 +1,147 @@
+# frozen_string_literal: true
+
+require_relative "support/helper"
+require "under_load"
+
+# fork_worker: worker 0 comes from the master, the others from worker 0; a refork (URG, or
+# automatically after N requests of worker 0) replaces the others by fresh forks of worker 0.
+# Every forked worker is the master's child (the master is their subreaper), so the master
+# reaps them, sees how they ended and takes them down when it stops.
+class TestForkWorker < Minitest::Test
+  include Support::ServerTest
+  include Support::UnderLoad
+  parallelize_me!
+
+  # Hooks that write where they ran into DIR/hooks.log, one line each.
+  HOOKS = <<~RUBY
+    log = ->(line) { File.open("hooks.log", "a") { |f| f.puts(line) } }
+    on_worker_fork { |index| log.call("fork \#{index} in \#{Process.pid}") }
+    before_refork { log.call("before_refork in \#{Process.pid}") }
+    after_refork { log.call("after_refork in \#{Process.pid}") }
+  RUBY
+
+  def hooks(dir)
+    File.exist?("#{dir}/hooks.log") ? File.readlines("#{dir}/hooks.log", chomp: true) : []
+  end
+
+  def booted_pid(server, index, nth: 1)
+    assert wait_until(timeout: 30) { server.stdout.scan(/Worker #{index} \(PID: (\d+)\) booted/).size >= nth },
+           "worker #{index} booted #{nth} time(s): #{server.stdout}"
+    server.stdout.scan(/Worker #{index} \(PID: (\d+)\) booted/).flatten[nth - 1].to_i
+  end
+
+  def parent_of(pid)
+    File.read("/proc/#{pid}/stat")[/\) \S (\d+)/, 1].to_i
+  end
+
+  def test_workers_are_forked_from_worker_0_and_a_refork_on_urg_replaces_them_losing_nothing
+    serve("-w", "3", "-t", "2:2", config: "fork_worker 0\n#{HOOKS}") do |server, dir|
+      master = server.pid
+      first = (0..2).map { |i| booted_pid(server, i) }
+      assert_includes server.stdout, "Restarts: (✔) hot (✖) phased (✔) refork".b
+      assert_includes hooks(dir), "fork 0 in #{master}", "worker 0 is forked by the master"
+      assert_includes hooks(dir), "fork 1 in #{first[0]}", "worker 1 is forked by worker 0"
+      assert_includes hooks(dir), "fork 2 in #{first[0]}", "worker 2 is forked by worker 0"
+      first.each { |pid| assert_equal master, parent_of(pid), "the master reaps every worker" }
+
+      load = under_load(server.port,
+                        event: -> { server.signal("URG") },
+                        done: ->(_) { server.stdout.include?("Refork complete") })
+      assert_empty load.failures, load.summary
+      log = server.stdout
+      assert_match(/Starting worker refork, phase: 1/, log)
+      # One at a time, worker 0 kept.
+      assert_match(/Stopping #{first[1]} for refork.*Worker 1 \(PID: \d+\) booted in [\d.]+s, phase: 1.*Stopping #{first[2]} for refork.*Worker 2 \(PID: \d+\) booted in [\d.]+s, phase: 1/m, log)
+      refute_match(/Stopping #{first[0]}/, log)
+      second = [1, 2].map { |i| booted_pid(server, i, nth: 2) }
+      assert_includes hooks(dir), "fork 1 in #{first[0]}"
+      assert_equal 2, hooks(dir).count("fork 1 in #{first[0]}"), "the replacement comes from worker 0 too"
+      assert_includes hooks(dir), "before_refork in #{first[0]}"
+      assert_equal ["after_refork in #{first[0]}"], hooks(dir).grep(/after_refork/), "once per refork, in worker 0"
+      assert wait_until { !alive?(first[1]) && !alive?(first[2]) }, "the old workers are gone"
+      assert alive?(first[0])
+      second.each { |pid| assert_equal master, parent_of(pid) }
+
+      # A stop takes every worker down, the forked ones too.
+      server.signal("TERM")
+      # Like Puma, the master ends by re-raising SIGTERM (`raise_exception_on_sigterm`).
+      assert_equal Signal.list["TERM"], server.wait_exit(timeout: 30).termsig
+      ([first[0]] + second).each { |pid| assert wait_until { !alive?(pid) }, "worker #{pid} stopped" }
+    end
+  end
+
+  def test_worker_0_refork_happens_by_itself_after_the_configured_requests_once
+    serve("-w", "2", "-t", "1:1", config: "fork_worker 20\nworker_check_interval 1\n#{HOOKS}") do |server, dir|
+      booted_pid(server, 1)
+      request = -> { raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") }
+      # The master learns worker 0's count from its pings (every second here).
+      reforked = wait_until(timeout: 30) do
+        assert_equal 200, request.call.status
+        server.stdout.include?("Starting worker refork, phase: 1")
+      end
+      assert reforked, "a refork after worker 0 served 20 requests: #{server.stdout}"
+      assert server.wait_for(/Refork complete, phase: 1/)
+      assert_equal 1, hooks(dir).grep(/after_refork/).size
+      # Worker 0 keeps counting past the limit; its next pings start nothing new.
+      60.times { assert_equal 200, request.call.status }
+      sleep 3 # three check intervals: pings the master would act on
+      refute_match(/phase: 2/, server.stdout)
+    end
+  end
+
+  def test_a_killed_worker_0_is_replaced_from_the_master_the_others_keep_serving_and_it_is_never_culled
+    serve("-w", "2", "-t", "2:2", config: "fork_worker 0\n#{HOOKS}") do |server, dir|
+      master = server.pid
+      zero = booted_pid(server, 0)
+      one = booted_pid(server, 1)
+      load = under_load(server.port,
+                        keep_alive: 0, fresh: 4,
+                        event: -> { Process.kill("KILL", zero) },
+                        done: ->(_) { server.stdout.scan(/Worker 0 \(PID: \d+\) booted/).size == 2 })
+      per_client = load.failures.group_by(&:client).transform_values(&:size)
+      assert per_client.values.all? { |n| n <= 1 }, "a client failed more than its one in-flight request: #{load.summary}"
+      assert_match(/Worker 0 \(PID: #{zero}\) died \(killed by SIGKILL\)/, server.stdout)
+      assert alive?(one), "worker 1 lives on without the worker it was forked from"
+      new_zero = booted_pid(server, 0, nth: 2)
+      assert_equal 2, hooks(dir).count("fork 0 in #{master}")
+
+      # A new worker comes from the new worker 0.
+      server.signal("TTIN")
+      two = booted_pid(server, 2)
+      assert_includes hooks(dir), "fork 2 in #{new_zero}"
+      assert_equal master, parent_of(two)
+      # Worker 0 is the youngest but the one the others come from: the culls take 2, then 1.
+      server.signal("TTOU")
+      assert server.wait_for(/Worker 2 \(PID: #{two}\) terminating/)
+      server.signal("TTOU")
+      assert server.wait_for(/Worker 1 \(PID: #{one}\) terminating/)
+      assert wait_until { !alive?(one) && !alive?(two) }
+      assert alive?(new_zero)
+      refute_match(/Worker 0 \(PID: \d+\) terminating/, server.stdout)
+      assert_equal 200, raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status
+    end
+  end
+
+  def test_phased_restart_replaces_worker_0_first_and_forks_the_rest_from_the_new_one
+    serve("-w", "2", "-t", "2:2", config: "preload_app! false\nfork_worker 0\n#{HOOKS}") do |server, dir|
+      old = [0, 1].map { |i| booted_pid(server, i) }
+      assert_includes server.stdout, "Restarts: (✔) hot (✔) phased (✔) refork".b
+      load = under_load(server.port,
+                        event: lambda {
+                          File.write("#{dir}/app.ru", app_source("v2"))
+                          server.signal("USR1")
+                        },
+                        done: ->(_) { server.stdout.include?("Phased restart complete") })
+      assert_empty load.failures, load.summary
+      assert_match(/Stopping #{old[0]} for phased upgrade.*Worker 0 \(PID: \d+\) booted.*Stopping #{old[1]} for phased upgrade/m,
+                   server.stdout)
+      new_zero = booted_pid(server, 0, nth: 2)
+      assert_includes hooks(dir), "fork 1 in #{new_zero}"
+      after = SteadyLoad.new(server.port, keep_alive: 0, fresh: 2)
+      assert after.wait_for_more(30), after.summary
+      after.stop
+      assert_equal ["v2"], versions(after).keys, after.summary
+      assert_empty after.failures, after.summary
+    end
+  end
+end
