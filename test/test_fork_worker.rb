@@ -6,7 +6,9 @@ require "under_load"
 # fork_worker: worker 0 comes from the master, the others from worker 0; a refork (URG, or
 # automatically after N requests of worker 0) replaces the others by fresh forks of worker 0.
 # Every forked worker is the master's child (the master is their subreaper), so the master
-# reaps them, sees how they ended and takes them down when it stops.
+# reaps them, sees how they ended and takes them down when it stops. A phased restart of a
+# preloaded app works the same way: worker 0 is a fresh run loading the new code, the others
+# are forked from it.
 class TestForkWorker < Minitest::Test
   include Support::ServerTest
   include Support::UnderLoad
@@ -38,7 +40,7 @@ class TestForkWorker < Minitest::Test
     serve("-w", "3", "-t", "2:2", config: "fork_worker 0\n#{HOOKS}") do |server, dir|
       master = server.pid
       first = (0..2).map { |i| booted_pid(server, i) }
-      assert_includes server.stdout, "Restarts: (✔) hot (✖) phased (✔) refork".b
+      assert_includes server.stdout, "Restarts: (✔) hot (✔) phased (✔) refork".b
       assert_includes hooks(dir), "fork 0 in #{master}", "worker 0 is forked by the master"
       assert_includes hooks(dir), "fork 1 in #{first[0]}", "worker 1 is forked by worker 0"
       assert_includes hooks(dir), "fork 2 in #{first[0]}", "worker 2 is forked by worker 0"
@@ -142,6 +144,43 @@ class TestForkWorker < Minitest::Test
       after.stop
       assert_equal ["v2"], versions(after).keys, after.summary
       assert_empty after.failures, after.summary
+    end
+  end
+
+  def test_phased_restart_of_a_preloaded_app_loads_new_code_in_a_fresh_worker_0_and_forks_the_rest_from_it
+    serve("-w", "2", "-t", "2:2", config: HOOKS) do |server, dir|
+      master = server.pid
+      old = [0, 1].map { |i| booted_pid(server, i) }
+      assert_match(/Preload: yes/, server.stdout)
+      new_code_under_load(server, dir, "v2", "USR1")
+      assert server.wait_for(/Phased restart complete, phase: 1/)
+      refute_match(/phased-restart called but not available/, server.stdout)
+      assert_equal 1, server.stdout.scan("Catamount starting").size, "no hot restart"
+      assert_equal master, server.pid
+      zero = booted_pid(server, 0, nth: 2)
+      one = booted_pid(server, 1, nth: 2)
+      assert_match(/Stopping #{old[0]} for phased upgrade.*Worker 0 \(PID: #{zero}\) booted.*Stopping #{old[1]} for phased upgrade/m,
+                   server.stdout)
+      assert_includes hooks(dir), "fork 1 in #{zero}", "worker 1 comes from the new worker 0"
+      [zero, one].each { |pid| assert_equal master, parent_of(pid) }
+
+      # The master's preloaded copy is old code: a lost worker comes back with the new code,
+      # forked from worker 0, or (worker 0 itself) loading it afresh.
+      Process.kill("KILL", one)
+      replaced_one = booted_pid(server, 1, nth: 3)
+      assert_includes hooks(dir), "fork 1 in #{zero}"
+      Process.kill("KILL", zero)
+      booted_pid(server, 0, nth: 3)
+      assert wait_until { !alive?(zero) }
+      after = SteadyLoad.new(server.port, keep_alive: 0, fresh: 2)
+      assert after.wait_for_more(30), after.summary
+      after.stop
+      assert_equal ["v2"], versions(after).keys, after.summary
+      assert alive?(replaced_one)
+
+      # And again.
+      new_code_under_load(server, dir, "v3", "USR1")
+      assert server.wait_for(/Phased restart complete, phase: 2/)
     end
   end
 end

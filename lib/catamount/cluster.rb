@@ -39,6 +39,10 @@ module Catamount
       end
     end
 
+    # Names the master and the pipes (messages, master-alive, commands) of the cluster a fresh
+    # worker 0 joins: "<master pid>,<fd>,<fd>,<fd>".
+    FRESH_WORKER_VAR = "CATAMOUNT_CLUSTER_WORKER"
+
     # Waits between failed worker boots grow from 1 s to this, so a broken app never makes a
     # fork storm.
     MAX_BACKOFF = 30
@@ -96,8 +100,12 @@ module Catamount
       @phased_restart = false
       @timers = []
       @fork_worker = options[:fork_worker]
+      # Whether workers other than 0 are forked from worker 0: with fork_worker, and after a
+      # phased restart of a preloaded app (the master's copy of the app is then old code).
+      @from_template = false
+      @stale_preload = false
+      use_template if @fork_worker
       @reforking = false
-      Native.become_child_subreaper if @fork_worker
       @request = lambda do |what|
         @pending_signals << what
         wake_master
@@ -157,11 +165,7 @@ module Catamount
       when "TTIN", "TTOU"
         change_worker_count(options, sig == "TTIN" ? 1 : -1) unless stopping
       when "USR1"
-        return stopping if stopping
-        return begin_phased_restart(options) unless @preload
-
-        log "* phased-restart called but not available, restarting normally."
-        return begin_hot_restart
+        return stopping || begin_phased_restart(options)
       when "USR2"
         return stopping || begin_hot_restart
       when "URG"
@@ -192,7 +196,7 @@ module Catamount
       return if surplus < 1
 
       # With fork_worker, worker 0 is the one the others are forked from: it stays.
-      live.reject! { |w| w.index.zero? } if @fork_worker
+      live.reject! { |w| w.index.zero? } if @from_template
       by_age = live.sort_by(&:started_at)
       by_age.reverse! unless options[:worker_culling_strategy].to_s == "oldest"
       by_age.first(surplus).each do |w|
@@ -220,10 +224,18 @@ module Catamount
     # USR1 without preload: workers are replaced one at a time, each new one loading the app
     # afresh (so new code is served), and a worker is stopped only while all the others are
     # booted and serving, so capacity never drops by more than one worker.
+    #
+    # With a preloaded app (where Puma falls back to a hot restart), worker 0 is replaced first
+    # by a new run of the command that loads the new code (spawn_fresh_worker_0), and every
+    # other worker is then forked from it, as with fork_worker.
     def begin_phased_restart(options)
       @phase += 1
       @phased_restart = true
       log "- Starting phased worker restart, phase: #{@phase}"
+      if @preload
+        @stale_preload = true
+        use_template
+      end
       dir = restart_directory(options)
       if dir != Dir.pwd
         log "+ Changing to #{dir}"
@@ -243,6 +255,13 @@ module Catamount
       @phased_restart = true
       @reforking = true
       log "- Starting worker refork, phase: #{@phase}"
+    end
+
+    # From now on workers other than 0 are forked from worker 0; the master must then reap
+    # the workers it did not fork itself.
+    def use_template
+      Native.become_child_subreaper unless @from_template
+      @from_template = true
     end
 
     def phased_restart_step
@@ -451,7 +470,7 @@ module Catamount
 
       taken = @workers.map(&:index)
       indexes = (0..).lazy.reject { |i| taken.include?(i) }.first(missing)
-      return spawn_from_template(indexes, options, app) if @fork_worker
+      return spawn_from_template(indexes, options, app) if @from_template
 
       nakayoshi_gc if options[:nakayoshi_fork]
       indexes.each { |index| spawn_worker(index, options, app) }
@@ -500,6 +519,8 @@ module Catamount
     end
 
     def spawn_worker(index, options, app)
+      return spawn_fresh_worker_0(options) if index.zero? && @stale_preload
+
       @config.run_hooks(:before_worker_fork, index, log: @err)
       started = monotonic
       pid = Process.fork do
@@ -509,6 +530,26 @@ module Catamount
       end
       @workers << Worker.new(index: index, pid: pid, phase: @phase, started_at: started, started_wall: Time.now)
       @config.run_hooks(:after_worker_fork, index, log: @err)
+    end
+
+    # Worker 0 once the master's preloaded app is old code (a phased restart): a new run of the
+    # command, as a hot restart would run it, told by CATAMOUNT_CLUSTER_WORKER to be worker 0 of
+    # this master (run_fresh_worker_0) and handed the listeners and the cluster's pipes.
+    def spawn_fresh_worker_0(options)
+      @config.run_hooks(:before_worker_fork, 0, log: @err)
+      sockets = @server.restart_fds
+      pipes = [@messages_w, @alive_r, @fork_r]
+      env = @boot_env.dup
+      sockets.each_with_index { |(fd, url), i| env["PUMA_INHERIT_#{i}"] = "#{fd}:#{url}" }
+      env[FRESH_WORKER_VAR] = [@master_pid, *pipes.map(&:fileno)].join(",")
+      keep = (sockets.map(&:first) + pipes.map(&:fileno)).to_h { |fd| [fd, fd] }
+      pid = Process.spawn(env, *restart_argv(options), keep.merge(unsetenv_others: true))
+      @workers << Worker.new(index: 0, pid: pid, phase: @phase, started_at: monotonic, started_wall: Time.now)
+      @config.run_hooks(:after_worker_fork, 0, log: @err)
+    rescue SystemCallError => e
+      @failed_boots += 1
+      @next_spawn_at = monotonic + [2**(@failed_boots - 1), MAX_BACKOFF].min
+      log "! Could not start worker 0 with the new code: #{e.message}"
     end
 
     # A plain stop: the master closes its copies of the listening sockets (new connections are
@@ -558,10 +599,10 @@ module Catamount
       @log_prefix = "[#{Process.pid}] "
       @in_worker = true
       @timers = nil
-      @alive_w.close
-      @messages_r.close
+      @alive_w&.close
+      @messages_r&.close
       @fork_w&.close
-      template = @fork_worker && index.zero? && !sibling
+      template = @from_template && index.zero? && !sibling
       @fork_r&.close unless template
       @messages_w.write("f#{Process.pid}:#{index}\n") if sibling
       Signal.trap("INT", "IGNORE")
@@ -605,6 +646,27 @@ module Catamount
     rescue Exception => e # rubocop:disable Lint/RescueException -- a worker must never run the master's code after a fork
       @err.puts "#{@log_prefix}! Unable to start worker: #{e.message} (#{e.class})"
       exit!(Launcher::FAILED)
+    end
+
+    # This process is worker 0 of a running cluster (spawn_fresh_worker_0): it serves the
+    # handed-over listeners, loads the app itself and forks the other workers.
+    def run_fresh_worker_0(options)
+      master, *fds = ENV.delete(FRESH_WORKER_VAR).to_s.split(",").map { |n| Integer(n, 10, exception: false) }
+      unless master && fds.size == 3 && fds.all?
+        @err.puts "catamount: #{FRESH_WORKER_VAR} is set but is not <master pid>,<fd>,<fd>,<fd>"
+        return Launcher::FAILED
+      end
+      @messages_w, @alive_r, @fork_r = fds.map do |fd|
+        IO.for_fd(fd, autoclose: true).tap do |io|
+          io.close_on_exec = true
+          io.sync = true # a message is a line written at once, as through IO.pipe's end
+        end
+      end
+      @master_pid = master
+      @from_template = true
+      @server = Native::Server.new(@config.native, rack_settings(options))
+      Catamount.launcher = self
+      worker_main(0, options, nil)
     end
 
     # Starts the reactor and the pool; `:finished` arrives on `events` once the server ended.

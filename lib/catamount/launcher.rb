@@ -212,6 +212,8 @@ module Catamount
       change_directory(options[:directory]) if options[:directory]
       ENV["RACK_ENV"] = options[:environment]
       log_configuration if ENV.key?("PUMA_LOG_CONFIG")
+      return run_fresh_worker_0(options) if ENV.key?(Cluster::FRESH_WORKER_VAR)
+
       enable_systemd_plugin
       return run_cluster(options) if @config.cluster?
 
@@ -342,7 +344,7 @@ module Catamount
         log "*      Workers: #{options[:workers]}"
         log "*     Preload: #{cluster[:preload] ? 'yes' : 'no'}"
         mark = ->(yes) { yes ? "\u2714" : "\u2716" }
-        log "*    Restarts: (#{mark[true]}) hot (#{mark[!cluster[:preload]]}) phased (#{mark[options[:fork_worker]]}) refork"
+        log "*    Restarts: (#{mark[true]}) hot (#{mark[true]}) phased (#{mark[options[:fork_worker]]}) refork"
       else
         log "*          PID: #{Process.pid}"
       end

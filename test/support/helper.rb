@@ -52,9 +52,10 @@ module Support
       server
     end
 
-    # Kills every process the server's boot lines name (`PID: n)`): workers of a test that
-    # failed must not outlive it.
+    # Kills the server, then every process its boot lines name (`PID: n)`): workers of a test
+    # that failed must not outlive it (the master goes first, or it would fork replacements).
     def kill_named_workers(server)
+      server&.kill
       (server&.stdout.to_s + server&.stderr.to_s).scan(/PID: (\d+)\)/).flatten.each { |pid| kill_quietly(pid.to_i) }
     end
 
