@@ -218,4 +218,23 @@ class TestCluster < Minitest::Test
       sock&.close
     end
   end
+
+  def test_idle_timeout_stops_the_cluster_once_every_worker_is_idle
+    cluster("workers 2\nidle_timeout 2\nraise_exception_on_sigterm false\n") do |server, _dir|
+      worker_pids(server, 2)
+      # Steady requests (one a fifth of a second, far below the limit) keep it up: one busy
+      # worker is enough, even when the other sees nothing.
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 5
+      while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
+        assert_equal 200, raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status
+        sleep 0.2
+      end
+      refute server.exited?, server.stdout
+      refute_includes server.stdout, "All workers reached idle timeout"
+      # Then nothing: it stops by itself, gracefully.
+      status = server.wait_exit(timeout: 20)
+      assert_equal 0, status.exitstatus
+      assert_match(/All workers reached idle timeout.*Gracefully shutting down workers.*Goodbye/m, server.stdout)
+    end
+  end
 end

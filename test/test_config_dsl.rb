@@ -324,7 +324,6 @@ class TestConfigDsl < Minitest::Test
 
   def test_things_that_need_later_subsystems_refuse_to_boot
     {
-      "workers 2\nidle_timeout 5\n" => /idle_timeout in cluster mode is not supported yet/,
       "ssl_bind '127.0.0.1', 9443, cert: 'c.pem', key: 'k.pem'\n" => %r{TLS \(ssl://127\.0\.0\.1:9443\) is not supported yet},
       "activate_control_app 'tcp://127.0.0.1:9293'\n" => /the control server .* is not supported yet/,
       "max_io_threads 2\n" => /IO-bound thread marking \(max_io_threads\) is not supported yet/

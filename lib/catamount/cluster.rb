@@ -13,7 +13,8 @@ module Catamount
   #
   # Workers talk to the master over one pipe, a line per message: `b<pid>:<index>` when booted,
   # `p<pid>{json}` with the worker's pool stats right after and then every
-  # `worker_check_interval` (a worker silent for `worker_timeout` is killed and replaced).
+  # `worker_check_interval` (a worker silent for `worker_timeout` is killed and replaced),
+  # `i<pid>:1` / `i<pid>:0` when it became idle for `idle_timeout` / busy again.
   # Workers hold the read end of a second pipe the master writes nothing to: when the master
   # dies it closes, and the workers stop at once.
   #
@@ -33,7 +34,7 @@ module Catamount
     # `last_status` is the worker's pool stats from its latest ping. `pid` is nil while worker 0
     # is forking it (`fork_worker`) and it has not reported yet.
     Worker = Struct.new(:index, :pid, :phase, :started_at, :started_wall, :booted_at, :last_checkin, :checkin_wall,
-                        :last_status, :term_sent_at, keyword_init: true) do
+                        :last_status, :term_sent_at, :idle, keyword_init: true) do
       def booted?
         !booted_at.nil?
       end
@@ -135,6 +136,11 @@ module Catamount
         else
           return Launcher::FAILED if hopeless?
 
+          if all_idle?(options)
+            log "- All workers reached idle timeout"
+            stopping = begin_cluster_stop(options, "idle")
+            next
+          end
           check_timeouts(options)
           cull_workers(options)
           spawn_missing(options, app)
@@ -329,6 +335,7 @@ module Catamount
         record_status(worker, line)
         return maybe_auto_refork(worker)
       end
+      return worker.idle = line.end_with?(":1") if kind == "i"
       return unless kind == "b"
 
       worker.booted_at = monotonic
@@ -351,6 +358,14 @@ module Catamount
       worker.pid = pid
       worker.last_checkin = monotonic
       kill(pid, "TERM") if worker.term_sent_at
+    end
+
+    # `idle_timeout`: every worker (all there, none stopping) said it is idle.
+    def all_idle?(options)
+      return false unless options[:idle_timeout] && !@phased_restart
+      return false if @workers.size < @worker_count
+
+      @workers.all? { |w| w.idle && !w.term_sent_at }
     end
 
     # `fork_worker N`: once worker 0 of the first phase has served N requests, one refork.
@@ -628,6 +643,7 @@ module Catamount
       # A sibling's copy of worker 0's server is stopped: serve the same sockets afresh.
       @server.rearm if sibling
       @server.become_worker
+      watch_idle_in_worker(options[:idle_timeout]) if options[:idle_timeout]
       if template
         @messages_w.write("b#{Process.pid}:#{index}\n")
         start_pings(options)
@@ -697,6 +713,22 @@ module Catamount
         loop do
           @messages_w.write("p#{Process.pid}#{JSON.generate(@server.stats)}\n")
           sleep options[:worker_check_interval]
+        end
+      rescue IOError, SystemCallError
+        nil
+      end
+    end
+
+    # `idle_timeout` in a worker: tells the master when nothing arrived for that long, and
+    # when something did again (checked every quarter of the limit, at most a second apart).
+    def watch_idle_in_worker(limit)
+      Thread.new do
+        idle = false
+        loop do
+          now_idle = @server.idle_seconds >= limit
+          @messages_w.write("i#{Process.pid}:#{now_idle ? 1 : 0}\n") if now_idle != idle
+          idle = now_idle
+          sleep(idle ? [limit / 4.0, 1].min : [limit - @server.idle_seconds, 0.05].max)
         end
       rescue IOError, SystemCallError
         nil

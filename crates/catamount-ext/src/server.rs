@@ -389,8 +389,11 @@ impl RbServer {
     }
 
     /// Seconds since the last accepted connection or request (`idle_timeout`).
-    pub fn idle_seconds(ruby: &Ruby, rb_self: &Self) -> Result<f64, Error> {
-        Ok(rb_self.running(ruby)?.idle_for().as_secs_f64())
+    /// A server not serving (not started, or stopped and re-armed) is not idle: 0.
+    pub fn idle_seconds(&self) -> f64 {
+        locked(&self.server)
+            .as_ref()
+            .map_or(0.0, |server| server.idle_for().as_secs_f64())
     }
 
     /// Pool numbers in Puma's `stats` shape (single mode). A server not started yet, or

@@ -968,9 +968,6 @@ impl Options {
             if self.prune_bundler {
                 return Some("prune_bundler in cluster mode".into());
             }
-            if self.idle_timeout.is_some() {
-                return Some("idle_timeout in cluster mode".into());
-            }
         }
         if let Some(url) = self.tls_binds.first() {
             return Some(format!("TLS ({url})"));
