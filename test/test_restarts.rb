@@ -306,4 +306,38 @@ class TestRestarts < Minitest::Test
       notify&.close
     end
   end
+
+  def test_prune_bundler_runs_the_master_outside_bundler_and_workers_load_the_bundle
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/Gemfile", "source \"https://rubygems.org\"\ngem \"rack\"\n")
+      lock = IO.popen(["timeout", "60", "bundle", "lock", "--local"], chdir: dir, err: %i[child out], &:read)
+      assert File.exist?("#{dir}/Gemfile.lock"), "bundle lock --local: #{lock}"
+      File.write("#{dir}/app.ru", <<~RUBY)
+        require "bundler/setup"
+        run ->(env) { [200, {}, ["bundler \#{defined?(Bundler) ? 'loaded' : 'absent'}"]] }
+      RUBY
+      server = launch(["-w", "2", "--prune-bundler", "-b", "tcp://127.0.0.1:0", "app.ru"],
+                      command: ["bundle", "exec", RbConfig.ruby, ServerProcess::BIN],
+                      env: { "BUNDLE_GEMFILE" => "#{dir}/Gemfile" }, chdir: dir, boot: true)
+      assert_match(/\* Pruning Bundler environment.*Catamount starting in cluster mode.*Preload: no/m, server.stdout)
+      assert_equal 1, server.stdout.scan("Catamount starting").size
+      master_env = File.read("/proc/#{server.pid}/environ").split("\0")
+      assert_includes master_env, "PUMA_BUNDLER_PRUNED=1"
+      assert_includes master_env, "BUNDLE_GEMFILE=#{dir}/Gemfile", "the workers find the same bundle"
+      refute master_env.any? { |v| v.start_with?("RUBYOPT=") && v.include?("bundler/setup") }, master_env.grep(/RUBYOPT/).inspect
+      server.wait_for(/Worker 1 \(PID: \d+\) booted/)
+      request = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+      assert_equal "bundler loaded", raw_request(server.port, request).body
+
+      # A pruned master restarts into a pruned master (it keeps its load path).
+      server.signal("USR2")
+      assert wait_until(timeout: 30) { server.stdout.scan(/Worker 1 \(PID: \d+\) booted/).size == 2 }, server.stdout
+      assert_match(/Listening on .* \(inherited\)/, server.stdout)
+      assert_equal 2, server.stdout.scan("Catamount starting").size
+      assert_equal 1, server.stdout.scan("Pruning Bundler environment").size
+      assert_equal "bundler loaded", raw_request(server.port, request).body
+    ensure
+      kill_named_workers(server)
+    end
+  end
 end

@@ -205,6 +205,7 @@ module Catamount
       if (what = @config.native.not_supported_yet)
         return fail_with("#{what} is not supported yet")
       end
+      prune_bundler(options) if @config.cluster? && options[:prune_bundler] && !options[:preload_app]
 
       redirect_stdio(options)
       # Log lines must reach pipes and files as they happen (Puma's default, too).

@@ -61,10 +61,13 @@ module Catamount
     end
 
     # The command a hot restart runs: `restart_command` (split on spaces) followed by the
-    # original arguments, else this same Ruby running this same script.
+    # original arguments, else this same Ruby running this same script (with the load path it
+    # was given if it pruned Bundler).
     def restart_argv(options)
-      base = options[:restart_cmd] ? options[:restart_cmd].split : [RbConfig.ruby, @program]
-      base + @original_argv
+      return options[:restart_cmd].split + @original_argv if options[:restart_cmd]
+
+      pruned = @boot_env.key?("PUMA_BUNDLER_PRUNED") ? ["-I", pruned_load_path(options)] : []
+      [RbConfig.ruby, *pruned, @program, *@original_argv]
     end
 
     # Where the new process starts: `directory` if set, else the directory this one started
@@ -75,6 +78,66 @@ module Catamount
 
       pwd = @boot_env["PWD"]
       pwd && File.identical?(pwd, Dir.pwd) ? pwd : Dir.pwd
+    end
+
+    # `prune_bundler` (cluster mode without preload): started under Bundler (`bundle exec`),
+    # the master runs itself again outside it, so only the workers load the app's bundle (each
+    # phased restart then picks up a changed Gemfile) and the master holds none of its gems.
+    # The new run sees Bundler's original environment plus PUMA_BUNDLER_PRUNED=1, and only
+    # Catamount's, Rack's and `extra_runtime_dependencies`' load paths. Returns when there is
+    # nothing to prune, or when the exec failed (the boot then goes on under Bundler).
+    def prune_bundler(options)
+      return if ENV.key?("PUMA_BUNDLER_PRUNED") || !defined?(::Bundler)
+
+      paths = pruned_load_path(options, warn: true)
+      log "* Pruning Bundler environment"
+      env = unbundled_env.merge(::Bundler.original_env.select { |k, v| k.start_with?("BUNDLE_") && v })
+      env["GEM_HOME"] = ENV["GEM_HOME"] if ENV["GEM_HOME"]
+      env["PUMA_BUNDLER_PRUNED"] = "1"
+      fds = hand_over(env, @inherited)
+      @out.flush
+      @err.flush
+      Process.exec(env, RbConfig.ruby, "-I", paths, @program, *@original_argv,
+                   fds.to_h { |fd| [fd, fd] }.merge(unsetenv_others: true))
+    rescue SystemCallError => e
+      @err.puts "catamount: could not prune the Bundler environment, going on under it: #{e.message}"
+    end
+
+    # The load path a pruned master runs with (given to `-I`, again at each hot restart):
+    # Catamount's own, Rack's, and that of every `extra_runtime_dependencies` gem.
+    def pruned_load_path(options, warn: false)
+      paths = [File.expand_path("..", __dir__)] + require_paths("rack")
+      options[:extra_runtime_dependencies].each do |name|
+        found = require_paths(name)
+        log "* Could not load extra dependency: #{name}" if found.empty? && warn
+        paths.concat(found)
+      end
+      paths.uniq.join(File::PATH_SEPARATOR)
+    end
+
+    def unbundled_env
+      ::Bundler.respond_to?(:unbundled_env) ? ::Bundler.unbundled_env : ::Bundler.clean_env
+    end
+
+    # Where a gem's files are loaded from: its loaded spec, else the load path entry that has
+    # `<name>.rb` (a library installed outside of gems, as Debian's are).
+    def require_paths(name)
+      spec = Gem.loaded_specs[name]
+      return spec.full_require_paths if spec
+
+      $LOAD_PATH.select { |dir| File.file?(File.join(dir.to_s, "#{name}.rb")) }.first(1)
+    end
+
+    # Puts the sockets this process was handed back into `env` the way it got them (hot
+    # restart's PUMA_INHERIT_n, systemd's LISTEN_FDS for the same PID); returns their fds.
+    def hand_over(env, inherited)
+      named, activated = inherited.partition { |_, url| url }
+      named.each_with_index { |(fd, url), i| env["PUMA_INHERIT_#{i}"] = "#{fd}:#{url}" }
+      unless activated.empty?
+        env["LISTEN_FDS"] = activated.size.to_s
+        env["LISTEN_PID"] = Process.pid.to_s
+      end
+      inherited.map(&:first)
     end
 
     # Replaces this process with the new one. Returns only if that cannot be done, with the

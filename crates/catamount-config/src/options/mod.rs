@@ -964,11 +964,6 @@ impl Options {
     /// The first thing this configuration asks for that Catamount cannot do yet, as
     /// "<what> (<option>)"; the launcher refuses to boot with it rather than ignore it.
     pub fn not_supported_yet(&self) -> Option<String> {
-        if self.workers > 0 {
-            if self.prune_bundler {
-                return Some("prune_bundler in cluster mode".into());
-            }
-        }
         if let Some(url) = self.tls_binds.first() {
             return Some(format!("TLS ({url})"));
         }
@@ -1170,14 +1165,6 @@ mod tests {
         let o = resolve(&Layer::default(), &fork, &env(&two)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(o.fork_worker, Some(1000));
         assert_eq!(o.not_supported_yet(), None, "fork_worker is served");
-        let mut prune = Layer::default();
-        prune
-            .set("prune_bundler", &[])
-            .unwrap_or_else(|e| panic!("{e}"));
-        let o = resolve(&Layer::default(), &prune, &env(&two)).unwrap_or_else(|e| panic!("{e}"));
-        assert!(o
-            .not_supported_yet()
-            .is_some_and(|w| w.starts_with("prune_bundler")));
         let auto = |n: &str| (n == "WEB_CONCURRENCY").then(|| "auto".to_string());
         let o = resolve(&Layer::default(), &Layer::default(), &env(&auto))
             .unwrap_or_else(|e| panic!("{e}"));
