@@ -142,10 +142,14 @@ class TestCluster < Minitest::Test
       before_worker_shutdown(:db) { |i, data| File.write("DIR/shutdown_\#{i}", data[:opened]) }
       after_worker_shutdown { |w| File.write("DIR/reaped_\#{w.index}", w.process_status.exitstatus.to_s) }
       after_booted { File.write("DIR/booted", Process.pid.to_s) }
+      out_of_band { File.write("DIR/out_of_band_\#{Process.pid}", "idle") }
       raise_exception_on_sigterm false
     RUBY
       pids = worker_pids(server, 2)
       master = server.pid.to_s
+      # out_of_band runs in the worker that served, once it has nothing else to do.
+      served = raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body
+      assert_equal "idle", wait_for_file("#{dir}/out_of_band_#{served}")
       assert_equal master, wait_for_file("#{dir}/before_fork")
       assert_equal master, wait_for_file("#{dir}/booted")
       [0, 1].each do |i|
@@ -219,6 +223,42 @@ class TestCluster < Minitest::Test
     end
   end
 
+  # Left behind by a server that was killed: a pidfile and a state file naming a dead process,
+  # and a socket file nobody listens on. Like Puma, the next server takes them over; a socket
+  # file something still listens on is refused instead.
+  def test_stale_pidfile_state_file_and_socket_file_are_taken_over
+    Dir.mktmpdir do |dir|
+      sock = File.join(Dir.tmpdir, "cat-stale-#{Process.pid}-#{rand(1 << 30)}.sock")
+      UNIXServer.new(sock).close # closed without removing the file
+      assert File.socket?(sock)
+      File.write("#{dir}/pid", "999999\n")
+      File.write("#{dir}/state.yml", "---\npid: 999999\n")
+      config = "workers 2\npidfile '#{dir}/pid'\nstate_path '#{dir}/state.yml'\n"
+      cluster(config, "-b", "unix://#{sock}") do |server, app_dir|
+        worker_pids(server, 2)
+        assert_equal "#{server.pid}\n", File.read("#{dir}/pid")
+        assert_match(/^pid: #{server.pid}$/, File.read("#{dir}/state.yml"))
+        client = UNIXSocket.new(sock)
+        client.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert_equal 200, read_response(client).status
+        client.close
+
+        # A live socket is not taken over.
+        second = launch(["-b", "unix://#{sock}", "#{app_dir}/app.ru"])
+        refute second.wait_exit.success?
+        assert_includes second.stderr, "there is already a server bound to"
+        assert File.socket?(sock)
+
+        server.signal("INT")
+        assert_equal 0, server.wait_exit(timeout: 30).exitstatus
+        refute File.exist?("#{dir}/pid")
+        refute File.exist?(sock)
+      end
+    ensure
+      File.delete(sock) if sock && File.exist?(sock)
+    end
+  end
+
   def test_idle_timeout_stops_the_cluster_once_every_worker_is_idle
     cluster("workers 2\nidle_timeout 2\nraise_exception_on_sigterm false\n") do |server, _dir|
       worker_pids(server, 2)
@@ -236,5 +276,43 @@ class TestCluster < Minitest::Test
       assert_equal 0, status.exitstatus
       assert_match(/All workers reached idle timeout.*Gracefully shutting down workers.*Goodbye/m, server.stdout)
     end
+  end
+
+  # /busy holds a thread until DIR/release exists (at most 30 s); it first writes its pid.
+  BUSY_APP = <<~RUBY
+    run lambda { |env|
+      if env["PATH_INFO"] == "/busy"
+        File.write("busy", Process.pid.to_s)
+        deadline = Time.now + 30
+        sleep 0.01 until File.exist?("release") || Time.now > deadline
+      end
+      [200, {}, [Process.pid.to_s]]
+    }
+  RUBY
+
+  # Which worker answers fresh connections while the other serves a long request: the busy
+  # one still has a free thread, so only the delay keeps it from taking its half.
+  def answers_while_one_worker_is_busy(delay)
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/app.ru", BUSY_APP)
+      File.write("#{dir}/puma.rb", "workers 2\nthreads 2, 2\nwait_for_less_busy_worker #{delay}\n")
+      server = launch(["-C", "puma.rb", "-b", "tcp://127.0.0.1:0", "app.ru"], chdir: dir, boot: true)
+      worker_pids(server, 2)
+      busy = Thread.new { raw_request(server.port, "GET /busy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") }
+      assert wait_for_file("#{dir}/busy"), "the long request started"
+      busy_pid = File.read("#{dir}/busy").to_i
+      answers = Array.new(20) do
+        raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body.to_i
+      end
+      File.write("#{dir}/release", "")
+      assert_equal 200, busy.value.status
+      answers.count(busy_pid)
+    ensure
+      kill_named_workers(server)
+    end
+  end
+
+  def test_wait_for_less_busy_worker_lets_the_idle_worker_take_new_connections
+    assert_operator answers_while_one_worker_is_busy(0.5), :<=, 2, "the busy worker kept out of the way"
   end
 end

@@ -157,6 +157,9 @@ impl RbServer {
             max_threads: o.max_threads as usize,
             proxy_protocol: o.remote_address == RemoteAddress::ProxyV1,
             drain_on_shutdown: o.drain_on_shutdown,
+            // Only a server that runs as one of several workers ever starts with it.
+            busy_accept_delay: (o.workers >= 2 && !o.wait_for_less_busy_worker.is_zero())
+                .then_some(o.wait_for_less_busy_worker),
             ..ServerConfig::default()
         };
         let rack_version = fetch(settings, "rack_version")?;

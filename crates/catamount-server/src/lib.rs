@@ -77,6 +77,10 @@ pub struct ServerConfig {
     /// would stay there while the other workers idle. The hold is short so a client that
     /// connects and sends nothing cannot keep a worker from accepting.
     pub new_connection_hold: Option<Duration>,
+    /// Cluster workers (`wait_for_less_busy_worker`): with a connection pending while a request
+    /// is queued or running here, wait up to this long (less once a request finishes) before
+    /// accepting, so an idle worker takes it first. Default None.
+    pub busy_accept_delay: Option<Duration>,
     /// Remove UNIX socket files when the server ends. Default true; false in cluster workers,
     /// whose listeners belong to the master (it removes them when the last worker is gone).
     pub unlink_unix_sockets: bool,
@@ -100,6 +104,7 @@ impl Default for ServerConfig {
             proxy_protocol: false,
             drain_on_shutdown: false,
             new_connection_hold: None,
+            busy_accept_delay: None,
             unlink_unix_sockets: true,
         }
     }

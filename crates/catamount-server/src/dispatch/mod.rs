@@ -220,6 +220,19 @@ impl<T> WorkQueue<T> {
         }
     }
 
+    /// Returns once no request is queued or running here, one finished, or `delay` passed:
+    /// `wait_for_less_busy_worker`, so that of the cluster workers woken for a new connection
+    /// an idle one takes it before a busy one. Called by the reactor.
+    pub async fn wait_while_busy(&self, delay: Duration) {
+        let finished = self.capacity.notified();
+        tokio::pin!(finished);
+        finished.as_mut().enable();
+        if self.is_quiet() {
+            return;
+        }
+        let _ = tokio::time::timeout(delay, finished).await;
+    }
+
     /// A thread granted by [`next_pool_action`](Self::next_pool_action) is running and about
     /// to ask for work.
     pub fn thread_started(&self) {

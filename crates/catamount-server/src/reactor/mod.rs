@@ -147,7 +147,8 @@ fn unix_connection(s: std::os::unix::net::UnixStream) -> io::Result<Accepted> {
     Ok((Stream::Unix(UnixStream::from_std(s)?), Peer::Unix, None))
 }
 
-/// Waits for a pending connection, then for a free pool thread, then accepts; None when the
+/// Waits for a pending connection, then for a free pool thread (and, with
+/// `busy_accept_delay`, a little longer while this server is busy), then accepts; None when the
 /// connection was gone by then (the listener's readiness is cleared, so the next wait is real).
 async fn take_when_free<L: AsRawFd, C>(
     fd: &AsyncFd<L>,
@@ -156,6 +157,9 @@ async fn take_when_free<L: AsRawFd, C>(
 ) -> io::Result<Option<C>> {
     let mut ready = fd.readable().await?;
     shared.queue.wait_for_capacity().await;
+    if let Some(delay) = shared.config.busy_accept_delay {
+        shared.queue.wait_while_busy(delay).await;
+    }
     match ready.try_io(|l| accept(l.get_ref())) {
         Ok(result) => result.map(Some),
         Err(_would_block) => Ok(None),
