@@ -423,6 +423,8 @@ module Catamount
         next unless worker
 
         @workers.delete(worker)
+        # Workers it had been asked to fork and had not reported are asked of the next one.
+        @workers.reject! { |w| w.pid.nil? } if worker.index.zero? && @from_template
         unless worker.booted? || worker.term_sent_at
           @failed_boots += 1
           delay = [2**(@failed_boots - 1), MAX_BACKOFF].min
