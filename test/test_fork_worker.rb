@@ -59,6 +59,8 @@ class TestForkWorker < Minitest::Test
       assert_includes hooks(dir), "fork 1 in #{first[0]}"
       assert_equal 2, hooks(dir).count("fork 1 in #{first[0]}"), "the replacement comes from worker 0 too"
       assert_includes hooks(dir), "before_refork in #{first[0]}"
+      # after_refork runs in worker 0 once the master says the refork is complete.
+      assert wait_until { hooks(dir).grep(/after_refork/).any? }
       assert_equal ["after_refork in #{first[0]}"], hooks(dir).grep(/after_refork/), "once per refork, in worker 0"
       assert wait_until { !alive?(first[1]) && !alive?(first[2]) }, "the old workers are gone"
       assert alive?(first[0])
@@ -83,7 +85,7 @@ class TestForkWorker < Minitest::Test
       end
       assert reforked, "a refork after worker 0 served 20 requests: #{server.stdout}"
       assert server.wait_for(/Refork complete, phase: 1/)
-      assert_equal 1, hooks(dir).grep(/after_refork/).size
+      assert wait_until { hooks(dir).grep(/after_refork/).size == 1 }
       # Worker 0 keeps counting past the limit; its next pings start nothing new.
       60.times { assert_equal 200, request.call.status }
       sleep 3 # three check intervals: pings the master would act on
