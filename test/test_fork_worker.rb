@@ -98,13 +98,7 @@ class TestForkWorker < Minitest::Test
       master = server.pid
       zero = booted_pid(server, 0)
       one = booted_pid(server, 1)
-      load = under_load(server.port,
-                        keep_alive: 0, fresh: 4,
-                        event: -> { Process.kill("KILL", zero) },
-                        done: ->(_) { server.stdout.scan(/Worker 0 \(PID: \d+\) booted/).size == 2 })
-      per_client = load.failures.group_by(&:client).transform_values(&:size)
-      assert per_client.values.all? { |n| n <= 1 }, "a client failed more than its one in-flight request: #{load.summary}"
-      assert_match(/Worker 0 \(PID: #{zero}\) died \(killed by SIGKILL\)/, server.stdout)
+      kill_worker_0_under_load(server, zero)
       assert alive?(one), "worker 1 lives on without the worker it was forked from"
       new_zero = booted_pid(server, 0, nth: 2)
       assert_equal 2, hooks(dir).count("fork 0 in #{master}")
@@ -130,22 +124,12 @@ class TestForkWorker < Minitest::Test
     serve("-w", "2", "-t", "2:2", config: "preload_app! false\nfork_worker 0\n#{HOOKS}") do |server, dir|
       old = [0, 1].map { |i| booted_pid(server, i) }
       assert_includes server.stdout, "Restarts: (✔) hot (✔) phased (✔) refork".b
-      load = under_load(server.port,
-                        event: lambda {
-                          File.write("#{dir}/app.ru", app_source("v2"))
-                          server.signal("USR1")
-                        },
-                        done: ->(_) { server.stdout.include?("Phased restart complete") })
-      assert_empty load.failures, load.summary
+      phased_restart_under_load(server, dir, "v2")
       assert_match(/Stopping #{old[0]} for phased upgrade.*Worker 0 \(PID: \d+\) booted.*Stopping #{old[1]} for phased upgrade/m,
                    server.stdout)
       new_zero = booted_pid(server, 0, nth: 2)
       assert_includes hooks(dir), "fork 1 in #{new_zero}"
-      after = SteadyLoad.new(server.port, keep_alive: 0, fresh: 2)
-      assert after.wait_for_more(30), after.summary
-      after.stop
-      assert_equal ["v2"], versions(after).keys, after.summary
-      assert_empty after.failures, after.summary
+      assert_only_version_served(server, "v2")
     end
   end
 
@@ -174,10 +158,7 @@ class TestForkWorker < Minitest::Test
       Process.kill("KILL", zero)
       booted_pid(server, 0, nth: 3)
       assert wait_until { !alive?(zero) }
-      after = SteadyLoad.new(server.port, keep_alive: 0, fresh: 2)
-      assert after.wait_for_more(30), after.summary
-      after.stop
-      assert_equal ["v2"], versions(after).keys, after.summary
+      assert_only_version_served(server, "v2")
       assert alive?(replaced_one)
 
       # And again.

@@ -79,13 +79,7 @@ class TestRestarts < Minitest::Test
       server.wait_for(/Worker 0 \(PID: \d+\) booted.*Worker 1 \(PID: \d+\) booted|Worker 1 \(PID: \d+\) booted.*Worker 0 \(PID: \d+\) booted/m)
       old = server.stdout.scan(/Worker \d \(PID: (\d+)\) booted/).flatten.map(&:to_i)
       assert_equal 2, old.size
-      load = under_load(server.port,
-                        event: lambda {
-                          File.write("#{dir}/app.ru", app_source("v2"))
-                          server.signal("USR1")
-                        },
-                        done: ->(_) { server.stdout.include?("Phased restart complete") })
-      assert_empty load.failures, load.summary
+      phased_restart_under_load(server, dir, "v2")
       log = server.stdout
       assert_match(/Starting phased worker restart, phase: 1/, log)
       # One at a time: the second old worker is stopped only after the first one's
@@ -93,11 +87,7 @@ class TestRestarts < Minitest::Test
       assert_match(/Stopping \d+ for phased upgrade.*booted in [\d.]+s, phase: 1.*Stopping \d+ for phased upgrade.*booted in [\d.]+s, phase: 1/m, log)
       assert wait_until { old.none? { |pid| alive?(pid) } }, "the old workers are gone"
       # Every answer after the restart comes from new code.
-      after = SteadyLoad.new(server.port, keep_alive: 0, fresh: 2)
-      assert after.wait_for_more(30), after.summary
-      after.stop
-      assert_equal ["v2"], versions(after).keys, after.summary
-      assert_empty after.failures, after.summary
+      assert_only_version_served(server, "v2")
       refute_match(/Catamount starting.*Catamount starting/m, log, "the master was not replaced")
     end
   end
@@ -143,15 +133,7 @@ class TestRestarts < Minitest::Test
     serve("-w", "2", "-t", "2:2") do |server, _dir|
       victim = server.wait_for(/Worker 0 \(PID: (\d+)\) booted/)[1].to_i
       server.wait_for(/Worker 1 \(PID: \d+\) booted/)
-      # Fresh connections only: a killed worker can fail at most the one request each client
-      # has in flight (keep-alive clients would also see their idle connections to it reset).
-      load = under_load(server.port,
-                        keep_alive: 0, fresh: 4,
-                        event: -> { Process.kill("KILL", victim) },
-                        done: ->(_) { server.stdout.scan(/Worker 0 \(PID: \d+\) booted/).size == 2 })
-      per_client = load.failures.group_by(&:client).transform_values(&:size)
-      assert per_client.values.all? { |n| n <= 1 }, "a client failed more than its one in-flight request: #{load.summary}"
-      assert_match(/Worker 0 \(PID: #{victim}\) died \(killed by SIGKILL\)/, server.stdout)
+      kill_worker_0_under_load(server, victim)
     end
   end
 

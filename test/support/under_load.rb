@@ -65,5 +65,40 @@ module Support
                         done: ->(l) { versions(l)[version].positive? })
       assert_empty load.failures, load.summary
     end
+
+    # Kills worker `pid` (index 0) with SIGKILL under a load of fresh connections, until its
+    # replacement booted. Fresh connections only: a killed worker can fail at most the one
+    # request each client has in flight (keep-alive clients would also see their idle
+    # connections to it reset); asserts that, and that the master saw how it died.
+    def kill_worker_0_under_load(server, pid)
+      load = under_load(server.port,
+                        keep_alive: 0, fresh: 4,
+                        event: -> { Process.kill("KILL", pid) },
+                        done: ->(_) { server.stdout.scan(/Worker 0 \(PID: \d+\) booted/).size == 2 })
+      per_client = load.failures.group_by(&:client).transform_values(&:size)
+      assert per_client.values.all? { |n| n <= 1 }, "a client failed more than its one in-flight request: #{load.summary}"
+      assert_match(/Worker 0 \(PID: #{pid}\) died \(killed by SIGKILL\)/, server.stdout)
+    end
+
+    # Under load: writes `version` into app.ru, sends USR1 and waits until the phased restart
+    # is complete; asserts no request failed.
+    def phased_restart_under_load(server, dir, version)
+      load = under_load(server.port,
+                        event: lambda {
+                          File.write("#{dir}/app.ru", app_source(version))
+                          server.signal("USR1")
+                        },
+                        done: ->(_) { server.stdout.include?("Phased restart complete") })
+      assert_empty load.failures, load.summary
+    end
+
+    # Every answer to a fresh load comes from `version` of the app, and none fails.
+    def assert_only_version_served(server, version)
+      after = SteadyLoad.new(server.port, keep_alive: 0, fresh: 2)
+      assert after.wait_for_more(30), after.summary
+      after.stop
+      assert_equal [version], versions(after).keys, after.summary
+      assert_empty after.failures, after.summary
+    end
   end
 end
