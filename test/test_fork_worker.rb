@@ -154,7 +154,7 @@ class TestForkWorker < Minitest::Test
       # forked from worker 0, or (worker 0 itself) loading it afresh.
       Process.kill("KILL", one)
       replaced_one = booted_pid(server, 1, nth: 3)
-      assert_includes hooks(dir), "fork 1 in #{zero}"
+      assert_equal 2, hooks(dir).count("fork 1 in #{zero}"), "the replacement is forked by worker 0"
       Process.kill("KILL", zero)
       booted_pid(server, 0, nth: 3)
       assert wait_until { !alive?(zero) }
@@ -164,6 +164,69 @@ class TestForkWorker < Minitest::Test
       # And again.
       new_code_under_load(server, dir, "v3", "USR1")
       assert server.wait_for(/Phased restart complete, phase: 2/)
+    end
+  end
+
+  def children_of(pid)
+    File.read("/proc/#{pid}/task/#{pid}/children").split.map(&:to_i)
+  end
+
+  # While worker 0 forks (held here by a slow before_refork): a HUP to reopen logs, and a TTOU
+  # that culls the worker not reported yet; that worker is stopped as soon as it reports.
+  def test_signals_while_worker_0_forks
+    Dir.mktmpdir do |logs|
+      config = "fork_worker 0\nstdout_redirect '#{logs}/out', '#{logs}/err', true\n" \
+               "before_refork { sleep 2 }\n#{HOOKS}"
+      Dir.mktmpdir do |dir|
+        File.write("#{dir}/app.ru", app_source("v1"))
+        File.write("#{dir}/puma.rb", config)
+        server = launch(["-C", "puma.rb", "-w", "2", "-b", "tcp://127.0.0.1:0", "app.ru"], chdir: dir)
+        log = -> { File.exist?("#{logs}/out") ? File.read("#{logs}/out") : "" }
+        assert wait_until(timeout: 30) { log.call.include?("Worker 1 (PID:") }, log.call
+        port = log.call[/Listening on http:\/\/127\.0\.0\.1:(\d+)/, 1].to_i
+        zero = log.call[/Worker 0 \(PID: (\d+)\)/, 1].to_i
+        one = log.call[/Worker 1 \(PID: (\d+)\)/, 1].to_i
+        server.signal("TTIN")
+        assert wait_until { log.call.include?("Worker count now 3") }
+        server.signal("HUP") # worker 2 has no pid yet
+        server.signal("TTOU")
+        assert wait_until(timeout: 30) { log.call.match?(/Worker 2 \(PID: \) terminating/) }, log.call
+        # Worker 2 was forked, reported, got its TERM and is gone; the master is fine.
+        assert wait_until(timeout: 30) { hooks(dir).include?("fork 2 in #{zero}") }, hooks(dir).inspect
+        assert wait_until(timeout: 30) { children_of(server.pid).sort == [zero, one].sort }, children_of(server.pid).inspect
+        refute server.exited?
+        pids = Array.new(20) { raw_request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body.split.last.to_i }
+        assert_empty pids - [zero, one]
+      ensure
+        kill_named_workers(server)
+      end
+    end
+  end
+
+  # A TTOU while worker 0 boots leaves nothing to fork: worker 0 is still told to serve.
+  def test_worker_0_serves_when_nothing_is_left_to_fork_and_usr1_during_a_refork_is_a_phased_restart
+    slow_boot = "sleep 2\n#{app_source('v1')}"
+    serve("-w", "2", config: "preload_app! false\nfork_worker 0\nbefore_refork { sleep 1 }\n#{HOOKS}") do |server, dir|
+      booted_pid(server, 1)
+      File.write("#{dir}/app.ru", slow_boot) # the served app was loaded before; this one is slow
+      server.signal("USR1")
+      assert server.wait_for(/Stopping \d+ for phased upgrade/)
+      server.signal("TTOU")
+      assert server.wait_for(/Worker count now 1/)
+      assert server.wait_for(/Worker 0 \(PID: \d+\) booted in [\d.]+s, phase: 1/, timeout: 30)
+      request = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+      assert_equal 200, raw_request(server.port, request).status, "the new worker 0 serves"
+
+      # USR1 during a refork: the phased restart takes over, no after_refork runs.
+      server.signal("TTIN")
+      assert wait_until(timeout: 30) { server.stdout.scan(/Worker 1 \(PID: \d+\) booted/).size == 2 }, server.stdout
+      server.signal("URG")
+      assert server.wait_for(/Starting worker refork, phase: 2/)
+      server.signal("USR1")
+      assert server.wait_for(/Phased restart complete, phase: 3/, timeout: 60)
+      refute_match(/Refork complete/, server.stdout)
+      assert_empty hooks(dir).grep(/after_refork/)
+      assert_equal 200, raw_request(server.port, request).status
     end
   end
 end

@@ -105,7 +105,10 @@ module Catamount
       # phased restart of a preloaded app (the master's copy of the app is then old code).
       @from_template = false
       @stale_preload = false
-      use_template if @fork_worker
+      if @fork_worker && !use_template
+        @err.puts "catamount: fork_worker: #{@template_error}"
+        return Launcher::FAILED
+      end
       @reforking = false
       @request = lambda do |what|
         @pending_signals << what
@@ -235,13 +238,17 @@ module Catamount
     # by a new run of the command that loads the new code (spawn_fresh_worker_0), and every
     # other worker is then forked from it, as with fork_worker.
     def begin_phased_restart(options)
+      if @preload && !@stale_preload
+        unless use_template
+          log "! #{@template_error}: a phased restart of a preloaded app restarts hot instead"
+          return begin_hot_restart
+        end
+        @stale_preload = true
+      end
       @phase += 1
       @phased_restart = true
+      @reforking = false
       log "- Starting phased worker restart, phase: #{@phase}"
-      if @preload
-        @stale_preload = true
-        use_template
-      end
       dir = restart_directory(options)
       if dir != Dir.pwd
         log "+ Changing to #{dir}"
@@ -265,9 +272,14 @@ module Catamount
 
     # From now on workers other than 0 are forked from worker 0; the master must then reap
     # the workers it did not fork itself.
+    # False (why in @template_error) where the kernel refuses it: workers forked by worker 0
+    # would then be nobody's to reap.
     def use_template
       Native.become_child_subreaper unless @from_template
       @from_template = true
+    rescue RuntimeError => e
+      @template_error = e.message
+      false
     end
 
     def phased_restart_step
@@ -349,12 +361,18 @@ module Catamount
     end
 
     # `f<pid>:<index>`: a worker worker 0 forked. One the master no longer waits for (its slot
-    # timed out, or the cluster is stopping) is stopped at once.
+    # was cleared) is stopped at once; one already reaped (it died right after writing this)
+    # frees its slot as a failed boot.
     def forked_worker_reported(line)
       pid, index = line[1..].split(":").map(&:to_i)
       worker = @workers.find { |w| w.index == index && w.pid.nil? }
       return kill(pid, "TERM") unless worker
 
+      if (status = @reaped_unknown&.delete(pid))
+        @workers.delete(worker)
+        @failed_boots += 1
+        return log "! Worker #{index} (PID: #{pid}) failed to boot (#{describe_status(status)})"
+      end
       worker.pid = pid
       worker.last_checkin = monotonic
       kill(pid, "TERM") if worker.term_sent_at
@@ -420,7 +438,7 @@ module Catamount
         break unless pid
 
         worker = @workers.find { |w| w.pid == pid }
-        next unless worker
+        next remember_reaped(pid, status) unless worker
 
         @workers.delete(worker)
         # Workers it had been asked to fork and had not reported are asked of the next one.
@@ -440,6 +458,13 @@ module Catamount
       nil
     end
 
+    # Children reaped that no slot knew (yet): a forked worker can die before its `f` is read.
+    def remember_reaped(pid, status)
+      @reaped_unknown ||= {}
+      @reaped_unknown[pid] = status
+      @reaped_unknown.shift while @reaped_unknown.size > 64
+    end
+
     # What `after_worker_shutdown` hooks get: the worker's index, pid and exit status.
     WorkerInfo = Struct.new(:index, :pid, :process_status)
 
@@ -457,17 +482,24 @@ module Catamount
 
     # Kills a worker that stopped checking in (`worker_timeout`) or never finished booting
     # (`worker_boot_timeout`); the next round replaces it.
+    #
+    # A worker worker 0 was asked to fork and has not reported within `worker_boot_timeout`
+    # means worker 0 cannot fork (a request it waits for does not end): worker 0 is replaced,
+    # and its death clears the slots it owed (asking again would queue a second fork).
     def check_timeouts(options)
       now = monotonic
-      @workers.each do |w|
+      @workers.dup.each do |w|
         next if w.term_sent_at
 
         limit = w.booted? ? options[:worker_timeout] : options[:worker_boot_timeout]
         next if now - (w.last_checkin || w.started_at) < limit
 
         unless w.pid
-          log "! Worker #{w.index} was never forked by worker 0 within #{limit.round} seconds; asking again"
-          @workers.delete(w)
+          template = @workers.find { |t| t.index.zero? && t.pid && !t.term_sent_at }
+          next unless template
+
+          log "! Worker 0 (PID: #{template.pid}) did not fork worker #{w.index} within #{limit.round} seconds; replacing it"
+          stop_worker(template)
           next
         end
         what = w.booted? ? "check in" : "boot"
@@ -482,19 +514,19 @@ module Catamount
     def spawn_missing(options, app)
       return if monotonic < @next_spawn_at
 
-      missing = @worker_count - @workers.size
-      return if missing < 1
-
+      missing = [@worker_count - @workers.size, 0].max
       taken = @workers.map(&:index)
       indexes = (0..).lazy.reject { |i| taken.include?(i) }.first(missing)
       return spawn_from_template(indexes, options, app) if @from_template
+      return if indexes.empty?
 
       nakayoshi_gc if options[:nakayoshi_fork]
       indexes.each { |index| spawn_worker(index, options, app) }
     end
 
     # fork_worker: worker 0 comes from the master, every other worker from worker 0 once it has
-    # booted (it stops serving while it forks them, then serves again).
+    # booted (it stops serving while it forks them, then serves again). A new worker 0 waits
+    # for its first `0`: the workers missing when it boots are forked before it serves.
     def spawn_from_template(indexes, options, app)
       if indexes.include?(0)
         nakayoshi_gc if options[:nakayoshi_fork]
@@ -502,20 +534,24 @@ module Catamount
         @fork_w&.close
         @fork_r, @fork_w = IO.pipe
         spawn_worker(0, options, app)
-        @fork_r.close
+        @fork_r&.close
         @fork_r = nil
-        # Until its first `0`, worker 0 waits: it forks the others before it ever serves.
-        return command_template("0") if indexes.size == 1
+        @template_serving = false
       end
       template = @workers.find { |w| w.index.zero? }
       return unless template&.booted? && !template.term_sent_at
 
       siblings = indexes - [0]
-      now = monotonic
-      command_template("-1", *siblings.map(&:to_s), "0")
-      siblings.each do |index|
-        @workers << Worker.new(index: index, pid: nil, phase: @phase, started_at: now, started_wall: Time.now)
+      if siblings.empty?
+        command_template("0") unless @template_serving
+      else
+        now = monotonic
+        command_template("-1", *siblings.map(&:to_s), "0")
+        siblings.each do |index|
+          @workers << Worker.new(index: index, pid: nil, phase: @phase, started_at: now, started_wall: Time.now)
+        end
       end
+      @template_serving = true
     end
 
     # Writes command lines to worker 0 (fork_worker). A worker 0 gone away is reaped and
@@ -587,7 +623,7 @@ module Catamount
     def kill_stragglers(options)
       limit = options[:worker_shutdown_timeout]
       now = monotonic
-      @workers.each do |w|
+      @workers.dup.each do |w|
         next unless w.term_sent_at
         next unless now - w.term_sent_at >= limit || (@force_at && now >= @force_at)
 
@@ -602,7 +638,10 @@ module Catamount
       @workers.each { |w| kill(w.pid, sig) }
     end
 
+    # Signals a worker; nothing for a slot not reported yet (no pid) or a process gone.
     def kill(pid, sig)
+      return unless pid.is_a?(Integer) && pid.positive?
+
       Process.kill(sig, pid)
     rescue Errno::ESRCH
       nil
@@ -613,6 +652,13 @@ module Catamount
     # A worker's life: set up, boot, serve until told to stop, exit. `sibling`: forked by
     # worker 0 (fork_worker) rather than by the master.
     def worker_main(index, options, app, sibling: false)
+      # Traps first: until then a signal would run the handlers of the process forked from.
+      events = Queue.new
+      Signal.trap("TERM") { events << :term }
+      Signal.trap("HUP") { events << :hup }
+      ignore_master_signals
+      Signal.trap("CHLD", "DEFAULT")
+      trap_backtrace_signal
       @log_prefix = "[#{Process.pid}] "
       @in_worker = true
       @timers = nil
@@ -621,15 +667,8 @@ module Catamount
       @fork_w&.close
       template = @from_template && index.zero? && !sibling
       @fork_r&.close unless template
+      # The master now knows this pid (and may signal it: the traps are in place).
       @messages_w.write("f#{Process.pid}:#{index}\n") if sibling
-      Signal.trap("INT", "IGNORE")
-      Signal.trap("CHLD", "DEFAULT")
-      trap_backtrace_signal
-      # Meant for the master (a `pkill` may reach every process of the tree).
-      %w[TTIN TTOU USR1 USR2 URG].each { |sig| Signal.trap(sig, "IGNORE") }
-      events = Queue.new
-      Signal.trap("TERM") { events << :term }
-      Signal.trap("HUP") { events << :hup }
       tag = options[:tag] || File.basename(Dir.pwd)
       Process.setproctitle("catamount: cluster worker #{index}: #{@master_pid}#{tag.empty? ? '' : " [#{tag}]"}")
       Thread.new do
@@ -645,6 +684,7 @@ module Catamount
       # A sibling's copy of worker 0's server is stopped: serve the same sockets afresh.
       @server.rearm if sibling
       @server.become_worker
+      @started_at = Time.now.utc
       watch_idle_in_worker(options[:idle_timeout]) if options[:idle_timeout]
       if template
         @messages_w.write("b#{Process.pid}:#{index}\n")
@@ -685,6 +725,12 @@ module Catamount
       @server = Native::Server.new(@config.native, rack_settings(options))
       Catamount.launcher = self
       worker_main(0, options, nil)
+    end
+
+    # Signals meant for the master (a `pkill` may reach every process of the tree), and INT
+    # (Ctrl-C in a terminal reaches the whole group; the master stops the workers).
+    def ignore_master_signals
+      %w[INT TTIN TTOU USR1 USR2 URG].each { |sig| Signal.trap(sig, "IGNORE") }
     end
 
     # Starts the reactor and the pool; `:finished` arrives on `events` once the server ended.
@@ -767,6 +813,8 @@ module Catamount
           end
         when :finished
           pool.join
+          # Ended without being asked to (the reactor failed): this worker is done.
+          stopping = true if state == :serving
           state = :stopped
           @config.run_hooks(:before_refork, log: @err, keyed: hook_data) unless stopping
         when Integer then commands << event
@@ -817,6 +865,10 @@ module Catamount
           exit!(Launcher::FAILED)
         end
         exit!(Launcher::OK)
+      rescue SystemCallError => e
+        @err.puts "#{@log_prefix}! Could not fork worker #{index}: #{e.message}"
+      ensure
+        exit!(Launcher::FAILED) # never the app's at_exit hooks: they would run in a copy of worker 0
       end
       Process.wait(middle)
       @config.run_hooks(:after_worker_fork, index, log: @err)

@@ -194,6 +194,13 @@ module Catamount
     end
 
     def boot(cli)
+      # A worker 0 the master started afresh: the master's signals (HUP to reopen logs, a
+      # process-group USR1) must not end it while it boots.
+      fresh_worker = ENV.key?(Cluster::FRESH_WORKER_VAR)
+      if fresh_worker
+        ignore_master_signals
+        Signal.trap("HUP", "IGNORE")
+      end
       @inherited = take_inherited_sockets
       # As given (like Puma): a relative -I path resolves against --dir.
       $LOAD_PATH.unshift(*cli.includes)
@@ -213,7 +220,7 @@ module Catamount
       change_directory(options[:directory]) if options[:directory]
       ENV["RACK_ENV"] = options[:environment]
       log_configuration if ENV.key?("PUMA_LOG_CONFIG")
-      return run_fresh_worker_0(options) if ENV.key?(Cluster::FRESH_WORKER_VAR)
+      return run_fresh_worker_0(options) if fresh_worker
 
       enable_systemd_plugin
       return run_cluster(options) if @config.cluster?

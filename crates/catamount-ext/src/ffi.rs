@@ -147,9 +147,18 @@ pub fn become_child_subreaper() -> std::io::Result<()> {
     extern "C" {
         fn prctl(option: c_int, ...) -> c_int;
     }
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER reads one integer argument (passed as an
-    // unsigned long, as the kernel reads it) and touches no memory of ours.
-    let rc = unsafe { prctl(PR_SET_CHILD_SUBREAPER, 1 as c_ulong) };
+    // SAFETY: prctl(2) takes four unsigned long arguments after the option (glibc's wrapper
+    // reads them all); PR_SET_CHILD_SUBREAPER uses the first, the rest must be 0. No pointer is
+    // passed: no memory of ours is touched.
+    let rc = unsafe {
+        prctl(
+            PR_SET_CHILD_SUBREAPER,
+            1 as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {

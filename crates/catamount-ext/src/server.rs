@@ -259,13 +259,14 @@ impl RbServer {
                     "rearm: the server has not finished",
                 ));
             }
+        }
+        let fresh = copies(ruby, &locked(&rb_self.kept))?;
+        if let Some(server) = slot.take() {
             rb_self
                 .requests_before
                 .fetch_add(server.queue().stats().requests_count, Ordering::Relaxed);
         }
-        let fresh = copies(ruby, &locked(&rb_self.kept))?;
         *locked(&rb_self.listeners) = fresh;
-        *slot = None;
         Ok(())
     }
 

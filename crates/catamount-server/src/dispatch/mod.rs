@@ -220,17 +220,22 @@ impl<T> WorkQueue<T> {
         }
     }
 
-    /// Returns once no request is queued or running here, one finished, or `delay` passed:
-    /// `wait_for_less_busy_worker`, so that of the cluster workers woken for a new connection
-    /// an idle one takes it before a busy one. Called by the reactor.
+    /// `wait_for_less_busy_worker`: returns at once when nothing is queued, running or arriving
+    /// here, else when the load changes (a request finished, or an arriving connection sent
+    /// its request) or `delay` passed. Of the cluster workers woken for a new connection, an
+    /// idle one thus takes it before a busy one, while a busy worker still accepts about as
+    /// fast as its requests finish. Called by the reactor.
     pub async fn wait_while_busy(&self, delay: Duration) {
-        let finished = self.capacity.notified();
-        tokio::pin!(finished);
-        finished.as_mut().enable();
-        if self.is_quiet() {
-            return;
+        let changed = self.capacity.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let idle = {
+            let st = self.lock();
+            st.jobs.is_empty() && st.running == 0 && st.arriving == 0
+        };
+        if !idle {
+            let _ = tokio::time::timeout(delay, changed).await;
         }
-        let _ = tokio::time::timeout(delay, finished).await;
     }
 
     /// A thread granted by [`next_pool_action`](Self::next_pool_action) is running and about
