@@ -307,6 +307,8 @@ class TestRestarts < Minitest::Test
       assert_equal 1, server.stdout.scan("Catamount starting").size
       master_env = File.read("/proc/#{server.pid}/environ").split("\0")
       assert_includes master_env, "PUMA_BUNDLER_PRUNED=1"
+      # Catamount's own executable runs it (a binstub would load Bundler again).
+      assert_includes File.read("/proc/#{server.pid}/cmdline").split("\0"), File.expand_path("../exe/catamount", __dir__)
       assert_includes master_env, "BUNDLE_GEMFILE=#{dir}/Gemfile", "the workers find the same bundle"
       refute master_env.any? { |v| v.start_with?("RUBYOPT=") && v.include?("bundler/setup") }, master_env.grep(/RUBYOPT/).inspect
       server.wait_for(/Worker 1 \(PID: \d+\) booted/)

@@ -18,6 +18,10 @@ module Catamount
     # never passed on as they were.
     HANDOVER_VARS = /\A(PUMA_INHERIT_\d+|LISTEN_FDS|LISTEN_PID|LISTEN_FDNAMES)\z/
 
+    # Catamount's own executable: what a pruned master runs (not the command it was started
+    # with, which may be a Bundler binstub that would load Bundler again).
+    OWN_EXE = File.expand_path("../../exe/catamount", __dir__)
+
     private
 
     # What the next process needs to be this one again: the environment as it was at start
@@ -61,13 +65,14 @@ module Catamount
     end
 
     # The command a hot restart runs: `restart_command` (split on spaces) followed by the
-    # original arguments, else this same Ruby running this same script (with the load path it
-    # was given if it pruned Bundler).
+    # original arguments, else this same Ruby running this same script (a pruned master: its
+    # load path and Catamount's own executable, as `prune_bundler` ran it).
     def restart_argv(options)
       return options[:restart_cmd].split + @original_argv if options[:restart_cmd]
 
-      pruned = @boot_env.key?("PUMA_BUNDLER_PRUNED") ? ["-I", pruned_load_path(options)] : []
-      [RbConfig.ruby, *pruned, @program, *@original_argv]
+      return [RbConfig.ruby, "-I", pruned_load_path(options), OWN_EXE, *@original_argv] if @boot_env.key?("PUMA_BUNDLER_PRUNED")
+
+      [RbConfig.ruby, @program, *@original_argv]
     end
 
     # Where the new process starts: `directory` if set, else the directory this one started
@@ -97,7 +102,7 @@ module Catamount
       fds = hand_over(env, @inherited)
       @out.flush
       @err.flush
-      Process.exec(env, RbConfig.ruby, "-I", paths, @program, *@original_argv,
+      Process.exec(env, RbConfig.ruby, "-I", paths, OWN_EXE, *@original_argv,
                    fds.to_h { |fd| [fd, fd] }.merge(unsetenv_others: true))
     rescue SystemCallError => e
       @err.puts "catamount: could not prune the Bundler environment, going on under it: #{e.message}"
