@@ -302,13 +302,13 @@ class TestRestarts < Minitest::Test
       RUBY
       server = launch(["-w", "2", "--prune-bundler", "-b", "tcp://127.0.0.1:0", "app.ru"],
                       command: ["bundle", "exec", RbConfig.ruby, ServerProcess::BIN],
-                      env: { "BUNDLE_GEMFILE" => "#{dir}/Gemfile" }, chdir: dir, boot: true)
+                      env: { "BUNDLE_GEMFILE" => "#{dir}/Gemfile", "PUMA_DEBUG" => "1" }, chdir: dir, boot: true)
       assert_match(/\* Pruning Bundler environment.*Catamount starting in cluster mode.*Preload: no/m, server.stdout)
       assert_equal 1, server.stdout.scan("Catamount starting").size
       master_env = File.read("/proc/#{server.pid}/environ").split("\0")
       assert_includes master_env, "PUMA_BUNDLER_PRUNED=1"
       # Catamount's own executable runs it (a binstub would load Bundler again).
-      assert_includes File.read("/proc/#{server.pid}/cmdline").split("\0"), File.expand_path("../exe/catamount", __dir__)
+      assert_includes server.stdout, " #{File.expand_path('../exe/catamount', __dir__)} -w 2 --prune-bundler"
       assert_includes master_env, "BUNDLE_GEMFILE=#{dir}/Gemfile", "the workers find the same bundle"
       refute master_env.any? { |v| v.start_with?("RUBYOPT=") && v.include?("bundler/setup") }, master_env.grep(/RUBYOPT/).inspect
       server.wait_for(/Worker 1 \(PID: \d+\) booted/)

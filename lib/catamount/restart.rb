@@ -100,10 +100,11 @@ module Catamount
       env["GEM_HOME"] = ENV["GEM_HOME"] if ENV["GEM_HOME"]
       env["PUMA_BUNDLER_PRUNED"] = "1"
       fds = hand_over(env, @inherited)
+      argv = [RbConfig.ruby, "-I", paths, OWN_EXE, *@original_argv]
+      debug "pruned: #{argv.join(' ')}"
       @out.flush
       @err.flush
-      Process.exec(env, RbConfig.ruby, "-I", paths, OWN_EXE, *@original_argv,
-                   fds.to_h { |fd| [fd, fd] }.merge(unsetenv_others: true))
+      Process.exec(env, *argv, fds.to_h { |fd| [fd, fd] }.merge(unsetenv_others: true))
     rescue SystemCallError => e
       @err.puts "catamount: could not prune the Bundler environment, going on under it: #{e.message}"
     end
