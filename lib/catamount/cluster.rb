@@ -216,7 +216,7 @@ module Catamount
 
     # A worker not yet reported by worker 0 (no pid) gets its TERM when it reports.
     def stop_worker(worker)
-      kill(worker.pid, "TERM") if worker.pid
+      kill(worker.pid, "TERM")
       worker.term_sent_at ||= monotonic
     end
 
@@ -444,9 +444,7 @@ module Catamount
         # Workers it had been asked to fork and had not reported are asked of the next one.
         @workers.reject! { |w| w.pid.nil? } if worker.index.zero? && @from_template
         unless worker.booted? || worker.term_sent_at
-          @failed_boots += 1
-          delay = [2**(@failed_boots - 1), MAX_BACKOFF].min
-          @next_spawn_at = monotonic + delay
+          delay = failed_boot
           log "! Worker #{worker.index} (PID: #{pid}) failed to boot (#{describe_status(status)}); next try in #{delay}s"
         end
         if worker.booted? && !worker.term_sent_at
@@ -456,6 +454,15 @@ module Catamount
       end
     rescue Errno::ECHILD
       nil
+    end
+
+    # Counts a worker that never booted and pushes the next spawn back (1, 2, 4, … s); returns
+    # the wait.
+    def failed_boot
+      @failed_boots += 1
+      delay = [2**(@failed_boots - 1), MAX_BACKOFF].min
+      @next_spawn_at = monotonic + delay
+      delay
     end
 
     # Children reaped that no slot knew (yet): a forked worker can die before its `f` is read.
@@ -590,18 +597,16 @@ module Catamount
     # this master (run_fresh_worker_0) and handed the listeners and the cluster's pipes.
     def spawn_fresh_worker_0(options)
       @config.run_hooks(:before_worker_fork, 0, log: @err)
-      sockets = @server.restart_fds
       pipes = [@messages_w, @alive_r, @fork_r]
       env = @boot_env.dup
-      sockets.each_with_index { |(fd, url), i| env["PUMA_INHERIT_#{i}"] = "#{fd}:#{url}" }
+      sockets = hand_over(env, @server.restart_fds)
       env[FRESH_WORKER_VAR] = [@master_pid, *pipes.map(&:fileno)].join(",")
-      keep = (sockets.map(&:first) + pipes.map(&:fileno)).to_h { |fd| [fd, fd] }
+      keep = (sockets + pipes.map(&:fileno)).to_h { |fd| [fd, fd] }
       pid = Process.spawn(env, *restart_argv(options), keep.merge(unsetenv_others: true))
       @workers << Worker.new(index: 0, pid: pid, phase: @phase, started_at: monotonic, started_wall: Time.now)
       @config.run_hooks(:after_worker_fork, 0, log: @err)
     rescue SystemCallError => e
-      @failed_boots += 1
-      @next_spawn_at = monotonic + [2**(@failed_boots - 1), MAX_BACKOFF].min
+      failed_boot
       log "! Could not start worker 0 with the new code: #{e.message}"
     end
 

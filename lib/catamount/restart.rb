@@ -134,32 +134,32 @@ module Catamount
       $LOAD_PATH.select { |dir| File.file?(File.join(dir.to_s, "#{name}.rb")) }.first(1)
     end
 
-    # Puts the sockets this process was handed back into `env` the way it got them (hot
-    # restart's PUMA_INHERIT_n, systemd's LISTEN_FDS for the same PID); returns their fds.
-    def hand_over(env, inherited)
-      named, activated = inherited.partition { |_, url| url }
+    # Puts `sockets` (`[[fd, bind_url_or_nil], ...]`) into `env` for the next process: those
+    # with a URL as PUMA_INHERIT_n, systemd's (no URL) as LISTEN_FDS for this same PID; returns
+    # their fds, to keep open across the exec.
+    def hand_over(env, sockets)
+      named, activated = sockets.partition { |_, url| url }
       named.each_with_index { |(fd, url), i| env["PUMA_INHERIT_#{i}"] = "#{fd}:#{url}" }
       unless activated.empty?
         env["LISTEN_FDS"] = activated.size.to_s
         env["LISTEN_PID"] = Process.pid.to_s
       end
-      inherited.map(&:first)
+      sockets.map(&:first)
     end
 
     # Replaces this process with the new one. Returns only if that cannot be done, with the
     # exit status to end with.
     def exec_restart(options, server)
       @config.run_hooks(:before_restart, self, log: @err)
-      fds = server.restart_fds
       env = @boot_env.dup
-      fds.each_with_index { |(fd, url), i| env["PUMA_INHERIT_#{i}"] = "#{fd}:#{url}" }
+      fds = hand_over(env, server.restart_fds)
       argv = restart_argv(options)
       dir = restart_directory(options)
       debug "restarting: #{argv.join(' ')} (in #{dir})"
       @out.flush
       @err.flush
       # `fd => fd` keeps each socket open across the exec (Ruby clears its close-on-exec flag).
-      Process.exec(env, *argv, fds.to_h { |fd, _| [fd, fd] }.merge(chdir: dir, unsetenv_others: true))
+      Process.exec(env, *argv, fds.to_h { |fd| [fd, fd] }.merge(chdir: dir, unsetenv_others: true))
     rescue SystemCallError => e
       # The caller's cleanup (socket files, pidfile) runs as after any stop.
       @err.puts "catamount: hot restart failed: cannot run #{argv&.first}: #{e.message.sub(/ @ .*/, '')}"
