@@ -370,8 +370,7 @@ module Catamount
 
       if (status = @reaped_unknown&.delete(pid))
         @workers.delete(worker)
-        @failed_boots += 1
-        return log "! Worker #{index} (PID: #{pid}) failed to boot (#{describe_status(status)})"
+        return log "! Worker #{index} (PID: #{pid}) failed to boot (#{describe_status(status)}); next try in #{failed_boot}s"
       end
       worker.pid = pid
       worker.last_checkin = monotonic
