@@ -82,7 +82,8 @@ module Bench
       entry = { app: app.key, title: app.title, mode: mode.key, mode_title: mode.title,
                 target: Bench.target(app.key, mode.key), servers: {} }
       kinds = @kinds.dup
-      kinds << LimitKind.new if app.key == "hello" && mode.key == "t5"
+      limit_args = Bench.limit_args(app.key)
+      kinds << LimitKind.new(limit_args) if limit_args && mode.key == "t5"
       runnable = kinds.reject do |kind|
         why = kind.unsupported(mode)
         entry[:servers][kind.key] = { unsupported: why } if why

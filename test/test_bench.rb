@@ -46,8 +46,10 @@ class TestBenchSmoke < Minitest::Test
       assert_operator stats["rss_kib"], :>, stats["pss_kib"] / 2, name
       assert_operator stats["pss_kib"], :>, 0, name
     end
-    limit = scenarios.find { |s| s["app"] == "hello" && s["mode"] == "t5" }["servers"]["limit"]
-    assert_operator limit.dig("stats", "rps"), :>, 0
+    %w[hello body_1mib file_10mib].each do |app|
+      limit = scenarios.find { |s| s["app"] == app && s["mode"] == "t5" }["servers"]["limit"]
+      assert_operator limit.dig("stats", "rps"), :>, 0, "#{app}: the pure-Rust limit ran and answered"
+    end
   end
 
   def check_slow_clients(slow)
@@ -63,6 +65,10 @@ class TestBenchSmoke < Minitest::Test
     rows.each { |row| assert_equal 8, row.count("|"), row }
     assert_match(/^\| Ruby objects allocated \| [\d.]+ \|$/, markdown)
     assert_match(/^Pure-Rust limit \(one reactor thread, no Ruby\): \d+ req\/s\.$/, markdown)
+    ["1 MiB body (one thread, the same bytes written from memory)",
+     "10 MiB to_path file (one thread, the same bytes sent with sendfile from a file)"].each do |what|
+      assert_match(/^Pure-Rust limit for the #{Regexp.escape(what)}: \d+ req\/s\. Share of it: `-t 5:5` Catamount \d+%, Puma –; /, markdown)
+    end
     assert_match(/^\| Catamount \| \d+, p99 [\d.]+ \| \d+, p99 [\d.]+ \| [\d.]+x \| \d+, p99 [\d.]+ \| [\d.]+x \|$/, markdown)
   end
 end

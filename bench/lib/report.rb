@@ -102,16 +102,45 @@ module Bench
     end
 
     def limit_lines(results, lines)
-      limit = results[:scenarios].find { |s| s[:servers]["limit"] }&.dig(:servers, "limit", :stats, :rps)
-      return unless limit
+      limits = results[:scenarios].select { |s| s[:servers].dig("limit", :stats, :rps) }
+      return if limits.empty?
 
       lines << ""
+      limits.each do |limit_scenario|
+        limit = limit_scenario[:servers].dig("limit", :stats, :rps)
+        if limit_scenario[:app] == "hello"
+          hello_limit_lines(results, limit, lines)
+        else
+          body_limit_lines(results, limit_scenario, limit, lines)
+        end
+      end
+    end
+
+    def hello_limit_lines(results, limit, lines)
       lines << "Pure-Rust limit (one reactor thread, no Ruby): #{rate(limit)} req/s."
       results[:scenarios].select { |s| s[:app] == "hello" && s[:mode] != "w2" }.each do |s|
         share = ratio(s[:servers].dig("catamount", :stats, :rps), limit)
-        lines << "Catamount hello world `#{s[:mode_title]}`: #{share ? format('%.0f%%', share * 100) : '–'} of the limit " \
+        lines << "Catamount hello world `#{s[:mode_title]}`: #{percent(share)} of the limit " \
                  "(target ≥ #{(LIMIT_SHARE_TARGET * 100).round}%: #{verdict(share, LIMIT_SHARE_TARGET)})."
       end
+    end
+
+    # A large body's limit caps every server: a ratio of T needs Puma at or under 1/T of it.
+    def body_limit_lines(results, limit_scenario, limit, lines)
+      how = limit_scenario[:app] == "file_10mib" ? "sent with sendfile from a file" : "written from memory"
+      shares = results[:scenarios].select { |s| s[:app] == limit_scenario[:app] }.map do |s|
+        c = percent(ratio(s[:servers].dig("catamount", :stats, :rps), limit))
+        p = percent(ratio(s[:servers].dig("puma", :stats, :rps), limit))
+        "`#{s[:mode_title]}` Catamount #{c}, Puma #{p}"
+      end
+      target = limit_scenario[:target]
+      lines << "Pure-Rust limit for the #{limit_scenario[:title]} (one thread, the same bytes #{how}): " \
+               "#{rate(limit)} req/s. Share of it: #{shares.join('; ')}. " \
+               "A #{target}x ratio needs Puma at or under #{percent(1.0 / target)} of this limit."
+    end
+
+    def percent(share)
+      share ? format("%.0f%%", share * 100) : "–"
     end
 
     def anatomy_lines(results, lines)

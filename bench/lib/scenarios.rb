@@ -44,6 +44,16 @@ module Bench
     end
   end
 
+  # The pure-Rust limit server's arguments for the apps it has a twin of (nil: no limit row):
+  # the same bytes, sent the way the best server could (from memory, or sendfile for to_path).
+  def self.limit_args(app_key)
+    case app_key
+    when "hello" then []
+    when "body_1mib" then ["--body-bytes", (1 << 20).to_s]
+    when "file_10mib" then ["--body-bytes", (10 << 20).to_s, "--body-from", "file"]
+    end
+  end
+
   # Share of the pure-Rust limit that Catamount's single-mode hello world must reach.
   LIMIT_SHARE_TARGET = 0.70
   # Normal load beside 50 slow clients, as a share of the same load alone.

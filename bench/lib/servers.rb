@@ -49,14 +49,16 @@ module Bench
     end
   end
 
-  # The pure-Rust keep-alive hello world (one reactor thread, no Ruby): what the machine can do.
+  # The pure-Rust keep-alive server (one reactor thread, no Ruby): what the machine can do.
+  # `args` choose the answer (`--body-bytes`, `--body-from`); none means the hello world.
   class LimitKind < ServerKind
-    def initialize
+    def initialize(args = [])
       super("limit", "pure-Rust limit")
+      @args = args
     end
 
     def command(_mode, port, _rackup)
-      [TOOLS, "limit", "--port", port.to_s]
+      [TOOLS, "limit", "--port", port.to_s, *@args]
     end
   end
 

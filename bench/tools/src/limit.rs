@@ -1,28 +1,38 @@
 //! `limit`: the reference server the benchmark compares Rack servers against, i.e. what this
 //! machine can do over loopback with one thread and no application at all. One tokio
-//! current_thread runtime; keep-alive HTTP/1.1; every request gets the same 12-byte
-//! `Hello World` answer, and all the answers to one read leave in one write (so pipelined
-//! requests cost one syscall each way). Runs until killed (SIGTERM/SIGINT default action).
+//! current_thread runtime; keep-alive HTTP/1.1; every request gets the same answer. By default
+//! that is the 12-byte `Hello World`, and all the answers to one read leave in one write (so
+//! pipelined requests cost one syscall each way). With `--body-bytes` it is a large body, from
+//! memory (what a server writing a Ruby String can do at best) or from a file with sendfile(2)
+//! (what a server answering a `to_path` body can do at best). Runs until killed
+//! (SIGTERM/SIGINT default action).
 
+use std::fs::File;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 use crate::{args, Failure};
 
 pub const USAGE: &str = "\
-usage: catamount-bench limit [--port N]
+usage: catamount-bench limit [--port N] [--body-bytes N [--body-from memory|file]]
 
 Serves HTTP/1.1 on 127.0.0.1:N (default 0 = a port the OS chooses) with one thread, backlog
 1024 and TCP_NODELAY. Prints exactly one line, `listening on 127.0.0.1:PORT`, then answers
 every request with `200 OK` and the body `Hello World\\n` until killed. Keep-alive and
 pipelining are supported; request bodies with Content-Length are skipped; `Connection: close`,
 a head over 64 KiB, a chunked request body or 65 s of silence close the connection.
+
+--body-bytes N (1 to 1 GiB) answers with N bytes instead, written from one buffer in memory
+(--body-from memory, the default) or sent with sendfile(2) from a temporary file filled once at
+start (--body-from file).
 ";
 
 /// The one answer, to every request.
@@ -36,12 +46,102 @@ const LISTEN_BACKLOG: i32 = 1024;
 const READ_BUFFER: usize = 16 * 1024;
 
 pub fn run(argv: &[String]) -> Result<(), Failure> {
-    let flags = args::parse(argv, &["port"])?;
+    let flags = args::parse(argv, &["port", "body-bytes", "body-from"])?;
     flags.no_positional()?;
     let port = flags.port("port", Some(0), true)?;
+    let answer = match flags.number("body-bytes", Some(0), 0, 1 << 30)? {
+        0 => Answer::Hello,
+        bytes => match flags.string("body-from", "memory").as_str() {
+            "memory" => Answer::Memory(Arc::new(
+                [
+                    head_for(bytes),
+                    vec![b'x'; usize::try_from(bytes).unwrap_or(0)],
+                ]
+                .concat(),
+            )),
+            "file" => Answer::File(Arc::new(BodyFile::create(bytes)?)),
+            other => {
+                return Err(args::UsageError(format!(
+                    "--body-from must be memory or file, got {other:?}"
+                ))
+                .into())
+            }
+        },
+    };
     let listener = bind(port)?;
     let runtime = crate::runtime()?;
-    runtime.block_on(serve(listener))
+    runtime.block_on(serve(listener, answer))
+}
+
+/// What every request gets.
+#[derive(Clone)]
+enum Answer {
+    /// The 12-byte hello world; the answers to one read are joined into one write.
+    Hello,
+    /// Head and body in one buffer, written once per request.
+    Memory(Arc<Vec<u8>>),
+    /// The head written, then the body sent from the file with sendfile(2).
+    File(Arc<BodyFile>),
+}
+
+fn head_for(bytes: u64) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {bytes}\r\n\r\n")
+        .into_bytes()
+}
+
+/// A temporary file of `len` bytes, removed from the directory at once (the open file stays).
+struct BodyFile {
+    file: File,
+    head: Vec<u8>,
+    len: u64,
+}
+
+impl BodyFile {
+    fn create(len: u64) -> Result<BodyFile, Failure> {
+        let path =
+            std::env::temp_dir().join(format!("catamount-bench-limit-{}.bin", std::process::id()));
+        let fail =
+            |e: std::io::Error| Failure::Runtime(format!("cannot create {}: {e}", path.display()));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(fail)?;
+        let _ = std::fs::remove_file(&path);
+        let chunk = vec![b'f'; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+            file.write_all(chunk.get(..n).unwrap_or_default())
+                .map_err(fail)?;
+            left -= n as u64;
+        }
+        Ok(BodyFile {
+            file,
+            head: head_for(len),
+            len,
+        })
+    }
+
+    /// Writes the head, then the whole file with sendfile(2), waiting for the socket as needed.
+    async fn send(&self, stream: &mut TcpStream) -> std::io::Result<()> {
+        stream.write_all(&self.head).await?;
+        let mut offset = 0u64;
+        while offset < self.len {
+            let want = usize::try_from(self.len - offset).unwrap_or(usize::MAX);
+            let sent = stream
+                .async_io(Interest::WRITABLE, || {
+                    rustix::fs::sendfile(stream.as_fd(), &self.file, Some(&mut offset), want)
+                        .map_err(std::io::Error::from)
+                })
+                .await?;
+            if sent == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Binds 127.0.0.1:port with the backlog we want (std's `TcpListener::bind` uses 128).
@@ -58,7 +158,7 @@ fn bind(port: u16) -> Result<std::net::TcpListener, Failure> {
 }
 
 /// Announces the port, then accepts until the process is killed.
-async fn serve(listener: std::net::TcpListener) -> Result<(), Failure> {
+async fn serve(listener: std::net::TcpListener, answer: Answer) -> Result<(), Failure> {
     let listener = TcpListener::from_std(listener)?;
     let port = listener.local_addr()?.port();
     {
@@ -69,7 +169,7 @@ async fn serve(listener: std::net::TcpListener) -> Result<(), Failure> {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(connection(stream));
+                tokio::spawn(connection(stream, answer.clone()));
             }
             // Out of descriptors or a connection reset before accept: back off briefly.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -77,8 +177,8 @@ async fn serve(listener: std::net::TcpListener) -> Result<(), Failure> {
     }
 }
 
-/// One client connection: read, answer every complete request in the read with one write.
-async fn connection(mut stream: TcpStream) {
+/// One client connection: read, answer every complete request in the read.
+async fn connection(mut stream: TcpStream, answer: Answer) {
     if stream.set_nodelay(true).is_err() {
         return;
     }
@@ -92,12 +192,30 @@ async fn connection(mut stream: TcpStream) {
         };
         out.clear();
         let next = requests.feed(buf.get(..n).unwrap_or_default(), &mut out);
-        if !out.is_empty()
-            && !matches!(
-                timeout(IDLE_TIMEOUT, stream.write_all(&out)).await,
-                Ok(Ok(()))
-            )
-        {
+        let count = out.len() / RESPONSE.len();
+        let answered = match &answer {
+            Answer::Hello if count > 0 => timeout(IDLE_TIMEOUT, stream.write_all(&out)).await,
+            Answer::Hello => Ok(Ok(())),
+            Answer::Memory(response) => {
+                timeout(IDLE_TIMEOUT, async {
+                    for _ in 0..count {
+                        stream.write_all(response).await?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            Answer::File(body) => {
+                timeout(IDLE_TIMEOUT, async {
+                    for _ in 0..count {
+                        body.send(&mut stream).await?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        };
+        if !matches!(answered, Ok(Ok(()))) {
             return;
         }
         if next == Next::Close {
