@@ -127,7 +127,7 @@ module Bench
 
     # A large body's limit caps every server: a ratio of T needs Puma at or under 1/T of it.
     def body_limit_lines(results, limit_scenario, limit, lines)
-      how = limit_scenario[:app] == "file_10mib" ? "sent with sendfile from a file" : "written from memory"
+      how = Bench.limit_args(limit_scenario[:app]).include?("file") ? "sent with sendfile from a file" : "written from memory"
       shares = results[:scenarios].select { |s| s[:app] == limit_scenario[:app] }.map do |s|
         c = percent(ratio(s[:servers].dig("catamount", :stats, :rps), limit))
         p = percent(ratio(s[:servers].dig("puma", :stats, :rps), limit))

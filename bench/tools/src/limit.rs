@@ -84,6 +84,26 @@ enum Answer {
     File(Arc<BodyFile>),
 }
 
+impl Answer {
+    /// Sends `count` answers; `hello` holds that many hello-world answers already joined.
+    async fn send(
+        &self,
+        stream: &mut TcpStream,
+        count: usize,
+        hello: &[u8],
+    ) -> std::io::Result<()> {
+        for _ in 0..count {
+            match self {
+                // All of them in one write.
+                Answer::Hello => return stream.write_all(hello).await,
+                Answer::Memory(response) => stream.write_all(response).await?,
+                Answer::File(body) => body.send(stream).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
 fn head_for(bytes: u64) -> Vec<u8> {
     format!("HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {bytes}\r\n\r\n")
         .into_bytes()
@@ -193,28 +213,7 @@ async fn connection(mut stream: TcpStream, answer: Answer) {
         out.clear();
         let next = requests.feed(buf.get(..n).unwrap_or_default(), &mut out);
         let count = out.len() / RESPONSE.len();
-        let answered = match &answer {
-            Answer::Hello if count > 0 => timeout(IDLE_TIMEOUT, stream.write_all(&out)).await,
-            Answer::Hello => Ok(Ok(())),
-            Answer::Memory(response) => {
-                timeout(IDLE_TIMEOUT, async {
-                    for _ in 0..count {
-                        stream.write_all(response).await?;
-                    }
-                    Ok(())
-                })
-                .await
-            }
-            Answer::File(body) => {
-                timeout(IDLE_TIMEOUT, async {
-                    for _ in 0..count {
-                        body.send(&mut stream).await?;
-                    }
-                    Ok(())
-                })
-                .await
-            }
-        };
+        let answered = timeout(IDLE_TIMEOUT, answer.send(&mut stream, count, &out)).await;
         if !matches!(answered, Ok(Ok(()))) {
             return;
         }
