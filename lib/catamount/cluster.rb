@@ -110,7 +110,11 @@ module Catamount
         return Launcher::FAILED
       end
       @reforking = false
+      # A worker inherits these traps and replaces them first thing (worker_main), but a
+      # signal can run the inherited one in between: it is kept for the worker, not lost.
       @request = lambda do |what|
+        next (@early_signals ||= []) << what if Process.pid != @master_pid
+
         @pending_signals << what
         wake_master
       end
@@ -663,6 +667,10 @@ module Catamount
       ignore_master_signals
       Signal.trap("CHLD", "DEFAULT")
       trap_backtrace_signal
+      early = @early_signals || []
+      @early_signals = nil
+      events << :term if early.include?("TERM")
+      events << :hup if early.include?("HUP")
       @log_prefix = "[#{Process.pid}] "
       @in_worker = true
       @timers = nil
