@@ -176,7 +176,8 @@ class TestForkWorker < Minitest::Test
   def test_signals_while_worker_0_forks
     Dir.mktmpdir do |logs|
       config = "fork_worker 0\nstdout_redirect '#{logs}/out', '#{logs}/err', true\n" \
-               "before_refork { sleep 2 }\n#{HOOKS}"
+               "before_refork { sleep 2 }\n#{HOOKS}" \
+               "before_worker_shutdown { |i| File.open('hooks.log', 'a') { |f| f.puts(\"shutdown \#{i}\") } }\n"
       Dir.mktmpdir do |dir|
         File.write("#{dir}/app.ru", app_source("v1"))
         File.write("#{dir}/puma.rb", config)
@@ -193,6 +194,9 @@ class TestForkWorker < Minitest::Test
         assert wait_until(timeout: 30) { log.call.match?(/Worker 2 \(PID: \) terminating/) }, log.call
         # Worker 2 was forked, reported, got its TERM and is gone; the master is fine.
         assert wait_until(timeout: 30) { hooks(dir).include?("fork 2 in #{zero}") }, hooks(dir).inspect
+        # Stopped serving (its shutdown hook runs after its server ended): until then it may
+        # not be the master's child yet (it is re-parented when worker 0's middle process exits).
+        assert wait_until(timeout: 30) { hooks(dir).include?("shutdown 2") }, hooks(dir).inspect
         assert wait_until(timeout: 30) { children_of(server.pid).sort == [zero, one].sort }, children_of(server.pid).inspect
         refute server.exited?
         pids = Array.new(20) { raw_request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body.split.last.to_i }
