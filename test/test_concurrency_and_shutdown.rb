@@ -112,6 +112,27 @@ class TestConcurrencyAndShutdown < Minitest::Test
     assert_raises(Errno::ECONNREFUSED) { connect(server.port) }
   end
 
+  # A kept-alive connection that is in the middle of its second request's body when the stop
+  # begins is still answered (within the stop grace), as one in the middle of its first is.
+  def test_sigterm_waits_for_a_body_begun_on_a_kept_alive_connection
+    server = start_server
+    sock = connect(server.port)
+    sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert_equal 200, read_response(sock).status
+    sock.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nExpect: 100-continue\r\n\r\n")
+    assert_equal 100, read_response(sock).status # the head is in; the body is due
+    sock.write("half")
+    server.signal("TERM")
+    wait_until_refused(server.port) # the stop has reached the reactor
+    sock.write("done")
+    r = read_response(sock)
+    assert_equal "halfdone", r.body
+    assert_equal "close", r["connection"]
+    assert_equal "", read_until_close(sock)
+    sock.close # else the server lingers for the client's close before it exits
+    assert_equal Signal.list["TERM"], server.wait_exit.termsig
+  end
+
   def test_second_int_stops_at_once
     server = start_server
     sock = connect(server.port)

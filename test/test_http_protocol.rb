@@ -117,6 +117,21 @@ class TestHttpProtocol < Minitest::Test
     assert_equal "data", read_response(sock).body
   end
 
+  # After the 100 the server has read the whole head and none of the body, so the body (small
+  # enough to stay in memory) is read in pieces straight into its own buffer; the read must stop
+  # at the body's end even though the next request arrives in the same packet.
+  def test_a_body_read_in_pieces_ends_where_the_pipelined_request_begins
+    payload = Random.new(11).bytes(90_000)
+    sock = connect(port)
+    sock.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: #{payload.bytesize}\r\nExpect: 100-continue\r\n\r\n")
+    assert_equal 100, read_response(sock).status
+    sock.write(payload[0, 30_000])
+    sock.write(payload[30_000..] + "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnext")
+    assert_equal payload, read_response(sock).body.b
+    assert_equal "next", read_response(sock).body
+    assert_equal "", read_until_close(sock)
+  end
+
   def test_head_and_bodiless_statuses
     sock = connect(port)
     sock.write("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")

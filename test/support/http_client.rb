@@ -12,6 +12,20 @@ module HttpClient
     Socket.tcp(host, port, connect_timeout: 5)
   end
 
+  # Waits until nothing listens on `port` any more (a stopping server closed its listeners):
+  # each probe connection that still gets through is closed again at once.
+  def wait_until_refused(port, timeout: 10)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      connect(port).close
+      raise "port #{port} still accepts after #{timeout} s" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+      sleep 0.02
+    end
+  rescue Errno::ECONNREFUSED
+    nil
+  end
+
   # Sends `raw` on a new connection and reads one response.
   def raw_request(port, raw, timeout: 10)
     sock = connect(port)

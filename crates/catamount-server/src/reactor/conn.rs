@@ -308,7 +308,14 @@ impl Conn {
             if remaining == 0 {
                 break;
             }
-            self.read_body_bytes().await?;
+            // The rest of an in-memory body goes straight into its buffer when that has room
+            // for exactly the bytes still due (so a pipelined next request stays unread).
+            if file.is_none() && memory.capacity() as u64 == len {
+                self.read_body_bytes_into(&mut memory).await?;
+                remaining = len - memory.len() as u64;
+            } else {
+                self.read_body_bytes().await?;
+            }
         }
         Ok(match file {
             Some(f) => Body::File {
@@ -352,11 +359,14 @@ impl Conn {
     /// the client deserves an answer), a client that leaves or a stopping server just closes.
     async fn read_body_bytes(&mut self) -> Result<(), Stop> {
         let deadline = Instant::now() + self.shared.config.first_data_timeout;
-        match self.read_more(deadline).await {
-            Read::Data => Ok(()),
-            Read::TimedOut => Err(Stop::Reject(408)),
-            Read::Eof | Read::Stopping => Err(Stop::Close),
-        }
+        body_read_outcome(self.read_more_into(None, true, deadline).await)
+    }
+
+    /// As [`Self::read_body_bytes`], but into `body`'s spare capacity instead of the connection
+    /// buffer: a body in memory is then copied once (socket to buffer), not twice.
+    async fn read_body_bytes_into(&mut self, body: &mut Vec<u8>) -> Result<(), Stop> {
+        let deadline = Instant::now() + self.shared.config.first_data_timeout;
+        body_read_outcome(self.read_more_into(Some(body), true, deadline).await)
     }
 
     async fn send_continue(&mut self) -> Result<(), Stop> {
@@ -372,8 +382,19 @@ impl Conn {
     /// Waits for more bytes until `deadline`; once the server is stopping, only as long as
     /// [`stop_deadline`](Self::stop_deadline) allows.
     async fn read_more(&mut self, deadline: Instant) -> Read {
+        self.read_more_into(None, false, deadline).await
+    }
+
+    /// Reads into `body` when given (only into its spare capacity), else into the connection
+    /// buffer. `mid_body`: the head of a request is in, so a stop waits for the rest.
+    async fn read_more_into(
+        &mut self,
+        mut body: Option<&mut Vec<u8>>,
+        mid_body: bool,
+        deadline: Instant,
+    ) -> Read {
         if !*self.stop.borrow() {
-            let read = read_some(&self.stream, &mut self.buf);
+            let read = read_into(&self.stream, &mut self.buf, body.as_deref_mut());
             tokio::select! {
                 r = tokio::time::timeout_at(Deadline::from_std(deadline), read) => return match r {
                     Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
@@ -383,8 +404,9 @@ impl Conn {
                 _ = self.stop.wait_for(|s| *s) => {}
             }
         }
-        let until = Deadline::from_std(self.stop_deadline(deadline));
-        match tokio::time::timeout_at(until, read_some(&self.stream, &mut self.buf)).await {
+        let until = Deadline::from_std(self.stop_deadline(deadline, mid_body));
+        let read = read_into(&self.stream, &mut self.buf, body);
+        match tokio::time::timeout_at(until, read).await {
             Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
             Ok(Ok(_)) => Read::Data,
             Err(_) => Read::Stopping,
@@ -393,14 +415,15 @@ impl Conn {
 
     /// How long a read may still wait while the server stops. A request already on its way is
     /// served rather than cut off: a connection that has not sent its first request yet (it
-    /// was accepted, so the client has sent or is sending one) or is in the middle of one gets
-    /// up to [`STOP_GRACE`]; an idle keep-alive connection gets only the bytes already there
-    /// (the client may send its next request just as the close reaches it, which HTTP clients
-    /// answer by retrying an idempotent request on a new connection).
-    fn stop_deadline(&mut self, deadline: Instant) -> Instant {
+    /// was accepted, so the client has sent or is sending one) or is in the middle of one (part
+    /// of a head in the buffer, or a body still due) gets up to [`STOP_GRACE`]; an idle
+    /// keep-alive connection gets only the bytes already there (the client may send its next
+    /// request just as the close reaches it, which HTTP clients answer by retrying an
+    /// idempotent request on a new connection).
+    fn stop_deadline(&mut self, deadline: Instant, mid_body: bool) -> Instant {
         let now = Instant::now();
         let seen = *self.stop_seen.get_or_insert(now);
-        if self.served == 0 || !self.buf.is_empty() {
+        if mid_body || self.served == 0 || !self.buf.is_empty() {
             deadline.min(seen + STOP_GRACE)
         } else {
             now
@@ -517,12 +540,37 @@ impl Conn {
     }
 }
 
+fn body_read_outcome(read: Read) -> Result<(), Stop> {
+    match read {
+        Read::Data => Ok(()),
+        Read::TimedOut => Err(Stop::Reject(408)),
+        Read::Eof | Read::Stopping => Err(Stop::Close),
+    }
+}
+
+/// [`read_some`] into `body` when given, else into the connection buffer `buf`.
+async fn read_into(
+    stream: &Stream,
+    buf: &mut Vec<u8>,
+    body: Option<&mut Vec<u8>>,
+) -> io::Result<usize> {
+    match body {
+        Some(body) => read_spare(stream, body).await,
+        None => read_some(stream, buf).await,
+    }
+}
+
 /// Waits until the socket has bytes and appends what is there to `buf` (growing it by a read
 /// chunk when little room is left); 0 means the client closed its side.
 async fn read_some(stream: &Stream, buf: &mut Vec<u8>) -> io::Result<usize> {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
+    read_spare(stream, buf).await
+}
+
+/// Waits until the socket has bytes and appends at most `buf`'s spare capacity of them.
+async fn read_spare(stream: &Stream, buf: &mut Vec<u8>) -> io::Result<usize> {
     loop {
         stream.readable().await?;
         match stream.try_read_buf(buf) {
