@@ -13,8 +13,8 @@ use magnus::value::{Opaque, ReprValue};
 use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 
 use catamount_server::{
-    bind_all_inheriting, BoundListener, InheritedSocket, Job, Listener, PoolAction, Server,
-    ServerConfig, Wait, Waiter,
+    bind_all_inheriting, BoundListener, InheritedSocket, Job, PoolAction, Server, ServerConfig,
+    Wait, Waiter,
 };
 
 use catamount_config::options::{HttpMethods, RemoteAddress};
@@ -210,16 +210,10 @@ impl RbServer {
 
     /// `[[fd, bind_url], ...]`: the descriptors a hot restart passes to the next process.
     pub fn restart_fds(&self) -> Vec<(i32, String)> {
-        use std::os::fd::AsRawFd;
+        use std::os::fd::{AsFd, AsRawFd};
         locked(&self.kept)
             .iter()
-            .map(|l| {
-                let fd = match &l.listener {
-                    Listener::Tcp(t) => t.as_raw_fd(),
-                    Listener::Unix(u) => u.as_raw_fd(),
-                };
-                (fd, l.bind.clone())
-            })
+            .map(|l| (l.listener.as_fd().as_raw_fd(), l.bind.clone()))
             .collect()
     }
 

@@ -12,7 +12,7 @@ use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -51,10 +51,19 @@ pub struct InheritedSocket {
     pub fd: OwnedFd,
 }
 
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
 impl BoundListener {
     /// The same socket under a second descriptor (close-on-exec, like every descriptor here),
-    /// described the same way: what a stopped
-    /// server keeps so it can serve the socket again (a hot restart, a worker that forks).
+    /// described the same way: what a stopped server keeps so it can serve the socket again (a
+    /// hot restart, a worker that forks).
     pub fn try_clone(&self) -> io::Result<BoundListener> {
         let listener = match &self.listener {
             Listener::Tcp(l) => Listener::Tcp(l.try_clone()?),

@@ -396,21 +396,18 @@ impl Conn {
         if !*self.stop.borrow() {
             let read = read_into(&self.stream, &mut self.buf, body.as_deref_mut());
             tokio::select! {
-                r = tokio::time::timeout_at(Deadline::from_std(deadline), read) => return match r {
-                    Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
-                    Ok(Ok(_)) => Read::Data,
-                    Err(_) => Read::TimedOut,
-                },
+                r = tokio::time::timeout_at(Deadline::from_std(deadline), read) => {
+                    return read_outcome(r.ok(), Read::TimedOut);
+                }
                 _ = self.stop.wait_for(|s| *s) => {}
             }
         }
         let until = Deadline::from_std(self.stop_deadline(deadline, mid_body));
         let read = read_into(&self.stream, &mut self.buf, body);
-        match tokio::time::timeout_at(until, read).await {
-            Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
-            Ok(Ok(_)) => Read::Data,
-            Err(_) => Read::Stopping,
-        }
+        read_outcome(
+            tokio::time::timeout_at(until, read).await.ok(),
+            Read::Stopping,
+        )
     }
 
     /// How long a read may still wait while the server stops. A request already on its way is
@@ -537,6 +534,15 @@ impl Conn {
             }
         };
         let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+}
+
+/// What a read that finished (`Some`) or ran out of time (`None`, reported as `late`) means.
+fn read_outcome(read: Option<io::Result<usize>>, late: Read) -> Read {
+    match read {
+        Some(Ok(0)) | Some(Err(_)) => Read::Eof,
+        Some(Ok(_)) => Read::Data,
+        None => late,
     }
 }
 
