@@ -55,6 +55,10 @@ class TestCliOptions < Minitest::Test
                                        "Connection: close\r\n\r\nhi").body)
     assert_equal "1, 2", env["HTTP_X_A"]
     assert_equal "hi", env["body"]
+    many = (1..60).map { |i| "X-M#{i}: v#{i}\r\n" }.join # more pairs than the env gathers at once
+    env = JSON.parse(raw_request(port, "GET /env HTTP/1.1\r\nHost: h\r\n#{many}Connection: close\r\n\r\n").body)
+    (1..60).each { |i| assert_equal "v#{i}", env["HTTP_X_M#{i}"] }
+    assert_equal "", env["body"]
     assert_equal "a=1\nb=2", get(port, "/multi")["set-cookie"]
     assert_equal "000111", get(port, "/stream?n=2&size=3").body
     assert_equal 500, get(port, "/boom").status

@@ -81,6 +81,65 @@ class TestRackEnv < Minitest::Test
     assert_equal "File", env["input_class"]
   end
 
+  # A request without a body gets a shared, stateless input (as Puma's): reading it gives
+  # what an empty stream gives, on every request of a keep-alive connection.
+  def test_a_request_without_a_body_reads_as_an_empty_input
+    server = start_server
+    sock = connect(server.port)
+    requests = ["GET /input HTTP/1.1\r\nHost: x\r\n\r\n", "HEAD /input HTTP/1.1\r\nHost: x\r\n\r\n",
+                "POST /input HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "GET /input HTTP/1.1\r\nHost: x\r\n\r\n"]
+    requests.each do |request|
+      sock.write(request)
+      response = read_response(sock, head_request: request.start_with?("HEAD"))
+      assert_equal 200, response.status
+      next if request.start_with?("HEAD")
+
+      info = JSON.parse(response.body)
+      assert_nil info["read_4"]
+      assert_equal "", info["read_0"]
+      assert_equal "", info["read_all"]
+      assert_equal "", info["read_into"]
+      assert_equal "", info["buffer"], "a buffer passed to read is emptied"
+      assert_nil info["gets"]
+      assert_equal [], info["each"]
+      assert_equal 0, info["rewind"]
+      assert_equal true, info["eof"]
+    end
+    refute_match(/Error/, server.stderr)
+  ensure
+    sock&.close
+  end
+
+  # Repeated fields join into one value whatever the case of their names; an underscored name
+  # never replaces a dash-named one with the same key, wherever it comes; of two underscored
+  # ones the first wins; `Content_Type` is not `Content-Type`.
+  def test_repeated_and_underscored_headers_become_one_env_key_each
+    server = start_server
+    head = "X-A: 1\r\nX_B: u1\r\nx-a: 2\r\nX_C: u\r\nX-C: d\r\nX_B: u2\r\nX-a: 3\r\n" \
+           "Content_Type: u\r\nContent-Type: text/plain\r\ncontent-type: text/html\r\n"
+    env = env_for(server.port, "GET /env HTTP/1.1\r\nHost: x\r\n#{head}Connection: close\r\n\r\n")
+    assert_equal "1, 2, 3", env["HTTP_X_A"]
+    assert_equal "u1", env["HTTP_X_B"]
+    assert_equal "d", env["HTTP_X_C"]
+    assert_equal "text/plain, text/html", env["CONTENT_TYPE"]
+    assert_equal "u", env["HTTP_CONTENT_TYPE"]
+    assert_equal "x", env["HTTP_HOST"]
+  end
+
+  # More keys than the env builder gathers before one insert: every one still arrives once.
+  def test_a_request_with_many_headers_keeps_every_key
+    server = start_server
+    names = (1..60).map { |i| "X-Many-#{i}" }
+    head = (names.map { |n| "#{n}: a\r\n" } + names.reverse.map { |n| "#{n.downcase}: b\r\n" }).join
+    env = env_for(server.port, "GET /env HTTP/1.1\r\nHost: x\r\n#{head}Connection: close\r\n\r\n")
+    names.each { |n| assert_equal "a, b", env["HTTP_#{n.upcase.tr('-', '_')}"], n }
+    assert_equal "GET", env["REQUEST_METHOD"]
+    assert_equal "x", env["SERVER_NAME"]
+    info = JSON.parse(raw_request(server.port, "GET /input HTTP/1.1\r\nHost: x\r\n#{head}Connection: close\r\n\r\n").body)
+    few = JSON.parse(raw_request(server.port, "GET /input HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body)
+    assert_equal few["env_size"] + 60, info["env_size"]
+  end
+
   def test_rack2_gets_rack_version_and_http_version
     server = start_server
     env = env_for(server.port, "GET /env HTTP/1.0\r\n\r\n")

@@ -323,6 +323,7 @@ module Catamount
         script_name: (ENV["SCRIPT_NAME"] || "").dup.freeze,
         server_software: "Catamount #{VERSION}".freeze,
         errors: $stderr,
+        null_input: NullInput::INSTANCE,
         environment: options[:environment],
         lowlevel_error_handler: @config.lowlevel_error_handler,
         access_logger: @config.custom_logger,

@@ -80,6 +80,18 @@ ROUTES = {
     info["catamount_body_wait"] = env.key?("catamount.request_body_wait")
     [200, { "content-type" => "application/json" }, [JSON.generate(info)]]
   end,
+  # How rack.input answers each call of the Rack input protocol, read from the start.
+  "/input" => lambda do |env|
+    input = env["rack.input"]
+    buffer = +"stale"
+    info = {
+      "read_4" => input.read(4), "read_0" => input.read(0), "read_all" => input.read,
+      "read_into" => input.read(nil, buffer), "buffer" => buffer, "gets" => input.gets,
+      "each" => input.each.to_a, "rewind" => input.rewind, "eof" => input.eof?,
+      "env_size" => env.size
+    }
+    [200, { "content-type" => "application/json" }, [JSON.generate(info)]]
+  end,
   "/echo" => ->(env) { [200, { "content-type" => "application/octet-stream" }, [env["rack.input"].read]] },
   "/boom" => ->(_env) { raise ArgumentError, "kaboom" },
   "/bad_status" => ->(_env) { ["abc", {}, ["x"]] },

@@ -170,6 +170,7 @@ impl RbServer {
             script_name: keep(fetch(settings, "script_name")?),
             server_software: keep(fetch(settings, "server_software")?),
             errors: keep(fetch(settings, "errors")?),
+            null_input: keep(fetch(settings, "null_input")?),
             show_errors: matches!(o.environment.as_str(), "development" | "test"),
             log_requests: o.log_requests,
             error_handler: keep_optional(settings, "lowlevel_error_handler")?,

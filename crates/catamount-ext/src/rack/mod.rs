@@ -18,6 +18,8 @@ pub struct RackSettings {
     pub script_name: Opaque<Value>,
     pub server_software: Opaque<Value>,
     pub errors: Opaque<Value>,
+    /// `rack.input` of a request without a body: one shared, stateless object.
+    pub null_input: Opaque<Value>,
     /// Development and test show the error in 500 responses; other environments do not.
     pub show_errors: bool,
     /// Access log on stdout.
@@ -58,5 +60,8 @@ impl RackSettings {
     }
     fn errors_stream(&self, ruby: &Ruby) -> Value {
         ruby.get_inner(self.errors)
+    }
+    fn null_input(&self, ruby: &Ruby) -> Value {
+        ruby.get_inner(self.null_input)
     }
 }
