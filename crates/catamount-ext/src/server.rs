@@ -468,7 +468,7 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
         }
     };
     if !settings.early_hints {
-        let result = app.funcall::<_, _, Value>("call", (env,));
+        let result = app.funcall::<_, _, Value>(*rack::ids::CALL, (env,));
         return rack::response::respond(ruby, settings, &request, env, result, responder, started);
     }
     // `rack.early_hints`: the app may send 103 responses before its own; the responder is lent
@@ -502,7 +502,7 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
         )
     };
     env.aset(rack::env::early_hints_key(ruby), hints)?;
-    let result = app.funcall::<_, _, Value>("call", (env,));
+    let result = app.funcall::<_, _, Value>(*rack::ids::CALL, (env,));
     let taken = lent.lock().unwrap_or_else(|p| p.into_inner()).take();
     let Some(responder) = taken else {
         return result.map(|_| ());

@@ -4,6 +4,19 @@
 pub mod env;
 pub mod response;
 
+/// Method names the bridge calls on every request, interned once: a name given as `&str` is
+/// looked up in Ruby's symbol table at each call (about a thousand instructions a request in
+/// a profile of hello world).
+pub(crate) mod ids {
+    use magnus::value::LazyId;
+
+    pub(crate) static CALL: LazyId = LazyId::new("call");
+    pub(crate) static CLOSE: LazyId = LazyId::new("close");
+    pub(crate) static EACH: LazyId = LazyId::new("each");
+    pub(crate) static TO_PATH: LazyId = LazyId::new("to_path");
+    pub(crate) static TO_ARY: LazyId = LazyId::new("to_ary");
+}
+
 use magnus::value::Opaque;
 use magnus::{Ruby, Value};
 

@@ -19,7 +19,7 @@ use catamount_http::{
 };
 use catamount_server::{log, Request, Responder, Waiter};
 
-use super::RackSettings;
+use super::{ids, RackSettings};
 use crate::ffi;
 
 /// Streamed bodies are written in pieces of about this size.
@@ -371,7 +371,7 @@ fn stream_body(
         }
         ruby.qnil()
     });
-    let result = body.funcall_with_block::<_, _, Value>("each", (), block);
+    let result = body.funcall_with_block::<_, _, Value>(*ids::EACH, (), block);
     let taken = state.lock().unwrap_or_else(|p| p.into_inner()).take();
     let Some(mut st) = taken else {
         return Err(Failure::Logged);
@@ -590,8 +590,8 @@ fn body_kind(body: Value) -> Result<BodyKind, BodyError> {
     if let Some(array) = RArray::from_value(body) {
         return array_bytes(array);
     }
-    if body.respond_to("to_path", false).map_err(lift)? {
-        let path: Value = body.funcall("to_path", ()).map_err(lift)?;
+    if body.respond_to(*ids::TO_PATH, false).map_err(lift)? {
+        let path: Value = body.funcall(*ids::TO_PATH, ()).map_err(lift)?;
         if let Some(path) = RString::from_value(path) {
             let path = String::from_utf8_lossy(&ffi::bytes_of(path)).into_owned();
             if let Ok(file) = File::open(&path) {
@@ -603,13 +603,13 @@ fn body_kind(body: Value) -> Result<BodyKind, BodyError> {
             }
         }
     }
-    if body.respond_to("to_ary", false).map_err(lift)? {
-        let array: Value = body.funcall("to_ary", ()).map_err(lift)?;
+    if body.respond_to(*ids::TO_ARY, false).map_err(lift)? {
+        let array: Value = body.funcall(*ids::TO_ARY, ()).map_err(lift)?;
         if let Some(array) = RArray::from_value(array) {
             return array_bytes(array);
         }
     }
-    if body.respond_to("each", false).map_err(lift)? {
+    if body.respond_to(*ids::EACH, false).map_err(lift)? {
         return Ok(BodyKind::Stream);
     }
     Err(BodyError::Bug(format!(
@@ -656,8 +656,8 @@ fn write_array(
 }
 
 fn close_body(body: Value) {
-    if body.respond_to("close", false).unwrap_or(false) {
-        if let Err(e) = body.funcall::<_, _, Value>("close", ()) {
+    if body.respond_to(*ids::CLOSE, false).unwrap_or(false) {
+        if let Err(e) = body.funcall::<_, _, Value>(*ids::CLOSE, ()) {
             log::error(&format!("Rack app: body.close raised {e}"));
         }
     }
@@ -761,8 +761,8 @@ fn handled_error(
             take(chunk)?;
         }
     }
-    if body.respond_to("close", false).unwrap_or(false) {
-        let _ = body.funcall::<_, _, Value>("close", ());
+    if body.respond_to(*ids::CLOSE, false).unwrap_or(false) {
+        let _ = body.funcall::<_, _, Value>(*ids::CLOSE, ());
     }
     let add_length = head.content_length.is_none();
     Ok(closing_response(
