@@ -33,6 +33,11 @@ class TestRackEnv < Minitest::Test
     assert_equal false, env["rack.hijack?"]
     assert_equal "Float", env["body_wait"]
     assert env["catamount_body_wait"]
+    assert_match(/\ACatamount \d/, env["SERVER_SOFTWARE"])
+    assert_equal "CGI/1.2", env["GATEWAY_INTERFACE"]
+    assert_equal false, env["rack.run_once"]
+    assert_equal true, env["errors_is_stderr"]
+    assert_equal false, env["env_frozen"]
   end
 
   def test_ipv6_host_https_proxy_and_http10

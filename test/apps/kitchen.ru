@@ -7,7 +7,8 @@ require "json"
 ENV_KEYS = %w[
   REQUEST_METHOD SCRIPT_NAME PATH_INFO REQUEST_PATH REQUEST_URI QUERY_STRING FRAGMENT SERVER_NAME
   SERVER_PORT SERVER_PROTOCOL HTTP_VERSION GATEWAY_INTERFACE REMOTE_ADDR CONTENT_LENGTH CONTENT_TYPE
-  rack.url_scheme rack.multithread rack.multiprocess rack.run_once rack.hijack?
+  SERVER_SOFTWARE GATEWAY_INTERFACE rack.url_scheme rack.multithread rack.multiprocess rack.run_once
+  rack.hijack?
 ].freeze
 
 # A body that streams its parts with `each` and records that `close` was called.
@@ -78,6 +79,9 @@ ROUTES = {
     info["input_class"] = env["rack.input"].class.name
     info["body_wait"] = env["puma.request_body_wait"].class.name
     info["catamount_body_wait"] = env.key?("catamount.request_body_wait")
+    info["errors_is_stderr"] = env["rack.errors"].equal?($stderr)
+    info["env_frozen"] = env.frozen?
+    env["app.note"] = "an app may add to its env"
     [200, { "content-type" => "application/json" }, [JSON.generate(info)]]
   end,
   # How rack.input answers each call of the Rack input protocol, read from the start.

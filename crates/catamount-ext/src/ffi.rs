@@ -1,6 +1,6 @@
-//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Four things live here:
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Five things live here:
 //! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one write while
-//! the GVL is held), taking ownership of a listening socket's descriptor handed over by the
+//! the GVL is held), copying a Hash with Ruby's own table copy, taking ownership of a listening socket's descriptor handed over by the
 //! process that ran before this one, and making the cluster master the reaper of the workers
 //! its worker 0 forks (`prctl`).
 //!
@@ -113,6 +113,20 @@ pub fn bytes_of(s: magnus::RString) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     copy_bytes(s, &mut out);
     out
+}
+
+/// A new Hash with the same entries as `hash` (`Hash#dup` without the method call): Ruby copies
+/// the table as it is, stored key hashes included, so no key is hashed again.
+pub fn hash_dup(hash: magnus::RHash) -> Result<magnus::RHash, magnus::Error> {
+    use magnus::rb_sys::{protect, AsRawValue, FromRawValue};
+    use magnus::TryConvert;
+    // SAFETY: `rb_hash_dup` takes and returns a VALUE; `hash` is a live Hash (the caller holds
+    // it, so the GC keeps it), and `protect` turns a raise (only NoMemoryError is possible)
+    // into an Err instead of a longjmp over our frames.
+    let copy = protect(|| unsafe { rb_sys::rb_hash_dup(hash.as_raw()) })?;
+    // SAFETY: a VALUE Ruby just returned, reachable from this stack frame.
+    let copy = unsafe { magnus::Value::from_raw(copy) };
+    magnus::RHash::try_convert(copy)
 }
 
 /// Takes ownership of descriptor `raw`, which the process before this one handed over as a

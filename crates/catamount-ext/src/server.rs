@@ -163,13 +163,20 @@ impl RbServer {
             ..ServerConfig::default()
         };
         let rack_version = fetch(settings, "rack_version")?;
+        let env_template = rack::env::template(
+            ruby,
+            &rack::env::Shared {
+                multithread: o.max_threads > 1,
+                rack_version: (!rack_version.is_nil()).then_some(rack_version),
+                script_name: fetch(settings, "script_name")?,
+                server_software: fetch(settings, "server_software")?,
+                errors: fetch(settings, "errors")?,
+            },
+        )?;
+        ruby.gc_register_mark_object(env_template);
         let rack = RackSettings {
-            multithread: o.max_threads > 1,
             set_http_version: bool::try_convert(fetch(settings, "http_version")?)?,
-            rack_version: (!rack_version.is_nil()).then(|| keep(rack_version)),
-            script_name: keep(fetch(settings, "script_name")?),
-            server_software: keep(fetch(settings, "server_software")?),
-            errors: keep(fetch(settings, "errors")?),
+            env_template: env_template.into(),
             null_input: keep(fetch(settings, "null_input")?),
             show_errors: matches!(o.environment.as_str(), "development" | "test"),
             log_requests: o.log_requests,

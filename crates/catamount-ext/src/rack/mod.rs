@@ -18,19 +18,15 @@ pub(crate) mod ids {
 }
 
 use magnus::value::Opaque;
-use magnus::{Ruby, Value};
+use magnus::{RHash, Ruby, Value};
 
 /// Per-server facts the bridge needs, fixed at boot.
 pub struct RackSettings {
-    /// `rack.multithread`: more than one thread may call the app at once.
-    pub multithread: bool,
     /// Set `HTTP_VERSION` (Rack older than 3.1 expects it; 3.1+ forbids relying on it).
     pub set_http_version: bool,
-    /// `rack.version`, only when the loaded Rack still defines one.
-    pub rack_version: Option<Opaque<Value>>,
-    pub script_name: Opaque<Value>,
-    pub server_software: Opaque<Value>,
-    pub errors: Opaque<Value>,
+    /// The env entries every request of this server shares (see [`env::template`]); each
+    /// request's env starts as a copy of it.
+    pub env_template: Opaque<RHash>,
     /// `rack.input` of a request without a body: one shared, stateless object.
     pub null_input: Opaque<Value>,
     /// Development and test show the error in 500 responses; other environments do not.
@@ -62,18 +58,6 @@ pub enum RemoteAddr {
 }
 
 impl RackSettings {
-    fn rack_version(&self, ruby: &Ruby) -> Option<Value> {
-        self.rack_version.map(|v| ruby.get_inner(v))
-    }
-    fn script_name(&self, ruby: &Ruby) -> Value {
-        ruby.get_inner(self.script_name)
-    }
-    fn server_software(&self, ruby: &Ruby) -> Value {
-        ruby.get_inner(self.server_software)
-    }
-    fn errors_stream(&self, ruby: &Ruby) -> Value {
-        ruby.get_inner(self.errors)
-    }
     fn null_input(&self, ruby: &Ruby) -> Value {
         ruby.get_inner(self.null_input)
     }
