@@ -23,6 +23,16 @@ use crate::syntax::{
 /// Longest method accepted; longer is [`ErrorKind::InvalidMethod`]. Fixed, not a knob: the
 /// longest registered method (`UPDATEREDIRECTREF`) has 17 characters.
 const MAX_METHOD_LEN: usize = 32;
+/// The request line's version: `#` stands for one digit.
+const VERSION_SHAPE: &[u8] = b"HTTP/#.#";
+
+/// Whether `byte` is what `VERSION_SHAPE` expects where it has `expected`.
+fn fits_version(expected: u8, byte: u8) -> bool {
+    match expected {
+        b'#' => byte.is_ascii_digit(),
+        e => byte == e,
+    }
+}
 
 /// Empty lines tolerated before the request line (RFC 9112 §2.2 robustness, for clients that
 /// send a stray CRLF after a body); more is [`ErrorKind::MalformedRequestLine`].
@@ -408,6 +418,8 @@ impl HeadParser {
                 State::Value => self.scan_value(buf, end, limits)?,
                 State::Name => self.scan_name(buf, end, limits)?,
                 State::Target => self.scan_target(buf, end, limits),
+                State::Method => self.scan_method(buf, end),
+                State::Version => self.scan_version(buf, end),
                 _ => {}
             }
             match buf.get(self.pos) {
@@ -605,13 +617,8 @@ impl HeadParser {
             self.state = State::Lf(LineEnd::RequestLine);
         } else {
             // `HTTP/` DIGIT `.` DIGIT, checked as it arrives.
-            let expected = b"HTTP/#.#".get(self.pos - self.marks.version_start);
-            let fits = match expected {
-                Some(b'#') => byte.is_ascii_digit(),
-                Some(&e) => byte == e,
-                None => false,
-            };
-            if !fits {
+            let expected = VERSION_SHAPE.get(self.pos - self.marks.version_start);
+            if !expected.is_some_and(|&e| fits_version(e, byte)) {
                 return Err(err(ErrorKind::MalformedRequestLine));
             }
         }
@@ -640,6 +647,33 @@ impl HeadParser {
         }
         self.pos += 1;
         Ok(())
+    }
+
+    /// Takes the run of token bytes of the method that fits its length limit; the byte after
+    /// it (the space, or one that is refused) goes to `method_byte`.
+    fn scan_method(&mut self, buf: &[u8], end: usize) {
+        let room = MAX_METHOD_LEN.saturating_sub(self.pos - self.head_start);
+        let rest = buf.get(self.pos..end).unwrap_or_default();
+        let run = rest
+            .iter()
+            .take(room)
+            .position(|&b| !is_tchar(b))
+            .unwrap_or(rest.len().min(room));
+        self.pos += run;
+    }
+
+    /// Takes the bytes of the version that match `HTTP/` DIGIT `.` DIGIT so far; the CR after
+    /// it, or a byte that does not fit, goes to `version_byte`.
+    fn scan_version(&mut self, buf: &[u8], end: usize) {
+        let done = self.pos - self.marks.version_start;
+        let expected = VERSION_SHAPE.get(done..).unwrap_or_default();
+        let rest = buf.get(self.pos..end).unwrap_or_default();
+        let run = expected
+            .iter()
+            .zip(rest)
+            .take_while(|&(&e, &b)| fits_version(e, b))
+            .count();
+        self.pos += run;
     }
 
     /// Takes the run of token bytes of a header name; the byte after it goes to `name_byte`.
