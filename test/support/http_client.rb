@@ -13,7 +13,8 @@ module HttpClient
   end
 
   # Waits until nothing listens on `port` any more (a stopping server closed its listeners):
-  # each probe connection that still gets through is closed again at once.
+  # each probe connection that still gets through is closed again at once. A probe reset by
+  # the kernel was still in the backlog when the listener closed: that is the same news.
   def wait_until_refused(port, timeout: 10)
     deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
     loop do
@@ -22,7 +23,7 @@ module HttpClient
 
       sleep 0.02
     end
-  rescue Errno::ECONNREFUSED
+  rescue Errno::ECONNREFUSED, Errno::ECONNRESET
     nil
   end
 
