@@ -53,6 +53,17 @@ class TestRackEnv < Minitest::Test
     assert_equal "80", env["SERVER_PORT"]
   end
 
+  # Each proxy field is read on its own: a repeated X-Forwarded-Proto with `https` anywhere
+  # means HTTPS, though the env shows the fields joined.
+  def test_a_repeated_forwarded_proto_field_is_read_field_by_field
+    server = start_server
+    env = env_for(server.port, "GET /env HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: http\r\n" \
+                               "X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n")
+    assert_equal "http, https", env["HTTP_X_FORWARDED_PROTO"]
+    assert_equal "https", env["rack.url_scheme"]
+    assert_equal "443", env["SERVER_PORT"]
+  end
+
   def test_a_version_header_cannot_clobber_http_version
     server = start_server("-t", "1:1")
     3.times do

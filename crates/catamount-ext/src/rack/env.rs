@@ -177,10 +177,10 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
     pairs.push(k(&REMOTE_ADDR), remote_addr(ruby, settings, request))?;
 
     let chunked = matches!(head.body(), catamount_http::BodyFraming::Chunked);
-    let mut https = false;
+    // Any one field saying so counts, before repeated fields are joined.
+    let https = head.headers().any(|(name, value)| says_https(name, value));
     let mut scratch = Vec::new();
     for entry in header_entries(head, chunked, settings.allow_underscore_headers) {
-        https |= says_https(entry.name, &entry.value);
         let key = header_key(ruby, entry.name, &mut scratch);
         pairs.push(key, bin(&entry.value))?;
     }
