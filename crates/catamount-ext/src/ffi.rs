@@ -1,8 +1,8 @@
 //! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Five things live here:
 //! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one write while
-//! the GVL is held), copying a Hash with Ruby's own table copy, taking ownership of a listening socket's descriptor handed over by the
-//! process that ran before this one, and making the cluster master the reaper of the workers
-//! its worker 0 forks (`prctl`).
+//! the GVL is held), copying a Hash with Ruby's own table copy, taking ownership of a
+//! listening socket's descriptor handed over by the process that ran before this one, and
+//! making the cluster master the reaper of the workers its worker 0 forks (`prctl`).
 //!
 //! Pool threads wait for work, wait for slow clients and write large streamed pieces *without*
 //! the GVL, so the other Ruby threads run meanwhile. Ruby's rule for that is

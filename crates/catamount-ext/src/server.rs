@@ -60,7 +60,8 @@ fn fetch(hash: RHash, key: &str) -> Result<Value, Error> {
     hash.fetch::<_, Value>(Ruby::get_with(hash).to_symbol(key))
 }
 
-fn keep(v: Value) -> Opaque<Value> {
+/// Keeps `v` alive for the life of the process, for use from any pool thread.
+fn keep<T: ReprValue>(v: T) -> Opaque<T> {
     Ruby::get_with(v).gc_register_mark_object(v);
     Opaque::from(v)
 }
@@ -173,10 +174,9 @@ impl RbServer {
                 errors: fetch(settings, "errors")?,
             },
         )?;
-        ruby.gc_register_mark_object(env_template);
         let rack = RackSettings {
             set_http_version: bool::try_convert(fetch(settings, "http_version")?)?,
-            env_template: env_template.into(),
+            env_template: keep(env_template),
             null_input: keep(fetch(settings, "null_input")?),
             show_errors: matches!(o.environment.as_str(), "development" | "test"),
             log_requests: o.log_requests,

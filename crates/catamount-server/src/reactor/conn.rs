@@ -311,10 +311,10 @@ impl Conn {
             // The rest of an in-memory body goes straight into its buffer when that has room
             // for exactly the bytes still due (so a pipelined next request stays unread).
             if file.is_none() && memory.capacity() as u64 == len {
-                self.read_body_bytes_into(&mut memory).await?;
+                self.read_body_bytes(Some(&mut memory)).await?;
                 remaining = len - memory.len() as u64;
             } else {
-                self.read_body_bytes().await?;
+                self.read_body_bytes(None).await?;
             }
         }
         Ok(match file {
@@ -345,7 +345,7 @@ impl Conn {
                     break;
                 }
             }
-            self.read_body_bytes().await?;
+            self.read_body_bytes(None).await?;
         }
         let len = decoder.decoded_len();
         if len == 0 {
@@ -355,18 +355,17 @@ impl Conn {
         Ok(Body::File { file, len })
     }
 
-    /// Reads more body bytes; a body that stops arriving gets a 408 (the head was complete, so
-    /// the client deserves an answer), a client that leaves or a stopping server just closes.
-    async fn read_body_bytes(&mut self) -> Result<(), Stop> {
+    /// Reads more body bytes, into `body`'s spare capacity when given (a body in memory is then
+    /// copied once, socket to buffer), else into the connection buffer. A body that stops
+    /// arriving gets a 408 (the head was complete, so the client deserves an answer); a client
+    /// that leaves or a stopping server just closes.
+    async fn read_body_bytes(&mut self, body: Option<&mut Vec<u8>>) -> Result<(), Stop> {
         let deadline = Instant::now() + self.shared.config.first_data_timeout;
-        body_read_outcome(self.read_more_into(None, true, deadline).await)
-    }
-
-    /// As [`Self::read_body_bytes`], but into `body`'s spare capacity instead of the connection
-    /// buffer: a body in memory is then copied once (socket to buffer), not twice.
-    async fn read_body_bytes_into(&mut self, body: &mut Vec<u8>) -> Result<(), Stop> {
-        let deadline = Instant::now() + self.shared.config.first_data_timeout;
-        body_read_outcome(self.read_more_into(Some(body), true, deadline).await)
+        match self.read_more_into(body, true, deadline).await {
+            Read::Data => Ok(()),
+            Read::TimedOut => Err(Stop::Reject(408)),
+            Read::Eof | Read::Stopping => Err(Stop::Close),
+        }
     }
 
     async fn send_continue(&mut self) -> Result<(), Stop> {
@@ -543,14 +542,6 @@ fn read_outcome(read: Option<io::Result<usize>>, late: Read) -> Read {
         Some(Ok(0)) | Some(Err(_)) => Read::Eof,
         Some(Ok(_)) => Read::Data,
         None => late,
-    }
-}
-
-fn body_read_outcome(read: Read) -> Result<(), Stop> {
-    match read {
-        Read::Data => Ok(()),
-        Read::TimedOut => Err(Stop::Reject(408)),
-        Read::Eof | Read::Stopping => Err(Stop::Close),
     }
 }
 
