@@ -13,11 +13,11 @@ use magnus::value::{Opaque, ReprValue};
 use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 
 use catamount_server::{
-    bind_all_inheriting, BoundListener, InheritedSocket, Job, PoolAction, Server, ServerConfig,
-    Wait, Waiter,
+    bind_all_inheriting, BoundListener, Handoff, InheritedSocket, Job, PoolAction, Seat, Server,
+    ServerConfig, Wait, Waiter,
 };
 
-use catamount_config::options::{HttpMethods, RemoteAddress};
+use catamount_config::options::{HttpMethods, RemoteAddress, ThreadHandoff};
 use catamount_http::MethodPolicy;
 
 use crate::config::RbOptions;
@@ -158,6 +158,10 @@ impl RbServer {
             max_threads: o.max_threads as usize,
             proxy_protocol: o.remote_address == RemoteAddress::ProxyV1,
             drain_on_shutdown: o.drain_on_shutdown,
+            handoff: match o.thread_handoff {
+                ThreadHandoff::GvlAware => Handoff::GvlAware,
+                ThreadHandoff::Eager => Handoff::Eager,
+            },
             // Only a server that runs as one of several workers ever starts with it.
             busy_accept_delay: (o.workers >= 2 && !o.wait_for_less_busy_worker.is_zero())
                 .then_some(o.wait_for_less_busy_worker),
@@ -328,27 +332,29 @@ impl RbServer {
         let server = rb_self.running(ruby)?;
         let queue = server.queue().clone();
         // If this thread leaves by an exception (killed), the pool's books must forget it.
-        struct Alive<'a>(&'a catamount_server::WorkQueue, bool);
+        struct Alive<'a>(&'a catamount_server::WorkQueue, Option<Seat>);
         impl Drop for Alive<'_> {
             fn drop(&mut self) {
-                if self.1 {
-                    self.0.thread_died();
+                if let Some(seat) = self.1.as_mut() {
+                    self.0.thread_died(seat);
                 }
             }
         }
-        queue.thread_started();
-        let mut alive = Alive(&queue, true);
+        let mut alive = Alive(&queue, Some(queue.thread_started()));
         let waiter = Waiter::new();
         loop {
+            let Some(seat) = alive.1.as_mut() else {
+                return Ok(());
+            };
             // Take queued work while holding the GVL; release it only to wait, and take what
             // the wait announced only once the GVL is back (see WorkQueue::wait_for_work).
-            let job = match queue.try_pop() {
+            let job = match queue.try_pop(seat) {
                 Some(job) => job,
                 None => {
-                    match blocking(ruby, || queue.wait_for_work(&waiter), &|| {
+                    match blocking(ruby, || queue.wait_for_work(seat, &waiter), &|| {
                         queue.interrupt(&waiter)
                     })? {
-                        Some(Wait::Ready) => match queue.claim() {
+                        Some(Wait::Ready) => match queue.claim(seat) {
                             Some(job) => job,
                             None => continue,
                         },
@@ -357,7 +363,7 @@ impl RbServer {
                             continue;
                         }
                         Some(Wait::Trim) | Some(Wait::Closed) => {
-                            alive.1 = false;
+                            alive.1 = None;
                             return Ok(());
                         }
                     }

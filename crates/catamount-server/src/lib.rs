@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use catamount_http::Limits;
-pub use dispatch::{PoolAction, PoolStats, Pop, Wait, Waiter, WorkQueue};
+pub use dispatch::{Handoff, PoolAction, PoolStats, Pop, Seat, Wait, Waiter, WorkQueue};
 pub use listener::{
     bind_all, bind_all_inheriting, BoundListener, InheritedSocket, ListenError, Listener,
 };
@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub max_threads: usize,
     /// How long a pool thread above `min_threads` may idle before it exits. Default 30 s.
     pub idle_thread_trim: Duration,
+    /// When a queued request goes to another pool thread: once it could run it (the GVL is
+    /// free; default), or at once as in Puma. See `dispatch::handoff`.
+    pub handoff: Handoff,
     /// Expect a PROXY protocol v1 line at the start of each connection; its source address
     /// becomes the peer. Default false.
     pub proxy_protocol: bool,
@@ -101,6 +104,7 @@ impl Default for ServerConfig {
             min_threads: 0,
             max_threads: 5,
             idle_thread_trim: Duration::from_secs(30),
+            handoff: Handoff::GvlAware,
             proxy_protocol: false,
             drain_on_shutdown: false,
             new_connection_hold: None,
@@ -150,6 +154,7 @@ impl Server {
             config.min_threads,
             config.max_threads,
             config.idle_thread_trim,
+            config.handoff,
         ));
         let shared = Arc::new(Shared {
             config,

@@ -24,8 +24,9 @@ fn start(config: ServerConfig) -> (Arc<Server>, u16, std::thread::JoinHandle<()>
     let queue = server.queue().clone();
     let pool = std::thread::spawn(move || {
         let waiter = Waiter::new();
+        let mut seat = queue.thread_started();
         loop {
-            match queue.pop(&waiter) {
+            match queue.pop(&mut seat, &waiter) {
                 Pop::Job(job) => {
                     let job = *job;
                     let nodelay = socket2::SockRef::from(&job.responder)

@@ -107,6 +107,17 @@ pub enum Culling {
     Oldest,
 }
 
+/// When a queued request goes to another Ruby thread (Catamount's own knob, no Puma DSL name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThreadHandoff {
+    /// Only once that thread could run it: nobody serves, the serving threads are all blocked
+    /// (I/O, sleep, locks), or they are all on long requests. Default.
+    #[default]
+    GvlAware,
+    /// At once to any idle thread, as Puma does (they then queue at the GVL).
+    Eager,
+}
+
 /// `activate_control_app` / `--control-url`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ControlApp {
@@ -275,6 +286,11 @@ pub struct Options {
     /// Run each request in a fresh Fiber (clean fiber-locals). Default false
     /// (env `PUMA_FIBER_PER_REQUEST`). Alias: `clean_thread_locals`.
     pub fiber_per_request: bool,
+    /// When a queued request goes to another thread. Default `gvl` (only once that thread could
+    /// run it: the GVL is free); `eager` hands it to any idle thread at once, as Puma does.
+    /// Set by the environment variable `CATAMOUNT_THREAD_HANDOFF`, so a config file stays one
+    /// Puma can read. Example: `CATAMOUNT_THREAD_HANDOFF=eager catamount`.
+    pub thread_handoff: ThreadHandoff,
     /// After a TERM-initiated stop, end the process by SIGTERM (exit status 143 in a shell), as
     /// Puma does. Default true.
     pub raise_exception_on_sigterm: bool,
@@ -864,6 +880,15 @@ pub fn resolve(user: &Layer, file: &Layer, env: &Environment<'_>) -> Result<Opti
     } else {
         workers
     };
+    let thread_handoff = match var("CATAMOUNT_THREAD_HANDOFF").as_deref().map(str::trim) {
+        None | Some("gvl") => ThreadHandoff::GvlAware,
+        Some("eager") => ThreadHandoff::Eager,
+        Some(v) => {
+            return Err(format!(
+                "environment variable CATAMOUNT_THREAD_HANDOFF={v:?} is not \"gvl\" or \"eager\""
+            ))
+        }
+    };
     let fiber_per_request = match pick!(fiber_per_request) {
         Some(b) => b,
         None => var("PUMA_FIBER_PER_REQUEST").is_some_and(|v| v != "false" && v != "0"),
@@ -927,6 +952,7 @@ pub fn resolve(user: &Layer, file: &Layer, env: &Environment<'_>) -> Result<Opti
         early_hints: pick!(early_hints).unwrap_or(false),
         max_io_threads: pick!(max_io_threads).unwrap_or(0),
         fiber_per_request,
+        thread_handoff,
         raise_exception_on_sigterm: pick!(raise_exception_on_sigterm).unwrap_or(true),
         redirect_stdout: pick!(redirect_stdout),
         redirect_stderr: pick!(redirect_stderr),
@@ -1136,6 +1162,19 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(err.contains("PUMA_MAX_THREADS"), "{err}");
+    }
+
+    #[test]
+    fn thread_handoff_from_the_environment() {
+        let handoff = |value: &'static str| {
+            let vars = move |n: &str| (n == "CATAMOUNT_THREAD_HANDOFF").then(|| value.to_string());
+            resolve(&Layer::default(), &Layer::default(), &env(&vars)).map(|o| o.thread_handoff)
+        };
+        assert_eq!(handoff(""), Ok(ThreadHandoff::GvlAware), "unset: the default");
+        assert_eq!(handoff("gvl"), Ok(ThreadHandoff::GvlAware));
+        assert_eq!(handoff(" eager "), Ok(ThreadHandoff::Eager));
+        let err = handoff("lazy").err().unwrap_or_default();
+        assert!(err.contains("CATAMOUNT_THREAD_HANDOFF=\"lazy\""), "{err}");
     }
 
     fn set(layer: &mut Layer, name: &str, args: Vec<Value>) {

@@ -9,15 +9,25 @@
 //!
 //! Every wait takes a [`Waiter`]: Ruby's unblocking function calls [`WorkQueue::interrupt`] on it
 //! so `Thread#kill` and shutdown never hang on a thread parked here.
+//!
+//! Which idle thread takes a queued request, and when, is the [`handoff`] module's call: by
+//! default a second thread takes one only once it could run it (the GVL is free).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::request::Job;
+
+mod handoff;
+mod run_state;
+
+use handoff::{Crew, Verdict, LOOK_EVERY};
+pub use handoff::{Handoff, Seat};
+use run_state::RunState;
 
 /// A thread's handle for one blocking wait; interrupting it wakes the wait.
 #[derive(Debug, Default)]
@@ -106,6 +116,8 @@ struct State<T> {
     waiting: usize,
     /// Threads woken for a queued request that have not taken it yet (they are getting the GVL).
     claiming: usize,
+    /// Who serves and who watches (see [`handoff`]).
+    crew: Crew,
     running: usize,
     /// Connections just accepted whose first request is not queued yet (cluster workers only,
     /// for a short while: see `ServerConfig::new_connection_hold`).
@@ -117,6 +129,11 @@ impl<T> State<T> {
     /// Threads that will take a queued request without a new thread being started.
     fn idle(&self) -> usize {
         self.waiting + self.starting + self.claiming
+    }
+
+    /// Queued requests no woken thread is on its way to yet.
+    fn unclaimed(&self) -> bool {
+        self.jobs.len() > self.claiming
     }
 }
 
@@ -136,7 +153,12 @@ pub struct WorkQueue<T = Box<Job>> {
 
 impl<T> WorkQueue<T> {
     /// `idle_trim`: how long a thread above `min_threads` may idle before it exits.
-    pub fn new(min_threads: usize, max_threads: usize, idle_trim: Duration) -> Self {
+    pub fn new(
+        min_threads: usize,
+        max_threads: usize,
+        idle_trim: Duration,
+        handoff: Handoff,
+    ) -> Self {
         WorkQueue {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
@@ -144,6 +166,7 @@ impl<T> WorkQueue<T> {
                 starting: 0,
                 waiting: 0,
                 claiming: 0,
+                crew: Crew::new(handoff),
                 running: 0,
                 arriving: 0,
                 closed: false,
@@ -168,8 +191,12 @@ impl<T> WorkQueue<T> {
     pub fn push(&self, job: T) {
         let mut st = self.lock();
         st.jobs.push_back(job);
-        // Wake a thread only for a request nobody was woken for yet.
-        if st.waiting > 0 && st.jobs.len() > st.claiming {
+        // Wake a thread only for a request nobody was woken for yet, and only to take it or to
+        // start watching the threads that serve (a watcher looks again by itself).
+        if st.waiting > 0
+            && st.unclaimed()
+            && (st.crew.takes_at_once(st.claiming) || st.crew.watcher.is_none())
+        {
             self.work.notify_one();
         }
         // More requests than idle threads: ask the manager for another thread.
@@ -238,20 +265,23 @@ impl<T> WorkQueue<T> {
         }
     }
 
-    /// A thread granted by [`next_pool_action`](Self::next_pool_action) is running and about
-    /// to ask for work.
-    pub fn thread_started(&self) {
+    /// A thread granted by [`next_pool_action`](Self::next_pool_action) (or any thread that
+    /// will serve from this queue) is running and about to ask for work. Call it on that
+    /// thread: the hand-off reads the thread's own run state.
+    pub fn thread_started(&self) -> Seat {
+        let run_state = RunState::of_current_thread();
         let mut st = self.lock();
         st.starting = st.starting.saturating_sub(1);
+        st.crew.enlist(run_state)
     }
 
     /// Blocks until this thread has a request: [`wait_for_work`](Self::wait_for_work), then
     /// [`claim`](Self::claim), for callers with no GVL to get back in between.
-    pub fn pop(&self, waiter: &Waiter) -> Pop<T> {
+    pub fn pop(&self, seat: &mut Seat, waiter: &Waiter) -> Pop<T> {
         loop {
-            match self.wait_for_work(waiter) {
+            match self.wait_for_work(seat, waiter) {
                 Wait::Ready => {
-                    if let Some(job) = self.claim() {
+                    if let Some(job) = self.claim(seat) {
                         return Pop::Job(job);
                     }
                 }
@@ -266,18 +296,58 @@ impl<T> WorkQueue<T> {
     /// does not take it: the thread first gets the GVL back, then [`claim`](Self::claim)s it.
     /// A request is thus only ever taken by a thread that can run it at once; a thread that
     /// took one and then waited for the GVL could hold it up behind another thread's work.
-    pub fn wait_for_work(&self, waiter: &Waiter) -> Wait {
+    ///
+    /// While other threads serve, a queued request is for this thread only once it could run
+    /// it (see [`handoff`]); until then one idle thread watches and the others sleep.
+    pub fn wait_for_work(&self, seat: &mut Seat, waiter: &Waiter) -> Wait {
         let mut st = self.lock();
+        st.crew.idle(seat);
         loop {
             if waiter.is_interrupted() {
+                self.stop_watching(&mut st, seat);
                 return Wait::Interrupted;
             }
-            if st.jobs.len() > st.claiming {
-                st.claiming += 1;
-                return Wait::Ready;
+            if st.unclaimed() {
+                let now = Instant::now();
+                let join = match st.crew.verdict(seat, st.claiming, now) {
+                    Verdict::Join => true,
+                    Verdict::Wait => false,
+                    Verdict::LookAt(threads) => {
+                        // A few microseconds a thread: not under the lock the reactor needs.
+                        drop(st);
+                        let asleep = handoff::all_asleep(&threads);
+                        st = self.lock();
+                        if !st.unclaimed() {
+                            continue;
+                        }
+                        asleep
+                    }
+                };
+                if join {
+                    st.crew.joined(seat, now);
+                    st.claiming += 1;
+                    self.pass_watch_on(&st);
+                    return Wait::Ready;
+                }
+                if st.crew.watcher.is_none() {
+                    st.crew.watcher = Some(seat.id);
+                }
+                if st.crew.watcher == Some(seat.id) {
+                    st.waiting += 1;
+                    let (guard, _) = self
+                        .work
+                        .wait_timeout(st, LOOK_EVERY)
+                        .unwrap_or_else(|p| p.into_inner());
+                    st = guard;
+                    st.waiting -= 1;
+                    continue;
+                }
+            } else {
+                self.stop_watching(&mut st, seat);
             }
-            if st.closed && st.jobs.len() <= st.claiming {
+            if st.closed && !st.unclaimed() {
                 st.spawned = st.spawned.saturating_sub(1);
+                st.crew.discharge(seat);
                 self.manager.notify_all();
                 return Wait::Closed;
             }
@@ -290,33 +360,55 @@ impl<T> WorkQueue<T> {
             st.waiting -= 1;
             if timeout.timed_out() && st.jobs.is_empty() && st.spawned > self.min_threads {
                 st.spawned -= 1;
+                st.crew.discharge(seat);
                 return Wait::Trim;
             }
         }
     }
 
+    /// `seat` no longer watches (if it did); another idle thread takes over if a request still
+    /// waits for one.
+    fn stop_watching(&self, st: &mut State<T>, seat: &Seat) {
+        if st.crew.watcher == Some(seat.id) {
+            st.crew.watcher = None;
+            self.pass_watch_on(st);
+        }
+    }
+
+    /// Wakes an idle thread to look at a request nobody is on yet, if no thread watches.
+    fn pass_watch_on(&self, st: &State<T>) {
+        if st.unclaimed() && st.waiting > 0 && st.crew.watcher.is_none() {
+            self.work.notify_one();
+        }
+    }
+
     /// Takes the request [`wait_for_work`](Self::wait_for_work) announced; None if a thread
     /// that was already running took it first (call `wait_for_work` again).
-    pub fn claim(&self) -> Option<T> {
+    pub fn claim(&self, seat: &mut Seat) -> Option<T> {
         let mut st = self.lock();
         st.claiming = st.claiming.saturating_sub(1);
         let job = st.jobs.pop_front()?;
-        self.took(&mut st);
+        self.took(&mut st, seat);
         Some(job)
     }
 
-    /// Takes a request only if one is queued right now (no wait, so no GVL release needed).
-    pub fn try_pop(&self) -> Option<T> {
+    /// Takes a request only if one is queued right now (no wait, so no GVL release needed),
+    /// unless this thread steps back from serving (see [`handoff`]) and leaves it to others.
+    pub fn try_pop(&self, seat: &mut Seat) -> Option<T> {
         let mut st = self.lock();
+        if st.jobs.is_empty() || st.crew.steps_back(seat, Instant::now()) {
+            return None;
+        }
         let job = st.jobs.pop_front()?;
-        self.took(&mut st);
+        self.took(&mut st, seat);
         Some(job)
     }
 
     /// Books a job taken by a pool thread, and asks for another thread if requests are still
     /// queued with nobody idle to take them (the manager may have been told "enough" while
     /// this thread was starting).
-    fn took(&self, st: &mut State<T>) {
+    fn took(&self, st: &mut State<T>, seat: &mut Seat) {
+        st.crew.took(seat, Instant::now());
         st.running += 1;
         self.requests_count.fetch_add(1, Ordering::Relaxed);
         if st.jobs.len() > st.idle() && st.spawned < self.max_threads {
@@ -333,9 +425,14 @@ impl<T> WorkQueue<T> {
     }
 
     /// A pool thread is gone for a reason the queue did not decide (it was killed or raised).
-    pub fn thread_died(&self) {
+    pub fn thread_died(&self, seat: &mut Seat) {
         let mut st = self.lock();
         st.spawned = st.spawned.saturating_sub(1);
+        st.crew.discharge(seat);
+        // It may have been serving, or watching: an idle thread looks at what is queued.
+        if st.unclaimed() && st.waiting > 0 {
+            self.work.notify_one();
+        }
         if !st.jobs.is_empty() || st.spawned < self.min_threads {
             self.manager.notify_one();
         }
@@ -401,7 +498,12 @@ mod tests {
     use std::sync::Arc;
 
     fn queue(min: usize, max: usize) -> Arc<WorkQueue<u32>> {
-        Arc::new(WorkQueue::new(min, max, Duration::from_secs(30)))
+        Arc::new(WorkQueue::new(
+            min,
+            max,
+            Duration::from_secs(30),
+            Handoff::GvlAware,
+        ))
     }
 
     /// Runs the manager's decision once without blocking: Some(action) if it decided at once.
@@ -427,8 +529,8 @@ mod tests {
         assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
         assert_eq!(manager_step(&q), None, "at max");
         for _ in 0..3 {
-            q.thread_started();
-            assert!(q.try_pop().is_some());
+            let mut seat = q.thread_started();
+            assert!(q.try_pop(&mut seat).is_some());
         }
         let s = q.stats();
         assert_eq!((s.spawned, s.running, s.backlog), (3, 3, 0));
@@ -439,7 +541,7 @@ mod tests {
 
     #[test]
     fn arriving_connections_count_against_capacity_until_they_arrive() {
-        let q: WorkQueue<u32> = WorkQueue::new(0, 2, Duration::from_secs(30));
+        let q: WorkQueue<u32> = WorkQueue::new(0, 2, Duration::from_secs(30), Handoff::GvlAware);
         q.connection_arriving();
         assert!(q.has_capacity());
         q.connection_arriving();
@@ -462,15 +564,17 @@ mod tests {
     #[test]
     fn a_woken_thread_claims_only_what_is_left_and_counts_as_idle_meanwhile() {
         let q = queue(2, 2);
-        q.thread_started();
-        q.thread_started();
+        let mut seat = q.thread_started();
         let waiter = Waiter::new();
         q.push(7);
-        assert_eq!(q.wait_for_work(&waiter), Wait::Ready);
+        assert_eq!(q.wait_for_work(&mut seat, &waiter), Wait::Ready);
         // While it gets the GVL, the request is not announced to a second thread ...
         let second = Arc::new(Waiter::new());
         let (q2, w2) = (q.clone(), second.clone());
-        let t = std::thread::spawn(move || q2.wait_for_work(&w2));
+        let t = std::thread::spawn(move || {
+            let mut seat = q2.thread_started();
+            q2.wait_for_work(&mut seat, &w2)
+        });
         std::thread::sleep(Duration::from_millis(50));
         assert!(
             !t.is_finished(),
@@ -479,12 +583,14 @@ mod tests {
         q.interrupt(&second);
         assert!(matches!(t.join(), Ok(Wait::Interrupted)));
         // ... and a thread already holding the GVL may take it first.
-        assert_eq!(q.try_pop(), Some(7));
-        assert_eq!(q.claim(), None);
+        let mut running = q.thread_started();
+        assert_eq!(q.try_pop(&mut running), Some(7));
+        assert_eq!(q.claim(&mut seat), None);
+        q.finish();
         q.push(8);
-        assert_eq!(q.wait_for_work(&waiter), Wait::Ready);
-        assert_eq!(q.claim(), Some(8));
-        assert_eq!(q.stats().running, 2);
+        assert_eq!(q.wait_for_work(&mut running, &waiter), Wait::Ready);
+        assert_eq!(q.claim(&mut running), Some(8));
+        assert_eq!(q.stats().running, 1);
     }
 
     #[test]
@@ -498,20 +604,28 @@ mod tests {
 
     #[test]
     fn keeps_min_threads_and_trims_above_min() {
-        let q = Arc::new(WorkQueue::<u32>::new(1, 2, Duration::from_millis(20)));
+        let q = Arc::new(WorkQueue::<u32>::new(
+            1,
+            2,
+            Duration::from_millis(20),
+            Handoff::GvlAware,
+        ));
         assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
         assert_eq!(manager_step(&q), None);
-        q.thread_started();
+        let _first = q.thread_started();
         q.push(1);
         q.push(2);
         assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
-        q.thread_started();
+        let mut second = q.thread_started();
         let w = Waiter::new();
-        assert!(matches!(q.pop(&w), Pop::Job(1)));
-        assert!(matches!(q.pop(&w), Pop::Job(2)));
+        assert!(matches!(q.pop(&mut second, &w), Pop::Job(1)));
+        assert!(matches!(q.pop(&mut second, &w), Pop::Job(2)));
         q.finish();
         q.finish();
-        assert!(matches!(q.pop(&w), Pop::Trim), "second thread idles out");
+        assert!(
+            matches!(q.pop(&mut second, &w), Pop::Trim),
+            "second thread idles out"
+        );
         let stats = q.stats();
         assert_eq!(stats.spawned, 1);
     }
@@ -521,13 +635,17 @@ mod tests {
         let q = queue(0, 1);
         let w = Arc::new(Waiter::new());
         let (q2, w2) = (q.clone(), w.clone());
-        let t = std::thread::spawn(move || matches!(q2.pop(&w2), Pop::Interrupted));
+        let t = std::thread::spawn(move || {
+            let mut seat = q2.thread_started();
+            matches!(q2.pop(&mut seat, &w2), Pop::Interrupted)
+        });
         std::thread::sleep(Duration::from_millis(20));
         q.interrupt(&w);
         assert!(t.join().unwrap_or(false));
         w.reset();
         q.close();
-        assert!(matches!(q.pop(&w), Pop::Closed));
+        let mut seat = q.thread_started();
+        assert!(matches!(q.pop(&mut seat, &w), Pop::Closed));
         assert_eq!(manager_step(&q), Some(PoolAction::Closed));
     }
 }

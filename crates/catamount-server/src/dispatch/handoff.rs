@@ -1,0 +1,330 @@
+//! When a queued request goes to another pool thread: at once, or only once that thread could
+//! run it.
+//!
+//! Only one Ruby thread runs at a time. A queued request handed to an idle thread while another
+//! thread is running Ruby does not run sooner: the new thread just queues at the GVL. And in
+//! Ruby 3.1 a thread queued at the GVL is not free. Every short release of the GVL by the
+//! running thread (a `File.exist?`, the `stat` of a template, a log write) hands the GVL to a
+//! waiter, which must be woken, scheduled and warmed up before it runs, and the thread that
+//! released it then queues in turn. A Sinatra route that stats four files per request thus cost
+//! half again the CPU with five threads than with one (docs/benchmarks.md), with no gain: the
+//! work never waited on anything but the GVL. Puma's threads all queue at the GVL and pay this.
+//!
+//! So the pool hands a queued request to another thread only when that thread would run it:
+//!
+//! - when no thread is serving (nothing holds the GVL for requests);
+//! - when every serving thread is asleep (blocked in I/O, a sleep, a lock: the GVL is free).
+//!   The idle thread woken for the request looks at once; while the answer is no, one idle
+//!   thread (the watcher) looks again every [`LOOK_EVERY`];
+//! - when every serving thread has been on its request for [`LONG_REQUEST`]: a slow request
+//!   must not hold up the queue, so from then on the threads share the GVL by Ruby's own time
+//!   slices, as every thread would with Puma.
+//!
+//! The other way, a serving thread steps back (leaves the queue to the others and goes idle)
+//! at most once every [`STEP_BACK_EVERY`] while more than one thread serves: joins are decided
+//! on a glimpse, and a pool whose threads now only queue at the GVL must shrink again. If the
+//! threads it left were blocked in I/O after all, the watcher sees them asleep and a thread
+//! joins again within a look or two.
+//!
+//! The run state comes from [`RunState`]; where the kernel does not show it, or the operator
+//! turned this off ([`Handoff::Eager`]), every idle thread takes a queued request at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::run_state::RunState;
+
+/// How a queued request is handed to the pool's threads (`ServerConfig::handoff`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handoff {
+    /// To another thread only once it could run the request (see the module docs). Default.
+    #[default]
+    GvlAware,
+    /// To any idle thread at once, as Puma does.
+    Eager,
+}
+
+/// How often the watcher looks at the serving threads. Short, because a request that could run
+/// waits this long at most; each look costs a wake-up and a few microseconds per serving thread.
+pub(crate) const LOOK_EVERY: Duration = Duration::from_millis(1);
+
+/// A request running this long no longer holds up the queue on its own: once every serving
+/// thread is on one, an idle thread joins in.
+pub(crate) const LONG_REQUEST: Duration = Duration::from_millis(50);
+
+/// How often, at most, a serving thread steps back while more than one serves.
+pub(crate) const STEP_BACK_EVERY: Duration = Duration::from_millis(100);
+
+/// A pool thread's place in the queue's books, from `WorkQueue::thread_started`. Only the
+/// thread it was given to uses it.
+#[derive(Debug)]
+pub struct Seat {
+    pub(crate) id: u64,
+    /// Between taking a request and coming back to wait (it may take several in a row).
+    pub(crate) serving: bool,
+    /// Just stepped back: the threads it left are queued at the GVL it is about to release and
+    /// look asleep for a moment, so its first look waits until the next [`LOOK_EVERY`].
+    pub(crate) stepped_back: bool,
+}
+
+/// The books of one pool thread.
+#[derive(Debug)]
+struct Member {
+    id: u64,
+    run_state: Option<Arc<RunState>>,
+    /// When it took the request it is on (None while it is not serving).
+    busy_since: Option<Instant>,
+}
+
+/// What an idle thread with a queued request in front of it does next.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Take the request.
+    Join,
+    /// Leave it for now; look again after [`LOOK_EVERY`] if this thread is the watcher.
+    Wait,
+    /// Take it if every one of these threads is asleep (read them without the queue's lock).
+    LookAt(Vec<Arc<RunState>>),
+}
+
+/// The pool's threads as the hand-off sees them. Kept inside the queue's lock.
+#[derive(Debug)]
+pub(crate) struct Crew {
+    handoff: Handoff,
+    members: Vec<Member>,
+    next_id: u64,
+    /// Threads serving (see [`Seat::serving`]).
+    serving: usize,
+    /// The idle thread that looks again every [`LOOK_EVERY`] (at most one).
+    pub(crate) watcher: Option<u64>,
+    /// When a thread last joined the serving ones or stepped back from them.
+    last_change: Instant,
+    /// Some thread's run state cannot be read: hand off eagerly.
+    blind: bool,
+}
+
+impl Crew {
+    pub(crate) fn new(handoff: Handoff) -> Crew {
+        Crew {
+            handoff,
+            members: Vec::new(),
+            next_id: 0,
+            serving: 0,
+            watcher: None,
+            last_change: Instant::now(),
+            blind: false,
+        }
+    }
+
+    /// Books the calling thread; it reads its own run state, so call this on that thread.
+    pub(crate) fn enlist(&mut self, run_state: Option<RunState>) -> Seat {
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.handoff == Handoff::GvlAware && run_state.is_none() {
+            self.blind = true;
+        }
+        self.members.push(Member {
+            id,
+            run_state: run_state.map(Arc::new),
+            busy_since: None,
+        });
+        Seat {
+            id,
+            serving: false,
+            stepped_back: false,
+        }
+    }
+
+    /// Forgets a thread that leaves the pool.
+    pub(crate) fn discharge(&mut self, seat: &mut Seat) {
+        self.idle(seat);
+        self.members.retain(|m| m.id != seat.id);
+        if self.watcher == Some(seat.id) {
+            self.watcher = None;
+        }
+    }
+
+    fn eager(&self) -> bool {
+        self.handoff == Handoff::Eager || self.blind
+    }
+
+    /// The thread took a request.
+    pub(crate) fn took(&mut self, seat: &mut Seat, now: Instant) {
+        if !std::mem::replace(&mut seat.serving, true) {
+            self.serving += 1;
+        }
+        if let Some(m) = self.members.iter_mut().find(|m| m.id == seat.id) {
+            m.busy_since = Some(now);
+        }
+    }
+
+    /// The thread came back to wait for work.
+    pub(crate) fn idle(&mut self, seat: &mut Seat) {
+        if std::mem::take(&mut seat.serving) {
+            self.serving = self.serving.saturating_sub(1);
+        }
+        if let Some(m) = self.members.iter_mut().find(|m| m.id == seat.id) {
+            m.busy_since = None;
+        }
+    }
+
+    /// Whether a thread that is not serving would take a request pushed now, with `claiming`
+    /// threads already on their way to one, without looking first. The reactor wakes an idle
+    /// thread only then, or to become the watcher.
+    pub(crate) fn takes_at_once(&self, claiming: usize) -> bool {
+        self.eager() || self.serving + claiming == 0
+    }
+
+    /// What an idle thread does about a queued request (see the module docs).
+    pub(crate) fn verdict(&self, seat: &mut Seat, claiming: usize, now: Instant) -> Verdict {
+        let stepped_back = std::mem::take(&mut seat.stepped_back);
+        if self.takes_at_once(claiming) {
+            return Verdict::Join;
+        }
+        if self.serving > 0 && !self.any_short_request(now) {
+            return Verdict::Join;
+        }
+        // A thread on its way to a request is about to run Ruby; one that just stepped back
+        // would see the threads it left still queued at the GVL.
+        if claiming > 0 || stepped_back {
+            return Verdict::Wait;
+        }
+        Verdict::LookAt(
+            self.members
+                .iter()
+                .filter(|m| m.busy_since.is_some())
+                .filter_map(|m| m.run_state.clone())
+                .collect(),
+        )
+    }
+
+    /// An idle thread joins the serving ones.
+    pub(crate) fn joined(&mut self, seat: &Seat, now: Instant) {
+        if self.watcher == Some(seat.id) {
+            self.watcher = None;
+        }
+        if self.serving > 0 {
+            self.last_change = now;
+        }
+    }
+
+    /// Whether a serving thread about to take another queued request steps back instead.
+    pub(crate) fn steps_back(&mut self, seat: &mut Seat, now: Instant) -> bool {
+        let due = seat.serving
+            && self.serving > 1
+            && !self.eager()
+            && now.saturating_duration_since(self.last_change) >= STEP_BACK_EVERY
+            // Threads on long requests share the GVL on purpose.
+            && self.any_short_request(now);
+        if due {
+            self.last_change = now;
+            seat.stepped_back = true;
+        }
+        due
+    }
+
+    fn any_short_request(&self, now: Instant) -> bool {
+        self.members.iter().any(|m| {
+            m.busy_since
+                .is_some_and(|t| now.saturating_duration_since(t) < LONG_REQUEST)
+        })
+    }
+}
+
+/// Whether every thread looked at is asleep (an empty list: nobody holds the GVL).
+pub(crate) fn all_asleep(threads: &[Arc<RunState>]) -> bool {
+    threads.iter().all(|t| t.asleep())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crew_of(n: usize) -> (Crew, Vec<Seat>) {
+        let mut crew = Crew::new(Handoff::GvlAware);
+        let seats = (0..n)
+            .map(|_| {
+                let run_state = RunState::of_current_thread();
+                assert!(run_state.is_some(), "no /proc/thread-self/stat");
+                crew.enlist(run_state)
+            })
+            .collect();
+        (crew, seats)
+    }
+
+    #[test]
+    fn joins_at_once_when_nobody_serves_else_looks() {
+        let (mut crew, mut seats) = crew_of(2);
+        let now = Instant::now();
+        assert!(crew.takes_at_once(0));
+        assert!(matches!(crew.verdict(&mut seats[1], 0, now), Verdict::Join));
+        assert!(!crew.takes_at_once(1), "one thread is already on its way");
+        assert!(matches!(crew.verdict(&mut seats[1], 1, now), Verdict::Wait));
+        crew.took(&mut seats[0], now);
+        assert!(!crew.takes_at_once(0));
+        match crew.verdict(&mut seats[1], 0, now) {
+            Verdict::LookAt(threads) => assert_eq!(threads.len(), 1, "the serving one"),
+            other => panic!("{other:?}"),
+        }
+        crew.idle(&mut seats[0]);
+        assert!(crew.takes_at_once(0));
+    }
+
+    #[test]
+    fn joins_when_every_serving_thread_is_on_a_long_request() {
+        let (mut crew, mut seats) = crew_of(3);
+        let start = Instant::now();
+        crew.took(&mut seats[0], start);
+        let later = start + LONG_REQUEST;
+        assert!(matches!(crew.verdict(&mut seats[2], 0, later), Verdict::Join));
+        crew.took(&mut seats[1], later);
+        assert!(
+            matches!(crew.verdict(&mut seats[2], 0, later), Verdict::LookAt(_)),
+            "a short request is running"
+        );
+    }
+
+    #[test]
+    fn a_thread_that_stepped_back_waits_a_look_and_steps_back_rarely() {
+        let (mut crew, mut seats) = crew_of(2);
+        let start = Instant::now();
+        let (a, b) = seats.split_at_mut(1);
+        crew.took(&mut a[0], start);
+        assert!(!crew.steps_back(&mut a[0], start), "it serves alone");
+        crew.took(&mut b[0], start);
+        crew.joined(&b[0], start);
+        assert!(!crew.steps_back(&mut a[0], start), "a thread just joined");
+        let later = start + STEP_BACK_EVERY;
+        crew.took(&mut b[0], later); // its next request: a short one is running
+        assert!(crew.steps_back(&mut a[0], later));
+        crew.idle(&mut a[0]);
+        assert!(!crew.steps_back(&mut b[0], later), "one at a time");
+        assert!(matches!(crew.verdict(&mut a[0], 0, later), Verdict::Wait));
+        assert!(
+            matches!(crew.verdict(&mut a[0], 0, later), Verdict::LookAt(_)),
+            "the next look is a real one"
+        );
+    }
+
+    #[test]
+    fn eager_hand_off_never_holds_work_back() {
+        let mut crew = Crew::new(Handoff::Eager);
+        let mut a = crew.enlist(RunState::of_current_thread());
+        let mut b = crew.enlist(RunState::of_current_thread());
+        let now = Instant::now();
+        crew.took(&mut a, now);
+        assert!(crew.takes_at_once(3));
+        assert!(matches!(crew.verdict(&mut b, 0, now), Verdict::Join));
+        crew.took(&mut b, now);
+        assert!(!crew.steps_back(&mut a, now + STEP_BACK_EVERY));
+    }
+
+    #[test]
+    fn a_thread_without_a_readable_run_state_makes_the_hand_off_eager() {
+        let mut crew = Crew::new(Handoff::GvlAware);
+        let mut a = crew.enlist(RunState::of_current_thread());
+        let mut b = crew.enlist(None);
+        crew.took(&mut a, Instant::now());
+        assert!(matches!(crew.verdict(&mut b, 0, Instant::now()), Verdict::Join));
+    }
+}
