@@ -1170,7 +1170,11 @@ mod tests {
             let vars = move |n: &str| (n == "CATAMOUNT_THREAD_HANDOFF").then(|| value.to_string());
             resolve(&Layer::default(), &Layer::default(), &env(&vars)).map(|o| o.thread_handoff)
         };
-        assert_eq!(handoff(""), Ok(ThreadHandoff::GvlAware), "unset: the default");
+        assert_eq!(
+            handoff(""),
+            Ok(ThreadHandoff::GvlAware),
+            "unset: the default"
+        );
         assert_eq!(handoff("gvl"), Ok(ThreadHandoff::GvlAware));
         assert_eq!(handoff(" eager "), Ok(ThreadHandoff::Eager));
         let err = handoff("lazy").err().unwrap_or_default();

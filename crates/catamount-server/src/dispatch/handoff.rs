@@ -276,7 +276,10 @@ mod tests {
         let start = Instant::now();
         crew.took(&mut seats[0], start);
         let later = start + LONG_REQUEST;
-        assert!(matches!(crew.verdict(&mut seats[2], 0, later), Verdict::Join));
+        assert!(matches!(
+            crew.verdict(&mut seats[2], 0, later),
+            Verdict::Join
+        ));
         crew.took(&mut seats[1], later);
         assert!(
             matches!(crew.verdict(&mut seats[2], 0, later), Verdict::LookAt(_)),
@@ -325,6 +328,9 @@ mod tests {
         let mut a = crew.enlist(RunState::of_current_thread());
         let mut b = crew.enlist(None);
         crew.took(&mut a, Instant::now());
-        assert!(matches!(crew.verdict(&mut b, 0, Instant::now()), Verdict::Join));
+        assert!(matches!(
+            crew.verdict(&mut b, 0, Instant::now()),
+            Verdict::Join
+        ));
     }
 }
