@@ -60,8 +60,6 @@ pub(crate) const STEP_BACK_EVERY: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Seat {
     pub(crate) id: u64,
-    /// Between taking a request and coming back to wait (it may take several in a row).
-    pub(crate) serving: bool,
     /// Just stepped back: the threads it left are queued at the GVL it is about to release and
     /// look asleep for a moment, so its first look waits until the next [`LOOK_EVERY`].
     pub(crate) stepped_back: bool,
@@ -72,7 +70,8 @@ pub struct Seat {
 struct Member {
     id: u64,
     run_state: Option<Arc<RunState>>,
-    /// When it took the request it is on (None while it is not serving).
+    /// When it took the request it is on; None while it is not serving (serving lasts from
+    /// taking a request to coming back to wait: it may take several in a row).
     busy_since: Option<Instant>,
 }
 
@@ -93,7 +92,7 @@ pub(crate) struct Crew {
     handoff: Handoff,
     members: Vec<Member>,
     next_id: u64,
-    /// Threads serving (see [`Seat::serving`]).
+    /// Members serving (with a `busy_since`), counted.
     serving: usize,
     /// The idle thread that looks again every [`LOOK_EVERY`] (at most one).
     pub(crate) watcher: Option<u64>,
@@ -130,13 +129,12 @@ impl Crew {
         });
         Seat {
             id,
-            serving: false,
             stepped_back: false,
         }
     }
 
     /// Forgets a thread that leaves the pool.
-    pub(crate) fn discharge(&mut self, seat: &mut Seat) {
+    pub(crate) fn discharge(&mut self, seat: &Seat) {
         self.idle(seat);
         self.members.retain(|m| m.id != seat.id);
         if self.watcher == Some(seat.id) {
@@ -148,23 +146,25 @@ impl Crew {
         self.handoff == Handoff::Eager || self.blind
     }
 
+    fn member(&mut self, seat: &Seat) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.id == seat.id)
+    }
+
     /// The thread took a request.
-    pub(crate) fn took(&mut self, seat: &mut Seat, now: Instant) {
-        if !std::mem::replace(&mut seat.serving, true) {
-            self.serving += 1;
-        }
-        if let Some(m) = self.members.iter_mut().find(|m| m.id == seat.id) {
-            m.busy_since = Some(now);
+    pub(crate) fn took(&mut self, seat: &Seat, now: Instant) {
+        if let Some(m) = self.member(seat) {
+            if m.busy_since.replace(now).is_none() {
+                self.serving += 1;
+            }
         }
     }
 
     /// The thread came back to wait for work.
-    pub(crate) fn idle(&mut self, seat: &mut Seat) {
-        if std::mem::take(&mut seat.serving) {
-            self.serving = self.serving.saturating_sub(1);
-        }
-        if let Some(m) = self.members.iter_mut().find(|m| m.id == seat.id) {
-            m.busy_since = None;
+    pub(crate) fn idle(&mut self, seat: &Seat) {
+        if let Some(m) = self.member(seat) {
+            if m.busy_since.take().is_some() {
+                self.serving -= 1;
+            }
         }
     }
 
@@ -210,7 +210,8 @@ impl Crew {
 
     /// Whether a serving thread about to take another queued request steps back instead.
     pub(crate) fn steps_back(&mut self, seat: &mut Seat, now: Instant) -> bool {
-        let due = seat.serving
+        let serving = self.member(seat).is_some_and(|m| m.busy_since.is_some());
+        let due = serving
             && self.serving > 1
             && !self.eager()
             && now.saturating_duration_since(self.last_change) >= STEP_BACK_EVERY
@@ -260,13 +261,13 @@ mod tests {
         assert!(matches!(crew.verdict(&mut seats[1], 0, now), Verdict::Join));
         assert!(!crew.takes_at_once(1), "one thread is already on its way");
         assert!(matches!(crew.verdict(&mut seats[1], 1, now), Verdict::Wait));
-        crew.took(&mut seats[0], now);
+        crew.took(&seats[0], now);
         assert!(!crew.takes_at_once(0));
         match crew.verdict(&mut seats[1], 0, now) {
             Verdict::LookAt(threads) => assert_eq!(threads.len(), 1, "the serving one"),
             other => panic!("{other:?}"),
         }
-        crew.idle(&mut seats[0]);
+        crew.idle(&seats[0]);
         assert!(crew.takes_at_once(0));
     }
 
@@ -274,13 +275,13 @@ mod tests {
     fn joins_when_every_serving_thread_is_on_a_long_request() {
         let (mut crew, mut seats) = crew_of(3);
         let start = Instant::now();
-        crew.took(&mut seats[0], start);
+        crew.took(&seats[0], start);
         let later = start + LONG_REQUEST;
         assert!(matches!(
             crew.verdict(&mut seats[2], 0, later),
             Verdict::Join
         ));
-        crew.took(&mut seats[1], later);
+        crew.took(&seats[1], later);
         assert!(
             matches!(crew.verdict(&mut seats[2], 0, later), Verdict::LookAt(_)),
             "a short request is running"
@@ -292,15 +293,15 @@ mod tests {
         let (mut crew, mut seats) = crew_of(2);
         let start = Instant::now();
         let (a, b) = seats.split_at_mut(1);
-        crew.took(&mut a[0], start);
+        crew.took(&a[0], start);
         assert!(!crew.steps_back(&mut a[0], start), "it serves alone");
-        crew.took(&mut b[0], start);
+        crew.took(&b[0], start);
         crew.joined(&b[0], start);
         assert!(!crew.steps_back(&mut a[0], start), "a thread just joined");
         let later = start + STEP_BACK_EVERY;
-        crew.took(&mut b[0], later); // its next request: a short one is running
+        crew.took(&b[0], later); // its next request: a short one is running
         assert!(crew.steps_back(&mut a[0], later));
-        crew.idle(&mut a[0]);
+        crew.idle(&a[0]);
         assert!(!crew.steps_back(&mut b[0], later), "one at a time");
         assert!(matches!(crew.verdict(&mut a[0], 0, later), Verdict::Wait));
         assert!(
@@ -315,19 +316,19 @@ mod tests {
         let mut a = crew.enlist(RunState::of_current_thread());
         let mut b = crew.enlist(RunState::of_current_thread());
         let now = Instant::now();
-        crew.took(&mut a, now);
+        crew.took(&a, now);
         assert!(crew.takes_at_once(3));
         assert!(matches!(crew.verdict(&mut b, 0, now), Verdict::Join));
-        crew.took(&mut b, now);
+        crew.took(&b, now);
         assert!(!crew.steps_back(&mut a, now + STEP_BACK_EVERY));
     }
 
     #[test]
     fn a_thread_without_a_readable_run_state_makes_the_hand_off_eager() {
         let mut crew = Crew::new(Handoff::GvlAware);
-        let mut a = crew.enlist(RunState::of_current_thread());
+        let a = crew.enlist(RunState::of_current_thread());
         let mut b = crew.enlist(None);
-        crew.took(&mut a, Instant::now());
+        crew.took(&a, Instant::now());
         assert!(matches!(
             crew.verdict(&mut b, 0, Instant::now()),
             Verdict::Join

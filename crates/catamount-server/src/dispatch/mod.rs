@@ -429,10 +429,8 @@ impl<T> WorkQueue<T> {
         let mut st = self.lock();
         st.spawned = st.spawned.saturating_sub(1);
         st.crew.discharge(seat);
-        // It may have been serving, or watching: an idle thread looks at what is queued.
-        if st.unclaimed() && st.waiting > 0 {
-            self.work.notify_one();
-        }
+        // It may have been the watcher: another idle thread takes over.
+        self.pass_watch_on(&st);
         if !st.jobs.is_empty() || st.spawned < self.min_threads {
             self.manager.notify_one();
         }
