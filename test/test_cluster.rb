@@ -13,6 +13,10 @@ class TestCluster < Minitest::Test
     File.write(ENV.fetch("LOADS"), "\#{Process.pid}\\n", mode: "a") if ENV["LOADS"]
     run lambda { |env|
       sleep 1 if env["PATH_INFO"] == "/slow"
+      if env["PATH_INFO"] == "/pause"
+        sleep 0.003
+        File.write(File.join(ENV.fetch("MARKS"), Process.pid.to_s), "serving")
+      end
       Process.kill("STOP", Process.pid) if env["PATH_INFO"] == "/hang"
       [200, {}, [Process.pid.to_s]]
     }
@@ -85,6 +89,21 @@ class TestCluster < Minitest::Test
       assert_equal pids.values.sort, answered.uniq.sort, "answers came from #{answered.tally}"
     ensure
       socks&.each(&:close)
+    end
+  end
+
+  # Keep-alive traffic that never leaves a thread free in either worker: a new connection is
+  # still taken by one of them, and answered while that traffic goes on.
+  def test_a_new_connection_is_served_while_keep_alive_traffic_fills_every_worker
+    Dir.mktmpdir do |marks|
+      cluster("workers 2\nthreads 1, 1\n", env: { "MARKS" => marks }) do |server|
+        worker_pids(server, 2)
+        under_wrk(server.port, "/pause", connections: 20) do
+          assert wait_until { Dir.children(marks).size == 2 }, "both workers serve the load"
+          response = raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout: 10)
+          assert_equal 200, response.status
+        end
+      end
     end
   end
 

@@ -122,6 +122,13 @@ ROUTES = {
     sleep params(env).fetch("s", "1").to_f
     [200, {}, ["slept"]]
   end,
+  "/hold" => lambda do |env|
+    File.write(params(env).fetch("marker"), "in app")
+    release = params(env).fetch("release")
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + params(env).fetch("t", "20").to_f
+    sleep 0.01 until File.exist?(release) || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+    [200, {}, ["held"]]
+  end,
   "/big" => ->(env) { [200, { "content-type" => "application/octet-stream" }, ["x" * (params(env).fetch("mb", "1").to_i << 20)]] },
   "/after_reply" => lambda do |env|
     marker = params(env).fetch("marker")

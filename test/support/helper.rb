@@ -52,6 +52,21 @@ module Support
       server
     end
 
+    # Runs wrk against `path` with `connections` keep-alive connections for at most `seconds`
+    # while the block runs, then stops it. wrk is a C client: its load has no pauses of its own
+    # (a Ruby client's threads wait for each other), so it keeps a small pool busy without a
+    # break.
+    def under_wrk(port, path, connections:, seconds: 30)
+      pid = Process.spawn("wrk", "-t1", "-c#{connections}", "-d#{seconds}s", "http://127.0.0.1:#{port}#{path}",
+                          out: File::NULL, err: File::NULL)
+      yield
+    ensure
+      if pid
+        kill_quietly(pid)
+        Process.wait(pid)
+      end
+    end
+
     # Kills the server, then every process its boot lines name (`PID: n)`): workers of a test
     # that failed must not outlive it (the master goes first, or it would fork replacements).
     def kill_named_workers(server)

@@ -36,6 +36,9 @@ pub use response::Responder;
 
 use tokio::sync::watch;
 
+/// The default [`ServerConfig::max_accept_wait`].
+pub const MAX_ACCEPT_WAIT: Duration = Duration::from_millis(10);
+
 /// Everything the reactor needs to know. Defaults match Puma 7+ where Puma has the knob.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -80,6 +83,14 @@ pub struct ServerConfig {
     /// would stay there while the other workers idle. The hold is short so a client that
     /// connects and sends nothing cannot keep a worker from accepting.
     pub new_connection_hold: Option<Duration>,
+    /// How long a pending connection is left in the listen backlog while no pool thread is
+    /// free, before it is taken anyway and its request queued. Default 10 ms. While the pool
+    /// is full a connection waits there so that another worker process with a free thread can
+    /// take it instead; the bound keeps it from waiting for as long as the keep-alive
+    /// connections already accepted keep the pool busy (they would always come first).
+    /// Cluster workers keep it above `busy_accept_delay`, so a worker with a free thread still
+    /// takes a connection before a worker without one.
+    pub max_accept_wait: Duration,
     /// Cluster workers (`wait_for_less_busy_worker`): with a connection pending while a request
     /// is queued or running here, wait up to this long (less once a request finishes) before
     /// accepting, so an idle worker takes it first. Default None.
@@ -108,6 +119,7 @@ impl Default for ServerConfig {
             proxy_protocol: false,
             drain_on_shutdown: false,
             new_connection_hold: None,
+            max_accept_wait: MAX_ACCEPT_WAIT,
             busy_accept_delay: None,
             unlink_unix_sockets: true,
         }

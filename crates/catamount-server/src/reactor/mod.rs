@@ -1,10 +1,10 @@
 //! The reactor: one Rust thread running a single-threaded tokio runtime that owns every socket.
 //!
-//! It accepts (only while the pool has a free thread), reads each request whole, including the
-//! body, before any Ruby thread sees it, finishes responses the pool threads could not write at
-//! once, and keeps idle keep-alive connections. One thread is enough: it never runs Ruby and
-//! never waits on anything but sockets and timers, and on a 2-core machine a second reactor
-//! thread would only compete with Ruby for the cores.
+//! It accepts (while the pool has a free thread, or once a connection has waited a moment),
+//! reads each request whole, including the body, before any Ruby thread sees it, finishes
+//! responses the pool threads could not write at once, and keeps idle keep-alive connections.
+//! One thread is enough: it never runs Ruby and never waits on anything but sockets and timers,
+//! and on a 2-core machine a second reactor thread would only compete with Ruby for the cores.
 
 mod conn;
 
@@ -83,7 +83,8 @@ enum Acceptor {
 }
 
 impl Acceptor {
-    /// Waits until a connection is pending *and* a pool thread is free, then takes it.
+    /// Waits until a connection is pending *and* a pool thread is free (or the connection has
+    /// waited `max_accept_wait`), then takes it.
     ///
     /// Waiting on the listener first means the pool's "a thread is free again" signal is asked
     /// for only while a connection is actually waiting: in the steady state of keep-alive
@@ -147,16 +148,27 @@ fn unix_connection(s: std::os::unix::net::UnixStream) -> io::Result<Accepted> {
     Ok((Stream::Unix(UnixStream::from_std(s)?), Peer::Unix, None))
 }
 
-/// Waits for a pending connection, then for a free pool thread (and, with
-/// `busy_accept_delay`, a little longer while this server is busy), then accepts; None when the
-/// connection was gone by then (the listener's readiness is cleared, so the next wait is real).
+/// Waits for a pending connection, then for a free pool thread (for at most
+/// `max_accept_wait`), then, with `busy_accept_delay`, a little longer while this server is
+/// busy, then accepts; None when the connection was gone by then (the listener's readiness is
+/// cleared, so the next wait is real).
+///
+/// The wait for a free thread is bounded because requests on connections already accepted
+/// would otherwise always come first: under steady keep-alive traffic the pool is never free,
+/// and a new connection would wait in the backlog for as long as the traffic lasts. Past the
+/// bound it is taken anyway and its request queued behind the ones already here. While the
+/// pool stays full, one more connection is taken per bound: a flood still waits in the backlog.
 async fn take_when_free<L: AsRawFd, C>(
     fd: &AsyncFd<L>,
     shared: &Shared,
     mut accept: impl FnMut(&L) -> io::Result<C>,
 ) -> io::Result<Option<C>> {
     let mut ready = fd.readable().await?;
-    shared.queue.wait_for_capacity().await;
+    let _waited_long_enough = tokio::time::timeout(
+        shared.config.max_accept_wait,
+        shared.queue.wait_for_capacity(),
+    )
+    .await;
     if let Some(delay) = shared.config.busy_accept_delay {
         shared.queue.wait_while_busy(delay).await;
     }
