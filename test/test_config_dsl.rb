@@ -254,6 +254,32 @@ class TestConfigDsl < Minitest::Test
     end
   end
 
+  # A supervisor may signal as soon as the pidfile exists (logrotate's postrotate sends HUP):
+  # the signal is handled then, in single mode and by a cluster's master; here the logs are
+  # reopened. (Signals were once trapped only after the boot lines, and a HUP in between lost.)
+  def test_a_signal_sent_as_soon_as_the_pidfile_exists_is_handled
+    ["", "workers 2\n"].each do |cluster|
+      Dir.mktmpdir do |logs|
+        with_config(<<~RUBY, boot: false) do |server, dir|
+          #{cluster}stdout_redirect "#{logs}/out.log", "#{logs}/err.log", true
+          pidfile "DIR/pid"
+        RUBY
+          deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 20
+          sleep 0.001 until File.size?("#{dir}/pid") || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+          File.rename("#{logs}/out.log", "#{logs}/out.old")
+          server.signal("HUP")
+          assert wait_until(timeout: 20) { File.exist?("#{logs}/out.log") }, "#{cluster}logs reopened"
+          assert wait_until(timeout: 20) { "#{read_or_empty("#{logs}/out.old")}#{read_or_empty("#{logs}/out.log")}".include?("Use Ctrl-C") }
+          port = "#{read_or_empty("#{logs}/out.old")}#{read_or_empty("#{logs}/out.log")}"[/Listening on http:\/\/127\.0\.0\.1:(\d+)/, 1].to_i
+          assert_equal "hello", get(port, "/").body
+          refute server.exited?, cluster
+        ensure
+          kill_named_workers(server)
+        end
+      end
+    end
+  end
+
   def read_or_empty(path)
     File.read(path)
   rescue Errno::ENOENT

@@ -65,6 +65,7 @@ module Catamount
         load_rackup_check(options[:rackup])
       end
       @server = Native::Server.new(@config.native, rack_settings(options))
+      trap_master_signals(options)
       write_pidfile(options[:pidfile])
       write_state(options)
       banner(options, @server, cluster: { preload: preload })
@@ -86,11 +87,31 @@ module Catamount
       raise ConfigError, "rackup file #{rackup} is not readable" unless File.readable?(rackup)
     end
 
-    def master_loop(options, app)
+    # Signals are queued for the master loop from now on: trapped before the pidfile and the
+    # boot lines exist, so a supervisor that signals as soon as it sees either is never too early.
+    def trap_master_signals(options)
       @messages_r, @messages_w = IO.pipe
+      @pending_signals = []
+      # A worker inherits these traps and replaces them first thing (worker_main), but a
+      # signal can run the inherited one in between: it is kept for the worker, not lost.
+      @request = lambda do |what|
+        next (@early_signals ||= []) << what if Process.pid != @master_pid
+
+        @pending_signals << what
+        wake_master
+      end
+      signals = %w[TERM INT CHLD HUP TTIN TTOU] + restart_signals
+      signals << "URG" if options[:fork_worker]
+      signals.each do |sig|
+        Signal.trap(sig) { @request.call(sig) }
+      end
+      # The master prints its backtraces from its loop: it starts no thread.
+      trap_backtrace_signal { @request.call("backtraces") }
+    end
+
+    def master_loop(options, app)
       @alive_r, @alive_w = IO.pipe
       @workers = []
-      @pending_signals = []
       @failed_boots = 0
       @next_spawn_at = monotonic
       @ever_booted = false
@@ -110,21 +131,6 @@ module Catamount
         return Launcher::FAILED
       end
       @reforking = false
-      # A worker inherits these traps and replaces them first thing (worker_main), but a
-      # signal can run the inherited one in between: it is kept for the worker, not lost.
-      @request = lambda do |what|
-        next (@early_signals ||= []) << what if Process.pid != @master_pid
-
-        @pending_signals << what
-        wake_master
-      end
-      signals = %w[TERM INT CHLD HUP TTIN TTOU] + restart_signals
-      signals << "URG" if @fork_worker
-      signals.each do |sig|
-        Signal.trap(sig) { @request.call(sig) }
-      end
-      # The master prints its backtraces from its loop: it starts no thread.
-      trap_backtrace_signal { @request.call("backtraces") }
       @config.plugins.each { |plugin| start_plugin(plugin) }
       @config.run_hooks(:before_fork, log: @err)
       stopping = nil

@@ -229,13 +229,14 @@ module Catamount
       return FAILED unless app
 
       @server = Native::Server.new(@config.native, rack_settings(options))
+      signals = trap_signals
       write_pidfile(options[:pidfile])
       write_state(options)
       banner(options, @server)
       warn_about_idle_hooks
       Catamount.launcher = self
       begin
-        serve(@server, app, options)
+        serve(@server, app, options, signals)
       ensure
         @server.unlink_unix_sockets
         remove_pidfile(options[:pidfile])
@@ -400,17 +401,23 @@ module Catamount
       raise UsageError, "cannot write state file #{path}: #{e.message.sub(/ @ .*/, '')}"
     end
 
-    # Runs until TERM, INT or HUP (without redirected logs): the first one stops gracefully
-    # (in-flight requests finish); a second INT, or `force_shutdown_after` running out, ends the
-    # process at once. After a TERM the process ends by SIGTERM, as Puma's does, unless
-    # `raise_exception_on_sigterm false`. USR2 (and USR1: one process has no phases) stops the
-    # same way but keeps the listening sockets, then execs the same command (Restart).
-    def serve(server, app, options)
+    # The signals `serve` acts on, queued from now on: trapped before the pidfile and the boot
+    # lines exist, so a supervisor that signals as soon as it sees either is never too early.
+    def trap_signals
       signals = Queue.new
       %w[TERM INT HUP].each { |sig| Signal.trap(sig) { signals << sig } }
       restart_signals.each { |sig| Signal.trap(sig) { signals << sig } }
       trap_backtrace_signal
       @request = ->(what) { signals << what }
+      signals
+    end
+
+    # Runs until TERM, INT or HUP (without redirected logs): the first one stops gracefully
+    # (in-flight requests finish); a second INT, or `force_shutdown_after` running out, ends the
+    # process at once. After a TERM the process ends by SIGTERM, as Puma's does, unless
+    # `raise_exception_on_sigterm false`. USR2 (and USR1: one process has no phases) stops the
+    # same way but keeps the listening sockets, then execs the same command (Restart).
+    def serve(server, app, options, signals)
       server.start
       @started_at = Time.now.utc
       pool = start_pool(server, app)
