@@ -53,7 +53,10 @@ class TestThreadHandoff < Minitest::Test
     server = start_server("-t", "2:2", app: "handoff.ru")
     sock = connect(server.port)
     sock.write("GET /die HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert_equal "", read_until_close(sock), "a killed thread sends no response"
+    response = read_response(sock)
+    assert_equal 500, response.status, "a killed thread's request is answered"
+    assert_equal "close", response["connection"]
+    assert wait_until { server.stderr.include?(%(("GET /die" - (127.0.0.1)): the thread serving it was killed; answering 500)) }, server.stderr
     3.times do
       assert_equal %w[done] * 4, burst(server.port, "/stat_loop?ms=5", 4)
     end

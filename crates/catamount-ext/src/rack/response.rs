@@ -94,6 +94,24 @@ pub fn respond(
         Ok(triple) => triple,
         Err(e) => {
             let Some(exception) = e.value() else {
+                // A non-local exit, not an exception: the thread was killed in the app. The
+                // client still gets its answer (the built-in 500: no Ruby code runs while the
+                // thread is being killed), then the exit goes on.
+                log::error(&format!(
+                    "{}: the thread serving it was killed; answering 500",
+                    app_context(request)
+                ));
+                let mut responder = responder;
+                let body = format!("{}\n", reason_phrase(500));
+                let out = closing_response(
+                    request,
+                    500,
+                    b"content-type: text/plain\r\n",
+                    true,
+                    body.as_bytes(),
+                );
+                let _ = responder.write_vec(out);
+                responder.finish(false);
                 return Err(e);
             };
             log_app_error(request, exception);
