@@ -102,15 +102,7 @@ pub fn respond(
                     app_context(request)
                 ));
                 let mut responder = responder;
-                let body = format!("{}\n", reason_phrase(500));
-                let out = closing_response(
-                    request,
-                    500,
-                    b"content-type: text/plain\r\n",
-                    true,
-                    body.as_bytes(),
-                );
-                let _ = responder.write_vec(out);
+                let _ = responder.write_vec(builtin_500(request, None));
                 responder.finish(false);
                 return Err(e);
             };
@@ -715,18 +707,24 @@ fn write_error_to(
             )),
         }
     }
-    let body = match (settings.show_errors, exception) {
-        (true, Some(exc)) => describe_exception(exc),
-        _ => format!("{}\n", reason_phrase(500)),
+    let shown = exception.filter(|_| settings.show_errors);
+    let _ = responder.write_vec(builtin_500(request, shown));
+}
+
+/// The built-in 500 (closing the connection): the exception described in its body when given
+/// (`show_errors`), else just the reason phrase.
+fn builtin_500(request: &Request, shown: Option<Value>) -> Vec<u8> {
+    let body = match shown {
+        Some(exc) => describe_exception(exc),
+        None => format!("{}\n", reason_phrase(500)),
     };
-    let out = closing_response(
+    closing_response(
         request,
         500,
         b"content-type: text/plain\r\n",
         true,
         body.as_bytes(),
-    );
-    let _ = responder.write_vec(out);
+    )
 }
 
 /// Calls the handler as Puma does (with 1, 2 or 3 arguments by its arity) and turns its
