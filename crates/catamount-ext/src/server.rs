@@ -14,7 +14,7 @@ use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 
 use catamount_server::{
     bind_all_inheriting, BoundListener, Handoff, InheritedSocket, Job, PoolAction, Seat, Server,
-    ServerConfig, Wait, Waiter, MAX_ACCEPT_WAIT,
+    ServerConfig, Wait, Waiter,
 };
 
 use catamount_config::options::{HttpMethods, RemoteAddress, ThreadHandoff};
@@ -165,13 +165,6 @@ impl RbServer {
             // Only a server that runs as one of several workers ever starts with it.
             busy_accept_delay: (o.workers >= 2 && !o.wait_for_less_busy_worker.is_zero())
                 .then_some(o.wait_for_less_busy_worker),
-            // A worker without a free thread waits longer than one with a free thread but busy
-            // (which waits `wait_for_less_busy_worker`), so the latter takes a new connection.
-            max_accept_wait: if o.workers >= 2 {
-                MAX_ACCEPT_WAIT.max(o.wait_for_less_busy_worker * 2)
-            } else {
-                MAX_ACCEPT_WAIT
-            },
             ..ServerConfig::default()
         };
         let rack_version = fetch(settings, "rack_version")?;

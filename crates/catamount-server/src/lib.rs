@@ -36,9 +36,6 @@ pub use response::Responder;
 
 use tokio::sync::watch;
 
-/// The default [`ServerConfig::max_accept_wait`].
-pub const MAX_ACCEPT_WAIT: Duration = Duration::from_millis(10);
-
 /// Everything the reactor needs to know. Defaults match Puma 7+ where Puma has the knob.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -88,8 +85,8 @@ pub struct ServerConfig {
     /// is full a connection waits there so that another worker process with a free thread can
     /// take it instead; the bound keeps it from waiting for as long as the keep-alive
     /// connections already accepted keep the pool busy (they would always come first).
-    /// Cluster workers keep it above `busy_accept_delay`, so a worker with a free thread still
-    /// takes a connection before a worker without one.
+    /// With `busy_accept_delay` the wait is at least twice that delay, so a worker with a free
+    /// thread still takes a connection before a worker without one.
     pub max_accept_wait: Duration,
     /// Cluster workers (`wait_for_less_busy_worker`): with a connection pending while a request
     /// is queued or running here, wait up to this long (less once a request finishes) before
@@ -119,7 +116,7 @@ impl Default for ServerConfig {
             proxy_protocol: false,
             drain_on_shutdown: false,
             new_connection_hold: None,
-            max_accept_wait: MAX_ACCEPT_WAIT,
+            max_accept_wait: Duration::from_millis(10),
             busy_accept_delay: None,
             unlink_unix_sockets: true,
         }

@@ -63,6 +63,9 @@ pub struct Seat {
     /// Just stepped back: the threads it left are queued at the GVL it is about to release and
     /// look asleep for a moment, so its first look waits until the next [`LOOK_EVERY`].
     pub(crate) stepped_back: bool,
+    /// The serving threads to look at, filled by [`Crew::verdict`] (kept, so a look allocates
+    /// nothing once the pool has run a while).
+    pub(crate) look: Vec<Arc<RunState>>,
 }
 
 /// The books of one pool thread.
@@ -82,8 +85,9 @@ pub(crate) enum Verdict {
     Join,
     /// Leave it for now; look again after [`LOOK_EVERY`] if this thread is the watcher.
     Wait,
-    /// Take it if every one of these threads is asleep (read them without the queue's lock).
-    LookAt(Vec<Arc<RunState>>),
+    /// Take it if every thread in the seat's `look` is asleep (read them without the queue's
+    /// lock).
+    Look,
 }
 
 /// The pool's threads as the hand-off sees them. Kept inside the queue's lock.
@@ -130,6 +134,7 @@ impl Crew {
         Seat {
             id,
             stepped_back: false,
+            look: Vec::new(),
         }
     }
 
@@ -189,13 +194,14 @@ impl Crew {
         if claiming > 0 || stepped_back {
             return Verdict::Wait;
         }
-        Verdict::LookAt(
+        seat.look.clear();
+        seat.look.extend(
             self.members
                 .iter()
                 .filter(|m| m.busy_since.is_some())
-                .filter_map(|m| m.run_state.clone())
-                .collect(),
-        )
+                .filter_map(|m| m.run_state.clone()),
+        );
+        Verdict::Look
     }
 
     /// An idle thread joins the serving ones.
@@ -264,7 +270,7 @@ mod tests {
         crew.took(&seats[0], now);
         assert!(!crew.takes_at_once(0));
         match crew.verdict(&mut seats[1], 0, now) {
-            Verdict::LookAt(threads) => assert_eq!(threads.len(), 1, "the serving one"),
+            Verdict::Look => assert_eq!(seats[1].look.len(), 1, "the serving one"),
             other => panic!("{other:?}"),
         }
         crew.idle(&seats[0]);
@@ -283,7 +289,7 @@ mod tests {
         ));
         crew.took(&seats[1], later);
         assert!(
-            matches!(crew.verdict(&mut seats[2], 0, later), Verdict::LookAt(_)),
+            matches!(crew.verdict(&mut seats[2], 0, later), Verdict::Look),
             "a short request is running"
         );
     }
@@ -305,7 +311,7 @@ mod tests {
         assert!(!crew.steps_back(&mut b[0], later), "one at a time");
         assert!(matches!(crew.verdict(&mut a[0], 0, later), Verdict::Wait));
         assert!(
-            matches!(crew.verdict(&mut a[0], 0, later), Verdict::LookAt(_)),
+            matches!(crew.verdict(&mut a[0], 0, later), Verdict::Look),
             "the next look is a real one"
         );
     }

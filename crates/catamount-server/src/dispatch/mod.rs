@@ -312,10 +312,12 @@ impl<T> WorkQueue<T> {
                 let join = match st.crew.verdict(seat, st.claiming, now) {
                     Verdict::Join => true,
                     Verdict::Wait => false,
-                    Verdict::LookAt(threads) => {
+                    Verdict::Look => {
                         // A few microseconds a thread: not under the lock the reactor needs.
                         drop(st);
-                        let asleep = handoff::all_asleep(&threads);
+                        let asleep = handoff::all_asleep(&seat.look);
+                        // Holds no thread's stat file open past the look.
+                        seat.look.clear();
                         st = self.lock();
                         if !st.unclaimed() {
                             continue;

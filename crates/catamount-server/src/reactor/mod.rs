@@ -22,7 +22,7 @@ use crate::listener::{BoundListener, Listener};
 use crate::log;
 use crate::request::Peer;
 use crate::stream::Stream;
-use crate::Shared;
+use crate::{ServerConfig, Shared};
 
 /// Runs the reactor until a stop is requested and every connection has finished.
 pub(crate) fn run(
@@ -165,7 +165,7 @@ async fn take_when_free<L: AsRawFd, C>(
 ) -> io::Result<Option<C>> {
     let mut ready = fd.readable().await?;
     let _waited_long_enough = tokio::time::timeout(
-        shared.config.max_accept_wait,
+        accept_wait(&shared.config),
         shared.queue.wait_for_capacity(),
     )
     .await;
@@ -175,6 +175,17 @@ async fn take_when_free<L: AsRawFd, C>(
     match ready.try_io(|l| accept(l.get_ref())) {
         Ok(result) => result.map(Some),
         Err(_would_block) => Ok(None),
+    }
+}
+
+/// How long a pending connection waits here for a free thread: `max_accept_wait`, and with
+/// `busy_accept_delay` at least twice that delay. Of the cluster workers woken for a
+/// connection, an idle one takes it at once, one with a free thread after `busy_accept_delay`
+/// at most, and a full one only after this.
+fn accept_wait(config: &ServerConfig) -> Duration {
+    match config.busy_accept_delay {
+        Some(delay) => config.max_accept_wait.max(delay.saturating_mul(2)),
+        None => config.max_accept_wait,
     }
 }
 
