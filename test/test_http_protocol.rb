@@ -118,8 +118,8 @@ class TestHttpProtocol < Minitest::Test
   end
 
   # After the 100 the server has read the whole head and none of the body, so the body (small
-  # enough to stay in memory) is read in pieces straight into its own buffer; the read must stop
-  # at the body's end even though the next request arrives in the same packet.
+  # enough to stay in memory) is read in pieces straight into its own buffer, which has room for
+  # more: the start of the next request, read in the same packet, must still go to that request.
   def test_a_body_read_in_pieces_ends_where_the_pipelined_request_begins
     payload = Random.new(11).bytes(90_000)
     sock = connect(port)
@@ -130,6 +130,20 @@ class TestHttpProtocol < Minitest::Test
     assert_equal payload, read_response(sock).body.b
     assert_equal "next", read_response(sock).body
     assert_equal "", read_until_close(sock)
+  end
+
+  # Body buffers are kept and reused from one request to the next: a shorter body after a longer
+  # one, on the same connection and on another, carries nothing of the one before.
+  def test_bodies_in_reused_buffers_carry_nothing_of_earlier_ones
+    long = Random.new(12).bytes(100_000)
+    short = Random.new(13).bytes(20_000)
+    sock = connect(port)
+    [long, short, long, short].each do |payload|
+      sock.write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: #{payload.bytesize}\r\n\r\n#{payload}")
+      assert_equal payload, read_response(sock).body.b
+    end
+    r = raw_request(port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: #{short.bytesize}\r\nConnection: close\r\n\r\n#{short}")
+    assert_equal short, r.body.b
   end
 
   def test_head_and_bodiless_statuses

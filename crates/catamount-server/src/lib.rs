@@ -6,10 +6,12 @@
 //! - [`dispatch`]: the queue between the reactor and the Ruby thread pool, and the pool's books.
 //! - [`request`] / [`response`]: what a pool thread gets (a whole [`Request`]) and answers with
 //!   (a [`Responder`] that writes without ever blocking the thread on a slow client).
+//! - [`body_buffers`]: request-body buffers kept for reuse between the reactor and the pool.
 //!
 //! The Ruby extension drives this from pool threads: [`WorkQueue::pop`] a [`Job`], run the app,
 //! write through its [`Responder`].
 
+pub mod body_buffers;
 pub mod dispatch;
 pub mod listener;
 pub mod log;
@@ -26,6 +28,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use body_buffers::BodyBuffer;
 pub use catamount_http::Limits;
 pub use dispatch::{Handoff, PoolAction, PoolStats, Pop, Seat, Wait, Waiter, WorkQueue};
 pub use listener::{
@@ -34,6 +37,7 @@ pub use listener::{
 pub use request::{Body, Job, Peer, Request};
 pub use response::Responder;
 
+use body_buffers::BodyBuffers;
 use tokio::sync::watch;
 
 /// Everything the reactor needs to know. Defaults match Puma 7+ where Puma has the knob.
@@ -134,6 +138,8 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     /// The last accepted connection or received request (for `idle_timeout`).
     pub(crate) last_activity: AtomicU64,
+    /// Buffers for bodies read into memory, back from the pool threads for the next body.
+    pub(crate) body_buffers: Arc<BodyBuffers>,
 }
 
 impl Shared {
@@ -165,7 +171,10 @@ impl Server {
             config.idle_thread_trim,
             config.handoff,
         ));
+        // One buffer per thread and one more per thread for the body being read meanwhile.
+        let body_buffers = BodyBuffers::new(config.body_in_memory_max, 2 * config.max_threads);
         let shared = Arc::new(Shared {
+            body_buffers,
             config,
             queue,
             stopping: AtomicBool::new(false),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use catamount_http::RequestHead;
 
+use crate::body_buffers::BodyBuffer;
 use crate::response::Responder;
 
 /// One unit of work for the Ruby thread pool.
@@ -34,7 +35,7 @@ pub struct Request {
 pub enum Body {
     Empty,
     /// Small bodies (up to `ServerConfig::body_in_memory_max`).
-    Memory(Vec<u8>),
+    Memory(BodyBuffer),
     /// Large and chunked bodies: an unlinked temporary file, positioned at its start.
     File {
         file: File,

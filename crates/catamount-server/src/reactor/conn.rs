@@ -18,6 +18,7 @@ use catamount_http::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as Deadline;
 
+use crate::body_buffers::BodyBuffer;
 use crate::log;
 use crate::request::{Body, Job, Peer, Request};
 use crate::response::{Ending, Exchange, Outgoing, Responder, Step};
@@ -279,10 +280,10 @@ impl Conn {
             return Ok(Body::Empty);
         }
         let in_memory = len <= self.shared.config.body_in_memory_max as u64;
-        let mut memory = Vec::new();
+        let mut memory = BodyBuffer::default();
         let mut file = None;
         if in_memory {
-            memory.reserve_exact(len as usize);
+            memory = self.shared.body_buffers.take(len as usize);
         } else {
             file = Some(spill::temp_file(&self.shared.config.temp_dir).map_err(|e| {
                 log::error(&format!(
@@ -300,7 +301,7 @@ impl Conn {
                 let chunk = &self.buf[..take];
                 match file.as_mut() {
                     Some(f) => f.write_all(chunk).map_err(|e| self.spill_failed(e))?,
-                    None => memory.extend_from_slice(chunk),
+                    None => memory.vec_mut().extend_from_slice(chunk),
                 }
                 self.buf.drain(..take);
                 remaining -= take as u64;
@@ -308,11 +309,17 @@ impl Conn {
             if remaining == 0 {
                 break;
             }
-            // The rest of an in-memory body goes straight into its buffer when that has room
-            // for exactly the bytes still due (so a pipelined next request stays unread).
-            if file.is_none() && memory.capacity() as u64 == len {
-                self.read_body_bytes(Some(&mut memory)).await?;
-                remaining = len - memory.len() as u64;
+            // The rest of an in-memory body goes straight into its buffer (the connection
+            // buffer is empty here). A read past the body's end, the start of a pipelined next
+            // request, moves on to the connection buffer.
+            if file.is_none() {
+                let body = memory.vec_mut();
+                self.read_body_bytes(Some(&mut *body)).await?;
+                let end = usize::try_from(len).unwrap_or(usize::MAX).min(body.len());
+                self.buf
+                    .extend_from_slice(body.get(end..).unwrap_or_default());
+                body.truncate(end);
+                remaining = len - end as u64;
             } else {
                 self.read_body_bytes(None).await?;
             }
