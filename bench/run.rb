@@ -23,6 +23,10 @@ require_relative "lib/report"
 require_relative "lib/anatomy"
 
 module Bench
+  APP_ALONE_SCRIPT = File.expand_path("lib/app_alone.rb", __dir__)
+end
+
+module Bench
   Settings = Struct.new(:rounds, :seconds, :c1_seconds, :warmup, :servers, :only, :slow, :json, :markdown,
                         :profile, keyword_init: true)
 
@@ -84,6 +88,7 @@ module Bench
       kinds = @kinds.dup
       limit_args = Bench.limit_args(app.key)
       kinds << LimitKind.new(limit_args) if limit_args && mode.key == "t5"
+      entry[:app_alone] = measure_app_alone(app) if APP_ALONE.include?(app.key) && mode.key == "t5"
       runnable = kinds.reject do |kind|
         why = kind.unsupported(mode)
         entry[:servers][kind.key] = { unsupported: why } if why
@@ -119,6 +124,28 @@ module Bench
         end
       end
       samples
+    end
+
+    # The app's ceiling: its rate called in a loop with no server, in 1 process and in as many
+    # as the cluster mode has workers (median over the rounds each).
+    def measure_app_alone(app)
+      progress "#{app.key} alone"
+      MODES.filter_map(&:workers).uniq.prepend(1).to_h do |processes|
+        rates = Array.new(@settings.rounds) { app_alone_rate(app, processes) }
+        progress format("  %d process%s %10.0f req/s", processes, processes == 1 ? "" : "es", Report.median(rates))
+        [processes, { rps: Report.median(rates), samples: rates }]
+      end
+    end
+
+    def app_alone_rate(app, processes)
+      log = File.join(@log_dir, "alone-#{app.key}-#{processes}.log")
+      out = IO.popen({ "RACK_ENV" => "production" },
+                     [RbConfig.ruby, APP_ALONE_SCRIPT, app.rackup_path, app.path, processes.to_s,
+                      @settings.seconds.to_s, @settings.warmup.to_s],
+                     chdir: File.dirname(app.rackup_path), err: log, &:read)
+      raise "#{app.key} alone failed; log #{log}:\n#{File.read(log)[-2000..]}" unless $?.success?
+
+      JSON.parse(out).fetch("rps")
     end
 
     def run_slow_clients

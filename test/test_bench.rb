@@ -46,9 +46,14 @@ class TestBenchSmoke < Minitest::Test
       assert_operator stats["rss_kib"], :>, stats["pss_kib"] / 2, name
       assert_operator stats["pss_kib"], :>, 0, name
     end
-    %w[hello body_1mib file_10mib].each do |app|
+    %w[hello body_1mib file_10mib post_echo].each do |app|
       limit = scenarios.find { |s| s["app"] == app && s["mode"] == "t5" }["servers"]["limit"]
       assert_operator limit.dig("stats", "rps"), :>, 0, "#{app}: the pure-Rust limit ran and answered"
+    end
+    %w[cpu sinatra rails].each do |app|
+      alone = scenarios.find { |s| s["app"] == app && s["mode"] == "t5" }["app_alone"]
+      assert_equal %w[1 2], alone.keys, "#{app}: measured alone in one process and in two"
+      alone.each_value { |a| assert_operator a["rps"], :>, 0, "#{app} alone" }
     end
   end
 
@@ -66,8 +71,12 @@ class TestBenchSmoke < Minitest::Test
     assert_match(/^\| Ruby objects allocated \| [\d.]+ \|$/, markdown)
     assert_match(/^Pure-Rust limit \(one reactor thread, no Ruby\): \d+ req\/s\.$/, markdown)
     ["1 MiB body (one thread, the same bytes written from memory)",
-     "10 MiB to_path file (one thread, the same bytes sent with sendfile from a file)"].each do |what|
+     "10 MiB to_path file (one thread, the same bytes sent with sendfile from a file)",
+     "100 KiB POST echo (one thread, each request's body written back as it arrives)"].each do |what|
       assert_match(/^Pure-Rust limit for the #{Regexp.escape(what)}: \d+ req\/s\. Share of it: `-t 5:5` Catamount \d+%, Puma –; /, markdown)
+    end
+    ["CPU-bound (~2 ms Ruby)", "Sinatra route + ERB", "Rails 6.1 action + view"].each do |title|
+      assert_match(/^The #{Regexp.escape(title)} alone \(called in a loop in Ruby: no server, no socket, no wrk\): 1 process \d+ req\/s, 2 processes \d+ req\/s\. Share of it .*`-w 2 -t 5:5` Catamount \d+%, Puma –\./, markdown)
     end
     assert_match(/^\| Catamount \| \d+, p99 [\d.]+ \| \d+, p99 [\d.]+ \| [\d.]+x \| \d+, p99 [\d.]+ \| [\d.]+x \|$/, markdown)
   end

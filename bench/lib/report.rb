@@ -85,6 +85,7 @@ module Bench
         lines << "| #{s[:title]} | `#{s[:mode_title]}` | #{c_cell} | #{p_cell} | #{times(r)} | ≥ #{s[:target]}x | #{verdict(r, s[:target])} |"
       end
       limit_lines(results, lines)
+      app_alone_lines(results, lines)
       lines << ""
       lines << "### Latency, errors and memory (Catamount / Puma)"
       lines << ""
@@ -127,16 +128,43 @@ module Bench
 
     # A large body's limit caps every server: a ratio of T needs Puma at or under 1/T of it.
     def body_limit_lines(results, limit_scenario, limit, lines)
-      how = Bench.limit_args(limit_scenario[:app]).include?("file") ? "sent with sendfile from a file" : "written from memory"
+      how = case Bench.limit_args(limit_scenario[:app]).last
+            when "file" then "the same bytes sent with sendfile from a file"
+            when "request" then "each request's body written back as it arrives"
+            else "the same bytes written from memory"
+            end
       shares = results[:scenarios].select { |s| s[:app] == limit_scenario[:app] }.map do |s|
         c = percent(ratio(s[:servers].dig("catamount", :stats, :rps), limit))
         p = percent(ratio(s[:servers].dig("puma", :stats, :rps), limit))
         "`#{s[:mode_title]}` Catamount #{c}, Puma #{p}"
       end
       target = limit_scenario[:target]
-      lines << "Pure-Rust limit for the #{limit_scenario[:title]} (one thread, the same bytes #{how}): " \
+      lines << "Pure-Rust limit for the #{limit_scenario[:title]} (one thread, #{how}): " \
                "#{rate(limit)} req/s. Share of it: #{shares.join('; ')}. " \
                "A #{target}x ratio needs Puma at or under #{percent(1.0 / target)} of this limit."
+    end
+
+    # An app alone caps every server on it: a ratio of T needs Puma at or under 1/T of it.
+    def app_alone_lines(results, lines)
+      alone = results[:scenarios].select { |s| s[:app_alone] }
+      return if alone.empty?
+
+      lines << "" if results[:scenarios].none? { |s| s[:servers].dig("limit", :stats, :rps) }
+      alone.each do |entry|
+        ceilings = entry[:app_alone]
+        shares = results[:scenarios].select { |s| s[:app] == entry[:app] }.map do |s|
+          processes = s[:mode] == "w2" ? MODES.find { |m| m.key == "w2" }.workers : 1
+          ceiling = ceilings.dig(processes, :rps)
+          c = percent(ratio(s[:servers].dig("catamount", :stats, :rps), ceiling))
+          p = percent(ratio(s[:servers].dig("puma", :stats, :rps), ceiling))
+          "`#{s[:mode_title]}` Catamount #{c}, Puma #{p}"
+        end
+        rates = ceilings.map { |n, c| "#{n} process#{n == 1 ? '' : 'es'} #{rate(c[:rps])} req/s" }
+        needs = entry[:target] > 1 ? " A #{entry[:target]}x ratio needs Puma at or under #{percent(1.0 / entry[:target])} of it." : ""
+        lines << "The #{entry[:title]} alone (called in a loop in Ruby: no server, no socket, no wrk): " \
+                 "#{rates.join(', ')}. Share of it (cluster mode: of its #{ceilings.keys.max} processes): " \
+                 "#{shares.join('; ')}.#{needs}"
+      end
     end
 
     def percent(share)

@@ -45,14 +45,20 @@ module Bench
   end
 
   # The pure-Rust limit server's arguments for the apps it has a twin of (nil: no limit row):
-  # the same bytes, sent the way the best server could (from memory, or sendfile for to_path).
+  # the same bytes, sent the way the best server could (from memory, sendfile for to_path, the
+  # request's own body for the echo).
   def self.limit_args(app_key)
     case app_key
     when "hello" then []
     when "body_1mib" then ["--body-bytes", (1 << 20).to_s]
     when "file_10mib" then ["--body-bytes", (10 << 20).to_s, "--body-from", "file"]
+    when "post_echo" then ["--body-from", "request"]
     end
   end
+
+  # Apps whose own Ruby work dominates: the bench also measures each alone (bench/lib/app_alone.rb),
+  # in one process and in as many as the cluster mode has workers, as their ceiling.
+  APP_ALONE = %w[cpu sinatra rails].freeze
 
   # Share of the pure-Rust limit that Catamount's single-mode hello world must reach.
   LIMIT_SHARE_TARGET = 0.70

@@ -4,8 +4,9 @@
 //! that is the 12-byte `Hello World`, and all the answers to one read leave in one write (so
 //! pipelined requests cost one syscall each way). With `--body-bytes` it is a large body, from
 //! memory (what a server writing a Ruby String can do at best) or from a file with sendfile(2)
-//! (what a server answering a `to_path` body can do at best). Runs until killed
-//! (SIGTERM/SIGINT default action).
+//! (what a server answering a `to_path` body can do at best). With `--body-from request` each
+//! request's body goes back as its answer, written as it arrives (what a server echoing a POST can do at best).
+//! Runs until killed (SIGTERM/SIGINT default action).
 
 use std::fs::File;
 use std::io::Write;
@@ -22,7 +23,7 @@ use tokio::time::timeout;
 use crate::{args, Failure};
 
 pub const USAGE: &str = "\
-usage: catamount-bench limit [--port N] [--body-bytes N [--body-from memory|file]]
+usage: catamount-bench limit [--port N] [--body-bytes N [--body-from memory|file] | --body-from request]
 
 Serves HTTP/1.1 on 127.0.0.1:N (default 0 = a port the OS chooses) with one thread, backlog
 1024 and TCP_NODELAY. Prints exactly one line, `listening on 127.0.0.1:PORT`, then answers
@@ -33,6 +34,10 @@ a head over 64 KiB, a chunked request body or 65 s of silence close the connecti
 --body-bytes N (1 to 1 GiB) answers with N bytes instead, written from one buffer in memory
 (--body-from memory, the default) or sent with sendfile(2) from a temporary file filled once at
 start (--body-from file).
+
+--body-from request (without --body-bytes) answers each request with its own body (its
+Content-Length bytes, none without one): the head is written once the request's head is read,
+the body bytes as they arrive.
 ";
 
 /// The one answer, to every request.
@@ -44,13 +49,22 @@ const MAX_HEAD: usize = 64 * 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(65);
 const LISTEN_BACKLOG: i32 = 1024;
 const READ_BUFFER: usize = 16 * 1024;
+const ECHO_READ_BUFFER: usize = 256 * 1024;
 
 pub fn run(argv: &[String]) -> Result<(), Failure> {
     let flags = args::parse(argv, &["port", "body-bytes", "body-from"])?;
     flags.no_positional()?;
     let port = flags.port("port", Some(0), true)?;
+    let echo = flags.string("body-from", "memory") == "request";
     let answer = match flags.number("body-bytes", Some(0), 0, 1 << 30)? {
+        0 if echo => Answer::Echo,
         0 => Answer::Hello,
+        _ if echo => {
+            return Err(args::UsageError(
+                "--body-from request takes no --body-bytes (the request says how many)".into(),
+            )
+            .into())
+        }
         bytes => match flags.string("body-from", "memory").as_str() {
             "memory" => Answer::Memory(Arc::new(
                 [
@@ -62,7 +76,7 @@ pub fn run(argv: &[String]) -> Result<(), Failure> {
             "file" => Answer::File(Arc::new(BodyFile::create(bytes)?)),
             other => {
                 return Err(args::UsageError(format!(
-                    "--body-from must be memory or file, got {other:?}"
+                    "--body-from must be memory, file or request, got {other:?}"
                 ))
                 .into())
             }
@@ -78,6 +92,8 @@ pub fn run(argv: &[String]) -> Result<(), Failure> {
 enum Answer {
     /// The 12-byte hello world; the answers to one read are joined into one write.
     Hello,
+    /// Each request's body sent back; what one read brings is answered in one write.
+    Echo,
     /// Head and body in one buffer, written once per request.
     Memory(Arc<Vec<u8>>),
     /// The head written, then the body sent from the file with sendfile(2).
@@ -85,28 +101,45 @@ enum Answer {
 }
 
 impl Answer {
-    /// Sends `count` answers; `hello` holds that many hello-world answers already joined.
+    /// Sends the answers to `count` requests; for `Hello` and `Echo`, `joined` holds them all.
     async fn send(
         &self,
         stream: &mut TcpStream,
         count: usize,
-        hello: &[u8],
+        joined: &[u8],
     ) -> std::io::Result<()> {
-        for _ in 0..count {
-            match self {
-                // All of them in one write.
-                Answer::Hello => return stream.write_all(hello).await,
-                Answer::Memory(response) => stream.write_all(response).await?,
-                Answer::File(body) => body.send(stream).await?,
+        match self {
+            // All of them in one write (for Echo, also the body bytes of a request still coming).
+            Answer::Hello | Answer::Echo => stream.write_all(joined).await,
+            Answer::Memory(response) => {
+                for _ in 0..count {
+                    stream.write_all(response).await?;
+                }
+                Ok(())
+            }
+            Answer::File(body) => {
+                for _ in 0..count {
+                    body.send(stream).await?;
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 }
 
 fn head_for(bytes: u64) -> Vec<u8> {
-    format!("HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {bytes}\r\n\r\n")
-        .into_bytes()
+    let mut head = Vec::new();
+    push_head(&mut head, bytes);
+    head
+}
+
+/// Appends the head of an answer with a `bytes`-long body.
+fn push_head(out: &mut Vec<u8>, bytes: u64) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {bytes}\r\n\r\n"
+    );
 }
 
 /// A temporary file of `len` bytes, removed from the directory at once (the open file stays).
@@ -202,8 +235,13 @@ async fn connection(mut stream: TcpStream, answer: Answer) {
     if stream.set_nodelay(true).is_err() {
         return;
     }
-    let mut requests = Requests::default();
-    let mut buf = vec![0u8; READ_BUFFER];
+    let echo = matches!(answer, Answer::Echo);
+    let mut requests = Requests {
+        echo,
+        ..Requests::default()
+    };
+    // Echoed bodies are large: one read takes as much of one as the socket holds.
+    let mut buf = vec![0u8; if echo { ECHO_READ_BUFFER } else { READ_BUFFER }];
     let mut out = Vec::with_capacity(RESPONSE.len() * 4);
     loop {
         let n = match timeout(IDLE_TIMEOUT, stream.read(&mut buf)).await {
@@ -211,8 +249,7 @@ async fn connection(mut stream: TcpStream, answer: Answer) {
             _ => return, // EOF, error or idle too long
         };
         out.clear();
-        let next = requests.feed(buf.get(..n).unwrap_or_default(), &mut out);
-        let count = out.len() / RESPONSE.len();
+        let (count, next) = requests.feed(buf.get(..n).unwrap_or_default(), &mut out);
         let answered = timeout(IDLE_TIMEOUT, answer.send(&mut stream, count, &out)).await;
         if !matches!(answered, Ok(Ok(()))) {
             return;
@@ -232,9 +269,15 @@ enum Next {
 }
 
 /// The request stream of one connection, fed read by read: finds each head's end (across reads,
-/// several per read), skips Content-Length bodies, and appends one response per request.
+/// several per read), skips Content-Length bodies (or, with `echo`, copies them out), and
+/// appends the answers: the hello world per request, or for `echo` a head per request and the
+/// body bytes as they come.
 #[derive(Default)]
 struct Requests {
+    /// Answer each request with its own body instead of the hello world.
+    echo: bool,
+    /// The request whose body is being read asked to close the connection after it.
+    close_after_body: bool,
     /// Bytes of an unfinished head carried over from earlier reads.
     pending: Vec<u8>,
     /// How many bytes of `pending` are known not to contain the head's end.
@@ -244,24 +287,33 @@ struct Requests {
 }
 
 impl Requests {
-    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Next {
+    /// Takes one read; returns how many requests' heads it completed and what to do next.
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> (usize, Next) {
         self.pending.extend_from_slice(data);
-        let (consumed, next) = self.process(out);
+        let (consumed, count, next) = self.process(out);
         self.pending.drain(..consumed);
-        next
+        (count, next)
     }
 
-    /// Handles what `pending` holds; returns how many bytes were used up and what to do next.
-    fn process(&mut self, out: &mut Vec<u8>) -> (usize, Next) {
+    /// Handles what `pending` holds; returns how many bytes were used up, how many request heads
+    /// were answered and what to do next.
+    fn process(&mut self, out: &mut Vec<u8>) -> (usize, usize, Next) {
         let mut pos = 0;
+        let mut count = 0;
         loop {
             let rest = self.pending.get(pos..).unwrap_or_default();
             if self.skip > 0 {
                 let n = usize::try_from(self.skip).map_or(rest.len(), |s| s.min(rest.len()));
+                if self.echo {
+                    out.extend_from_slice(rest.get(..n).unwrap_or_default());
+                }
                 pos += n;
                 self.skip -= n as u64;
                 if self.skip > 0 {
-                    return (pos, Next::KeepOpen);
+                    return (pos, count, Next::KeepOpen);
+                }
+                if self.close_after_body {
+                    return (pos, count, Next::Close);
                 }
                 continue;
             }
@@ -272,27 +324,35 @@ impl Requests {
             }
             let Some(end) = find_head_end(rest, self.scanned.saturating_sub(3)) else {
                 if rest.len() > MAX_HEAD {
-                    return (pos, Next::Close);
+                    return (pos, count, Next::Close);
                 }
                 self.scanned = rest.len();
-                return (pos, Next::KeepOpen);
+                return (pos, count, Next::KeepOpen);
             };
             self.scanned = 0;
             if end > MAX_HEAD {
-                return (pos, Next::Close);
+                return (pos, count, Next::Close);
             }
             let Some(head) = rest.get(..end).and_then(Head::parse) else {
-                return (pos, Next::Close);
+                return (pos, count, Next::Close);
             };
             if head.chunked {
                 // Skipping a chunked body would need a decoder; this server does not take one.
-                return (pos, Next::Close);
+                return (pos, count, Next::Close);
             }
-            out.extend_from_slice(RESPONSE);
+            if self.echo {
+                push_head(out, head.content_length);
+            } else {
+                out.extend_from_slice(RESPONSE);
+            }
+            count += 1;
             pos += end;
             self.skip = head.content_length;
             if head.close {
-                return (pos, Next::Close);
+                if self.skip == 0 || !self.echo {
+                    return (pos, count, Next::Close);
+                }
+                self.close_after_body = true;
             }
         }
     }
@@ -357,9 +417,54 @@ mod tests {
 
     fn feed_all(reqs: &mut Requests, data: &[u8]) -> (usize, Next) {
         let mut out = Vec::new();
-        let next = reqs.feed(data, &mut out);
-        assert_eq!(out.len() % RESPONSE.len(), 0);
-        (out.len() / RESPONSE.len(), next)
+        let (count, next) = reqs.feed(data, &mut out);
+        assert_eq!(out, RESPONSE.repeat(count));
+        (count, next)
+    }
+
+    /// Feeds one read to an echoing stream; returns what it answers, as text, and what is next.
+    fn echo(reqs: &mut Requests, data: &[u8]) -> (String, usize, Next) {
+        let mut out = Vec::new();
+        let (count, next) = reqs.feed(data, &mut out);
+        (String::from_utf8(out).unwrap_or_default(), count, next)
+    }
+
+    const ECHO_HEAD: &str =
+        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ";
+
+    #[test]
+    fn echo_sends_each_body_back_as_it_arrives() {
+        let mut r = Requests {
+            echo: true,
+            ..Requests::default()
+        };
+        let (out, count, next) = echo(
+            &mut r,
+            b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello",
+        );
+        assert_eq!(
+            (out, count, next),
+            (format!("{ECHO_HEAD}10\r\n\r\nhello"), 1, Next::KeepOpen)
+        );
+        let (out, count, next) = echo(
+            &mut r,
+            b"worldGET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 2\r\n",
+        );
+        assert_eq!(
+            (out, count, next),
+            (format!("world{ECHO_HEAD}0\r\n\r\n"), 1, Next::KeepOpen)
+        );
+        let (out, count, next) = echo(&mut r, b"Connection: close\r\n\r\no");
+        assert_eq!(
+            (out, count, next),
+            (format!("{ECHO_HEAD}2\r\n\r\no"), 1, Next::KeepOpen)
+        );
+        let (out, count, next) = echo(&mut r, b"kGET / HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            (out, count, next),
+            ("k".to_owned(), 0, Next::Close),
+            "closes after the body"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_catamount-bench");
 const HELLO: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 12\r\n\r\nHello World\n";
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+const ECHO_HEAD: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ";
 
 /// A child process killed when the test ends, however it ends.
 struct Running(Child);
@@ -25,10 +27,11 @@ impl Drop for Running {
     }
 }
 
-/// Starts `limit` on an OS-chosen port and returns it with the port it announced.
-fn start_limit() -> (Running, u16) {
+/// Starts `limit` (with `args`) on an OS-chosen port and returns it with the port it announced.
+fn start_limit(args: &[&str]) -> (Running, u16) {
     let mut child = Command::new(BIN)
         .args(["limit", "--port", "0"])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -169,7 +172,7 @@ fn tiny_server(
 
 #[test]
 fn limit_keep_alive_pipelining_and_bodies() {
-    let (_server, port) = start_limit();
+    let (_server, port) = start_limit(&[]);
     let mut s = connect(port);
     s.set_nodelay(true).unwrap();
 
@@ -207,8 +210,61 @@ fn limit_keep_alive_pipelining_and_bodies() {
 }
 
 #[test]
+fn limit_echoes_request_bodies() {
+    let (_server, port) = start_limit(&["--body-from", "request"]);
+    let mut s = connect(port);
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // A reader thread, so neither side blocks on a full socket buffer.
+    let mut reader = s.try_clone().unwrap();
+    let expected_len = 2 * (ECHO_HEAD.len() + "300000\r\n\r\n".len() + body.len());
+    let got = thread::spawn(move || {
+        let mut got = vec![0u8; expected_len];
+        reader.read_exact(&mut got).map(|()| got)
+    });
+    for _ in 0..2 {
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body).unwrap();
+    }
+    let got = got.join().unwrap().unwrap();
+    let one = [
+        format!("{ECHO_HEAD}{}\r\n\r\n", body.len()).into_bytes(),
+        body,
+    ]
+    .concat();
+    assert!(
+        got == one.repeat(2),
+        "both bodies came back, each after its head"
+    );
+
+    // A request without a body gets an empty answer; Connection: close is honoured.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_to_close(&mut s),
+        format!("{ECHO_HEAD}0\r\n\r\n").into_bytes()
+    );
+}
+
+#[test]
+fn limit_refuses_an_echo_with_a_fixed_size() {
+    let (code, _, err) = run(
+        &["limit", "--body-bytes", "10", "--body-from", "request"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--body-from request takes no --body-bytes"),
+        "{err}"
+    );
+}
+
+#[test]
 fn limit_closes_on_an_oversized_head() {
-    let (_server, port) = start_limit();
+    let (_server, port) = start_limit(&[]);
     let mut s = connect(port);
     let mut head = b"GET / HTTP/1.1\r\nX-big: ".to_vec();
     head.resize(70 * 1024, b'a');

@@ -1,0 +1,82 @@
+# frozen_string_literal: true
+
+# The app's own ceiling: its rackup called in a loop in this Ruby, with no server, no socket and
+# no load generator, in N forked processes (the app loaded once before the fork, as a preloaded
+# cluster does). What a server adds can only lower this rate, so a Catamount/Puma ratio of T
+# needs Puma at or under 1/T of it. The runner starts this script in the app's directory with
+# RACK_ENV=production:
+#
+#   ruby bench/lib/app_alone.rb RACKUP PATH PROCESSES SECONDS WARMUP_SECONDS
+#
+# Prints one JSON object: {"rps": requests per second summed over the processes, "requests": n}.
+# Exits 1 (with the reason on stderr) if the app answers anything but 2xx.
+require "json"
+require "rack"
+require "stringio"
+
+module AppAlone
+  module_function
+
+  # The keys a server puts in every env; each call gets a copy and a fresh rack.input.
+  def base_env(path)
+    path_info, query = path.split("?", 2)
+    {
+      "REQUEST_METHOD" => "GET", "SCRIPT_NAME" => "", "PATH_INFO" => path_info, "QUERY_STRING" => query.to_s,
+      "SERVER_NAME" => "127.0.0.1", "SERVER_PORT" => "9292", "SERVER_PROTOCOL" => "HTTP/1.1",
+      "HTTP_VERSION" => "HTTP/1.1", "HTTP_HOST" => "127.0.0.1:9292", "REMOTE_ADDR" => "127.0.0.1",
+      "rack.version" => [1, 6], "rack.url_scheme" => "http", "rack.errors" => $stderr,
+      "rack.multithread" => true, "rack.multiprocess" => false, "rack.run_once" => false,
+      "rack.hijack?" => false
+    }.freeze
+  end
+
+  # Calls the app until `deadline`; returns how many calls finished. Raises on a non-2xx answer.
+  def call_until(app, env, deadline)
+    count = 0
+    while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
+      request = env.dup
+      request["rack.input"] = StringIO.new(+"".b)
+      status, _headers, body = app.call(request)
+      body.each(&:bytesize)
+      body.close if body.respond_to?(:close)
+      raise "the app answered #{status} to #{env['PATH_INFO']}" unless (200..299).cover?(status.to_i)
+
+      count += 1
+    end
+    count
+  end
+
+  def run(rackup, path, processes, seconds, warmup)
+    app = Rack::Builder.parse_file(rackup)
+    app = app.first if app.is_a?(Array) # rack 2 returns [app, options]
+    env = base_env(path)
+    reader, writer = IO.pipe
+    pids = Array.new(processes) do
+      fork do
+        reader.close
+        now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        call_until(app, env, now + warmup)
+        writer.puts call_until(app, env, Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds)
+      rescue StandardError => e
+        warn "app_alone: #{e.message}"
+        exit!(1)
+      end
+    end
+    writer.close
+    counts = reader.read.split.map(&:to_i)
+    statuses = pids.map { |pid| Process.wait2(pid).last }
+    raise "a process failed" unless statuses.all?(&:success?) && counts.size == processes
+
+    { rps: counts.sum / seconds, requests: counts.sum }
+  end
+end
+
+if $PROGRAM_NAME == __FILE__
+  rackup, path, processes, seconds, warmup = ARGV
+  begin
+    puts JSON.generate(AppAlone.run(rackup, path, Integer(processes), Float(seconds), Float(warmup)))
+  rescue StandardError => e
+    warn "app_alone: #{e.message}"
+    exit 1
+  end
+end
