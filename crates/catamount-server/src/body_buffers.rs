@@ -14,6 +14,12 @@ use std::sync::{Arc, Mutex};
 /// come from malloc's bins and never fault pages in.
 pub const KEPT_FROM: usize = 16 * 1024;
 
+/// At most this many bytes of buffers are kept: 73 at the default 112 KiB in-memory limit.
+/// Every connection can have a body read or queued at once (25 per worker in the benchmark's
+/// cluster), and a buffer not kept is freed and faults its pages in again when allocated anew;
+/// what is kept after a burst of uploads is memory the burst used anyway.
+pub const KEPT_BYTES: usize = 8 * 1024 * 1024;
+
 /// The buffers kept for reuse, each with room for the largest body read into memory.
 #[derive(Debug)]
 pub struct BodyBuffers {
@@ -25,6 +31,12 @@ pub struct BodyBuffers {
 }
 
 impl BodyBuffers {
+    /// Buffers for bodies up to `in_memory_max` bytes, as many kept as fit in [`KEPT_BYTES`]
+    /// (none when one buffer would not).
+    pub fn for_limit(in_memory_max: usize) -> Arc<BodyBuffers> {
+        BodyBuffers::new(in_memory_max, KEPT_BYTES / in_memory_max.max(1))
+    }
+
     /// Keeps up to `keep` buffers of `capacity` bytes.
     pub fn new(capacity: usize, keep: usize) -> Arc<BodyBuffers> {
         Arc::new(BodyBuffers {
@@ -36,7 +48,7 @@ impl BodyBuffers {
 
     /// An empty buffer with room for at least `len` bytes.
     pub fn take(self: &Arc<Self>, len: usize) -> BodyBuffer {
-        if len < KEPT_FROM || len > self.capacity {
+        if len < KEPT_FROM || len > self.capacity || self.keep == 0 {
             return BodyBuffer::from(Vec::with_capacity(len));
         }
         let kept = self.lock().pop();
@@ -121,6 +133,15 @@ mod tests {
         drop(again);
         drop(others);
         assert_eq!(buffers.kept(), 2, "no more than `keep` are kept");
+    }
+
+    #[test]
+    fn the_kept_bytes_are_bounded() {
+        assert_eq!(BodyBuffers::for_limit(112 * 1024).keep, 73);
+        let huge = BodyBuffers::for_limit(KEPT_BYTES + 1);
+        assert_eq!(huge.keep, 0);
+        drop(huge.take(KEPT_FROM));
+        assert_eq!(huge.kept(), 0, "a limit above KEPT_BYTES keeps nothing");
     }
 
     #[test]

@@ -171,8 +171,7 @@ impl Server {
             config.idle_thread_trim,
             config.handoff,
         ));
-        // One buffer per thread and one more per thread for the body being read meanwhile.
-        let body_buffers = BodyBuffers::new(config.body_in_memory_max, 2 * config.max_threads);
+        let body_buffers = BodyBuffers::for_limit(config.body_in_memory_max);
         let shared = Arc::new(Shared {
             body_buffers,
             config,
