@@ -23,10 +23,6 @@ require_relative "lib/report"
 require_relative "lib/anatomy"
 
 module Bench
-  APP_ALONE_SCRIPT = File.expand_path("lib/app_alone.rb", __dir__)
-end
-
-module Bench
   Settings = Struct.new(:rounds, :seconds, :c1_seconds, :warmup, :servers, :only, :slow, :json, :markdown,
                         :profile, keyword_init: true)
 

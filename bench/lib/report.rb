@@ -153,8 +153,7 @@ module Bench
       alone.each do |entry|
         ceilings = entry[:app_alone]
         shares = results[:scenarios].select { |s| s[:app] == entry[:app] }.map do |s|
-          processes = s[:mode] == "w2" ? MODES.find { |m| m.key == "w2" }.workers : 1
-          ceiling = ceilings.dig(processes, :rps)
+          ceiling = ceilings.dig(MODES.find { |m| m.key == s[:mode] }.workers || 1, :rps)
           c = percent(ratio(s[:servers].dig("catamount", :stats, :rps), ceiling))
           p = percent(ratio(s[:servers].dig("puma", :stats, :rps), ceiling))
           "`#{s[:mode_title]}` Catamount #{c}, Puma #{p}"

@@ -59,6 +59,7 @@ module Bench
   # Apps whose own Ruby work dominates: the bench also measures each alone (bench/lib/app_alone.rb),
   # in one process and in as many as the cluster mode has workers, as their ceiling.
   APP_ALONE = %w[cpu sinatra rails].freeze
+  APP_ALONE_SCRIPT = File.expand_path("app_alone.rb", __dir__)
 
   # Share of the pure-Rust limit that Catamount's single-mode hello world must reach.
   LIMIT_SHARE_TARGET = 0.70
