@@ -146,6 +146,27 @@ class TestHttpProtocol < Minitest::Test
     assert_equal short, r.body.b
   end
 
+  # A head is read at most 16 KiB at a time; body bytes read with it are moved to the body's
+  # buffer, and consumed bytes leave the front of the connection buffer. One long burst of
+  # pipelined requests (bodies of every size, small GETs between them) crosses every boundary
+  # of that and must come back whole and in order.
+  def test_a_burst_of_pipelined_requests_with_bodies_is_answered_in_order
+    bodies = (1..40).map { |i| Random.new(i).bytes(i * 1_531) }
+    burst = bodies.each_with_index.map do |body, i|
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: #{body.bytesize}\r\n\r\n#{body}" +
+        "GET /status?code=#{200 + (i % 7)} HTTP/1.1\r\nHost: x\r\n\r\n" * 3
+    end.join
+    sock = connect(port)
+    writer = Thread.new { sock.write(burst) }
+    bodies.each_with_index do |body, i|
+      assert_equal body, read_response(sock).body.b, "body #{i}"
+      3.times { assert_equal 200 + (i % 7), read_response(sock).status, "after body #{i}" }
+    end
+    assert writer.join(10), "the burst was not taken in"
+  ensure
+    sock&.close
+  end
+
   def test_head_and_bodiless_statuses
     sock = connect(port)
     sock.write("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io;
 use std::net::Shutdown;
 
+use bytes::BufMut;
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
@@ -32,14 +33,15 @@ impl Stream {
         each!(self, s => s.writable().await)
     }
 
-    /// Reads what is available into the spare capacity of `buf`.
+    /// Reads what is available into `buf`'s next chunk of spare space (a `Vec`'s spare
+    /// capacity; a [`BufMut::limit`] caps it).
     ///
     /// A read that did not fill the space drained the socket, so its readiness is cleared: the
     /// next wait then goes straight to the poller instead of spending a `recv` on an empty socket
     /// (without this, every keep-alive request cost one extra `recv` answering EAGAIN). The
     /// poller reports new data with a new edge, so nothing is missed.
-    pub fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let spare = buf.capacity() - buf.len();
+    pub fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        let spare = buf.chunk_mut().len();
         let mut drained = None;
         let result = each!(self, s => s.try_io(Interest::READABLE, || {
             let n = s.try_read_buf(buf)?;

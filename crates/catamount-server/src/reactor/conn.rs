@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, BufMut, BytesMut};
 use catamount_http::{
     error_response, BodyFraming, ChunkedDecoder, HeadParser, ParseError, ProxyLine, RequestHead,
     Version,
@@ -25,8 +26,14 @@ use crate::response::{Ending, Exchange, Outgoing, Responder, Step};
 use crate::stream::Stream;
 use crate::{spill, Shared};
 
-/// Read-buffer growth step: one read takes up to this much.
-const READ_CHUNK: usize = 64 * 1024;
+/// One read into the connection buffer while a head is awaited takes at most this much. Body
+/// bytes that arrive in the same read as their head are copied once more (from here into the
+/// body's own buffer, which later reads fill straight from the socket), so this bounds that copy;
+/// it still holds any common head, or a hundred pipelined small requests, in one read.
+const HEAD_READ: usize = 16 * 1024;
+/// One read of body bytes into the connection buffer (a chunked body, or one going to a file)
+/// takes at most this much.
+const BODY_READ: usize = 64 * 1024;
 /// How long a closing connection is drained of unread request bytes before the final close.
 const LINGER: Duration = Duration::from_secs(2);
 /// How long a stopping server still waits for a request a connection has begun, or for the
@@ -82,7 +89,7 @@ pub(super) async fn serve(
         local_port,
         shared,
         stop,
-        buf: Vec::new(),
+        buf: BytesMut::new(),
         served: 0,
         idle_since: None,
         exchange: Arc::new(Exchange::default()),
@@ -103,7 +110,8 @@ struct Conn {
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     /// Bytes received and not consumed yet: a partial head, or the next pipelined request.
-    buf: Vec<u8>,
+    /// Consuming from the front is free (no shifting of what follows).
+    buf: BytesMut,
     /// Requests answered on this connection so far.
     served: u64,
     /// When the last response ended (the keep-alive idle clock runs from there).
@@ -198,7 +206,7 @@ impl Conn {
             match catamount_http::parse_proxy_v1(&self.buf) {
                 Ok(ProxyLine::Absent) => return Ok(()),
                 Ok(ProxyLine::Complete { source, len }) => {
-                    self.buf.drain(..len);
+                    self.buf.advance(len);
                     if let Some(addr) = source {
                         self.peer = Peer::Ip(addr);
                     }
@@ -227,7 +235,7 @@ impl Conn {
             if !self.buf.is_empty() {
                 match parser.parse(&self.buf, &self.shared.config.limits) {
                     Ok(Some((head, consumed))) => {
-                        self.buf.drain(..consumed);
+                        self.buf.advance(consumed);
                         return Ok(head);
                     }
                     Ok(None) => {}
@@ -303,7 +311,7 @@ impl Conn {
                     Some(f) => f.write_all(chunk).map_err(|e| self.spill_failed(e))?,
                     None => memory.vec_mut().extend_from_slice(chunk),
                 }
-                self.buf.drain(..take);
+                self.buf.advance(take);
                 remaining -= take as u64;
             }
             if remaining == 0 {
@@ -343,7 +351,7 @@ impl Conn {
                 let progress = decoder
                     .decode(&self.buf, &mut decoded, &self.shared.config.limits)
                     .map_err(|e| self.parse_failed(&e))?;
-                self.buf.drain(..progress.consumed);
+                self.buf.advance(progress.consumed);
                 if !decoded.is_empty() {
                     file.write_all(&decoded).map_err(|e| self.spill_failed(e))?;
                     decoded.clear();
@@ -400,7 +408,7 @@ impl Conn {
         deadline: Instant,
     ) -> Read {
         if !*self.stop.borrow() {
-            let read = read_into(&self.stream, &mut self.buf, body.as_deref_mut());
+            let read = read_into(&self.stream, &mut self.buf, body.as_deref_mut(), mid_body);
             tokio::select! {
                 r = tokio::time::timeout_at(Deadline::from_std(deadline), read) => {
                     return read_outcome(r.ok(), Read::TimedOut);
@@ -409,7 +417,7 @@ impl Conn {
             }
         }
         let until = Deadline::from_std(self.stop_deadline(deadline, mid_body));
-        let read = read_into(&self.stream, &mut self.buf, body);
+        let read = read_into(&self.stream, &mut self.buf, body, mid_body);
         read_outcome(
             tokio::time::timeout_at(until, read).await.ok(),
             Read::Stopping,
@@ -477,7 +485,7 @@ impl Conn {
                 self.exchange.changed().await;
                 continue;
             }
-            let read = read_some(&self.stream, &mut self.buf);
+            let read = read_some(&self.stream, &mut self.buf, HEAD_READ);
             tokio::select! {
                 _ = self.exchange.changed() => {}
                 r = read => {
@@ -552,29 +560,30 @@ fn read_outcome(read: Option<io::Result<usize>>, late: Read) -> Read {
     }
 }
 
-/// [`read_some`] into `body` when given, else into the connection buffer `buf`.
+/// Reads into `body`'s spare capacity when given, else [`read_some`] into the connection buffer
+/// `buf` (body bytes when `mid_body`, else the start of a head).
 async fn read_into(
     stream: &Stream,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     body: Option<&mut Vec<u8>>,
+    mid_body: bool,
 ) -> io::Result<usize> {
     match body {
         Some(body) => read_spare(stream, body).await,
-        None => read_some(stream, buf).await,
+        None => read_some(stream, buf, if mid_body { BODY_READ } else { HEAD_READ }).await,
     }
 }
 
-/// Waits until the socket has bytes and appends what is there to `buf` (growing it by a read
-/// chunk when little room is left); 0 means the client closed its side.
-async fn read_some(stream: &Stream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
-    read_spare(stream, buf).await
+/// Waits until the socket has bytes and appends at most `max` of them to `buf`; 0 means the
+/// client closed its side.
+async fn read_some(stream: &Stream, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    // Reclaims the space of consumed bytes when that is cheap, else grows the buffer.
+    buf.reserve(max);
+    read_spare(stream, &mut buf.limit(max)).await
 }
 
-/// Waits until the socket has bytes and appends at most `buf`'s spare capacity of them.
-async fn read_spare(stream: &Stream, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// Waits until the socket has bytes and appends at most `buf`'s next chunk of spare space.
+async fn read_spare<B: BufMut>(stream: &Stream, buf: &mut B) -> io::Result<usize> {
     loop {
         stream.readable().await?;
         match stream.try_read_buf(buf) {
