@@ -20,6 +20,30 @@ class TestConcurrencyAndShutdown < Minitest::Test
     assert_equal %w[met timeout], threads.map(&:value).sort
   end
 
+  # A response the pool thread made slowly (here: 30 ms asleep, longer than a new connection is
+  # left in the backlog) while other requests wait for the only thread is written by the
+  # reactor. Keep-alive, pipelining, bodiless answers and a closing one all come back whole and
+  # in order for every client.
+  def test_responses_handed_to_the_reactor_arrive_in_order
+    server = start_server("-t", "1:1")
+    clients = 4.times.map do |c|
+      Thread.new do
+        sock = connect(server.port)
+        sock.write("GET /sleep?s=0.03 HTTP/1.1\r\nHost: x\r\n\r\n" \
+                   "HEAD /sleep?s=0.03 HTTP/1.1\r\nHost: x\r\n\r\n" \
+                   "GET /sleep?s=0.03&c=#{c} HTTP/1.1\r\nHost: x\r\n\r\n" \
+                   "GET /sleep?s=0.03 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = [read_response(sock), read_response(sock, head_request: true), read_response(sock), read_response(sock)]
+        [got.map { |r| "#{r.version} #{r.status}" }, got.map(&:body), got.last["connection"], read_until_close(sock)]
+      ensure
+        sock&.close
+      end
+    end
+    clients.each do |client|
+      assert_equal [["HTTP/1.1 200"] * 4, ["slept", "", "slept", "slept"], "close", ""], client.value
+    end
+  end
+
   def test_slow_header_client_does_not_block_a_one_thread_server
     server = start_server("-t", "1:1")
     slow = connect(server.port)

@@ -35,7 +35,7 @@ pub use listener::{
     bind_all, bind_all_inheriting, BoundListener, InheritedSocket, ListenError, Listener,
 };
 pub use request::{Body, Job, Peer, Request};
-pub use response::Responder;
+pub use response::{Responder, WriteRoute};
 
 use body_buffers::BodyBuffers;
 use tokio::sync::watch;
@@ -96,6 +96,10 @@ pub struct ServerConfig {
     /// is queued or running here, wait up to this long (less once a request finishes) before
     /// accepting, so an idle worker takes it first. Default None.
     pub busy_accept_delay: Option<Duration>,
+    /// A pool thread that has been on a request this long hands its finished small response
+    /// to the reactor to write, when other requests wait for a thread; None: pool threads
+    /// always write themselves. Default 50 µs. See [`Responder::write_whole`].
+    pub reactor_writes_after: Option<Duration>,
     /// Remove UNIX socket files when the server ends. Default true; false in cluster workers,
     /// whose listeners belong to the master (it removes them when the last worker is gone).
     pub unlink_unix_sockets: bool,
@@ -122,6 +126,7 @@ impl Default for ServerConfig {
             new_connection_hold: None,
             max_accept_wait: Duration::from_millis(10),
             busy_accept_delay: None,
+            reactor_writes_after: Some(Duration::from_micros(50)),
             unlink_unix_sockets: true,
         }
     }

@@ -31,6 +31,15 @@ pub(crate) enum Outgoing {
     File { file: File, offset: u64, len: u64 },
 }
 
+/// Which way [`Responder::write_whole`] sent a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteRoute {
+    /// Written by the calling thread (what the socket did not take went to the reactor).
+    Direct,
+    /// Handed to the reactor whole, for it to write.
+    Reactor,
+}
+
 /// How a response ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ending {
@@ -214,6 +223,38 @@ impl Responder {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Writes a whole response held in one buffer (the response's only write, as
+    /// [`write_vec`](Self::write_vec)), or hands it to the reactor to write when the pool
+    /// thread is the busier side: it has been on this request (env, app, head) for at least
+    /// `ServerConfig::reactor_writes_after` since `serving_since`, and other requests wait for
+    /// a thread.
+    ///
+    /// Why: writing a small response to a client on the same machine costs the writing thread
+    /// the whole TCP send path and the wake-up of the reader, about a tenth of a 100 µs Sinatra
+    /// request (`perf`), and the pool thread pays it holding the GVL every queued request waits
+    /// for. The reactor runs on another core and is mostly idle while requests take this long,
+    /// so it takes the write and the GVL goes on to the next request. Quick requests are left
+    /// alone: there the reactor is the busier side (hello world lost 13% with every response
+    /// written by the reactor). With nothing queued the pool thread writes itself too: nothing
+    /// waits for it, and the hop to the reactor would only add latency.
+    pub fn write_whole(&mut self, data: Vec<u8>, serving_since: Instant) -> io::Result<WriteRoute> {
+        let reactor_writes = !self.handed_off
+            && !data.is_empty()
+            && self
+                .shared
+                .config
+                .reactor_writes_after
+                .is_some_and(|after| serving_since.elapsed() >= after)
+            && self.shared.queue.has_waiting();
+        if reactor_writes {
+            let n = data.len() as u64;
+            return self
+                .hand_over(Outgoing::Data(data), n)
+                .map(|_| WriteRoute::Reactor);
+        }
+        self.write_vec(data).map(|_| WriteRoute::Direct)
     }
 
     /// Like [`write`](Self::write) for an owned buffer: nothing is copied if it must be queued.

@@ -3,15 +3,46 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use catamount_config::BindUrl;
-use catamount_server::{bind_all, Body, Pop, Server, ServerConfig, Waiter};
+use catamount_server::{
+    bind_all, Body, Job, Pop, Server, ServerConfig, Waiter, WorkQueue, WriteRoute,
+};
 
 /// Starts a server on 127.0.0.1 with an OS-chosen port and one pool thread that answers every
 /// request with its path and body length, and reports whether the socket had TCP_NODELAY.
 fn start(config: ServerConfig) -> (Arc<Server>, u16, std::thread::JoinHandle<()>) {
+    start_with(config, |job, _queue| {
+        let nodelay = socket2::SockRef::from(&job.responder)
+            .tcp_nodelay()
+            .unwrap();
+        let body_len = match &job.request.body {
+            Body::Empty => 0,
+            other => other.len(),
+        };
+        let text = format!(
+            "{} {} nodelay={nodelay}",
+            String::from_utf8_lossy(job.request.head.path()),
+            body_len
+        );
+        let mut responder = job.responder;
+        let keep = responder.keep_alive_allowed();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        responder.write(response.as_bytes()).unwrap();
+        responder.finish(keep);
+    })
+}
+
+/// Like [`start`], with one pool thread that runs `serve` for every request.
+fn start_with(
+    config: ServerConfig,
+    serve: impl Fn(Job, &WorkQueue) + Send + 'static,
+) -> (Arc<Server>, u16, std::thread::JoinHandle<()>) {
     let listeners = bind_all(&[BindUrl::parse("tcp://127.0.0.1:0").unwrap()]).unwrap();
     let port: u16 = listeners[0]
         .display
@@ -27,29 +58,7 @@ fn start(config: ServerConfig) -> (Arc<Server>, u16, std::thread::JoinHandle<()>
         let mut seat = queue.thread_started();
         loop {
             match queue.pop(&mut seat, &waiter) {
-                Pop::Job(job) => {
-                    let job = *job;
-                    let nodelay = socket2::SockRef::from(&job.responder)
-                        .tcp_nodelay()
-                        .unwrap();
-                    let body_len = match &job.request.body {
-                        Body::Empty => 0,
-                        other => other.len(),
-                    };
-                    let text = format!(
-                        "{} {} nodelay={nodelay}",
-                        String::from_utf8_lossy(job.request.head.path()),
-                        body_len
-                    );
-                    let mut responder = job.responder;
-                    let keep = responder.keep_alive_allowed();
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
-                        text.len()
-                    );
-                    responder.write(response.as_bytes()).unwrap();
-                    responder.finish(keep);
-                }
+                Pop::Job(job) => serve(*job, &queue),
                 Pop::Closed => return,
                 Pop::Interrupted | Pop::Trim => {}
             }
@@ -115,4 +124,100 @@ fn large_bodies_spill_to_a_file_and_errors_get_status_codes() {
     server.stop();
     server.wait(&Waiter::new()).unwrap().unwrap();
     pool.join().unwrap();
+}
+
+/// Serves `/first` and `/second` arriving on two connections, the second sent while the pool's
+/// only thread is on the first, each answered with `write_whole` as if the thread had been on
+/// it since `serving_since()`; returns the route each response took, and checks both arrive.
+fn routes_taken(config: ServerConfig, serving_since: fn() -> Instant) -> Vec<(String, WriteRoute)> {
+    let (tx, rx) = mpsc::channel();
+    let (server, port, pool) = start_with(config, move |job, queue| {
+        let path = String::from_utf8_lossy(job.request.head.path()).into_owned();
+        if path == "/first" {
+            // Hold the first request until the second one waits in the queue (bounded).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !queue.has_waiting() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let since = serving_since();
+        let mut responder = job.responder;
+        let keep = responder.keep_alive_allowed();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
+            path.len()
+        );
+        let route = responder.write_whole(response.into_bytes(), since).unwrap();
+        responder.finish(keep);
+        tx.send((path, route)).unwrap();
+    });
+    let answer = |mut sock: TcpStream, path: &str| {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !out.ends_with(path.as_bytes()) {
+            let n = sock.read(&mut buf).unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    };
+    let connect = |path: &str| {
+        let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        sock
+    };
+    let first = connect("/first");
+    let first_taken = rx.recv_timeout(Duration::from_millis(50)).err();
+    let second = connect("/second");
+    answer(first, "/first");
+    answer(second, "/second");
+    let routes = vec![
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+    ];
+    assert!(
+        first_taken.is_some(),
+        "the first request was answered alone"
+    );
+    server.stop();
+    server.wait(&Waiter::new()).unwrap().unwrap();
+    pool.join().unwrap();
+    routes
+}
+
+#[test]
+fn a_long_requests_response_goes_to_the_reactor_while_others_wait() {
+    let one_thread = || ServerConfig {
+        max_threads: 1,
+        ..ServerConfig::default()
+    };
+    let long = || {
+        Instant::now()
+            .checked_sub(Duration::from_millis(1))
+            .unwrap()
+    };
+    // A start in the future: no time has passed, however slow the machine.
+    let quick = || Instant::now() + Duration::from_secs(60);
+    // Long, with a request waiting: the reactor writes; the last one, with none waiting, not.
+    assert_eq!(
+        routes_taken(one_thread(), long),
+        [
+            ("/first".to_owned(), WriteRoute::Reactor),
+            ("/second".to_owned(), WriteRoute::Direct)
+        ]
+    );
+    // A quick request, or the policy turned off: the pool thread writes.
+    let direct = [
+        ("/first".to_owned(), WriteRoute::Direct),
+        ("/second".to_owned(), WriteRoute::Direct),
+    ];
+    assert_eq!(routes_taken(one_thread(), quick), direct);
+    let off = ServerConfig {
+        reactor_writes_after: None,
+        ..one_thread()
+    };
+    assert_eq!(routes_taken(off, long), direct);
 }

@@ -129,6 +129,7 @@ pub fn respond(
         headers_value,
         body,
         responder,
+        started,
     );
     close_body(body);
     match outcome {
@@ -183,6 +184,7 @@ fn write_triple(
     headers_value: Value,
     body: Value,
     mut responder: Responder,
+    started: Instant,
 ) -> Result<Written, Failure> {
     let version = request.head.version();
     let head_request = request.head.method() == "HEAD";
@@ -270,10 +272,12 @@ fn write_triple(
     };
     match (framing, kind) {
         (Framing::NoBody, _) => {
-            send(&mut responder, out).map_err(|_| Failure::Logged)?;
+            responder
+                .write_whole(out, started)
+                .map_err(|_| Failure::Logged)?;
         }
         (_, BodyKind::Array(array)) => {
-            write_array(&mut responder, out, &array).map_err(|_| Failure::Logged)?;
+            write_array(&mut responder, out, &array, started).map_err(|_| Failure::Logged)?;
         }
         (_, BodyKind::File(file, len)) => {
             send(&mut responder, out).map_err(|_| Failure::Logged)?;
@@ -648,19 +652,21 @@ fn array_bytes(array: RArray) -> Result<BodyKind, BodyError> {
     }))
 }
 
-/// Writes the head and an Array body. A small response is joined into one buffer (one write);
-/// a large one goes out with one vectored write straight from the Ruby strings, and only what
-/// the socket did not take is copied, for the reactor to finish.
+/// Writes the head and an Array body. A small response is joined into one buffer (one write,
+/// by this thread or the reactor: see `Responder::write_whole`); a large one goes out with one
+/// vectored write straight from the Ruby strings, and only what the socket did not take is
+/// copied, for the reactor to finish.
 fn write_array(
     responder: &mut Responder,
     mut head: Vec<u8>,
     array: &ArrayBody,
+    started: Instant,
 ) -> std::io::Result<()> {
     if head.len() as u64 + array.len <= JOIN_BELOW {
         for part in &array.parts {
             ffi::copy_bytes(*part, &mut head);
         }
-        return responder.write_vec(head);
+        return responder.write_whole(head, started).map(|_| ());
     }
     ffi::with_bytes_of(&array.parts, |parts| responder.write_parts(&head, parts))
 }

@@ -187,6 +187,11 @@ impl<T> WorkQueue<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether requests wait in the queue for a thread.
+    pub fn has_waiting(&self) -> bool {
+        !self.lock().jobs.is_empty()
+    }
+
     /// Queues a complete request. Called by the reactor.
     pub fn push(&self, job: T) {
         let mut st = self.lock();
