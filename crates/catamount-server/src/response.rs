@@ -4,7 +4,9 @@
 //! case: one non-blocking write for a small response, no hop to another thread). The moment the
 //! socket would block, everything left, and everything after it, goes to the reactor in order,
 //! and the pool thread is free for the next request. A slow reader therefore costs buffered bytes,
-//! never a Ruby thread (Puma blocks the thread here).
+//! never a Ruby thread (Puma blocks the thread here). One more case goes to the reactor at once:
+//! the small response of a slow request while others wait for a thread
+//! ([`Responder::write_whole`]).
 //!
 //! Bodies that are already in memory (Array bodies) or are files (sent with sendfile from the
 //! reactor) are handed over whole. Streamed bodies (`each` producing chunks) are bounded by
