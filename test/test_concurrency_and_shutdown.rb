@@ -157,6 +157,25 @@ class TestConcurrencyAndShutdown < Minitest::Test
     assert_equal Signal.list["TERM"], server.wait_exit.termsig
   end
 
+  # Signals sent to the process are Ruby's: the reactor thread blocks them all, so the kernel
+  # always delivers them to a Ruby thread; the main thread, which runs the traps, blocks none of
+  # the server's signals.
+  def test_the_reactor_thread_blocks_signals_and_the_main_thread_does_not
+    server = start_server("-t", "1:1")
+    assert_equal "hello", get(server.port, "/").body
+    blocked = lambda do |status|
+      mask = status[/^SigBlk:\s*(\h+)/, 1].to_i(16)
+      %w[TERM INT HUP QUIT USR1 USR2 CHLD].select { |sig| mask[Signal.list.fetch(sig) - 1] == 1 }
+    end
+    tasks = Dir.glob("/proc/#{server.pid}/task/*")
+    reactor = tasks.find { |task| File.read("#{task}/comm").start_with?("catamount-react") }
+    refute_nil reactor, "no reactor thread among #{tasks.size} threads"
+    assert_equal %w[TERM INT HUP QUIT USR1 USR2 CHLD], blocked.call(File.read("#{reactor}/status"))
+    assert_equal [], blocked.call(File.read("/proc/#{server.pid}/task/#{server.pid}/status"))
+    server.signal("TERM")
+    refute_nil server.wait_exit.termsig
+  end
+
   def test_second_int_stops_at_once
     server = start_server
     sock = connect(server.port)

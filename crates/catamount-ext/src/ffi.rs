@@ -1,8 +1,9 @@
-//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Five things live here:
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Six things live here:
 //! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one write while
 //! the GVL is held), copying a Hash with Ruby's own table copy, taking ownership of a
-//! listening socket's descriptor handed over by the process that ran before this one, and
-//! making the cluster master the reaper of the workers its worker 0 forks (`prctl`).
+//! listening socket's descriptor handed over by the process that ran before this one, making
+//! the cluster master the reaper of the workers its worker 0 forks (`prctl`), and starting the
+//! reactor thread with every signal blocked (`pthread_sigmask`).
 //!
 //! Pool threads wait for work, wait for slow clients and write large streamed pieces *without*
 //! the GVL, so the other Ruby threads run meanwhile. Ruby's rule for that is
@@ -177,5 +178,34 @@ pub fn become_child_subreaper() -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Runs `spawn` (which starts native threads) with every signal blocked in the calling thread,
+/// then restores the caller's mask. The threads started meanwhile inherit the full mask, so a
+/// signal sent to the process (TERM, INT, USR2, ...) is always delivered to a Ruby thread and
+/// never to the reactor, which has no business with signals: Ruby turns a signal into a trap
+/// run by its main thread, and the fewer paths that takes, the fewer ways it can be missed.
+pub fn with_signals_blocked<R>(spawn: impl FnOnce() -> R) -> R {
+    use std::mem::MaybeUninit;
+    let mut all = MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset fills the set we own and cannot fail for a valid pointer;
+    // pthread_sigmask reads `all` (now initialised) and writes the caller's mask into `old`,
+    // both ours, and changes only this thread's mask.
+    let blocked = unsafe {
+        libc::sigfillset(all.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) == 0
+    };
+    let result = catch_unwind(AssertUnwindSafe(spawn));
+    if blocked {
+        // SAFETY: `old` was written by the successful call above; restoring it is the inverse.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
+        }
+    }
+    match result {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
     }
 }

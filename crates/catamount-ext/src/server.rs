@@ -293,12 +293,14 @@ impl RbServer {
         if rb_self.in_worker.load(Ordering::SeqCst) {
             config.new_connection_hold = Some(std::time::Duration::from_millis(50));
         }
-        let server = Server::start(config, listeners).map_err(|e| {
-            Error::new(
-                ruby.exception_runtime_error(),
-                format!("could not start the reactor: {e}"),
-            )
-        })?;
+        // The reactor thread blocks every signal: they are Ruby's to handle.
+        let server =
+            ffi::with_signals_blocked(|| Server::start(config, listeners)).map_err(|e| {
+                Error::new(
+                    ruby.exception_runtime_error(),
+                    format!("could not start the reactor: {e}"),
+                )
+            })?;
         *slot = Some(Arc::new(server));
         Ok(())
     }
