@@ -73,12 +73,24 @@ class ServerProcess
   def wait_exit(timeout: 15)
     deadline = now + timeout
     until exited?
-      raise "server did not exit within #{timeout}s\n--- stdout\n#{stdout}\n--- stderr\n#{stderr}" if now > deadline
+      raise "server did not exit within #{timeout}s\n--- stdout\n#{stdout}\n--- stderr\n#{stderr}\n--- threads\n#{threads}" if now > deadline
 
       sleep 0.02
     end
     @readers.each { |t| t.join(2) }
     @status
+  end
+
+  # Each thread of the process as "name state wchan" (from /proc), to show where a process
+  # that does not end is stuck.
+  def threads
+    Dir.glob("/proc/#{@pid}/task/*").map do |task|
+      name = File.read("#{task}/comm").strip
+      state = File.read("#{task}/stat")[/\) (\w)/, 1]
+      "#{File.basename(task)} #{name} #{state} #{File.read("#{task}/wchan")}"
+    rescue SystemCallError
+      nil
+    end.compact.join("\n")
   end
 
   def exited?
