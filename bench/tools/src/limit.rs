@@ -438,33 +438,32 @@ mod tests {
             echo: true,
             ..Requests::default()
         };
-        let (out, count, next) = echo(
-            &mut r,
-            b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello",
-        );
-        assert_eq!(
-            (out, count, next),
-            (format!("{ECHO_HEAD}10\r\n\r\nhello"), 1, Next::KeepOpen)
-        );
-        let (out, count, next) = echo(
-            &mut r,
-            b"worldGET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 2\r\n",
-        );
-        assert_eq!(
-            (out, count, next),
-            (format!("world{ECHO_HEAD}0\r\n\r\n"), 1, Next::KeepOpen)
-        );
-        let (out, count, next) = echo(&mut r, b"Connection: close\r\n\r\no");
-        assert_eq!(
-            (out, count, next),
-            (format!("{ECHO_HEAD}2\r\n\r\no"), 1, Next::KeepOpen)
-        );
-        let (out, count, next) = echo(&mut r, b"kGET / HTTP/1.1\r\n\r\n");
-        assert_eq!(
-            (out, count, next),
-            ("k".to_owned(), 0, Next::Close),
-            "closes after the body"
-        );
+        // Each read, in order, and what it is answered with.
+        let reads: [(&[u8], String, usize, Next); 4] = [
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello",
+                format!("{ECHO_HEAD}10\r\n\r\nhello"),
+                1,
+                Next::KeepOpen,
+            ),
+            (
+                b"worldGET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 2\r\n",
+                format!("world{ECHO_HEAD}0\r\n\r\n"),
+                1,
+                Next::KeepOpen,
+            ),
+            (
+                b"Connection: close\r\n\r\no",
+                format!("{ECHO_HEAD}2\r\n\r\no"),
+                1,
+                Next::KeepOpen,
+            ),
+            // Closes after the body.
+            (b"kGET / HTTP/1.1\r\n\r\n", "k".to_owned(), 0, Next::Close),
+        ];
+        for (i, (data, out, count, next)) in reads.into_iter().enumerate() {
+            assert_eq!(echo(&mut r, data), (out, count, next), "read {i}");
+        }
     }
 
     #[test]
