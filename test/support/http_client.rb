@@ -67,6 +67,9 @@ module HttpClient
     head, rest = buf.split("\r\n\r\n", 2)
     lines = head.split("\r\n")
     version, status = lines.shift.split(" ", 3)
+    # Every test reading a response also checks it starts like one (a lost or extra byte shows).
+    raise "not an HTTP response: #{head.inspect[0, 300]}" unless version&.match?(%r{\AHTTP/1\.[01]\z}) && status&.match?(/\A\d{3}\z/)
+
     headers = {}
     lines.each do |line|
       name, value = line.split(":", 2)
