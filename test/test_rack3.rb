@@ -12,7 +12,7 @@ class TestRealRack3 < Minitest::Test
 
   FETCH_LOCK = Mutex.new
 
-  # The lib directory of Rack 3, fetched once per run (bounded: curl has its own time limits).
+  # The lib directory of Rack 3, fetched once per run (bounded: apt has its own time limits).
   def self.rack3_lib
     FETCH_LOCK.synchronize do
       @rack3_lib ||= begin
