@@ -40,6 +40,15 @@ class TestRackEnv < Minitest::Test
     assert_equal false, env["env_frozen"]
   end
 
+  # `rack.multiprocess` says whether other processes call the app too: a cluster's workers do.
+  def test_multiprocess_is_true_in_a_cluster
+    server = start_server("-w", "2")
+    env = env_for(server.port, "GET /env HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert_equal true, env["rack.multiprocess"]
+  ensure
+    kill_named_workers(server) if server
+  end
+
   def test_ipv6_host_https_proxy_and_http10
     server = start_server("-t", "1:1")
     env = env_for(server.port, "GET /env HTTP/1.1\r\nHost: [::1]:9000\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n")

@@ -326,6 +326,8 @@ module Catamount
         errors: $stderr,
         null_input: NullInput::INSTANCE,
         environment: options[:environment],
+        # `rack.multiprocess`: a cluster's workers all call the app.
+        multiprocess: @config.cluster?,
         lowlevel_error_handler: @config.lowlevel_error_handler,
         access_logger: @config.custom_logger,
         out_of_band: out_of_band_hook,
@@ -421,7 +423,12 @@ module Catamount
       server.start
       @started_at = Time.now.utc
       pool = start_pool(server, app)
-      Thread.new { server.wait; signals << :finished }
+      # `ensure`: the main thread is woken even when the wait ends by an exception.
+      Thread.new do
+        server.wait
+      ensure
+        signals << :finished
+      end
       watch_idle(server, options[:idle_timeout], signals) if options[:idle_timeout]
       @config.plugins.each { |plugin| start_plugin(plugin) }
       @config.run_hooks(:after_booted, log: @err)

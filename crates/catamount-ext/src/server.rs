@@ -172,6 +172,7 @@ impl RbServer {
             ruby,
             &rack::env::Shared {
                 multithread: o.max_threads > 1,
+                multiprocess: bool::try_convert(fetch(settings, "multiprocess")?)?,
                 rack_version: (!rack_version.is_nil()).then_some(rack_version),
                 script_name: fetch(settings, "script_name")?,
                 server_software: fetch(settings, "server_software")?,

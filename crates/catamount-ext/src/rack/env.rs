@@ -110,6 +110,8 @@ pub fn early_hints_key(ruby: &Ruby) -> RString {
 pub struct Shared {
     /// `rack.multithread`: more than one thread may call the app at once.
     pub multithread: bool,
+    /// `rack.multiprocess`: other processes call the app too (a cluster's workers).
+    pub multiprocess: bool,
     /// `rack.version`, only when the loaded Rack still defines one.
     pub rack_version: Option<Value>,
     pub script_name: Value,
@@ -134,7 +136,7 @@ pub fn template(ruby: &Ruby, shared: &Shared) -> Result<RHash, Error> {
     }
     pairs.push(k(&RACK_ERRORS), shared.errors)?;
     pairs.push(k(&RACK_MULTITHREAD), shared.multithread)?;
-    pairs.push(k(&RACK_MULTIPROCESS), false)?;
+    pairs.push(k(&RACK_MULTIPROCESS), shared.multiprocess)?;
     pairs.push(k(&RACK_RUN_ONCE), false)?;
     pairs.push(k(&RACK_HIJACK_P), false)?;
     pairs.flush()?;
