@@ -12,8 +12,10 @@ module Catamount
   # `PUMA_INHERIT_<i>=<fd>:<bind url>` for each socket, its descriptor kept open across the
   # exec. systemd's socket activation (`LISTEN_FDS`, `LISTEN_PID`) is read the same way.
   #
-  # Mixed into Launcher.
-  module Restart
+  # One object per boot (`context.restart`): it remembers what the next process needs (the
+  # environment and the command line at start), reads the sockets handed to this one, and
+  # carries out a hot restart or `prune_bundler`'s re-exec.
+  class Restart
     # Environment variables that describe sockets handed to this process: consumed at boot,
     # never passed on as they were.
     HANDOVER_VARS = /\A(PUMA_INHERIT_\d+|LISTEN_FDS|LISTEN_PID|LISTEN_FDNAMES)\z/
@@ -22,11 +24,13 @@ module Catamount
     # with, which may be a Bundler binstub that would load Bundler again).
     OWN_EXE = File.expand_path("../../exe/catamount", __dir__)
 
-    private
+    # The environment as it was at start, without the hand-over variables.
+    attr_reader :boot_env
 
     # What the next process needs to be this one again: the environment as it was at start
     # and the command line (its script made absolute, since the restart may run elsewhere).
-    def remember_command(argv)
+    def initialize(context, argv)
+      @context = context
       @boot_env = ENV.to_h.reject { |key, _| key.match?(HANDOVER_VARS) }
       @program = File.expand_path($PROGRAM_NAME)
       @original_argv = argv.dup
@@ -51,7 +55,7 @@ module Catamount
     end
 
     def warn_bad_handover(what)
-      @err.puts "catamount: ignoring #{what}: not <fd>:<bind url>"
+      @context.err.puts "catamount: ignoring #{what}: not <fd>:<bind url>"
       nil
     end
 
@@ -60,7 +64,7 @@ module Catamount
       IO.for_fd(fd, autoclose: false).close_on_exec = true
       true
     rescue SystemCallError, ArgumentError
-      @err.puts "catamount: ignoring inherited descriptor #{fd}: not open"
+      @context.err.puts "catamount: ignoring inherited descriptor #{fd}: not open"
       false
     end
 
@@ -95,18 +99,17 @@ module Catamount
       return if ENV.key?("PUMA_BUNDLER_PRUNED") || !defined?(::Bundler)
 
       paths = pruned_load_path(options, warn: true)
-      log "* Pruning Bundler environment"
+      @context.log "* Pruning Bundler environment"
       env = unbundled_env.merge(::Bundler.original_env.select { |k, v| k.start_with?("BUNDLE_") && v })
       env["GEM_HOME"] = ENV["GEM_HOME"] if ENV["GEM_HOME"]
       env["PUMA_BUNDLER_PRUNED"] = "1"
-      fds = hand_over(env, @inherited)
+      fds = hand_over(env, @context.inherited)
       argv = [RbConfig.ruby, "-I", paths, OWN_EXE, *@original_argv]
-      debug "pruned: #{argv.join(' ')}"
-      @out.flush
-      @err.flush
+      @context.debug "pruned: #{argv.join(' ')}"
+      flush
       Process.exec(env, *argv, fds.to_h { |fd| [fd, fd] }.merge(unsetenv_others: true))
     rescue SystemCallError => e
-      @err.puts "catamount: could not prune the Bundler environment, going on under it: #{e.message}"
+      @context.err.puts "catamount: could not prune the Bundler environment, going on under it: #{e.message}"
     end
 
     # The load path a pruned master runs with (given to `-I`, again at each hot restart):
@@ -115,7 +118,7 @@ module Catamount
       paths = [File.expand_path("..", __dir__)] + require_paths("rack")
       options[:extra_runtime_dependencies].each do |name|
         found = require_paths(name)
-        log "* Could not load extra dependency: #{name}" if found.empty? && warn
+        @context.log "* Could not load extra dependency: #{name}" if found.empty? && warn
         paths.concat(found)
       end
       paths.uniq.join(File::PATH_SEPARATOR)
@@ -149,25 +152,29 @@ module Catamount
 
     # Replaces this process with the new one. Returns only if that cannot be done, with the
     # exit status to end with.
-    def exec_restart(options, server)
-      @config.run_hooks(:before_restart, self, log: @err)
+    def exec(options, server)
+      @context.run_hooks(:before_restart, @context.launcher)
       env = @boot_env.dup
       fds = hand_over(env, server.restart_fds)
       argv = restart_argv(options)
       dir = restart_directory(options)
-      debug "restarting: #{argv.join(' ')} (in #{dir})"
-      @out.flush
-      @err.flush
+      @context.debug "restarting: #{argv.join(' ')} (in #{dir})"
+      flush
       # `fd => fd` keeps each socket open across the exec (Ruby clears its close-on-exec flag).
       Process.exec(env, *argv, fds.to_h { |fd| [fd, fd] }.merge(chdir: dir, unsetenv_others: true))
     rescue SystemCallError => e
       # The caller's cleanup (socket files, pidfile) runs as after any stop.
-      @err.puts "catamount: hot restart failed: cannot run #{argv&.first}: #{e.message.sub(/ @ .*/, '')}"
+      @context.err.puts "catamount: hot restart failed: cannot run #{argv&.first}: #{e.message.sub(/ @ .*/, '')}"
       Launcher::FAILED
     end
-  end
 
-  class Launcher
-    include Restart
+    private :warn_bad_handover, :close_on_exec, :pruned_load_path, :unbundled_env, :require_paths
+
+    private
+
+    def flush
+      @context.out.flush
+      @context.err.flush
+    end
   end
 end

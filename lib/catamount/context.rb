@@ -1,0 +1,123 @@
+# frozen_string_literal: true
+
+module Catamount
+  # What every role of a boot shares (the single-mode runner, the cluster master, a worker):
+  # the configuration, the output streams and the log lines written to them, the hooks, the
+  # bound server (its listeners), the sockets handed over by a previous process, the command
+  # to restart with, and the launcher that plugins and hooks are given.
+  class Context
+    attr_reader :out, :err, :restart, :launcher
+    attr_accessor :config, :server, :inherited, :log_prefix, :silent
+    attr_writer :debug
+
+    def initialize(launcher, argv, out:, err:)
+      @launcher = launcher
+      @out = out
+      @err = err
+      @silent = false
+      @debug = false
+      @restart = Restart.new(self, argv)
+    end
+
+    def options
+      @config.options
+    end
+
+    # An informational line (silenced by `silent`, shaped by `log_formatter`, sent to
+    # `custom_logger` when there is one).
+    def log(line)
+      return if @silent
+
+      line = "#{@log_prefix}#{line}" if @log_prefix
+      line = @config.log_formatter.call(line).to_s if @config&.log_formatter
+      if (logger = @config&.custom_logger) && logger.respond_to?(:write)
+        logger.write("#{line}\n")
+      else
+        @out.puts(line)
+      end
+    end
+
+    # A `- ` line shown only with `debug` / `--debug`.
+    def debug(line)
+      log("- #{line}") if @debug
+    end
+
+    def error(line)
+      @err.puts(line)
+    end
+
+    # Runs the configuration's hooks called `name`; a failing hook is reported on stderr.
+    def run_hooks(name, *args, keyed: nil)
+      @config.run_hooks(name, *args, log: @err, keyed: keyed)
+    end
+
+    # Plugins' `start(launcher)`, once the server (or the master) runs.
+    def start_plugins
+      @config.plugins.each do |plugin|
+        plugin.start(@launcher) if plugin.respond_to?(:start)
+      rescue StandardError => e
+        @err.puts "catamount: plugin #{plugin.class.name} failed to start: #{e.message} (#{e.class})"
+      end
+    end
+
+    def monotonic
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+
+    # `stdout_redirect` / `--redirect-stdout`: reopen fd 1 and 2 (so the native side's lines go
+    # there too). Also called on HUP, to let logrotate move the files away.
+    def redirect_stdio(options, reopen: false)
+      mode = options[:redirect_append] || reopen ? "a" : "w"
+      { redirect_stdout: $stdout, redirect_stderr: $stderr }.each do |key, io|
+        next unless (path = options[key])
+
+        begin
+          io.reopen(path, mode)
+        rescue SystemCallError => e
+          raise UsageError, "cannot open #{path} for #{key == :redirect_stdout ? 'stdout' : 'stderr'}: #{e.message.sub(/ @ .*/, '')}"
+        end
+        io.sync = true
+      end
+      @out.puts "=== catamount startup: #{Time.now} ===" if options[:redirect_stdout] && !reopen
+    end
+
+    # HUP with redirected logs: reopen them (true), else false (HUP then means stop).
+    def reopen_logs(options)
+      return false unless options[:redirect_stdout] || options[:redirect_stderr]
+
+      redirect_stdio(options, reopen: true)
+      true
+    end
+
+    # `shutdown_debug` and PWR: every thread's backtrace, on stderr.
+    def backtraces
+      Thread.list.each do |thread|
+        @err.puts "Thread #{thread.inspect}"
+        (thread.backtrace || []).each { |line| @err.puts "  #{line}" }
+      end
+    end
+
+    # PWR (Linux's stand-in for BSD's INFO; Puma 8 uses it too): every thread's backtrace on
+    # stderr, without stopping anything. `handler` replaces the thread that prints them.
+    def trap_backtrace_signal(&handler)
+      handler ||= -> { Thread.new { backtraces } }
+      sig = %w[INFO PWR].find { |name| Signal.list.key?(name) }
+      Signal.trap(sig) { handler.call } if sig
+    end
+
+    # USR2 (hot restart) and USR1, unless PUMA_SKIP_SIGUSR2 (Puma 6.6+) leaves USR2 alone.
+    def restart_signals
+      ENV.key?("PUMA_SKIP_SIGUSR2") ? %w[USR1] : %w[USR1 USR2]
+    end
+
+    def self.iso8601(time)
+      time&.utc&.strftime("%Y-%m-%dT%H:%M:%SZ")
+    end
+
+    # `{ 5/5 threads, 4 available, 0 backlog }`, from a pool's stats (as in Puma's STATUS).
+    def self.pool_summary(stats)
+      "{ #{stats[:running].to_i}/#{stats[:max_threads].to_i} threads, #{stats[:pool_capacity].to_i} available, " \
+        "#{stats[:backlog].to_i} backlog }"
+    end
+  end
+end

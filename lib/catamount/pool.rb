@@ -1,0 +1,24 @@
+# frozen_string_literal: true
+
+module Catamount
+  # The pool manager of a serving process (single mode, or a cluster worker): starts a Ruby
+  # thread each time the native side asks for one. Each thread runs the thread hooks around its
+  # life (`before_thread_exit` when it is trimmed or the server stops, not when it dies by an
+  # exception).
+  module Pool
+    # Returns the manager thread; it ends once every pool thread has.
+    def self.start(context, server, app)
+      Thread.new do
+        workers = []
+        while server.next_pool_action == :spawn
+          workers << Thread.new do
+            context.run_hooks(:before_thread_start)
+            server.run_worker(app)
+            context.run_hooks(:before_thread_exit)
+          end
+        end
+        workers.each(&:join)
+      end
+    end
+  end
+end

@@ -1,0 +1,174 @@
+# frozen_string_literal: true
+
+module Catamount
+  # Single mode (`workers 0`): one process loads the app, binds, serves on its own reactor and
+  # pool, and acts on signals on its main thread until a stop (or a hot restart's exec).
+  #
+  # The main thread waits on a Ruby Queue the traps feed (a main thread blocked in native code
+  # would not get signals); every event that ends or changes the run arrives there: a signal,
+  # `:finished` (the server ended), `:force` (`force_shutdown_after` ran out), `:idle`.
+  class Single
+    def initialize(context)
+      @context = context
+      @signals = nil
+      @end_by_sigterm = false
+    end
+
+    # Boots and serves; returns the exit status (or execs on a hot restart).
+    def run(options)
+      ctx = @context
+      loader = AppLoader.new(ctx)
+      app = loader.prepare(options)
+      return Launcher::FAILED unless app
+
+      server = ctx.server = Native::Server.new(ctx.config.native, loader.rack_settings(options))
+      trap_signals
+      ProcessFiles.write(options)
+      Banner.print(ctx, options, server)
+      warn_about_idle_hooks
+      Catamount.launcher = ctx.launcher
+      ProcessFiles.removed_after(server, options) { serve(server, app, options) }
+    end
+
+    # Whether the process ends by SIGTERM (a TERM stop, `raise_exception_on_sigterm`).
+    def end_by_sigterm?
+      @end_by_sigterm
+    end
+
+    # Plugins' `launcher.restart` & co: queued for the main thread, as the signal would be.
+    def request(what)
+      @signals&.<<(what)
+    end
+
+    def every(interval, block)
+      Timers.thread(interval, @context.err, block)
+    end
+
+    def stats
+      server = @context.server
+      return {} unless server && @started_at
+
+      server.stats.merge(started_at: Context.iso8601(@started_at))
+    end
+
+    def status_line
+      "worker: #{Context.pool_summary(stats)}"
+    end
+
+    private
+
+    def log(line)
+      @context.log(line)
+    end
+
+    # The signals `serve` acts on, queued from now on: trapped before the pidfile and the boot
+    # lines exist, so a supervisor that signals as soon as it sees either is never too early.
+    def trap_signals
+      @signals = signals = Queue.new
+      (%w[TERM INT HUP] + @context.restart_signals).each { |sig| Signal.trap(sig) { signals << sig } }
+      @context.trap_backtrace_signal
+    end
+
+    def warn_about_idle_hooks
+      config = @context.config
+      return if config.options[:silence_fork_callback_warning]
+
+      config.idle_cluster_hooks.each do |name|
+        @context.err.puts "Warning: #{name} is a cluster-mode hook and this server runs in single mode " \
+                          "(workers 0), so it will not run. (silence_fork_callback_warning hides this.)"
+      end
+    end
+
+    # Runs until TERM, INT or HUP (without redirected logs): the first one stops gracefully
+    # (in-flight requests finish); a second INT, or `force_shutdown_after` running out, ends the
+    # process at once. After a TERM the process ends by SIGTERM, as Puma's does, unless
+    # `raise_exception_on_sigterm false`. USR2 (and USR1: one process has no phases) stops the
+    # same way but keeps the listening sockets, then execs the same command (Restart).
+    def serve(server, app, options)
+      signals = @signals
+      server.start
+      @started_at = Time.now.utc
+      pool = Pool.start(@context, server, app)
+      # `ensure`: the main thread is woken even when the wait ends by an exception.
+      Thread.new do
+        server.wait
+      ensure
+        signals << :finished
+      end
+      watch_idle(server, options[:idle_timeout]) if options[:idle_timeout]
+      @context.start_plugins
+      @context.run_hooks(:after_booted)
+      stopping = nil
+      loop do
+        case (event = signals.pop)
+        when :finished
+          break
+        when :force
+          @context.backtraces if options[:shutdown_debug]
+          return @context.restart.exec(options, server) if stopping == "restart"
+
+          halt
+        when "HUP"
+          next if @context.reopen_logs(options)
+
+          stopping ||= begin_stop(server, options, "HUP")
+        when :idle
+          log "- Idle timeout reached, stopping"
+          stopping ||= begin_stop(server, options, "idle")
+        when "USR1", "USR2"
+          next if stopping
+
+          log "* phased-restart called but not available, restarting normally." if event == "USR1"
+          log "* Restarting..."
+          stopping = begin_stop(server, options, "restart")
+        else
+          halt if stopping && event == "INT"
+          # A stop asked for during a restart wins: the sockets close, nothing is exec'd.
+          stopping = nil if stopping == "restart"
+          stopping ||= begin_stop(server, options, event)
+        end
+      end
+      pool.join
+      return @context.restart.exec(options, server) if stopping == "restart"
+
+      log "- Goodbye!"
+      @end_by_sigterm = stopping == "TERM" && options[:raise_exception_on_sigterm]
+      Launcher::OK
+    end
+
+    def begin_stop(server, options, why)
+      unless why == "restart"
+        @context.run_hooks(:after_stopped)
+        log "- Gracefully stopping, waiting for requests to finish"
+        # New connections are refused rather than queued for a process that will never come.
+        server.close_listeners
+      end
+      @context.backtraces if options[:shutdown_debug] == true
+      server.stop
+      if (limit = options[:force_shutdown_after]).is_a?(Numeric)
+        signals = @signals
+        Thread.new { sleep(limit); signals << :force }
+      end
+      why
+    end
+
+    def halt
+      log "- Stopping immediately!"
+      @context.out.flush
+      exit!(Launcher::OK)
+    end
+
+    # `idle_timeout`: stop once no connection has been accepted for that long.
+    def watch_idle(server, limit)
+      signals = @signals
+      Thread.new do
+        loop do
+          idle = server.idle_seconds
+          break signals << :idle if idle >= limit
+
+          sleep(limit - idle)
+        end
+      end
+    end
+  end
+end

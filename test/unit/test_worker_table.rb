@@ -1,0 +1,309 @@
+# frozen_string_literal: true
+
+# The cluster master's books (Catamount::Cluster::WorkerTable) driven by events and a clock
+# the test holds: no fork, no sleep, no built server needed.
+require "minitest/autorun"
+require_relative "../../lib/catamount/cluster/worker_table"
+
+class TestWorkerTable < Minitest::Test
+  parallelize_me!
+
+  Table = Catamount::Cluster::WorkerTable
+  WALL = Time.at(0)
+
+  def setup
+    @now = 100.0
+    @next_pid = 1000
+  end
+
+  def table(count = 2)
+    Table.new(count: count, now: @now)
+  end
+
+  # Forks every missing index and returns the new slots.
+  def fork_missing(table)
+    table.to_spawn(@now).map { |index| table.forked(index, @next_pid += 1, now: @now, wall: WALL) }
+  end
+
+  def boot_all(table)
+    table.slots.reject(&:booted?).each { |slot| table.booted(slot, now: @now) }
+  end
+
+  def booted_cluster(count = 2)
+    t = table(count)
+    fork_missing(t)
+    boot_all(t)
+    t
+  end
+
+  def exited_status
+    :status # the table only hands it back
+  end
+
+  def test_spawns_the_lowest_free_indexes_and_a_stopping_worker_keeps_its_index
+    t = table(3)
+    assert_equal [0, 1, 2], t.to_spawn(@now)
+    fork_missing(t)
+    assert_equal [], t.to_spawn(@now)
+    one = t.slots[1]
+    t.stopping(one, now: @now)
+    assert_equal [], t.to_spawn(@now), "a stopping worker holds its slot until it is reaped"
+    t.exited(one.pid, exited_status, now: @now)
+    assert_equal [1], t.to_spawn(@now)
+  end
+
+  def test_failed_boots_back_off_exponentially_up_to_the_cap
+    t = table(1)
+    delays = Array.new(7) do
+      slot = fork_missing(t).first
+      exit = t.exited(slot.pid, exited_status, now: @now)
+      assert_equal :failed_boot, exit.outcome
+      assert_nil t.to_spawn(@now + exit.delay - 0.001), "nothing is forked before the wait ends"
+      @now += exit.delay
+      exit.delay
+    end
+    assert_equal [1, 2, 4, 8, 16, 30, 30], delays
+  end
+
+  def test_gives_up_after_repeated_failed_boots_only_if_no_worker_ever_booted
+    t = table(1)
+    (Table::HOPELESS_BOOTS - 1).times do
+      @now += t.exited(fork_missing(t).first.pid, exited_status, now: @now).delay
+      refute t.hopeless?
+    end
+    t.exited(fork_missing(t).first.pid, exited_status, now: @now)
+    assert t.hopeless?
+
+    t = booted_cluster(1)
+    t.exited(t.slots.first.pid, exited_status, now: @now) # a booted worker died
+    6.times { @now += t.exited(fork_missing(t).first.pid, exited_status, now: @now).delay }
+    refute t.hopeless?, "a cluster that once served keeps trying"
+  end
+
+  def test_a_boot_resets_the_back_off
+    t = table(1)
+    @now += t.exited(fork_missing(t).first.pid, exited_status, now: @now).delay
+    @now += t.exited(fork_missing(t).first.pid, exited_status, now: @now).delay
+    boot_all(t.tap { fork_missing(t) })
+    assert_equal 0, t.failed_boots
+    exit = t.exited(t.slots.first.pid, exited_status, now: @now)
+    assert_equal :died, exit.outcome
+    assert_nil exit.delay
+    assert_equal [0], t.to_spawn(@now), "a worker that died after booting is replaced at once"
+    assert_equal 1, t.exited(fork_missing(t).first.pid, exited_status, now: @now).delay
+  end
+
+  def test_exit_outcomes
+    t = booted_cluster(2)
+    zero, one = t.slots
+    t.stopping(one, now: @now)
+    assert_equal :stopped, t.exited(one.pid, exited_status, now: @now).outcome
+    assert_equal :died, t.exited(zero.pid, exited_status, now: @now).outcome
+    assert_nil t.exited(4242, exited_status, now: @now), "an unknown child"
+  end
+
+  def test_after_booted_is_announced_once_when_every_worker_booted
+    t = table(2)
+    a, b = fork_missing(t)
+    refute t.booted(a, now: @now)
+    assert t.booted(b, now: @now)
+    t.exited(a.pid, exited_status, now: @now)
+    refute t.booted(fork_missing(t).first, now: @now), "only the first time"
+  end
+
+  def test_check_in_and_boot_timeouts
+    t = table(2)
+    zero, one = fork_missing(t)
+    t.booted(zero, now: @now)
+    @now += 9
+    t.checked_in(zero.pid, now: @now, wall: WALL)
+    assert_empty t.expire(now: @now, worker_timeout: 10, boot_timeout: 20)
+    @now += 11
+    expired = t.expire(now: @now, worker_timeout: 10, boot_timeout: 20)
+    assert_equal [[:kill, 0, "check in"], [:kill, 1, "boot"]], expired.map { |e| [e.action, e.slot.index, e.missed] }
+    assert zero.stopping? && one.stopping?
+    assert_empty t.expire(now: @now + 100, worker_timeout: 10, boot_timeout: 20), "each is killed once"
+  end
+
+  def test_a_slot_worker_0_did_not_fill_in_time_replaces_worker_0_once
+    t = table(3)
+    t.from_template = true
+    zero = t.forked(0, 10, now: @now, wall: WALL)
+    t.booted(zero, now: @now)
+    assert_equal [1, 2], t.to_spawn(@now)
+    t.fork_requested([1, 2], now: @now, wall: WALL)
+    @now += 30
+    t.checked_in(zero.pid, now: @now, wall: WALL)
+    expired = t.expire(now: @now, worker_timeout: 60, boot_timeout: 20)
+    assert_equal 1, expired.size, "worker 0 is stopped once, not once per slot it owes"
+    assert_equal :replace_template, expired.first.action
+    assert_equal zero, expired.first.template
+    assert zero.stopping?
+    t.exited(zero.pid, exited_status, now: @now)
+    assert t.empty?, "the slots worker 0 owed go with it"
+  end
+
+  def test_a_forked_worker_reports_its_pid
+    t = table(2)
+    t.from_template = true
+    fork_missing(t)
+    boot_all(t)
+    t.exited(t.slots[1].pid, exited_status, now: @now)
+    t.fork_requested([1], now: @now, wall: WALL)
+    assert_equal :unknown, t.fork_reported(77, 2, now: @now).outcome, "no slot waits for index 2"
+    report = t.fork_reported(77, 1, now: @now)
+    assert_equal :ok, report.outcome
+    assert_equal 77, report.slot.pid
+    assert_equal :unknown, t.fork_reported(78, 1, now: @now).outcome, "the slot is filled"
+  end
+
+  def test_a_forked_worker_reaped_before_its_report_is_a_failed_boot
+    t = table(2)
+    t.from_template = true
+    fork_missing(t)
+    boot_all(t)
+    t.stopping(t.slots[1], now: @now)
+    t.exited(t.slots[1].pid, exited_status, now: @now)
+    t.fork_requested([1], now: @now, wall: WALL)
+    assert_nil t.exited(88, :st, now: @now)
+    report = t.fork_reported(88, 1, now: @now)
+    assert_equal [:died, :st, 1], [report.outcome, report.status, report.delay]
+    assert_equal [1], t.to_spawn(@now + 1)
+  end
+
+  def test_culling_picks_the_youngest_by_default_and_the_oldest_when_asked
+    %w[youngest oldest].each do |strategy|
+      t = table(3)
+      3.times { |i| t.forked(i, 10 + i, now: @now + i, wall: WALL) }
+      assert_nil t.resize(0, now: @now)
+      assert_equal 2, t.resize(-1, now: @now)
+      culled = t.cull(strategy, now: @now)
+      assert_equal [strategy == "oldest" ? 0 : 2], culled.map(&:index)
+      assert culled.first.stopping?
+      assert_empty t.cull(strategy, now: @now), "a stopping worker is not culled twice"
+    end
+  end
+
+  def test_worker_0_is_never_culled_while_others_are_forked_from_it
+    t = table(2)
+    t.from_template = true
+    t.forked(0, 10, now: @now + 5, wall: WALL) # the youngest
+    t.forked(1, 11, now: @now, wall: WALL)
+    t.resize(-1, now: @now)
+    assert_equal [1], t.cull("youngest", now: @now).map(&:index)
+  end
+
+  def test_worker_count_never_drops_below_one_and_growing_skips_the_back_off
+    t = table(1)
+    assert_nil t.resize(-1, now: @now)
+    @now += t.exited(fork_missing(t).first.pid, exited_status, now: @now).delay - 0.5
+    assert_nil t.to_spawn(@now)
+    assert_equal 2, t.resize(1, now: @now)
+    assert_equal [0, 1], t.to_spawn(@now)
+  end
+
+  def test_phased_restart_replaces_the_lowest_old_index_one_at_a_time
+    t = booted_cluster(3)
+    assert_nil t.phase_step(now: @now), "no phased restart asked for"
+    assert_equal 1, t.begin_phased_restart
+    replaced = []
+    loop do
+      step = t.phase_step(now: @now)
+      break assert_equal([:done, :phased], step) if step.first == :done
+
+      assert_equal :stop, step.first
+      replaced << step.last.index
+      assert_nil t.phase_step(now: @now), "one at a time: the next waits for the replacement"
+      t.exited(step.last.pid, exited_status, now: @now)
+      assert_nil t.phase_step(now: @now), "and for it to boot"
+      new = fork_missing(t).first
+      assert_equal 1, new.phase
+      t.booted(new, now: @now)
+    end
+    assert_equal [0, 1, 2], replaced
+    refute t.phased?
+    assert_nil t.phase_step(now: @now)
+  end
+
+  def test_a_refork_keeps_worker_0_and_replaces_the_others
+    t = booted_cluster(3)
+    assert_equal 0, t.begin_refork.index
+    assert t.reforking?
+    step = t.phase_step(now: @now)
+    assert_equal [:stop, 1], [step.first, step.last.index]
+    t.exited(step.last.pid, exited_status, now: @now)
+    t.booted(fork_missing(t).first, now: @now)
+    step = t.phase_step(now: @now)
+    assert_equal [:stop, 2], [step.first, step.last.index]
+    t.exited(step.last.pid, exited_status, now: @now)
+    t.booted(fork_missing(t).first, now: @now)
+    assert_equal [:done, :refork], t.phase_step(now: @now)
+    refute t.reforking?
+  end
+
+  def test_no_refork_without_a_booted_worker_0
+    t = table(2)
+    fork_missing(t)
+    assert_nil t.begin_refork
+    t.booted(t.slots[0], now: @now)
+    t.stopping(t.slots[0], now: @now)
+    assert_nil t.begin_refork, "a stopping worker 0 cannot fork"
+    assert_equal 0, t.phase
+  end
+
+  def test_automatic_refork_after_n_requests_of_the_first_worker_0_only
+    t = booted_cluster(2)
+    zero, one = t.slots
+    zero.last_status = { requests_count: 9 }
+    refute t.refork_due?(zero, 10)
+    zero.last_status = { requests_count: 10 }
+    one.last_status = { requests_count: 10 }
+    refute t.refork_due?(zero, 0), "fork_worker without a count never reforks by itself"
+    refute t.refork_due?(one, 10)
+    assert t.refork_due?(zero, 10)
+    t.begin_refork
+    refute t.refork_due?(zero, 10), "not during a refork, nor in a later phase"
+  end
+
+  def test_all_idle_needs_every_worker_there_and_idle
+    t = booted_cluster(2)
+    zero, one = t.slots
+    zero.idle = true
+    refute t.all_idle?
+    one.idle = true
+    assert t.all_idle?
+    t.resize(1, now: @now)
+    t.resize(1, now: @now)
+    refute t.all_idle?, "a worker is missing"
+    t.resize(-1, now: @now)
+    t.begin_phased_restart
+    refute t.all_idle?, "not during a phased restart"
+  end
+
+  def test_stragglers_are_killed_after_the_shutdown_timeout_or_the_forced_stop
+    t = booted_cluster(2)
+    t.from_template = true
+    t.fork_requested([2], now: @now, wall: WALL)
+    stopped = t.stop_all(now: @now, force_after: 5)
+    assert_equal 3, stopped.size
+    assert_empty t.stragglers(now: @now + 4, shutdown_timeout: 30)
+    assert_equal [0, 1], t.stragglers(now: @now + 5, shutdown_timeout: 30).map(&:index)
+    assert_equal 2, t.slots.size, "a slot without a pid has nothing to wait for"
+
+    t = booted_cluster(1)
+    t.stop_all(now: @now)
+    assert_empty t.stragglers(now: @now + 29, shutdown_timeout: 30)
+    assert_equal 1, t.stragglers(now: @now + 30, shutdown_timeout: 30).size
+  end
+
+  def test_wait_time
+    t = table(2)
+    assert_in_delta 0.05, t.wait_time(now: @now, interval: 5, stopping: false), 1e-9, "missing workers: spawn now"
+    @now += t.exited(fork_missing(t).first.pid, exited_status, now: @now).delay
+    fork_missing(t)
+    assert_equal 5, t.wait_time(now: @now, interval: 5, stopping: false)
+    assert_equal 1.0, t.wait_time(now: @now, interval: 5, stopping: true)
+    t.exited(t.slots.first.pid, exited_status, now: @now) # waits 2 s now
+    assert_equal 2, t.wait_time(now: @now, interval: 5, stopping: false)
+  end
+end
