@@ -6,6 +6,7 @@
 //! One thread is enough: it never runs Ruby and never waits on anything but sockets and timers,
 //! and on a 2-core machine a second reactor thread would only compete with Ruby for the cores.
 
+mod accept_errors;
 mod conn;
 
 use std::io;
@@ -229,6 +230,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
+    let mut failures_in_a_row = 0u32;
     loop {
         let accepted = tokio::select! {
             r = acceptor.next(&shared) => r,
@@ -241,6 +243,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer, local_port)) => {
+                failures_in_a_row = 0;
                 shared.touch();
                 let arrival = shared.config.new_connection_hold.map(|hold| {
                     let arrival = Arc::new(conn::Arrival::new(shared.clone()));
@@ -262,11 +265,18 @@ async fn accept_loop(
                 ));
             }
             Err(e) => {
-                // Out of file descriptors or a connection reset before accept: keep serving
-                // the others; back off briefly so a full fd table does not spin this loop.
-                if matches!(e.raw_os_error(), Some(23) | Some(24)) {
-                    log::error(&format!("Listen loop: {e}"));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                // The connections already accepted keep being served meanwhile.
+                failures_in_a_row = failures_in_a_row.saturating_add(1);
+                match accept_errors::after_accept_error(&e, failures_in_a_row) {
+                    accept_errors::AfterError::Retry => {}
+                    accept_errors::AfterError::BackOff(wait) => {
+                        log::error(&format!("Listen loop: {e} (next accept in {wait:?})"));
+                        // A stop during the wait is seen at once, at the top of the loop.
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.wait_for(|s| *s) => {}
+                        }
+                    }
                 }
             }
         }

@@ -1,0 +1,136 @@
+//! What the accept loop does when taking a connection fails: retry at once, or back off.
+//!
+//! Some errors belong to the one connection being taken (it was aborted or reset before we got
+//! to it, or Linux reports a network error already pending on it): the next pending connection
+//! is fine, so the loop goes on at once. Every other error is about the process or the machine
+//! (out of descriptors, kernel memory or buffers, a security module saying no): retrying at once
+//! would fail the same way and spin the reactor thread at 100% CPU while the connections already
+//! accepted wait for it. Those back off, longer each time in a row, up to a cap, so the server
+//! notices quickly when the condition passes but never spins.
+
+use std::io;
+use std::time::Duration;
+
+use rustix::io::Errno;
+
+/// The first back-off after a resource error.
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+/// The longest back-off: a server out of descriptors still accepts within a second of one
+/// being freed.
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What to do after a failed accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterError {
+    /// The error was this connection's: take the next one now (nothing logged).
+    Retry,
+    /// The process or the machine is short of something: log, then wait this long.
+    BackOff(Duration),
+}
+
+/// Decides for the `failures_in_a_row`-th consecutive failed accept (1 for the first).
+pub(super) fn after_accept_error(e: &io::Error, failures_in_a_row: u32) -> AfterError {
+    if is_per_connection(e) {
+        return AfterError::Retry;
+    }
+    // 10 ms, 20 ms, 40 ms, ... doubling up to the cap.
+    let doublings = failures_in_a_row.saturating_sub(1).min(16);
+    let wait = FIRST_BACKOFF.saturating_mul(1u32 << doublings);
+    AfterError::BackOff(wait.min(MAX_BACKOFF))
+}
+
+/// Errors that concern only the connection being accepted. accept(2) on Linux: "already-pending
+/// network errors on the new socket" are reported by accept and should be treated like EAGAIN
+/// (ENETDOWN, EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH);
+/// ECONNABORTED and ECONNRESET: the client left before we took it; EINTR: a signal, nothing
+/// wrong. EPERM (a firewall rule) is left to back off: a rule that refuses one connection
+/// usually refuses the next, and logging each at full speed would flood the log.
+const PER_CONNECTION: [Errno; 11] = [
+    Errno::CONNABORTED,
+    Errno::CONNRESET,
+    Errno::INTR,
+    Errno::PROTO,
+    Errno::NETDOWN,
+    Errno::NOPROTOOPT,
+    Errno::HOSTDOWN,
+    Errno::NONET,
+    Errno::HOSTUNREACH,
+    Errno::OPNOTSUPP,
+    Errno::NETUNREACH,
+];
+
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    ) || Errno::from_io_error(e).is_some_and(|errno| PER_CONNECTION.contains(&errno))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(errno: Errno) -> io::Error {
+        io::Error::from_raw_os_error(errno.raw_os_error())
+    }
+
+    #[test]
+    fn per_connection_errors_are_retried_at_once() {
+        for errno in PER_CONNECTION.into_iter().chain([Errno::AGAIN]) {
+            for n in [1, 5, 1000] {
+                assert_eq!(
+                    after_accept_error(&os(errno), n),
+                    AfterError::Retry,
+                    "{errno}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn resource_errors_back_off() {
+        for errno in [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOBUFS,
+            Errno::NOMEM,
+            Errno::PERM,
+            Errno::INVAL,
+            Errno::BADF,
+        ] {
+            assert_eq!(
+                after_accept_error(&os(errno), 1),
+                AfterError::BackOff(FIRST_BACKOFF),
+                "{errno}"
+            );
+        }
+        // Not an OS error at all (e.g. registering the socket failed): back off too.
+        let other = io::Error::other("registration failed");
+        assert!(matches!(
+            after_accept_error(&other, 1),
+            AfterError::BackOff(_)
+        ));
+    }
+
+    #[test]
+    fn the_back_off_doubles_up_to_its_cap() {
+        let waits: Vec<_> = [1, 2, 3, 4, 7, 8, 100, u32::MAX]
+            .iter()
+            .map(|&n| after_accept_error(&os(Errno::NOBUFS), n))
+            .collect();
+        let ms = |n| AfterError::BackOff(Duration::from_millis(n));
+        assert_eq!(
+            waits,
+            vec![
+                ms(10),
+                ms(20),
+                ms(40),
+                ms(80),
+                ms(640),
+                AfterError::BackOff(MAX_BACKOFF),
+                AfterError::BackOff(MAX_BACKOFF),
+                AfterError::BackOff(MAX_BACKOFF),
+            ]
+        );
+    }
+}
