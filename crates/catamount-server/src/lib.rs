@@ -20,6 +20,8 @@ pub mod request;
 pub mod response;
 mod spill;
 mod stream;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 
 use std::io;
 use std::path::PathBuf;
@@ -155,6 +157,25 @@ impl Shared {
     }
 }
 
+/// Exit status of a process whose reactor thread panicked (`EX_SOFTWARE`: an internal error).
+pub const REACTOR_PANIC_EXIT: i32 = 70;
+
+/// The reactor thread panicked: no connection can be accepted or finished any more, and the
+/// pool threads would wait forever for work or for their clients. The process ends, logged and
+/// with [`REACTOR_PANIC_EXIT`], so a supervisor (or the cluster master) starts a new one.
+/// (Panics in one connection's task are caught by tokio and end only that connection.)
+fn reactor_panicked(panic: &(dyn std::any::Any + Send)) -> ! {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string());
+    log::error(&format!(
+        "catamount: the reactor thread panicked ({message}); ending the process"
+    ));
+    std::process::exit(REACTOR_PANIC_EXIT)
+}
+
 /// How the reactor ended, once it has: set by the reactor thread, awaited by [`Server::wait`].
 type Finished = Arc<(Mutex<Option<Result<(), String>>>, Condvar)>;
 
@@ -198,8 +219,11 @@ impl Server {
             std::thread::Builder::new()
                 .name("catamount-reactor".into())
                 .spawn(move || {
-                    let result =
-                        reactor::run(shared.clone(), listeners, stop_rx).map_err(|e| e.to_string());
+                    let run = || reactor::run(shared.clone(), listeners, stop_rx);
+                    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+                        Ok(result) => result.map_err(|e| e.to_string()),
+                        Err(panic) => reactor_panicked(&*panic),
+                    };
                     // No connection is left, so no request can come: let the pool drain out.
                     shared.queue.close();
                     let (lock, cv) = &*finished;

@@ -6,10 +6,10 @@ use std::net::TcpStream;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use catamount_config::BindUrl;
-use catamount_server::{
-    bind_all, Body, Job, Pop, Server, ServerConfig, Waiter, WorkQueue, WriteRoute,
-};
+use catamount_server::{Body, Server, ServerConfig, Waiter, WriteRoute};
+
+mod support;
+use support::start_with;
 
 /// Starts a server on 127.0.0.1 with an OS-chosen port and one pool thread that answers every
 /// request with its path and body length, and reports whether the socket had TCP_NODELAY.
@@ -36,35 +36,6 @@ fn start(config: ServerConfig) -> (Arc<Server>, u16, std::thread::JoinHandle<()>
         responder.write(response.as_bytes()).unwrap();
         responder.finish(keep);
     })
-}
-
-/// Like [`start`], with one pool thread that runs `serve` for every request.
-fn start_with(
-    config: ServerConfig,
-    serve: impl Fn(Job, &WorkQueue) + Send + 'static,
-) -> (Arc<Server>, u16, std::thread::JoinHandle<()>) {
-    let listeners = bind_all(&[BindUrl::parse("tcp://127.0.0.1:0").unwrap()]).unwrap();
-    let port: u16 = listeners[0]
-        .display
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let server = Arc::new(Server::start(config, listeners).unwrap());
-    let queue = server.queue().clone();
-    let pool = std::thread::spawn(move || {
-        let waiter = Waiter::new();
-        let mut seat = queue.thread_started();
-        loop {
-            match queue.pop(&mut seat, &waiter) {
-                Pop::Job(job) => serve(*job, &queue),
-                Pop::Closed => return,
-                Pop::Interrupted | Pop::Trim => {}
-            }
-        }
-    });
-    (server, port, pool)
 }
 
 fn exchange(port: u16, request: &[u8], expect_responses: usize) -> String {

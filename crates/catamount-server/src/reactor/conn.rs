@@ -83,6 +83,8 @@ pub(super) async fn serve(
     _alive: mpsc::Sender<()>,
     arrival: Option<Arc<Arrival>>,
 ) {
+    // Dropping `conn` (at the end, or while a panic unwinds this task) closes the exchange and
+    // uncounts the arrival.
     let mut conn = Conn {
         stream: Arc::new(stream),
         peer,
@@ -95,12 +97,10 @@ pub(super) async fn serve(
         exchange: Arc::new(Exchange::default()),
         arrival,
         stop_seen: None,
+        #[cfg(feature = "test-hooks")]
+        panic_in_delivery: false,
     };
     conn.run().await;
-    if let Some(arrival) = conn.arrival.take() {
-        arrival.done();
-    }
-    conn.exchange.close();
 }
 
 struct Conn {
@@ -122,6 +122,20 @@ struct Conn {
     arrival: Option<Arc<Arrival>>,
     /// When this connection first saw the server stopping (the stop grace runs from there).
     stop_seen: Option<Instant>,
+    #[cfg(feature = "test-hooks")]
+    panic_in_delivery: bool,
+}
+
+impl Drop for Conn {
+    /// Runs however the connection ends, a panic in its task included: the pool thread serving
+    /// it learns it is gone (hand-overs fail, a wait for the client ends) instead of waiting
+    /// for a reactor task that no longer exists.
+    fn drop(&mut self) {
+        if let Some(arrival) = self.arrival.take() {
+            arrival.done();
+        }
+        self.exchange.close();
+    }
 }
 
 /// Why reading a request ended without a request.
@@ -168,6 +182,14 @@ impl Conn {
                 }
             };
             self.served += 1;
+            #[cfg(feature = "test-hooks")]
+            {
+                let path = request.head.path();
+                self.panic_in_delivery = path == crate::test_hooks::PANIC_IN_DELIVERY;
+                if path == crate::test_hooks::PANIC_ACCEPT_LOOP {
+                    crate::test_hooks::arm_accept_loop_panic();
+                }
+            }
             let config = &self.shared.config;
             let keep_alive_wanted = request.head.keep_alive()
                 && config.keep_alive
@@ -455,6 +477,10 @@ impl Conn {
             let watch_socket = self.buf.is_empty() && !client_done && !stopping;
             match self.exchange.next_step(!watch_socket) {
                 Step::Write(Outgoing::Data(data)) => {
+                    #[cfg(feature = "test-hooks")]
+                    if self.panic_in_delivery {
+                        panic!("test hook: a connection task panics while delivering");
+                    }
                     if write_all(&self.stream, &data, write_timeout).await.is_err() {
                         return Delivered::Abort;
                     }

@@ -46,7 +46,7 @@ async fn serve(
     // Every connection task holds a clone of `alive`; when the last clone is dropped,
     // `all_closed.recv()` returns None and the reactor may end.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
-    let mut accept_tasks = Vec::new();
+    let mut accept_tasks = tokio::task::JoinSet::new();
     for bound in listeners {
         // `AsyncFd::new` is deprecated because a borrowed fd could be closed while registered;
         // here the AsyncFd owns the listener, so the fd lives exactly as long as the registration.
@@ -61,16 +61,22 @@ async fn serve(
                 Acceptor::Unix(AsyncFd::new(l)?)
             }
         };
-        accept_tasks.push(tokio::spawn(accept_loop(
+        accept_tasks.spawn(accept_loop(
             acceptor,
             shared.clone(),
             stop.clone(),
             alive.clone(),
-        )));
+        ));
     }
     drop(alive);
-    for task in accept_tasks {
-        let _ = task.await;
+    while let Some(ended) = accept_tasks.join_next().await {
+        // An accept loop that panicked leaves its listener unserved: that is the reactor
+        // failing, not one connection, so the panic goes on to the reactor thread.
+        if let Err(e) = ended {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
     }
     // Listeners are closed now; wait for the connections still being served.
     let _ = all_closed.recv().await;
@@ -243,6 +249,8 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer, local_port)) => {
+                #[cfg(feature = "test-hooks")]
+                crate::test_hooks::accept_loop_checkpoint();
                 failures_in_a_row = 0;
                 shared.touch();
                 let arrival = shared.config.new_connection_hold.map(|hold| {

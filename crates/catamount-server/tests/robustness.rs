@@ -1,0 +1,158 @@
+//! The reactor's bounds and failure handling, over loopback sockets with a Rust pool thread:
+//! a panicking connection task or reactor thread, memory a client can make the server hold.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use catamount_server::{ServerConfig, Waiter, REACTOR_PANIC_EXIT};
+
+mod support;
+use support::start_with;
+
+fn connect(port: u16) -> TcpStream {
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock
+}
+
+/// Sends a GET for `path` and reads the whole small response (the pool answers `ok <path>`).
+fn get_ok(port: u16, path: &str) {
+    let mut sock = connect(port);
+    sock.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut reply = String::new();
+    sock.read_to_string(&mut reply).unwrap();
+    assert!(reply.ends_with(&format!("ok {path}")), "{reply}");
+}
+
+/// Answers `ok <path>` and closes.
+fn answer_ok(job: catamount_server::Job) {
+    let path = String::from_utf8_lossy(job.request.head.path()).into_owned();
+    let text = format!("ok {path}");
+    let mut responder = job.responder;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        text.len()
+    );
+    responder.write(head.as_bytes()).unwrap();
+    responder.write(text.as_bytes()).unwrap();
+    responder.finish(false);
+}
+
+/// Reads until the server ends the connection (EOF or reset), within the read timeout.
+fn read_until_closed(sock: &mut TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn a_connection_task_that_panics_ends_its_connection_and_frees_its_pool_thread() {
+    let (tx, rx) = mpsc::channel();
+    let config = ServerConfig {
+        max_threads: 1,
+        max_buffered_response: 64 * 1024,
+        ..ServerConfig::default()
+    };
+    let (server, port, pool) = start_with(config, move |job, _queue| {
+        if job.request.head.path() != b"/__catamount_test/panic-in-delivery" {
+            return answer_ok(job);
+        }
+        // A large response to a client that reads nothing: the socket fills, the rest is
+        // handed over, and the connection's task panics on its first hand-over. The pool
+        // thread must then see the connection gone, not wait for it forever.
+        let mut responder = job.responder;
+        responder
+            .write(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n")
+            .unwrap();
+        let piece = vec![b'x'; 64 * 1024];
+        let waiter = Waiter::new();
+        let outcome = loop {
+            if let Err(e) = responder.write(&piece) {
+                break e.kind();
+            }
+            if responder.over_budget() {
+                responder.wait_for_client(&waiter);
+            }
+        };
+        tx.send(outcome).unwrap();
+    });
+    let mut client = connect(port);
+    client
+        .write_all(b"GET /__catamount_test/panic-in-delivery HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let outcome = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the pool thread is still waiting for a connection whose task panicked");
+    assert_eq!(outcome, std::io::ErrorKind::BrokenPipe);
+    read_until_closed(&mut client);
+    // The reactor goes on serving others, and still stops.
+    get_ok(port, "/after");
+    server.stop();
+    server.wait(&Waiter::new()).unwrap().unwrap();
+    pool.join().unwrap();
+}
+
+/// Runs in a child process (see below): panics the reactor thread through the test hook, then
+/// waits; the process is expected to end before the wait does.
+fn reactor_panic_child(port_file: &str) {
+    let (server, port, _pool) = start_with(ServerConfig::default(), |job, _| answer_ok(job));
+    std::fs::write(port_file, port.to_string()).unwrap();
+    get_ok(port, "/__catamount_test/panic-accept-loop");
+    // The next accepted connection panics the accept loop.
+    let _next = connect(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !server.is_finished() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Still here: the panic did not end the process.
+    std::process::exit(0);
+}
+
+#[test]
+fn a_reactor_thread_that_panics_ends_the_process_logged_and_non_zero() {
+    if let Ok(port_file) = std::env::var("CATAMOUNT_TEST_REACTOR_PANIC_CHILD") {
+        return reactor_panic_child(&port_file);
+    }
+    let dir = std::env::temp_dir().join(format!("catamount-panic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port_file = dir.join("port");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_reactor_thread_that_panics_ends_the_process_logged_and_non_zero",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CATAMOUNT_TEST_REACTOR_PANIC_CHILD", &port_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    // Ends on its own: at the latest when its 10 s wait runs out.
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(REACTOR_PANIC_EXIT), "{stderr}");
+    assert!(
+        stderr.contains("the reactor thread panicked (test hook: the accept loop panics)"),
+        "{stderr}"
+    );
+}
