@@ -263,6 +263,13 @@ impl Server {
         self.shared.started.elapsed().saturating_sub(last)
     }
 
+    /// Bytes of memory held by request bodies being read or waiting for a pool thread (kept
+    /// buffers waiting for reuse not counted). Follows the bytes clients sent, not the lengths
+    /// they announced.
+    pub fn body_buffer_bytes(&self) -> usize {
+        self.shared.body_buffers.in_use()
+    }
+
     /// True once the reactor has ended (every connection closed after a stop).
     pub fn is_finished(&self) -> bool {
         let (lock, _) = &*self.finished;

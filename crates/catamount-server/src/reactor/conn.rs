@@ -19,7 +19,7 @@ use catamount_http::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as Deadline;
 
-use crate::body_buffers::BodyBuffer;
+use crate::body_buffers::BodyFill;
 use crate::log;
 use crate::request::{Body, Job, Peer, Request};
 use crate::response::{Ending, Exchange, Outgoing, Responder, Step};
@@ -310,10 +310,14 @@ impl Conn {
             return Ok(Body::Empty);
         }
         let in_memory = len <= self.shared.config.body_in_memory_max as u64;
-        let mut memory = BodyBuffer::default();
+        // The in-memory buffer is taken only when body bytes are here (see BodyFill).
+        let mut memory = None;
         let mut file = None;
         if in_memory {
-            memory = self.shared.body_buffers.take(len as usize);
+            memory = Some(BodyFill::new(
+                self.shared.body_buffers.clone(),
+                len as usize,
+            ));
         } else {
             file = Some(spill::temp_file(&self.shared.config.temp_dir).map_err(|e| {
                 log::error(&format!(
@@ -329,9 +333,10 @@ impl Conn {
                 .min(self.buf.len());
             if take > 0 {
                 let chunk = &self.buf[..take];
-                match file.as_mut() {
-                    Some(f) => f.write_all(chunk).map_err(|e| self.spill_failed(e))?,
-                    None => memory.vec_mut().extend_from_slice(chunk),
+                match (file.as_mut(), memory.as_mut()) {
+                    (Some(f), _) => f.write_all(chunk).map_err(|e| self.spill_failed(e))?,
+                    (None, Some(body)) => body.room(take).extend_from_slice(chunk),
+                    (None, None) => {}
                 }
                 self.buf.advance(take);
                 remaining -= take as u64;
@@ -342,24 +347,25 @@ impl Conn {
             // The rest of an in-memory body goes straight into its buffer (the connection
             // buffer is empty here). A read past the body's end, the start of a pipelined next
             // request, moves on to the connection buffer.
-            if file.is_none() {
-                let body = memory.vec_mut();
+            if let Some(body) = memory.as_mut() {
                 self.read_body_bytes(Some(&mut *body)).await?;
-                let end = usize::try_from(len).unwrap_or(usize::MAX).min(body.len());
-                self.buf
-                    .extend_from_slice(body.get(end..).unwrap_or_default());
-                body.truncate(end);
-                remaining = len - end as u64;
+                if let Some(bytes) = body.filled_mut() {
+                    let end = usize::try_from(len).unwrap_or(usize::MAX).min(bytes.len());
+                    self.buf
+                        .extend_from_slice(bytes.get(end..).unwrap_or_default());
+                    bytes.truncate(end);
+                }
+                remaining = len - body.filled() as u64;
             } else {
                 self.read_body_bytes(None).await?;
             }
         }
-        Ok(match file {
-            Some(f) => Body::File {
+        Ok(match (file, memory) {
+            (Some(f), _) => Body::File {
                 file: spill::rewind(f).map_err(|e| self.spill_failed(e))?,
                 len,
             },
-            None => Body::Memory(memory),
+            (None, body) => Body::Memory(body.map(BodyFill::finish).unwrap_or_default()),
         })
     }
 
@@ -396,7 +402,7 @@ impl Conn {
     /// copied once, socket to buffer), else into the connection buffer. A body that stops
     /// arriving gets a 408 (the head was complete, so the client deserves an answer); a client
     /// that leaves or a stopping server just closes.
-    async fn read_body_bytes(&mut self, body: Option<&mut Vec<u8>>) -> Result<(), Stop> {
+    async fn read_body_bytes(&mut self, body: Option<&mut BodyFill>) -> Result<(), Stop> {
         let deadline = Instant::now() + self.shared.config.first_data_timeout;
         match self.read_more_into(body, true, deadline).await {
             Read::Data => Ok(()),
@@ -425,7 +431,7 @@ impl Conn {
     /// buffer. `mid_body`: the head of a request is in, so a stop waits for the rest.
     async fn read_more_into(
         &mut self,
-        mut body: Option<&mut Vec<u8>>,
+        mut body: Option<&mut BodyFill>,
         mid_body: bool,
         deadline: Instant,
     ) -> Read {
@@ -591,11 +597,19 @@ fn read_outcome(read: Option<io::Result<usize>>, late: Read) -> Read {
 async fn read_into(
     stream: &Stream,
     buf: &mut BytesMut,
-    body: Option<&mut Vec<u8>>,
+    body: Option<&mut BodyFill>,
     mid_body: bool,
 ) -> io::Result<usize> {
     match body {
-        Some(body) => read_spare(stream, body).await,
+        Some(body) => loop {
+            // The socket has bytes: only now is the body's buffer taken, or grown when full
+            // (a read takes what fits; memory follows what arrived).
+            stream.readable().await?;
+            match stream.try_read_buf(body.room(1)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        },
         None => read_some(stream, buf, if mid_body { BODY_READ } else { HEAD_READ }).await,
     }
 }
