@@ -490,9 +490,9 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
     // `rack.early_hints`: the app may send 103 responses before its own; the responder is lent
     // to the callback for the length of the call.
     let lent = Arc::new(Mutex::new(Some(responder)));
-    // HTTP/1.0 has no interim responses (a 103 would be taken for the final answer): the
-    // callback is there but sends nothing.
-    let http11 = request.head.version() == catamount_http::Version::Http11;
+    // HTTP/1.0 has no interim responses (`early_hints` gives no bytes): the callback is there
+    // but sends nothing.
+    let version = request.head.version();
     let hints = {
         let lent = lent.clone();
         ruby.proc_from_fn(
@@ -503,12 +503,9 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
                     .unwrap_or_else(|| ruby.qnil().as_value());
                 let head = rack::response::collect_headers(103, headers)
                     .map_err(|bug| Error::new(ruby.exception_arg_error(), bug.0))?;
-                if !http11 {
+                let Some(out) = catamount_http::early_hints(version, &head) else {
                     return Ok(ruby.qnil().as_value());
-                }
-                let mut out = b"HTTP/1.1 103 Early Hints\r\n".to_vec();
-                out.extend_from_slice(&head.lines);
-                out.extend_from_slice(b"\r\n");
+                };
                 if let Some(responder) = lent.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
                     // A client that went away shows when the real response is written.
                     let _ = responder.write_vec(out);

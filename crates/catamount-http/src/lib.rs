@@ -1,5 +1,5 @@
 //! Catamount's HTTP/1.1 codec: a strict request-head parser with limits, a chunked-body
-//! decoder, and helpers for encoding responses.
+//! decoder, and response encoding: header rules, body framing, keep-alive, the head's bytes.
 //!
 //! It does no I/O and knows nothing of Ruby: the reactor buffers bytes from a socket and calls
 //! [`HeadParser::parse`] and [`ChunkedDecoder::decode`] as they arrive. Both resume where the
@@ -33,6 +33,7 @@ pub use limits::{Limits, MethodPolicy};
 pub use proxy::{parse_proxy_v1, ProxyError, ProxyLine, MAX_PROXY_LINE};
 pub use request::{parse_head, BodyFraming, HeadParser, RequestHead, Version};
 pub use response::{
-    error_response, is_token, is_valid_field_value, reason_phrase, status_has_body, write_chunk,
-    write_status_line, LAST_CHUNK,
+    classify_field_name, early_hints, error_response, is_token, is_valid_field_value,
+    reason_phrase, status_has_body, write_chunk, write_status_line, Answering, FieldError,
+    FieldName, FieldValues, Framing, LengthMismatch, ResponseHead, LAST_CHUNK,
 };

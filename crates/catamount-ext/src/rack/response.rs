@@ -1,10 +1,10 @@
-//! Turning the app's `[status, headers, body]` into bytes on the wire.
+//! Turning the app's `[status, headers, body]` into bytes on the wire: the Ruby side.
 //!
-//! Decisions, in order: is the triple well-formed (else a clean 500); which headers are valid
-//! (an invalid name or value is the app's bug: 500, never a corrupt response); how the body is
-//! framed (the app's `content-length`; else the size of an Array body or a file; else chunked on
-//! HTTP/1.1 and close-delimited on HTTP/1.0); whether the connection stays open. `body.close` is
-//! always called, then the access log line and the `rack.after_reply` callbacks.
+//! This reads the triple (is it well-formed, else a clean 500), hands each header field to
+//! `catamount_http::ResponseHead` (which applies the header rules: an invalid name or value is the
+//! app's bug, a 500, never a corrupt response), asks it for the framing, keep-alive and head bytes
+//! (`catamount_http::response`), and walks the body. `body.close` is always called, then the access
+//! log line and the `rack.after_reply` callbacks.
 
 use std::fs::File;
 use std::sync::{Arc, Mutex};
@@ -14,8 +14,8 @@ use magnus::value::ReprValue;
 use magnus::{Error, Integer, RArray, RHash, RString, Ruby, Symbol, Value};
 
 use catamount_http::{
-    is_token, is_valid_field_value, reason_phrase, status_has_body, write_chunk, write_status_line,
-    Version, LAST_CHUNK,
+    classify_field_name, reason_phrase, write_chunk, Answering, FieldName, FieldValues, Framing,
+    ResponseHead, Version, LAST_CHUNK,
 };
 use catamount_server::{log, Request, Responder, Waiter};
 
@@ -34,17 +34,6 @@ const JOIN_BELOW: u64 = 64 * 1024;
 
 /// A response the app built wrongly; becomes a 500 and an error log line.
 pub(crate) struct AppBug(pub(crate) String);
-
-/// How the body will be delimited on the wire.
-#[derive(Clone, Copy, PartialEq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    /// HTTP/1.0 with unknown length: the end of the body is the end of the connection.
-    Close,
-    /// HEAD, 1xx, 204, 304: no body bytes.
-    NoBody,
-}
 
 enum BodyKind {
     /// An Array body (or `to_ary`): its Strings and their total length, written without
@@ -69,14 +58,6 @@ impl ArrayBody {
             len: 0,
         }
     }
-}
-
-pub(crate) struct Head {
-    status: u16,
-    pub(crate) lines: Vec<u8>,
-    content_length: Option<u64>,
-    app_transfer_encoding: bool,
-    app_says_close: bool,
 }
 
 /// Writes the response for `result` (what `app.call(env)` returned or raised).
@@ -186,8 +167,7 @@ fn write_triple(
     mut responder: Responder,
     started: Instant,
 ) -> Result<Written, Failure> {
-    let version = request.head.version();
-    let head_request = request.head.method() == "HEAD";
+    let to = answering(request);
     let bug = |responder: Responder, why: String| {
         log::error(&format!("{}: {why}", app_context(request)));
         write_error(settings, request, env, responder, None);
@@ -201,8 +181,8 @@ fn write_triple(
         Ok(h) => h,
         Err(AppBug(why)) => return Err(bug(responder, why)),
     };
-    let bodiless = head_request || !status_has_body(status);
-    let kind = if bodiless && head.content_length.is_some() {
+    let bodiless = head.is_bodiless(to);
+    let kind = if bodiless && head.content_length().is_some() {
         BodyKind::Array(ArrayBody::empty())
     } else {
         match body_kind(body) {
@@ -217,58 +197,21 @@ fn write_triple(
         }
     };
     let known_len = match &kind {
-        BodyKind::Array(array) if !bodiless || head.content_length.is_none() => Some(array.len),
+        BodyKind::Array(array) if !bodiless || head.content_length().is_none() => Some(array.len),
         BodyKind::Array(_) => None,
         BodyKind::File(_, len) => Some(*len),
         BodyKind::Stream => None,
     };
-    if let (Some(app), Some(actual), false) = (head.content_length, known_len, bodiless) {
-        if app != actual {
-            let why = format!("content-length {app} does not match the body's {actual} bytes");
-            return Err(bug(responder, why));
-        }
-    }
-    let framing = if bodiless {
-        Framing::NoBody
-    } else if let Some(len) = head.content_length.or(known_len) {
-        Framing::Length(len)
-    } else if head.app_transfer_encoding {
-        // The app framed the body itself; pass it through and close after it.
-        Framing::Close
-    } else if version == Version::Http11 {
-        Framing::Chunked
-    } else {
-        Framing::Close
+    let framing = match head.framing(to, known_len) {
+        Ok(framing) => framing,
+        Err(mismatch) => return Err(bug(responder, mismatch.to_string())),
     };
-    let keep_alive =
-        responder.keep_alive_allowed() && !head.app_says_close && framing != Framing::Close;
-
-    let mut out = Vec::with_capacity(256 + head.lines.len());
-    write_status_line(&mut out, version, status);
-    out.extend_from_slice(&head.lines);
-    let add_length = head.content_length.is_none() && status != 204 && status >= 200;
-    match framing {
-        Framing::Length(len) if add_length => {
-            push_header(&mut out, b"content-length", len.to_string().as_bytes())
-        }
-        Framing::NoBody if add_length && head_request => {
-            if let Some(len) = known_len {
-                push_header(&mut out, b"content-length", len.to_string().as_bytes());
-            }
-        }
-        Framing::Chunked => push_header(&mut out, b"transfer-encoding", b"chunked"),
-        _ => {}
-    }
-    match (version, keep_alive) {
-        (Version::Http11, false) => push_header(&mut out, b"connection", b"close"),
-        (Version::Http10, true) => push_header(&mut out, b"connection", b"keep-alive"),
-        _ => {}
-    }
-    out.extend_from_slice(b"\r\n");
+    let keep_alive = head.keeps_alive(framing, responder.keep_alive_allowed());
+    let out = head.encode(to, framing, known_len, keep_alive);
 
     let written = Written {
         status,
-        app_length: head.content_length,
+        app_length: head.content_length(),
     };
     match (framing, kind) {
         (Framing::NoBody, _) => {
@@ -467,16 +410,18 @@ fn parse_status(v: Value) -> Result<u16, AppBug> {
         .ok_or_else(|| AppBug(format!("invalid status {}", v.inspect())))
 }
 
-pub(crate) fn collect_headers(status: u16, headers: Value) -> Result<Head, AppBug> {
+/// The request's side of the framing decision.
+fn answering(request: &Request) -> Answering {
+    Answering {
+        version: request.head.version(),
+        head_request: request.head.method() == "HEAD",
+    }
+}
+
+pub(crate) fn collect_headers(status: u16, headers: Value) -> Result<ResponseHead, AppBug> {
     let hash = RHash::from_value(headers)
         .ok_or_else(|| AppBug(format!("headers must be a Hash, got {}", headers.inspect())))?;
-    let mut head = Head {
-        status,
-        lines: Vec::with_capacity(256),
-        content_length: None,
-        app_transfer_encoding: false,
-        app_says_close: false,
-    };
+    let mut head = ResponseHead::new(status);
     let mut problem: Option<String> = None;
     let walk = hash.foreach(|key: Value, value: Value| {
         if problem.is_none() {
@@ -495,7 +440,8 @@ pub(crate) fn collect_headers(status: u16, headers: Value) -> Result<Head, AppBu
     }
 }
 
-fn add_header(head: &mut Head, key: Value, value: Value) -> Result<(), AppBug> {
+/// Reads one header field from Ruby and hands it to `head`, which applies the header rules.
+fn add_header(head: &mut ResponseHead, key: Value, value: Value) -> Result<(), AppBug> {
     let name = if let Some(s) = RString::from_value(key) {
         ffi::bytes_of(s)
     } else if let Some(sym) = Symbol::from_value(key) {
@@ -508,24 +454,17 @@ fn add_header(head: &mut Head, key: Value, value: Value) -> Result<(), AppBug> {
             key.inspect()
         )));
     };
-    // Rack reserves `rack.*` keys for the server (e.g. rack.hijack); they are not sent.
-    if name.starts_with(b"rack.") || name.eq_ignore_ascii_case(b"status") {
+    // The name first, so a bad one is reported as such whatever its value is.
+    let field = classify_field_name(&name).map_err(|e| AppBug(e.to_string()))?;
+    if field == FieldName::Reserved || value.is_nil() {
         return Ok(());
     }
-    if !is_token(&name) {
-        return Err(AppBug(format!(
-            "invalid header name {:?}",
-            String::from_utf8_lossy(&name)
-        )));
-    }
-    let mut values: Vec<Vec<u8>> = Vec::new();
-    if value.is_nil() {
-        return Ok(());
-    } else if let Some(s) = RString::from_value(value) {
+    let added = if let Some(s) = RString::from_value(value) {
         // Rack 2: several values in one String, separated by newlines.
-        values.extend(ffi::bytes_of(s).split(|c| *c == b'\n').map(<[u8]>::to_vec));
+        head.add_values(&name, FieldValues::Joined(&ffi::bytes_of(s)))
     } else if let Some(list) = RArray::from_value(value) {
         // Rack 3: an Array of values, one header line each.
+        let mut values: Vec<Vec<u8>> = Vec::with_capacity(list.len());
         for item in list.into_iter() {
             let s = RString::from_value(item).ok_or_else(|| {
                 AppBug(format!(
@@ -535,59 +474,15 @@ fn add_header(head: &mut Head, key: Value, value: Value) -> Result<(), AppBug> {
             })?;
             values.push(ffi::bytes_of(s));
         }
+        head.add_values(&name, FieldValues::List(&values))
     } else {
         return Err(AppBug(format!(
             "header {:?} has value {} (expected a String or an Array of Strings)",
             String::from_utf8_lossy(&name),
             value.inspect()
         )));
-    }
-    for v in &values {
-        if !is_valid_field_value(v) {
-            return Err(AppBug(format!(
-                "invalid value for header {:?}",
-                String::from_utf8_lossy(&name)
-            )));
-        }
-    }
-    if name.eq_ignore_ascii_case(b"content-length") {
-        let text = values
-            .first()
-            .map(|v| String::from_utf8_lossy(v).trim().to_string())
-            .unwrap_or_default();
-        let len = text
-            .parse::<u64>()
-            .ok()
-            .filter(|_| values.len() == 1 && text.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or_else(|| AppBug(format!("invalid content-length {text:?}")))?;
-        if head.status == 204 || head.status < 200 {
-            return Ok(());
-        }
-        head.content_length = Some(len);
-    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-        if head.status == 204 || head.status < 200 {
-            return Ok(());
-        }
-        head.app_transfer_encoding = true;
-    } else if name.eq_ignore_ascii_case(b"connection") {
-        head.app_says_close = values.iter().any(|v| {
-            v.split(|c| *c == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-        });
-        // We decide the connection header ourselves from the keep-alive decision.
-        return Ok(());
-    }
-    for v in values {
-        push_header(&mut head.lines, &name, &v);
-    }
-    Ok(())
-}
-
-fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
+    };
+    added.map_err(|e| AppBug(e.to_string()))
 }
 
 enum BodyError {
@@ -724,13 +619,10 @@ fn builtin_500(request: &Request, shown: Option<Value>) -> Vec<u8> {
         Some(exc) => describe_exception(exc),
         None => format!("{}\n", reason_phrase(500)),
     };
-    closing_response(
-        request,
-        500,
-        b"content-type: text/plain\r\n",
-        true,
-        body.as_bytes(),
-    )
+    let mut head = ResponseHead::new(500);
+    // A valid field: it cannot be refused.
+    let _ = head.add(b"content-type", FieldValues::Joined(b"text/plain"));
+    head.closing_response(answering(request), body.as_bytes())
 }
 
 /// Calls the handler as Puma does (with 1, 2 or 3 arguments by its arity) and turns its
@@ -786,42 +678,7 @@ fn handled_error(
     if body.respond_to(*ids::CLOSE, false).unwrap_or(false) {
         let _ = body.funcall::<_, _, Value>(*ids::CLOSE, ());
     }
-    let add_length = head.content_length.is_none();
-    Ok(closing_response(
-        request,
-        status,
-        &head.lines,
-        add_length,
-        &content,
-    ))
-}
-
-/// A whole response that ends the connection: status line, `header_lines` (already formatted),
-/// a content-length when asked, `connection: close`, and the body unless none is allowed.
-fn closing_response(
-    request: &Request,
-    status: u16,
-    header_lines: &[u8],
-    add_length: bool,
-    body: &[u8],
-) -> Vec<u8> {
-    let bodiless = request.head.method() == "HEAD" || !status_has_body(status);
-    let mut out = Vec::with_capacity(128 + header_lines.len() + body.len());
-    write_status_line(&mut out, request.head.version(), status);
-    out.extend_from_slice(header_lines);
-    if add_length && status_has_body(status) {
-        push_header(
-            &mut out,
-            b"content-length",
-            body.len().to_string().as_bytes(),
-        );
-    }
-    push_header(&mut out, b"connection", b"close");
-    out.extend_from_slice(b"\r\n");
-    if !bodiless {
-        out.extend_from_slice(body);
-    }
-    out
+    Ok(head.closing_response(answering(request), &content))
 }
 
 fn describe_exception(exception: Value) -> String {

@@ -1,5 +1,15 @@
-//! Helpers for writing responses: reason phrases, status lines, header validation, chunk
-//! framing, and the canned responses for refused requests.
+//! Encoding responses: reason phrases, status lines, header validation, chunk framing, and the
+//! canned responses for refused requests; the app's header fields and the rules applied to them
+//! ([`head`]); body framing, keep-alive and the head's bytes ([`framing`]); 103 Early Hints
+//! ([`early_hints`]). Pure functions: the Ruby extension reads the app's answer and calls these.
+
+mod early_hints;
+mod framing;
+mod head;
+
+pub use early_hints::early_hints;
+pub use framing::{Answering, Framing, LengthMismatch};
+pub use head::{classify_field_name, FieldError, FieldName, FieldValues, ResponseHead};
 
 use crate::request::Version;
 use crate::syntax::is_field_byte;

@@ -1,0 +1,184 @@
+//! How a response body is delimited on the wire, whether the connection may stay open after
+//! it, and the head's bytes that say so: the app's `content-length`, else the body's size when
+//! it is known beforehand (an Array, a file), else chunked on HTTP/1.1 and close-delimited on
+//! HTTP/1.0; nothing for HEAD, 1xx, 204 and 304.
+
+use std::fmt;
+
+use super::head::{bodiless, push_field};
+use super::{status_has_body, write_status_line, ResponseHead};
+use crate::request::Version;
+
+/// What the server knows of the request being answered that decides the response's framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answering {
+    pub version: Version,
+    /// A HEAD request: the head says what a GET would get, but no body follows.
+    pub head_request: bool,
+}
+
+/// How the body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked (the server writes the chunks and the last chunk).
+    Chunked,
+    /// The end of the body is the end of the connection: HTTP/1.0 with an unknown length, or a
+    /// body the app framed itself with `transfer-encoding`.
+    Close,
+    /// HEAD, 1xx, 204, 304: no body bytes.
+    NoBody,
+}
+
+/// The app's `content-length` disagrees with the size of a body known beforehand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LengthMismatch {
+    pub declared: u64,
+    pub actual: u64,
+}
+
+impl fmt::Display for LengthMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "content-length {} does not match the body's {} bytes",
+            self.declared, self.actual
+        )
+    }
+}
+
+impl std::error::Error for LengthMismatch {}
+
+impl ResponseHead {
+    /// Whether no body bytes follow this head: a response to HEAD, or a 1xx, 204 or 304.
+    pub fn is_bodiless(&self, to: Answering) -> bool {
+        bodiless(self.status(), to.head_request)
+    }
+
+    /// The framing of the body. `known_len`: the body's size when it is known without running
+    /// it (an Array body, a file); a `content-length` that disagrees with it is refused.
+    pub fn framing(
+        &self,
+        to: Answering,
+        known_len: Option<u64>,
+    ) -> Result<Framing, LengthMismatch> {
+        let bodiless = self.is_bodiless(to);
+        if let (Some(declared), Some(actual), false) = (self.content_length(), known_len, bodiless)
+        {
+            if declared != actual {
+                return Err(LengthMismatch { declared, actual });
+            }
+        }
+        Ok(if bodiless {
+            Framing::NoBody
+        } else if let Some(len) = self.content_length().or(known_len) {
+            Framing::Length(len)
+        } else if self.has_transfer_encoding() {
+            // The app framed the body itself: pass it through and close after it.
+            Framing::Close
+        } else if to.version == Version::Http11 {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        })
+    }
+
+    /// Whether the connection stays open after this response, given whether the request and
+    /// the server allow it: not when the app said `connection: close`, nor after a body whose
+    /// end is the connection's.
+    pub fn keeps_alive(&self, framing: Framing, allowed: bool) -> bool {
+        allowed && !self.says_close() && framing != Framing::Close
+    }
+
+    /// The whole head: status line, the app's lines, the framing field the server adds
+    /// (`content-length` when the app gave none, also for HEAD when the size is known;
+    /// `transfer-encoding: chunked`), the `connection` field when the version's default does not
+    /// hold (`close` on HTTP/1.1, `keep-alive` on HTTP/1.0), and the empty line. Allocates the
+    /// returned buffer only.
+    pub fn encode(
+        &self,
+        to: Answering,
+        framing: Framing,
+        known_len: Option<u64>,
+        keep_alive: bool,
+    ) -> Vec<u8> {
+        let status = self.status();
+        let mut out = Vec::with_capacity(256 + self.lines().len());
+        write_status_line(&mut out, to.version, status);
+        out.extend_from_slice(self.lines());
+        let add_length = self.content_length().is_none() && status != 204 && status >= 200;
+        match framing {
+            Framing::Length(len) if add_length => push_length(&mut out, len),
+            Framing::NoBody if add_length && to.head_request => {
+                if let Some(len) = known_len {
+                    push_length(&mut out, len);
+                }
+            }
+            Framing::Chunked => push_field(&mut out, b"transfer-encoding", b"chunked"),
+            _ => {}
+        }
+        match (to.version, keep_alive) {
+            (Version::Http11, false) => push_field(&mut out, b"connection", b"close"),
+            (Version::Http10, true) => push_field(&mut out, b"connection", b"keep-alive"),
+            _ => {}
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// A whole response after which the connection closes (error responses): the status line,
+    /// the app's lines, a `content-length` for `body` unless the app gave one or the status has
+    /// no body, `connection: close`, and the body unless none may follow.
+    pub fn closing_response(&self, to: Answering, body: &[u8]) -> Vec<u8> {
+        let status = self.status();
+        let mut out = Vec::with_capacity(128 + self.lines().len() + body.len());
+        write_status_line(&mut out, to.version, status);
+        out.extend_from_slice(self.lines());
+        if self.content_length().is_none() && status_has_body(status) {
+            push_length(&mut out, body.len() as u64);
+        }
+        push_field(&mut out, b"connection", b"close");
+        out.extend_from_slice(b"\r\n");
+        if !self.is_bodiless(to) {
+            out.extend_from_slice(body);
+        }
+        out
+    }
+}
+
+/// Appends `content-length: <len>\r\n` (the digits written without allocating).
+fn push_length(out: &mut Vec<u8>, len: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut n = len;
+    loop {
+        start -= 1;
+        if let Some(d) = digits.get_mut(start) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || start == 0 {
+            break;
+        }
+    }
+    push_field(
+        out,
+        b"content-length",
+        digits.get(start..).unwrap_or_default(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_are_decimal() {
+        for n in [0u64, 7, 10, 99, 100, 65_536, u64::MAX] {
+            let mut out = Vec::new();
+            push_length(&mut out, n);
+            assert_eq!(out, format!("content-length: {n}\r\n").as_bytes());
+        }
+    }
+}
