@@ -1,5 +1,5 @@
 //! What a pool thread receives: a whole request, already read from the client, and the
-//! [`Responder`] to answer it with.
+//! [`Responder`] to answer it with; and the queue of them ([`WorkQueue`]).
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -8,13 +8,27 @@ use std::time::Duration;
 use catamount_http::RequestHead;
 
 use crate::body_buffers::BodyBuffer;
+use crate::dispatch::{self, Running, Work};
 use crate::response::Responder;
+
+/// The queue between the reactor and the pool threads, carrying [`Job`]s.
+pub type WorkQueue = dispatch::WorkQueue<Box<Job>>;
+/// What a pool thread got from [`WorkQueue::pop`].
+pub type Pop = dispatch::Pop<Box<Job>>;
 
 /// One unit of work for the Ruby thread pool.
 #[derive(Debug)]
 pub struct Job {
     pub request: Request,
     pub responder: Responder,
+}
+
+/// A taken job counts as running until its responder is dropped: the response is handed over,
+/// or the connection dropped.
+impl Work for Box<Job> {
+    fn taken(&mut self, running: Running) {
+        self.responder.count_as_running(running);
+    }
 }
 
 /// A request with its whole body buffered: the app never waits on the client.

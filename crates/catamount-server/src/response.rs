@@ -16,15 +16,14 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::dispatch::Waiter;
+use crate::dispatch::{Running, Waiter};
 use crate::stream::Stream;
-use crate::Shared;
 
 /// What the pool thread hands to the reactor once the socket stopped taking bytes.
 #[derive(Debug)]
@@ -174,12 +173,25 @@ impl Exchange {
     }
 }
 
+/// What every responder of one server reads: the stop flag and the write settings from
+/// `ServerConfig` (`reactor_writes_after`, `max_buffered_response`).
+#[derive(Debug, Clone)]
+pub(crate) struct Responding {
+    /// Set once a graceful stop began: no more keep-alive.
+    pub(crate) stopping: Arc<AtomicBool>,
+    pub(crate) reactor_writes_after: Option<Duration>,
+    pub(crate) max_buffered_response: u64,
+}
+
 /// The pool thread's end of a connection for one response.
 #[derive(Debug)]
 pub struct Responder {
     stream: Arc<Stream>,
-    shared: Arc<Shared>,
+    server: Responding,
     exchange: Arc<Exchange>,
+    /// Held from the moment a pool thread took the request: it counts as running until this
+    /// responder is dropped.
+    running: Option<Running>,
     /// Once anything was handed over, everything after it must be too, to keep the order.
     handed_off: bool,
     keep_alive_wanted: bool,
@@ -189,14 +201,15 @@ pub struct Responder {
 impl Responder {
     pub(crate) fn new(
         stream: Arc<Stream>,
-        shared: Arc<Shared>,
+        server: Responding,
         exchange: Arc<Exchange>,
         keep_alive_wanted: bool,
     ) -> Responder {
         Responder {
             stream,
-            shared,
+            server,
             exchange,
+            running: None,
             handed_off: false,
             keep_alive_wanted,
             finished: false,
@@ -206,7 +219,12 @@ impl Responder {
     /// Whether this response may leave the connection open: the client asked for it, the server
     /// allows it, this connection has not reached `max_keep_alive`, and the server is not stopping.
     pub fn keep_alive_allowed(&self) -> bool {
-        self.keep_alive_wanted && !self.shared.stopping.load(Ordering::SeqCst)
+        self.keep_alive_wanted && !self.server.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The request was taken by a pool thread: it counts as running while this responder lives.
+    pub(crate) fn count_as_running(&mut self, running: Running) {
+        self.running = Some(running);
     }
 
     /// Writes bytes, directly if the socket takes them now, else through the reactor.
@@ -245,11 +263,10 @@ impl Responder {
         let reactor_writes = !self.handed_off
             && !data.is_empty()
             && self
-                .shared
-                .config
+                .server
                 .reactor_writes_after
                 .is_some_and(|after| serving_since.elapsed() >= after)
-            && self.shared.queue.has_waiting();
+            && self.running.as_ref().is_some_and(Running::others_waiting);
         if reactor_writes {
             let n = data.len() as u64;
             return self
@@ -358,13 +375,13 @@ impl Responder {
     /// True when a streamed body has queued more than the server allows for one response; the
     /// caller should then [`wait_for_client`](Self::wait_for_client) (without the GVL).
     pub fn over_budget(&self) -> bool {
-        self.handed_off && self.exchange.lock().queued > self.shared.config.max_buffered_response
+        self.handed_off && self.exchange.lock().queued > self.server.max_buffered_response
     }
 
     /// Blocks until the client has read enough that the queued bytes are under half the budget,
     /// the client is gone, or `waiter` is interrupted.
     pub fn wait_for_client(&self, waiter: &Waiter) {
-        let low_water = self.shared.config.max_buffered_response / 2;
+        let low_water = self.server.max_buffered_response / 2;
         let mut st = self.exchange.lock();
         while st.queued > low_water && !st.gone && !waiter.is_interrupted() {
             st.pool_waiting = true;
@@ -423,6 +440,6 @@ impl Drop for Responder {
         if !self.finished {
             self.exchange.end(Ending::Aborted, self.handed_off);
         }
-        self.shared.queue.finish();
+        // Then `running` is dropped: the request no longer counts as running.
     }
 }

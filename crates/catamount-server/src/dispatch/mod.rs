@@ -12,15 +12,21 @@
 //!
 //! Which idle thread takes a queued request, and when, is the [`handoff`] module's call: by
 //! default a second thread takes one only once it could run it (the GVL is free).
+//!
+//! The count of requests running is kept by one guard, [`Running`]: a pool thread that takes a
+//! request gets one (the count goes up under the queue's lock), and the count goes down when it
+//! is dropped, with the job that holds it (see [`Work`]).
+//!
+//! This module knows nothing of what it carries: the queue is generic over its jobs, so it
+//! depends on no other module of the crate (`request::WorkQueue` names the server's queue).
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
-
-use crate::request::Job;
 
 mod handoff;
 mod run_state;
@@ -57,7 +63,7 @@ impl Waiter {
 
 /// What a pool thread got from [`WorkQueue::pop`].
 #[derive(Debug)]
-pub enum Pop<T = Box<Job>> {
+pub enum Pop<T> {
     Job(T),
     /// The wait was interrupted (Ruby wants the thread back: kill, raise, signal).
     Interrupted,
@@ -87,6 +93,56 @@ pub enum PoolAction {
     Spawn,
     Interrupted,
     Closed,
+}
+
+/// What the queue carries: a job that is told when a pool thread takes it, and keeps the
+/// [`Running`] guard it is given for as long as its request is being served.
+pub trait Work {
+    fn taken(&mut self, running: Running);
+}
+
+/// A request taken by a pool thread, counted as running from the moment it was taken (under the
+/// queue's lock, with the take) until this guard is dropped. The only way the count changes.
+pub struct Running {
+    books: Arc<dyn Books>,
+}
+
+impl Running {
+    /// Whether other requests wait in the queue this one was taken from.
+    pub fn others_waiting(&self) -> bool {
+        self.books.has_waiting()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.books.request_done();
+    }
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Running")
+    }
+}
+
+/// The queue's books as the [`Running`] guard sees them, whatever the jobs' type.
+trait Books: Send + Sync {
+    fn request_done(&self);
+    fn has_waiting(&self) -> bool;
+}
+
+impl<T: Send> Books for WorkQueue<T> {
+    fn request_done(&self) {
+        let mut st = self.lock();
+        st.running = st.running.saturating_sub(1);
+        drop(st);
+        self.capacity.notify_waiters();
+    }
+
+    fn has_waiting(&self) -> bool {
+        WorkQueue::has_waiting(self)
+    }
 }
 
 /// A snapshot of the pool's books, for stats.
@@ -139,7 +195,7 @@ impl<T> State<T> {
 
 /// The request queue and the pool's accounting. Shared by the reactor and every pool thread.
 #[derive(Debug)]
-pub struct WorkQueue<T = Box<Job>> {
+pub struct WorkQueue<T> {
     state: Mutex<State<T>>,
     work: Condvar,
     manager: Condvar,
@@ -282,7 +338,10 @@ impl<T> WorkQueue<T> {
 
     /// Blocks until this thread has a request: [`wait_for_work`](Self::wait_for_work), then
     /// [`claim`](Self::claim), for callers with no GVL to get back in between.
-    pub fn pop(&self, seat: &mut Seat, waiter: &Waiter) -> Pop<T> {
+    pub fn pop(self: &Arc<Self>, seat: &mut Seat, waiter: &Waiter) -> Pop<T>
+    where
+        T: Work + Send + 'static,
+    {
         loop {
             match self.wait_for_work(seat, waiter) {
                 Wait::Ready => {
@@ -391,44 +450,48 @@ impl<T> WorkQueue<T> {
 
     /// Takes the request [`wait_for_work`](Self::wait_for_work) announced; None if a thread
     /// that was already running took it first (call `wait_for_work` again).
-    pub fn claim(&self, seat: &mut Seat) -> Option<T> {
+    pub fn claim(self: &Arc<Self>, seat: &mut Seat) -> Option<T>
+    where
+        T: Work + Send + 'static,
+    {
         let mut st = self.lock();
         st.claiming = st.claiming.saturating_sub(1);
         let job = st.jobs.pop_front()?;
-        self.took(&mut st, seat);
-        Some(job)
+        Some(self.took(st, seat, job))
     }
 
     /// Takes a request only if one is queued right now (no wait, so no GVL release needed),
     /// unless this thread steps back from serving (see [`handoff`]) and leaves it to others.
-    pub fn try_pop(&self, seat: &mut Seat) -> Option<T> {
+    pub fn try_pop(self: &Arc<Self>, seat: &mut Seat) -> Option<T>
+    where
+        T: Work + Send + 'static,
+    {
         let mut st = self.lock();
         if st.jobs.is_empty() || st.crew.steps_back(seat, Instant::now()) {
             return None;
         }
         let job = st.jobs.pop_front()?;
-        self.took(&mut st, seat);
-        Some(job)
+        Some(self.took(st, seat, job))
     }
 
-    /// Books a job taken by a pool thread, and asks for another thread if requests are still
-    /// queued with nobody idle to take them (the manager may have been told "enough" while
-    /// this thread was starting).
-    fn took(&self, st: &mut State<T>, seat: &mut Seat) {
+    /// Books a job taken by a pool thread and gives it its [`Running`] guard, and asks for
+    /// another thread if requests are still queued with nobody idle to take them (the manager
+    /// may have been told "enough" while this thread was starting).
+    fn took(self: &Arc<Self>, mut st: MutexGuard<'_, State<T>>, seat: &mut Seat, mut job: T) -> T
+    where
+        T: Work + Send + 'static,
+    {
         st.crew.took(seat, Instant::now());
         st.running += 1;
         self.requests_count.fetch_add(1, Ordering::Relaxed);
         if st.jobs.len() > st.idle() && st.spawned < self.max_threads {
             self.manager.notify_one();
         }
-    }
-
-    /// A popped request is finished (response handed over or connection dropped).
-    pub fn finish(&self) {
-        let mut st = self.lock();
-        st.running = st.running.saturating_sub(1);
         drop(st);
-        self.capacity.notify_waiters();
+        job.taken(Running {
+            books: self.clone(),
+        });
+        job
     }
 
     /// A pool thread is gone for a reason the queue did not decide (it was killed or raised).
@@ -500,9 +563,27 @@ impl<T> WorkQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
-    fn queue(min: usize, max: usize) -> Arc<WorkQueue<u32>> {
+    /// A test job: a number, and the guard it holds once taken.
+    #[derive(Debug)]
+    struct Task(u32, Option<Running>);
+
+    impl Work for Task {
+        fn taken(&mut self, running: Running) {
+            self.1 = Some(running);
+        }
+    }
+
+    fn task(n: u32) -> Task {
+        Task(n, None)
+    }
+
+    /// The job's number (dropping it, so it no longer counts as running).
+    fn id(task: Option<Task>) -> Option<u32> {
+        task.map(|t| t.0)
+    }
+
+    fn queue(min: usize, max: usize) -> Arc<WorkQueue<Task>> {
         Arc::new(WorkQueue::new(
             min,
             max,
@@ -512,7 +593,7 @@ mod tests {
     }
 
     /// Runs the manager's decision once without blocking: Some(action) if it decided at once.
-    fn manager_step(q: &WorkQueue<u32>) -> Option<PoolAction> {
+    fn manager_step(q: &WorkQueue<Task>) -> Option<PoolAction> {
         let waiter = Waiter::new();
         waiter.set_interrupted();
         match q.next_pool_action(&waiter) {
@@ -525,28 +606,33 @@ mod tests {
     fn grows_one_thread_per_waiting_request_and_no_more() {
         let q = queue(0, 3);
         assert_eq!(manager_step(&q), None, "nothing to do yet");
-        q.push(1);
+        q.push(task(1));
         assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
         assert_eq!(manager_step(&q), None, "the starting thread will take it");
-        q.push(2);
-        q.push(3);
+        q.push(task(2));
+        q.push(task(3));
         assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
         assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
         assert_eq!(manager_step(&q), None, "at max");
+        let mut taken = Vec::new();
         for _ in 0..3 {
             let mut seat = q.thread_started();
-            assert!(q.try_pop(&mut seat).is_some());
+            taken.extend(q.try_pop(&mut seat));
         }
+        assert_eq!(taken.len(), 3);
         let s = q.stats();
         assert_eq!((s.spawned, s.running, s.backlog), (3, 3, 0));
         assert!(!q.has_capacity());
-        q.finish();
-        assert!(q.has_capacity());
+        let guards = taken.iter().filter_map(|t| t.1.as_ref());
+        assert_eq!(guards.filter(|g| !g.others_waiting()).count(), 3);
+        drop(taken.pop());
+        assert!(q.has_capacity(), "a dropped guard frees its thread");
+        assert_eq!(q.stats().running, 2);
     }
 
     #[test]
     fn arriving_connections_count_against_capacity_until_they_arrive() {
-        let q: WorkQueue<u32> = WorkQueue::new(0, 2, Duration::from_secs(30), Handoff::GvlAware);
+        let q = queue(0, 2);
         q.connection_arriving();
         assert!(q.has_capacity());
         q.connection_arriving();
@@ -554,7 +640,7 @@ mod tests {
             !q.has_capacity(),
             "two threads, two connections about to send requests"
         );
-        q.push(1);
+        q.push(task(1));
         q.connection_arrived();
         assert!(
             !q.has_capacity(),
@@ -571,7 +657,7 @@ mod tests {
         let q = queue(2, 2);
         let mut seat = q.thread_started();
         let waiter = Waiter::new();
-        q.push(7);
+        q.push(task(7));
         assert_eq!(q.wait_for_work(&mut seat, &waiter), Wait::Ready);
         // While it gets the GVL, the request is not announced to a second thread ...
         let second = Arc::new(Waiter::new());
@@ -589,27 +675,29 @@ mod tests {
         assert!(matches!(t.join(), Ok(Wait::Interrupted)));
         // ... and a thread already holding the GVL may take it first.
         let mut running = q.thread_started();
-        assert_eq!(q.try_pop(&mut running), Some(7));
-        assert_eq!(q.claim(&mut seat), None);
-        q.finish();
-        q.push(8);
+        assert_eq!(id(q.try_pop(&mut running)), Some(7));
+        assert_eq!(id(q.claim(&mut seat)), None);
+        q.push(task(8));
         assert_eq!(q.wait_for_work(&mut running, &waiter), Wait::Ready);
-        assert_eq!(q.claim(&mut running), Some(8));
-        assert_eq!(q.stats().running, 1);
+        let eight = q.claim(&mut running);
+        assert_eq!(eight.as_ref().map(|t| t.0), Some(8));
+        assert_eq!(q.stats().running, 1, "counted while its job is held");
+        drop(eight);
+        assert_eq!(q.stats().running, 0);
     }
 
     #[test]
     fn a_thread_that_started_late_still_gets_help() {
         let q = queue(0, 2);
-        q.push(1);
+        q.push(task(1));
         assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
-        q.push(2); // arrives while the first thread is starting: no new thread yet
+        q.push(task(2)); // arrives while the first thread is starting: no new thread yet
         assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
     }
 
     #[test]
     fn keeps_min_threads_and_trims_above_min() {
-        let q = Arc::new(WorkQueue::<u32>::new(
+        let q = Arc::new(WorkQueue::<Task>::new(
             1,
             2,
             Duration::from_millis(20),
@@ -618,15 +706,13 @@ mod tests {
         assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
         assert_eq!(manager_step(&q), None);
         let _first = q.thread_started();
-        q.push(1);
-        q.push(2);
+        q.push(task(1));
+        q.push(task(2));
         assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
         let mut second = q.thread_started();
         let w = Waiter::new();
-        assert!(matches!(q.pop(&mut second, &w), Pop::Job(1)));
-        assert!(matches!(q.pop(&mut second, &w), Pop::Job(2)));
-        q.finish();
-        q.finish();
+        assert!(matches!(q.pop(&mut second, &w), Pop::Job(Task(1, Some(_)))));
+        assert!(matches!(q.pop(&mut second, &w), Pop::Job(Task(2, Some(_)))));
         assert!(
             matches!(q.pop(&mut second, &w), Pop::Trim),
             "second thread idles out"

@@ -22,9 +22,10 @@ use tokio::time::Instant as Deadline;
 use crate::body_buffers::BodyFill;
 use crate::log;
 use crate::request::{Body, Job, Peer, Request};
-use crate::response::{Ending, Exchange, Outgoing, Responder, Step};
+use crate::response::{Ending, Exchange, Outgoing, Step};
+use crate::shared::Shared;
+use crate::spill;
 use crate::stream::Stream;
-use crate::{spill, Shared};
 
 /// One read into the connection buffer while a head is awaited takes at most this much. Body
 /// bytes that arrive in the same read as their head are copied once more (from here into the
@@ -195,9 +196,8 @@ impl Conn {
                 && config.keep_alive
                 && self.served < config.max_keep_alive;
             self.exchange.begin();
-            let responder = Responder::new(
+            let responder = self.shared.responder(
                 self.stream.clone(),
-                self.shared.clone(),
                 self.exchange.clone(),
                 keep_alive_wanted,
             );

@@ -22,8 +22,9 @@ use tokio::sync::{mpsc, watch};
 use crate::listener::{BoundListener, Listener};
 use crate::log;
 use crate::request::Peer;
+use crate::shared::Shared;
 use crate::stream::Stream;
-use crate::{ServerConfig, Shared};
+use crate::ServerConfig;
 
 /// Runs the reactor until a stop is requested and every connection has finished.
 pub(crate) fn run(

@@ -1,0 +1,175 @@
+//! [`Server`]: a running server, its reactor thread and the queue pool threads serve from;
+//! starting, stopping and waiting for it.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::body_buffers::BodyBuffers;
+use crate::dispatch::Waiter;
+use crate::listener::BoundListener;
+use crate::log;
+use crate::reactor;
+use crate::request::WorkQueue;
+use crate::shared::Shared;
+use crate::ServerConfig;
+
+/// Exit status of a process whose reactor thread panicked (`EX_SOFTWARE`: an internal error).
+pub const REACTOR_PANIC_EXIT: i32 = 70;
+
+/// The reactor thread panicked: no connection can be accepted or finished any more, and the
+/// pool threads would wait forever for work or for their clients. The process ends, logged and
+/// with [`REACTOR_PANIC_EXIT`], so a supervisor (or the cluster master) starts a new one.
+/// (Panics in one connection's task are caught by tokio and end only that connection.)
+fn reactor_panicked(panic: &(dyn std::any::Any + Send)) -> ! {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string());
+    log::error(&format!(
+        "catamount: the reactor thread panicked ({message}); ending the process"
+    ));
+    std::process::exit(REACTOR_PANIC_EXIT)
+}
+
+/// How the reactor ended, once it has: set by the reactor thread, awaited by [`Server::wait`].
+type Finished = Arc<(Mutex<Option<Result<(), String>>>, Condvar)>;
+
+/// A running server: the reactor thread and the queue pool threads serve from.
+pub struct Server {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    finished: Finished,
+    reactor: Mutex<Option<JoinHandle<()>>>,
+    unix_paths: Vec<PathBuf>,
+}
+
+impl Server {
+    /// Starts the reactor on its own thread, serving `listeners`.
+    pub fn start(config: ServerConfig, listeners: Vec<BoundListener>) -> io::Result<Server> {
+        let queue = Arc::new(WorkQueue::new(
+            config.min_threads,
+            config.max_threads,
+            config.idle_thread_trim,
+            config.handoff,
+        ));
+        let body_buffers = BodyBuffers::for_limit(config.body_in_memory_max);
+        let shared = Arc::new(Shared {
+            body_buffers,
+            config,
+            queue,
+            stopping: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
+            last_activity: AtomicU64::new(0),
+        });
+        let unix_paths = listeners
+            .iter()
+            .filter(|_| shared.config.unlink_unix_sockets)
+            .filter_map(|l| l.unix_path.clone())
+            .collect();
+        let (stop, stop_rx) = watch::channel(false);
+        let finished: Finished = Arc::new((Mutex::new(None), Condvar::new()));
+        let thread = {
+            let shared = shared.clone();
+            let finished = finished.clone();
+            std::thread::Builder::new()
+                .name("catamount-reactor".into())
+                .spawn(move || {
+                    let run = || reactor::run(shared.clone(), listeners, stop_rx);
+                    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+                        Ok(result) => result.map_err(|e| e.to_string()),
+                        Err(panic) => reactor_panicked(&*panic),
+                    };
+                    // No connection is left, so no request can come: let the pool drain out.
+                    shared.queue.close();
+                    let (lock, cv) = &*finished;
+                    *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                    cv.notify_all();
+                })?
+        };
+        Ok(Server {
+            shared,
+            stop,
+            finished,
+            reactor: Mutex::new(Some(thread)),
+            unix_paths,
+        })
+    }
+
+    pub fn queue(&self) -> &Arc<WorkQueue> {
+        &self.shared.queue
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    /// Begins a graceful stop: close the listeners, close idle connections, let in-flight
+    /// requests finish (their responses say `connection: close`). Returns at once.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+    }
+
+    /// How long since the last accepted connection or received request (or since the start).
+    /// Unlike Puma's `idle_timeout`, which only counts new connections, a keep-alive connection
+    /// that is still sending requests keeps the server up.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.shared.last_activity.load(Ordering::Relaxed));
+        self.shared.started.elapsed().saturating_sub(last)
+    }
+
+    /// Bytes of memory held by request bodies being read or waiting for a pool thread (kept
+    /// buffers waiting for reuse not counted). Follows the bytes clients sent, not the lengths
+    /// they announced.
+    pub fn body_buffer_bytes(&self) -> usize {
+        self.shared.body_buffers.in_use()
+    }
+
+    /// True once the reactor has ended (every connection closed after a stop).
+    pub fn is_finished(&self) -> bool {
+        let (lock, _) = &*self.finished;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until the reactor has finished (every connection closed), or `waiter` is
+    /// interrupted (then returns None). Call it without the GVL.
+    pub fn wait(&self, waiter: &Waiter) -> Option<Result<(), String>> {
+        let (lock, cv) = &*self.finished;
+        let mut done = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(result) = done.clone() {
+                drop(done);
+                if let Some(handle) = self
+                    .reactor
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                {
+                    let _ = handle.join();
+                }
+                for path in &self.unix_paths {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Some(result);
+            }
+            if waiter.is_interrupted() {
+                return None;
+            }
+            done = cv
+                .wait_timeout(done, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! What the reactor, its connections and [`Server`](crate::Server) share while a server runs:
+//! the configuration, the queue, the stop flag, the activity clock and the kept body buffers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::body_buffers::BodyBuffers;
+use crate::request::WorkQueue;
+use crate::response::{Exchange, Responder, Responding};
+use crate::stream::Stream;
+use crate::ServerConfig;
+
+/// State shared by the reactor, every connection and every responder.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) queue: Arc<WorkQueue>,
+    /// Set once a graceful stop began: no new connections, no more keep-alive.
+    pub(crate) stopping: Arc<AtomicBool>,
+    /// When the server started; `last_activity` counts milliseconds from here.
+    pub(crate) started: Instant,
+    /// The last accepted connection or received request (for `idle_timeout`).
+    pub(crate) last_activity: AtomicU64,
+    /// Buffers for bodies read into memory, back from the pool threads for the next body.
+    pub(crate) body_buffers: Arc<BodyBuffers>,
+}
+
+impl Shared {
+    /// Notes that a connection was accepted or a request arrived.
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity.store(ms, Ordering::Relaxed);
+    }
+
+    /// The responder for a request of this server's, on `stream`.
+    pub(crate) fn responder(
+        &self,
+        stream: Arc<Stream>,
+        exchange: Arc<Exchange>,
+        keep_alive_wanted: bool,
+    ) -> Responder {
+        let server = Responding {
+            stopping: self.stopping.clone(),
+            reactor_writes_after: self.config.reactor_writes_after,
+            max_buffered_response: self.config.max_buffered_response,
+        };
+        Responder::new(stream, server, exchange, keep_alive_wanted)
+    }
+}
