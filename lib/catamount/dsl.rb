@@ -9,26 +9,15 @@ module Catamount
   # the same checks and every error names the line it came from. Ruby objects (hooks, handlers,
   # loggers, an inline app, plugins) are kept by the `Configuration` this DSL writes to.
   #
-  # Options whose subsystem has not landed yet (cluster mode, the control server, TLS) are
+  # Options whose subsystem has not landed yet (TLS, the control server, `max_io_threads`) are
   # validated and stored like the rest; the launcher refuses to boot when a configuration
   # actually asks for one, never ignoring it.
   class DSL
-    # Options with plain values, applied by the native layer. Defaults and examples are
-    # documented on `Options` in crates/catamount-config/src/options/mod.rs.
-    OPTIONS = %i[
-      bind clear_binds! set_default_host port ssl_bind threads environment rackup tag quiet
-      log_requests pidfile directory persistent_timeout first_data_timeout force_shutdown_after
-      enable_keep_alives max_keep_alive max_fast_inline idle_timeout queue_requests
-      drain_on_shutdown set_remote_address rack_url_scheme supported_http_methods
-      http_content_length_limit allow_underscore_headers io_selector_backend early_hints
-      max_io_threads fiber_per_request clean_thread_locals raise_exception_on_sigterm
-      stdout_redirect mutate_stdout_and_stderr_to_sync_on_write debug shutdown_debug
-      restart_command state_path state_permission activate_control_app bind_to_activated_sockets
-      workers preload_app! fork_worker prune_bundler extra_runtime_dependencies
-      wait_for_less_busy_worker worker_culling_strategy worker_check_interval worker_timeout
-      worker_boot_timeout worker_shutdown_timeout nakayoshi_fork silence_single_worker_warning
-      silence_fork_callback_warning
-    ].freeze
+    # Methods with plain values, applied by the native layer: their names come from the option
+    # definitions (the `options!` table in crates/catamount-config/src/options/mod.rs, with
+    # each one's validation, default and example). `plugin` is among them, but is defined below
+    # (it also loads the plugin).
+    OPTIONS = (Native.option_names.map(&:to_sym) - %i[plugin]).freeze
 
     # Where `get` finds an option (Puma's option keys), when it is not the method's own name.
     GET_KEYS = {

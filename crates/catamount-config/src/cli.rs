@@ -1,11 +1,13 @@
 //! Puma-compatible command-line flags.
 //!
 //! Every flag Puma 8 knows is parsed into the *user* layer, with the same validation a config
-//! file line gets. Flags whose subsystem has not landed yet (cluster mode, the control server,
-//! TLS, systemd sockets) are stored like the rest; the launcher refuses to boot with them
+//! file line gets: an option's flags are part of its definition (`crate::options`, the
+//! `options!` table), and call one of its methods; only the command's own flags (`-C`, `-I`,
+//! `--no-config`, `-h`, `-V`) are listed here. Flags whose subsystem has not landed yet (the
+//! control server) are stored like the rest; the launcher refuses to boot with them
 //! ([`crate::Options::not_supported_yet`]), because silently ignoring a flag is worse than failing.
 
-use crate::options::{Layer, Value};
+use crate::options::{Flag, FlagArg, Layer, DEFINITIONS};
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,9 +102,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             }
         };
         let spec = lookup(&flag)?;
-        let value = if spec.arg == Arg::OptionalInline {
+        let value = if spec.arg == FlagArg::OptionalInline {
             inline_value
-        } else if spec.arg == Arg::Required {
+        } else if spec.arg == FlagArg::Required {
             match inline_value {
                 Some(v) => Some(v),
                 None => {
@@ -141,22 +143,23 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     Ok(Command::Run(Box::new(cli)))
 }
 
-/// Whether a flag takes a value.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Arg {
-    None,
-    /// `--flag VALUE` or `--flag=VALUE` (`-xVALUE` for short flags).
-    Required,
-    /// Only as `--flag=VALUE` / `-xVALUE`: a following word is never taken, so
-    /// `-f config.ru` keeps `config.ru` as the rackup file.
-    OptionalInline,
-}
-
+/// A flag: one of the command's own (`-C`, `-I`, `-h`, ...) or an option's.
 struct FlagSpec {
     name: &'static str,
     display: String,
-    arg: Arg,
+    arg: FlagArg,
+    /// The option flag, None for the command's own flags.
+    option: Option<&'static Flag>,
 }
+
+/// Flags about the command rather than an option: config files, load path, help.
+const COMMAND_FLAGS: &[(&str, Option<char>, FlagArg)] = &[
+    ("config", Some('C'), FlagArg::Required),
+    ("no-config", None, FlagArg::None),
+    ("include", Some('I'), FlagArg::Required),
+    ("version", Some('V'), FlagArg::None),
+    ("help", Some('h'), FlagArg::None),
+];
 
 /// Splits `--name=value`, `--name`, `-x`, `-xVALUE` into the flag and an inline value.
 fn split_flag(arg: &str) -> Option<(String, Option<String>)> {
@@ -174,48 +177,12 @@ fn split_flag(arg: &str) -> Option<(String, Option<String>)> {
 }
 
 fn lookup(flag: &str) -> Result<FlagSpec, UsageError> {
-    use Arg::{None as Flag, OptionalInline, Required};
-    const FLAGS: &[(&str, Option<char>, Arg)] = &[
-        ("bind", Some('b'), Required),
-        ("config", Some('C'), Required),
-        ("no-config", None, Flag),
-        ("dir", None, Required),
-        ("environment", Some('e'), Required),
-        ("include", Some('I'), Required),
-        ("port", Some('p'), Required),
-        ("pidfile", None, Required),
-        ("quiet", Some('q'), Flag),
-        ("log-requests", Some('v'), Flag),
-        ("silent", Some('s'), Flag),
-        ("threads", Some('t'), Required),
-        ("tag", None, Required),
-        ("idle-timeout", None, Required),
-        ("early-hints", None, Flag),
-        ("debug", None, Flag),
-        ("redirect-stdout", None, Required),
-        ("redirect-stderr", None, Required),
-        ("redirect-append", None, Flag),
-        ("no-redirect-append", None, Flag),
-        ("plugin", None, Required),
-        ("state", Some('S'), Required),
-        ("restart-cmd", Some('R'), Required),
-        ("workers", Some('w'), Required),
-        ("preload", None, Flag),
-        ("fork-worker", Some('f'), OptionalInline),
-        ("prune-bundler", None, Flag),
-        ("extra-runtime-dependencies", None, Required),
-        ("control-url", None, Required),
-        ("control-token", None, Required),
-        ("bind-to-activated-sockets", None, OptionalInline),
-        ("version", Some('V'), Flag),
-        ("help", Some('h'), Flag),
-    ];
     let matches = |long: &str, short: Option<char>| {
         flag.strip_prefix("--") == Some(long)
             || short
                 .is_some_and(|c| flag.len() == 2 && flag.ends_with(c) && !flag.starts_with("--"))
     };
-    if let Some((name, short, arg)) = FLAGS.iter().find(|(l, s, _)| matches(l, *s)) {
+    if let Some((name, short, arg)) = COMMAND_FLAGS.iter().find(|(l, s, _)| matches(l, *s)) {
         let display = match short {
             Some(c) => format!("-{c}/--{name}"),
             None => format!("--{name}"),
@@ -224,6 +191,15 @@ fn lookup(flag: &str) -> Result<FlagSpec, UsageError> {
             name,
             display,
             arg: *arg,
+            option: None,
+        });
+    }
+    if let Some(option) = option_flags().find(|f| matches(f.long, f.short)) {
+        return Ok(FlagSpec {
+            name: option.long,
+            display: option.display(),
+            arg: option.arg,
+            option: Some(option),
         });
     }
     Err(UsageError(format!(
@@ -231,61 +207,28 @@ fn lookup(flag: &str) -> Result<FlagSpec, UsageError> {
     )))
 }
 
+/// Every option's flags, from the option definitions.
+fn option_flags() -> impl Iterator<Item = &'static Flag> {
+    DEFINITIONS.iter().flat_map(|d| d.flags)
+}
+
 fn apply(cli: &mut Cli, spec: &FlagSpec, value: Option<String>) -> Result<(), UsageError> {
     let in_flag = |msg: String| UsageError(format!("{}: {msg}", spec.display));
-    let mut set = |name: &str, args: Vec<Value>| {
-        cli.user.set(name, &args).map_err(|e| {
-            // Layer errors start with the DSL name; the flag name is what the user typed.
-            let detail = e
-                .strip_prefix(&format!("{name}: "))
-                .unwrap_or(&e)
-                .to_string();
-            in_flag(detail)
-        })
-    };
-    let text = || Value::Str(value.clone().unwrap_or_default());
+    if let Some(option) = spec.option {
+        let name = option.method;
+        return cli
+            .user
+            .set(name, &(option.args)(value.as_deref()))
+            .map_err(|e| {
+                // Layer errors start with the method's name; the flag is what the user typed.
+                let detail = e
+                    .strip_prefix(&format!("{name}: "))
+                    .unwrap_or(&e)
+                    .to_string();
+                in_flag(detail)
+            });
+    }
     match spec.name {
-        "bind" => set("bind", vec![text()])?,
-        "port" => set("port", vec![text()])?,
-        "threads" => {
-            let value = value.clone().unwrap_or_default();
-            let args = match value.split_once(':') {
-                Some((min, max)) => vec![Value::Str(min.into()), Value::Str(max.into())],
-                None => vec![Value::Str(value)],
-            };
-            set("threads", args)?
-        }
-        "environment" => set("environment", vec![text()])?,
-        "dir" => set("directory", vec![text()])?,
-        "pidfile" => set("pidfile", vec![text()])?,
-        "tag" => set("tag", vec![text()])?,
-        "quiet" => set("quiet", vec![])?,
-        "log-requests" => set("log_requests", vec![])?,
-        "silent" => set("silent", vec![])?,
-        "idle-timeout" => set("idle_timeout", vec![text()])?,
-        "early-hints" => set("early_hints", vec![])?,
-        "debug" => set("debug", vec![])?,
-        "redirect-stdout" => set("redirect_stdout", vec![text()])?,
-        "redirect-stderr" => set("redirect_stderr", vec![text()])?,
-        "redirect-append" => set("redirect_append", vec![])?,
-        "no-redirect-append" => set("redirect_append", vec![Value::Bool(false)])?,
-        "plugin" => set("plugin", vec![text()])?,
-        "state" => set("state_path", vec![text()])?,
-        "restart-cmd" => set("restart_command", vec![text()])?,
-        "workers" => set("workers", vec![text()])?,
-        "preload" => set("preload_app!", vec![])?,
-        "fork-worker" => match &value {
-            None => set("fork_worker", vec![])?,
-            Some(_) => set("fork_worker", vec![text()])?,
-        },
-        "prune-bundler" => set("prune_bundler", vec![])?,
-        "extra-runtime-dependencies" => set("extra_runtime_dependencies", vec![text()])?,
-        "control-url" => set("control_url", vec![text()])?,
-        "control-token" => set("control_auth_token", vec![text()])?,
-        "bind-to-activated-sockets" => match value.as_deref() {
-            None => set("bind_to_activated_sockets", vec![])?,
-            Some(v) => set("bind_to_activated_sockets", vec![Value::Str(v.into())])?,
-        },
         "config" => {
             let value = value.unwrap_or_default();
             if value == "-" {
@@ -443,6 +386,21 @@ mod tests {
         assert_eq!((u.early_hints, u.debug), (Some(true), Some(true)));
         let cli = run(&["--fork-worker=50"]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cli.user.fork_worker, Some(50));
+    }
+
+    #[test]
+    fn usage_names_every_flag() {
+        for flag in option_flags() {
+            let long = format!("--{}", flag.long);
+            assert!(
+                USAGE.lines().any(|l| l.contains(&long)
+                    || l.contains(&format!("--[no-]{}", flag.long.trim_start_matches("no-")))),
+                "USAGE lacks {long}"
+            );
+            if let Some(c) = flag.short {
+                assert!(USAGE.contains(&format!("-{c}, {long}")), "USAGE lacks -{c}");
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@
 use std::cell::RefCell;
 
 use catamount_config::cli::{self, Command};
-use catamount_config::options::{HttpMethods, RemoteAddress, ShutdownDebug};
 use catamount_config::{Environment, ForceShutdown, Layer, Options, Value as ConfValue};
 use magnus::value::ReprValue;
 use magnus::{
@@ -184,165 +183,12 @@ impl RbOptions {
     }
 
     /// Every option, under Puma's option names (for `get`, `PUMA_LOG_CONFIG`, plugins and
-    /// the hooks' configuration object).
+    /// the hooks' configuration object); which and how is said by the option definitions.
     pub fn to_h(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
-        let o = &rb_self.0;
         let h = ruby.hash_new();
-        let put = |k: &str, v: Value| h.aset(ruby.to_symbol(k), v);
-        let secs = |d: std::time::Duration| d.as_secs_f64().into_value_with(ruby);
-        let opt_str = |s: &Option<String>| s.clone().into_value_with(ruby);
-        let sym = |s: &str| ruby.to_symbol(s).as_value();
-        put(
-            "binds",
-            o.binds
-                .iter()
-                .map(|b| b.original.clone())
-                .collect::<Vec<_>>()
-                .into_value_with(ruby),
-        )?;
-        put("min_threads", o.min_threads.into_value_with(ruby))?;
-        put("max_threads", o.max_threads.into_value_with(ruby))?;
-        put("environment", o.environment.clone().into_value_with(ruby))?;
-        put("rackup", o.rackup.clone().into_value_with(ruby))?;
-        put("tag", opt_str(&o.tag))?;
-        put("log_requests", o.log_requests.into_value_with(ruby))?;
-        put("pidfile", opt_str(&o.pidfile))?;
-        put("persistent_timeout", secs(o.persistent_timeout))?;
-        put("first_data_timeout", secs(o.first_data_timeout))?;
-        put(
-            "force_shutdown_after",
-            match o.force_shutdown_after {
-                ForceShutdown::Never => sym("forever"),
-                ForceShutdown::After(d) => secs(d),
-            },
-        )?;
-        put(
-            "enable_keep_alives",
-            o.enable_keep_alives.into_value_with(ruby),
-        )?;
-        put(
-            "max_keep_alive",
-            if o.max_keep_alive == u64::MAX {
-                f64::INFINITY.into_value_with(ruby)
-            } else {
-                o.max_keep_alive.into_value_with(ruby)
-            },
-        )?;
-        put("silent", o.silent.into_value_with(ruby))?;
-        put("directory", opt_str(&o.directory))?;
-        put(
-            "idle_timeout",
-            o.idle_timeout
-                .map(|d| d.as_secs_f64())
-                .into_value_with(ruby),
-        )?;
-        put("queue_requests", o.queue_requests.into_value_with(ruby))?;
-        put(
-            "drain_on_shutdown",
-            o.drain_on_shutdown.into_value_with(ruby),
-        )?;
-        let (mode, value) = match &o.remote_address {
-            RemoteAddress::Socket => ("socket", None),
-            RemoteAddress::Fixed(v) => ("value", Some(v.clone())),
-            RemoteAddress::Header(v) => ("header", Some(v.clone())),
-            RemoteAddress::ProxyV1 => ("proxy_protocol", Some("v1".to_string())),
-        };
-        put("remote_address", sym(mode))?;
-        put("remote_address_value", value.into_value_with(ruby))?;
-        put("rack_url_scheme", opt_str(&o.rack_url_scheme))?;
-        put(
-            "supported_http_methods",
-            match &o.http_methods {
-                HttpMethods::Any => sym("any"),
-                HttpMethods::Standard => catamount_http_standard().into_value_with(ruby),
-                HttpMethods::Only(list) => list.clone().into_value_with(ruby),
-            },
-        )?;
-        put(
-            "http_content_length_limit",
-            o.http_content_length_limit.into_value_with(ruby),
-        )?;
-        put(
-            "allow_underscore_headers",
-            o.allow_underscore_headers.into_value_with(ruby),
-        )?;
-        put("io_selector_backend", sym(&o.io_selector_backend))?;
-        put("early_hints", o.early_hints.into_value_with(ruby))?;
-        put("max_io_threads", o.max_io_threads.into_value_with(ruby))?;
-        put(
-            "fiber_per_request",
-            o.fiber_per_request.into_value_with(ruby),
-        )?;
-        put(
-            "raise_exception_on_sigterm",
-            o.raise_exception_on_sigterm.into_value_with(ruby),
-        )?;
-        put("redirect_stdout", opt_str(&o.redirect_stdout))?;
-        put("redirect_stderr", opt_str(&o.redirect_stderr))?;
-        put("redirect_append", o.redirect_append.into_value_with(ruby))?;
-        put(
-            "mutate_stdout_and_stderr_to_sync_on_write",
-            o.sync_stdio.into_value_with(ruby),
-        )?;
-        put("debug", o.debug.into_value_with(ruby))?;
-        put(
-            "shutdown_debug",
-            match o.shutdown_debug {
-                ShutdownDebug::Off => false.into_value_with(ruby),
-                ShutdownDebug::Always => true.into_value_with(ruby),
-                ShutdownDebug::OnForce => sym("on_force"),
-            },
-        )?;
-        put("restart_cmd", opt_str(&o.restart_command))?;
-        put("state", opt_str(&o.state_path))?;
-        put("state_permission", o.state_permission.into_value_with(ruby))?;
-        put(
-            "control_url",
-            o.control
-                .as_ref()
-                .map(|c| c.url.clone())
-                .into_value_with(ruby),
-        )?;
-        put(
-            "control_auth_token",
-            o.control
-                .as_ref()
-                .and_then(|c| c.auth_token.clone())
-                .into_value_with(ruby),
-        )?;
-        put("plugins", o.plugins.clone().into_value_with(ruby))?;
-        put("workers", o.workers.into_value_with(ruby))?;
-        put("preload_app", o.preload_app.into_value_with(ruby))?;
-        put("fork_worker", o.fork_worker.into_value_with(ruby))?;
-        put("prune_bundler", o.prune_bundler.into_value_with(ruby))?;
-        put(
-            "extra_runtime_dependencies",
-            o.extra_runtime_dependencies.clone().into_value_with(ruby),
-        )?;
-        put(
-            "wait_for_less_busy_worker",
-            secs(o.wait_for_less_busy_worker),
-        )?;
-        put(
-            "worker_culling_strategy",
-            sym(match o.worker_culling_strategy {
-                catamount_config::options::Culling::Youngest => "youngest",
-                catamount_config::options::Culling::Oldest => "oldest",
-            }),
-        )?;
-        put("worker_check_interval", secs(o.worker_check_interval))?;
-        put("worker_timeout", secs(o.worker_timeout))?;
-        put("worker_boot_timeout", secs(o.worker_boot_timeout))?;
-        put("worker_shutdown_timeout", secs(o.worker_shutdown_timeout))?;
-        put("nakayoshi_fork", o.nakayoshi_fork.into_value_with(ruby))?;
-        put(
-            "silence_single_worker_warning",
-            o.silence_single_worker_warning.into_value_with(ruby),
-        )?;
-        put(
-            "silence_fork_callback_warning",
-            o.silence_fork_callback_warning.into_value_with(ruby),
-        )?;
+        for (key, value) in rb_self.0.export() {
+            h.aset(ruby.to_symbol(key), to_ruby(ruby, &value)?)?;
+        }
         Ok(h)
     }
 
@@ -355,11 +201,35 @@ impl RbOptions {
     }
 }
 
-fn catamount_http_standard() -> Vec<String> {
-    match catamount_http::MethodPolicy::standard() {
-        catamount_http::MethodPolicy::Only(list) => list,
-        catamount_http::MethodPolicy::Any => Vec::new(),
-    }
+/// A plain value as Ruby sees it (the reverse of `to_conf_value`).
+fn to_ruby(ruby: &Ruby, v: &ConfValue) -> Result<Value, Error> {
+    Ok(match v {
+        ConfValue::Nil => ruby.qnil().as_value(),
+        ConfValue::Bool(b) => b.into_value_with(ruby),
+        ConfValue::Int(i) => i.into_value_with(ruby),
+        ConfValue::Float(f) => f.into_value_with(ruby),
+        ConfValue::Str(s) => s.as_str().into_value_with(ruby),
+        ConfValue::Sym(s) => ruby.to_symbol(s).as_value(),
+        ConfValue::Array(items) => {
+            let array = ruby.ary_new_capa(items.len());
+            for item in items {
+                array.push(to_ruby(ruby, item)?)?;
+            }
+            array.as_value()
+        }
+        ConfValue::Hash(pairs) => {
+            let hash = ruby.hash_new();
+            for (key, value) in pairs {
+                hash.aset(ruby.to_symbol(key), to_ruby(ruby, value)?)?;
+            }
+            hash.as_value()
+        }
+    })
+}
+
+/// `Native.option_names`: the DSL methods with plain values, from the option definitions.
+pub fn option_names() -> Vec<&'static str> {
+    catamount_config::options::dsl_methods().collect()
 }
 
 fn class_name(v: Value) -> String {

@@ -13,12 +13,11 @@ use magnus::value::{Opaque, ReprValue};
 use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 
 use catamount_server::{
-    bind_all_inheriting, BoundListener, Handoff, InheritedSocket, Job, PoolAction, Seat, Server,
+    bind_all_inheriting, BoundListener, InheritedSocket, Job, PoolAction, Seat, Server,
     ServerConfig, Wait, Waiter,
 };
 
-use catamount_config::options::{HttpMethods, RemoteAddress, ThreadHandoff};
-use catamount_http::MethodPolicy;
+use catamount_config::options::RemoteAddress;
 
 use crate::config::RbOptions;
 use crate::errors;
@@ -139,34 +138,7 @@ impl RbServer {
             .filter_map(|l| l.unix_path.clone())
             .collect();
         let kept = copies(ruby, &listeners)?;
-        let mut limits = catamount_server::Limits {
-            max_body: o.http_content_length_limit,
-            ..Default::default()
-        };
-        limits.methods = match &o.http_methods {
-            HttpMethods::Standard => MethodPolicy::standard(),
-            HttpMethods::Any => MethodPolicy::Any,
-            HttpMethods::Only(list) => MethodPolicy::Only(list.clone()),
-        };
-        let config = ServerConfig {
-            limits,
-            first_data_timeout: o.first_data_timeout,
-            persistent_timeout: o.persistent_timeout,
-            keep_alive: o.enable_keep_alives,
-            max_keep_alive: o.max_keep_alive,
-            min_threads: o.min_threads as usize,
-            max_threads: o.max_threads as usize,
-            proxy_protocol: o.remote_address == RemoteAddress::ProxyV1,
-            drain_on_shutdown: o.drain_on_shutdown,
-            handoff: match o.thread_handoff {
-                ThreadHandoff::GvlAware => Handoff::GvlAware,
-                ThreadHandoff::Eager => Handoff::Eager,
-            },
-            // Only a server that runs as one of several workers ever starts with it.
-            busy_accept_delay: (o.workers >= 2 && !o.wait_for_less_busy_worker.is_zero())
-                .then_some(o.wait_for_less_busy_worker),
-            ..ServerConfig::default()
-        };
+        let config = ServerConfig::from(o);
         let rack_version = fetch(settings, "rack_version")?;
         let env_template = rack::env::template(
             ruby,

@@ -45,21 +45,26 @@ pub use request::{Body, Job, Peer, Pop, Request, WorkQueue};
 pub use response::{Responder, WriteRoute};
 pub use server::{Server, REACTOR_PANIC_EXIT};
 
-/// Everything the reactor needs to know. Defaults match Puma 7+ where Puma has the knob.
+use catamount_config::options::{HttpMethods, RemoteAddress, ThreadHandoff};
+use catamount_config::Options;
+use catamount_http::MethodPolicy;
+
+/// Everything the reactor needs to know: made from the resolved [`Options`]
+/// (`ServerConfig::from(&options)`); its defaults are those of `Options::default()`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Request size limits and accepted methods (see `catamount_http::Limits`).
     pub limits: Limits,
     /// Longest wait for more bytes of a request that has begun (and for the first request on a
-    /// new connection). Default 30 s.
+    /// new connection). Option `first_data_timeout`.
     pub first_data_timeout: Duration,
-    /// Longest idle time between requests on a keep-alive connection. Default 65 s.
+    /// Longest idle time between requests on a keep-alive connection. Option `persistent_timeout`.
     pub persistent_timeout: Duration,
     /// A response write that makes no progress for this long aborts the connection. Default 30 s.
     pub write_timeout: Duration,
-    /// Allow keep-alive at all. Default true.
+    /// Allow keep-alive at all. Options `enable_keep_alives`, `queue_requests`.
     pub keep_alive: bool,
-    /// Requests served on one connection before it is closed. Default 999.
+    /// Requests served on one connection before it is closed. Option `max_keep_alive`.
     pub max_keep_alive: u64,
     /// Bodies up to this size stay in memory; larger ones go to a temporary file. Default 112 KiB
     /// (Puma's threshold). Chunked bodies always go to a file.
@@ -77,10 +82,10 @@ pub struct ServerConfig {
     /// free; default), or at once as in Puma. See `dispatch::handoff`.
     pub handoff: Handoff,
     /// Expect a PROXY protocol v1 line at the start of each connection; its source address
-    /// becomes the peer. Default false.
+    /// becomes the peer. Option `set_remote_address proxy_protocol: :v1`.
     pub proxy_protocol: bool,
     /// On a graceful stop, accept and serve the connections already in the listen backlog
-    /// before closing the listeners. Default false.
+    /// before closing the listeners. Option `drain_on_shutdown`.
     pub drain_on_shutdown: bool,
     /// Count a newly accepted connection against the pool's capacity until its first request is
     /// queued, for at most this long. Default None; cluster workers use 50 ms. Without it, the
@@ -99,7 +104,7 @@ pub struct ServerConfig {
     pub max_accept_wait: Duration,
     /// Cluster workers (`wait_for_less_busy_worker`): with a connection pending while a request
     /// is queued or running here, wait up to this long (less once a request finishes) before
-    /// accepting, so an idle worker takes it first. Default None.
+    /// accepting, so an idle worker takes it first. None in single mode.
     pub busy_accept_delay: Option<Duration>,
     /// A pool thread that has been on a request this long hands its finished small response
     /// to the reactor to write, when other requests wait for a thread; None: pool threads
@@ -111,26 +116,49 @@ pub struct ServerConfig {
 }
 
 impl Default for ServerConfig {
+    /// The server core's config for every option at its default ([`Options::default`]): the
+    /// numbers live once, in the option definitions and in [`From<&Options>`].
     fn default() -> Self {
+        ServerConfig::from(&Options::default())
+    }
+}
+
+impl From<&Options> for ServerConfig {
+    /// What the reactor and the queue need of the resolved options, plus the core's own knobs
+    /// (no option sets them; cluster workers change some after this).
+    fn from(o: &Options) -> Self {
         ServerConfig {
-            limits: Limits::default(),
-            first_data_timeout: Duration::from_secs(30),
-            persistent_timeout: Duration::from_secs(65),
+            limits: Limits {
+                max_body: o.http_content_length_limit,
+                methods: match &o.http_methods {
+                    HttpMethods::Standard => MethodPolicy::standard(),
+                    HttpMethods::Any => MethodPolicy::Any,
+                    HttpMethods::Only(list) => MethodPolicy::Only(list.clone()),
+                },
+                ..Limits::default()
+            },
+            first_data_timeout: o.first_data_timeout,
+            persistent_timeout: o.persistent_timeout,
             write_timeout: Duration::from_secs(30),
-            keep_alive: true,
-            max_keep_alive: 999,
+            keep_alive: o.enable_keep_alives,
+            max_keep_alive: o.max_keep_alive,
             body_in_memory_max: 112 * 1024,
             max_buffered_response: 16 * 1024 * 1024,
             temp_dir: std::env::temp_dir(),
-            min_threads: 0,
-            max_threads: 5,
+            min_threads: o.min_threads as usize,
+            max_threads: o.max_threads as usize,
             idle_thread_trim: Duration::from_secs(30),
-            handoff: Handoff::GvlAware,
-            proxy_protocol: false,
-            drain_on_shutdown: false,
+            handoff: match o.thread_handoff {
+                ThreadHandoff::GvlAware => Handoff::GvlAware,
+                ThreadHandoff::Eager => Handoff::Eager,
+            },
+            proxy_protocol: o.remote_address == RemoteAddress::ProxyV1,
+            drain_on_shutdown: o.drain_on_shutdown,
             new_connection_hold: None,
             max_accept_wait: Duration::from_millis(10),
-            busy_accept_delay: None,
+            // Only a server that runs as one of several workers ever starts with it.
+            busy_accept_delay: (o.workers >= 2 && !o.wait_for_less_busy_worker.is_zero())
+                .then_some(o.wait_for_less_busy_worker),
             reactor_writes_after: Some(Duration::from_micros(50)),
             unlink_unix_sockets: true,
         }
