@@ -348,6 +348,34 @@ class TestConfigDsl < Minitest::Test
     assert_match(/puma\.rb:2: unknown plugin "no_such_plugin"/, err)
   end
 
+  # docs/configuration.md's options table is made from the option definitions (a Rust test keeps
+  # it so); each row's example is a config-file line that the DSL accepts and that resolves.
+  def test_every_documented_example_is_accepted
+    docs = File.read(File.join(Support::ROOT, "docs", "configuration.md"))
+    table = docs[/<!-- BEGIN options table.*?\n(.*?)<!-- END options table -->/m, 1]
+    examples = table.lines.drop(2).filter_map do |row|
+      cell = row.split(/(?<!\\)\|/)[4].to_s.strip
+      cell.delete_prefix("`").delete_suffix("`").gsub("\\|", "|") unless cell.empty?
+    end
+    assert_operator examples.size, :>, 40
+    Dir.mktmpdir do |dir|
+      files = examples.each_with_index.map do |example, i|
+        File.join(dir, "#{i}.rb").tap { |f| File.write(f, "#{example}\n") }
+      end
+      script = <<~RUBY
+        require "catamount"
+        ARGV.each do |file|
+          Catamount::Configuration.load(Catamount::Native.parse_cli(["-C", file]))
+        rescue Catamount::Error => e
+          puts "\#{File.read(file).chomp} => \#{e.message}"
+        end
+      RUBY
+      out, err, status = Open3.capture3(RbConfig.ruby, "-I", File.join(Support::ROOT, "lib"), "-e", script, *files)
+      assert status.success?, err
+      assert_equal "", out
+    end
+  end
+
   def test_things_that_need_later_subsystems_refuse_to_boot
     {
       "ssl_bind '127.0.0.1', 9443, cert: 'c.pem', key: 'k.pem'\n" => %r{TLS \(ssl://127\.0\.0\.1:9443\) is not supported yet},
