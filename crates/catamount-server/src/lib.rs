@@ -20,6 +20,7 @@
 
 pub mod body_buffers;
 pub mod dispatch;
+mod hand_over;
 pub mod listener;
 pub mod log;
 mod reactor;
@@ -69,9 +70,12 @@ pub struct ServerConfig {
     /// Bodies up to this size stay in memory; larger ones go to a temporary file. Default 112 KiB
     /// (Puma's threshold). Chunked bodies always go to a file.
     pub body_in_memory_max: usize,
-    /// Bytes of a streamed response queued for a slow client before the producing thread waits.
-    /// Default 16 MiB.
+    /// Bytes of a response handed to the reactor for one slow client before the producing pool
+    /// thread waits for it (without the GVL). Default 16 MiB. See `hand_over.rs`.
     pub max_buffered_response: u64,
+    /// Bytes handed to the reactor for slow clients over all connections, past which a pool
+    /// thread hands over more only as fast as its own client reads. Default 64 MiB.
+    pub max_buffered_total: u64,
     /// Directory for request-body temporary files. Default `$TMPDIR` or `/tmp`.
     pub temp_dir: PathBuf,
     pub min_threads: usize,
@@ -144,6 +148,7 @@ impl From<&Options> for ServerConfig {
             max_keep_alive: o.max_keep_alive,
             body_in_memory_max: 112 * 1024,
             max_buffered_response: 16 * 1024 * 1024,
+            max_buffered_total: 64 * 1024 * 1024,
             temp_dir: std::env::temp_dir(),
             min_threads: o.min_threads as usize,
             max_threads: o.max_threads as usize,

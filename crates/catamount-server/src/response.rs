@@ -8,10 +8,12 @@
 //! the small response of a slow request while others wait for a thread
 //! ([`Responder::write_whole`]).
 //!
-//! Bodies that are already in memory (Array bodies) or are files (sent with sendfile from the
-//! reactor) are handed over whole. Streamed bodies (`each` producing chunks) are bounded by
-//! [`ServerConfig::max_buffered_response`](crate::ServerConfig): past it the producer waits for
-//! the client, because memory is the only other thing a slow reader could exhaust.
+//! Files are handed over as they are (sent with sendfile from the reactor). Bytes are bounded
+//! per connection and for the whole process (`hand_over.rs`): past a bound the producer stops
+//! copying and waits for its client ([`Responder::over_budget`], [`Responder::wait_for_client`],
+//! without the GVL), because memory is the only other thing a slow reader could exhaust. An
+//! Array body is handed over in pieces, the bounds checked before each
+//! ([`Responder::write_parts_from`]).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::dispatch::{Running, Waiter};
+use crate::hand_over::{Bounds, HandedOver, PIECE};
 use crate::stream::Stream;
 
 /// What the pool thread hands to the reactor once the socket stopped taking bytes.
@@ -66,9 +69,11 @@ pub(crate) enum Step {
 /// and records the end; the reactor, which meanwhile waits for the client's next bytes, reads
 /// the record when they arrive. The reactor is woken only when it has work (bytes handed over),
 /// when the connection must close, or when it asked to be told (it is not watching the socket).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Exchange {
     state: Mutex<ExchangeState>,
+    /// The process-wide count this connection's `queued` is part of.
+    handed_over: Arc<HandedOver>,
     /// Wakes the reactor task.
     changed: Notify,
     /// Wakes a pool thread waiting for a slow client to drain (see [`Responder::wait_for_client`]).
@@ -90,6 +95,22 @@ struct ExchangeState {
 }
 
 impl Exchange {
+    pub(crate) fn new(handed_over: Arc<HandedOver>) -> Exchange {
+        Exchange {
+            state: Mutex::default(),
+            handed_over,
+            changed: Notify::new(),
+            drained: Condvar::new(),
+        }
+    }
+
+    /// Forgets what is queued (nothing of it will be written), keeping the process-wide
+    /// count right.
+    fn drop_queued(&self, st: &mut ExchangeState) {
+        self.handed_over.sub(st.queued);
+        st.queued = 0;
+    }
+
     fn lock(&self) -> MutexGuard<'_, ExchangeState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -98,7 +119,7 @@ impl Exchange {
     pub(crate) fn begin(&self) {
         let mut st = self.lock();
         st.outgoing.clear();
-        st.queued = 0;
+        self.drop_queued(&mut st);
         st.ending = None;
         st.reactor_listening = false;
     }
@@ -125,7 +146,9 @@ impl Exchange {
     /// `n` handed-over bytes reached the socket.
     pub(crate) fn release(&self, n: u64) {
         let mut st = self.lock();
-        st.queued = st.queued.saturating_sub(n);
+        let n = n.min(st.queued);
+        st.queued -= n;
+        self.handed_over.sub(n);
         if st.pool_waiting {
             self.drained.notify_all();
         }
@@ -136,7 +159,7 @@ impl Exchange {
         let mut st = self.lock();
         st.gone = true;
         st.outgoing.clear();
-        st.queued = 0;
+        self.drop_queued(&mut st);
         self.drained.notify_all();
     }
 
@@ -147,6 +170,7 @@ impl Exchange {
         }
         st.outgoing.push_back(item);
         st.queued += bytes;
+        self.handed_over.add(bytes);
         drop(st);
         self.changed.notify_one();
         Ok(())
@@ -174,13 +198,14 @@ impl Exchange {
 }
 
 /// What every responder of one server reads: the stop flag and the write settings from
-/// `ServerConfig` (`reactor_writes_after`, `max_buffered_response`).
+/// `ServerConfig` (`reactor_writes_after`, `max_buffered_response`, `max_buffered_total`).
 #[derive(Debug, Clone)]
 pub(crate) struct Responding {
     /// Set once a graceful stop began: no more keep-alive.
     pub(crate) stopping: Arc<AtomicBool>,
     pub(crate) reactor_writes_after: Option<Duration>,
     pub(crate) max_buffered_response: u64,
+    pub(crate) max_buffered_total: u64,
 }
 
 /// The pool thread's end of a connection for one response.
@@ -266,7 +291,9 @@ impl Responder {
                 .server
                 .reactor_writes_after
                 .is_some_and(|after| serving_since.elapsed() >= after)
-            && self.running.as_ref().is_some_and(Running::others_waiting);
+            && self.running.as_ref().is_some_and(Running::others_waiting)
+            // Not while slow readers hold all the process may hand over.
+            && self.exchange.handed_over.now() <= self.server.max_buffered_total;
         if reactor_writes {
             let n = data.len() as u64;
             return self
@@ -293,16 +320,30 @@ impl Responder {
     }
 
     /// Writes `head` then every part with vectored writes, straight from the caller's buffers,
-    /// while the socket takes them; what it does not take is copied once and handed over.
-    pub fn write_parts(&mut self, head: &[u8], parts: &[&[u8]]) -> io::Result<()> {
+    /// while the socket takes them; what it does not take is copied and handed over in pieces
+    /// while the bounds allow. `sent` counts the bytes (of head and parts together) done so
+    /// far: start at 0. Returns false when a bound was reached first: wait for the client
+    /// ([`wait_for_client`](Self::wait_for_client), without the GVL), then call again with the
+    /// same buffers and `sent`.
+    pub fn write_parts_from(
+        &mut self,
+        head: &[u8],
+        parts: &[&[u8]],
+        sent: &mut u64,
+    ) -> io::Result<bool> {
         let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         pieces.extend(
             std::iter::once(head)
                 .chain(parts.iter().copied())
                 .filter(|p| !p.is_empty()),
         );
-        let mut first = 0; // index of the first piece not completely written
-        let mut offset = 0; // bytes of pieces[first] already written
+        // Find where `sent` left off: pieces[first][offset..] is the next byte.
+        let mut first = 0;
+        let mut offset = usize::try_from(*sent).unwrap_or(usize::MAX);
+        while first < pieces.len() && offset >= pieces[first].len() {
+            offset -= pieces[first].len();
+            first += 1;
+        }
         if !self.handed_off {
             while first < pieces.len() {
                 let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(pieces.len() - first);
@@ -311,6 +352,7 @@ impl Responder {
                 match self.stream.try_write_vectored(&slices) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(mut n) => {
+                        *sent += n as u64;
                         while first < pieces.len() && n >= pieces[first].len() - offset {
                             n -= pieces[first].len() - offset;
                             first += 1;
@@ -324,16 +366,26 @@ impl Responder {
                 }
             }
         }
-        if first >= pieces.len() {
-            return Ok(());
+        while first < pieces.len() {
+            if self.handed_off && self.over_budget() {
+                return Ok(false);
+            }
+            let mut piece = Vec::with_capacity(PIECE);
+            while first < pieces.len() && piece.len() < PIECE {
+                let from = &pieces[first][offset..];
+                let take = from.len().min(PIECE - piece.len());
+                piece.extend_from_slice(&from[..take]);
+                offset += take;
+                if offset == pieces[first].len() {
+                    first += 1;
+                    offset = 0;
+                }
+            }
+            let n = piece.len() as u64;
+            self.hand_over(Outgoing::Data(piece), n)?;
+            *sent += n;
         }
-        let rest_len = pieces[first..].iter().map(|p| p.len()).sum::<usize>() - offset;
-        let mut rest = Vec::with_capacity(rest_len);
-        rest.extend_from_slice(&pieces[first][offset..]);
-        for piece in &pieces[first + 1..] {
-            rest.extend_from_slice(piece);
-        }
-        self.hand_over(Outgoing::Data(rest), rest_len as u64)
+        Ok(true)
     }
 
     /// Sends `len` bytes of `file` from `offset` with sendfile(2): directly while the socket
@@ -372,18 +424,29 @@ impl Responder {
         )
     }
 
-    /// True when a streamed body has queued more than the server allows for one response; the
-    /// caller should then [`wait_for_client`](Self::wait_for_client) (without the GVL).
+    /// True when this response has handed over more than a bound allows (this connection's,
+    /// or the process's while this client has not read what it was handed: `hand_over.rs`);
+    /// the caller should then [`wait_for_client`](Self::wait_for_client) (without the GVL)
+    /// before it copies more.
     pub fn over_budget(&self) -> bool {
-        self.handed_off && self.exchange.lock().queued > self.server.max_buffered_response
+        self.handed_off && {
+            let queued = self.exchange.lock().queued;
+            self.bounds()
+                .must_wait(queued, self.exchange.handed_over.now())
+        }
     }
 
-    /// Blocks until the client has read enough that the queued bytes are under half the budget,
-    /// the client is gone, or `waiter` is interrupted.
+    /// Blocks until the client has read enough for the bounds (this connection down to half its
+    /// bound, and the process under its bound or this client done), the client is gone, or
+    /// `waiter` is interrupted.
     pub fn wait_for_client(&self, waiter: &Waiter) {
-        let low_water = self.server.max_buffered_response / 2;
+        let bounds = self.bounds();
+        let handed_over = &self.exchange.handed_over;
         let mut st = self.exchange.lock();
-        while st.queued > low_water && !st.gone && !waiter.is_interrupted() {
+        while !bounds.may_resume(st.queued, handed_over.now())
+            && !st.gone
+            && !waiter.is_interrupted()
+        {
             st.pool_waiting = true;
             // The timeout bounds how late an interrupt is noticed; the condvar does the real work.
             let (guard, _) = self
@@ -404,6 +467,13 @@ impl Responder {
             at: Instant::now(),
         };
         self.exchange.end(ending, self.handed_off);
+    }
+
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            per_connection: self.server.max_buffered_response,
+            total: self.server.max_buffered_total,
+        }
     }
 
     fn write_direct(&mut self, data: &[u8]) -> io::Result<usize> {

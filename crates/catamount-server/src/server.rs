@@ -62,6 +62,7 @@ impl Server {
         let body_buffers = BodyBuffers::for_limit(config.body_in_memory_max);
         let shared = Arc::new(Shared {
             body_buffers,
+            handed_over: Arc::default(),
             config,
             queue,
             stopping: Arc::new(AtomicBool::new(false)),
@@ -130,6 +131,13 @@ impl Server {
     /// they announced.
     pub fn body_buffer_bytes(&self) -> usize {
         self.shared.body_buffers.in_use()
+    }
+
+    /// Response bytes handed to the reactor for slow clients and not written yet, now and at
+    /// most so far (see `ServerConfig::max_buffered_total`).
+    pub fn handed_over_bytes(&self) -> (u64, u64) {
+        let h = &self.shared.handed_over;
+        (h.now(), h.peak())
     }
 
     /// True once the reactor has ended (every connection closed after a stop).

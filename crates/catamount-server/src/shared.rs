@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::body_buffers::BodyBuffers;
+use crate::hand_over::HandedOver;
 use crate::request::WorkQueue;
 use crate::response::{Exchange, Responder, Responding};
 use crate::stream::Stream;
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) last_activity: AtomicU64,
     /// Buffers for bodies read into memory, back from the pool threads for the next body.
     pub(crate) body_buffers: Arc<BodyBuffers>,
+    /// Response bytes handed to the reactor and not written yet, over every connection.
+    pub(crate) handed_over: Arc<HandedOver>,
 }
 
 impl Shared {
@@ -44,6 +47,7 @@ impl Shared {
             stopping: self.stopping.clone(),
             reactor_writes_after: self.config.reactor_writes_after,
             max_buffered_response: self.config.max_buffered_response,
+            max_buffered_total: self.config.max_buffered_total,
         };
         Responder::new(stream, server, exchange, keep_alive_wanted)
     }

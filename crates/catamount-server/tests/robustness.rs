@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use catamount_server::{ServerConfig, Waiter, REACTOR_PANIC_EXIT};
 
 mod support;
-use support::start_with;
+use support::{start_pool, start_with};
 
 fn connect(port: u16) -> TcpStream {
     let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -202,6 +202,98 @@ fn announced_body_lengths_cost_no_memory_until_their_bytes_arrive() {
         assert!(reply.ends_with("ok /upload"), "{reply}");
     }
     assert_eq!(server.body_buffer_bytes(), 0, "all returned");
+    server.stop();
+    server.wait(&Waiter::new()).unwrap().unwrap();
+    pool.join().unwrap();
+}
+
+#[test]
+fn bytes_handed_over_for_slow_readers_stay_under_their_bounds() {
+    const THREADS: usize = 4;
+    const CLIENTS: usize = 8;
+    const PART: usize = 512 * 1024;
+    const PARTS: usize = 16;
+    const PER_CONNECTION: u64 = 512 * 1024;
+    const TOTAL: u64 = 1024 * 1024;
+    // Each thread may pass a bound by one piece (256 KiB) before it checks again.
+    const ALLOWED: u64 = TOTAL + THREADS as u64 * 256 * 1024;
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let config = ServerConfig {
+        max_threads: THREADS,
+        max_buffered_response: PER_CONNECTION,
+        max_buffered_total: TOTAL,
+        ..ServerConfig::default()
+    };
+    let part = vec![b'a'; PART];
+    let (server, port, pool) = start_pool(config, THREADS, move |job, _| {
+        let mut responder = job.responder;
+        // A small send buffer, so the kernel takes little and the rest is handed over.
+        socket2::SockRef::from(&responder)
+            .set_send_buffer_size(64 * 1024)
+            .unwrap();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            PART * PARTS
+        );
+        let parts: Vec<&[u8]> = vec![&part; PARTS];
+        let (mut sent, mut waited, waiter) = (0, false, Waiter::new());
+        // As the extension does for an Array body.
+        while !responder
+            .write_parts_from(head.as_bytes(), &parts, &mut sent)
+            .unwrap()
+        {
+            if !waited {
+                waited = true;
+                tx.lock().unwrap().send(()).unwrap();
+            }
+            responder.wait_for_client(&waiter);
+        }
+        responder.finish(false);
+    });
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut sock = connect(port);
+            sock.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            sock
+        })
+        .collect();
+    // Every pool thread has reached a bound and waits for its client, which reads nothing yet.
+    for _ in 0..THREADS {
+        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            let (now, peak) = server.handed_over_bytes();
+            panic!("a pool thread never reached a bound (handed over: {now}, at most {peak})");
+        }
+    }
+    let (_, peak) = server.handed_over_bytes();
+    assert!(
+        peak <= ALLOWED,
+        "handed over {peak} bytes at most, allowed {ALLOWED}"
+    );
+    // Once the clients read, every response completes.
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut sock| {
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                sock.read_to_end(&mut all).unwrap();
+                all
+            })
+        })
+        .collect();
+    for reader in readers {
+        let all = reader.join().unwrap();
+        let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(all.len() - body_at, PART * PARTS);
+        assert!(all[body_at..].iter().all(|&b| b == b'a'));
+    }
+    let (now, peak) = server.handed_over_bytes();
+    assert_eq!(now, 0, "everything handed over was written");
+    assert!(
+        peak <= ALLOWED,
+        "handed over {peak} bytes at most, allowed {ALLOWED}"
+    );
     server.stop();
     server.wait(&Waiter::new()).unwrap().unwrap();
     pool.join().unwrap();

@@ -220,7 +220,7 @@ fn write_triple(
                 .map_err(|_| Failure::Logged)?;
         }
         (_, BodyKind::Array(array)) => {
-            write_array(&mut responder, out, &array, started).map_err(|_| Failure::Logged)?;
+            write_array(ruby, &mut responder, out, &array, started)?;
         }
         (_, BodyKind::File(file, len)) => {
             send(&mut responder, out).map_err(|_| Failure::Logged)?;
@@ -245,6 +245,10 @@ fn write_triple(
                 responder,
             )?;
         }
+    }
+    // Slow readers hold all the process may hand over: this thread waits for its own client.
+    if responder.over_budget() && !wait_for_client(&responder) {
+        ruby.thread_check_ints().map_err(Failure::Jump)?;
     }
     responder.finish(keep_alive);
     Ok(written)
@@ -292,7 +296,8 @@ impl Streaming {
             if send(&mut self.responder, std::mem::take(&mut self.pending)).is_err() {
                 self.client_gone = true;
             } else if self.responder.over_budget() {
-                wait_for_client(&self.responder);
+                // An interrupt is handled once the block returns to Ruby.
+                let _ = wait_for_client(&self.responder);
             }
         }
     }
@@ -370,10 +375,12 @@ fn stream_body(
     Ok(st.responder)
 }
 
-fn wait_for_client(responder: &Responder) {
+/// Waits without the GVL until the client has read enough for the hand-over bounds; false when
+/// Ruby had an interrupt pending and the wait did not run.
+fn wait_for_client(responder: &Responder) -> bool {
     let waiter = Waiter::new();
     let unblock = || waiter.set_interrupted();
-    let _ = ffi::without_gvl(|| responder.wait_for_client(&waiter), &unblock);
+    ffi::without_gvl(|| responder.wait_for_client(&waiter), &unblock).is_ok()
 }
 
 /// Writes bytes, releasing the GVL while the kernel copies a large buffer.
@@ -552,18 +559,34 @@ fn array_bytes(array: RArray) -> Result<BodyKind, BodyError> {
 /// vectored write straight from the Ruby strings, and only what the socket did not take is
 /// copied, for the reactor to finish.
 fn write_array(
+    ruby: &Ruby,
     responder: &mut Responder,
     mut head: Vec<u8>,
     array: &ArrayBody,
     started: Instant,
-) -> std::io::Result<()> {
+) -> Result<(), Failure> {
     if head.len() as u64 + array.len <= JOIN_BELOW {
         for part in &array.parts {
             ffi::copy_bytes(*part, &mut head);
         }
-        return responder.write_whole(head, started).map(|_| ());
+        return responder
+            .write_whole(head, started)
+            .map(|_| ())
+            .map_err(|_| Failure::Logged);
     }
-    ffi::with_bytes_of(&array.parts, |parts| responder.write_parts(&head, parts))
+    // Copied for the reactor only while the hand-over bounds allow; past them, wait (without
+    // the GVL) for the client, then go on from where the copy stopped.
+    let mut sent = 0;
+    while !ffi::with_bytes_of(&array.parts, |parts| {
+        responder.write_parts_from(&head, parts, &mut sent)
+    })
+    .map_err(|_| Failure::Logged)?
+    {
+        if !wait_for_client(responder) {
+            ruby.thread_check_ints().map_err(Failure::Jump)?;
+        }
+    }
+    Ok(())
 }
 
 fn close_body(body: Value) {

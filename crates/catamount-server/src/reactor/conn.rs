@@ -84,6 +84,7 @@ pub(super) async fn serve(
     _alive: mpsc::Sender<()>,
     arrival: Option<Arc<Arrival>>,
 ) {
+    let exchange = Arc::new(Exchange::new(shared.handed_over.clone()));
     // Dropping `conn` (at the end, or while a panic unwinds this task) closes the exchange and
     // uncounts the arrival.
     let mut conn = Conn {
@@ -95,7 +96,7 @@ pub(super) async fn serve(
         buf: BytesMut::new(),
         served: 0,
         idle_since: None,
-        exchange: Arc::new(Exchange::default()),
+        exchange,
         arrival,
         stop_seen: None,
         #[cfg(feature = "test-hooks")]

@@ -7,10 +7,20 @@ use std::sync::Arc;
 use catamount_config::BindUrl;
 use catamount_server::{bind_all, Job, Pop, Server, ServerConfig, Waiter, WorkQueue};
 
-/// Starts a server on 127.0.0.1 (OS-chosen port) with one pool thread that runs `serve` for every request.
+/// Starts a server on 127.0.0.1 (OS-chosen port) with one pool thread that runs `serve` for
+/// every request.
 pub fn start_with(
     config: ServerConfig,
-    serve: impl Fn(Job, &WorkQueue) + Send + 'static,
+    serve: impl Fn(Job, &WorkQueue) + Send + Sync + 'static,
+) -> (Arc<Server>, u16, std::thread::JoinHandle<()>) {
+    start_pool(config, 1, serve)
+}
+
+/// Like [`start_with`], with `threads` pool threads; the handle joins them all.
+pub fn start_pool(
+    config: ServerConfig,
+    threads: usize,
+    serve: impl Fn(Job, &WorkQueue) + Send + Sync + 'static,
 ) -> (Arc<Server>, u16, std::thread::JoinHandle<()>) {
     let listeners = bind_all(&[BindUrl::parse("tcp://127.0.0.1:0").unwrap()]).unwrap();
     let port: u16 = listeners[0]
@@ -21,16 +31,27 @@ pub fn start_with(
         .parse()
         .unwrap();
     let server = Arc::new(Server::start(config, listeners).unwrap());
-    let queue = server.queue().clone();
+    let serve = Arc::new(serve);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let queue = server.queue().clone();
+            let serve = serve.clone();
+            std::thread::spawn(move || {
+                let waiter = Waiter::new();
+                let mut seat = queue.thread_started();
+                loop {
+                    match queue.pop(&mut seat, &waiter) {
+                        Pop::Job(job) => serve(*job, &queue),
+                        Pop::Closed => return,
+                        Pop::Interrupted | Pop::Trim => {}
+                    }
+                }
+            })
+        })
+        .collect();
     let pool = std::thread::spawn(move || {
-        let waiter = Waiter::new();
-        let mut seat = queue.thread_started();
-        loop {
-            match queue.pop(&mut seat, &waiter) {
-                Pop::Job(job) => serve(*job, &queue),
-                Pop::Closed => return,
-                Pop::Interrupted | Pop::Trim => {}
-            }
+        for worker in workers {
+            worker.join().unwrap();
         }
     });
     (server, port, pool)
