@@ -124,7 +124,6 @@ impl Flags {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn strings(args: &[&str]) -> Vec<String> {

@@ -362,7 +362,6 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// Feeds `data` in pieces of `step` bytes; returns how many responses completed.

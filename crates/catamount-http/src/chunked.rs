@@ -340,7 +340,6 @@ fn hex_value(b: u8) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn run(input: &[u8]) -> Result<(Vec<u8>, ChunkProgress), ErrorKind> {

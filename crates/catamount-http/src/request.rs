@@ -997,7 +997,7 @@ impl TransferCodings {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::indexing_slicing)]
     use super::*;
 
     fn codings(values: &[&str]) -> Result<(), ErrorKind> {

@@ -18,6 +18,8 @@
 //! `response`; `shared` on `request`; `reactor` on `shared`; `server` on `reactor`. This file
 //! holds [`ServerConfig`] and the re-exports.
 
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 pub mod body_buffers;
 pub mod dispatch;
 mod hand_over;

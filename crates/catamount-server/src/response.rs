@@ -337,28 +337,27 @@ impl Responder {
                 .chain(parts.iter().copied())
                 .filter(|p| !p.is_empty()),
         );
-        // Find where `sent` left off: pieces[first][offset..] is the next byte.
+        // What is done is passed over: pieces written whole (`first` counts them), and the
+        // start of the next one, trimmed off.
         let mut first = 0;
-        let mut offset = usize::try_from(*sent).unwrap_or(usize::MAX);
-        while first < pieces.len() && offset >= pieces[first].len() {
-            offset -= pieces[first].len();
-            first += 1;
-        }
+        pass_over(
+            &mut pieces,
+            &mut first,
+            usize::try_from(*sent).unwrap_or(usize::MAX),
+        );
         if !self.handed_off {
-            while first < pieces.len() {
-                let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(pieces.len() - first);
-                slices.push(io::IoSlice::new(&pieces[first][offset..]));
-                slices.extend(pieces[first + 1..].iter().map(|p| io::IoSlice::new(p)));
-                match self.stream.try_write_vectored(&slices) {
+            while let Some((next, others)) = pieces.get(first..).and_then(<[_]>::split_first) {
+                let written = {
+                    let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(others.len() + 1);
+                    slices.push(io::IoSlice::new(next));
+                    slices.extend(others.iter().map(|p| io::IoSlice::new(p)));
+                    self.stream.try_write_vectored(&slices)
+                };
+                match written {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(mut n) => {
+                    Ok(n) => {
                         *sent += n as u64;
-                        while first < pieces.len() && n >= pieces[first].len() - offset {
-                            n -= pieces[first].len() - offset;
-                            first += 1;
-                            offset = 0;
-                        }
-                        offset += n;
+                        pass_over(&mut pieces, &mut first, n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -371,15 +370,10 @@ impl Responder {
                 return Ok(false);
             }
             let mut piece = Vec::with_capacity(PIECE);
-            while first < pieces.len() && piece.len() < PIECE {
-                let from = &pieces[first][offset..];
+            while let Some(from) = pieces.get(first).copied().filter(|_| piece.len() < PIECE) {
                 let take = from.len().min(PIECE - piece.len());
-                piece.extend_from_slice(&from[..take]);
-                offset += take;
-                if offset == pieces[first].len() {
-                    first += 1;
-                    offset = 0;
-                }
+                piece.extend_from_slice(from.get(..take).unwrap_or_default());
+                pass_over(&mut pieces, &mut first, take);
             }
             let n = piece.len() as u64;
             self.hand_over(Outgoing::Data(piece), n)?;
@@ -493,6 +487,19 @@ impl Responder {
     fn hand_over(&mut self, item: Outgoing, bytes: u64) -> io::Result<()> {
         self.handed_off = true;
         self.exchange.hand_over(item, bytes)
+    }
+}
+
+/// Passes over `n` bytes of `pieces` from `pieces[*first]` on: pieces done whole are skipped
+/// (`*first` moves past them), and the start of the next one is trimmed off.
+fn pass_over(pieces: &mut [&[u8]], first: &mut usize, mut n: usize) {
+    while let Some(piece) = pieces.get_mut(*first) {
+        if n < piece.len() {
+            *piece = piece.get(n..).unwrap_or_default();
+            return;
+        }
+        n -= piece.len();
+        *first += 1;
     }
 }
 

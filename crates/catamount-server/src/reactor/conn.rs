@@ -333,7 +333,7 @@ impl Conn {
                 .unwrap_or(usize::MAX)
                 .min(self.buf.len());
             if take > 0 {
-                let chunk = &self.buf[..take];
+                let chunk = self.buf.get(..take).unwrap_or_default();
                 match (file.as_mut(), memory.as_mut()) {
                     (Some(f), _) => f.write_all(chunk).map_err(|e| self.spill_failed(e))?,
                     (None, Some(body)) => body.room(take).extend_from_slice(chunk),
@@ -642,7 +642,7 @@ async fn write_all(stream: &Stream, mut data: &[u8], timeout: Duration) -> io::R
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         match stream.try_write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
+            Ok(n) => data = data.get(n..).unwrap_or_default(),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
