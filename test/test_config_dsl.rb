@@ -302,12 +302,14 @@ class TestConfigDsl < Minitest::Test
       with_config(<<~RUBY, app: nil) do |server|
         load "#{extra}"
         inject { tag "injected" }
+        restart_command "bin/x"
         app do |env|
-          [200, {}, ["inline app, max \#{get(:max_threads)}, tag \#{get(:tag)}, \#{get(:nothing, 'default')}"]]
+          [200, {}, ["inline app, max \#{get(:max_threads)}, tag \#{get(:tag)}, \#{get(:nothing, 'default')}, \#{get(:restart_cmd)}"]]
         end
       RUBY
         assert_match(/Max threads: 3$/, server.stdout)
-        assert_equal "inline app, max 3, tag injected, default", get(server.port, "/").body
+        # restart_command is read under Puma's key, restart_cmd (the definitions say so).
+        assert_equal "inline app, max 3, tag injected, default, bin/x", get(server.port, "/").body
       end
     end
   end

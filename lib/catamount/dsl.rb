@@ -13,18 +13,11 @@ module Catamount
   # validated and stored like the rest; the launcher refuses to boot when a configuration
   # actually asks for one, never ignoring it.
   class DSL
-    # Methods with plain values, applied by the native layer: their names come from the option
-    # definitions (the `options!` table in crates/catamount-config/src/options/mod.rs, with
-    # each one's validation, default and example). `plugin` is among them, but is defined below
-    # (it also loads the plugin).
-    OPTIONS = (Native.option_names.map(&:to_sym) - %i[plugin]).freeze
-
-    # Where `get` finds an option (Puma's option keys), when it is not the method's own name.
-    GET_KEYS = {
-      state_path: :state, restart_command: :restart_cmd, clean_thread_locals: :fiber_per_request,
-      "preload_app!": :preload_app, set_remote_address: :remote_address,
-      mutate_stdout_and_stderr_to_sync_on_write: :mutate_stdout_and_stderr_to_sync_on_write
-    }.freeze
+    # Methods with plain values, applied by the native layer, each with the key `get` finds its
+    # value under (Puma's option key): both come from the option definitions (the `options!`
+    # table in crates/catamount-config/src/options/mod.rs, with each one's validation, default
+    # and example). `plugin` is among them, but is defined below (it also loads the plugin).
+    OPTIONS = Native.dsl_options.to_h { |name, key| [name.to_sym, key.to_sym] }.except(:plugin).freeze
 
     def initialize(config, path)
       @config = config
@@ -47,7 +40,7 @@ module Catamount
       guard { instance_eval(&block) }
     end
 
-    OPTIONS.each do |name|
+    OPTIONS.each_key do |name|
       define_method(name) do |*args|
         record(name, args)
       end
@@ -166,7 +159,7 @@ module Catamount
       when :quiet
         values[:log_requests] = args.empty? ? false : !args[0]
       else
-        values[GET_KEYS.fetch(name, name)] = args.empty? ? true : args.size == 1 ? args[0] : args
+        values[OPTIONS.fetch(name, name)] = args.empty? ? true : args.size == 1 ? args[0] : args
       end
     end
 

@@ -227,9 +227,14 @@ fn to_ruby(ruby: &Ruby, v: &ConfValue) -> Result<Value, Error> {
     })
 }
 
-/// `Native.option_names`: the DSL methods with plain values, from the option definitions.
-pub fn option_names() -> Vec<&'static str> {
-    catamount_config::options::dsl_methods().collect()
+/// `Native.dsl_options`: `{method => key}` for the DSL methods with plain values, from the
+/// option definitions; the key is the one `get` reads the value under (Puma's option key).
+pub fn dsl_options(ruby: &Ruby) -> Result<RHash, Error> {
+    let h = ruby.hash_new();
+    for method in catamount_config::options::dsl_methods() {
+        h.aset(method.name, method.key)?;
+    }
+    Ok(h)
 }
 
 fn class_name(v: Value) -> String {

@@ -20,7 +20,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     let native = catamount.define_module("Native")?;
     native.define_singleton_method("parse_cli", function!(config::parse_cli, 1))?;
     native.const_set("USAGE", config::usage())?;
-    native.define_singleton_method("option_names", function!(config::option_names, 0))?;
+    native.define_singleton_method("dsl_options", function!(config::dsl_options, 0))?;
     native.define_singleton_method(
         "become_child_subreaper",
         function!(server::become_child_subreaper, 0),

@@ -18,6 +18,9 @@ pub struct Method {
     /// False for names only flags use (`redirect_stdout` for `--redirect-stdout`): Puma's DSL
     /// has no such method, so config files cannot call it either.
     pub dsl: bool,
+    /// The key a config file's `get` reads what it set under: Puma's option key (the method's
+    /// own name unless the table says `as "key"`).
+    pub key: &'static str,
     pub set: Setter,
 }
 
@@ -261,6 +264,15 @@ macro_rules! named {
     };
 }
 
+macro_rules! get_key {
+    ($method:literal) => {
+        $method
+    };
+    ($method:literal, $key:literal) => {
+        $key
+    };
+}
+
 macro_rules! dsl_method {
     () => {
         true
@@ -280,7 +292,10 @@ macro_rules! options {
                 doc: $doc:literal,
                 default: $default:literal,
                 example: $example:literal,
-                methods: [ $( $method:literal $( ($only:ident) )? => $setter:expr ),* $(,)? ],
+                methods: [
+                    $( $method:literal $( ($only:ident) )? $( as $key:literal )? => $setter:expr ),*
+                    $(,)?
+                ],
                 flags: [ $( $flag:expr ),* $(,)? ],
                 fields: {
                     $(
@@ -317,6 +332,7 @@ macro_rules! options {
                             $crate::options::Method {
                                 name: $method,
                                 dsl: dsl_method!($($only)?),
+                                key: get_key!($method $(, $key)?),
                                 set: $setter,
                             },
                         )*

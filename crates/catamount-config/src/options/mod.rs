@@ -6,7 +6,8 @@
 //! one-line doc, the default in words and an example. From the table come `Layer` (one source's
 //! settings), `Options` (the resolved values), [`resolve`], `Layer::set` (flags and DSL lines
 //! alike, so validation and error messages live in one place), the CLI parser's flags, the
-//! DSL's method names (`Native.option_names`), `Options::export` (Ruby's options Hash) and the
+//! DSL's methods and their `get` keys (`Native.dsl_options`), `Options::export` (Ruby's options
+//! Hash) and the
 //! options table of docs/configuration.md (a test fails when it disagrees with the table:
 //! `cargo run -p catamount-config --example options-doc` rewrites it).
 //!
@@ -272,7 +273,7 @@ options! {
         doc: "where `REMOTE_ADDR` comes from: `:socket`, `:localhost`, a fixed `\"ip\"`, `header: NAME` (its first address), or `proxy_protocol: :v1` (a PROXY v1 line, at most 107 bytes, first on the connection, names the client; a malformed one drops the connection)",
         default: "`:socket`",
         example: "set_remote_address header: \"X-Real-IP\"",
-        methods: ["set_remote_address" => set!(remote_address, remote_address)],
+        methods: ["set_remote_address" as "remote_address" => set!(remote_address, remote_address)],
         flags: [],
         fields: {
             remote_address: RemoteAddress => RemoteAddress = or(RemoteAddress::Socket), export_remote_address;
@@ -304,7 +305,7 @@ options! {
         example: "fiber_per_request",
         methods: [
             "fiber_per_request" => set!(fiber_per_request, flag),
-            "clean_thread_locals" => set!(fiber_per_request, flag),
+            "clean_thread_locals" as "fiber_per_request" => set!(fiber_per_request, flag),
         ],
         flags: [],
         fields: {
@@ -424,7 +425,7 @@ options! {
         default: "none; mode per umask",
         example: "state_path \"tmp/pids/puma.state\"",
         methods: [
-            "state_path" => set!(state_path, exactly_one_str),
+            "state_path" as "state" => set!(state_path, exactly_one_str),
             "state_permission" => set!(state_permission, file_mode),
         ],
         flags: [Flag::value("state", "state_path").short('S')],
@@ -437,7 +438,7 @@ options! {
         doc: "the command a hot restart runs, the original arguments appended",
         default: "this Ruby running the same script",
         example: "restart_command \"bin/catamount\"",
-        methods: ["restart_command" => set!(restart_command, exactly_one_str)],
+        methods: ["restart_command" as "restart_cmd" => set!(restart_command, exactly_one_str)],
         flags: [Flag::value("restart-cmd", "restart_command").short('R')],
         fields: {
             restart_command: String => Option<String> = or_none(), named!("restart_cmd");
@@ -527,7 +528,7 @@ options! {
         doc: "load the app once in the master, before forking workers",
         default: "on when workers > 1 (Puma 7+)",
         example: "preload_app!",
-        methods: ["preload_app!" => set!(preload_app, flag)],
+        methods: ["preload_app!" as "preload_app" => set!(preload_app, flag)],
         flags: [Flag::switch("preload", "preload_app!")],
         fields: {
             preload_app: bool => Option<bool> = or_none(), same;
@@ -699,13 +700,9 @@ impl Default for Options {
     }
 }
 
-/// The names of the DSL methods that take plain values, for `Catamount::DSL`.
-pub fn dsl_methods() -> impl Iterator<Item = &'static str> {
-    DEFINITIONS
-        .iter()
-        .flat_map(|d| d.methods)
-        .filter(|m| m.dsl)
-        .map(|m| m.name)
+/// The DSL methods that take plain values, for `Catamount::DSL`.
+pub fn dsl_methods() -> impl Iterator<Item = &'static Method> {
+    DEFINITIONS.iter().flat_map(|d| d.methods).filter(|m| m.dsl)
 }
 
 fn default_binds(given: Option<Vec<BindUrl>>, s: &Sources<'_, '_>) -> Result<Vec<BindUrl>, String> {

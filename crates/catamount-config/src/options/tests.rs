@@ -399,7 +399,10 @@ fn definitions_are_consistent() {
             d.name
         );
     }
-    let dsl: Vec<&str> = dsl_methods().collect();
+    let dsl: Vec<&str> = dsl_methods().map(|m| m.name).collect();
+    let key = |name: &str| dsl_methods().find(|m| m.name == name).map(|m| m.key);
+    assert_eq!(key("state_path"), Some("state"), "get(:state) reads it");
+    assert_eq!(key("tag"), Some("tag"));
     assert!(dsl.contains(&"preload_app!") && dsl.contains(&"quiet"));
     assert!(
         !dsl.contains(&"redirect_stdout"),
