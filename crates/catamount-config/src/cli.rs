@@ -3,7 +3,7 @@
 //! Every flag Puma 8 knows is parsed into the *user* layer, with the same validation a config
 //! file line gets: an option's flags are part of its definition (`crate::options`, the
 //! `options!` table), and call one of its methods; only the command's own flags (`-C`, `-I`,
-//! `--no-config`, `-h`, `-V`) are listed here. Flags whose subsystem has not landed yet (the
+//! `--no-config`, `-h`, `-V`) are listed here, and `--help` is made from both. Flags whose subsystem has not landed yet (the
 //! control server) are stored like the rest; the launcher refuses to boot with them
 //! ([`crate::Options::not_supported_yet`]), because silently ignoring a flag is worse than failing.
 
@@ -42,45 +42,51 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-pub const USAGE: &str = "\
-Usage: catamount [options] [rackup file]
-
-Serves a Rack application (config.ru by default). Flags follow Puma's.
-
-Options:
-  -b, --bind URI              Listen on URI: tcp://HOST:PORT or unix:///PATH (repeatable)
-  -C, --config PATH           Load PATH as a config file (repeatable; - for none)
-      --no-config             Do not look up config/puma/<env>.rb or config/puma.rb
-      --dir DIR               Change to DIR before starting
-  -e, --environment ENV       Rack environment (default: APP_ENV, RACK_ENV, RAILS_ENV or development)
-  -I, --include PATH          Prepend PATH (colon-separated list) to $LOAD_PATH
-  -p, --port PORT             Listen on tcp://0.0.0.0:PORT
-      --pidfile PATH          Write the process id to PATH
-  -q, --quiet                 Do not log requests (the default)
-  -v, --log-requests          Log every request to stdout
-  -s, --silent                Do not print informational messages
-  -t, --threads MIN:MAX       Ruby threads serving requests (MIN:MAX or N; default 0:5)
-      --tag NAME              Text shown in the process title
-      --idle-timeout SECONDS  Stop after SECONDS without a new connection
-      --early-hints           Offer rack.early_hints (103 responses)
-      --debug                 Print debug lines about the server's inner workings
-      --redirect-stdout FILE  Reopen stdout to FILE
-      --redirect-stderr FILE  Reopen stderr to FILE
-      --[no-]redirect-append  Append to (instead of truncating) the redirect files
-      --plugin NAME           Load plugin NAME (repeatable)
-  -S, --state PATH            Write a state file for pumactl
-  -R, --restart-cmd CMD       Command a hot restart runs
-  -w, --workers COUNT         Worker processes (cluster mode)
-      --preload               Load the app before forking workers (cluster mode)
-  -f, --fork-worker[=REQUESTS]  Fork workers from worker 0 (cluster mode)
-      --prune-bundler         Re-exec without Bundler (cluster mode)
-      --extra-runtime-dependencies GEM,GEM  Gems kept after pruning (cluster mode)
-      --control-url URL       Control server URL (not available yet)
-      --control-token TOKEN   Control server token (not available yet)
-      --bind-to-activated-sockets[=only]  Serve systemd's sockets too (or only them)
-  -V, --version               Print the version and exit
-  -h, --help                  Show this help and exit
-";
+/// `--help`: the command's own flags, then every option's (from the option definitions).
+pub fn usage() -> String {
+    let mut out = String::from(
+        "Usage: catamount [options] [rackup file]\n\n\
+         Serves a Rack application (config.ru by default). Flags follow Puma's.\n\n\
+         Options:\n",
+    );
+    let mut line = |label: String, help: &str| {
+        // Help in a column; a label too long for it is followed by two spaces.
+        let pad = 28usize.saturating_sub(label.len()).max(2);
+        out.push_str(&format!("  {label}{}{help}\n", " ".repeat(pad)));
+    };
+    line(
+        "-C, --config PATH".into(),
+        "Load PATH as a config file (repeatable; - for none)",
+    );
+    line(
+        "    --no-config".into(),
+        "Do not look up config/puma/<env>.rb or config/puma.rb",
+    );
+    line(
+        "-I, --include PATH".into(),
+        "Prepend PATH (colon-separated list) to $LOAD_PATH",
+    );
+    for definition in DEFINITIONS {
+        for flag in definition.flags.iter().filter(|f| !f.help.is_empty()) {
+            let negated = format!("no-{}", flag.long);
+            let long = if definition.flags.iter().any(|f| f.long == negated) {
+                format!("--[no-]{}", flag.long)
+            } else {
+                format!("--{}", flag.long)
+            };
+            let value = match (flag.arg, flag.metavar) {
+                (_, "") => String::new(),
+                (FlagArg::OptionalInline, v) => format!("[={v}]"),
+                (_, v) => format!(" {v}"),
+            };
+            let short = flag.short.map_or("    ".to_string(), |c| format!("-{c}, "));
+            line(format!("{short}{long}{value}"), flag.help);
+        }
+    }
+    line("-V, --version".into(), "Print the version and exit");
+    line("-h, --help".into(), "Show this help and exit");
+    out
+}
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, UsageError> {
@@ -389,18 +395,27 @@ mod tests {
     }
 
     #[test]
-    fn usage_names_every_flag() {
+    fn usage_lists_every_flag_once_in_columns() {
+        let usage = usage();
         for flag in option_flags() {
-            let long = format!("--{}", flag.long);
+            let long = flag.long.trim_start_matches("no-");
             assert!(
-                USAGE.lines().any(|l| l.contains(&long)
-                    || l.contains(&format!("--[no-]{}", flag.long.trim_start_matches("no-")))),
-                "USAGE lacks {long}"
+                usage.contains(&format!("--{long}")) || usage.contains(&format!("--[no-]{long}")),
+                "usage lacks --{long}"
             );
             if let Some(c) = flag.short {
-                assert!(USAGE.contains(&format!("-{c}, {long}")), "USAGE lacks -{c}");
+                assert!(
+                    usage.contains(&format!("-{c}, --{long}")),
+                    "usage lacks -{c}"
+                );
             }
         }
+        assert!(usage.contains("\n  -t, --threads MIN:MAX       Ruby threads serving requests"));
+        assert!(usage.contains("\n      --[no-]redirect-append  Append to"));
+        assert!(usage.contains("\n  -f, --fork-worker[=REQUESTS]  Fork workers"));
+        assert!(usage.contains("\n      --bind-to-activated-sockets[=only]  Serve"));
+        assert!(usage.contains("\n      --early-hints           Offer"));
+        assert_eq!(usage.matches("redirect-append").count(), 1);
     }
 
     #[test]

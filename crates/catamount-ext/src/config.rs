@@ -34,8 +34,8 @@ pub fn parse_cli(ruby: &Ruby, argv: Vec<String>) -> Result<Value, Error> {
     }
 }
 
-pub fn usage() -> &'static str {
-    cli::USAGE
+pub fn usage() -> String {
+    cli::usage()
 }
 
 impl RbCli {

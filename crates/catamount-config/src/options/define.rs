@@ -45,6 +45,10 @@ pub struct Flag {
     pub method: &'static str,
     /// The method's arguments, from the flag's value.
     pub args: fn(Option<&str>) -> Vec<Value>,
+    /// `--help`: the value's name (`MIN:MAX`) and what the flag does. A flag without help text
+    /// is not listed (`--no-x` is shown as `--[no-]x` on its twin's line).
+    pub metavar: &'static str,
+    pub help: &'static str,
 }
 
 impl Flag {
@@ -56,6 +60,8 @@ impl Flag {
             arg: FlagArg::Required,
             method,
             args: text,
+            metavar: "",
+            help: "",
         }
     }
 
@@ -67,6 +73,8 @@ impl Flag {
             arg: FlagArg::None,
             method,
             args: no_args,
+            metavar: "",
+            help: "",
         }
     }
 
@@ -78,6 +86,8 @@ impl Flag {
             arg: FlagArg::OptionalInline,
             method,
             args: maybe_text,
+            metavar: "",
+            help: "",
         }
     }
 
@@ -90,6 +100,15 @@ impl Flag {
 
     pub const fn with(self, args: fn(Option<&str>) -> Vec<Value>) -> Flag {
         Flag { args, ..self }
+    }
+
+    /// Its `--help` line: the value's name (empty for a switch) and what it does.
+    pub const fn help(self, metavar: &'static str, help: &'static str) -> Flag {
+        Flag {
+            metavar,
+            help,
+            ..self
+        }
     }
 
     /// How messages and the docs name it: `-t/--threads`.

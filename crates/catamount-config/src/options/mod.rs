@@ -2,13 +2,13 @@
 //!
 //! **To add an option, add one entry to the table** (and, if its arguments are more than one
 //! plain value, a parser in `setters.rs`). An entry gives the option's DSL methods with their
-//! validation, its flags, the fields it fills with their types, defaults and Puma keys, a
-//! one-line doc, the default in words and an example. From the table come `Layer` (one source's
-//! settings), `Options` (the resolved values), [`resolve`], `Layer::set` (flags and DSL lines
-//! alike, so validation and error messages live in one place), the CLI parser's flags, the
-//! DSL's methods and their `get` keys (`Native.dsl_options`), `Options::export` (Ruby's options
-//! Hash) and the
-//! options table of docs/configuration.md (a test fails when it disagrees with the table:
+//! validation and `get` keys, its flags with their `--help` lines, the fields it fills with
+//! their types, defaults and Puma keys, a one-line doc, the default in words and an example.
+//! From the table come `Layer` (one source's settings), `Options` (the resolved values),
+//! [`resolve`], `Layer::set` (flags and DSL lines alike, so validation and error messages live
+//! in one place), the CLI parser's flags and `--help`, the DSL's methods
+//! (`Native.dsl_options`), `Options::export` (Ruby's options Hash) and the options table of
+//! docs/configuration.md (a test fails when it disagrees with the table:
 //! `cargo run -p catamount-config --example options-doc` rewrites it).
 //!
 //! Precedence is Puma's: a value from the command line (the *user* layer) wins over the config
@@ -50,7 +50,14 @@ options! {
             "clear_binds!" => clear_binds,
             "set_default_host" => set!(default_host, exactly_one_str),
         ],
-        flags: [Flag::value("bind", "bind").short('b'), Flag::value("port", "port").short('p')],
+        flags: [
+            Flag::value("bind", "bind")
+                .short('b')
+                .help("URI", "Listen on URI: tcp://HOST:PORT or unix:///PATH (repeatable)"),
+            Flag::value("port", "port")
+                .short('p')
+                .help("PORT", "Listen on tcp://0.0.0.0:PORT"),
+        ],
         fields: {
             binds: Vec<BindUrl> => Vec<BindUrl> = default_binds, same;
             /// The host a later `port` without one binds.
@@ -72,7 +79,10 @@ options! {
         default: "`0, 5` (`PUMA_MIN_THREADS`/`MIN_THREADS`, `PUMA_MAX_THREADS`/`MAX_THREADS`)",
         example: "threads 2, 8",
         methods: ["threads" => threads],
-        flags: [Flag::value("threads", "threads").short('t').with(min_max)],
+        flags: [Flag::value("threads", "threads")
+            .short('t')
+            .with(min_max)
+            .help("MIN:MAX", "Ruby threads serving requests (MIN:MAX or N; default 0:5)")],
         fields: {
             min_threads: u32 => u32 = |v, s| {
                 Ok(match v {
@@ -95,7 +105,10 @@ options! {
         default: "`APP_ENV`, `RACK_ENV`, `RAILS_ENV`, else `development`",
         example: "environment \"production\"",
         methods: ["environment" => set!(environment, exactly_one_str)],
-        flags: [Flag::value("environment", "environment").short('e')],
+        flags: [Flag::value("environment", "environment").short('e').help(
+            "ENV",
+            "Rack environment (default: APP_ENV, RACK_ENV, RAILS_ENV or development)"
+        )],
         fields: {
             environment: String => String = |v, s| {
                 Ok(v.or_else(|| {
@@ -112,7 +125,7 @@ options! {
         default: "stay",
         example: "directory \"/srv/app/current\"",
         methods: ["directory" => set!(directory, exactly_one_str)],
-        flags: [Flag::value("dir", "directory")],
+        flags: [Flag::value("dir", "directory").help("DIR", "Change to DIR before starting")],
         fields: {
             directory: String => Option<String> = or_none(), same;
         }
@@ -132,7 +145,7 @@ options! {
         default: "the working directory's name",
         example: "tag \"shop\"",
         methods: ["tag" => set!(tag, exactly_one_str)],
-        flags: [Flag::value("tag", "tag")],
+        flags: [Flag::value("tag", "tag").help("NAME", "Text shown in the process title")],
         fields: {
             tag: String => Option<String> = or_none(), same;
         }
@@ -142,7 +155,7 @@ options! {
         default: "none",
         example: "pidfile \"tmp/pids/server.pid\"",
         methods: ["pidfile" => set!(pidfile, exactly_one_str)],
-        flags: [Flag::value("pidfile", "pidfile")],
+        flags: [Flag::value("pidfile", "pidfile").help("PATH", "Write the process id to PATH")],
         fields: {
             pidfile: String => Option<String> = or_none(), same;
         }
@@ -180,7 +193,8 @@ options! {
         default: "never",
         example: "idle_timeout 300",
         methods: ["idle_timeout" => set!(idle_timeout, positive_seconds)],
-        flags: [Flag::value("idle-timeout", "idle_timeout")],
+        flags: [Flag::value("idle-timeout", "idle_timeout")
+            .help("SECONDS", "Stop after SECONDS without a new connection")],
         fields: {
             idle_timeout: Duration => Option<Duration> = or_none(), same;
         }
@@ -294,7 +308,8 @@ options! {
         default: "off",
         example: "early_hints",
         methods: ["early_hints" => set!(early_hints, flag)],
-        flags: [Flag::switch("early-hints", "early_hints")],
+        flags: [Flag::switch("early-hints", "early_hints")
+            .help("", "Offer rack.early_hints (103 responses)")],
         fields: {
             early_hints: bool => bool = or(false), same;
         }
@@ -341,8 +356,12 @@ options! {
             "quiet" => set!(log_requests, not_flag),
         ],
         flags: [
-            Flag::switch("log-requests", "log_requests").short('v'),
-            Flag::switch("quiet", "quiet").short('q'),
+            Flag::switch("quiet", "quiet")
+                .short('q')
+                .help("", "Do not log requests (the default)"),
+            Flag::switch("log-requests", "log_requests")
+                .short('v')
+                .help("", "Log every request to stdout"),
         ],
         fields: {
             log_requests: bool => bool = or(false), same;
@@ -353,7 +372,9 @@ options! {
         default: "off",
         example: "",
         methods: ["silent" (flag_only) => set!(silent, flag)],
-        flags: [Flag::switch("silent", "silent").short('s')],
+        flags: [Flag::switch("silent", "silent")
+            .short('s')
+            .help("", "Do not print informational messages")],
         fields: {
             silent: bool => bool = or(false), same;
         }
@@ -369,9 +390,10 @@ options! {
             "redirect_append" (flag_only) => set!(redirect_append, flag),
         ],
         flags: [
-            Flag::value("redirect-stdout", "redirect_stdout"),
-            Flag::value("redirect-stderr", "redirect_stderr"),
-            Flag::switch("redirect-append", "redirect_append"),
+            Flag::value("redirect-stdout", "redirect_stdout").help("FILE", "Reopen stdout to FILE"),
+            Flag::value("redirect-stderr", "redirect_stderr").help("FILE", "Reopen stderr to FILE"),
+            Flag::switch("redirect-append", "redirect_append")
+                .help("", "Append to (instead of truncating) the redirect files"),
             Flag::switch("no-redirect-append", "redirect_append").with(off),
         ],
         fields: {
@@ -395,7 +417,8 @@ options! {
         default: "off",
         example: "debug",
         methods: ["debug" => set!(debug, flag)],
-        flags: [Flag::switch("debug", "debug")],
+        flags: [Flag::switch("debug", "debug")
+            .help("", "Print debug lines about the server's inner workings")],
         fields: {
             debug: bool => bool = or(false), same;
         }
@@ -428,7 +451,9 @@ options! {
             "state_path" as "state" => set!(state_path, exactly_one_str),
             "state_permission" => set!(state_permission, file_mode),
         ],
-        flags: [Flag::value("state", "state_path").short('S')],
+        flags: [Flag::value("state", "state_path")
+            .short('S')
+            .help("PATH", "Write a state file for pumactl")],
         fields: {
             state_path: String => Option<String> = or_none(), named!("state");
             state_permission: u32 => Option<u32> = or_none(), same;
@@ -439,7 +464,9 @@ options! {
         default: "this Ruby running the same script",
         example: "restart_command \"bin/catamount\"",
         methods: ["restart_command" as "restart_cmd" => set!(restart_command, exactly_one_str)],
-        flags: [Flag::value("restart-cmd", "restart_command").short('R')],
+        flags: [Flag::value("restart-cmd", "restart_command")
+            .short('R')
+            .help("CMD", "Command a hot restart runs")],
         fields: {
             restart_command: String => Option<String> = or_none(), named!("restart_cmd");
         }
@@ -449,7 +476,7 @@ options! {
         default: "none (`systemd` under systemd)",
         example: "plugin :tmp_restart",
         methods: ["plugin" => plugin],
-        flags: [Flag::value("plugin", "plugin")],
+        flags: [Flag::value("plugin", "plugin").help("NAME", "Load plugin NAME (repeatable)")],
         fields: {
             plugins: Vec<String> => Vec<String> = all_plugins, same;
         }
@@ -484,8 +511,10 @@ options! {
             "control_auth_token" (flag_only) => control_token,
         ],
         flags: [
-            Flag::value("control-url", "control_url"),
-            Flag::value("control-token", "control_auth_token"),
+            Flag::value("control-url", "control_url")
+                .help("URL", "Control server URL (not available yet)"),
+            Flag::value("control-token", "control_auth_token")
+                .help("TOKEN", "Control server token (not available yet)"),
         ],
         fields: {
             // A token without a URL turns nothing on, as in Puma.
@@ -497,7 +526,8 @@ options! {
         default: "off",
         example: "bind_to_activated_sockets \"only\"",
         methods: ["bind_to_activated_sockets" => activated_sockets],
-        flags: [Flag::optional("bind-to-activated-sockets", "bind_to_activated_sockets")],
+        flags: [Flag::optional("bind-to-activated-sockets", "bind_to_activated_sockets")
+            .help("only", "Serve systemd's sockets too (or only them)")],
         fields: {
             activated_sockets: ActivatedSockets => Option<ActivatedSockets> = or_none(), hidden;
         }
@@ -507,7 +537,9 @@ options! {
         default: "`WEB_CONCURRENCY` (a number or `auto`), else 0",
         example: "workers 4",
         methods: ["workers" => set!(workers, workers)],
-        flags: [Flag::value("workers", "workers").short('w')],
+        flags: [Flag::value("workers", "workers")
+            .short('w')
+            .help("COUNT", "Worker processes (cluster mode)")],
         fields: {
             workers: u32 => u32 = |v, s| {
                 let n = match v {
@@ -529,7 +561,8 @@ options! {
         default: "on when workers > 1 (Puma 7+)",
         example: "preload_app!",
         methods: ["preload_app!" as "preload_app" => set!(preload_app, flag)],
-        flags: [Flag::switch("preload", "preload_app!")],
+        flags: [Flag::switch("preload", "preload_app!")
+            .help("", "Load the app before forking workers (cluster mode)")],
         fields: {
             preload_app: bool => Option<bool> = or_none(), same;
         }
@@ -539,7 +572,9 @@ options! {
         default: "off; N 1000",
         example: "fork_worker 2000",
         methods: ["fork_worker" => set!(fork_worker, fork_worker)],
-        flags: [Flag::optional("fork-worker", "fork_worker").short('f')],
+        flags: [Flag::optional("fork-worker", "fork_worker")
+            .short('f')
+            .help("REQUESTS", "Fork workers from worker 0 (cluster mode)")],
         fields: {
             fork_worker: u64 => Option<u64> = or_none(), same;
         }
@@ -549,7 +584,8 @@ options! {
         default: "off",
         example: "prune_bundler",
         methods: ["prune_bundler" => set!(prune_bundler, flag)],
-        flags: [Flag::switch("prune-bundler", "prune_bundler")],
+        flags: [Flag::switch("prune-bundler", "prune_bundler")
+            .help("", "Re-exec without Bundler (cluster mode)")],
         fields: {
             prune_bundler: bool => bool = or(false), same;
         }
@@ -559,7 +595,8 @@ options! {
         default: "none",
         example: "extra_runtime_dependencies [\"puma_worker_killer\"]",
         methods: ["extra_runtime_dependencies" => set!(extra_runtime_dependencies, gem_names)],
-        flags: [Flag::value("extra-runtime-dependencies", "extra_runtime_dependencies")],
+        flags: [Flag::value("extra-runtime-dependencies", "extra_runtime_dependencies")
+            .help("GEM,GEM", "Gems kept after pruning (cluster mode)")],
         fields: {
             extra_runtime_dependencies: Vec<String> => Vec<String> = or(Vec::new()), same;
         }

@@ -385,6 +385,12 @@ fn definitions_are_consistent() {
         }
         for f in d.flags {
             assert!(
+                !f.help.is_empty() || f.long.starts_with("no-"),
+                "{}: --{} has no help text",
+                d.name,
+                f.long
+            );
+            assert!(
                 d.methods.iter().any(|m| m.name == f.method),
                 "{}: flag {} calls {}, not one of its methods",
                 d.name,
