@@ -25,10 +25,13 @@ module Catamount
       server.listening.each { |l| log.call "* Listening on #{l}#{' (inherited)' if inherited.include?(l)}" }
       log.call "Use Ctrl-C to stop"
       context.out.flush
+      title("catamount #{VERSION} (#{server.listening.join(',')})", options)
+    end
+
+    # Sets the process title: `text`, then ` [tag]` (`tag`, else the directory's name).
+    def self.title(text, options)
       tag = options[:tag] || File.basename(Dir.pwd)
-      title = "catamount #{VERSION} (#{server.listening.join(',')})"
-      title += " [#{tag}]" unless tag.empty?
-      Process.setproctitle(title)
+      Process.setproctitle(tag.empty? ? text : "#{text} [#{tag}]")
     end
   end
 end

@@ -3,12 +3,14 @@
 module Catamount
   # What every role of a boot shares (the single-mode runner, the cluster master, a worker):
   # the configuration, the output streams and the log lines written to them, the hooks, the
-  # bound server (its listeners), the sockets handed over by a previous process, the command
-  # to restart with, and the launcher that plugins and hooks are given.
+  # sockets handed over by a previous process, the command to restart with, and the launcher
+  # that plugins and hooks are given. Each role keeps the server it binds or is given.
   class Context
     attr_reader :out, :err, :restart, :launcher
-    attr_accessor :config, :server, :inherited, :log_prefix, :silent
+    attr_accessor :config, :inherited, :silent
     attr_writer :debug
+    # Whether this is a cluster's process (log_prefix): set by the launcher once it knows.
+    attr_writer :cluster
 
     def initialize(launcher, argv, out:, err:)
       @launcher = launcher
@@ -16,6 +18,7 @@ module Catamount
       @err = err
       @silent = false
       @debug = false
+      @cluster = false
       @restart = Restart.new(self, argv)
     end
 
@@ -23,12 +26,18 @@ module Catamount
       @config.options
     end
 
+    # In a cluster, every line starts with the pid of the process (master or worker) writing
+    # it, as Puma's do.
+    def log_prefix
+      "[#{Process.pid}] " if @cluster
+    end
+
     # An informational line (silenced by `silent`, shaped by `log_formatter`, sent to
     # `custom_logger` when there is one).
     def log(line)
       return if @silent
 
-      line = "#{@log_prefix}#{line}" if @log_prefix
+      line = "#{log_prefix}#{line}" if @cluster
       line = @config.log_formatter.call(line).to_s if @config&.log_formatter
       if (logger = @config&.custom_logger) && logger.respond_to?(:write)
         logger.write("#{line}\n")
@@ -81,9 +90,14 @@ module Catamount
       @out.puts "=== catamount startup: #{Time.now} ===" if options[:redirect_stdout] && !reopen
     end
 
+    # Whether stdout or stderr goes to a file (HUP then reopens it rather than stopping).
+    def logs_redirected?(options)
+      options[:redirect_stdout] || options[:redirect_stderr] ? true : false
+    end
+
     # HUP with redirected logs: reopen them (true), else false (HUP then means stop).
     def reopen_logs(options)
-      return false unless options[:redirect_stdout] || options[:redirect_stderr]
+      return false unless logs_redirected?(options)
 
       redirect_stdio(options, reopen: true)
       true

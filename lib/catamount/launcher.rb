@@ -15,9 +15,6 @@ module Catamount
     OK = 0
     FAILED = 1
 
-    # The role running in this process (a worker forked by the master takes over).
-    attr_accessor :role
-
     def initialize(argv, out: $stdout, err: $stderr)
       @argv = argv.dup
       @context = Context.new(self, argv, out: out, err: err)
@@ -93,9 +90,17 @@ module Catamount
       @role&.request("INT")
     end
 
-    # Runs the block every `interval` seconds until it returns `:done` (Timers).
+    # Runs the block every `interval` seconds until it returns `:done` (Timers): on the role's
+    # terms (a master runs timers on its loop), on a thread of its own before any role runs.
     def every(interval, &block)
+      return Timers.thread(interval, @context.err, block) unless @role
+
       @role.every(interval, block)
+    end
+
+    # A process forked from the role's process (a cluster worker) runs as `role` from now on.
+    def take_over(role)
+      @role = role
     end
 
     # Lets plugins add lifecycle hooks at run time, under Puma's event names.
@@ -159,6 +164,8 @@ module Catamount
       change_directory(options[:directory]) if options[:directory]
       ENV["RACK_ENV"] = options[:environment]
       log_configuration if ENV.key?("PUMA_LOG_CONFIG")
+      # From here on, a cluster's processes start their lines with their pid.
+      ctx.cluster = fresh_worker || config.cluster?
       return Cluster::Worker.run_fresh_worker_0(ctx, options) if fresh_worker
 
       enable_systemd_plugin

@@ -168,13 +168,11 @@ module Catamount
       Launcher::FAILED
     end
 
-    private :warn_bad_handover, :close_on_exec, :pruned_load_path, :unbundled_env, :require_paths
-
-    private
-
     def flush
       @context.out.flush
       @context.err.flush
     end
+
+    private :warn_bad_handover, :close_on_exec, :pruned_load_path, :unbundled_env, :require_paths, :flush
   end
 end

@@ -8,9 +8,13 @@ module Catamount
   # would not get signals); every event that ends or changes the run arrives there: a signal,
   # `:finished` (the server ended), `:force` (`force_shutdown_after` ran out), `:idle`.
   class Single
-    def initialize(context)
+    include Serving
+
+    # `signals`: the queue the main thread waits on (a test hands its own).
+    def initialize(context, signals: Queue.new)
       @context = context
-      @signals = nil
+      @signals = signals
+      @server = nil
       @end_by_sigterm = false
     end
 
@@ -21,7 +25,7 @@ module Catamount
       app = loader.prepare(options)
       return Launcher::FAILED unless app
 
-      server = ctx.server = Native::Server.new(ctx.config.native, loader.rack_settings(options))
+      server = Native::Server.new(ctx.config.native, loader.rack_settings(options))
       trap_signals
       ProcessFiles.write(options)
       Banner.print(ctx, options, server)
@@ -37,46 +41,7 @@ module Catamount
 
     # Plugins' `launcher.restart` & co: queued for the main thread, as the signal would be.
     def request(what)
-      @signals&.<<(what)
-    end
-
-    def every(interval, block)
-      Timers.thread(interval, @context.err, block)
-    end
-
-    def stats
-      server = @context.server
-      return {} unless server && @started_at
-
-      server.stats.merge(started_at: Context.iso8601(@started_at))
-    end
-
-    def status_line
-      "worker: #{Context.pool_summary(stats)}"
-    end
-
-    private
-
-    def log(line)
-      @context.log(line)
-    end
-
-    # The signals `serve` acts on, queued from now on: trapped before the pidfile and the boot
-    # lines exist, so a supervisor that signals as soon as it sees either is never too early.
-    def trap_signals
-      @signals = signals = Queue.new
-      (%w[TERM INT HUP] + @context.restart_signals).each { |sig| Signal.trap(sig) { signals << sig } }
-      @context.trap_backtrace_signal
-    end
-
-    def warn_about_idle_hooks
-      config = @context.config
-      return if config.options[:silence_fork_callback_warning]
-
-      config.idle_cluster_hooks.each do |name|
-        @context.err.puts "Warning: #{name} is a cluster-mode hook and this server runs in single mode " \
-                          "(workers 0), so it will not run. (silence_fork_callback_warning hides this.)"
-      end
+      @signals << what
     end
 
     # Runs until TERM, INT or HUP (without redirected logs): the first one stops gracefully
@@ -84,7 +49,9 @@ module Catamount
     # process at once. After a TERM the process ends by SIGTERM, as Puma's does, unless
     # `raise_exception_on_sigterm false`. USR2 (and USR1: one process has no phases) stops the
     # same way but keeps the listening sockets, then execs the same command (Restart).
+    # `server`: bound, not started (`run` binds it; test/unit/test_single.rb hands a stand-in).
     def serve(server, app, options)
+      @server = server
       signals = @signals
       server.start
       @started_at = Time.now.utc
@@ -134,6 +101,30 @@ module Catamount
       log "- Goodbye!"
       @end_by_sigterm = stopping == "TERM" && options[:raise_exception_on_sigterm]
       Launcher::OK
+    end
+
+    private
+
+    def log(line)
+      @context.log(line)
+    end
+
+    # The signals `serve` acts on, queued from now on: trapped before the pidfile and the boot
+    # lines exist, so a supervisor that signals as soon as it sees either is never too early.
+    def trap_signals
+      signals = @signals
+      (%w[TERM INT HUP] + @context.restart_signals).each { |sig| Signal.trap(sig) { signals << sig } }
+      @context.trap_backtrace_signal
+    end
+
+    def warn_about_idle_hooks
+      config = @context.config
+      return if config.options[:silence_fork_callback_warning]
+
+      config.idle_cluster_hooks.each do |name|
+        @context.err.puts "Warning: #{name} is a cluster-mode hook and this server runs in single mode " \
+                          "(workers 0), so it will not run. (silence_fork_callback_warning hides this.)"
+      end
     end
 
     def begin_stop(server, options, why)

@@ -5,7 +5,7 @@
 require "minitest/autorun"
 require "stringio"
 require "timeout"
-%w[context restart pool timers single launcher].each { |f| require_relative "../../lib/catamount/#{f}" }
+%w[context restart pool timers serving single launcher].each { |f| require_relative "../../lib/catamount/#{f}" }
 
 class TestSingle < Minitest::Test
   # Only what `serve` calls. `wait` fails the way a native error would.
@@ -30,16 +30,15 @@ class TestSingle < Minitest::Test
   end
 
   # The thread waiting for the server wakes the main thread even when the wait raises: the run
-  # ends instead of waiting for a signal forever.
+  # ends instead of waiting for a signal forever (without the `ensure`, it fails after 2 s).
   def test_the_main_thread_is_woken_when_the_wait_raises
     out = StringIO.new
     context = Catamount::Context.new(nil, [], out: out, err: StringIO.new)
     context.config = Config.new
-    single = Catamount::Single.new(context)
-    single.instance_variable_set(:@signals, Queue.new) # what trap_signals makes, without traps
+    single = Catamount::Single.new(context, signals: Queue.new) # no traps feed it
     reporting = Thread.report_on_exception
     Thread.report_on_exception = false
-    status = Timeout.timeout(10) { single.send(:serve, FailingServer.new, nil, {}) }
+    status = Timeout.timeout(2) { single.serve(FailingServer.new, nil, {}) }
     assert_equal Catamount::Launcher::OK, status
     assert_includes out.string, "Goodbye"
   ensure

@@ -16,8 +16,8 @@ class TestWorkerTable < Minitest::Test
     @next_pid = 1000
   end
 
-  def table(count = 2)
-    Table.new(count: count, now: @now)
+  def table(count = 2, refork_after: 0)
+    Table.new(count: count, now: @now, refork_after: refork_after)
   end
 
   # Forks every missing index and returns the new slots.
@@ -29,11 +29,21 @@ class TestWorkerTable < Minitest::Test
     table.slots.reject(&:booted?).each { |slot| table.booted(slot, now: @now) }
   end
 
-  def booted_cluster(count = 2)
-    t = table(count)
+  def booted_cluster(count = 2, refork_after: 0)
+    t = table(count, refork_after: refork_after)
     fork_missing(t)
     boot_all(t)
     t
+  end
+
+  # A phased restart run to its end: every worker replaced by a booted one of the new phase.
+  def finish_phased_restart(table)
+    table.begin_phased_restart
+    while (step = table.phase_step(now: @now)) && step.first == :stop
+      table.exited(step.last.pid, exited_status, now: @now)
+      boot_all(table.tap { fork_missing(table) })
+    end
+    table
   end
 
   def exited_status
@@ -118,6 +128,8 @@ class TestWorkerTable < Minitest::Test
     @now += 9
     t.checked_in(zero.pid, now: @now, wall: WALL)
     assert_empty t.expire(now: @now, worker_timeout: 10, boot_timeout: 20)
+    assert_empty t.expire(now: @now + 6, worker_timeout: 10, boot_timeout: 20),
+                 "the check-in at +9 restarted worker 0's clock: 15 s since the fork, 6 since it checked in"
     @now += 11
     expired = t.expire(now: @now, worker_timeout: 10, boot_timeout: 20)
     assert_equal [[:kill, 0, "check in"], [:kill, 1, "boot"]], expired.map { |e| [e.action, e.slot.index, e.missed] }
@@ -252,32 +264,65 @@ class TestWorkerTable < Minitest::Test
   end
 
   def test_automatic_refork_after_n_requests_of_the_first_worker_0_only
-    t = booted_cluster(2)
+    t = booted_cluster(2, refork_after: 10)
     zero, one = t.slots
-    zero.last_status = { requests_count: 9 }
-    refute t.refork_due?(zero, 10)
-    zero.last_status = { requests_count: 10 }
-    one.last_status = { requests_count: 10 }
-    refute t.refork_due?(zero, 0), "fork_worker without a count never reforks by itself"
-    refute t.refork_due?(one, 10)
-    assert t.refork_due?(zero, 10)
-    t.begin_refork
-    refute t.refork_due?(zero, 10), "not during a refork, nor in a later phase"
+    refute t.status(zero, { requests_count: 9 })
+    refute t.status(one, { requests_count: 10 }), "only worker 0 is forked from"
+    assert t.status(zero, { requests_count: 10 })
+    assert t.status(zero, nil), "unreadable stats keep the last ones"
+    assert_equal({ requests_count: 10 }, zero.last_status)
+
+    t = booted_cluster(2)
+    refute t.status(t.slots.first, { requests_count: 10 }), "fork_worker without a count never reforks by itself"
+  end
+
+  # Each condition alone, the others holding: worker 0 served enough requests every time.
+  def test_no_automatic_refork_during_a_phase_in_a_later_phase_or_from_a_stopping_worker_0
+    many = { requests_count: 10 }
+
+    t = finish_phased_restart(booted_cluster(2, refork_after: 10))
+    zero = t.slots.find { |s| s.index.zero? }
+    assert_equal 1, zero.phase
+    refute t.phased?
+    refute t.status(zero, many), "worker 0 of a later phase"
+
+    t = booted_cluster(2, refork_after: 10)
+    zero = t.slots.first
+    t.begin_phased_restart # worker 0 still serves phase 0
+    assert_equal 0, zero.phase
+    refute t.status(zero, many), "during a phased restart"
+
+    t = booted_cluster(2, refork_after: 10)
+    zero = t.slots.first
+    t.stopping(zero, now: @now)
+    refute t.phased?
+    refute t.status(zero, many), "a stopping worker 0"
   end
 
   def test_all_idle_needs_every_worker_there_and_idle
     t = booted_cluster(2)
     zero, one = t.slots
-    zero.idle = true
+    t.idle(zero, true)
     refute t.all_idle?
-    one.idle = true
+    t.idle(one, true)
     assert t.all_idle?
-    t.resize(1, now: @now)
+    t.idle(one, false)
+    refute t.all_idle?, "busy again"
+    t.idle(one, true)
     t.resize(1, now: @now)
     refute t.all_idle?, "a worker is missing"
     t.resize(-1, now: @now)
+    assert t.all_idle?
     t.begin_phased_restart
     refute t.all_idle?, "not during a phased restart"
+  end
+
+  def test_an_idle_worker_that_is_stopping_is_not_idle
+    t = booted_cluster(2)
+    t.slots.each { |slot| t.idle(slot, true) }
+    assert t.all_idle?
+    t.stopping(t.slots.last, now: @now)
+    refute t.all_idle?
   end
 
   def test_stragglers_are_killed_after_the_shutdown_timeout_or_the_forced_stop

@@ -1,7 +1,5 @@
 # frozen_string_literal: true
 
-require "json"
-
 module Catamount
   module Cluster
     # The cluster master (`workers N`): binds the listeners, forks the workers, and runs one
@@ -14,12 +12,11 @@ module Catamount
     # through Ruby's `Process.fork`, so Ruby resets its own state in the child; the child runs
     # `Worker` (worker.rb) and always ends with `exit!`.
     #
-    # Where to add a signal: `trap_signals` (trap it) and `handle_signal` (what it does).
+    # Where to add a signal: Signals (signals.rb: the traps, what workers do, the action it
+    # asks for) and `handle_signal` (carrying the action out).
     class Master
       # What `after_worker_shutdown` hooks get: the worker's index, pid and exit status.
       WorkerInfo = Struct.new(:index, :pid, :process_status)
-
-      attr_reader :table, :pipes, :pid, :preload
 
       def initialize(context)
         @context = context
@@ -28,18 +25,14 @@ module Catamount
         @pending_signals = []
         @early_signals = []
         @table = nil
-      end
-
-      # Whether workers other than 0 are forked by worker 0.
-      def from_template?
-        @table.from_template
+        # Open before anything may `request`: a plugin's request is then queued, not lost.
+        @pipes = Pipes.open
       end
 
       # Boots the master and runs the cluster; returns the exit status (or execs on a hot
       # restart).
       def run(options)
         ctx = @context
-        ctx.log_prefix = "[#{Process.pid}] "
         workers = options[:workers]
         preload = options[:preload_app].nil? ? workers > 1 && !options[:prune_bundler] : options[:preload_app]
         loader = AppLoader.new(ctx)
@@ -50,7 +43,7 @@ module Catamount
         elsif !ctx.config.app
           loader.check_rackup(options[:rackup])
         end
-        @server = ctx.server = Native::Server.new(ctx.config.native, loader.rack_settings(options))
+        @server = Native::Server.new(ctx.config.native, loader.rack_settings(options))
         trap_signals(options)
         ProcessFiles.write(options)
         Banner.print(ctx, options, @server, cluster: { preload: preload })
@@ -130,16 +123,14 @@ module Catamount
       # early. A worker inherits these traps and replaces them first thing (Worker#run), but a
       # signal can run the inherited one in between: it is kept for the worker, not lost.
       def trap_signals(options)
-        @pipes = Pipes.open
-        signals = %w[TERM INT CHLD HUP TTIN TTOU] + @context.restart_signals
-        signals << "URG" if options[:fork_worker]
+        signals = Signals.master_traps(restart: @context.restart_signals, fork_worker: options[:fork_worker])
         signals.each { |sig| Signal.trap(sig) { request(sig) } }
         # The master prints its backtraces from its loop: it starts no thread.
         @context.trap_backtrace_signal { request("backtraces") }
       end
 
       def master_loop(options, app)
-        @table = WorkerTable.new(count: options[:workers], now: now)
+        @table = WorkerTable.new(count: options[:workers], now: now, refork_after: options[:fork_worker].to_i)
         @started_at = Time.now
         @fork_worker = options[:fork_worker]
         # Whether the master's preloaded app is old code (after a phased restart).
@@ -155,7 +146,7 @@ module Catamount
           next_timer = @timers.run_due(now)
           timeout = @table.wait_time(now: now, interval: options[:worker_check_interval], stopping: stopping)
           timeout = [timeout, next_timer - now].min.clamp(0.01, timeout) if next_timer
-          read_messages(options, timeout: timeout)
+          read_messages(timeout: timeout)
           @pending_signals.shift(@pending_signals.size).each do |sig|
             stopping = handle_signal(options, sig, stopping)
           end
@@ -184,29 +175,22 @@ module Catamount
         Launcher::OK
       end
 
-      # What a signal to the master does; returns why the cluster is stopping (nil: it is not).
-      # A stop asked for during a hot restart wins (nothing is exec'd); a restart asked for
-      # while stopping is ignored; a hot restart during a phased one takes over.
+      # Carries out what a signal asks for (Signals.action decides, from the cluster's state);
+      # returns why the cluster is stopping (nil: it is not). CHLD asks for nothing: the loop
+      # reaps.
       def handle_signal(options, sig, stopping)
-        case sig
-        when "CHLD" then nil # reaped by the loop
-        when "HUP"
-          return stopping || begin_stop(options, "HUP") unless @context.reopen_logs(options)
-
+        action = Signals.action(sig, stopping: stopping, phased: @table.phased?,
+                                     logs_redirected: @context.logs_redirected?(options))
+        case action
+        when :stop then return begin_stop(options, sig)
+        when :hot_restart then return begin_hot_restart
+        when :phased_restart then return begin_phased_restart(options)
+        when :refork then begin_refork
+        when :add_worker, :remove_worker then change_worker_count(options, action == :add_worker ? 1 : -1)
+        when :reopen_logs
+          @context.reopen_logs(options)
           signal_workers("HUP")
-        when "backtraces" then @context.backtraces
-        when "TTIN", "TTOU"
-          change_worker_count(options, sig == "TTIN" ? 1 : -1) unless stopping
-        when "USR1"
-          return stopping || begin_phased_restart(options)
-        when "USR2"
-          return stopping || begin_hot_restart
-        when "URG"
-          begin_refork unless stopping || @table.phased?
-        else
-          return stopping if stopping && stopping != "restart"
-
-          return begin_stop(options, sig)
+        when :backtraces then @context.backtraces
         end
         stopping
       end
@@ -226,12 +210,6 @@ module Catamount
           log "- Worker #{w.index} (PID: #{w.pid}) terminating: worker count lowered"
           kill(w.pid, "TERM")
         end
-      end
-
-      # A worker not yet reported by worker 0 (no pid) gets its TERM when it reports.
-      def stop_worker(worker)
-        kill(worker.pid, "TERM")
-        @table.stopping(worker, now: now)
       end
 
       # USR2: every worker stops gracefully (connections keep queueing on the sockets the master
@@ -295,7 +273,7 @@ module Catamount
           kill(what.pid, "TERM")
         when :done
           if what == :refork
-            @pipes.command_template("-2")
+            @pipes.template_refork_done
             log "- Refork complete, phase: #{@table.phase}"
           else
             log "- Phased restart complete, phase: #{@table.phase}"
@@ -304,62 +282,43 @@ module Catamount
         end
       end
 
-      def read_messages(options, timeout:)
-        reader = @pipes.messages_r
-        return unless reader.wait_readable(timeout)
+      # The workers' messages (Pipes#read parses them), each an event for the books.
+      def read_messages(timeout:)
+        @pipes.read(timeout).each do |message|
+          next forked_worker_reported(message.pid, message.index) if message.kind == :forked
 
-        data = reader.read_nonblock(65_536, exception: false)
-        return unless data.is_a?(String)
+          worker = @table.checked_in(message.pid, now: now, wall: Time.now)
+          next unless worker
 
-        # Messages are lines; a read may end inside one, kept for the next read.
-        lines = "#{@partial}#{data}".split("\n", -1)
-        @partial = lines.pop
-        lines.each { |line| handle_message(line) }
+          case message.kind
+          when :status then begin_refork if @table.status(worker, message.value)
+          when :idle then @table.idle(worker, message.value)
+          when :booted then worker_booted(worker)
+          end
+        end
       end
 
-      def handle_message(line)
-        kind = line[0]
-        pid = line[1..].to_i
-        return forked_worker_reported(line) if kind == "f"
-        return if kind == "!"
-
-        worker = @table.checked_in(pid, now: now, wall: Time.now)
-        return unless worker
-
-        case kind
-        when "p"
-          record_status(worker, line)
-          begin_refork if @table.refork_due?(worker, @fork_worker.to_i)
-        when "i" then worker.idle = line.end_with?(":1")
-        when "b"
-          announce = @table.booted(worker, now: now)
-          log format("- Worker %d (PID: %d) booted in %.2fs, phase: %d", worker.index, pid, worker.booted_at - worker.started_at, worker.phase)
-          @context.run_hooks(:after_booted) if announce
-        end
+      def worker_booted(worker)
+        announce = @table.booted(worker, now: now)
+        log format("- Worker %d (PID: %d) booted in %.2fs, phase: %d", worker.index, worker.pid, worker.booted_at - worker.started_at, worker.phase)
+        @context.run_hooks(:after_booted) if announce
       end
 
       # `f<pid>:<index>`: a worker worker 0 forked. One the master no longer waits for (its slot
       # was cleared) is stopped at once; one already reaped (it died right after writing this)
       # frees its slot as a failed boot.
-      def forked_worker_reported(line)
-        pid, index = line[1..].split(":").map(&:to_i)
+      def forked_worker_reported(pid, index)
         report = @table.fork_reported(pid, index, now: now)
         case report.outcome
         when :unknown then kill(pid, "TERM")
-        when :died
-          log "! Worker #{index} (PID: #{pid}) failed to boot (#{describe_status(report.status)}); next try in #{report.delay}s"
+        when :died then log_failed_boot(index, pid, report.status, report.delay)
         else
           kill(pid, "TERM") if report.slot.stopping?
         end
       end
 
-      def record_status(worker, line)
-        json = line[/\A.\d+(.*)\z/, 1]
-        return if json.to_s.empty?
-
-        worker.last_status = JSON.parse(json, symbolize_names: true)
-      rescue JSON::ParserError
-        nil
+      def log_failed_boot(index, pid, status, delay)
+        log "! Worker #{index} (PID: #{pid}) failed to boot (#{describe_status(status)}); next try in #{delay}s"
       end
 
       def reap_workers
@@ -372,8 +331,7 @@ module Catamount
 
           worker = exit.slot
           case exit.outcome
-          when :failed_boot
-            log "! Worker #{worker.index} (PID: #{pid}) failed to boot (#{describe_status(status)}); next try in #{exit.delay}s"
+          when :failed_boot then log_failed_boot(worker.index, pid, status, exit.delay)
           when :died
             log "! Worker #{worker.index} (PID: #{pid}) died (#{describe_status(status)}); starting a new one"
           end
@@ -415,7 +373,7 @@ module Catamount
       def spawn_missing(options, app)
         indexes = @table.to_spawn(now)
         return unless indexes
-        return spawn_from_template(indexes, options, app) if from_template?
+        return spawn_from_template(indexes, options, app) if @table.from_template
         return if indexes.empty?
 
         nakayoshi_gc if options[:nakayoshi_fork]
@@ -437,9 +395,9 @@ module Catamount
 
         siblings = indexes - [0]
         if siblings.empty?
-          @pipes.command_template("0") unless @template_serving
+          @pipes.template_serve unless @template_serving
         else
-          @pipes.command_template("-1", *siblings.map(&:to_s), "0")
+          @pipes.template_fork(siblings)
           @table.fork_requested(siblings, now: now, wall: Time.now)
         end
         @template_serving = true
@@ -460,7 +418,8 @@ module Catamount
         @context.run_hooks(:before_worker_fork, index)
         started = now
         pid = Process.fork do
-          Worker.new(@context, self, index).run(options, app)
+          Worker.new(@context, server: @server, index: index, master_pid: @pid, pipes: @pipes,
+                               template: @table.from_template && index.zero?, master: self).run(options, app)
         ensure
           exit!(Launcher::FAILED) # a worker never returns into the master's code
         end

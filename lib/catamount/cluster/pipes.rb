@@ -1,8 +1,13 @@
 # frozen_string_literal: true
 
+require "io/wait"
+require "json"
+
 module Catamount
   module Cluster
-    # The pipes between a master and its workers, and what goes over them.
+    # The pipes between a master and its workers, and what goes over them: both sides write
+    # and read through these methods only, so the wire format is known here alone
+    # (test/unit/test_pipes.rb).
     #
     # - messages (workers write, the master reads), a line per message: `b<pid>:<index>` when
     #   booted, `p<pid>{json}` with the worker's pool stats right after and then every
@@ -19,13 +24,21 @@ module Catamount
       # joins: "<master pid>,<fd>,<fd>,<fd>".
       FRESH_WORKER_VAR = "CATAMOUNT_CLUSTER_WORKER"
 
-      attr_accessor :messages_r, :messages_w, :alive_r, :alive_w, :fork_r, :fork_w
+      # A worker's message as the master reads it: `kind` is :booted, :status, :idle or
+      # :forked; `index` is set for :booted and :forked; `value` is the pool stats (:status,
+      # a Hash with Symbol keys, nil when unreadable) or whether the worker is idle (:idle).
+      Message = Struct.new(:kind, :pid, :index, :value)
+      KINDS = { "b" => :booted, "p" => :status, "i" => :idle, "f" => :forked }.freeze
+
+      # Template commands (fork pipe).
+      STOP_SERVING = -1
+      SERVE = 0
+      REFORK_DONE = -2
 
       def self.open
-        pipes = new
-        pipes.messages_r, pipes.messages_w = IO.pipe
-        pipes.alive_r, pipes.alive_w = IO.pipe
-        pipes
+        messages_r, messages_w = IO.pipe
+        alive_r, alive_w = IO.pipe
+        new(messages_r: messages_r, messages_w: messages_w, alive_r: alive_r, alive_w: alive_w)
       end
 
       # A fresh worker 0's pipes, from FRESH_WORKER_VAR (removed): `[master_pid, pipes]`, or nil
@@ -34,14 +47,45 @@ module Catamount
         master, *fds = ENV.delete(FRESH_WORKER_VAR).to_s.split(",").map { |n| Integer(n, 10, exception: false) }
         return unless master && fds.size == 3 && fds.all?
 
-        pipes = new
-        pipes.messages_w, pipes.alive_r, pipes.fork_r = fds.map do |fd|
+        messages_w, alive_r, fork_r = fds.map do |fd|
           IO.for_fd(fd, autoclose: true).tap do |io|
             io.close_on_exec = true
             io.sync = true # a message is a line written at once, as through IO.pipe's end
           end
         end
-        [master, pipes]
+        [master, new(messages_w: messages_w, alive_r: alive_r, fork_r: fork_r)]
+      end
+
+      # One message line (without its newline) as a Message; nil for a wake-up (`!`) or
+      # anything else.
+      def self.parse(line)
+        kind = KINDS[line[0]]
+        return unless kind
+
+        pid = line[1..].to_i
+        rest = line[/\A.\d*(.*)\z/m, 1]
+        case kind
+        when :status then Message.new(kind, pid, nil, parse_stats(rest))
+        when :idle then Message.new(kind, pid, nil, rest.end_with?(":1"))
+        else Message.new(kind, pid, rest.delete_prefix(":").to_i)
+        end
+      end
+
+      def self.parse_stats(json)
+        JSON.parse(json, symbolize_names: true) unless json.empty?
+      rescue JSON::ParserError
+        nil
+      end
+      private_class_method :parse_stats
+
+      def initialize(messages_r: nil, messages_w: nil, alive_r: nil, alive_w: nil, fork_r: nil, fork_w: nil)
+        @messages_r = messages_r
+        @messages_w = messages_w
+        @alive_r = alive_r
+        @alive_w = alive_w
+        @fork_r = fork_r
+        @fork_w = fork_w
+        @partial = nil
       end
 
       # The value of FRESH_WORKER_VAR for a new worker 0, and the descriptors it must inherit.
@@ -75,9 +119,19 @@ module Catamount
         @fork_r&.close unless template
       end
 
-      # A line to the master (its worker may be gone: the caller handles IOError/EPIPE).
-      def tell_master(line)
-        @messages_w.write("#{line}\n")
+      # --- the master's side -------------------------------------------------------------------
+
+      # The messages (Message) that arrived within `timeout` seconds; none when it ran out. A
+      # read may end inside a line: that part is kept for the next read.
+      def read(timeout)
+        return [] unless @messages_r.wait_readable(timeout)
+
+        data = @messages_r.read_nonblock(65_536, exception: false)
+        return [] unless data.is_a?(String)
+
+        lines = "#{@partial}#{data}".split("\n", -1)
+        @partial = lines.pop
+        lines.filter_map { |line| Pipes.parse(line) }
       end
 
       # Wakes the master's loop (from a signal trap: never blocks).
@@ -85,10 +139,68 @@ module Catamount
         @messages_w.write_nonblock("!\n", exception: false)
       end
 
+      # Tells worker 0 to serve (again).
+      def template_serve
+        command_template(SERVE)
+      end
+
+      # Tells worker 0 to stop serving, fork these indexes, then serve again.
+      def template_fork(indexes)
+        command_template(STOP_SERVING, *indexes, SERVE)
+      end
+
+      def template_refork_done
+        command_template(REFORK_DONE)
+      end
+
+      # --- a worker's side ---------------------------------------------------------------------
+      # Each writes a line to the master; its worker may be gone (the caller handles
+      # IOError/EPIPE).
+
+      def booted(index)
+        tell_master("b#{Process.pid}:#{index}")
+      end
+
+      # A worker forked by worker 0 gives its pid (first thing, once its traps are in place).
+      def forked(index)
+        tell_master("f#{Process.pid}:#{index}")
+      end
+
+      def status(stats)
+        tell_master("p#{Process.pid}#{JSON.generate(stats)}")
+      end
+
+      def idle(idle)
+        tell_master("i#{Process.pid}:#{idle ? 1 : 0}")
+      end
+
+      # Worker 0 in template mode: a thread pushes each command (an Integer: STOP_SERVING,
+      # SERVE, REFORK_DONE or an index to fork) onto `queue` as it arrives.
+      def forward_commands(queue)
+        fork_r = @fork_r
+        Thread.new do
+          while (line = fork_r.gets)
+            command = Integer(line, exception: false)
+            queue << command if command
+          end
+        end
+      end
+
+      # Returns once the master is gone (the alive pipe closed).
+      def wait_for_master_exit
+        @alive_r.read
+      end
+
+      private
+
+      def tell_master(line)
+        @messages_w.write("#{line}\n")
+      end
+
       # Command lines to worker 0. A worker 0 gone away is reaped and replaced by the master's
       # loop; its unread commands die with its pipe.
-      def command_template(*lines)
-        @fork_w&.write_nonblock(lines.map { |l| "#{l}\n" }.join, exception: false)
+      def command_template(*commands)
+        @fork_w&.write_nonblock(commands.map { |c| "#{c}\n" }.join, exception: false)
       rescue IOError, SystemCallError
         nil
       end

@@ -9,10 +9,13 @@ module Catamount
     # leave it locked forever). It begins stopped: the first workers are forked from it before
     # it serves.
     class Template
-      def initialize(context, worker, options, app, hook_data)
+      # `worker`: the Worker this process is (it starts serving and forks); `server` and
+      # `pipes`: its own.
+      def initialize(context, worker, server:, pipes:, options:, app:, hook_data:)
         @context = context
         @worker = worker
-        @server = context.server
+        @server = server
+        @pipes = pipes
         @options = options
         @app = app
         @hook_data = hook_data
@@ -24,18 +27,12 @@ module Catamount
       # `:finished`), fed here with the master's commands too.
       def serve(events)
         @events = events
-        fork_r = @worker.pipes.fork_r
-        Thread.new do
-          while (line = fork_r.gets)
-            command = Integer(line, exception: false)
-            events << command if command
-          end
-        end
+        @pipes.forward_commands(events)
         stopping = false
         commands = []
         loop do
           case (event = events.pop)
-          when :hup then @worker.reopen_logs(@options)
+          when :hup then @context.reopen_logs(@options)
           when :term
             stopping = true
             stop_serving if @state == :serving
@@ -69,9 +66,9 @@ module Catamount
       # stopped (`:finished`).
       def run_commands(commands)
         while (command = commands.first)
-          if command == -2
+          if command == Pipes::REFORK_DONE
             run_hooks(:after_refork)
-          elsif command.zero?
+          elsif command == Pipes::SERVE
             break if @state == :stopping
 
             if @state == :stopped

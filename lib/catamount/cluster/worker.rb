@@ -1,7 +1,5 @@
 # frozen_string_literal: true
 
-require "json"
-
 module Catamount
   module Cluster
     # A worker process's life, from the fork to `exit!`: replace the master's traps, run
@@ -9,13 +7,15 @@ module Catamount
     # inherited listeners (the kernel spreads connections), report to the master (pipes.rb),
     # and on TERM let in-flight requests finish, run `before_worker_shutdown`, exit 0.
     #
-    # INT is ignored (Ctrl-C reaches the whole group; the master stops the workers). A thread
-    # blocked on the master's "alive" pipe ends the worker when the master dies. Worker 0 in
-    # template mode hands its serving to `Template` (template.rb).
+    # The master's signals other than TERM and HUP are ignored (Signals::WORKER_IGNORED). A
+    # thread blocked on the master's "alive" pipe ends the worker when the master dies. Worker
+    # 0 in template mode hands its serving to `Template` (template.rb).
     class Worker
+      include Serving
+
       # Signals meant for the master (a `pkill` may reach every process of the tree), and INT.
       def self.ignore_master_signals
-        %w[INT TTIN TTOU USR1 USR2 URG].each { |sig| Signal.trap(sig, "IGNORE") }
+        Signals::WORKER_IGNORED.each { |sig| Signal.trap(sig, "IGNORE") }
       end
 
       # This process is worker 0 of a running cluster (Master#spawn_fresh_worker_0): it serves
@@ -26,26 +26,24 @@ module Catamount
           context.err.puts "catamount: #{Pipes::FRESH_WORKER_VAR} is set but is not <master pid>,<fd>,<fd>,<fd>"
           return Launcher::FAILED
         end
-        context.server = Native::Server.new(context.config.native, AppLoader.new(context).rack_settings(options))
+        server = Native::Server.new(context.config.native, AppLoader.new(context).rack_settings(options))
         Catamount.launcher = context.launcher
-        new(context, nil, 0, master_pid: master_pid, pipes: pipes, template: true).run(options, nil)
+        new(context, server: server, index: 0, master_pid: master_pid, pipes: pipes, template: true).run(options, nil)
       end
 
-      attr_reader :index, :pipes
-
-      # `master`: the Master this process was forked from (nil for a fresh worker 0, which gets
-      # `master_pid`, `pipes` and `template`). `sibling`: forked by worker 0 rather than by the
-      # master.
-      def initialize(context, master, index, sibling: false, master_pid: master&.pid, pipes: master&.pipes,
-                     template: master&.from_template? && index.zero?)
+      # `server`: the bound server (its listeners) this worker serves; `template`: worker 0
+      # forking the others; `sibling`: forked by worker 0 rather than by the master; `master`:
+      # the Master this process was forked from (nil otherwise), for the signals that reached
+      # its traps here.
+      def initialize(context, server:, index:, master_pid:, pipes:, template: false, sibling: false, master: nil)
         @context = context
-        @master = master
+        @server = server
         @index = index
-        @sibling = sibling
         @master_pid = master_pid
         @pipes = pipes
         @template = template && !sibling
-        @server = context.server
+        @sibling = sibling
+        @master = master
       end
 
       # Never returns: the process ends with `exit!`, never running the master's code.
@@ -61,13 +59,11 @@ module Catamount
         early = @master ? @master.take_early_signals : []
         events << :term if early.include?("TERM")
         events << :hup if early.include?("HUP")
-        ctx.log_prefix = "[#{Process.pid}] "
-        ctx.launcher.role = self
+        ctx.launcher.take_over(self)
         @pipes.in_worker(template: @template)
         # The master now knows this pid (and may signal it: the traps are in place).
-        @pipes.tell_master("f#{Process.pid}:#{@index}") if @sibling
-        tag = options[:tag] || File.basename(Dir.pwd)
-        Process.setproctitle("catamount: cluster worker #{@index}: #{@master_pid}#{tag.empty? ? '' : " [#{tag}]"}")
+        @pipes.forked(@index) if @sibling
+        Banner.title("catamount: cluster worker #{@index}: #{@master_pid}", options)
         watch_master
         hook_data = Hash.new { |h, k| h[k] = {} }
         ctx.run_hooks(:before_worker_boot, @index, keyed: hook_data)
@@ -80,12 +76,12 @@ module Catamount
         @started_at = Time.now.utc
         watch_idle(options[:idle_timeout]) if options[:idle_timeout]
         if @template
-          @pipes.tell_master("b#{Process.pid}:#{@index}")
+          @pipes.booted(@index)
           start_pings(options)
-          Template.new(ctx, self, options, app, hook_data).serve(events)
+          Template.new(ctx, self, server: @server, pipes: @pipes, options: options, app: app, hook_data: hook_data).serve(events)
         else
           pool = start_serving(app, events)
-          @pipes.tell_master("b#{Process.pid}:#{@index}")
+          @pipes.booted(@index)
           start_pings(options)
           serve_until_stopped(options, events)
           pool.join
@@ -112,23 +108,10 @@ module Catamount
         pool
       end
 
-      # The launcher's role in a worker: its own pool's stats, no timers of the master's.
-      def stats
-        return {} unless @started_at
-
-        @server.stats.merge(started_at: Context.iso8601(@started_at))
-      end
-
-      def status_line
-        "worker: #{Context.pool_summary(stats)}"
-      end
-
+      # The launcher's role in a worker (Serving: its own pool's stats, timers on threads):
+      # restarts and stops are the master's to ask for.
       def request(_what)
         nil
-      end
-
-      def every(interval, block)
-        Timers.thread(interval, @context.err, block)
       end
 
       # Forks worker `index` twice over: the middle process exits at once, so the worker is
@@ -138,7 +121,7 @@ module Catamount
         ctx.run_hooks(:before_worker_fork, index)
         middle = Process.fork do
           Process.fork do
-            Worker.new(ctx, nil, index, sibling: true, master_pid: @master_pid, pipes: @pipes).run(options, app)
+            Worker.new(ctx, server: @server, index: index, master_pid: @master_pid, pipes: @pipes, sibling: true).run(options, app)
           ensure
             exit!(Launcher::FAILED)
           end
@@ -154,19 +137,15 @@ module Catamount
         ctx.err.puts "#{ctx.log_prefix}! Could not fork worker #{index}: #{e.message}"
       end
 
-      def reopen_logs(options)
-        @context.reopen_logs(options)
-      end
-
       private
 
       # Ends this worker as soon as the master is gone (the "alive" pipe closes).
       def watch_master
-        alive = @pipes.alive_r
+        pipes = @pipes
         err = @context.err
         prefix = @context.log_prefix
         Thread.new do
-          alive.read # returns when the master is gone
+          pipes.wait_for_master_exit
           err.puts "#{prefix}! Detected the master died, stopping"
           exit!(Launcher::FAILED)
         end
@@ -175,7 +154,7 @@ module Catamount
       def serve_until_stopped(options, events)
         loop do
           case events.pop
-          when :hup then reopen_logs(options)
+          when :hup then @context.reopen_logs(options)
           when :term then @server.stop
           when :finished then break
           end
@@ -186,7 +165,7 @@ module Catamount
       def start_pings(options)
         Thread.new do
           loop do
-            @pipes.tell_master("p#{Process.pid}#{JSON.generate(@server.stats)}")
+            @pipes.status(@server.stats)
             sleep options[:worker_check_interval]
           end
         rescue IOError, SystemCallError
@@ -201,7 +180,7 @@ module Catamount
           idle = false
           loop do
             now_idle = @server.idle_seconds >= limit
-            @pipes.tell_master("i#{Process.pid}:#{now_idle ? 1 : 0}") if now_idle != idle
+            @pipes.idle(now_idle) if now_idle != idle
             idle = now_idle
             sleep(idle ? [limit / 4.0, 1].min : [limit - @server.idle_seconds, 0.05].max)
           end

@@ -48,16 +48,18 @@ module Catamount
       # `"check in"`), or `:replace_template` (stop worker 0, which did not fork `slot`).
       Expiry = Struct.new(:action, :slot, :missed, :limit, :template)
 
-      attr_reader :slots, :phase, :count, :failed_boots, :next_spawn_at, :force_at
+      attr_reader :slots, :phase, :count, :failed_boots
 
       # Whether workers other than 0 are forked by worker 0 (fork_worker, or a phased restart of
       # a preloaded app): worker 0 then stays when culling, and its death clears the slots it
       # still owed.
       attr_accessor :from_template
 
-      def initialize(count:, now:)
+      # `refork_after`: `fork_worker`'s request count (0: worker 0 never reforks by itself).
+      def initialize(count:, now:, refork_after: 0)
         @slots = []
         @count = count
+        @refork_after = refork_after
         @phase = 0
         @failed_boots = 0
         @next_spawn_at = now
@@ -149,6 +151,18 @@ module Catamount
         @announced = true
       end
 
+      # `p`: the worker's pool stats (nil: unreadable, the last ones are kept). True when this
+      # makes worker 0 due for a refork (`refork_due?`).
+      def status(slot, stats)
+        slot.last_status = stats if stats
+        refork_due?(slot)
+      end
+
+      # `i`: the worker has been idle for `idle_timeout` (true), or is busy again.
+      def idle(slot, idle)
+        slot.idle = idle
+      end
+
       # A child was reaped. Nil when no slot knew its pid (kept: a worker forked by worker 0 can
       # die before its report is read).
       def exited(pid, status, now:)
@@ -201,7 +215,7 @@ module Catamount
           next if now - (slot.last_checkin || slot.started_at) < limit
 
           if slot.pid
-            slot.term_sent_at = now
+            stopping(slot, now: now)
             next Expiry.new(:kill, slot, slot.booted? ? "check in" : "boot", limit)
           end
           forker = @slots.find { |s| s.index.zero? && s.pid && !s.stopping? }
@@ -267,12 +281,13 @@ module Catamount
         forker
       end
 
-      # `fork_worker N`: worker 0 of the first phase has served `limit` requests.
-      def refork_due?(slot, limit)
-        return false unless limit.positive? && slot.index.zero? && slot.phase.zero? && slot.booted?
+      # `fork_worker N`: worker 0 of the first phase has served N (`refork_after`) requests,
+      # and no phased restart or refork runs.
+      def refork_due?(slot)
+        return false unless @refork_after.positive? && slot.index.zero? && slot.phase.zero? && slot.booted?
         return false if @phased || slot.stopping?
 
-        slot.last_status.is_a?(Hash) && slot.last_status[:requests_count].to_i >= limit
+        slot.last_status.is_a?(Hash) && slot.last_status[:requests_count].to_i >= @refork_after
       end
 
       # The next step of a phased restart or refork, once every wanted worker is there, booted

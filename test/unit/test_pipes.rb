@@ -1,0 +1,75 @@
+# frozen_string_literal: true
+
+# The master–worker messages (Catamount::Cluster::Pipes): what a worker writes is what the
+# master reads, over a real pipe in this one process (no fork).
+require "minitest/autorun"
+require "timeout"
+require_relative "../../lib/catamount/cluster/pipes"
+
+class TestPipes < Minitest::Test
+  Pipes = Catamount::Cluster::Pipes
+
+  def setup
+    @pipes = Pipes.open
+  end
+
+  def read_all
+    @pipes.read(2)
+  end
+
+  def test_each_message_reads_back_as_written
+    pid = Process.pid
+    @pipes.booted(3)
+    @pipes.status({ running: 2, requests_count: 7 })
+    @pipes.idle(true)
+    @pipes.idle(false)
+    @pipes.forked(5)
+    @pipes.wake_master
+    assert_equal [[:booted, pid, 3, nil], [:status, pid, nil, { running: 2, requests_count: 7 }],
+                  [:idle, pid, nil, true], [:idle, pid, nil, false], [:forked, pid, 5, nil]],
+                 read_all.map(&:to_a)
+  end
+
+  def test_nothing_arrived
+    assert_empty @pipes.read(0.01)
+  end
+
+  # A read may end inside a line: the rest comes with the next read.
+  def test_a_line_split_across_reads
+    r, w = IO.pipe
+    pipes = Pipes.new(messages_r: r, messages_w: w)
+    w.write("b12:1\np12{\"running\"")
+    assert_equal [[:booted, 12, 1, nil]], pipes.read(2).map(&:to_a)
+    w.write(":1}\n")
+    assert_equal [[:status, 12, nil, { running: 1 }]], pipes.read(2).map(&:to_a)
+  ensure
+    r&.close
+    w&.close
+  end
+
+  def test_unreadable_stats_and_unknown_lines
+    assert_equal [:status, 12, nil, nil], Pipes.parse("p12{oops").to_a
+    assert_equal [:status, 12, nil, nil], Pipes.parse("p12").to_a
+    assert_nil Pipes.parse("!")
+    assert_nil Pipes.parse("x12")
+  end
+
+  def test_template_commands
+    r, w = IO.pipe
+    pipes = Pipes.new(fork_r: r, fork_w: w)
+    queue = Queue.new
+    pipes.forward_commands(queue)
+    pipes.template_fork([1, 2])
+    pipes.template_serve
+    pipes.template_refork_done
+    got = Timeout.timeout(2) { Array.new(6) { queue.pop } }
+    assert_equal [Pipes::STOP_SERVING, 1, 2, Pipes::SERVE, Pipes::SERVE, Pipes::REFORK_DONE], got
+  ensure
+    w&.close
+    r&.close
+  end
+
+  def teardown
+    @pipes.in_worker(template: false)
+  end
+end
