@@ -3,11 +3,13 @@
 //! The Ruby launcher asks for `Native.parse_cli(ARGV)`, evaluates config files with the DSL
 //! (which only records `[name, args, "file:line"]`), and calls `cli.resolve(settings)`; all
 //! validation happens in `catamount-config`, so a flag and a DSL line get the same checks.
+//! `Options#to_h` (Ruby's options Hash) and `Native.dsl_options` are made from the option
+//! definitions: nothing here names an option.
 
 use std::cell::RefCell;
 
 use catamount_config::cli::{self, Command};
-use catamount_config::{Environment, ForceShutdown, Layer, Options, Value as ConfValue};
+use catamount_config::{Environment, Layer, Options, Value as ConfValue};
 use magnus::value::ReprValue;
 use magnus::{
     prelude::*, Error, Float, Integer, IntoValue, RArray, RHash, RString, Ruby, Symbol, TryConvert,
@@ -147,36 +149,6 @@ fn to_conf_value(v: Value) -> Result<ConfValue, String> {
 }
 
 impl RbOptions {
-    pub fn environment(&self) -> String {
-        self.0.environment.clone()
-    }
-    pub fn rackup(&self) -> String {
-        self.0.rackup.clone()
-    }
-    pub fn directory(&self) -> Option<String> {
-        self.0.directory.clone()
-    }
-    pub fn pidfile(&self) -> Option<String> {
-        self.0.pidfile.clone()
-    }
-    pub fn tag(&self) -> Option<String> {
-        self.0.tag.clone()
-    }
-    pub fn min_threads(&self) -> u32 {
-        self.0.min_threads
-    }
-    pub fn max_threads(&self) -> u32 {
-        self.0.max_threads
-    }
-    pub fn silent(&self) -> bool {
-        self.0.silent
-    }
-    pub fn log_requests(&self) -> bool {
-        self.0.log_requests
-    }
-    pub fn binds(&self) -> Vec<String> {
-        self.0.binds.iter().map(|b| b.original.clone()).collect()
-    }
     /// What this configuration asks for that cannot be served yet, or nil.
     pub fn not_supported_yet(&self) -> Option<String> {
         self.0.not_supported_yet()
@@ -190,14 +162,6 @@ impl RbOptions {
             h.aset(ruby.to_symbol(key), to_ruby(ruby, &value)?)?;
         }
         Ok(h)
-    }
-
-    /// Seconds, or nil for "wait as long as it takes".
-    pub fn force_shutdown_after(&self) -> Option<f64> {
-        match self.0.force_shutdown_after {
-            ForceShutdown::Never => None,
-            ForceShutdown::After(d) => Some(d.as_secs_f64()),
-        }
     }
 }
 

@@ -34,24 +34,10 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     cli.define_method("resolve", method!(config::RbCli::resolve, 1))?;
 
     let options = native.define_class("Options", ruby.class_object())?;
-    options.define_method("environment", method!(config::RbOptions::environment, 0))?;
-    options.define_method("rackup", method!(config::RbOptions::rackup, 0))?;
-    options.define_method("directory", method!(config::RbOptions::directory, 0))?;
-    options.define_method("pidfile", method!(config::RbOptions::pidfile, 0))?;
-    options.define_method("tag", method!(config::RbOptions::tag, 0))?;
-    options.define_method("min_threads", method!(config::RbOptions::min_threads, 0))?;
-    options.define_method("max_threads", method!(config::RbOptions::max_threads, 0))?;
-    options.define_method("silent?", method!(config::RbOptions::silent, 0))?;
-    options.define_method("log_requests?", method!(config::RbOptions::log_requests, 0))?;
-    options.define_method("binds", method!(config::RbOptions::binds, 0))?;
     options.define_method("to_h", method!(config::RbOptions::to_h, 0))?;
     options.define_method(
         "not_supported_yet",
         method!(config::RbOptions::not_supported_yet, 0),
-    )?;
-    options.define_method(
-        "force_shutdown_after",
-        method!(config::RbOptions::force_shutdown_after, 0),
     )?;
 
     let srv = native.define_class("Server", ruby.class_object())?;
