@@ -13,14 +13,16 @@
 //! The Ruby extension drives this from pool threads: [`WorkQueue::pop`] a [`Job`], run the app,
 //! write through its [`Responder`].
 //!
-//! The modules' dependencies run one way: `dispatch`, `stream`, `body_buffers`, `log`, `spill`
-//! and `listener` depend on no other module; `response` on `dispatch` and `stream`; `request` on
-//! `response`; `shared` on `request`; `reactor` on `shared`; `server` on `reactor`. This file
-//! holds [`ServerConfig`] and the re-exports.
+//! The modules' dependencies run one way: `dispatch`, `stream`, `body_buffers`, `hand_over`,
+//! `log`, `spill` and `listener` depend on no other module; `config` ([`ServerConfig`]) on
+//! `dispatch`; `response` on `dispatch`, `hand_over` and `stream`; `request` on `response`;
+//! `shared` on `request` and `config`; `reactor` on `shared`; `server` on `reactor`. This file
+//! only declares them and re-exports.
 
 #![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
 pub mod body_buffers;
+mod config;
 pub mod dispatch;
 mod hand_over;
 pub mod listener;
@@ -35,11 +37,9 @@ mod stream;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 pub use body_buffers::BodyBuffer;
 pub use catamount_http::Limits;
+pub use config::ServerConfig;
 pub use dispatch::{Handoff, PoolAction, PoolStats, Seat, Wait, Waiter};
 pub use listener::{
     bind_all, bind_all_inheriting, BoundListener, InheritedSocket, ListenError, Listener,
@@ -47,127 +47,3 @@ pub use listener::{
 pub use request::{Body, Job, Peer, Pop, Request, WorkQueue};
 pub use response::{Responder, WriteRoute};
 pub use server::{Server, REACTOR_PANIC_EXIT};
-
-use catamount_config::options::{HttpMethods, RemoteAddress, ThreadHandoff};
-use catamount_config::Options;
-use catamount_http::MethodPolicy;
-
-/// Everything the reactor needs to know: made from the resolved [`Options`]
-/// (`ServerConfig::from(&options)`); its defaults are those of `Options::default()`.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Request size limits and accepted methods (see `catamount_http::Limits`).
-    pub limits: Limits,
-    /// Longest wait for more bytes of a request that has begun (and for the first request on a
-    /// new connection). Option `first_data_timeout`.
-    pub first_data_timeout: Duration,
-    /// Longest idle time between requests on a keep-alive connection. Option `persistent_timeout`.
-    pub persistent_timeout: Duration,
-    /// A response write that makes no progress for this long aborts the connection. Default 30 s.
-    pub write_timeout: Duration,
-    /// Allow keep-alive at all. Options `enable_keep_alives`, `queue_requests`.
-    pub keep_alive: bool,
-    /// Requests served on one connection before it is closed. Option `max_keep_alive`.
-    pub max_keep_alive: u64,
-    /// Bodies up to this size stay in memory; larger ones go to a temporary file. Default 112 KiB
-    /// (Puma's threshold). Chunked bodies always go to a file.
-    pub body_in_memory_max: usize,
-    /// Bytes of a response handed to the reactor for one slow client before the producing pool
-    /// thread waits for it (without the GVL). Default 16 MiB. See `hand_over.rs`.
-    pub max_buffered_response: u64,
-    /// Bytes handed to the reactor for slow clients over all connections, past which a pool
-    /// thread hands over more only as fast as its own client reads. Default 64 MiB.
-    pub max_buffered_total: u64,
-    /// Directory for request-body temporary files. Default `$TMPDIR` or `/tmp`.
-    pub temp_dir: PathBuf,
-    pub min_threads: usize,
-    pub max_threads: usize,
-    /// How long a pool thread above `min_threads` may idle before it exits. Default 30 s.
-    pub idle_thread_trim: Duration,
-    /// When a queued request goes to another pool thread: once it could run it (the GVL is
-    /// free; default), or at once as in Puma. See `dispatch::handoff`.
-    pub handoff: Handoff,
-    /// Expect a PROXY protocol v1 line at the start of each connection; its source address
-    /// becomes the peer. Option `set_remote_address proxy_protocol: :v1`.
-    pub proxy_protocol: bool,
-    /// On a graceful stop, accept and serve the connections already in the listen backlog
-    /// before closing the listeners. Option `drain_on_shutdown`.
-    pub drain_on_shutdown: bool,
-    /// Count a newly accepted connection against the pool's capacity until its first request is
-    /// queued, for at most this long. Default None; cluster workers use 50 ms. Without it, the
-    /// worker that wins the first accept of a burst of connections would accept the whole
-    /// burst (its threads all look free until requests arrive), and its keep-alive connections
-    /// would stay there while the other workers idle. The hold is short so a client that
-    /// connects and sends nothing cannot keep a worker from accepting.
-    pub new_connection_hold: Option<Duration>,
-    /// How long a pending connection is left in the listen backlog while no pool thread is
-    /// free, before it is taken anyway and its request queued. Default 10 ms. While the pool
-    /// is full a connection waits there so that another worker process with a free thread can
-    /// take it instead; the bound keeps it from waiting for as long as the keep-alive
-    /// connections already accepted keep the pool busy (they would always come first).
-    /// With `busy_accept_delay` the wait is at least twice that delay, so a worker with a free
-    /// thread still takes a connection before a worker without one.
-    pub max_accept_wait: Duration,
-    /// Cluster workers (`wait_for_less_busy_worker`): with a connection pending while a request
-    /// is queued or running here, wait up to this long (less once a request finishes) before
-    /// accepting, so an idle worker takes it first. None in single mode.
-    pub busy_accept_delay: Option<Duration>,
-    /// A pool thread that has been on a request this long hands its finished small response
-    /// to the reactor to write, when other requests wait for a thread; None: pool threads
-    /// always write themselves. Default 50 µs. See [`Responder::write_whole`].
-    pub reactor_writes_after: Option<Duration>,
-    /// Remove UNIX socket files when the server ends. Default true; false in cluster workers,
-    /// whose listeners belong to the master (it removes them when the last worker is gone).
-    pub unlink_unix_sockets: bool,
-}
-
-impl Default for ServerConfig {
-    /// The server core's config for every option at its default ([`Options::default`]): the
-    /// numbers live once, in the option definitions and in [`From<&Options>`].
-    fn default() -> Self {
-        ServerConfig::from(&Options::default())
-    }
-}
-
-impl From<&Options> for ServerConfig {
-    /// What the reactor and the queue need of the resolved options, plus the core's own knobs
-    /// (no option sets them; cluster workers change some after this).
-    fn from(o: &Options) -> Self {
-        ServerConfig {
-            limits: Limits {
-                max_body: o.http_content_length_limit,
-                methods: match &o.http_methods {
-                    HttpMethods::Standard => MethodPolicy::standard(),
-                    HttpMethods::Any => MethodPolicy::Any,
-                    HttpMethods::Only(list) => MethodPolicy::Only(list.clone()),
-                },
-                ..Limits::default()
-            },
-            first_data_timeout: o.first_data_timeout,
-            persistent_timeout: o.persistent_timeout,
-            write_timeout: Duration::from_secs(30),
-            keep_alive: o.enable_keep_alives,
-            max_keep_alive: o.max_keep_alive,
-            body_in_memory_max: 112 * 1024,
-            max_buffered_response: 16 * 1024 * 1024,
-            max_buffered_total: 64 * 1024 * 1024,
-            temp_dir: std::env::temp_dir(),
-            min_threads: o.min_threads as usize,
-            max_threads: o.max_threads as usize,
-            idle_thread_trim: Duration::from_secs(30),
-            handoff: match o.thread_handoff {
-                ThreadHandoff::GvlAware => Handoff::GvlAware,
-                ThreadHandoff::Eager => Handoff::Eager,
-            },
-            proxy_protocol: o.remote_address == RemoteAddress::ProxyV1,
-            drain_on_shutdown: o.drain_on_shutdown,
-            new_connection_hold: None,
-            max_accept_wait: Duration::from_millis(10),
-            // Only a server that runs as one of several workers ever starts with it.
-            busy_accept_delay: (o.workers >= 2 && !o.wait_for_less_busy_worker.is_zero())
-                .then_some(o.wait_for_less_busy_worker),
-            reactor_writes_after: Some(Duration::from_micros(50)),
-            unlink_unix_sockets: true,
-        }
-    }
-}

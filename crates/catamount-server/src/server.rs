@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::body_buffers::BodyBuffers;
+use crate::config::ServerConfig;
 use crate::dispatch::Waiter;
 use crate::listener::BoundListener;
 use crate::log;
 use crate::reactor;
 use crate::request::WorkQueue;
 use crate::shared::Shared;
-use crate::ServerConfig;
 
 /// Exit status of a process whose reactor thread panicked (`EX_SOFTWARE`: an internal error).
 pub const REACTOR_PANIC_EXIT: i32 = 70;

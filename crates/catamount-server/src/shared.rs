@@ -1,4 +1,4 @@
-//! What the reactor, its connections and [`Server`](crate::Server) share while a server runs:
+//! What the reactor, its connections and `Server` share while a server runs:
 //! the configuration, the queue, the stop flag, the activity clock and the kept body buffers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::body_buffers::BodyBuffers;
+use crate::config::ServerConfig;
 use crate::hand_over::HandedOver;
 use crate::request::WorkQueue;
 use crate::response::{Exchange, Responder, Responding};
 use crate::stream::Stream;
-use crate::ServerConfig;
 
 /// State shared by the reactor, every connection and every responder.
 #[derive(Debug)]

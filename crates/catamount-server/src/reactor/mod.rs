@@ -19,12 +19,12 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::config::ServerConfig;
 use crate::listener::{BoundListener, Listener};
 use crate::log;
 use crate::request::Peer;
 use crate::shared::Shared;
 use crate::stream::Stream;
-use crate::ServerConfig;
 
 /// Runs the reactor until a stop is requested and every connection has finished.
 pub(crate) fn run(
