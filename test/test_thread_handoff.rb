@@ -61,7 +61,7 @@ class TestThreadHandoff < Minitest::Test
     response = read_response(sock)
     assert_equal 500, response.status, "a killed thread's request is answered"
     assert_equal "close", response["connection"]
-    assert wait_until { server.stderr.include?(%(("GET /die" - (127.0.0.1)): the thread serving it was killed; answering 500)) }, server.stderr
+    assert wait_until { server.stderr.include?(%(("GET /die" - (127.0.0.1)): left by a non-local exit (Thread#kill, throw); answering 500)) }, server.stderr
     3.times do
       assert_equal %w[done] * 4, burst(server.port, "/stat_loop?ms=5", 4)
     end

@@ -1,15 +1,18 @@
-//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Six things live here:
-//! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one write while
-//! the GVL is held), copying a Hash with Ruby's own table copy, taking ownership of a
-//! listening socket's descriptor handed over by the process that ran before this one, making
-//! the cluster master the reaper of the workers its worker 0 forks (`prctl`), and starting the
-//! reactor thread with every signal blocked (`pthread_sigmask`).
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Seven things live here:
+//! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one vectored socket
+//! write while the GVL is held), keeping a Ruby object visible to the GC's stack scan
+//! (`gc_guard`), copying a Hash with Ruby's own table copy, taking ownership of a listening
+//! socket's descriptor handed over by the process that ran before this one, making the cluster
+//! master the reaper of the workers its worker 0 forks (`prctl`), and starting native threads
+//! with the signals Ruby handles blocked (`pthread_sigmask`).
 //!
 //! Pool threads wait for work, wait for slow clients and write large streamed pieces *without*
 //! the GVL, so the other Ruby threads run meanwhile. Ruby's rule for that is
 //! `rb_thread_call_without_gvl2(func, data, ubf, data2)`:
 //! - `func` runs without the GVL: it must not touch any Ruby object, and must not unwind into C.
-//!   We run it inside `catch_unwind` and hand a panic back as an error.
+//!   We run it inside `catch_unwind` and hand a panic back as an error. `func` and its result
+//!   must be `Send`: magnus's Ruby handle and values are not, so a closure that could call Ruby
+//!   through them does not compile.
 //! - `ubf` (the unblocking function) is how Ruby wakes `func` for `Thread#kill`, `Thread#raise`,
 //!   signals and shutdown. It may run on another thread, while `func` runs. Ours only calls the
 //!   closure the caller gave (which sets a flag and notifies a condvar), also inside `catch_unwind`.
@@ -57,7 +60,8 @@ extern "C" fn run_unblock<U: Fn()>(data: *mut c_void) {
 /// Runs `func` with the GVL released; `unblock` must make `func` return promptly.
 pub fn without_gvl<F, R, U>(func: F, unblock: &U) -> Result<R, Blocked>
 where
-    F: FnOnce() -> R,
+    F: FnOnce() -> R + Send,
+    R: Send,
     U: Fn() + Sync,
 {
     let mut call = Call::<F, R> {
@@ -97,16 +101,35 @@ pub fn copy_bytes(s: magnus::RString, out: &mut Vec<u8>) {
     out.extend_from_slice(unsafe { s.as_slice() });
 }
 
-/// Lends the bytes of Ruby Strings to `f` without copying them.
+/// Writes `head` and the bytes of Ruby Strings to the client with vectored writes
+/// (`Responder::write_parts_from`, which says how `sent` and the result work), lending the
+/// strings' buffers instead of copying them.
 ///
-/// Sound because the caller holds the GVL for the whole call and `f` must not call into Ruby:
-/// no other Ruby thread runs, so nothing can mutate or free the strings, and the GC (which runs
-/// only when Ruby allocates) cannot move or collect them. The strings must be reachable (they
-/// come from a body Array the caller keeps on its stack).
-pub fn with_bytes_of<R>(strings: &[magnus::RString], f: impl FnOnce(&[&[u8]]) -> R) -> R {
-    // SAFETY: see above; the slices do not outlive `f`.
+/// Sound because the caller holds the GVL for the whole call and the only code that runs while
+/// the bytes are lent is `Responder::write_parts_from`, from catamount-server, a crate that does
+/// not link to Ruby and so cannot call it (this takes no closure that could): no other Ruby
+/// thread runs, nothing can mutate or free the strings, and the GC (which runs only when Ruby
+/// allocates) cannot move or collect them. The slices are taken afresh at each call, so a string
+/// changed while the caller waited without the GVL is never read through a stale pointer. The
+/// strings must be reachable from something the GC sees: the caller keeps them in an Array on
+/// its stack and passes it to [`gc_guard`] after its last call.
+pub fn write_strings_from(
+    responder: &mut catamount_server::Responder,
+    head: &[u8],
+    strings: &[magnus::RString],
+    sent: &mut u64,
+) -> std::io::Result<bool> {
+    // SAFETY: see above; the slices do not outlive this call.
     let slices: Vec<&[u8]> = strings.iter().map(|s| unsafe { s.as_slice() }).collect();
-    f(&slices)
+    responder.write_parts_from(head, &slices, sent)
+}
+
+/// Ruby's `RB_GC_GUARD`: keeps `value` on the machine stack, where the GC's conservative scan
+/// finds it, at least until this call; the objects reachable from it stay alive meanwhile.
+pub fn gc_guard<T: magnus::value::ReprValue>(value: T) {
+    use magnus::rb_sys::AsRawValue;
+    let raw = value.as_value().as_raw();
+    let _ = rb_sys::rb_gc_guard!(raw);
 }
 
 /// The bytes of a Ruby String, copied.
@@ -181,20 +204,28 @@ pub fn become_child_subreaper() -> std::io::Result<()> {
     }
 }
 
-/// Runs `spawn` (which starts native threads) with every signal blocked in the calling thread,
-/// then restores the caller's mask. The threads started meanwhile inherit the full mask, so a
-/// signal sent to the process (TERM, INT, USR2, ...) is always delivered to a Ruby thread and
-/// never to the reactor, which has no business with signals: Ruby turns a signal into a trap
-/// run by its main thread, and the fewer paths that takes, the fewer ways it can be missed.
+/// The signals a thread must never block: the kernel sends them to the thread that faulted,
+/// and blocked they kill the process without Ruby's crash report (or hang it).
+pub const CRASH_SIGNALS: [i32; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
+
+/// Runs `spawn` (which starts native threads) with every signal but [`CRASH_SIGNALS`] blocked in
+/// the calling thread, then restores the caller's mask. The threads started meanwhile inherit
+/// that mask, so a signal sent to the process (TERM, INT, USR2, ...) is always delivered to a
+/// Ruby thread and never to a native one, which has no business with signals: Ruby turns a
+/// signal into a trap run by its main thread, and the fewer paths that takes, the fewer ways it
+/// can be missed. A crash in a native thread is still reported by Ruby's SEGV handler.
 pub fn with_signals_blocked<R>(spawn: impl FnOnce() -> R) -> R {
     use std::mem::MaybeUninit;
     let mut all = MaybeUninit::<libc::sigset_t>::uninit();
     let mut old = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigfillset fills the set we own and cannot fail for a valid pointer;
-    // pthread_sigmask reads `all` (now initialised) and writes the caller's mask into `old`,
-    // both ours, and changes only this thread's mask.
+    // SAFETY: sigfillset fills the set we own and cannot fail for a valid pointer, sigdelset
+    // takes valid signal numbers out of it; pthread_sigmask reads `all` (now initialised) and
+    // writes the caller's mask into `old`, both ours, and changes only this thread's mask.
     let blocked = unsafe {
         libc::sigfillset(all.as_mut_ptr());
+        for sig in CRASH_SIGNALS {
+            libc::sigdelset(all.as_mut_ptr(), sig);
+        }
         libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) == 0
     };
     let result = catch_unwind(AssertUnwindSafe(spawn));

@@ -296,7 +296,11 @@ impl RbServer {
             match action {
                 Some(PoolAction::Spawn) => return Ok(ruby.to_symbol("spawn")),
                 Some(PoolAction::Closed) => return Ok(ruby.to_symbol("closed")),
-                Some(PoolAction::Interrupted) | None => waiter.reset(),
+                Some(PoolAction::Interrupted) | None => {
+                    waiter.reset();
+                    // Woken by Ruby's unblocking function: let a kill or Thread#raise land now.
+                    ruby.thread_check_ints()?;
+                }
             }
         }
     }
@@ -335,6 +339,9 @@ impl RbServer {
                         },
                         Some(Wait::Interrupted) | None => {
                             waiter.reset();
+                            // Woken by Ruby's unblocking function (a kill, Thread#raise): let
+                            // it land before taking work, not in the middle of a request.
+                            ruby.thread_check_ints()?;
                             continue;
                         }
                         Some(Wait::Trim) | Some(Wait::Closed) => {
@@ -344,7 +351,10 @@ impl RbServer {
                     }
                 }
             };
+            // A non-local exit met while serving (the thread killed, a `throw`) goes on from
+            // here, after the request was answered or closed; `alive` uncounts the thread.
             serve(ruby, &rb_self.rack, app, *job)?;
+            rack::escape::check()?;
             if let Some(hook) = rb_self.out_of_band {
                 // Only when no other request is running or waiting: the hook (often a GC)
                 // then delays no one.
@@ -370,7 +380,10 @@ impl RbServer {
             match result {
                 Some(Some(Ok(()))) => return Ok(true),
                 Some(Some(Err(e))) => return Err(Error::new(ruby.exception_runtime_error(), e)),
-                Some(None) | None => waiter.reset(),
+                Some(None) | None => {
+                    waiter.reset();
+                    ruby.thread_check_ints()?;
+                }
             }
         }
     }
@@ -414,9 +427,9 @@ impl RbServer {
 /// Runs `func` without the GVL. When Ruby has an interrupt pending (the function was not run,
 /// or `unblock` cut it short), lets Ruby handle it first: that may raise (kill, Thread#raise),
 /// which propagates; otherwise returns None and the caller retries.
-fn blocking<R>(
+fn blocking<R: Send>(
     ruby: &Ruby,
-    func: impl FnOnce() -> R,
+    func: impl FnOnce() -> R + Send,
     unblock: &(dyn Fn() + Sync),
 ) -> Result<Option<R>, Error> {
     match ffi::without_gvl(func, &|| unblock()) {
@@ -435,6 +448,8 @@ fn blocking<R>(
 /// One request: env, app, response. Errors returned are non-local exits only.
 fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(), Error> {
     let started = Instant::now();
+    // A jump left over from a request that ended early must not end this one.
+    rack::escape::take();
     let Job {
         mut request,
         responder,
@@ -473,8 +488,10 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
                     .first()
                     .copied()
                     .unwrap_or_else(|| ruby.qnil().as_value());
-                let head = rack::response::collect_headers(103, headers)
-                    .map_err(|bug| Error::new(ruby.exception_arg_error(), bug.0))?;
+                let head = rack::response::collect_headers(103, headers);
+                // A jump met while reading the hints goes on through the app's frames.
+                rack::escape::check()?;
+                let head = head.map_err(|bug| Error::new(ruby.exception_arg_error(), bug.0))?;
                 let Some(out) = catamount_http::early_hints(version, &head) else {
                     return Ok(ruby.qnil().as_value());
                 };

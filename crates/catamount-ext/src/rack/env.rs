@@ -467,14 +467,21 @@ fn rack_input(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Re
             .get_inner(&STRING_IO)
             .new_instance((ruby.str_from_slice(&bytes),)),
         Body::File { file, .. } => {
-            use std::os::fd::IntoRawFd;
-            let fd = file.into_raw_fd();
-            ruby.get_inner(&FILE).funcall("for_fd", (fd, "rb"))
+            use std::os::fd::{AsRawFd, IntoRawFd};
+            // The File keeps the descriptor until Ruby's IO owns it: if `for_fd` raises, the
+            // File is dropped here and closes it (it leaked before).
+            let io = ruby
+                .get_inner(&FILE)
+                .funcall("for_fd", (file.as_raw_fd(), "rb"))?;
+            let _owned_by_ruby_now = file.into_raw_fd();
+            Ok(io)
         }
     }
 }
 
 /// Runs each `rack.after_reply` callable in order; errors are logged and do not stop the rest.
+/// A non-local exit (the thread killed, a `throw`) stops them and is kept in
+/// [`escape`](super::escape) for the pool loop to resume.
 pub fn run_after_reply(ruby: &Ruby, env: RHash) {
     let Some(callbacks) = env.get(ruby.get_inner(&RACK_AFTER_REPLY)) else {
         return;
@@ -484,10 +491,13 @@ pub fn run_after_reply(ruby: &Ruby, env: RHash) {
     };
     for callback in callbacks.into_iter() {
         if let Err(e) = callback.funcall::<_, _, Value>("call", ()) {
-            if e.value().is_none() {
+            let Some(exception) = super::escape::caught(e) else {
                 return;
-            }
-            catamount_server::log::error(&format!("rack.after_reply callback failed: {e}"));
+            };
+            catamount_server::log::error(&format!(
+                "rack.after_reply callback failed: {}",
+                super::escape::inspect(exception)
+            ));
         }
     }
 }

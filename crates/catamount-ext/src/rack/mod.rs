@@ -2,6 +2,7 @@
 //! `[status, headers, body]` becomes ([`response`]).
 
 pub mod env;
+pub(crate) mod escape;
 pub mod response;
 
 /// Method names the bridge calls on every request, interned once: a name given as `&str` is

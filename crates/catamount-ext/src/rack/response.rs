@@ -5,6 +5,11 @@
 //! app's bug, a 500, never a corrupt response), asks it for the framing, keep-alive and head bytes
 //! (`catamount_http::response`), and walks the body. `body.close` is always called, then the access
 //! log line and the `rack.after_reply` callbacks.
+//!
+//! A non-local exit in app code (`Thread#kill`, a `throw` to an outer `catch`) is kept by
+//! [`escape`](super::escape): the client still gets the built-in 500 when nothing was sent yet
+//! (else the connection is aborted), `body.close` still runs, no other app code does, and the pool
+//! loop resumes the exit when the request is done.
 
 use std::fs::File;
 use std::sync::{Arc, Mutex};
@@ -19,7 +24,7 @@ use catamount_http::{
 };
 use catamount_server::{log, Request, Responder, Waiter};
 
-use super::{ids, RackSettings};
+use super::{escape, ids, RackSettings};
 use crate::ffi;
 
 /// Streamed bodies are written in pieces of about this size.
@@ -44,8 +49,9 @@ enum BodyKind {
 }
 
 struct ArrayBody {
-    /// Kept so the strings stay reachable for the GC while we hold them.
-    _array: Option<RArray>,
+    /// The Array the strings came from: `parts` lives on the Rust heap, which the GC does not
+    /// scan, so this is what keeps them alive; [`write_array`] guards it past their last use.
+    array: Option<RArray>,
     parts: Vec<RString>,
     len: u64,
 }
@@ -53,15 +59,15 @@ struct ArrayBody {
 impl ArrayBody {
     fn empty() -> ArrayBody {
         ArrayBody {
-            _array: None,
+            array: None,
             parts: Vec::new(),
             len: 0,
         }
     }
 }
 
-/// Writes the response for `result` (what `app.call(env)` returned or raised).
-/// Returns Err only for a non-local exit (thread kill, throw) that must propagate to Ruby.
+/// Writes the response for `result` (what `app.call(env)` returned or raised). A non-local exit
+/// met on the way is left in [`escape`] for the caller to resume.
 pub fn respond(
     ruby: &Ruby,
     settings: &RackSettings,
@@ -74,21 +80,15 @@ pub fn respond(
     let triple = match result {
         Ok(triple) => triple,
         Err(e) => {
-            let Some(exception) = e.value() else {
-                // A non-local exit, not an exception: the thread was killed in the app. The
-                // client still gets its answer (the built-in 500: no Ruby code runs while the
-                // thread is being killed), then the exit goes on.
-                log::error(&format!(
-                    "{}: the thread serving it was killed; answering 500",
-                    app_context(request)
-                ));
-                let mut responder = responder;
-                let _ = responder.write_vec(builtin_500(request, None));
-                responder.finish(false);
-                return Err(e);
-            };
-            log_app_error(request, exception);
-            write_error(settings, request, env, responder, Some(exception));
+            let exception = escape::caught(e);
+            match exception {
+                Some(exception) => log_app_error(request, exception),
+                // Not an exception: the thread was killed in the app, or a `throw` left it. The
+                // client still gets its answer (the built-in 500: no more app code runs), then
+                // the exit goes on.
+                None => log_jump(request),
+            }
+            write_error(settings, request, env, responder, exception);
             return Ok(());
         }
     };
@@ -112,17 +112,18 @@ pub fn respond(
         responder,
         started,
     );
+    // Cleanup runs even when a jump is on its way.
     close_body(body);
-    match outcome {
-        Ok(Written { status, app_length }) => {
-            if settings.log_requests {
-                access_log(ruby, settings, request, status, app_length, started);
-            }
+    if let Ok(Written { status, app_length }) = outcome {
+        if settings.log_requests {
+            access_log(ruby, settings, request, status, app_length, started);
         }
-        Err(Failure::Jump(e)) => return Err(e),
-        Err(Failure::Logged) => {}
     }
-    super::env::run_after_reply(ruby, env);
+    if escape::pending() {
+        log_jump(request);
+    } else {
+        super::env::run_after_reply(ruby, env);
+    }
     Ok(())
 }
 
@@ -132,9 +133,8 @@ struct Written {
 }
 
 enum Failure {
-    /// A non-local exit from Ruby; re-raise it.
-    Jump(Error),
-    /// Already logged and answered (or the connection aborted).
+    /// Already logged and answered (or the connection aborted); a non-local exit met on the
+    /// way is in [`escape`].
     Logged,
 }
 
@@ -142,7 +142,7 @@ fn split_triple(triple: Value) -> Result<(Value, Value, Value), AppBug> {
     let array = RArray::from_value(triple).ok_or_else(|| {
         AppBug(format!(
             "app returned {} instead of [status, headers, body]",
-            triple.inspect()
+            escape::inspect(triple)
         ))
     })?;
     if array.len() != 3 {
@@ -185,9 +185,12 @@ fn write_triple(
     let kind = if bodiless && head.content_length().is_some() {
         BodyKind::Array(ArrayBody::empty())
     } else {
-        match body_kind(body) {
+        match body_kind(ruby, body) {
             Ok(k) => k,
-            Err(BodyError::Jump(e)) => return Err(Failure::Jump(e)),
+            Err(BodyError::Jump) => {
+                write_error(settings, request, env, responder, None);
+                return Err(Failure::Logged);
+            }
             Err(BodyError::Raised(exception)) => {
                 log_app_error(request, exception);
                 write_error(settings, request, env, responder, Some(exception));
@@ -224,8 +227,8 @@ fn write_triple(
         }
         (_, BodyKind::File(file, len)) => {
             send(&mut responder, out).map_err(|_| Failure::Logged)?;
-            responder
-                .send_file(file, 0, len)
+            // Reading the file may wait for the disk: only this request waits for it.
+            released(&mut responder, file, |r, file| r.send_file(file, 0, len))
                 .map_err(|_| Failure::Logged)?;
         }
         (framing, BodyKind::Stream) => {
@@ -248,7 +251,7 @@ fn write_triple(
     }
     // Slow readers hold all the process may hand over: this thread waits for its own client.
     if responder.over_budget() && !wait_for_client(&responder) {
-        ruby.thread_check_ints().map_err(Failure::Jump)?;
+        ruby.thread_check_ints().map_err(interrupted)?;
     }
     responder.finish(keep_alive);
     Ok(written)
@@ -328,8 +331,13 @@ fn stream_body(
     })));
     let shared = state.clone();
     let block = ruby.proc_from_fn(move |ruby: &Ruby, args: &[Value], _blk| {
-        if let Some(st) = shared.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        // Out of the mutex while it is used: `take` may wait for the client without the GVL,
+        // and no lock may be held across a GVL release (another Ruby thread taking it would
+        // wait forever for a thread that waits for the GVL).
+        let taken = shared.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut st) = taken {
             st.take(args.first().and_then(|v| RString::from_value(*v)));
+            *shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(st);
         }
         ruby.qnil()
     });
@@ -339,12 +347,12 @@ fn stream_body(
         return Err(Failure::Logged);
     };
     if let Err(e) = result {
-        let Some(exception) = e.value() else {
-            return Err(Failure::Jump(e));
-        };
-        log_app_error(request, exception);
+        let exception = escape::caught(e);
+        if let Some(exception) = exception {
+            log_app_error(request, exception);
+        }
         if !st.flushed {
-            write_error_to(settings, request, env, &mut st.responder, Some(exception));
+            write_error_to(settings, request, env, &mut st.responder, exception);
             st.responder.finish(false);
         }
         // An abandoned responder aborts the connection.
@@ -388,14 +396,23 @@ fn send(responder: &mut Responder, data: Vec<u8>) -> std::io::Result<()> {
     if data.len() <= RELEASE_GVL_ABOVE {
         return responder.write_vec(data);
     }
-    // A non-blocking write returns promptly by itself; there is nothing to unblock.
-    let mut pending = Some(data);
-    let released = ffi::without_gvl(|| pending.take().map(|d| responder.write_vec(d)), &|| {});
-    match (released, pending) {
+    released(responder, data, |r, data| r.write_vec(data))
+}
+
+/// Runs `op(responder, item)` with the GVL released. `op` must return promptly by itself (a
+/// non-blocking write, a file read): there is nothing to unblock.
+fn released<T: Send>(
+    responder: &mut Responder,
+    item: T,
+    op: impl Fn(&mut Responder, T) -> std::io::Result<()> + Sync,
+) -> std::io::Result<()> {
+    let mut pending = Some(item);
+    let result = ffi::without_gvl(|| pending.take().map(|item| op(responder, item)), &|| {});
+    match (result, pending) {
         (Ok(Some(result)), _) => result,
         // Ruby had an interrupt pending (a thread switch is due, typically) and skipped the
-        // call: the write is still non-blocking, so do it with the GVL held.
-        (_, Some(data)) => responder.write_vec(data),
+        // call: it is still prompt, so do it with the GVL held.
+        (_, Some(item)) => op(responder, item),
         (_, None) => Err(std::io::ErrorKind::Interrupted.into()),
     }
 }
@@ -414,7 +431,7 @@ fn parse_status(v: Value) -> Result<u16, AppBug> {
     status
         .filter(|s| (100..=999).contains(s))
         .map(|s| s as u16)
-        .ok_or_else(|| AppBug(format!("invalid status {}", v.inspect())))
+        .ok_or_else(|| AppBug(format!("invalid status {}", escape::inspect(v))))
 }
 
 /// The request's side of the framing decision.
@@ -426,8 +443,12 @@ fn answering(request: &Request) -> Answering {
 }
 
 pub(crate) fn collect_headers(status: u16, headers: Value) -> Result<ResponseHead, AppBug> {
-    let hash = RHash::from_value(headers)
-        .ok_or_else(|| AppBug(format!("headers must be a Hash, got {}", headers.inspect())))?;
+    let hash = RHash::from_value(headers).ok_or_else(|| {
+        AppBug(format!(
+            "headers must be a Hash, got {}",
+            escape::inspect(headers)
+        ))
+    })?;
     let mut head = ResponseHead::new(status);
     let mut problem: Option<String> = None;
     let walk = hash.foreach(|key: Value, value: Value| {
@@ -439,7 +460,12 @@ pub(crate) fn collect_headers(status: u16, headers: Value) -> Result<ResponseHea
         Ok(magnus::r_hash::ForEach::Continue)
     });
     if let Err(e) = walk {
-        return Err(AppBug(format!("reading the headers raised {e}")));
+        let why = format!("reading the headers raised {e}");
+        escape::caught(e);
+        return Err(AppBug(why));
+    }
+    if escape::pending() {
+        return Err(AppBug("left while its headers were read".to_string()));
     }
     match problem {
         Some(why) => Err(AppBug(why)),
@@ -458,7 +484,7 @@ fn add_header(head: &mut ResponseHead, key: Value, value: Value) -> Result<(), A
     } else {
         return Err(AppBug(format!(
             "header name {} is not a String",
-            key.inspect()
+            escape::inspect(key)
         )));
     };
     // The name first, so a bad one is reported as such whatever its value is.
@@ -486,22 +512,23 @@ fn add_header(head: &mut ResponseHead, key: Value, value: Value) -> Result<(), A
         return Err(AppBug(format!(
             "header {:?} has value {} (expected a String or an Array of Strings)",
             String::from_utf8_lossy(&name),
-            value.inspect()
+            escape::inspect(value)
         )));
     };
     added.map_err(|e| AppBug(e.to_string()))
 }
 
 enum BodyError {
-    Jump(Error),
+    /// A non-local exit, kept in [`escape`].
+    Jump,
     Raised(Value),
     Bug(String),
 }
 
-fn body_kind(body: Value) -> Result<BodyKind, BodyError> {
-    let lift = |e: Error| match e.value() {
+fn body_kind(ruby: &Ruby, body: Value) -> Result<BodyKind, BodyError> {
+    let lift = |e: Error| match escape::caught(e) {
         Some(exception) => BodyError::Raised(exception),
-        None => BodyError::Jump(e),
+        None => BodyError::Jump,
     };
     if let Some(array) = RArray::from_value(body) {
         return array_bytes(array);
@@ -509,13 +536,10 @@ fn body_kind(body: Value) -> Result<BodyKind, BodyError> {
     if body.respond_to(*ids::TO_PATH, false).map_err(lift)? {
         let path: Value = body.funcall(*ids::TO_PATH, ()).map_err(lift)?;
         if let Some(path) = RString::from_value(path) {
-            let path = String::from_utf8_lossy(&ffi::bytes_of(path)).into_owned();
-            if let Ok(file) = File::open(&path) {
-                if let Ok(meta) = file.metadata() {
-                    if meta.is_file() {
-                        return Ok(BodyKind::File(file, meta.len()));
-                    }
-                }
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::ffi::OsStr::from_bytes(&ffi::bytes_of(path)).to_owned();
+            if let Some((file, len)) = open_regular(ruby, path).map_err(lift)? {
+                return Ok(BodyKind::File(file, len));
             }
         }
     }
@@ -530,8 +554,33 @@ fn body_kind(body: Value) -> Result<BodyKind, BodyError> {
     }
     Err(BodyError::Bug(format!(
         "body {} responds to neither each nor to_path (streaming bodies arrive with hijack support)",
-        body.inspect()
+        escape::inspect(body)
     )))
+}
+
+/// Opens `path` for `sendfile` when it names a regular file, without the GVL: a slow disk
+/// stalls only this request. Opened non-blocking, so a FIFO (which would wait for a writer)
+/// or a device is not waited for but refused; the body is then read with `each`.
+fn open_regular(ruby: &Ruby, path: std::ffi::OsString) -> Result<Option<(File, u64)>, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    loop {
+        let path = path.clone();
+        let open = move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .ok()?;
+            let meta = file.metadata().ok()?;
+            meta.is_file().then_some((file, meta.len()))
+        };
+        match ffi::without_gvl(open, &|| {}) {
+            Ok(found) => return Ok(found),
+            // Ruby skipped the call for a pending interrupt: let it land, then try again.
+            Err(ffi::Blocked::Interrupted) => ruby.thread_check_ints()?,
+            Err(ffi::Blocked::Panicked(_)) => return Ok(None),
+        }
+    }
 }
 
 fn array_bytes(array: RArray) -> Result<BodyKind, BodyError> {
@@ -542,13 +591,16 @@ fn array_bytes(array: RArray) -> Result<BodyKind, BodyError> {
             continue;
         }
         let s = RString::from_value(item).ok_or_else(|| {
-            BodyError::Bug(format!("body element {} is not a String", item.inspect()))
+            BodyError::Bug(format!(
+                "body element {} is not a String",
+                escape::inspect(item)
+            ))
         })?;
         len += s.len() as u64;
         parts.push(s);
     }
     Ok(BodyKind::Array(ArrayBody {
-        _array: Some(array),
+        array: Some(array),
         parts,
         len,
     }))
@@ -569,30 +621,67 @@ fn write_array(
         for part in &array.parts {
             ffi::copy_bytes(*part, &mut head);
         }
+        guard_source(array);
         return responder
             .write_whole(head, started)
             .map(|_| ())
             .map_err(|_| Failure::Logged);
     }
+    // The parts in an Array of our own, on this stack: this thread may wait without the GVL
+    // below, and whatever other threads do to the app's Array meanwhile, the strings stay alive.
+    let keep = ruby.ary_from_iter(array.parts.iter().copied());
+    guard_source(array);
     // Copied for the reactor only while the hand-over bounds allow; past them, wait (without
     // the GVL) for the client, then go on from where the copy stopped.
     let mut sent = 0;
-    while !ffi::with_bytes_of(&array.parts, |parts| {
-        responder.write_parts_from(&head, parts, &mut sent)
-    })
-    .map_err(|_| Failure::Logged)?
-    {
-        if !wait_for_client(responder) {
-            ruby.thread_check_ints().map_err(Failure::Jump)?;
+    let result = loop {
+        match ffi::write_strings_from(responder, &head, &array.parts, &mut sent) {
+            Ok(true) => break Ok(()),
+            Ok(false) => {
+                if !wait_for_client(responder) {
+                    if let Err(e) = ruby.thread_check_ints() {
+                        break Err(interrupted(e));
+                    }
+                }
+            }
+            Err(_) => break Err(Failure::Logged),
         }
-    }
-    Ok(())
+    };
+    ffi::gc_guard(keep);
+    result
 }
 
+/// Keeps the app's body Array (the only holder of the strings in `parts`, a `to_ary` result
+/// perhaps) reachable up to here.
+fn guard_source(array: &ArrayBody) {
+    if let Some(source) = array.array {
+        ffi::gc_guard(source);
+    }
+}
+
+/// An interrupt that landed while this thread waited for its client (a kill, `Thread#raise`):
+/// the response is abandoned (the connection aborts); a jump goes on once the request is done.
+fn interrupted(e: Error) -> Failure {
+    if let Some(exception) = escape::caught(e) {
+        log::error(&format!(
+            "Rack app: the response was interrupted by {}",
+            escape::inspect(exception)
+        ));
+    }
+    Failure::Logged
+}
+
+/// `body.close`, which Rack requires even when the response failed or a jump is on its way.
 fn close_body(body: Value) {
-    if body.respond_to(*ids::CLOSE, false).unwrap_or(false) {
-        if let Err(e) = body.funcall::<_, _, Value>(*ids::CLOSE, ()) {
-            log::error(&format!("Rack app: body.close raised {e}"));
+    if escape::quietly(body.respond_to(*ids::CLOSE, false)) != Some(true) {
+        return;
+    }
+    if let Err(e) = body.funcall::<_, _, Value>(*ids::CLOSE, ()) {
+        if let Some(exception) = escape::caught(e) {
+            log::error(&format!(
+                "Rack app: body.close raised {}",
+                escape::inspect(exception)
+            ));
         }
     }
 }
@@ -618,7 +707,8 @@ fn write_error_to(
     responder: &mut Responder,
     exception: Option<Value>,
 ) {
-    if let Some(handler) = settings.error_handler {
+    // After a jump no app code runs: the handler is app code.
+    if let Some(handler) = settings.error_handler.filter(|_| !escape::pending()) {
         let ruby = Ruby::get_with(env);
         match handled_error(&ruby, ruby.get_inner(handler), request, env, exception) {
             Ok(bytes) => {
@@ -662,29 +752,33 @@ fn handled_error(
         None => ruby
             .exception_runtime_error()
             .funcall::<_, _, Value>("new", ("the application's response was invalid",))
-            .map_err(|e| e.to_string())?,
+            .map_err(failed)?,
     };
-    let callable = if handler.respond_to("arity", false).unwrap_or(false) {
+    let callable = if escape::quietly(handler.respond_to("arity", false)) == Some(true) {
         handler
     } else {
         handler
             .funcall::<_, _, Value>("method", (ruby.to_symbol("call"),))
-            .map_err(|e| e.to_string())?
+            .map_err(failed)?
     };
-    let arity: i64 = callable.funcall("arity", ()).map_err(|e| e.to_string())?;
+    let arity: i64 = callable.funcall("arity", ()).map_err(failed)?;
     let triple: Value = match arity {
         1 => handler.funcall("call", (exception,)),
         2 => handler.funcall("call", (exception, env)),
         _ => handler.funcall("call", (exception, env, 500)),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(failed)?;
     let (status, headers, body) = split_triple(triple).map_err(|AppBug(why)| why)?;
     let status = parse_status(status).map_err(|AppBug(why)| why)?;
     let head = collect_headers(status, headers).map_err(|AppBug(why)| why)?;
     let mut content = Vec::new();
     let mut take = |chunk: Value| -> Result<(), String> {
-        let s = RString::from_value(chunk)
-            .ok_or_else(|| format!("body yielded {} instead of a String", chunk.inspect()))?;
+        let s = RString::from_value(chunk).ok_or_else(|| {
+            format!(
+                "body yielded {} instead of a String",
+                escape::inspect(chunk)
+            )
+        })?;
         content.extend_from_slice(&crate::ffi::bytes_of(s));
         Ok(())
     };
@@ -693,25 +787,21 @@ fn handled_error(
             take(chunk)?;
         }
     } else {
-        let chunks: RArray = body.funcall("to_a", ()).map_err(|e| e.to_string())?;
+        let chunks: RArray = body.funcall("to_a", ()).map_err(failed)?;
         for chunk in chunks.into_iter() {
             take(chunk)?;
         }
     }
-    if body.respond_to(*ids::CLOSE, false).unwrap_or(false) {
-        let _ = body.funcall::<_, _, Value>(*ids::CLOSE, ());
+    if escape::quietly(body.respond_to(*ids::CLOSE, false)) == Some(true) {
+        escape::quietly(body.funcall::<_, _, Value>(*ids::CLOSE, ()));
     }
     Ok(head.closing_response(answering(request), &content))
 }
 
 fn describe_exception(exception: Value) -> String {
-    let message: String = exception.funcall("message", ()).unwrap_or_default();
-    let class = exception.class().inspect();
-    let backtrace: Vec<String> = exception
-        .funcall::<_, _, Option<Vec<String>>>("backtrace", ())
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let message: String = escape::quietly(exception.funcall("message", ())).unwrap_or_default();
+    let class = escape::inspect(exception.class().as_value());
+    let backtrace = backtrace_of(exception);
     let mut text = format!("Catamount caught this error: {message} ({class})\n");
     for line in backtrace {
         text.push_str(&line);
@@ -734,13 +824,35 @@ fn app_context(request: &Request) -> String {
     )
 }
 
-fn log_app_error(request: &Request, exception: Value) {
-    let backtrace: Vec<String> = exception
-        .funcall::<_, _, Option<Vec<String>>>("backtrace", ())
-        .ok()
+/// The exception's backtrace (empty when it has none, or asking for it failed).
+fn backtrace_of(exception: Value) -> Vec<String> {
+    if escape::pending() {
+        return Vec::new();
+    }
+    escape::quietly(exception.funcall::<_, _, Option<Vec<String>>>("backtrace", ()))
         .flatten()
-        .unwrap_or_default();
-    let mut line = format!("{}: {}", app_context(request), exception.inspect());
+        .unwrap_or_default()
+}
+
+/// What a failed Ruby call gives the error log; a jump in it is kept in [`escape`].
+fn failed(e: Error) -> String {
+    match escape::caught(e) {
+        Some(exception) => escape::inspect(exception),
+        None => "left by a non-local exit (Thread#kill, throw)".to_string(),
+    }
+}
+
+/// The error line for a request whose thread was killed (or left by a `throw`) in app code.
+fn log_jump(request: &Request) {
+    log::error(&format!(
+        "{}: left by a non-local exit (Thread#kill, throw); answering 500 if nothing was sent",
+        app_context(request)
+    ));
+}
+
+fn log_app_error(request: &Request, exception: Value) {
+    let backtrace = backtrace_of(exception);
+    let mut line = format!("{}: {}", app_context(request), escape::inspect(exception));
     for frame in backtrace {
         line.push_str("\n    ");
         line.push_str(&frame);
@@ -781,13 +893,16 @@ fn access_log(
         log::stdout(&line);
         return;
     };
+    if escape::pending() {
+        return; // the logger is app code, and none runs once a jump is on its way
+    }
     let logger = ruby.get_inner(logger);
-    let method = if logger.respond_to("write", false).unwrap_or(false) {
+    let method = if escape::quietly(logger.respond_to("write", false)) == Some(true) {
         "write"
     } else {
         "<<"
     };
     if let Err(e) = logger.funcall::<_, _, Value>(method, (line,)) {
-        log::error(&format!("custom_logger failed: {e}"));
+        log::error(&format!("custom_logger failed: {}", failed(e)));
     }
 }

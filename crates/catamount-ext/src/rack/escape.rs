@@ -1,0 +1,68 @@
+//! Non-local exits met while serving a request: `Thread#kill`, `throw` to a `catch` outside the
+//! pool's loop, and Ruby's other tag jumps. magnus's protected calls hand them to us as an
+//! `Error` without an exception value; they are not errors to log or answer for, but a unwinding
+//! that must go on once our cleanup (the 500 or the close, `body.close`) has run.
+//!
+//! Every place in the Rack bridge that catches a Ruby error (the app, `each`, `close`, the
+//! callbacks, header and error reporting) passes it through [`caught`]: an exception comes back
+//! to be handled; a jump is kept here (the first one wins) and the bridge stops calling app code
+//! for the request. The pool's loop takes it back with [`take`] when the request is done and
+//! returns it to Ruby, which resumes the jump (`rb_jump_tag`). A jump carries no Ruby object
+//! (only its tag), so keeping it in a thread-local is invisible to the GC.
+
+use std::cell::RefCell;
+
+use magnus::{value::ReprValue, Error, Value};
+
+thread_local! {
+    static PENDING: RefCell<Option<Error>> = const { RefCell::new(None) };
+}
+
+/// The exception `e` carries, or None when it is a jump (which is then kept for [`take`]).
+pub(crate) fn caught(e: Error) -> Option<Value> {
+    let value = e.value();
+    if value.is_none() {
+        PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.is_none() {
+                *p = Some(e);
+            }
+        });
+    }
+    value
+}
+
+/// Whether a jump is waiting to go on: no more app code runs for this request.
+pub(crate) fn pending() -> bool {
+    PENDING.with(|p| p.borrow().is_some())
+}
+
+/// The jump kept for this thread, if any (and forgets it).
+pub(crate) fn take() -> Option<Error> {
+    PENDING.with(|p| p.borrow_mut().take())
+}
+
+/// `Err(jump)` when a jump is pending, else `Ok(())`: for callers that must stop at once.
+pub(crate) fn check() -> Result<(), Error> {
+    take().map_or(Ok(()), Err)
+}
+
+/// `v.inspect` for a message; a jump in it is kept (and no more app code runs after it).
+pub(crate) fn inspect(v: Value) -> String {
+    const UNKNOWN: &str = "(an object whose inspect failed)";
+    if pending() {
+        return UNKNOWN.to_string();
+    }
+    match v.funcall::<_, _, magnus::RString>("inspect", ()) {
+        Ok(s) => String::from_utf8_lossy(&crate::ffi::bytes_of(s)).into_owned(),
+        Err(e) => {
+            caught(e);
+            UNKNOWN.to_string()
+        }
+    }
+}
+
+/// A Ruby call whose result only feeds a message: an exception becomes None, a jump is kept.
+pub(crate) fn quietly<T>(result: Result<T, Error>) -> Option<T> {
+    result.map_err(caught).ok()
+}

@@ -1,0 +1,80 @@
+# frozen_string_literal: true
+
+# Apps that leave the server's frames in unusual ways (test_native_boundary): a thread killed
+# or a `throw` in each place app code runs while a request is served, and bodies that must not
+# stall the other requests.
+
+# A `throw :escape` from app code must pass through the native frames to a `catch` outside
+# them; this puts one around each pool thread's loop.
+Catamount::Native::Server.prepend(Module.new do
+  def run_worker(app)
+    catch(:escape) { super }
+  end
+end)
+
+# A body that dies (or throws) in `each` or `close`.
+class LeavingBody
+  def initialize(each_does: nil, close_does: nil)
+    @each_does = each_does
+    @close_does = close_does
+  end
+
+  def each
+    yield "part"
+    @each_does&.call
+  end
+
+  def close
+    @close_does&.call
+  end
+end
+
+# A header name whose `inspect` (asked for by the error message about it) dies.
+class DyingKey
+  def inspect
+    Thread.current.kill
+  end
+end
+
+# An exception whose `inspect` (asked for by the error log) dies. (Not `backtrace`: Ruby asks
+# for that itself while raising, and swallows the kill there.)
+class DyingError < StandardError
+  def inspect
+    Thread.current.kill
+  end
+end
+
+# A body whose `to_path` is a FIFO: opening it for reading would wait for a writer.
+class FifoBody
+  def initialize(path)
+    @path = path
+  end
+
+  def to_path
+    @path
+  end
+
+  def each
+    yield "from each"
+  end
+end
+
+ROUTES = {
+  "/thread" => ->(_env) { [200, {}, [Thread.current.object_id.to_s]] },
+  "/kill/call" => ->(_env) { Thread.current.kill },
+  "/kill/each" => ->(_env) { [200, {}, LeavingBody.new(each_does: -> { Thread.current.kill })] },
+  "/kill/close" => ->(_env) { [200, { "content-length" => "4" }, LeavingBody.new(close_does: -> { Thread.current.kill })] },
+  "/kill/after_reply" => lambda do |env|
+    env["rack.after_reply"] << -> { Thread.current.kill }
+    [200, {}, ["replied"]]
+  end,
+  "/kill/headers" => ->(_env) { [200, { DyingKey.new => "v" }, ["x"]] },
+  "/kill/error" => ->(_env) { raise DyingError, "reported" },
+  "/throw/each" => ->(_env) { [200, {}, LeavingBody.new(each_does: -> { throw :escape })] },
+  "/fifo" => ->(env) { [200, {}, FifoBody.new(env["QUERY_STRING"].delete_prefix("path="))] }
+}.freeze
+
+run(lambda do |env|
+  route = ROUTES[env["PATH_INFO"]]
+  route ? route.call(env) : [404, {}, ["not found"]]
+end)

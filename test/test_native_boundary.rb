@@ -1,0 +1,52 @@
+# frozen_string_literal: true
+
+require "helper"
+
+# The boundary between Ruby and the native server: a pool thread killed (or left by a `throw`)
+# anywhere app code runs still answers its client, is replaced, and does not stop the server
+# from stopping; a body that would block in the kernel blocks only its own request.
+class TestNativeBoundary < Minitest::Test
+  include Support::ServerTest
+  parallelize_me!
+
+  KILLS = {
+    "/kill/call" => 500, "/kill/each" => 500, "/kill/headers" => 500, "/kill/error" => 500,
+    "/kill/close" => 200, "/kill/after_reply" => 200, "/throw/each" => 500
+  }.freeze
+
+  # With one thread, each request is served by the thread alive then: a new thread after a
+  # kill shows the kill went on (was not swallowed) and the pool replaced the thread.
+  KILLS.each do |path, status|
+    name = path.delete_prefix("/").tr("/", "_")
+    define_method("test_#{name}_answers_and_the_thread_is_replaced") do
+      server = start_server("-t", "1:1", app: "boundary.ru")
+      before = get(server.port, "/thread").body
+      sock = connect(server.port)
+      sock.write("GET #{path} HTTP/1.1\r\nHost: x\r\n\r\n")
+      r = read_response(sock)
+      assert_equal status, r.status, "#{path}: #{r.body}"
+      assert_equal "close", r["connection"] if status == 500
+      after = get(server.port, "/thread").body
+      refute_equal before, after, "#{path}: the thread that served it still serves"
+      server.signal("TERM")
+      refute_nil server.wait_exit.termsig
+    end
+  end
+
+  def test_a_fifo_to_path_does_not_stall_other_requests
+    dir = Dir.mktmpdir
+    fifo = File.join(dir, "fifo")
+    File.mkfifo(fifo)
+    server = start_server("-t", "2:2", app: "boundary.ru")
+    stuck = connect(server.port)
+    stuck.write("GET /fifo?path=#{fifo} HTTP/1.1\r\nHost: x\r\n\r\n")
+    begin
+      assert_equal 200, get(server.port, "/thread").status
+      assert_equal "from each", read_response(stuck).body
+    ensure
+      # An old build waits in open(2) for a writer: give it one, so it can stop.
+      File.open(fifo, File::WRONLY | File::NONBLOCK).close rescue Errno::ENXIO
+      FileUtils.rm_rf(dir)
+    end
+  end
+end
