@@ -33,6 +33,35 @@ class TestNativeBoundary < Minitest::Test
     end
   end
 
+  # The access log's stdout is a pipe nobody reads once the server has booted: every request is
+  # still answered (lines past the log queue's bound are dropped), and TERM still stops it.
+  def test_a_log_reader_that_stops_reading_stalls_neither_requests_nor_the_stop
+    out_r, out_w = IO.pipe
+    args = ["-t", "2:2", "--log-requests", "-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "boundary.ru")]
+    server = launch(args, redirects: { out: out_w })
+    out_w.close
+    booted = +""
+    until booted.include?("Use Ctrl-C to stop")
+      raise "no boot line: #{booted}" unless out_r.wait_readable(20)
+
+      booted << out_r.readpartial(4096)
+    end
+    port = booted[%r{Listening on http://127\.0\.0\.1:(\d+)}, 1].to_i
+    sock = connect(port)
+    answered = 0
+    3000.times do
+      sock.write("GET /thread HTTP/1.1\r\nHost: x\r\n\r\n")
+      r = read_response(sock)
+      answered += 1 if r.status == 200
+      sock = connect(port) if r["connection"] == "close" # max_keep_alive
+    end
+    assert_equal 3000, answered
+    server.signal("TERM")
+    refute_nil server.wait_exit.termsig
+  ensure
+    out_r&.close
+  end
+
   def test_a_fifo_to_path_does_not_stall_other_requests
     dir = Dir.mktmpdir
     fifo = File.join(dir, "fifo")

@@ -41,7 +41,7 @@ module Catamount
       line = @config.log_formatter.call(line).to_s if @config&.log_formatter
       if (logger = @config&.custom_logger) && logger.respond_to?(:write)
         logger.write("#{line}\n")
-      else
+      elsif !(@out.equal?(STDOUT) && Native.log_line(1, "#{line}\n")) # the server's log queue
         @out.puts(line)
       end
     end
@@ -52,7 +52,7 @@ module Catamount
     end
 
     def error(line)
-      @err.puts(line)
+      @err.puts(line) unless @err.equal?(STDERR) && Native.log_line(2, "#{line}\n")
     end
 
     # Runs the configuration's hooks called `name`; a failing hook is reported on stderr.

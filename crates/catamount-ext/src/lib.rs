@@ -3,7 +3,7 @@
 //! - [`config`]: the command line and options, as Ruby objects.
 //! - [`server`]: the server handle and the Ruby thread pool's loop.
 //! - [`rack`]: the Rack bridge (env in, response out).
-//! - [`ffi`]: the one audited `unsafe` module (GVL release, borrowed string bytes).
+//! - [`ffi`]: the one audited `unsafe` module (GVL release, borrowed string bytes, GC guard, ...).
 
 mod config;
 mod errors;
@@ -21,6 +21,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     native.define_singleton_method("parse_cli", function!(config::parse_cli, 1))?;
     native.const_set("USAGE", config::usage())?;
     native.define_singleton_method("dsl_options", function!(config::dsl_options, 0))?;
+    native.define_singleton_method("log_line", function!(server::log_line, 2))?;
     native.define_singleton_method(
         "become_child_subreaper",
         function!(server::become_child_subreaper, 0),

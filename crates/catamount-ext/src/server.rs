@@ -13,7 +13,7 @@ use magnus::value::{Opaque, ReprValue};
 use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 
 use catamount_server::{
-    bind_all_inheriting, BoundListener, InheritedSocket, Job, PoolAction, Seat, Server,
+    bind_all_inheriting, log, BoundListener, InheritedSocket, Job, PoolAction, Seat, Server,
     ServerConfig, Wait, Waiter,
 };
 
@@ -23,6 +23,30 @@ use crate::config::RbOptions;
 use crate::errors;
 use crate::ffi::{self, Blocked};
 use crate::rack::{self, RackSettings, RemoteAddr};
+
+/// How long a stopped server waits for queued log lines to be written (a reader that stopped
+/// reading must not keep the process from ending).
+const LOG_FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a launcher line waits to be written (see [`log_line`]).
+const LOG_LINE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `Native.log_line(fd, line)`: the launcher's lines for stdout (1) or stderr (2) go through the
+/// server's log queue once it has a writer, in order with the server's own lines, and wait for
+/// it (without the GVL) at most `LOG_LINE_WAIT`: a stuck log reader cannot stop a stop. False
+/// when there is no writer (the launcher then writes the line itself).
+pub fn log_line(ruby: &Ruby, fd: i32, line: String) -> Result<bool, Error> {
+    let stream = match fd {
+        1 => log::Stream::Out,
+        2 => log::Stream::Err,
+        _ => return Ok(false),
+    };
+    if !log::has_writer() {
+        return Ok(false);
+    }
+    log::emit(stream, line);
+    blocking(ruby, || log::flush(LOG_LINE_WAIT), &|| {})?;
+    Ok(true)
+}
 
 #[magnus::wrap(class = "Catamount::Native::Server", free_immediately, size)]
 pub struct RbServer {
@@ -266,14 +290,18 @@ impl RbServer {
         if rb_self.in_worker.load(Ordering::SeqCst) {
             config.new_connection_hold = Some(std::time::Duration::from_millis(50));
         }
-        // The reactor thread blocks every signal: they are Ruby's to handle.
-        let server =
-            ffi::with_signals_blocked(|| Server::start(config, listeners)).map_err(|e| {
-                Error::new(
-                    ruby.exception_runtime_error(),
-                    format!("could not start the reactor: {e}"),
-                )
-            })?;
+        // The reactor and log writer threads block every signal: they are Ruby's to handle.
+        let server = ffi::with_signals_blocked(|| {
+            // Without a writer thread lines are written directly, as before: not fatal.
+            let _ = log::start_writer();
+            Server::start(config, listeners)
+        })
+        .map_err(|e| {
+            Error::new(
+                ruby.exception_runtime_error(),
+                format!("could not start the reactor: {e}"),
+            )
+        })?;
         *slot = Some(Arc::new(server));
         Ok(())
     }
@@ -378,7 +406,11 @@ impl RbServer {
         loop {
             let result = blocking(ruby, || server.wait(&waiter), &|| waiter.set_interrupted())?;
             match result {
-                Some(Some(Ok(()))) => return Ok(true),
+                Some(Some(Ok(()))) => {
+                    // The process may end next: give the log's last lines a moment to go out.
+                    blocking(ruby, || log::flush(LOG_FLUSH_ON_STOP), &|| {})?;
+                    return Ok(true);
+                }
                 Some(Some(Err(e))) => return Err(Error::new(ruby.exception_runtime_error(), e)),
                 Some(None) | None => {
                     waiter.reset();

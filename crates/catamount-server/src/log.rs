@@ -1,17 +1,230 @@
-//! Error lines on stderr, in Puma's shape: `<time> <context>: <detail>`.
+//! The server's log lines: errors on stderr in Puma's shape (`<time> <context>: <detail>`),
+//! access lines on stdout, and the writer thread that puts them there.
+//!
+//! Once [`start_writer`] ran in this process, a line is never written by the thread that logs
+//! it: it goes into a bounded queue ([`QUEUE_LIMIT`] bytes) that one writer thread drains. A
+//! pool thread (holding Ruby's GVL) or the reactor therefore never waits for a log reader: when
+//! stdout or stderr is a pipe nobody reads, serving goes on, lines past the bound are dropped
+//! and counted, and the writer reports the count on stderr once it can write again. Before
+//! that (and in a process forked since), lines are written directly, as they always were.
+//!
+//! Writes use a fresh duplicate of descriptor 1 or 2 per batch, never the standard library's
+//! `Stdout` lock: a writer thread stuck in `write(2)` then holds no lock anyone else (or a
+//! forked child, which inherits locks but not threads) could wait for, and a descriptor the
+//! launcher reopens (`stdout_redirect`, HUP) is followed at the next batch.
 
+use std::collections::VecDeque;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::os::fd::AsFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The most bytes of lines waiting for the writer; lines past it are dropped and counted.
+pub const QUEUE_LIMIT: usize = 1 << 20;
 
 /// Writes one line to stderr, prefixed with the time (UTC, as Ruby prints `Time.now.utc`).
 pub fn error(message: &str) {
     let line = format!("{} {message}\n", timestamp(SystemTime::now()));
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    emit(Stream::Err, line);
 }
 
 /// Writes one line (already ending in a newline) to stdout.
 pub fn stdout(line: &str) {
-    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    emit(Stream::Out, line.to_string());
+}
+
+/// Which descriptor a line is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+/// Queues `line` (ending in a newline) for `stream`; written at once when no writer runs.
+pub fn emit(stream: Stream, line: String) {
+    match writer() {
+        Some(queue) => {
+            queue.push(stream, line);
+        }
+        None => write_now(stream, line.as_bytes()),
+    }
+}
+
+/// Starts this process's writer thread (once per process: a forked child starts its own).
+/// Call it where the thread should inherit a signal mask that leaves signals to Ruby.
+pub fn start_writer() -> std::io::Result<()> {
+    let mut slot = registry();
+    let pid = std::process::id();
+    if slot.as_ref().is_some_and(|(owner, _)| *owner == pid) {
+        return Ok(());
+    }
+    let queue = Arc::new(Queue::new(QUEUE_LIMIT));
+    let drained = queue.clone();
+    std::thread::Builder::new()
+        .name("catamount-log".into())
+        .spawn(move || drained.run())?;
+    *slot = Some((pid, queue));
+    Ok(())
+}
+
+/// Waits until every line queued so far is written, or `limit` passed; true when written.
+/// (For a process about to exit, so its last lines are not lost.)
+pub fn flush(limit: Duration) -> bool {
+    match writer() {
+        Some(queue) => queue.wait_written(Instant::now() + limit),
+        None => true,
+    }
+}
+
+/// Whether this process runs a writer thread (lines are queued, not written by the caller).
+pub fn has_writer() -> bool {
+    writer().is_some()
+}
+
+/// The running writer's queue, if this process started one.
+fn writer() -> Option<Arc<Queue>> {
+    let slot = registry();
+    let pid = std::process::id();
+    slot.as_ref()
+        .filter(|(owner, _)| *owner == pid)
+        .map(|(_, queue)| queue.clone())
+}
+
+fn registry() -> MutexGuard<'static, Option<(u32, Arc<Queue>)>> {
+    static REGISTRY: Mutex<Option<(u32, Arc<Queue>)>> = Mutex::new(None);
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes `bytes` to the stream through a duplicate of its descriptor (see the module docs);
+/// errors are dropped, as a log line has nowhere else to go.
+fn write_now(stream: Stream, bytes: &[u8]) {
+    let fd = match stream {
+        Stream::Out => std::io::stdout().as_fd().try_clone_to_owned(),
+        Stream::Err => std::io::stderr().as_fd().try_clone_to_owned(),
+    };
+    match fd {
+        Ok(fd) => {
+            let _ = std::fs::File::from(fd).write_all(bytes);
+        }
+        // No descriptor left to duplicate: the standard streams themselves.
+        Err(_) => {
+            let _ = match stream {
+                Stream::Out => std::io::stdout().lock().write_all(bytes),
+                Stream::Err => std::io::stderr().lock().write_all(bytes),
+            };
+        }
+    }
+}
+
+/// The lines waiting for the writer thread.
+struct Queue {
+    state: Mutex<Pending>,
+    /// Lines arrived (for the writer) or a batch was written (for `wait_written`).
+    changed: Condvar,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: VecDeque<(Stream, String)>,
+    bytes: usize,
+    dropped: u64,
+    /// Lines ever queued, and lines the writer has finished writing (or dropped).
+    queued: u64,
+    done: u64,
+}
+
+impl Queue {
+    fn new(limit: usize) -> Queue {
+        Queue {
+            state: Mutex::new(Pending::default()),
+            changed: Condvar::new(),
+            limit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a line, or counts it as dropped when the queue is full; true when queued.
+    fn push(&self, stream: Stream, line: String) -> bool {
+        let mut st = self.lock();
+        st.queued += 1;
+        if st.bytes + line.len() > self.limit {
+            st.dropped += 1;
+            st.done += 1;
+            return false;
+        }
+        st.bytes += line.len();
+        st.lines.push_back((stream, line));
+        drop(st);
+        self.changed.notify_all();
+        true
+    }
+
+    /// Takes everything queued (waiting for something first): the lines, the count of lines
+    /// dropped since the last batch, and the mark `wait_written` compares against.
+    fn next_batch(&self) -> (Vec<(Stream, String)>, u64, u64) {
+        let mut st = self.lock();
+        while st.lines.is_empty() && st.dropped == 0 {
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.bytes = 0;
+        let lines: Vec<_> = st.lines.drain(..).collect();
+        let dropped = std::mem::take(&mut st.dropped);
+        let mark = st.queued;
+        (lines, dropped, mark)
+    }
+
+    fn batch_written(&self, mark: u64) {
+        self.lock().done = mark;
+        self.changed.notify_all();
+    }
+
+    fn wait_written(&self, deadline: Instant) -> bool {
+        let mut st = self.lock();
+        let target = st.queued;
+        while st.done < target {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// The writer thread: one write per stream per batch.
+    fn run(&self) {
+        loop {
+            let (lines, dropped, mark) = self.next_batch();
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            if dropped > 0 {
+                let note = format!(
+                    "{} {dropped} log line(s) dropped: stdout or stderr was not being read\n",
+                    timestamp(SystemTime::now())
+                );
+                err.extend_from_slice(note.as_bytes());
+            }
+            for (stream, line) in lines {
+                match stream {
+                    Stream::Out => out.extend_from_slice(line.as_bytes()),
+                    Stream::Err => err.extend_from_slice(line.as_bytes()),
+                }
+            }
+            for (stream, bytes) in [(Stream::Err, err), (Stream::Out, out)] {
+                if !bytes.is_empty() {
+                    write_now(stream, &bytes);
+                }
+            }
+            self.batch_written(mark);
+        }
+    }
 }
 
 /// `23/Nov/2026:05:44:18 +0000`, the Common Log Format time.
@@ -71,6 +284,36 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_lines_and_the_next_batch_reports_them() {
+        let queue = Queue::new(10);
+        assert!(queue.push(Stream::Out, "12345\n".into()));
+        assert!(queue.push(Stream::Err, "abc\n".into()));
+        assert!(!queue.push(Stream::Out, "too long\n".into()));
+        assert!(!queue.push(Stream::Out, "no room\n".into()));
+        let (lines, dropped, mark) = queue.next_batch();
+        assert_eq!(
+            lines,
+            vec![
+                (Stream::Out, "12345\n".to_string()),
+                (Stream::Err, "abc\n".to_string())
+            ]
+        );
+        assert_eq!((dropped, mark), (2, 4));
+        // Taken lines no longer count against the bound.
+        assert!(queue.push(Stream::Out, "again\n".into()));
+    }
+
+    #[test]
+    fn waiting_for_the_writer_is_bounded_and_ends_when_the_batch_is_written() {
+        let queue = Queue::new(100);
+        queue.push(Stream::Out, "x\n".into());
+        assert!(!queue.wait_written(Instant::now() + Duration::from_millis(10)));
+        let (_, _, mark) = queue.next_batch();
+        queue.batch_written(mark);
+        assert!(queue.wait_written(Instant::now()));
+    }
 
     #[test]
     fn formats_known_instants() {
