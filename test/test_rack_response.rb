@@ -25,7 +25,8 @@ class TestRackResponse < Minitest::Test
   end
 
   def test_wrongly_built_responses_are_clean_500s
-    %w[/bad_status /bad_header_value /bad_header_name /two_elements /not_array /wrong_length].each do |path|
+    %w[/bad_status /bad_header_value /bad_header_name /two_elements /not_array /wrong_length
+       /length_after_nbsp].each do |path|
       sock = connect(port)
       sock.write("GET #{path} HTTP/1.1\r\nHost: x\r\n\r\n")
       data = read_until_close(sock)

@@ -104,6 +104,8 @@ ROUTES = {
   "/two_elements" => ->(_env) { [200, {}] },
   "/not_array" => ->(_env) { "nope" },
   "/wrong_length" => ->(_env) { [200, { "content-length" => "10" }, ["short"]] },
+  # A non-ASCII space (U+00A0) before the digits: not a number a client could read.
+  "/length_after_nbsp" => ->(_env) { [200, { "content-length" => "\u00a01" }, ["x"]] },
   "/multi" => ->(_env) { [200, { "set-cookie" => "a=1\nb=2", "x-list" => %w[one two] }, ["m"]] },
   "/status" => ->(env) { [params(env).fetch("code").to_i, {}, ["body"]] },
   "/stream" => lambda do |env|

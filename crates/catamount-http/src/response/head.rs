@@ -189,13 +189,14 @@ impl ResponseHead {
 }
 
 /// The single value of a `content-length` field as a number: one value, decimal digits only
-/// once surrounding whitespace is trimmed.
+/// once surrounding spaces and tabs are trimmed. Only ASCII whitespace: a value sent as given
+/// must read as the same number to the client (a Unicode space such as U+00A0 does not).
 fn parse_content_length(values: FieldValues<'_>) -> Result<u64, FieldError> {
     let mut all = values.iter();
     let first = all.next();
     let single = all.next().is_none();
     let text = first
-        .map(|v| String::from_utf8_lossy(v).trim().to_string())
+        .map(|v| String::from_utf8_lossy(v.trim_ascii()).into_owned())
         .unwrap_or_default();
     text.parse::<u64>()
         .ok()
