@@ -28,9 +28,27 @@ class TestNativeBoundary < Minitest::Test
       assert_equal "close", r["connection"] if status == 500
       after = get(server.port, "/thread").body
       refute_equal before, after, "#{path}: the thread that served it still serves"
+      # The pool's books: one thread, busy with this request only.
+      assert_equal "running 1 busy_threads 1 backlog 0", get(server.port, "/stats").body
       server.signal("TERM")
       refute_nil server.wait_exit.termsig
     end
+  end
+
+  # The lowlevel_error_handler is app code too: a kill in it is not swallowed either.
+  def test_a_kill_in_the_lowlevel_error_handler_answers_and_the_thread_is_replaced
+    dir = Dir.mktmpdir
+    conf = File.join(dir, "puma.rb")
+    File.write(conf, "threads 1, 1\nbind 'tcp://127.0.0.1:0'\nlowlevel_error_handler { |_e| Thread.current.kill }\n")
+    server = start_server("-C", conf, app: "boundary.ru")
+    before = get(server.port, "/thread").body
+    r = get(server.port, "/raise")
+    assert_equal 500, r.status
+    refute_equal before, get(server.port, "/thread").body
+    server.signal("TERM")
+    refute_nil server.wait_exit.termsig
+  ensure
+    FileUtils.rm_rf(dir) if dir
   end
 
   # The access log's stdout is a pipe nobody reads once the server has booted: every request is

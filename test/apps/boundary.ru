@@ -71,6 +71,8 @@ ROUTES = {
   "/kill/headers" => ->(_env) { [200, { DyingKey.new => "v" }, ["x"]] },
   "/kill/error" => ->(_env) { raise DyingError, "reported" },
   "/throw/each" => ->(_env) { [200, {}, LeavingBody.new(each_does: -> { throw :escape })] },
+  "/stats" => ->(_env) { [200, {}, [Catamount.stats.slice(:running, :busy_threads, :backlog).to_a.join(" ")]] },
+  "/raise" => ->(_env) { raise ArgumentError, "for the handler" },
   "/fifo" => ->(env) { [200, {}, FifoBody.new(env["QUERY_STRING"].delete_prefix("path="))] }
 }.freeze
 
