@@ -183,9 +183,10 @@ class TestConcurrencyAndShutdown < Minitest::Test
     assert_equal Signal.list["TERM"], server.wait_exit.termsig
   end
 
-  # Signals sent to the process are Ruby's: the reactor thread blocks them all, so the kernel
-  # always delivers them to a Ruby thread; the main thread, which runs the traps, blocks none of
-  # the server's signals. A crash (SEGV, BUS, ILL, FPE) is never blocked, so it is reported.
+  # Signals sent to the process are Ruby's: the native threads (reactor, log writer) block them
+  # all, so the kernel always delivers them to a Ruby thread; the main thread, which runs the
+  # traps, blocks none of the server's signals. A crash (SEGV, BUS, ILL, FPE) is never blocked,
+  # so it is reported.
   def test_the_reactor_thread_blocks_signals_and_the_main_thread_does_not
     server = start_server("-t", "1:1")
     assert_equal "hello", get(server.port, "/").body
@@ -197,8 +198,12 @@ class TestConcurrencyAndShutdown < Minitest::Test
     tasks = Dir.glob("/proc/#{server.pid}/task/*")
     reactor = tasks.find { |task| File.read("#{task}/comm").start_with?("catamount-react") }
     refute_nil reactor, "no reactor thread among #{tasks.size} threads"
-    assert_equal server_signals, blocked.call(File.read("#{reactor}/status"))
-    assert_equal [], blocked.call(File.read("#{reactor}/status"), %w[SEGV BUS ILL FPE])
+    log_writer = tasks.find { |task| File.read("#{task}/comm").start_with?("catamount-log") }
+    refute_nil log_writer, "no log writer thread among #{tasks.size} threads"
+    [reactor, log_writer].each do |native|
+      assert_equal server_signals, blocked.call(File.read("#{native}/status"))
+      assert_equal [], blocked.call(File.read("#{native}/status"), %w[SEGV BUS ILL FPE])
+    end
     assert_equal [], blocked.call(File.read("/proc/#{server.pid}/task/#{server.pid}/status"))
     server.signal("TERM")
     refute_nil server.wait_exit.termsig
