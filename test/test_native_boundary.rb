@@ -11,7 +11,9 @@ class TestNativeBoundary < Minitest::Test
 
   KILLS = {
     "/kill/call" => 500, "/kill/each" => 500, "/kill/headers" => 500, "/kill/error" => 500,
-    "/kill/close" => 200, "/kill/after_reply" => 200, "/throw/each" => 500
+    "/kill/close" => 200, "/kill/after_reply" => 200, "/throw/each" => 500,
+    # The jump's state survives a `close` that rescues (it crashed Ruby when resumed).
+    "/throw/each/rescuing_close" => 500, "/kill/each/rescuing_close" => 500
   }.freeze
 
   # With one thread, each request is served by the thread alive then: a new thread after a
@@ -49,6 +51,23 @@ class TestNativeBoundary < Minitest::Test
     refute_nil server.wait_exit.termsig
   ensure
     FileUtils.rm_rf(dir) if dir
+  end
+
+  # A kill right after `File.for_fd` made a large body's `rack.input`: the IO owns the
+  # descriptor, which the server must not close too (it could be another connection's by then).
+  def test_a_kill_after_for_fd_leaves_the_descriptor_to_the_io
+    server = start_server("-t", "1:1", app: "boundary.ru")
+    assert_equal "armed", get(server.port, "/for_fd/arm").body
+    sock = connect(server.port)
+    body = "x" * (200 * 1024)
+    sock.write("POST /thread HTTP/1.1\r\nHost: x\r\nContent-Length: #{body.bytesize}\r\n\r\n#{body}")
+    assert_equal 500, read_response(sock).status
+    # Descriptors a double close would have freed are taken again by new connections.
+    socks = Array.new(4) { connect(server.port) }
+    assert_equal "same", get(server.port, "/for_fd/check").body
+    socks.each(&:close)
+    server.signal("TERM")
+    refute_nil server.wait_exit.termsig
   end
 
   # The access log's stdout is a pipe nobody reads once the server has booted: every request is

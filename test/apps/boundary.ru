@@ -5,12 +5,34 @@
 # stall the other requests.
 
 # A `throw :escape` from app code must pass through the native frames to a `catch` outside
-# them; this puts one around each pool thread's loop.
+# them; this puts one around each pool thread's loop, and an `ensure` a kill passes through.
 Catamount::Native::Server.prepend(Module.new do
   def run_worker(app)
     catch(:escape) { super }
+  ensure
+    Thread.current[:left_run_worker] = true
   end
 end)
+
+# `File.for_fd` (which makes a large request body's `rack.input`) left by a kill once it has
+# made the IO, when armed: the IO then owns the descriptor, and nothing else may close it.
+module ForFdKill
+  class << self
+    attr_accessor :armed, :io, :inode
+  end
+
+  def for_fd(*args, **options)
+    io = super
+    if ForFdKill.armed
+      ForFdKill.armed = false
+      ForFdKill.io = io
+      ForFdKill.inode = io.stat.ino
+      Thread.current.kill
+    end
+    io
+  end
+end
+File.singleton_class.prepend(ForFdKill)
 
 # A body that dies (or throws) in `each` or `close`.
 class LeavingBody
@@ -27,6 +49,14 @@ class LeavingBody
   def close
     @close_does&.call
   end
+end
+
+# A `close` that rescues an exception of its own: Ruby's record of the error being handled
+# (`$!`, where a pending jump keeps its state) changes and must be put back.
+RESCUING = lambda do
+  raise "handled inside close"
+rescue RuntimeError
+  nil
 end
 
 # A header name whose `inspect` (asked for by the error message about it) dies.
@@ -73,6 +103,21 @@ ROUTES = {
   "/throw/each" => ->(_env) { [200, {}, LeavingBody.new(each_does: -> { throw :escape })] },
   "/stats" => ->(_env) { [200, {}, [Catamount.stats.slice(:running, :busy_threads, :backlog).to_a.join(" ")]] },
   "/raise" => ->(_env) { raise ArgumentError, "for the handler" },
+  "/throw/each/rescuing_close" => lambda do |_env|
+    [200, {}, LeavingBody.new(each_does: -> { throw :escape }, close_does: RESCUING)]
+  end,
+  "/kill/each/rescuing_close" => lambda do |_env|
+    [200, {}, LeavingBody.new(each_does: -> { Thread.current.kill }, close_does: RESCUING)]
+  end,
+  "/for_fd/arm" => ->(_env) { ForFdKill.armed = true; [200, {}, ["armed"]] },
+  "/for_fd/check" => lambda do |_env|
+    same = begin
+      ForFdKill.io.stat.ino == ForFdKill.inode ? "same" : "another file"
+    rescue SystemCallError => e
+      e.class.name
+    end
+    [200, {}, [same]]
+  end,
   "/fifo" => ->(env) { [200, {}, FifoBody.new(env["QUERY_STRING"].delete_prefix("path="))] }
 }.freeze
 

@@ -1,7 +1,8 @@
-//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Seven things live here:
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Eight things live here:
 //! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one vectored socket
 //! write while the GVL is held), keeping a Ruby object visible to the GC's stack scan
-//! (`gc_guard`), copying a Hash with Ruby's own table copy, taking ownership of a listening
+//! (`gc_guard`), keeping a pending jump's state while cleanup code runs (`keeping_errinfo`),
+//! copying a Hash with Ruby's own table copy, taking ownership of a listening
 //! socket's descriptor handed over by the process that ran before this one, making the cluster
 //! master the reaper of the workers its worker 0 forks (`prctl`), and starting native threads
 //! with the signals Ruby handles blocked (`pthread_sigmask`).
@@ -122,6 +123,62 @@ pub fn write_strings_from(
     // SAFETY: see above; the slices do not outlive this call.
     let slices: Vec<&[u8]> = strings.iter().map(|s| unsafe { s.as_slice() }).collect();
     responder.write_parts_from(head, &slices, sent)
+}
+
+/// Runs `func` (which calls Ruby only through magnus's protected calls) and then puts back what
+/// Ruby's execution context held as its current error (`errinfo`) before the call.
+///
+/// A jump caught by a protected call (`throw`, `Thread#kill`) leaves its state there (the
+/// throw's target and value, or the kill's tag) for `rb_jump_tag` to resume from. Ruby code run
+/// before that, `body.close` typically, changes it as soon as it rescues anything (to nil, in
+/// the end), and the resumed jump then reads nil: Ruby crashes. So every Ruby call made while a
+/// jump waits (`escape::pending`) goes through here.
+///
+/// Done with `rb_ensure`, whose own frame keeps the saved value (so the GC sees it) and puts it
+/// back after the ensure function, which runs `func`; assigning it ourselves has no public API
+/// (`rb_set_errinfo` takes only exceptions). A panic in `func` is carried over the C frame and
+/// resumed here.
+pub fn keeping_errinfo<F: FnOnce() -> R, R>(func: F) -> R {
+    use rb_sys::VALUE;
+    struct Cleanup<F, R> {
+        func: Option<F>,
+        result: Option<std::thread::Result<R>>,
+    }
+    extern "C" fn nothing(_: VALUE) -> VALUE {
+        rb_sys::Qnil as VALUE
+    }
+    extern "C" fn run<F: FnOnce() -> R, R>(data: VALUE) -> VALUE {
+        // SAFETY: `data` is the `&mut Cleanup<F, R>` passed below, alive and not otherwise
+        // borrowed for the duration of `rb_ensure`.
+        let cleanup = unsafe { &mut *(data as *mut Cleanup<F, R>) };
+        if let Some(func) = cleanup.func.take() {
+            cleanup.result = Some(catch_unwind(AssertUnwindSafe(func)));
+        }
+        rb_sys::Qnil as VALUE
+    }
+    let mut cleanup = Cleanup {
+        func: Some(func),
+        result: None,
+    };
+    // SAFETY: both functions have the signature Ruby expects; neither raises nor unwinds
+    // (`nothing` does nothing, `run` catches panics and `func` calls Ruby only through protected
+    // calls), so `rb_ensure` neither jumps over our frames nor skips putting errinfo back. The
+    // data pointer is a local of this frame, valid for the whole call.
+    unsafe {
+        rb_sys::rb_ensure(
+            Some(nothing),
+            rb_sys::Qnil as VALUE,
+            Some(run::<F, R>),
+            &mut cleanup as *mut Cleanup<F, R> as VALUE,
+        );
+    }
+    match (cleanup.result, cleanup.func) {
+        (Some(Ok(value)), _) => value,
+        (Some(Err(panic)), _) => std::panic::resume_unwind(panic),
+        // Ruby always runs the ensure function; were it not run, run `func` unguarded.
+        (None, Some(func)) => func(),
+        (None, None) => unreachable!("the ensure function took `func` and set its result"),
+    }
 }
 
 /// Ruby's `RB_GC_GUARD`: keeps `value` on the machine stack, where the GC's conservative scan

@@ -467,14 +467,13 @@ fn rack_input(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Re
             .get_inner(&STRING_IO)
             .new_instance((ruby.str_from_slice(&bytes),)),
         Body::File { file, .. } => {
-            use std::os::fd::{AsRawFd, IntoRawFd};
-            // The File keeps the descriptor until Ruby's IO owns it: if `for_fd` raises, the
-            // File is dropped here and closes it (it leaked before).
-            let io = ruby
-                .get_inner(&FILE)
-                .funcall("for_fd", (file.as_raw_fd(), "rb"))?;
-            let _owned_by_ruby_now = file.into_raw_fd();
-            Ok(io)
+            use std::os::fd::IntoRawFd;
+            // Given up before the call: an Err does not say whether the IO was made (a kill
+            // lands once `for_fd` has returned, the IO then owning the descriptor), and closing
+            // it here too could close another connection's socket by then. A failed call leaks
+            // the descriptor instead (only a raise inside `for_fd` itself: none is expected).
+            let fd = file.into_raw_fd();
+            ruby.get_inner(&FILE).funcall("for_fd", (fd, "rb"))
         }
     }
 }

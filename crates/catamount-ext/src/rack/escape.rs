@@ -8,7 +8,8 @@
 //! to be handled; a jump is kept here (the first one wins) and the bridge stops calling app code
 //! for the request. The pool's loop takes it back with [`take`] when the request is done and
 //! returns it to Ruby, which resumes the jump (`rb_jump_tag`). A jump carries no Ruby object
-//! (only its tag), so keeping it in a thread-local is invisible to the GC.
+//! (only its tag), so keeping it in a thread-local is invisible to the GC; its state stays in
+//! Ruby's `errinfo`, which cleanup code must not lose ([`cleanup`]).
 
 use std::cell::RefCell;
 
@@ -40,6 +41,18 @@ pub(crate) fn pending() -> bool {
 /// The jump kept for this thread, if any (and forgets it).
 pub(crate) fn take() -> Option<Error> {
     PENDING.with(|p| p.borrow_mut().take())
+}
+
+/// Runs `f`, cleanup code that calls Ruby (`body.close`): when a jump waits, Ruby's record of
+/// it is kept across the call ([`ffi::keeping_errinfo`](crate::ffi::keeping_errinfo)), which
+/// Ruby code that rescues anything would otherwise lose; resuming the jump then crashes Ruby.
+/// Every Ruby call made while [`pending`] goes through here.
+pub(crate) fn cleanup<R>(f: impl FnOnce() -> R) -> R {
+    if pending() {
+        crate::ffi::keeping_errinfo(f)
+    } else {
+        f()
+    }
 }
 
 /// `Err(jump)` when a jump is pending, else `Ok(())`: for callers that must stop at once.

@@ -671,8 +671,13 @@ fn interrupted(e: Error) -> Failure {
     Failure::Logged
 }
 
-/// `body.close`, which Rack requires even when the response failed or a jump is on its way.
+/// `body.close`, which Rack requires even when the response failed or a jump is on its way
+/// (whose state Ruby code may change: see [`escape::cleanup`]).
 fn close_body(body: Value) {
+    escape::cleanup(|| call_close(body));
+}
+
+fn call_close(body: Value) {
     if escape::quietly(body.respond_to(*ids::CLOSE, false)) != Some(true) {
         return;
     }
@@ -754,7 +759,12 @@ fn handled_error(
             .funcall::<_, _, Value>("new", ("the application's response was invalid",))
             .map_err(failed)?,
     };
-    let callable = if escape::quietly(handler.respond_to("arity", false)) == Some(true) {
+    let has_arity = escape::quietly(handler.respond_to("arity", false)) == Some(true);
+    if escape::pending() {
+        // `respond_to?` was left by a jump: no more app code runs.
+        return Err(failed_by_jump());
+    }
+    let callable = if has_arity {
         handler
     } else {
         handler
@@ -838,8 +848,12 @@ fn backtrace_of(exception: Value) -> Vec<String> {
 fn failed(e: Error) -> String {
     match escape::caught(e) {
         Some(exception) => escape::inspect(exception),
-        None => "left by a non-local exit (Thread#kill, throw)".to_string(),
+        None => failed_by_jump(),
     }
+}
+
+fn failed_by_jump() -> String {
+    "left by a non-local exit (Thread#kill, throw)".to_string()
 }
 
 /// The error line for a request whose thread was killed (or left by a `throw`) in app code.
