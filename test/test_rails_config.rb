@@ -58,6 +58,22 @@ class TestRailsConfig < Minitest::Test
     server&.close
   end
 
+  # `run_in` with PORT set to a free port, booted. Another test may bind that port between the
+  # check and the boot: the boot then fails with "address already in use" and is tried again on
+  # another port (a few times at most).
+  def run_on_free_port(dir, *args, env: {})
+    attempts = 3
+    attempts.times do |attempt|
+      port = free_port
+      server = run_in(dir, *args, env: env.merge("PORT" => port.to_s), boot: false)
+      begin
+        return [server.boot!, port]
+      rescue RuntimeError
+        raise unless attempt < attempts - 1 && "#{server.stdout}#{server.stderr}".match?(/address already in use/i)
+      end
+    end
+  end
+
   def rails_template_source
     skip "railties' config/puma.rb.tt is not installed (Debian package ruby-railties)" unless RAILS_TEMPLATE
     source = File.read(RAILS_TEMPLATE)
@@ -97,8 +113,7 @@ class TestRailsConfig < Minitest::Test
   def test_rails_61_generated_config_in_development
     source = rails_template_source
     with_app(source) do |dir|
-      port = free_port
-      server = run_in(dir, env: { "PORT" => port.to_s, "RAILS_MAX_THREADS" => "4", "RAILS_ENV" => "development" })
+      server, port = run_on_free_port(dir, env: { "RAILS_MAX_THREADS" => "4", "RAILS_ENV" => "development" })
       assert_match(/Min threads: 4$/, server.stdout)
       assert_match(/Max threads: 4$/, server.stdout)
       assert_match(/Environment: development$/, server.stdout)
@@ -114,10 +129,9 @@ class TestRailsConfig < Minitest::Test
   def test_rails_61_generated_config_in_production_with_pidfile
     source = rails_template_source
     with_app(source) do |dir|
-      port = free_port
       pidfile = File.join(dir, "custom.pid")
-      server = run_in(dir, env: { "PORT" => port.to_s, "RAILS_MAX_THREADS" => "4", "RAILS_ENV" => "production",
-                                  "PIDFILE" => pidfile })
+      server, port = run_on_free_port(dir, env: { "RAILS_MAX_THREADS" => "4", "RAILS_ENV" => "production",
+                                                  "PIDFILE" => pidfile })
       assert_match(/Max threads: 4$/, server.stdout)
       assert_match(/Environment: production$/, server.stdout)
       assert_listens_on_all_interfaces(server, port)
@@ -132,8 +146,7 @@ class TestRailsConfig < Minitest::Test
 
   def test_modern_config_in_development
     with_app(MODERN_CONFIG) do |dir|
-      port = free_port
-      server = run_in(dir, env: { "PORT" => port.to_s })
+      server, port = run_on_free_port(dir)
       assert_match(/Min threads: 3$/, server.stdout)
       assert_match(/Max threads: 3$/, server.stdout)
       assert_match(/Environment: development$/, server.stdout)
@@ -146,10 +159,9 @@ class TestRailsConfig < Minitest::Test
 
   def test_modern_config_in_production_single_mode_accepts_preload_app
     with_app(MODERN_CONFIG) do |dir|
-      port = free_port
       pidfile = File.join(dir, "server.pid")
       # No WEB_CONCURRENCY: the file computes one worker, so calls no `workers`; single mode.
-      server = run_in(dir, env: { "PORT" => port.to_s, "RAILS_ENV" => "production", "PIDFILE" => pidfile })
+      server, port = run_on_free_port(dir, env: { "RAILS_ENV" => "production", "PIDFILE" => pidfile })
       assert_match(/starting in single mode/, server.stdout)
       assert_match(/Max threads: 3$/, server.stdout)
       assert_match(/Environment: production$/, server.stdout)
@@ -166,8 +178,7 @@ class TestRailsConfig < Minitest::Test
   def test_modern_config_in_production_with_workers_boots_a_cluster
     with_app(MODERN_CONFIG) do |dir|
       { "2" => 2, "1" => 1 }.each do |concurrency, workers|
-        port = free_port
-        server = run_in(dir, env: { "PORT" => port.to_s, "RAILS_ENV" => "production", "WEB_CONCURRENCY" => concurrency })
+        server, port = run_on_free_port(dir, env: { "RAILS_ENV" => "production", "WEB_CONCURRENCY" => concurrency })
         assert_match(/Catamount starting in cluster mode/, server.stdout)
         assert_match(/Workers: #{workers}$/, server.stdout)
         assert_match(/Preload: yes$/, server.stdout) if workers > 1
@@ -212,8 +223,7 @@ class TestRailsConfig < Minitest::Test
       plugin :tmp_restart
       port ENV.fetch("PORT")
     RUBY
-      port = free_port
-      server = run_in(dir, env: { "PORT" => port.to_s })
+      server, port = run_on_free_port(dir)
       response = get(port, "/")
       assert_equal 200, response.status
       assert_match(/\A\d+\.\d+\.\d+\z/, response.body, "the real gem's version")
@@ -227,8 +237,7 @@ class TestRailsConfig < Minitest::Test
     skip_unless_puma_gem
     with_marker_plugin do |lib|
       with_app("require 'puma'\nplugin :marker\nport ENV.fetch('PORT')\n") do |dir|
-        port = free_port
-        server = run_in(dir, "-I", lib, env: { "PORT" => port.to_s })
+        server, port = run_on_free_port(dir, "-I", lib)
         assert_serves(port, "development")
         assert_match(/marker-plugin/, File.read("/proc/#{server.pid}/cmdline"), "the plugin's config ran")
         refute_match CLASH, server.stderr
@@ -246,8 +255,7 @@ class TestRailsConfig < Minitest::Test
     with_marker_plugin do |lib|
       # Loading the marker plugin installs the shim (no Puma is defined yet at that point).
       with_app("plugin :marker\nport ENV.fetch('PORT')\n", app: app) do |dir|
-        port = free_port
-        server = run_in(dir, "-I", lib, env: { "PORT" => port.to_s })
+        server, port = run_on_free_port(dir, "-I", lib)
         response = get(port, "/")
         assert_equal 200, response.status
         assert_match(/\A\d+\.\d+\.\d+ Puma::Plugin\z/, response.body)
@@ -269,8 +277,7 @@ class TestRailsConfig < Minitest::Test
     RUBY
     with_marker_plugin do |lib|
       with_app("plugin :marker\nthreads 2, 2\nport ENV.fetch('PORT')\n", app: app) do |dir|
-        port = free_port
-        server = run_in(dir, "-I", lib, env: { "PORT" => port.to_s })
+        server, port = run_on_free_port(dir, "-I", lib)
         response = get(port, "/")
         assert_equal 200, response.status, server.stderr
         assert_equal "2 2", response.body

@@ -66,6 +66,15 @@ def barrier(n, seconds)
   end
 end
 
+# `mb` Strings of 1 MiB holding the counters 0, 1, 2, ... as 4-byte big-endian integers: a byte
+# lost, repeated or out of place anywhere in the body shows.
+def counted_parts(mb)
+  Array.new(mb) { |k| ((k << 18)...((k + 1) << 18)).to_a.pack("N*") }
+end
+
+# The last String of the latest /mutating body, for /mutate to change while it is being sent.
+MUTABLE = []
+
 def params(env)
   env["QUERY_STRING"].split("&").to_h { |pair| pair.split("=", 2) }
 end
@@ -132,6 +141,16 @@ ROUTES = {
     [200, {}, ["held"]]
   end,
   "/big" => ->(env) { [200, { "content-type" => "application/octet-stream" }, ["x" * (params(env).fetch("mb", "1").to_i << 20)]] },
+  "/counted" => ->(env) { [200, { "content-type" => "application/octet-stream" }, counted_parts(params(env).fetch("mb", "1").to_i)] },
+  "/mutating" => lambda do |env|
+    parts = counted_parts(params(env).fetch("mb", "1").to_i)
+    MUTABLE.replace([parts.last])
+    [200, { "content-type" => "application/octet-stream" }, parts]
+  end,
+  "/mutate" => lambda do |_env|
+    MUTABLE.first << ("y" * (1 << 20))
+    [200, {}, ["mutated"]]
+  end,
   "/after_reply" => lambda do |env|
     marker = params(env).fetch("marker")
     env["rack.after_reply"] << -> { File.write(marker, "after") }

@@ -4,8 +4,9 @@
 //! (`gc_guard`), keeping a pending jump's state while cleanup code runs (`keeping_errinfo`),
 //! copying a Hash with Ruby's own table copy, taking ownership of a listening
 //! socket's descriptor handed over by the process that ran before this one, making the cluster
-//! master the reaper of the workers its worker 0 forks (`prctl`), and starting native threads
-//! with the signals Ruby handles blocked (`pthread_sigmask`).
+//! master the reaper of the workers its worker 0 forks (`prctl`), starting native threads
+//! with the signals Ruby handles blocked (`pthread_sigmask`), and ending the process at once
+//! (`_exit`, [`exit_now`]).
 //!
 //! Pool threads wait for work, wait for slow clients and write large streamed pieces *without*
 //! the GVL, so the other Ruby threads run meanwhile. Ruby's rule for that is
@@ -296,4 +297,12 @@ pub fn with_signals_blocked<R>(spawn: impl FnOnce() -> R) -> R {
         Ok(value) => value,
         Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+/// Ends the process now with `status`, without running the C library's exit handlers: the
+/// reactor thread's way out after a panic (`catamount_server::set_fatal_exit`), while Ruby
+/// threads still run and Ruby's own handlers could hang or crash under them.
+pub fn exit_now(status: i32) -> ! {
+    // SAFETY: `_exit` takes a plain int and never returns; it touches no memory of ours.
+    unsafe { libc::_exit(status) }
 }

@@ -15,6 +15,8 @@ use magnus::{function, method, prelude::*, Error, Ruby};
 
 #[magnus::init(name = "catamount")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
+    // A reactor panic ends the process without running exit handlers under live Ruby threads.
+    catamount_server::set_fatal_exit(ffi::exit_now);
     let catamount = ruby.define_module("Catamount")?;
     errors::define(ruby, catamount)?;
     let native = catamount.define_module("Native")?;

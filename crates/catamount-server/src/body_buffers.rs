@@ -74,7 +74,14 @@ impl BodyBuffers {
     fn take(self: &Arc<Self>, len: usize, arriving: usize) -> BodyBuffer {
         let keep = (KEPT_FROM..=self.capacity).contains(&len) && self.keep > 0;
         let kept = if keep { self.lock().pop() } else { None };
-        let bytes = kept.unwrap_or_else(|| Vec::with_capacity(len.min(arriving.max(KEPT_FROM))));
+        let bytes = match kept {
+            // Already made: grown once to the whole body now, never again by doubling.
+            Some(mut bytes) => {
+                bytes.reserve_exact(len);
+                bytes
+            }
+            None => Vec::with_capacity(len.min(arriving.max(KEPT_FROM))),
+        };
         self.in_use.fetch_add(bytes.capacity(), Ordering::Relaxed);
         BodyBuffer {
             counted: bytes.capacity(),
@@ -114,6 +121,13 @@ impl BodyFill {
             len,
             buffer: None,
         }
+    }
+
+    /// The room for the next read from the socket: as much as the body still lacks, up to
+    /// [`KEPT_FROM`] at least (a read never gets a tiny window at the end of a full buffer).
+    pub(crate) fn room_for_read(&mut self) -> &mut Vec<u8> {
+        let missing = self.len.saturating_sub(self.filled());
+        self.room(missing.min(KEPT_FROM))
     }
 
     /// Bytes filled so far.
@@ -228,7 +242,7 @@ mod tests {
         let address = first.as_ptr();
         drop(first);
         assert_eq!(buffers.kept(), 1);
-        let mut again = BodyFill::new(buffers.clone(), 40 * 1024);
+        let mut again = BodyFill::new(buffers.clone(), KEPT_FROM);
         assert_eq!(again.room(1).as_ptr(), address, "the kept buffer is reused");
         assert!(again.room(1).is_empty(), "and comes back empty");
         let others: Vec<_> = (0..3)
@@ -288,6 +302,45 @@ mod tests {
         drop(done);
         assert_eq!(buffers.in_use(), 0);
         assert_eq!(buffers.kept(), 1);
+    }
+
+    #[test]
+    fn a_read_always_gets_a_real_window() {
+        let buffers = BodyBuffers::new(1 << 20, 0);
+        let mut body = fill(&buffers, 100 * 1024, 0);
+        body.room(80).extend_from_slice(&[b'h'; 80]);
+        // Fill the first buffer up to one byte short of full.
+        let room = body.room_for_read();
+        let spare = room.capacity() - room.len();
+        room.resize(room.len() + spare - 1, b'x');
+        let room = body.room_for_read();
+        assert!(
+            room.capacity() - room.len() >= KEPT_FROM,
+            "the next read may take 16 KiB, not one byte"
+        );
+        let mut reads = 1;
+        while body.filled() < 100 * 1024 {
+            let room = body.room_for_read();
+            let n = room.capacity() - room.len();
+            room.resize(room.len() + n.min(100 * 1024 - room.len()), b'y');
+            reads += 1;
+        }
+        assert!(
+            reads <= 5,
+            "{reads} reads for a 100 KiB body arriving at once"
+        );
+    }
+
+    #[test]
+    fn a_kept_buffer_is_grown_to_the_body_once() {
+        let buffers = BodyBuffers::new(1 << 20, 2);
+        drop(fill(&buffers, 20 * 1024, 20 * 1024).finish());
+        assert_eq!(buffers.kept(), 1);
+        let mut body = fill(&buffers, 100 * 1024, 0);
+        assert!(
+            body.room_for_read().capacity() >= 100 * 1024,
+            "the whole body fits in one read"
+        );
     }
 
     #[test]

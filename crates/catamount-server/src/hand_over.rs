@@ -4,46 +4,84 @@
 //! A slow reader costs buffered bytes instead of a Ruby thread (see `response.rs`), but bytes
 //! are memory: without a bound, a few thousand clients that stop reading large responses could
 //! make the process hold gigabytes. Past either bound the pool thread stops copying and waits,
-//! without the GVL, for its own client to read (a thread per slow client, as Puma spends one
-//! always). The per-connection bound is `ServerConfig::max_buffered_response` (16 MiB: a large
+//! without the GVL, for its own client to read, or (past the total) for any release to bring
+//! the total back under its bound (a thread per slow client, as Puma spends one always). The per-connection bound is `ServerConfig::max_buffered_response` (16 MiB: a large
 //! download still goes out without tying a thread to it); the total is
 //! `ServerConfig::max_buffered_total` (64 MiB: hundreds of slow readers of ordinary pages fit,
 //! and a handful of very large responses do).
 //!
 //! The bounds are soft by at most one piece per pool thread: a thread checks before each
-//! hand-over, and one hand-over is at most [`PIECE`] bytes of an Array body (or one already
-//! built buffer: a joined small response, a streamed chunk).
+//! hand-over, and one hand-over is at most [`PIECE`] bytes (of an Array body or a streamed
+//! body; a joined small response is at most 64 KiB). What is counted is the memory held: a
+//! buffer's capacity, not only the bytes in it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, Weak};
 
 /// An Array body's bytes beyond what the socket took are copied and handed over in pieces of at
 /// most this size, the bounds checked before each.
-pub(crate) const PIECE: usize = 256 * 1024;
+pub const PIECE: usize = 256 * 1024;
+
+/// A pool thread waiting for the process-wide count to fall (it is over the total bound).
+pub(crate) trait Wake: Send + Sync + std::fmt::Debug {
+    /// Wakes it to check the bounds again; it registers again if it must go on waiting.
+    fn wake(&self);
+}
 
 /// The bytes handed over and not written yet, over every connection (and the most there ever
-/// were, for tests).
+/// were, for tests), and who waits for it to fall.
 #[derive(Debug, Default)]
 pub(crate) struct HandedOver {
     now: AtomicU64,
     peak: AtomicU64,
+    /// Threads waiting because the total was over its bound: any connection's release may let
+    /// them go on, not only their own client's. Woken all at once on the next release (at most
+    /// one per pool thread, and only while the total is over its bound).
+    waiting: Mutex<Vec<Weak<dyn Wake>>>,
+    /// `waiting` is not empty: lets a release skip the lock in the common case.
+    any_waiting: AtomicBool,
 }
 
 impl HandedOver {
     pub(crate) fn add(&self, n: u64) {
-        let now = self.now.fetch_add(n, Ordering::AcqRel).saturating_add(n);
-        self.peak.fetch_max(now, Ordering::AcqRel);
+        let now = self.now.fetch_add(n, Ordering::SeqCst).saturating_add(n);
+        self.peak.fetch_max(now, Ordering::SeqCst);
     }
 
+    /// `n` bytes were written (or dropped). Call it holding no connection's lock: it may wake
+    /// waiting threads, which takes theirs.
     pub(crate) fn sub(&self, n: u64) {
-        self.now.fetch_sub(n, Ordering::AcqRel);
+        if n == 0 {
+            return;
+        }
+        self.now.fetch_sub(n, Ordering::SeqCst);
+        // SeqCst with `register`: either the waiter sees the new count, or this sees it waiting.
+        if self.any_waiting.load(Ordering::SeqCst) {
+            let woken = {
+                let mut list = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                self.any_waiting.store(false, Ordering::SeqCst);
+                std::mem::take(&mut *list)
+            };
+            for waiter in woken.iter().filter_map(Weak::upgrade) {
+                waiter.wake();
+            }
+        }
+    }
+
+    /// `waiter` is to be woken by the next release on any connection. Register before checking
+    /// the count, so a release in between is not missed.
+    pub(crate) fn register(&self, waiter: Weak<dyn Wake>) {
+        let mut list = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        list.push(waiter);
+        self.any_waiting.store(true, Ordering::SeqCst);
     }
 
     pub(crate) fn now(&self) -> u64 {
-        self.now.load(Ordering::Acquire)
+        self.now.load(Ordering::SeqCst)
     }
 
     pub(crate) fn peak(&self) -> u64 {
-        self.peak.load(Ordering::Acquire)
+        self.peak.load(Ordering::SeqCst)
     }
 }
 

@@ -15,11 +15,12 @@
 //!
 //! The modules' dependencies run one way: `dispatch`, `stream`, `body_buffers`, `hand_over`,
 //! `log`, `spill` and `listener` depend on no other module; `config` ([`ServerConfig`]) on
-//! `dispatch`; `response` on `dispatch`, `hand_over` and `stream`; `request` on `response`;
-//! `shared` on `request` and `config`; `reactor` on `shared`; `server` on `reactor`. This file
-//! only declares them and re-exports.
+//! `dispatch`; `response` on `dispatch`, `hand_over` and `stream`; `request` on `response` (and
+//! `dispatch`, `body_buffers`); `shared` on `request`, `response`, `config`, `hand_over`,
+//! `body_buffers` and `stream`; `reactor` on `shared` (and the modules below it); `server` on
+//! `reactor`. This file only declares them and re-exports.
 
-#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod body_buffers;
 mod config;
@@ -41,9 +42,10 @@ pub use body_buffers::BodyBuffer;
 pub use catamount_http::Limits;
 pub use config::ServerConfig;
 pub use dispatch::{Handoff, PoolAction, PoolStats, Seat, Wait, Waiter};
+pub use hand_over::PIECE as HAND_OVER_PIECE;
 pub use listener::{
     bind_all, bind_all_inheriting, BoundListener, InheritedSocket, ListenError, Listener,
 };
 pub use request::{Body, Job, Peer, Pop, Request, WorkQueue};
 pub use response::{Responder, WriteRoute};
-pub use server::{Server, REACTOR_PANIC_EXIT};
+pub use server::{set_fatal_exit, Server, REACTOR_PANIC_EXIT};

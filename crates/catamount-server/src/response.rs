@@ -3,8 +3,9 @@
 //! The pool thread writes straight to the socket while the kernel takes the bytes (the common
 //! case: one non-blocking write for a small response, no hop to another thread). The moment the
 //! socket would block, everything left, and everything after it, goes to the reactor in order,
-//! and the pool thread is free for the next request. A slow reader therefore costs buffered bytes,
-//! never a Ruby thread (Puma blocks the thread here). One more case goes to the reactor at once:
+//! and the pool thread is free for the next request. A slow reader therefore costs buffered bytes
+//! instead of a Ruby thread (Puma blocks the thread here), up to the bounds below; past them it
+//! costs the thread too, as in Puma. One more case goes to the reactor at once:
 //! the small response of a slow request while others wait for a thread
 //! ([`Responder::write_whole`]).
 //!
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::dispatch::{Running, Waiter};
-use crate::hand_over::{Bounds, HandedOver, PIECE};
+use crate::hand_over::{Bounds, HandedOver, Wake, PIECE};
 use crate::stream::Stream;
 
 /// What the pool thread hands to the reactor once the socket stopped taking bytes.
@@ -33,6 +34,17 @@ use crate::stream::Stream;
 pub(crate) enum Outgoing {
     Data(Vec<u8>),
     File { file: File, offset: u64, len: u64 },
+}
+
+impl Outgoing {
+    /// The memory it holds, as the hand-over bounds count it: a buffer's capacity (a file's
+    /// bytes are read by the kernel as they are sent).
+    pub(crate) fn held(&self) -> u64 {
+        match self {
+            Outgoing::Data(data) => data.capacity() as u64,
+            Outgoing::File { .. } => 0,
+        }
+    }
 }
 
 /// Which way [`Responder::write_whole`] sent a response.
@@ -90,6 +102,8 @@ struct ExchangeState {
     reactor_listening: bool,
     /// A pool thread waits on `drained`.
     pool_waiting: bool,
+    /// It is on the process-wide list of threads woken when the total falls.
+    registered: bool,
     /// The connection is gone: hand-overs fail, waits end.
     gone: bool,
 }
@@ -104,11 +118,12 @@ impl Exchange {
         }
     }
 
-    /// Forgets what is queued (nothing of it will be written), keeping the process-wide
-    /// count right.
-    fn drop_queued(&self, st: &mut ExchangeState) {
-        self.handed_over.sub(st.queued);
-        st.queued = 0;
+    /// Forgets what is queued (nothing of it will be written); the caller subtracts the
+    /// returned count from the process-wide one once it let go of the lock.
+    #[must_use]
+    fn drop_queued(st: &mut ExchangeState) -> u64 {
+        st.outgoing.clear();
+        std::mem::take(&mut st.queued)
     }
 
     fn lock(&self) -> MutexGuard<'_, ExchangeState> {
@@ -118,10 +133,16 @@ impl Exchange {
     /// Starts a new request on this connection.
     pub(crate) fn begin(&self) {
         let mut st = self.lock();
-        st.outgoing.clear();
-        self.drop_queued(&mut st);
+        // Nothing is queued in the common case: no shared count to touch.
+        let dropped = if st.queued != 0 || !st.outgoing.is_empty() {
+            Self::drop_queued(&mut st)
+        } else {
+            0
+        };
         st.ending = None;
         st.reactor_listening = false;
+        drop(st);
+        self.handed_over.sub(dropped);
     }
 
     /// The next thing to do. With `listen`, a `Pending` answer also asks to be woken at the end.
@@ -148,22 +169,55 @@ impl Exchange {
         let mut st = self.lock();
         let n = n.min(st.queued);
         st.queued -= n;
-        self.handed_over.sub(n);
         if st.pool_waiting {
             self.drained.notify_all();
         }
+        drop(st);
+        self.handed_over.sub(n);
     }
 
     /// The connection is finished; nothing queued will be written.
     pub(crate) fn close(&self) {
         let mut st = self.lock();
         st.gone = true;
-        st.outgoing.clear();
-        self.drop_queued(&mut st);
+        let dropped = Self::drop_queued(&mut st);
         self.drained.notify_all();
+        drop(st);
+        self.handed_over.sub(dropped);
     }
 
-    fn hand_over(&self, item: Outgoing, bytes: u64) -> io::Result<()> {
+    /// [`Responder::wait_for_client`]'s wait, on this connection's record.
+    fn wait_for_client(this: &Arc<Exchange>, bounds: Bounds, waiter: &Waiter) {
+        let handed_over = &this.handed_over;
+        let done = |st: &ExchangeState| {
+            bounds.may_resume(st.queued, handed_over.now()) || st.gone || waiter.is_interrupted()
+        };
+        let mut st = this.lock();
+        while !done(&st) {
+            if st.queued <= bounds.per_connection / 2 && !st.registered {
+                // Only the total holds this thread: any connection's release may end the wait,
+                // so ask to be woken by the next one, and check again (one may have come
+                // between the check and the registration).
+                let me: Arc<dyn Wake> = this.clone();
+                handed_over.register(Arc::downgrade(&me));
+                st.registered = true;
+                if done(&st) {
+                    break;
+                }
+            }
+            st.pool_waiting = true;
+            // The timeout bounds how late an interrupt is noticed; the condvar does the real work.
+            let (guard, _) = this
+                .drained
+                .wait_timeout(st, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner());
+            st = guard;
+        }
+        st.pool_waiting = false;
+    }
+
+    fn hand_over(&self, item: Outgoing) -> io::Result<()> {
+        let bytes = item.held();
         let mut st = self.lock();
         if st.gone {
             return Err(io::ErrorKind::BrokenPipe.into());
@@ -194,6 +248,16 @@ impl Exchange {
         if wake {
             self.changed.notify_one();
         }
+    }
+}
+
+impl Wake for Exchange {
+    fn wake(&self) {
+        // Under the lock: the waiting thread is either before its check (and will see the new
+        // count) or in its wait (and gets this).
+        let mut st = self.lock();
+        st.registered = false;
+        self.drained.notify_all();
     }
 }
 
@@ -259,13 +323,11 @@ impl Responder {
             return Ok(());
         }
         if self.handed_off {
-            return self.hand_over(Outgoing::Data(data.to_vec()), data.len() as u64);
+            return self.hand_over(Outgoing::Data(data.to_vec()));
         }
         let written = self.write_direct(data)?;
         match data.get(written..) {
-            Some(rest) if !rest.is_empty() => {
-                self.hand_over(Outgoing::Data(rest.to_vec()), rest.len() as u64)
-            }
+            Some(rest) if !rest.is_empty() => self.hand_over(Outgoing::Data(rest.to_vec())),
             _ => Ok(()),
         }
     }
@@ -295,9 +357,8 @@ impl Responder {
             // Not while slow readers hold all the process may hand over.
             && self.exchange.handed_over.now() <= self.server.max_buffered_total;
         if reactor_writes {
-            let n = data.len() as u64;
             return self
-                .hand_over(Outgoing::Data(data), n)
+                .hand_over(Outgoing::Data(data))
                 .map(|_| WriteRoute::Reactor);
         }
         self.write_vec(data).map(|_| WriteRoute::Direct)
@@ -313,10 +374,9 @@ impl Responder {
             if written == data.len() {
                 return Ok(());
             }
-            data.drain(..written);
+            data = unsent(data, written);
         }
-        let n = data.len() as u64;
-        self.hand_over(Outgoing::Data(data), n)
+        self.hand_over(Outgoing::Data(data))
     }
 
     /// Writes `head` then every part with vectored writes, straight from the caller's buffers,
@@ -369,14 +429,9 @@ impl Responder {
             if self.handed_off && self.over_budget() {
                 return Ok(false);
             }
-            let mut piece = Vec::with_capacity(PIECE);
-            while let Some(from) = pieces.get(first).copied().filter(|_| piece.len() < PIECE) {
-                let take = from.len().min(PIECE - piece.len());
-                piece.extend_from_slice(from.get(..take).unwrap_or_default());
-                pass_over(&mut pieces, &mut first, take);
-            }
+            let piece = next_piece(&mut pieces, &mut first);
             let n = piece.len() as u64;
-            self.hand_over(Outgoing::Data(piece), n)?;
+            self.hand_over(Outgoing::Data(piece))?;
             *sent += n;
         }
         Ok(true)
@@ -408,14 +463,11 @@ impl Responder {
                 return Ok(());
             }
         }
-        self.hand_over(
-            Outgoing::File {
-                file,
-                offset,
-                len: end - offset,
-            },
-            0,
-        )
+        self.hand_over(Outgoing::File {
+            file,
+            offset,
+            len: end - offset,
+        })
     }
 
     /// True when this response has handed over more than a bound allows (this connection's,
@@ -434,23 +486,7 @@ impl Responder {
     /// bound, and the process under its bound or this client done), the client is gone, or
     /// `waiter` is interrupted.
     pub fn wait_for_client(&self, waiter: &Waiter) {
-        let bounds = self.bounds();
-        let handed_over = &self.exchange.handed_over;
-        let mut st = self.exchange.lock();
-        while !bounds.may_resume(st.queued, handed_over.now())
-            && !st.gone
-            && !waiter.is_interrupted()
-        {
-            st.pool_waiting = true;
-            // The timeout bounds how late an interrupt is noticed; the condvar does the real work.
-            let (guard, _) = self
-                .exchange
-                .drained
-                .wait_timeout(st, Duration::from_millis(50))
-                .unwrap_or_else(|p| p.into_inner());
-            st = guard;
-        }
-        st.pool_waiting = false;
+        Exchange::wait_for_client(&self.exchange, self.bounds(), waiter);
     }
 
     /// The response is complete.
@@ -484,10 +520,35 @@ impl Responder {
         Ok(off)
     }
 
-    fn hand_over(&mut self, item: Outgoing, bytes: u64) -> io::Result<()> {
+    fn hand_over(&mut self, item: Outgoing) -> io::Result<()> {
         self.handed_off = true;
-        self.exchange.hand_over(item, bytes)
+        self.exchange.hand_over(item)
     }
+}
+
+/// What is left of `data` after its first `written` bytes went out, to be held by the reactor:
+/// a small rest is copied into a buffer of its own size, so the memory held (and counted) is
+/// what is left, not the whole response's buffer.
+fn unsent(mut data: Vec<u8>, written: usize) -> Vec<u8> {
+    let rest = data.get(written..).unwrap_or_default();
+    if rest.len() < data.capacity() / 2 {
+        return rest.to_vec();
+    }
+    data.drain(..written);
+    data
+}
+
+/// Copies the next piece for the reactor out of `pieces` (at most [`PIECE`] bytes, in a buffer
+/// of exactly its size: each piece holds only what it counts) and passes over it.
+fn next_piece(pieces: &mut [&[u8]], first: &mut usize) -> Vec<u8> {
+    let remaining: usize = pieces.iter().skip(*first).map(|p| p.len()).sum();
+    let mut piece = Vec::with_capacity(PIECE.min(remaining));
+    while let Some(from) = pieces.get(*first).copied().filter(|_| piece.len() < PIECE) {
+        let take = from.len().min(PIECE - piece.len());
+        piece.extend_from_slice(from.get(..take).unwrap_or_default());
+        pass_over(pieces, first, take);
+    }
+    piece
 }
 
 /// Passes over `n` bytes of `pieces` from `pieces[*first]` on: pieces done whole are skipped
@@ -518,5 +579,76 @@ impl Drop for Responder {
             self.exchange.end(Ending::Aborted, self.handed_off);
         }
         // Then `running` is dropped: the request no longer counts as running.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_piece_holds_only_what_it_counts() {
+        // A 70 KiB body of which 6 KiB are left for the reactor.
+        let body = vec![7u8; 70 * 1024];
+        let mut pieces: Vec<&[u8]> = vec![&body];
+        let mut first = 0;
+        pass_over(&mut pieces, &mut first, 64 * 1024);
+        let piece = next_piece(&mut pieces, &mut first);
+        assert_eq!(piece.len(), 6 * 1024);
+        assert_eq!(piece.capacity(), 6 * 1024, "not a 256 KiB allocation");
+        assert_eq!(Outgoing::Data(piece).held(), 6 * 1024);
+    }
+
+    #[test]
+    fn large_rests_go_in_pieces_in_order() {
+        let a: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let b: Vec<u8> = (0..100_000u32).map(|i| (i % 13) as u8).collect();
+        let mut pieces: Vec<&[u8]> = vec![&a, &b];
+        let mut first = 0;
+        let mut out = Vec::new();
+        while first < pieces.len() {
+            let piece = next_piece(&mut pieces, &mut first);
+            assert!(piece.len() <= PIECE && piece.capacity() == piece.len());
+            out.extend_from_slice(&piece);
+        }
+        assert_eq!(out, [a, b].concat());
+    }
+
+    #[test]
+    fn a_small_rest_of_a_big_buffer_is_held_in_its_own_size() {
+        let data = vec![1u8; 100_000];
+        let rest = unsent(data, 96_000);
+        assert_eq!(rest.len(), 4_000);
+        assert!(rest.capacity() < 8_000, "held {}", rest.capacity());
+        let rest = unsent(vec![2u8; 100_000], 10);
+        assert_eq!(rest.len(), 99_990, "a large rest is kept where it is");
+    }
+
+    #[test]
+    fn a_thread_over_the_total_is_woken_by_any_connections_release() {
+        let handed_over = Arc::new(HandedOver::default());
+        let mine = Arc::new(Exchange::new(handed_over.clone()));
+        let other = Arc::new(Exchange::new(handed_over.clone()));
+        other.hand_over(Outgoing::Data(vec![0; 1000])).unwrap();
+        mine.hand_over(Outgoing::Data(vec![0; 10])).unwrap();
+        let bounds = Bounds {
+            per_connection: 1 << 20,
+            total: 500,
+        };
+        assert!(bounds.must_wait(10, handed_over.now()));
+        let waiting = {
+            let mine = mine.clone();
+            std::thread::spawn(move || Exchange::wait_for_client(&mine, bounds, &Waiter::new()))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !mine.lock().pool_waiting {
+            assert!(Instant::now() < deadline, "the thread never waited");
+            std::thread::yield_now();
+        }
+        // Only the other connection's client reads.
+        other.release(1000);
+        waiting.join().unwrap();
+        // Woken through the process-wide list (which unregisters it), not by its 50 ms poll.
+        assert!(!mine.lock().registered);
     }
 }

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,24 @@ fn reactor_panicked(panic: &(dyn std::any::Any + Send)) -> ! {
     log::error(&format!(
         "catamount: the reactor thread panicked ({message}); ending the process"
     ));
-    std::process::exit(REACTOR_PANIC_EXIT)
+    // The line goes out before the process ends (lines go through the log's writer thread).
+    log::flush(Duration::from_secs(1));
+    let _ = io::Write::flush(&mut io::stderr());
+    match FATAL_EXIT.get() {
+        Some(exit_now) => exit_now(REACTOR_PANIC_EXIT),
+        None => std::process::exit(REACTOR_PANIC_EXIT),
+    }
+}
+
+/// How the process ends from the reactor thread, set by the embedder ([`set_fatal_exit`]).
+static FATAL_EXIT: OnceLock<fn(i32) -> !> = OnceLock::new();
+
+/// Sets how a reactor panic ends the process. Without it `std::process::exit` is used, which
+/// runs the C library's exit handlers: fine for a Rust program, but in a Ruby process other
+/// threads still run Ruby, and its handlers can hang or crash under them; the extension passes
+/// an `_exit`. The first call wins.
+pub fn set_fatal_exit(exit_now: fn(i32) -> !) {
+    let _ = FATAL_EXIT.set(exit_now);
 }
 
 /// How the reactor ended, once it has: set by the reactor thread, awaited by [`Server::wait`].

@@ -22,7 +22,7 @@ use catamount_http::{
     classify_field_name, reason_phrase, write_chunk, Answering, FieldName, FieldValues, Framing,
     ResponseHead, Version, LAST_CHUNK,
 };
-use catamount_server::{log, Request, Responder, Waiter};
+use catamount_server::{log, Request, Responder, Waiter, HAND_OVER_PIECE};
 
 use super::{escape, ids, RackSettings};
 use crate::ffi;
@@ -249,7 +249,10 @@ fn write_triple(
             )?;
         }
     }
-    // Slow readers hold all the process may hand over: this thread waits for its own client.
+    // Slow readers hold all the process may hand over: this thread waits for its own client
+    // (or the total to fall) before it takes another request. Needed although this response is
+    // whole: every response may hand over its first piece unchecked, so without this wait one
+    // thread could leave a piece for each of any number of slow clients.
     if responder.over_budget() && !wait_for_client(&responder) {
         ruby.thread_check_ints().map_err(interrupted)?;
     }
@@ -289,20 +292,36 @@ impl Streaming {
             self.failure = Some("body is longer than its content-length".to_string());
             return;
         }
-        if self.chunked {
-            write_chunk(&mut self.pending, &self.scratch);
-        } else {
-            self.pending.extend_from_slice(&self.scratch);
-        }
-        if self.pending.len() >= FLUSH_AT {
-            self.flushed = true;
-            if send(&mut self.responder, std::mem::take(&mut self.pending)).is_err() {
-                self.client_gone = true;
-            } else if self.responder.over_budget() {
-                // An interrupt is handled once the block returns to Ruby.
-                let _ = wait_for_client(&self.responder);
+        // A large String goes out in pieces, the hand-over bounds checked after each, so one
+        // huge part passes them by one piece at most (the copy above is this thread's own: the
+        // app's String may change while the thread waits for its client without the GVL).
+        let scratch = std::mem::take(&mut self.scratch);
+        for piece in scratch.chunks(HAND_OVER_PIECE) {
+            if self.chunked {
+                write_chunk(&mut self.pending, piece);
+            } else {
+                self.pending.extend_from_slice(piece);
+            }
+            if self.pending.len() >= FLUSH_AT && !self.flush() {
+                break;
             }
         }
+        self.scratch = scratch;
+    }
+
+    /// Sends what is pending, then waits for the client if a bound is passed; false once the
+    /// client is gone.
+    fn flush(&mut self) -> bool {
+        self.flushed = true;
+        if send(&mut self.responder, std::mem::take(&mut self.pending)).is_err() {
+            self.client_gone = true;
+            return false;
+        }
+        if self.responder.over_budget() {
+            // An interrupt is handled once the block returns to Ruby.
+            let _ = wait_for_client(&self.responder);
+        }
+        true
     }
 }
 
@@ -635,7 +654,18 @@ fn write_array(
     // the GVL) for the client, then go on from where the copy stopped.
     let mut sent = 0;
     let result = loop {
-        match ffi::write_strings_from(responder, &head, &array.parts, &mut sent) {
+        // While this thread waited without the GVL, Ruby code (the app's other threads, an
+        // interrupt's handler) may have changed the app's Strings. Bytes that no longer add up
+        // to the length in the head already sent would desync the connection: abort it instead.
+        let parts = strings_of(keep);
+        if parts.iter().map(|s| s.len() as u64).sum::<u64>() != array.len {
+            log::error(
+                "Rack app: a body String changed length while the response was being sent; \
+                 connection aborted",
+            );
+            break Err(Failure::Logged);
+        }
+        match ffi::write_strings_from(responder, &head, &parts, &mut sent) {
             Ok(true) => break Ok(()),
             Ok(false) => {
                 if !wait_for_client(responder) {
@@ -649,6 +679,12 @@ fn write_array(
     };
     ffi::gc_guard(keep);
     result
+}
+
+/// The Strings of `array` (one of ours, holding only Strings), read again after each wait: the
+/// Rust copy of the list is not what keeps them alive.
+fn strings_of(array: RArray) -> Vec<RString> {
+    array.into_iter().filter_map(RString::from_value).collect()
 }
 
 /// Keeps the app's body Array (the only holder of the strings in `parts`, a `to_ary` result

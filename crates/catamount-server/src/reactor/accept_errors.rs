@@ -39,6 +39,31 @@ pub(super) fn after_accept_error(e: &io::Error, failures_in_a_row: u32) -> After
     AfterError::BackOff(wait.min(MAX_BACKOFF))
 }
 
+/// The accept loop's count of resource errors in a row, which sets how long it backs off.
+#[derive(Debug, Default)]
+pub(super) struct AcceptErrors {
+    in_a_row: u32,
+}
+
+impl AcceptErrors {
+    /// A connection was taken: the next resource error starts from the shortest back-off.
+    pub(super) fn succeeded(&mut self) {
+        self.in_a_row = 0;
+    }
+
+    /// What to do after `e`. Only resource errors count in a row; a per-connection one (an
+    /// aborted connection) says the process could accept, so it starts the count again: a
+    /// burst of those and then one EMFILE waits the shortest back-off, not the longest.
+    pub(super) fn after(&mut self, e: &io::Error) -> AfterError {
+        let next = after_accept_error(e, self.in_a_row.saturating_add(1));
+        self.in_a_row = match next {
+            AfterError::Retry => 0,
+            AfterError::BackOff(_) => self.in_a_row.saturating_add(1),
+        };
+        next
+    }
+}
+
 /// Errors that concern only the connection being accepted. accept(2) on Linux: "already-pending
 /// network errors on the new socket" are reported by accept and should be treated like EAGAIN
 /// (ENETDOWN, EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH);
@@ -131,6 +156,34 @@ mod tests {
                 AfterError::BackOff(MAX_BACKOFF),
                 AfterError::BackOff(MAX_BACKOFF),
             ]
+        );
+    }
+
+    #[test]
+    fn only_resource_errors_count_in_a_row() {
+        let mut errors = AcceptErrors::default();
+        for _ in 0..20 {
+            assert_eq!(errors.after(&os(Errno::CONNABORTED)), AfterError::Retry);
+        }
+        assert_eq!(
+            errors.after(&os(Errno::MFILE)),
+            AfterError::BackOff(FIRST_BACKOFF),
+            "a burst of aborted connections does not lengthen the back-off"
+        );
+        assert_eq!(
+            errors.after(&os(Errno::MFILE)),
+            AfterError::BackOff(FIRST_BACKOFF * 2)
+        );
+        errors.after(&os(Errno::CONNRESET));
+        assert_eq!(
+            errors.after(&os(Errno::MFILE)),
+            AfterError::BackOff(FIRST_BACKOFF)
+        );
+        errors.after(&os(Errno::MFILE));
+        errors.succeeded();
+        assert_eq!(
+            errors.after(&os(Errno::NFILE)),
+            AfterError::BackOff(FIRST_BACKOFF)
         );
     }
 }

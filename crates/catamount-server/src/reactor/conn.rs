@@ -491,7 +491,7 @@ impl Conn {
                     if write_all(&self.stream, &data, write_timeout).await.is_err() {
                         return Delivered::Abort;
                     }
-                    self.exchange.release(data.len() as u64);
+                    self.exchange.release(data.capacity() as u64);
                     continue;
                 }
                 Step::Write(Outgoing::File { file, offset, len }) => {
@@ -603,10 +603,10 @@ async fn read_into(
 ) -> io::Result<usize> {
     match body {
         Some(body) => loop {
-            // The socket has bytes: only now is the body's buffer taken, or grown when full
-            // (a read takes what fits; memory follows what arrived).
+            // The socket has bytes: only now is the body's buffer taken, or grown when short of
+            // room (a read takes what fits; memory follows what arrived).
             stream.readable().await?;
-            match stream.try_read_buf(body.room(1)) {
+            match stream.try_read_buf(body.room_for_read()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return other,
             }

@@ -237,7 +237,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
-    let mut failures_in_a_row = 0u32;
+    let mut errors = accept_errors::AcceptErrors::default();
     loop {
         let accepted = tokio::select! {
             r = acceptor.next(&shared) => r,
@@ -252,7 +252,7 @@ async fn accept_loop(
             Ok((stream, peer, local_port)) => {
                 #[cfg(feature = "test-hooks")]
                 crate::test_hooks::accept_loop_checkpoint();
-                failures_in_a_row = 0;
+                errors.succeeded();
                 shared.touch();
                 let arrival = shared.config.new_connection_hold.map(|hold| {
                     let arrival = Arc::new(conn::Arrival::new(shared.clone()));
@@ -275,8 +275,7 @@ async fn accept_loop(
             }
             Err(e) => {
                 // The connections already accepted keep being served meanwhile.
-                failures_in_a_row = failures_in_a_row.saturating_add(1);
-                match accept_errors::after_accept_error(&e, failures_in_a_row) {
+                match errors.after(&e) {
                     accept_errors::AfterError::Retry => {}
                     accept_errors::AfterError::BackOff(wait) => {
                         log::error(&format!("Listen loop: {e} (next accept in {wait:?})"));
