@@ -1,4 +1,4 @@
-//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Eight things live here:
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Nine things live here:
 //! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one vectored socket
 //! write while the GVL is held), keeping a Ruby object visible to the GC's stack scan
 //! (`gc_guard`), keeping a pending jump's state while cleanup code runs (`keeping_errinfo`),
