@@ -70,6 +70,20 @@ class TestNativeBoundary < Minitest::Test
     refute_nil server.wait_exit.termsig
   end
 
+  # A large Array body's Strings are read where they are, after Ruby compacted the heap.
+  def test_an_array_body_is_sent_right_after_compaction_moves_its_strings
+    server = start_server("-t", "1:1", app: "boundary.ru")
+    expected = Array.new(2000) { |i| format("%07d\n", i) * 12 }.join
+    # Which Strings move is up to the GC: a few rounds (an old build crashed in most).
+    4.times do
+      r = get(server.port, "/compacting_array")
+      assert_equal 200, r.status
+      assert_equal expected, r.body
+    end
+    server.signal("TERM")
+    refute_nil server.wait_exit.termsig
+  end
+
   # The access log's stdout is a pipe nobody reads once the server has booted: every request is
   # still answered (lines past the log queue's bound are dropped), and TERM still stops it.
   def test_a_log_reader_that_stops_reading_stalls_neither_requests_nor_the_stop

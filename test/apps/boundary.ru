@@ -89,6 +89,25 @@ class FifoBody
   end
 end
 
+# A body whose `to_ary` turns on compaction at every allocation (until its `close`): a Ruby
+# String held only by a Rust copy of the list would be read at its old address.
+class CompactingBody
+  def initialize(parts)
+    @parts = parts
+  end
+
+  def to_ary
+    GC.auto_compact = true
+    GC.stress = true
+    @parts
+  end
+
+  def close
+    GC.stress = false
+    GC.auto_compact = false
+  end
+end
+
 ROUTES = {
   "/thread" => ->(_env) { [200, {}, [Thread.current.object_id.to_s]] },
   "/kill/call" => ->(_env) { Thread.current.kill },
@@ -117,6 +136,11 @@ ROUTES = {
       e.class.name
     end
     [200, {}, [same]]
+  end,
+  "/compacting_array" => lambda do |_env|
+    # Garbage first, so the Strings made after it have free slots to move to.
+    Array.new(100_000) { Object.new }
+    [200, {}, CompactingBody.new(Array.new(2000) { |i| format("%07d\n", i) * 12 })]
   end,
   "/fifo" => ->(env) { [200, {}, FifoBody.new(env["QUERY_STRING"].delete_prefix("path="))] }
 }.freeze

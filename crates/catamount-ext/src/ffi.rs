@@ -103,24 +103,43 @@ pub fn copy_bytes(s: magnus::RString, out: &mut Vec<u8>) {
     out.extend_from_slice(unsafe { s.as_slice() });
 }
 
-/// Writes `head` and the bytes of Ruby Strings to the client with vectored writes
-/// (`Responder::write_parts_from`, which says how `sent` and the result work), lending the
-/// strings' buffers instead of copying them.
+/// Writes `head` and the bytes of the Strings in `array` (nils skipped) to the client with
+/// vectored writes (`Responder::write_parts_from`, which says how `sent` and the result work),
+/// lending the strings' buffers instead of copying them. An `InvalidData` error when the
+/// Strings no longer add up to `expected` bytes (or one is no longer a String): Ruby code ran
+/// while the caller waited without the GVL; what was sent was counted against the old bytes.
 ///
 /// Sound because the caller holds the GVL for the whole call and the only code that runs while
 /// the bytes are lent is `Responder::write_parts_from`, from catamount-server, a crate that does
 /// not link to Ruby and so cannot call it (this takes no closure that could): no other Ruby
 /// thread runs, nothing can mutate or free the strings, and the GC (which runs only when Ruby
-/// allocates) cannot move or collect them. The slices are taken afresh at each call, so a string
-/// changed while the caller waited without the GVL is never read through a stale pointer. The
-/// strings must be reachable from something the GC sees: the caller keeps them in an Array on
-/// its stack and passes it to [`gc_guard`] after its last call.
+/// allocates, and nothing here does) can neither move nor collect them. The Strings and their
+/// slices are taken afresh from `array` at each call, so neither a String changed nor an
+/// object moved by compaction while the caller waited without the GVL is read through a stale
+/// pointer. `array` must be reachable from something the GC sees: the caller keeps it on its
+/// stack and passes it to [`gc_guard`] after its last call.
 pub fn write_strings_from(
     responder: &mut catamount_server::Responder,
     head: &[u8],
-    strings: &[magnus::RString],
+    array: magnus::RArray,
+    expected: u64,
     sent: &mut u64,
 ) -> std::io::Result<bool> {
+    let changed = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a body String changed length",
+        )
+    };
+    // Rust's heap holds these VALUEs for this call only: nothing in it allocates a Ruby object.
+    let strings = array
+        .into_iter()
+        .filter(|item| !magnus::value::ReprValue::is_nil(*item))
+        .map(|item| magnus::RString::from_value(item).ok_or_else(changed))
+        .collect::<std::io::Result<Vec<magnus::RString>>>()?;
+    if strings.iter().map(|s| s.len() as u64).sum::<u64>() != expected {
+        return Err(changed());
+    }
     // SAFETY: see above; the slices do not outlive this call.
     let slices: Vec<&[u8]> = strings.iter().map(|s| unsafe { s.as_slice() }).collect();
     responder.write_parts_from(head, &slices, sent)

@@ -41,18 +41,23 @@ const JOIN_BELOW: u64 = 64 * 1024;
 pub(crate) struct AppBug(pub(crate) String);
 
 enum BodyKind {
-    /// An Array body (or `to_ary`): its Strings and their total length, written without
-    /// copying them into Rust (see [`write_array`]).
+    /// An Array body (or `to_ary`) and its Strings' total length, written without copying the
+    /// bytes into Rust (see [`write_array`]).
     Array(ArrayBody),
     File(File, u64),
     Stream,
 }
 
+/// No Ruby value of it is kept on the Rust heap: the GC neither sees it there (to keep it alive)
+/// nor updates it when compaction moves the object (Ruby may allocate, and so compact, at any
+/// call, and another thread may run `GC.compact` while this one waits without the GVL). The
+/// Strings are read from `array` each time they are used, with the GVL held and nothing
+/// allocated in between.
 struct ArrayBody {
-    /// The Array the strings came from: `parts` lives on the Rust heap, which the GC does not
-    /// scan, so this is what keeps them alive; [`write_array`] guards it past their last use.
+    /// The app's Array. It lives on this thread's stack, where the GC's conservative scan finds
+    /// and pins it; [`write_array`] guards it past its last use.
     array: Option<RArray>,
-    parts: Vec<RString>,
+    /// The Strings' total length when the response began (the content-length sent).
     len: u64,
 }
 
@@ -60,7 +65,6 @@ impl ArrayBody {
     fn empty() -> ArrayBody {
         ArrayBody {
             array: None,
-            parts: Vec::new(),
             len: 0,
         }
     }
@@ -603,7 +607,6 @@ fn open_regular(ruby: &Ruby, path: std::ffi::OsString) -> Result<Option<(File, u
 }
 
 fn array_bytes(array: RArray) -> Result<BodyKind, BodyError> {
-    let mut parts = Vec::with_capacity(array.len());
     let mut len = 0u64;
     for item in array.into_iter() {
         if item.is_nil() {
@@ -616,11 +619,9 @@ fn array_bytes(array: RArray) -> Result<BodyKind, BodyError> {
             ))
         })?;
         len += s.len() as u64;
-        parts.push(s);
     }
     Ok(BodyKind::Array(ArrayBody {
         array: Some(array),
-        parts,
         len,
     }))
 }
@@ -637,35 +638,33 @@ fn write_array(
     started: Instant,
 ) -> Result<(), Failure> {
     if head.len() as u64 + array.len <= JOIN_BELOW {
-        for part in &array.parts {
-            ffi::copy_bytes(*part, &mut head);
+        // No Ruby code has run since the length was summed, and copying allocates no Ruby object.
+        if let Some(strings) = array.array {
+            for part in strings.into_iter().filter_map(RString::from_value) {
+                ffi::copy_bytes(part, &mut head);
+            }
+            ffi::gc_guard(strings);
         }
-        guard_source(array);
         return responder
             .write_whole(head, started)
             .map(|_| ())
             .map_err(|_| Failure::Logged);
     }
-    // The parts in an Array of our own, on this stack: this thread may wait without the GVL
-    // below, and whatever other threads do to the app's Array meanwhile, the strings stay alive.
-    let keep = ruby.ary_from_iter(array.parts.iter().copied());
-    guard_source(array);
+    // Our own copy (copy-on-write): while this thread waits without the GVL below, the app's
+    // threads cannot change which Strings it holds (only the Strings themselves).
+    let strings = match array.array {
+        Some(source) => {
+            let copy = source.dup();
+            ffi::gc_guard(source);
+            copy
+        }
+        None => ruby.ary_new(),
+    };
     // Copied for the reactor only while the hand-over bounds allow; past them, wait (without
     // the GVL) for the client, then go on from where the copy stopped.
     let mut sent = 0;
     let result = loop {
-        // While this thread waited without the GVL, Ruby code (the app's other threads, an
-        // interrupt's handler) may have changed the app's Strings. Bytes that no longer add up
-        // to the length in the head already sent would desync the connection: abort it instead.
-        let parts = strings_of(keep);
-        if parts.iter().map(|s| s.len() as u64).sum::<u64>() != array.len {
-            log::error(
-                "Rack app: a body String changed length while the response was being sent; \
-                 connection aborted",
-            );
-            break Err(Failure::Logged);
-        }
-        match ffi::write_strings_from(responder, &head, &parts, &mut sent) {
+        match ffi::write_strings_from(responder, &head, strings, array.len, &mut sent) {
             Ok(true) => break Ok(()),
             Ok(false) => {
                 if !wait_for_client(responder) {
@@ -674,25 +673,19 @@ fn write_array(
                     }
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // Ruby ran while this thread waited (the app's other threads): bytes that no
+                // longer add up to the content-length sent would desync the connection.
+                log::error(&format!(
+                    "Rack app: {e} while the response was being sent; connection aborted"
+                ));
+                break Err(Failure::Logged);
+            }
             Err(_) => break Err(Failure::Logged),
         }
     };
-    ffi::gc_guard(keep);
+    ffi::gc_guard(strings);
     result
-}
-
-/// The Strings of `array` (one of ours, holding only Strings), read again after each wait: the
-/// Rust copy of the list is not what keeps them alive.
-fn strings_of(array: RArray) -> Vec<RString> {
-    array.into_iter().filter_map(RString::from_value).collect()
-}
-
-/// Keeps the app's body Array (the only holder of the strings in `parts`, a `to_ary` result
-/// perhaps) reachable up to here.
-fn guard_source(array: &ArrayBody) {
-    if let Some(source) = array.array {
-        ffi::gc_guard(source);
-    }
 }
 
 /// An interrupt that landed while this thread waited for its client (a kill, `Thread#raise`):
