@@ -35,6 +35,11 @@ class TestConfigDsl < Minitest::Test
     end
   end
 
+  # Runs `script` in a fresh Ruby with lib/ on the load path: out, err, status.
+  def run_ruby(script, *args)
+    Open3.capture3(RbConfig.ruby, "-I", File.join(Support::ROOT, "lib"), "-e", script, *args)
+  end
+
   def test_bind_port_and_default_host_add_listeners
     with_config(<<~RUBY) do |server|
       bind "tcp://127.0.0.1:0"
@@ -314,6 +319,59 @@ class TestConfigDsl < Minitest::Test
     end
   end
 
+  def test_get_reads_pumas_keys_for_what_the_file_set
+    with_config(<<~RUBY, app: nil) do |server|
+      set_default_host "127.0.0.1"
+      port 0
+      quiet
+      extra_runtime_dependencies
+      app do |env|
+        [200, {}, [[default_host, get(:default_host), get(:binds), get(:log_requests), get(:extra_runtime_dependencies), get(:workers)].inspect]]
+      end
+    RUBY
+      assert_equal '["127.0.0.1", "127.0.0.1", ["tcp://127.0.0.1:0"], false, [], nil]', get(server.port, "/").body
+    end
+  end
+
+  # Options that cannot boot yet (the control server) or would take the test's stdout: read
+  # while the file is evaluated, without a server.
+  def test_get_reads_redirect_and_control_keys
+    Dir.mktmpdir do |dir|
+      conf = File.join(dir, "puma.rb")
+      File.write(conf, <<~RUBY)
+        $got = [default_host]
+        stdout_redirect "out.log", "err.log", true
+        activate_control_app "tcp://127.0.0.1:9293"
+        set_default_host "::1"
+        port 3000
+        $got += [get(:redirect_stdout), get(:redirect_stderr), get(:redirect_append), get(:control_url), get(:binds)]
+      RUBY
+      script = <<~RUBY
+        require "catamount"
+        Catamount::Configuration.load(Catamount::Native.parse_cli(["-C", ARGV[0]]))
+        p $got
+      RUBY
+      out, err, status = run_ruby(script, conf)
+      assert status.success?, err
+      assert_equal %(["0.0.0.0", "out.log", "err.log", true, "tcp://127.0.0.1:9293", ["tcp://[::1]:3000"]]\n), out
+    end
+  end
+
+  def test_option_methods_are_not_hidden_by_the_dsls_own
+    script = <<~RUBY
+      require "catamount"
+      dsl = Catamount::DSL
+      names = Catamount::Native.dsl_options.map(&:to_sym)
+      own = (dsl.instance_methods(false) + dsl.private_instance_methods(false)).uniq
+      # One definition (the recorder) serves every option but plugin.
+      p names.map { |n| n == :plugin ? nil : dsl.instance_method(n).source_location }.compact.uniq.size
+      p own.size > names.size
+    RUBY
+    out, err, status = run_ruby(script)
+    assert status.success?, err
+    assert_equal "1\ntrue\n", out
+  end
+
   def test_single_and_cluster_blocks
     with_config(<<~RUBY) do |server|
       single { threads 4, 4 }
@@ -372,7 +430,7 @@ class TestConfigDsl < Minitest::Test
           puts "\#{File.read(file).chomp} => \#{e.message}"
         end
       RUBY
-      out, err, status = Open3.capture3(RbConfig.ruby, "-I", File.join(Support::ROOT, "lib"), "-e", script, *files)
+      out, err, status = run_ruby(script, *files)
       assert status.success?, err
       assert_equal "", out
     end

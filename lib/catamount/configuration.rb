@@ -28,7 +28,7 @@ module Catamount
 
     Hook = Struct.new(:block, :key, :where)
 
-    attr_reader :cli, :settings, :values, :files, :hooks, :mode_blocks, :plugins, :native
+    attr_reader :cli, :settings, :files, :hooks, :mode_blocks, :plugins, :native
     attr_accessor :app, :lowlevel_error_handler, :custom_logger, :log_formatter
 
     # Reads the config files the command line names (or finds), then resolves every option.
@@ -42,7 +42,6 @@ module Catamount
     def initialize(cli)
       @cli = cli
       @settings = []
-      @values = {}
       @files = []
       @hooks = Hash.new { |h, k| h[k] = [] }
       @mode_blocks = []

@@ -13,11 +13,12 @@ module Catamount
   # validated and stored like the rest; the launcher refuses to boot when a configuration
   # actually asks for one, never ignoring it.
   class DSL
-    # Methods with plain values, applied by the native layer, each with the key `get` finds its
-    # value under (Puma's option key): both come from the option definitions (the `options!`
-    # table in crates/catamount-config/src/options/mod.rs, with each one's validation, default
-    # and example). `plugin` is among them, but is defined below (it also loads the plugin).
-    OPTIONS = Native.dsl_options.to_h { |name, key| [name.to_sym, key.to_sym] }.except(:plugin).freeze
+    # Methods with plain values, applied by the native layer: they come from the option
+    # definitions (the `options!` table in crates/catamount-config/src/options/mod.rs, with each
+    # one's validation, default and example). `plugin` is among them, but is defined below (it
+    # also loads the plugin). They are defined at the end of this class, which refuses a name
+    # some method here already has.
+    OPTIONS = (Native.dsl_options.map(&:to_sym) - [:plugin]).freeze
 
     def initialize(config, path)
       @config = config
@@ -40,16 +41,17 @@ module Catamount
       guard { instance_eval(&block) }
     end
 
-    OPTIONS.each_key do |name|
-      define_method(name) do |*args|
-        record(name, args)
-      end
+    # What the config files set so far, under Puma's option keys (`threads` sets `min_threads`
+    # and `max_threads`, `quiet` sets `log_requests`): the native side applies the settings
+    # recorded so far and exports the options they set.
+    def get(key, default = nil)
+      value = Native.given_values(@config.settings)[key.to_sym]
+      value.nil? ? default : value
     end
 
-    # `threads`, `port` and the like keep their natural keys for `get`.
-    def get(key, default = nil)
-      value = @config.values[key.to_sym]
-      value.nil? ? default : value
+    # The host `port` binds without one of its own.
+    def default_host
+      get(:default_host, "0.0.0.0")
     end
 
     # Evaluates the block in this DSL (used by plugins and helpers).
@@ -139,28 +141,8 @@ module Catamount
     private
 
     def record(name, args)
-      site = call_site
-      @config.record(name.to_s, args, site)
-      remember(name, args)
+      @config.record(name.to_s, args, call_site)
       nil
-    end
-
-    # What `get` answers: the value as given, under Puma's key.
-    def remember(name, args)
-      values = @config.values
-      case name
-      when :threads
-        values[:min_threads] = args[0]
-        values[:max_threads] = args.size > 1 ? args[1] : args[0]
-      when :bind, :port
-        (values[:binds] ||= []) << (name == :bind ? args[0] : "tcp://#{args[1] || '0.0.0.0'}:#{args[0]}")
-      when :clear_binds!
-        values[:binds] = []
-      when :quiet
-        values[:log_requests] = args.empty? ? false : !args[0]
-      else
-        values[OPTIONS.fetch(name, name)] = args.empty? ? true : args.size == 1 ? args[0] : args
-      end
     end
 
     def guard
@@ -184,6 +166,17 @@ module Catamount
     def location_of(error)
       line = (error.backtrace || []).find { |l| @config.files.any? { |f| l.start_with?("#{f}:") } }
       line ? line[/\A[^:]+:\d+/] : @path
+    end
+
+    public
+
+    # Last, so a hand-written method of the same name cannot hide (or be hidden by) an option.
+    OPTIONS.each do |name|
+      raise ArgumentError, "option #{name} clashes with Catamount::DSL##{name}" if method_defined?(name, false) || private_method_defined?(name, false)
+
+      define_method(name) do |*args|
+        record(name, args)
+      end
     end
   end
 end

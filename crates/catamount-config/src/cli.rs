@@ -159,7 +159,7 @@ struct FlagSpec {
 }
 
 /// Flags about the command rather than an option: config files, load path, help.
-const COMMAND_FLAGS: &[(&str, Option<char>, FlagArg)] = &[
+pub(crate) const COMMAND_FLAGS: &[(&str, Option<char>, FlagArg)] = &[
     ("config", Some('C'), FlagArg::Required),
     ("no-config", None, FlagArg::None),
     ("include", Some('I'), FlagArg::Required),

@@ -3,8 +3,8 @@
 //! The Ruby launcher asks for `Native.parse_cli(ARGV)`, evaluates config files with the DSL
 //! (which only records `[name, args, "file:line"]`), and calls `cli.resolve(settings)`; all
 //! validation happens in `catamount-config`, so a flag and a DSL line get the same checks.
-//! `Options#to_h` (Ruby's options Hash) and `Native.dsl_options` are made from the option
-//! definitions: nothing here names an option.
+//! `Options#to_h` (Ruby's options Hash), `Native.given_values` (the DSL's `get`) and
+//! `Native.dsl_options` are made from the option definitions: nothing here names an option.
 
 use std::cell::RefCell;
 
@@ -61,36 +61,66 @@ impl RbCli {
     /// Applies the recorded config-file settings and resolves every option.
     /// `settings` is an Array of `[name, args, location]`; errors name the location.
     pub fn resolve(ruby: &Ruby, rb_self: &Self, settings: RArray) -> Result<RbOptions, Error> {
-        let mut file = Layer::default();
-        for entry in settings.into_iter() {
-            let entry = RArray::try_convert(entry)?;
-            let name: String = entry.entry(0)?;
-            let args: RArray = entry.entry(1)?;
-            let location: String = entry.entry(2)?;
-            let fail =
-                |msg: String| Error::new(errors::config_error(ruby), format!("{location}: {msg}"));
-            let mut values = Vec::with_capacity(args.len());
-            for arg in args.into_iter() {
-                values.push(to_conf_value(arg).map_err(|m| fail(format!("{name}: {m}")))?);
-            }
-            file.set(&name, &values).map_err(fail)?;
-        }
-        let ipv6_usable = std::fs::read_to_string("/proc/net/if_inet6")
-            .map(|t| catamount_config::bind::has_non_loopback_ipv6(&t))
-            .unwrap_or(false);
-        let var = |name: &str| std::env::var(name).ok();
-        let processors = std::thread::available_parallelism()
-            .map(|n| u32::try_from(n.get()).unwrap_or(1))
-            .unwrap_or(1);
-        let env = Environment {
-            var: &var,
-            ipv6_usable,
-            processors,
-        };
-        let options = catamount_config::resolve(&rb_self.0.borrow().user, &file, &env)
+        let file = file_layer(ruby, settings)?;
+        let options = catamount_config::resolve(&rb_self.0.borrow().user, &file, &process_env())
             .map_err(|e| Error::new(errors::config_error(ruby), e))?;
         Ok(RbOptions(options))
     }
+}
+
+/// `Native.given_values(settings)`: what the config-file settings so far set, as a Hash under
+/// Puma's keys (the DSL's `get`); the command line plays no part, as in Puma.
+pub fn given_values(ruby: &Ruby, settings: RArray) -> Result<RHash, Error> {
+    let file = file_layer(ruby, settings)?;
+    let values = catamount_config::options::given_values(&file, &process_env())
+        .map_err(|e| Error::new(errors::config_error(ruby), e))?;
+    to_hash(ruby, values)
+}
+
+/// The config files' layer from the recorded `[name, args, location]` settings.
+fn file_layer(ruby: &Ruby, settings: RArray) -> Result<Layer, Error> {
+    let mut file = Layer::default();
+    for entry in settings.into_iter() {
+        let entry = RArray::try_convert(entry)?;
+        let name: String = entry.entry(0)?;
+        let args: RArray = entry.entry(1)?;
+        let location: String = entry.entry(2)?;
+        let fail =
+            |msg: String| Error::new(errors::config_error(ruby), format!("{location}: {msg}"));
+        let mut values = Vec::with_capacity(args.len());
+        for arg in args.into_iter() {
+            values.push(to_conf_value(arg).map_err(|m| fail(format!("{name}: {m}")))?);
+        }
+        file.set(&name, &values).map_err(fail)?;
+    }
+    Ok(file)
+}
+
+fn process_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The defaults' inputs from this process: its environment, IPv6, processor count.
+fn process_env() -> Environment<'static> {
+    let ipv6_usable = std::fs::read_to_string("/proc/net/if_inet6")
+        .map(|t| catamount_config::bind::has_non_loopback_ipv6(&t))
+        .unwrap_or(false);
+    let processors = std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(1))
+        .unwrap_or(1);
+    Environment {
+        var: &process_var,
+        ipv6_usable,
+        processors,
+    }
+}
+
+fn to_hash(ruby: &Ruby, pairs: Vec<(&'static str, ConfValue)>) -> Result<RHash, Error> {
+    let h = ruby.hash_new();
+    for (key, value) in pairs {
+        h.aset(ruby.to_symbol(key), to_ruby(ruby, &value)?)?;
+    }
+    Ok(h)
 }
 
 fn to_conf_value(v: Value) -> Result<ConfValue, String> {
@@ -157,11 +187,7 @@ impl RbOptions {
     /// Every option, under Puma's option names (for `get`, `PUMA_LOG_CONFIG`, plugins and
     /// the hooks' configuration object); which and how is said by the option definitions.
     pub fn to_h(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
-        let h = ruby.hash_new();
-        for (key, value) in rb_self.0.export() {
-            h.aset(ruby.to_symbol(key), to_ruby(ruby, &value)?)?;
-        }
-        Ok(h)
+        to_hash(ruby, rb_self.0.export())
     }
 }
 
@@ -191,14 +217,12 @@ fn to_ruby(ruby: &Ruby, v: &ConfValue) -> Result<Value, Error> {
     })
 }
 
-/// `Native.dsl_options`: `{method => key}` for the DSL methods with plain values, from the
-/// option definitions; the key is the one `get` reads the value under (Puma's option key).
-pub fn dsl_options(ruby: &Ruby) -> Result<RHash, Error> {
-    let h = ruby.hash_new();
-    for method in catamount_config::options::dsl_methods() {
-        h.aset(method.name, method.key)?;
-    }
-    Ok(h)
+/// `Native.dsl_options`: the names of the DSL methods with plain values, from the option
+/// definitions.
+pub fn dsl_options() -> Vec<&'static str> {
+    catamount_config::options::dsl_methods()
+        .map(|m| m.name)
+        .collect()
 }
 
 fn class_name(v: Value) -> String {

@@ -23,6 +23,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     native.define_singleton_method("parse_cli", function!(config::parse_cli, 1))?;
     native.const_set("USAGE", config::usage())?;
     native.define_singleton_method("dsl_options", function!(config::dsl_options, 0))?;
+    native.define_singleton_method("given_values", function!(config::given_values, 1))?;
     native.define_singleton_method("log_line", function!(server::log_line, 2))?;
     native.define_singleton_method(
         "become_child_subreaper",

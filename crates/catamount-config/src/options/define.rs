@@ -18,9 +18,6 @@ pub struct Method {
     /// False for names only flags use (`redirect_stdout` for `--redirect-stdout`): Puma's DSL
     /// has no such method, so config files cannot call it either.
     pub dsl: bool,
-    /// The key a config file's `get` reads what it set under: Puma's option key (the method's
-    /// own name unless the table says `as "key"`).
-    pub key: &'static str,
     pub set: Setter,
 }
 
@@ -98,6 +95,8 @@ impl Flag {
         }
     }
 
+    /// Turns the flag's text into the method's arguments, when the method wants more than the
+    /// text as one String: `-t 2:8` calls `threads 2, 8` (`min_max`), `--no-x` calls `x false`.
     pub const fn with(self, args: fn(Option<&str>) -> Vec<Value>) -> Flag {
         Flag { args, ..self }
     }
@@ -174,6 +173,10 @@ impl Sources<'_, '_> {
         Ok(None)
     }
 }
+
+/// The layer type of a field only the environment sets (`thread_handoff`): no value exists,
+/// so neither a flag nor a config file can set it and its resolve only reads `Sources::env`.
+pub type EnvironmentOnly = std::convert::Infallible;
 
 /// The layers' value, else `default`.
 pub fn or<T>(default: T) -> impl FnOnce(Option<T>, &Sources<'_, '_>) -> Result<T, String> {
@@ -283,15 +286,6 @@ macro_rules! named {
     };
 }
 
-macro_rules! get_key {
-    ($method:literal) => {
-        $method
-    };
-    ($method:literal, $key:literal) => {
-        $key
-    };
-}
-
 macro_rules! dsl_method {
     () => {
         true
@@ -312,7 +306,7 @@ macro_rules! options {
                 default: $default:literal,
                 example: $example:literal,
                 methods: [
-                    $( $method:literal $( ($only:ident) )? $( as $key:literal )? => $setter:expr ),*
+                    $( $method:literal $( ($only:ident) )? => $setter:expr ),*
                     $(,)?
                 ],
                 flags: [ $( $flag:expr ),* $(,)? ],
@@ -351,7 +345,6 @@ macro_rules! options {
                             $crate::options::Method {
                                 name: $method,
                                 dsl: dsl_method!($($only)?),
-                                key: get_key!($method $(, $key)?),
                                 set: $setter,
                             },
                         )*
@@ -379,18 +372,31 @@ macro_rules! options {
             Ok(Options { $( $( $field, )+ )* })
         }
 
-        impl Options {
-            /// Every exported option under Puma's key, as plain values (for Ruby's
-            /// `Catamount.config.options`, plugins and `PUMA_LOG_CONFIG`).
-            pub fn export(&self) -> Vec<(&'static str, $crate::options::Value)> {
-                let mut out = Vec::new();
+        impl Layer {
+            /// The fields this layer sets, in table order.
+            pub fn given_fields(&self) -> Vec<&'static str> {
+                let mut given = Vec::new();
                 $( $(
-                    out.extend($crate::options::define::export_with::<$value_ty>($export)(
-                        stringify!($field),
-                        &self.$field,
-                    ));
+                    if self.$field.is_some() {
+                        given.push(stringify!($field));
+                    }
                 )+ )*
-                out
+                given
+            }
+        }
+
+        impl Options {
+            /// One field (by name) under Puma's key or keys, as plain values; nothing for a
+            /// hidden or unknown field.
+            pub fn export_field(&self, field: &str) -> Vec<(&'static str, $crate::options::Value)> {
+                match field {
+                    $( $(
+                        stringify!($field) => $crate::options::define::export_with::<$value_ty>(
+                            $export,
+                        )(stringify!($field), &self.$field),
+                    )+ )*
+                    _ => Vec::new(),
+                }
             }
         }
     };

@@ -11,6 +11,42 @@
 //! docs/configuration.md (a test fails when it disagrees with the table:
 //! `cargo run -p catamount-config --example options-doc` rewrites it).
 //!
+//! An entry, every slot named (copy it; `persistent_timeout` is a simple real one, `threads`
+//! one with two fields, a flag parser and a cross-field check):
+//!
+//! ```text
+//! my_option {                           // the docs row's name
+//!     doc: "what it does, one line",
+//!     default: "30 s (`MY_VAR`)",      // the stated value first: a test compares it with the
+//!                                       // field's exported default
+//!     example: "my_option 10",          // a config-file line calling one of its DSL methods
+//!     methods: [
+//!         // set!(field, parser): store the parser's value (args.rs / setters.rs) in `field`
+//!         "my_option" => set!(my_option, seconds),
+//!         // a setters.rs fn(&mut Layer, name, args) when a method fills several fields
+//!         "my_pair" => my_pair,
+//!         // (flag_only): only a flag calls it; config files cannot (not in Puma's DSL)
+//!         "my_url" (flag_only) => set!(my_url, exactly_one_str),
+//!     ],
+//!     flags: [Flag::value("my-option", "my_option")   // or ::switch / ::optional
+//!         .short('m')                                  // each long and short flag once
+//!         .with(parse_flag_value)                      // the flag's text as the method's args
+//!         .help("SECONDS", "its --help line")],
+//!     fields: {
+//!         // name: Layer type => Options type = resolve, export;
+//!         // resolve: or(x) / or_none() / a closure |given, sources| that may read fields
+//!         //          above it in the table by name (resolved in table order)
+//!         // export:  same (the field's name is Puma's key), hidden (not exported),
+//!         //          named!("puma_key"), or an `Export` fn in values.rs (several keys)
+//!         my_option: Duration => Duration = or(Duration::from_secs(30)), same;
+//!     }
+//! }
+//! ```
+//!
+//! A field no layer may set (only the environment does, like `thread_handoff`) has the layer
+//! type `EnvironmentOnly`. A config file's `get` reads what [`given_values`] exports, so the
+//! export slot is also what `get` answers under.
+//!
 //! Precedence is Puma's: a value from the command line (the *user* layer) wins over the config
 //! file (the *file* layer), which wins over the built-in default (some defaults read environment
 //! variables, as Puma's do). Within one layer a later setting replaces an earlier one, except
@@ -31,7 +67,7 @@ use std::time::Duration;
 
 use crate::bind::BindUrl;
 use args::{exactly_one_str, flag, seconds};
-use define::{hidden, or, or_none, same, Sources};
+use define::{hidden, or, or_none, same, EnvironmentOnly, Sources};
 pub use define::{Definition, Flag, FlagArg, Method, ToValue};
 use setters::*;
 pub use values::*;
@@ -61,7 +97,7 @@ options! {
         fields: {
             binds: Vec<BindUrl> => Vec<BindUrl> = default_binds, same;
             /// The host a later `port` without one binds.
-            default_host: String => Option<String> = or_none(), hidden;
+            default_host: String => Option<String> = or_none(), same;
         }
     }
     tls {
@@ -239,7 +275,7 @@ options! {
         ],
         flags: [],
         fields: {
-            max_fast_inline: u64 => Option<u64> = or_none(), hidden;
+            max_fast_inline: u64 => Option<u64> = or_none(), same;
             max_keep_alive: u64 => u64 = |v, _| Ok(v.or(max_fast_inline).unwrap_or(999)), export_keep_alive;
         }
     }
@@ -287,7 +323,7 @@ options! {
         doc: "where `REMOTE_ADDR` comes from: `:socket`, `:localhost`, a fixed `\"ip\"`, `header: NAME` (its first address), or `proxy_protocol: :v1` (a PROXY v1 line, at most 107 bytes, first on the connection, names the client; a malformed one drops the connection)",
         default: "`:socket`",
         example: "set_remote_address header: \"X-Real-IP\"",
-        methods: ["set_remote_address" as "remote_address" => set!(remote_address, remote_address)],
+        methods: ["set_remote_address" => set!(remote_address, remote_address)],
         flags: [],
         fields: {
             remote_address: RemoteAddress => RemoteAddress = or(RemoteAddress::Socket), export_remote_address;
@@ -320,7 +356,7 @@ options! {
         example: "fiber_per_request",
         methods: [
             "fiber_per_request" => set!(fiber_per_request, flag),
-            "clean_thread_locals" as "fiber_per_request" => set!(fiber_per_request, flag),
+            "clean_thread_locals" => set!(fiber_per_request, flag),
         ],
         flags: [],
         fields: {
@@ -336,7 +372,7 @@ options! {
         methods: [],
         flags: [],
         fields: {
-            thread_handoff: ThreadHandoff => ThreadHandoff = |_, s| {
+            thread_handoff: EnvironmentOnly => ThreadHandoff = |_, s| {
                 match s.var("CATAMOUNT_THREAD_HANDOFF").as_deref().map(str::trim) {
                     None | Some("gvl") => Ok(ThreadHandoff::GvlAware),
                     Some("eager") => Ok(ThreadHandoff::Eager),
@@ -448,7 +484,7 @@ options! {
         default: "none; mode per umask",
         example: "state_path \"tmp/pids/puma.state\"",
         methods: [
-            "state_path" as "state" => set!(state_path, exactly_one_str),
+            "state_path" => set!(state_path, exactly_one_str),
             "state_permission" => set!(state_permission, file_mode),
         ],
         flags: [Flag::value("state", "state_path")
@@ -463,7 +499,7 @@ options! {
         doc: "the command a hot restart runs, the original arguments appended",
         default: "this Ruby running the same script",
         example: "restart_command \"bin/catamount\"",
-        methods: ["restart_command" as "restart_cmd" => set!(restart_command, exactly_one_str)],
+        methods: ["restart_command" => set!(restart_command, exactly_one_str)],
         flags: [Flag::value("restart-cmd", "restart_command")
             .short('R')
             .help("CMD", "Command a hot restart runs")],
@@ -560,7 +596,7 @@ options! {
         doc: "load the app once in the master, before forking workers",
         default: "on when workers > 1 (Puma 7+)",
         example: "preload_app!",
-        methods: ["preload_app!" as "preload_app" => set!(preload_app, flag)],
+        methods: ["preload_app!" => set!(preload_app, flag)],
         flags: [Flag::switch("preload", "preload_app!")
             .help("", "Load the app before forking workers (cluster mode)")],
         fields: {
@@ -735,6 +771,34 @@ impl Default for Options {
             Err(e) => unreachable!("the defaults resolve without any input: {e}"),
         }
     }
+}
+
+impl Options {
+    /// Every exported option under Puma's key, as plain values (for Ruby's
+    /// `Catamount.config.options`, plugins and `PUMA_LOG_CONFIG`), in table order.
+    pub fn export(&self) -> Vec<(&'static str, Value)> {
+        DEFINITIONS
+            .iter()
+            .flat_map(|d| d.fields)
+            .flat_map(|field| self.export_field(field))
+            .collect()
+    }
+}
+
+/// What a config file's `get` reads: the fields `file` sets (so far), resolved over the
+/// defaults and exported under Puma's keys, so `port 3000` after `set_default_host "::1"` reads
+/// as the bind it makes and `quiet` as `log_requests`. Fields the file leaves alone are absent,
+/// as in Puma, whose `get` reads only the file's own options.
+pub fn given_values(
+    file: &Layer,
+    env: &Environment<'_>,
+) -> Result<Vec<(&'static str, Value)>, String> {
+    let options = resolve(&Layer::default(), file, env)?;
+    Ok(file
+        .given_fields()
+        .into_iter()
+        .flat_map(|field| options.export_field(field))
+        .collect())
 }
 
 /// The DSL methods that take plain values, for `Catamount::DSL`.

@@ -449,6 +449,8 @@ pub(super) fn fork_worker(name: &str, args: &[Value]) -> Result<u64, String> {
 
 pub(super) fn gem_names(name: &str, args: &[Value]) -> Result<Vec<String>, String> {
     match args {
+        // No argument: none kept (Puma's default argument is an empty list).
+        [] => Ok(Vec::new()),
         [Value::Array(items)] => items.iter().map(|g| string(name, g)).collect(),
         [Value::Str(list)] => Ok(list
             .split(',')
@@ -459,7 +461,7 @@ pub(super) fn gem_names(name: &str, args: &[Value]) -> Result<Vec<String>, Strin
             "{name}: expected an Array of gem names, got {}",
             v.describe()
         )),
-        _ => Err(arity(name, args.len(), "1")),
+        _ => Err(arity(name, args.len(), "0..1")),
     }
 }
 

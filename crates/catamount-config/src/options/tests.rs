@@ -406,9 +406,6 @@ fn definitions_are_consistent() {
         );
     }
     let dsl: Vec<&str> = dsl_methods().map(|m| m.name).collect();
-    let key = |name: &str| dsl_methods().find(|m| m.name == name).map(|m| m.key);
-    assert_eq!(key("state_path"), Some("state"), "get(:state) reads it");
-    assert_eq!(key("tag"), Some("tag"));
     assert!(dsl.contains(&"preload_app!") && dsl.contains(&"quiet"));
     assert!(
         !dsl.contains(&"redirect_stdout"),
@@ -417,14 +414,112 @@ fn definitions_are_consistent() {
 }
 
 #[test]
-fn default_options_are_the_resolved_defaults() {
+fn every_flag_is_claimed_once() {
+    // The command's own flags are looked up first, then the options' in table order: a second
+    // claim on a flag would silently never be reached.
+    let mut longs: Vec<&str> = Vec::new();
+    let mut shorts: Vec<char> = Vec::new();
+    let command = crate::cli::COMMAND_FLAGS.iter().map(|(l, s, _)| (*l, *s));
+    let options = DEFINITIONS
+        .iter()
+        .flat_map(|d| d.flags)
+        .map(|f| (f.long, f.short));
+    for (long, short) in command.chain(options) {
+        assert!(!longs.contains(&long), "--{long} claimed twice");
+        longs.push(long);
+        if let Some(c) = short {
+            assert!(!shorts.contains(&c), "-{c} claimed twice");
+            shorts.push(c);
+        }
+    }
+    assert!(longs.contains(&"config") && shorts.contains(&'t'));
+}
+
+#[test]
+fn every_example_uses_its_own_method() {
+    for d in DEFINITIONS.iter().filter(|d| !d.example.is_empty()) {
+        let word = d.example.split_whitespace().next().unwrap_or_default();
+        assert!(
+            d.methods.iter().any(|m| m.dsl && m.name == word),
+            "{}: example {:?} does not call one of its DSL methods",
+            d.name,
+            d.example
+        );
+    }
+}
+
+#[test]
+fn default_options_are_the_documented_values() {
     let o = Options::default();
-    assert_eq!(
-        Ok(&o),
-        resolve(&Layer::default(), &Layer::default(), &env(&no_env)).as_ref()
-    );
+    assert_eq!(o.binds[0].original, "tcp://0.0.0.0:9292");
+    assert_eq!((o.min_threads, o.max_threads), (0, 5));
+    assert_eq!(o.environment, "development");
+    assert_eq!(o.rackup, "config.ru");
+    assert_eq!(o.persistent_timeout, Duration::from_secs(65));
+    assert_eq!(o.first_data_timeout, Duration::from_secs(30));
     assert_eq!(o.max_keep_alive, 999);
+    assert_eq!(o.force_shutdown_after, ForceShutdown::Never);
+    assert!(o.queue_requests && o.enable_keep_alives && o.allow_underscore_headers);
+    assert_eq!(o.http_methods, HttpMethods::Standard);
+    assert_eq!(o.http_content_length_limit, None);
+    assert_eq!(o.remote_address, RemoteAddress::Socket);
     assert_eq!(o.thread_handoff, ThreadHandoff::GvlAware);
+    assert!(!o.log_requests && !o.early_hints && !o.fiber_per_request);
+    assert_eq!(o.workers, 0);
+    assert_eq!(o.wait_for_less_busy_worker, Duration::from_millis(5));
+    assert_eq!(o.worker_check_interval, Duration::from_secs(5));
+    assert_eq!(o.worker_timeout, Duration::from_secs(60));
+    assert_eq!(o.worker_boot_timeout, Duration::from_secs(60));
+    assert_eq!(o.worker_shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(o.io_selector_backend, "auto");
+    assert_eq!(o.max_io_threads, 0);
+}
+
+/// How the docs' Default column writes an exported default.
+fn rendered(v: &Value) -> Vec<String> {
+    match v {
+        Value::Bool(true) => vec!["true".into(), "on".into()],
+        Value::Bool(false) => vec!["false".into(), "off".into()],
+        Value::Int(n) => vec![n.to_string()],
+        Value::Float(f) => vec![format!("{f} s")],
+        Value::Sym(s) => vec![format!("`:{s}`")],
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn default_texts_match_the_defaults() {
+    // Defaults the text describes rather than states (a reference to another option or a
+    // list), checked by `default_options_are_the_documented_values` instead.
+    let described = ["workers", "worker_boot_timeout", "supported_http_methods"];
+    let o = Options::default();
+    let mut checked = 0;
+    for d in DEFINITIONS.iter().filter(|d| !described.contains(&d.name)) {
+        let exported: Vec<_> = d.fields.iter().flat_map(|f| o.export_field(f)).collect();
+        let [(_, value)] = exported.as_slice() else {
+            continue;
+        };
+        let forms = rendered(value);
+        if forms.is_empty() {
+            continue;
+        }
+        // The stated value comes first; environment variables or notes follow.
+        let stated = d
+            .default
+            .split([';', '('])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        assert!(
+            forms.iter().any(|f| f == stated),
+            "{}: the docs say the default is {:?}, the table's value reads {:?}",
+            d.name,
+            d.default,
+            forms
+        );
+        checked += 1;
+    }
+    assert!(checked > 20, "only {checked} defaults checked");
 }
 
 #[test]
@@ -436,63 +531,38 @@ fn export_uses_pumas_keys() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), keys.len(), "a key exported twice: {keys:?}");
-    let mut expected = vec![
-        "binds",
-        "min_threads",
-        "max_threads",
-        "environment",
-        "rackup",
-        "tag",
-        "log_requests",
-        "pidfile",
-        "persistent_timeout",
-        "first_data_timeout",
-        "force_shutdown_after",
-        "enable_keep_alives",
-        "max_keep_alive",
-        "silent",
-        "directory",
-        "idle_timeout",
-        "queue_requests",
-        "drain_on_shutdown",
-        "remote_address",
-        "remote_address_value",
-        "rack_url_scheme",
-        "supported_http_methods",
-        "http_content_length_limit",
-        "allow_underscore_headers",
-        "io_selector_backend",
-        "early_hints",
-        "max_io_threads",
-        "fiber_per_request",
-        "raise_exception_on_sigterm",
-        "redirect_stdout",
-        "redirect_stderr",
-        "redirect_append",
-        "mutate_stdout_and_stderr_to_sync_on_write",
-        "debug",
-        "shutdown_debug",
-        "restart_cmd",
-        "state",
-        "state_permission",
-        "control_url",
-        "control_auth_token",
-        "plugins",
-        "workers",
-        "preload_app",
-        "fork_worker",
-        "prune_bundler",
-        "extra_runtime_dependencies",
-        "wait_for_less_busy_worker",
-        "worker_culling_strategy",
-        "worker_check_interval",
-        "worker_timeout",
-        "worker_boot_timeout",
-        "worker_shutdown_timeout",
-        "nakayoshi_fork",
-        "silence_single_worker_warning",
-        "silence_fork_callback_warning",
+    // Each field is exported under its own name, except these (Puma's other names, more
+    // than one key, or not exported at all).
+    let exceptions: &[(&str, &[&str])] = &[
+        ("tls_binds", &[]),
+        ("thread_handoff", &[]),
+        ("activated_sockets", &[]),
+        ("http_methods", &["supported_http_methods"]),
+        (
+            "remote_address",
+            &["remote_address", "remote_address_value"],
+        ),
+        ("sync_stdio", &["mutate_stdout_and_stderr_to_sync_on_write"]),
+        ("state_path", &["state"]),
+        ("restart_command", &["restart_cmd"]),
+        ("control", &["control_url", "control_auth_token"]),
     ];
+    let mut expected: Vec<&str> = Vec::new();
+    for field in DEFINITIONS.iter().flat_map(|d| d.fields) {
+        let keys: Vec<&str> = o.export_field(field).iter().map(|(k, _)| *k).collect();
+        let want: Vec<&str> = match exceptions.iter().find(|(f, _)| f == field) {
+            Some((_, keys)) => keys.to_vec(),
+            None => vec![*field],
+        };
+        assert_eq!(keys, want, "{field}'s keys");
+        expected.extend(want);
+    }
+    for (field, _) in exceptions {
+        assert!(
+            DEFINITIONS.iter().any(|d| d.fields.contains(field)),
+            "an exception for no field: {field}"
+        );
+    }
     expected.sort_unstable();
     assert_eq!(sorted, expected);
     let get = |key: &str| {
@@ -517,4 +587,54 @@ fn export_uses_pumas_keys() {
     assert!(exported
         .iter()
         .any(|(k, v)| *k == "max_keep_alive" && *v == Value::Float(f64::INFINITY)));
+}
+
+#[test]
+fn given_values_are_what_the_file_set_under_pumas_keys() {
+    let mut file = Layer::default();
+    set(&mut file, "set_default_host", vec![str("::1")]);
+    set(&mut file, "port", vec![Value::Int(3000)]);
+    set(&mut file, "quiet", vec![]);
+    set(&mut file, "threads", vec![Value::Int(2), Value::Int(4)]);
+    set(
+        &mut file,
+        "stdout_redirect",
+        vec![str("out.log"), str("err.log"), Value::Bool(true)],
+    );
+    set(
+        &mut file,
+        "activate_control_app",
+        vec![str("tcp://127.0.0.1:9293")],
+    );
+    set(&mut file, "extra_runtime_dependencies", vec![]);
+    let given = given_values(&file, &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
+    let get = |key: &str| {
+        given
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(get("default_host"), Some(str("::1")));
+    assert_eq!(
+        get("binds"),
+        Some(Value::Array(vec![str("tcp://[::1]:3000")])),
+        "the bind the server makes"
+    );
+    assert_eq!(get("log_requests"), Some(Value::Bool(false)));
+    assert_eq!(get("min_threads"), Some(Value::Int(2)));
+    assert_eq!(get("max_threads"), Some(Value::Int(4)));
+    assert_eq!(get("redirect_stdout"), Some(str("out.log")));
+    assert_eq!(get("redirect_stderr"), Some(str("err.log")));
+    assert_eq!(get("redirect_append"), Some(Value::Bool(true)));
+    assert_eq!(get("control_url"), Some(str("tcp://127.0.0.1:9293")));
+    assert_eq!(
+        get("extra_runtime_dependencies"),
+        Some(Value::Array(vec![]))
+    );
+    assert_eq!(
+        get("workers"),
+        None,
+        "a default is not something the file set"
+    );
+    assert_eq!(get("persistent_timeout"), None);
 }
