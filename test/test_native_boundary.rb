@@ -113,6 +113,30 @@ class TestNativeBoundary < Minitest::Test
     out_r&.close
   end
 
+  # A FIFO path is not opened at all: opened non-blocking it released a writer waiting in its
+  # own open, into a pipe the server then closed (EPIPE).
+  def test_a_fifo_to_path_leaves_a_writer_blocked_in_open_alone
+    dir = Dir.mktmpdir
+    fifo = File.join(dir, "fifo")
+    File.mkfifo(fifo)
+    writer = Thread.new do
+      Thread.current.report_on_exception = false
+      File.open(fifo, "w") { |f| f.write("from the writer") }
+    end
+    Thread.pass until writer.status == "sleep" || !writer.alive?
+    server = start_server("-t", "1:1", app: "boundary.ru")
+    assert_equal "from each", get(server.port, "/fifo?path=#{fifo}").body
+    # Released, the writer finishes (or fails with EPIPE) at once; left alone it waits for ever.
+    assert_nil writer.join(2), "the writer waiting in open was released"
+    File.open(fifo, File::RDONLY | File::NONBLOCK) do |r|
+      writer.join(10)
+      assert_equal "from the writer", r.read
+    end
+  ensure
+    writer&.kill
+    FileUtils.rm_rf(dir) if dir
+  end
+
   def test_a_fifo_to_path_does_not_stall_other_requests
     dir = Dir.mktmpdir
     fifo = File.join(dir, "fifo")

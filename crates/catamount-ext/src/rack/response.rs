@@ -582,13 +582,19 @@ fn body_kind(ruby: &Ruby, body: Value) -> Result<BodyKind, BodyError> {
 }
 
 /// Opens `path` for `sendfile` when it names a regular file, without the GVL: a slow disk
-/// stalls only this request. Opened non-blocking, so a FIFO (which would wait for a writer)
-/// or a device is not waited for but refused; the body is then read with `each`.
+/// stalls only this request. Anything else is never opened (the body is then read with
+/// `each`): opening a FIFO would wait for a writer, or, opened non-blocking, release a writer
+/// waiting in its own `open` into a pipe about to close; opening a device can have effects.
+/// The open is still non-blocking and checked again with `fstat`, should the path change
+/// between the two.
 fn open_regular(ruby: &Ruby, path: std::ffi::OsString) -> Result<Option<(File, u64)>, Error> {
     use std::os::unix::fs::OpenOptionsExt;
     loop {
         let path = path.clone();
         let open = move || {
+            if !std::fs::metadata(&path).ok()?.is_file() {
+                return None;
+            }
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK)
