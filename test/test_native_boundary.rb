@@ -115,6 +115,31 @@ class TestNativeBoundary < Minitest::Test
 
   # A FIFO path is not opened at all: opened non-blocking it released a writer waiting in its
   # own open, into a pipe the server then closed (EPIPE).
+  # With stdout and stderr one pipe (2>&1), the server's lines come out in the order they were
+  # logged, also when a batch of them waited for a reader.
+  def test_error_and_access_lines_keep_their_order_in_one_pipe
+    with_unread_log do |port, drain|
+      # Lines fill the pipe (the writer then waits in write), then queue up.
+      filler = "f" * 200
+      keep_alive(port, Array.new(800) { "/thread?#{filler}" })
+      marks = (1..4).flat_map { |n| ["/raise?n=#{n}", "/thread?n=#{n}"] }
+      keep_alive(port, marks)
+      text = drain.call("/thread?n=4 ")
+      positions = marks.map { |mark| text.index(mark) }
+      assert_equal positions.sort, positions, "lines out of order: #{marks.zip(positions)}"
+    end
+  end
+
+  # Past the queue's bound lines are dropped, and the count is reported once the pipe drains.
+  def test_lines_past_the_bound_are_dropped_and_counted
+    with_unread_log do |port, drain|
+      # About 4 KiB a line: 400 of them are more than the 1 MiB the queue holds.
+      keep_alive(port, Array.new(400) { |i| "/thread?#{i}#{'q' * 4000}" })
+      note = drain.call("log line(s) dropped")[/(\d+) log line\(s\) dropped/, 1]
+      assert_operator note.to_i, :>, 0
+    end
+  end
+
   def test_a_fifo_to_path_leaves_a_writer_blocked_in_open_alone
     dir = Dir.mktmpdir
     fifo = File.join(dir, "fifo")
@@ -135,6 +160,41 @@ class TestNativeBoundary < Minitest::Test
   ensure
     writer&.kill
     FileUtils.rm_rf(dir) if dir
+  end
+
+  # Starts a server whose stdout and stderr are one pipe left unread, and yields its port and a
+  # function that reads the pipe until a text appears (returning all that was read).
+  def with_unread_log
+    out_r, out_w = IO.pipe
+    args = ["-t", "1:1", "--log-requests", "-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "boundary.ru")]
+    server = launch(args, redirects: { out: out_w, err: out_w })
+    out_w.close
+    text = +""
+    drain = lambda do |until_text|
+      until text.include?(until_text)
+        raise "no #{until_text.inspect} in: #{text[-2000..] || text}" unless out_r.wait_readable(20)
+
+        text << out_r.readpartial(65_536)
+      end
+      text
+    end
+    port = drain.call("Use Ctrl-C to stop")[%r{Listening on http://127\.0\.0\.1:(\d+)}, 1].to_i
+    yield port, drain
+    server.signal("TERM")
+    refute_nil server.wait_exit.termsig
+  ensure
+    out_r&.close
+  end
+
+  # GETs each path in order on keep-alive connections (a new one after a close).
+  def keep_alive(port, paths)
+    sock = connect(port)
+    paths.each do |path|
+      sock.write("GET #{path} HTTP/1.1\r\nHost: x\r\n\r\n")
+      r = read_response(sock)
+      sock = connect(port) if r["connection"] == "close"
+    end
+    sock.close
   end
 
   def test_a_fifo_to_path_does_not_stall_other_requests

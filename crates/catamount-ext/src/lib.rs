@@ -25,6 +25,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     native.define_singleton_method("dsl_options", function!(config::dsl_options, 0))?;
     native.define_singleton_method("given_values", function!(config::given_values, 1))?;
     native.define_singleton_method("log_line", function!(server::log_line, 2))?;
+    native.define_singleton_method("log_flush", function!(server::log_flush, 1))?;
     native.define_singleton_method(
         "become_child_subreaper",
         function!(server::become_child_subreaper, 0),

@@ -32,8 +32,10 @@ const LOG_LINE_WAIT: std::time::Duration = std::time::Duration::from_millis(500)
 
 /// `Native.log_line(fd, line)`: the launcher's lines for stdout (1) or stderr (2) go through the
 /// server's log queue once it has a writer, in order with the server's own lines, and wait for
-/// it (without the GVL) at most `LOG_LINE_WAIT`: a stuck log reader cannot stop a stop. False
-/// when there is no writer (the launcher then writes the line itself).
+/// it (without the GVL) at most `LOG_LINE_WAIT`, and not at all after a wait ran out while the
+/// writer has not moved since (`log::flush_unless_stuck`): a stuck log reader cannot stop a
+/// stop, nor make it take half a second a line. False when there is no writer (the launcher
+/// then writes the line itself).
 pub fn log_line(ruby: &Ruby, fd: i32, line: String) -> Result<bool, Error> {
     let stream = match fd {
         1 => log::Stream::Out,
@@ -44,8 +46,16 @@ pub fn log_line(ruby: &Ruby, fd: i32, line: String) -> Result<bool, Error> {
         return Ok(false);
     }
     log::emit(stream, line);
-    blocking(ruby, || log::flush(LOG_LINE_WAIT), &|| {})?;
+    blocking(ruby, || log::flush_unless_stuck(LOG_LINE_WAIT), &|| {})?;
     Ok(true)
+}
+
+/// `Native.log_flush(seconds)`: waits (without the GVL) at most `seconds` for the lines queued so
+/// far to be written; true when they were (or no writer runs). For a process about to `exec` or
+/// `exit!`, which would lose them.
+pub fn log_flush(ruby: &Ruby, seconds: f64) -> Result<bool, Error> {
+    let limit = std::time::Duration::try_from_secs_f64(seconds).unwrap_or_default();
+    Ok(blocking(ruby, || log::flush(limit), &|| {})?.unwrap_or(false))
 }
 
 #[magnus::wrap(class = "Catamount::Native::Server", free_immediately, size)]

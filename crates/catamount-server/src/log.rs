@@ -8,10 +8,16 @@
 //! and counted, and the writer reports the count on stderr once it can write again. Before
 //! that (and in a process forked since), lines are written directly, as they always were.
 //!
-//! Writes use a fresh duplicate of descriptor 1 or 2 per batch, never the standard library's
-//! `Stdout` lock: a writer thread stuck in `write(2)` then holds no lock anyone else (or a
-//! forked child, which inherits locks but not threads) could wait for, and a descriptor the
-//! launcher reopens (`stdout_redirect`, HUP) is followed at the next batch.
+//! Writes use a fresh duplicate of descriptor 1 or 2 per piece, never the standard library's
+//! `Stdout` lock (not even when no descriptor is left to duplicate: the line is lost then): a
+//! writer thread stuck in `write(2)` then holds no lock anyone else (or a forked child, which
+//! inherits locks but not threads) could wait for, and a descriptor the launcher reopens
+//! (`stdout_redirect`, HUP) is followed at the next piece.
+//!
+//! Lines keep their order across the two streams (with `2>&1` they share one pipe): a batch is
+//! written as runs of consecutive lines of one stream, in queue order, each run in pieces of
+//! whole lines of at most `PIPE_BUF` bytes where the lines allow, which the kernel writes to a
+//! pipe in one piece: the app's own `puts` cannot land inside one of our lines.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -19,8 +25,12 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The most bytes of lines waiting for the writer; lines past it are dropped and counted.
+/// The most bytes of lines waiting for the writer or being written; lines past it are dropped
+/// and counted.
 pub const QUEUE_LIMIT: usize = 1 << 20;
+
+/// Pieces up to this size are written to a pipe in one piece (POSIX `PIPE_BUF` on Linux).
+const PIPE_BUF: usize = 4096;
 
 /// Writes one line to stderr, prefixed with the time (UTC, as Ruby prints `Time.now.utc`).
 pub fn error(message: &str) {
@@ -76,6 +86,16 @@ pub fn flush(limit: Duration) -> bool {
     }
 }
 
+/// [`flush`] for callers that log many lines in a row (the launcher's, one wait each): once a
+/// wait ran out, the next ones return at once until the writer has written something, so a
+/// stuck reader costs a stop one `limit`, not one per line.
+pub fn flush_unless_stuck(limit: Duration) -> bool {
+    match writer() {
+        Some(queue) => queue.wait_written_unless_stuck(Instant::now() + limit),
+        None => true,
+    }
+}
+
 /// Whether this process runs a writer thread (lines are queued, not written by the caller).
 pub fn has_writer() -> bool {
     writer().is_some()
@@ -102,18 +122,26 @@ fn write_now(stream: Stream, bytes: &[u8]) {
         Stream::Out => std::io::stdout().as_fd().try_clone_to_owned(),
         Stream::Err => std::io::stderr().as_fd().try_clone_to_owned(),
     };
-    match fd {
-        Ok(fd) => {
-            let _ = std::fs::File::from(fd).write_all(bytes);
-        }
-        // No descriptor left to duplicate: the standard streams themselves.
-        Err(_) => {
-            let _ = match stream {
-                Stream::Out => std::io::stdout().lock().write_all(bytes),
-                Stream::Err => std::io::stderr().lock().write_all(bytes),
-            };
+    // No descriptor left to duplicate: the bytes are lost rather than written under the
+    // standard library's lock (see the module docs).
+    if let Ok(fd) = fd {
+        let _ = std::fs::File::from(fd).write_all(bytes);
+    }
+}
+
+/// A batch as the pieces to write, in order: runs of consecutive lines of one stream, each cut
+/// into pieces of whole lines of at most [`PIPE_BUF`] bytes (a longer line is a piece alone).
+fn pieces(lines: &[(Stream, String)]) -> Vec<(Stream, Vec<u8>)> {
+    let mut out: Vec<(Stream, Vec<u8>)> = Vec::new();
+    for (stream, line) in lines {
+        match out.last_mut() {
+            Some((last, piece)) if last == stream && piece.len() + line.len() <= PIPE_BUF => {
+                piece.extend_from_slice(line.as_bytes());
+            }
+            _ => out.push((*stream, line.as_bytes().to_vec())),
         }
     }
+    out
 }
 
 /// The lines waiting for the writer thread.
@@ -127,11 +155,14 @@ struct Queue {
 #[derive(Default)]
 struct Pending {
     lines: VecDeque<(Stream, String)>,
+    /// The bytes of the lines queued and of the batch being written.
     bytes: usize,
     dropped: u64,
     /// Lines ever queued, and lines the writer has finished writing (or dropped).
     queued: u64,
     done: u64,
+    /// `done` when a [`Queue::wait_written_unless_stuck`] last ran out of time.
+    stuck_at: Option<u64>,
 }
 
 impl Queue {
@@ -164,21 +195,25 @@ impl Queue {
     }
 
     /// Takes everything queued (waiting for something first): the lines, the count of lines
-    /// dropped since the last batch, and the mark `wait_written` compares against.
+    /// dropped since the last batch, and the mark `wait_written` compares against. The lines
+    /// count against the bound until [`Queue::batch_written`].
     fn next_batch(&self) -> (Vec<(Stream, String)>, u64, u64) {
         let mut st = self.lock();
         while st.lines.is_empty() && st.dropped == 0 {
             st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        st.bytes = 0;
         let lines: Vec<_> = st.lines.drain(..).collect();
         let dropped = std::mem::take(&mut st.dropped);
         let mark = st.queued;
         (lines, dropped, mark)
     }
 
-    fn batch_written(&self, mark: u64) {
-        self.lock().done = mark;
+    /// The batch taken with `mark`, of `bytes` bytes, is written.
+    fn batch_written(&self, mark: u64, bytes: usize) {
+        let mut st = self.lock();
+        st.done = mark;
+        st.bytes = st.bytes.saturating_sub(bytes);
+        drop(st);
         self.changed.notify_all();
     }
 
@@ -198,31 +233,39 @@ impl Queue {
         true
     }
 
-    /// The writer thread: one write per stream per batch.
+    fn wait_written_unless_stuck(&self, deadline: Instant) -> bool {
+        {
+            let mut st = self.lock();
+            if st.stuck_at == Some(st.done) && st.done < st.queued {
+                return false;
+            }
+            st.stuck_at = None;
+        }
+        let written = self.wait_written(deadline);
+        if !written {
+            let mut st = self.lock();
+            st.stuck_at = Some(st.done);
+        }
+        written
+    }
+
+    /// The writer thread: a batch at a time, in order (see [`pieces`]); the note on dropped
+    /// lines first, as they were dropped before any line of the batch was written.
     fn run(&self) {
         loop {
             let (lines, dropped, mark) = self.next_batch();
-            let mut out = Vec::new();
-            let mut err = Vec::new();
+            let bytes = lines.iter().map(|(_, line)| line.len()).sum();
             if dropped > 0 {
                 let note = format!(
                     "{} {dropped} log line(s) dropped: stdout or stderr was not being read\n",
                     timestamp(SystemTime::now())
                 );
-                err.extend_from_slice(note.as_bytes());
+                write_now(Stream::Err, note.as_bytes());
             }
-            for (stream, line) in lines {
-                match stream {
-                    Stream::Out => out.extend_from_slice(line.as_bytes()),
-                    Stream::Err => err.extend_from_slice(line.as_bytes()),
-                }
+            for (stream, piece) in pieces(&lines) {
+                write_now(stream, &piece);
             }
-            for (stream, bytes) in [(Stream::Err, err), (Stream::Out, out)] {
-                if !bytes.is_empty() {
-                    write_now(stream, &bytes);
-                }
-            }
-            self.batch_written(mark);
+            self.batch_written(mark, bytes);
         }
     }
 }
@@ -301,8 +344,42 @@ mod tests {
             ]
         );
         assert_eq!((dropped, mark), (2, 4));
-        // Taken lines no longer count against the bound.
+        // Taken lines count against the bound until they are written.
+        assert!(!queue.push(Stream::Out, "again\n".into()));
+        queue.batch_written(mark, 10);
         assert!(queue.push(Stream::Out, "again\n".into()));
+    }
+
+    #[test]
+    fn a_batch_is_written_in_order_in_runs_of_one_stream_cut_at_lines() {
+        let line = |stream, text: &str| (stream, text.to_string());
+        let long = "y".repeat(PIPE_BUF + 1);
+        let batch = vec![
+            line(Stream::Out, "a\n"),
+            line(Stream::Out, "b\n"),
+            line(Stream::Err, "c\n"),
+            line(Stream::Out, "d\n"),
+            line(Stream::Out, &"x".repeat(PIPE_BUF - 2)),
+            line(Stream::Out, &long),
+            line(Stream::Out, "e\n"),
+        ];
+        let got: Vec<(Stream, usize)> = pieces(&batch)
+            .into_iter()
+            .map(|(stream, piece)| (stream, piece.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Stream::Out, 4),
+                (Stream::Err, 2),
+                (Stream::Out, PIPE_BUF),
+                (Stream::Out, PIPE_BUF + 1),
+                (Stream::Out, 2),
+            ]
+        );
+        let joined: Vec<u8> = pieces(&batch).into_iter().flat_map(|(_, p)| p).collect();
+        let expected: String = batch.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(joined, expected.into_bytes());
     }
 
     #[test]
@@ -311,8 +388,25 @@ mod tests {
         queue.push(Stream::Out, "x\n".into());
         assert!(!queue.wait_written(Instant::now() + Duration::from_millis(10)));
         let (_, _, mark) = queue.next_batch();
-        queue.batch_written(mark);
+        queue.batch_written(mark, 2);
         assert!(queue.wait_written(Instant::now()));
+    }
+
+    #[test]
+    fn after_a_wait_ran_out_the_next_ones_do_not_wait_until_the_writer_moves() {
+        let queue = Queue::new(100);
+        queue.push(Stream::Out, "x\n".into());
+        assert!(!queue.wait_written_unless_stuck(Instant::now() + Duration::from_millis(10)));
+        queue.push(Stream::Out, "y\n".into());
+        // No time left would be needed to see this return: it does not wait at all.
+        assert!(!queue.wait_written_unless_stuck(Instant::now() + Duration::from_secs(3600)));
+        let (_, _, mark) = queue.next_batch();
+        queue.batch_written(mark, 4);
+        queue.push(Stream::Out, "z\n".into());
+        assert!(!queue.wait_written_unless_stuck(Instant::now() + Duration::from_millis(10)));
+        let (_, _, mark) = queue.next_batch();
+        queue.batch_written(mark, 2);
+        assert!(queue.wait_written_unless_stuck(Instant::now()));
     }
 
     #[test]
