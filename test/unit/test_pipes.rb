@@ -58,14 +58,17 @@ class TestPipes < Minitest::Test
     r, w = IO.pipe
     pipes = Pipes.new(fork_r: r, fork_w: w)
     queue = Queue.new
-    pipes.forward_commands(queue)
+    reader = pipes.forward_commands(queue)
     pipes.template_fork([1, 2])
     pipes.template_serve
     pipes.template_refork_done
     got = Timeout.timeout(2) { Array.new(6) { queue.pop } }
     assert_equal [Pipes::STOP_SERVING, 1, 2, Pipes::SERVE, Pipes::SERVE, Pipes::REFORK_DONE], got
   ensure
+    # The writer's close ends the reading thread (EOF); closing the read end under it would
+    # raise IOError in that thread instead.
     w&.close
+    reader&.join(2)
     r&.close
   end
 
