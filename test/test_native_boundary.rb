@@ -130,6 +130,20 @@ class TestNativeBoundary < Minitest::Test
     end
   end
 
+  # The launcher's own lines go through the log queue too: a failing out_of_band hook, reported
+  # after each request on the pool thread, once waited for the full pipe (holding the GVL).
+  def test_a_hook_failing_with_the_log_unread_stalls_nothing
+    dir = Dir.mktmpdir
+    conf = File.join(dir, "puma.rb")
+    File.write(conf, "out_of_band { raise 'out of band' }\n")
+    with_unread_log("-C", conf) do |port, drain|
+      keep_alive(port, Array.new(800) { "/thread?#{'f' * 200}" })
+      assert_includes drain.call("WARNING hook out_of_band"), "(RuntimeError) out of band"
+    end
+  ensure
+    FileUtils.rm_rf(dir) if dir
+  end
+
   # Past the queue's bound lines are dropped, and the count is reported once the pipe drains.
   def test_lines_past_the_bound_are_dropped_and_counted
     with_unread_log do |port, drain|
@@ -164,9 +178,9 @@ class TestNativeBoundary < Minitest::Test
 
   # Starts a server whose stdout and stderr are one pipe left unread, and yields its port and a
   # function that reads the pipe until a text appears (returning all that was read).
-  def with_unread_log
+  def with_unread_log(*extra)
     out_r, out_w = IO.pipe
-    args = ["-t", "1:1", "--log-requests", "-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "boundary.ru")]
+    args = ["-t", "1:1", "--log-requests", "-b", "tcp://127.0.0.1:0", *extra, File.join(Support::APPS, "boundary.ru")]
     server = launch(args, redirects: { out: out_w, err: out_w })
     out_w.close
     text = +""

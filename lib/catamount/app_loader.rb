@@ -89,7 +89,7 @@ module Catamount
       config = @context.config
       return if config.hooks[:out_of_band].empty?
 
-      err = @context.err
+      err = @context.error_log
       -> { config.run_hooks(:out_of_band, log: err) }
     end
   end

@@ -6,7 +6,7 @@ module Catamount
   # sockets handed over by a previous process, the command to restart with, and the launcher
   # that plugins and hooks are given. Each role keeps the server it binds or is given.
   class Context
-    attr_reader :out, :err, :restart, :launcher
+    attr_reader :out, :err, :restart, :launcher, :error_log
     attr_accessor :config, :inherited, :silent
     attr_writer :debug
     # Whether this is a cluster's process (log_prefix): set by the launcher once it knows.
@@ -20,6 +20,31 @@ module Catamount
       @debug = false
       @cluster = false
       @restart = Restart.new(self, argv)
+      @error_log = ErrorLog.new(self)
+    end
+
+    # How long a process about to `exec` or `exit!` waits for its queued log lines.
+    LOG_FLUSH_SECONDS = 1
+
+    # Writes `line` to `err`: through the server's log queue when `err` is this process's stderr
+    # and a server runs (so it neither waits for a stuck reader, holding the GVL, nor overtakes
+    # lines queued before it), else directly.
+    def self.write_error(err, line)
+      err.puts(line) unless err.equal?(STDERR) && Native.log_line(2, "#{line}\n")
+    end
+
+    # What `err.puts(line)` callers (hooks, timers) are given instead of stderr: `error`.
+    ErrorLog = Struct.new(:context) do
+      def puts(line)
+        context.error(line)
+      end
+    end
+
+    # Lines already queued get a moment to go out, then the process ends at once (`exit!`:
+    # no at_exit hooks, which would run in a copy of another process).
+    def exit_now!(status)
+      Native.log_flush(LOG_FLUSH_SECONDS)
+      exit!(status)
     end
 
     def options
@@ -52,12 +77,12 @@ module Catamount
     end
 
     def error(line)
-      @err.puts(line) unless @err.equal?(STDERR) && Native.log_line(2, "#{line}\n")
+      Context.write_error(@err, line)
     end
 
     # Runs the configuration's hooks called `name`; a failing hook is reported on stderr.
     def run_hooks(name, *args, keyed: nil)
-      @config.run_hooks(name, *args, log: @err, keyed: keyed)
+      @config.run_hooks(name, *args, log: @error_log, keyed: keyed)
     end
 
     # Plugins' `start(launcher)`, once the server (or the master) runs.
@@ -65,7 +90,7 @@ module Catamount
       @config.plugins.each do |plugin|
         plugin.start(@launcher) if plugin.respond_to?(:start)
       rescue StandardError => e
-        @err.puts "catamount: plugin #{plugin.class.name} failed to start: #{e.message} (#{e.class})"
+        error "catamount: plugin #{plugin.class.name} failed to start: #{e.message} (#{e.class})"
       end
     end
 
@@ -106,8 +131,8 @@ module Catamount
     # `shutdown_debug` and PWR: every thread's backtrace, on stderr.
     def backtraces
       Thread.list.each do |thread|
-        @err.puts "Thread #{thread.inspect}"
-        (thread.backtrace || []).each { |line| @err.puts "  #{line}" }
+        error "Thread #{thread.inspect}"
+        (thread.backtrace || []).each { |line| error "  #{line}" }
       end
     end
 

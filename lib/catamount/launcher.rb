@@ -93,7 +93,7 @@ module Catamount
     # Runs the block every `interval` seconds until it returns `:done` (Timers): on the role's
     # terms (a master runs timers on its loop), on a thread of its own before any role runs.
     def every(interval, &block)
-      return Timers.thread(interval, @context.err, block) unless @role
+      return Timers.thread(interval, @context.error_log, block) unless @role
 
       @role.every(interval, block)
     end

@@ -14,7 +14,7 @@ module Catamount
       Thread.new do
         block.call
       rescue StandardError => e
-        $stderr.puts "catamount: plugin #{self.class.name || 'plugin'} background thread failed: #{e.message} (#{e.class})"
+        Context.write_error($stderr, "catamount: plugin #{self.class.name || 'plugin'} background thread failed: #{e.message} (#{e.class})")
       end
     end
   end

@@ -55,7 +55,7 @@ module Catamount
     end
 
     def warn_bad_handover(what)
-      @context.err.puts "catamount: ignoring #{what}: not <fd>:<bind url>"
+      @context.error "catamount: ignoring #{what}: not <fd>:<bind url>"
       nil
     end
 
@@ -64,7 +64,7 @@ module Catamount
       IO.for_fd(fd, autoclose: false).close_on_exec = true
       true
     rescue SystemCallError, ArgumentError
-      @context.err.puts "catamount: ignoring inherited descriptor #{fd}: not open"
+      @context.error "catamount: ignoring inherited descriptor #{fd}: not open"
       false
     end
 
@@ -109,7 +109,7 @@ module Catamount
       flush
       Process.exec(env, *argv, fds.to_h { |fd| [fd, fd] }.merge(unsetenv_others: true))
     rescue SystemCallError => e
-      @context.err.puts "catamount: could not prune the Bundler environment, going on under it: #{e.message}"
+      @context.error "catamount: could not prune the Bundler environment, going on under it: #{e.message}"
     end
 
     # The load path a pruned master runs with (given to `-I`, again at each hot restart):
@@ -164,11 +164,12 @@ module Catamount
       Process.exec(env, *argv, fds.to_h { |fd| [fd, fd] }.merge(chdir: dir, unsetenv_others: true))
     rescue SystemCallError => e
       # The caller's cleanup (socket files, pidfile) runs as after any stop.
-      @context.err.puts "catamount: hot restart failed: cannot run #{argv&.first}: #{e.message.sub(/ @ .*/, '')}"
+      @context.error "catamount: hot restart failed: cannot run #{argv&.first}: #{e.message.sub(/ @ .*/, '')}"
       Launcher::FAILED
     end
 
     def flush
+      Native.log_flush(Context::LOG_FLUSH_SECONDS)
       @context.out.flush
       @context.err.flush
     end

@@ -16,7 +16,7 @@ module Catamount
     end
 
     def every(interval, block)
-      Timers.thread(interval, @context.err, block)
+      Timers.thread(interval, @context.error_log, block)
     end
   end
 end

@@ -146,7 +146,7 @@ module Catamount
     def halt
       log "- Stopping immediately!"
       @context.out.flush
-      exit!(Launcher::OK)
+      @context.exit_now!(Launcher::OK)
     end
 
     # `idle_timeout`: stop once no connection has been accepted for that long.

@@ -21,7 +21,7 @@ module Catamount
       def initialize(context)
         @context = context
         @pid = Process.pid
-        @timers = Timers.new(context.err)
+        @timers = Timers.new(context.error_log)
         @pending_signals = []
         @early_signals = []
         @table = nil
@@ -421,7 +421,7 @@ module Catamount
           Worker.new(@context, server: @server, index: index, master_pid: @pid, pipes: @pipes,
                                template: @table.from_template && index.zero?, master: self).run(options, app)
         ensure
-          exit!(Launcher::FAILED) # a worker never returns into the master's code
+          @context.exit_now!(Launcher::FAILED) # a worker never returns into the master's code
         end
         @table.forked(index, pid, now: started, wall: Time.now)
         @context.run_hooks(:after_worker_fork, index)

@@ -23,7 +23,7 @@ module Catamount
       def self.run_fresh_worker_0(context, options)
         master_pid, pipes = Pipes.from_env
         unless pipes
-          context.err.puts "catamount: #{Pipes::FRESH_WORKER_VAR} is set but is not <master pid>,<fd>,<fd>,<fd>"
+          context.error "catamount: #{Pipes::FRESH_WORKER_VAR} is set but is not <master pid>,<fd>,<fd>,<fd>"
           return Launcher::FAILED
         end
         server = Native::Server.new(context.config.native, AppLoader.new(context).rack_settings(options))
@@ -68,7 +68,7 @@ module Catamount
         hook_data = Hash.new { |h, k| h[k] = {} }
         ctx.run_hooks(:before_worker_boot, @index, keyed: hook_data)
         app ||= AppLoader.new(ctx).prepare(options)
-        exit!(Launcher::FAILED) unless app
+        ctx.exit_now!(Launcher::FAILED) unless app
 
         # A sibling's copy of worker 0's server is stopped: serve the same sockets afresh.
         @server.rearm if @sibling
@@ -89,10 +89,10 @@ module Catamount
         ctx.run_hooks(:before_worker_shutdown, @index, keyed: hook_data)
         $stdout.flush
         $stderr.flush
-        exit!(Launcher::OK)
+        ctx.exit_now!(Launcher::OK)
       rescue Exception => e # rubocop:disable Lint/RescueException -- a worker must never run the master's code after a fork
-        @context.err.puts "#{@context.log_prefix}! Unable to start worker: #{e.message} (#{e.class})"
-        exit!(Launcher::FAILED)
+        @context.error "#{@context.log_prefix}! Unable to start worker: #{e.message} (#{e.class})"
+        @context.exit_now!(Launcher::FAILED)
       end
 
       # Starts the reactor and the pool; `:finished` arrives on `events` once the server ended.
@@ -123,18 +123,18 @@ module Catamount
           Process.fork do
             Worker.new(ctx, server: @server, index: index, master_pid: @master_pid, pipes: @pipes, sibling: true).run(options, app)
           ensure
-            exit!(Launcher::FAILED)
+            ctx.exit_now!(Launcher::FAILED)
           end
-          exit!(Launcher::OK)
+          exit!(Launcher::OK) # the middle process: it logged nothing
         rescue SystemCallError => e
-          ctx.err.puts "#{ctx.log_prefix}! Could not fork worker #{index}: #{e.message}"
+          ctx.error "#{ctx.log_prefix}! Could not fork worker #{index}: #{e.message}"
         ensure
           exit!(Launcher::FAILED) # never the app's at_exit hooks: they would run in a copy of worker 0
         end
         Process.wait(middle)
         ctx.run_hooks(:after_worker_fork, index)
       rescue SystemCallError => e
-        ctx.err.puts "#{ctx.log_prefix}! Could not fork worker #{index}: #{e.message}"
+        ctx.error "#{ctx.log_prefix}! Could not fork worker #{index}: #{e.message}"
       end
 
       private
@@ -142,12 +142,11 @@ module Catamount
       # Ends this worker as soon as the master is gone (the "alive" pipe closes).
       def watch_master
         pipes = @pipes
-        err = @context.err
-        prefix = @context.log_prefix
+        context = @context
         Thread.new do
           pipes.wait_for_master_exit
-          err.puts "#{prefix}! Detected the master died, stopping"
-          exit!(Launcher::FAILED)
+          context.error "#{context.log_prefix}! Detected the master died, stopping"
+          context.exit_now!(Launcher::FAILED)
         end
       end
 
