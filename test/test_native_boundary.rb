@@ -113,6 +113,26 @@ class TestNativeBoundary < Minitest::Test
     out_r&.close
   end
 
+  # A streamed part yielded from another thread while one is being written is not dropped
+  # from a response that then looks complete: the response is whole, or cut short.
+  def test_a_part_yielded_from_another_thread_is_never_silently_lost
+    server = start_server("-t", "1:1", app: "boundary.ru")
+    3.times do
+      sock = connect(server.port)
+      sock.write("GET /two_threads HTTP/1.1\r\nHost: x\r\n\r\n")
+      begin
+        r = read_response(sock, timeout: 30)
+      rescue EOFError, Errno::ECONNRESET
+        next # aborted: the client sees a truncated response, never a wrong one
+      end
+      assert_equal 8_000_000 + 30_000, r.body.bytesize
+    ensure
+      sock&.close
+    end
+    server.signal("TERM")
+    refute_nil server.wait_exit.termsig
+  end
+
   # A FIFO path is not opened at all: opened non-blocking it released a writer waiting in its
   # own open, into a pipe the server then closed (EPIPE).
   # With stdout and stderr one pipe (2>&1), the server's lines come out in the order they were

@@ -108,6 +108,16 @@ class CompactingBody
   end
 end
 
+# A body that yields from a second thread while its own thread's large parts are written (the
+# GVL is released for those): no part may be lost from a response that looks complete.
+class TwoThreadBody
+  def each(&block)
+    other = Thread.new { 300.times { block.call("o" * 100) } }
+    8.times { block.call("m" * 1_000_000) }
+    other.join
+  end
+end
+
 ROUTES = {
   "/thread" => ->(_env) { [200, {}, [Thread.current.object_id.to_s]] },
   "/kill/call" => ->(_env) { Thread.current.kill },
@@ -142,6 +152,7 @@ ROUTES = {
     Array.new(100_000) { Object.new }
     [200, {}, CompactingBody.new(Array.new(2000) { |i| format("%07d\n", i) * 12 })]
   end,
+  "/two_threads" => ->(_env) { [200, {}, TwoThreadBody.new] },
   "/fifo" => ->(env) { [200, {}, FifoBody.new(env["QUERY_STRING"].delete_prefix("path="))] }
 }.freeze
 

@@ -12,6 +12,7 @@
 //! loop resumes the exit when the request is done.
 
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -353,14 +354,21 @@ fn stream_body(
         scratch: Vec::new(),
     })));
     let shared = state.clone();
+    // A part yielded (from another thread) while the state was out for the previous one.
+    let overlapped = Arc::new(AtomicBool::new(false));
+    let seen = overlapped.clone();
     let block = ruby.proc_from_fn(move |ruby: &Ruby, args: &[Value], _blk| {
         // Out of the mutex while it is used: `take` may wait for the client without the GVL,
         // and no lock may be held across a GVL release (another Ruby thread taking it would
         // wait forever for a thread that waits for the GVL).
         let taken = shared.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(mut st) = taken {
-            st.take(args.first().and_then(|v| RString::from_value(*v)));
-            *shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(st);
+        match taken {
+            Some(mut st) => {
+                st.take(args.first().and_then(|v| RString::from_value(*v)));
+                *shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(st);
+            }
+            // The part cannot be written now, nor dropped: the body would be short.
+            None => seen.store(true, Ordering::SeqCst),
         }
         ruby.qnil()
     });
@@ -369,6 +377,10 @@ fn stream_body(
     let Some(mut st) = taken else {
         return Err(Failure::Logged);
     };
+    if overlapped.load(Ordering::SeqCst) && st.failure.is_none() {
+        st.failure =
+            Some("body yielded a part from another thread while one was being written".to_string());
+    }
     if let Err(e) = result {
         let exception = escape::caught(e);
         if let Some(exception) = exception {
