@@ -164,6 +164,16 @@ class TestNativeBoundary < Minitest::Test
     FileUtils.rm_rf(dir) if dir
   end
 
+  # A worker whose master died says so and ends with `exit!`: the line, queued for the log
+  # writer thread, still gets out first.
+  def test_a_worker_whose_master_died_logs_it_before_exit
+    server = start_server("-w", "1", "-t", "1:1", app: "boundary.ru")
+    server.wait_for(/Worker 0 \(PID: \d+\) booted/)
+    assert_equal 200, get(server.port, "/thread").status
+    server.signal("KILL")
+    server.wait_for(/Detected the master died, stopping/, stream: :stderr)
+  end
+
   # Past the queue's bound lines are dropped, and the count is reported once the pipe drains.
   def test_lines_past_the_bound_are_dropped_and_counted
     with_unread_log do |port, drain|
