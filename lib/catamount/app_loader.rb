@@ -86,11 +86,10 @@ module Catamount
 
     # One callable running every `out_of_band` hook, or nil.
     def out_of_band_hook
-      config = @context.config
-      return if config.hooks[:out_of_band].empty?
+      context = @context
+      return if context.config.hooks[:out_of_band].empty?
 
-      err = @context.error_log
-      -> { config.run_hooks(:out_of_band, log: err) }
+      -> { context.run_hooks(:out_of_band) }
     end
   end
 end

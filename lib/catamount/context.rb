@@ -7,8 +7,8 @@ module Catamount
   # that plugins and hooks are given. Each role keeps the server it binds or is given.
   class Context
     attr_reader :out, :err, :restart, :launcher, :error_log
-    attr_accessor :config, :inherited, :silent
-    attr_writer :debug
+    attr_accessor :config, :inherited
+    attr_writer :debug, :silent
     # Whether this is a cluster's process (log_prefix): set by the launcher once it knows.
     attr_writer :cluster
 

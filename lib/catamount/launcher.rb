@@ -31,7 +31,7 @@ module Catamount
       return version if cli == :version
 
       status = boot(cli)
-      end_by_sigterm if @role.respond_to?(:end_by_sigterm?) && @role.end_by_sigterm?
+      end_by_sigterm if @role&.end_by_sigterm?
       status
     rescue UsageError, ConfigError, ListenError => e
       fail_with(e.message)

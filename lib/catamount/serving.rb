@@ -2,7 +2,7 @@
 
 module Catamount
   # What a process that serves (Single, a cluster Worker) answers as the launcher's role: its
-  # own pool's stats and status line, and plugin timers each on a thread. The including class
+  # own pool's stats and status line, plugin timers each on a thread, and starting to serve. The including class
   # sets `@server` and `@started_at` (when it starts serving) and `@context`.
   module Serving
     def stats
@@ -17,6 +17,20 @@ module Catamount
 
     def every(interval, block)
       Timers.thread(interval, @context.error_log, block)
+    end
+
+    # Starts the reactor and the pool; `:finished` arrives on `events` once the server ended
+    # (from an `ensure`: the waiting thread wakes it even when the wait raises).
+    def start_serving(app, events)
+      server = @server
+      server.start
+      pool = Pool.start(@context, server, app)
+      Thread.new do
+        server.wait
+      ensure
+        events << :finished
+      end
+      pool
     end
   end
 end

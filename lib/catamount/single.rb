@@ -53,15 +53,8 @@ module Catamount
     def serve(server, app, options)
       @server = server
       signals = @signals
-      server.start
       @started_at = Time.now.utc
-      pool = Pool.start(@context, server, app)
-      # `ensure`: the main thread is woken even when the wait ends by an exception.
-      Thread.new do
-        server.wait
-      ensure
-        signals << :finished
-      end
+      pool = start_serving(app, signals)
       watch_idle(server, options[:idle_timeout]) if options[:idle_timeout]
       @context.start_plugins
       @context.run_hooks(:after_booted)

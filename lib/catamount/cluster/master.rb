@@ -132,11 +132,10 @@ module Catamount
       def master_loop(options, app)
         @table = WorkerTable.new(count: options[:workers], now: now, refork_after: options[:fork_worker].to_i)
         @started_at = Time.now
-        @fork_worker = options[:fork_worker]
         # Whether the master's preloaded app is old code (after a phased restart).
         @stale_preload = false
-        if @fork_worker && !use_template
-          @context.err.puts "catamount: fork_worker: #{@template_error}"
+        if options[:fork_worker] && !use_template
+          @context.error "catamount: fork_worker: #{@template_error}"
           return Launcher::FAILED
         end
         @context.start_plugins
@@ -348,7 +347,7 @@ module Catamount
       def hopeless?
         return false unless @table.hopeless?
 
-        @context.err.puts "catamount: no worker could boot (#{@table.failed_boots} tries); stopping"
+        @context.error "catamount: no worker could boot (#{@table.failed_boots} tries); stopping"
         signal_workers("KILL")
         true
       end

@@ -106,11 +106,6 @@ module Catamount
         @fork_r = nil
       end
 
-      def close_fork_pipe
-        @fork_r&.close
-        @fork_w&.close
-      end
-
       # In a new worker: the master's ends closed; the fork pipe kept only by the template.
       def in_worker(template:)
         @alive_w&.close
@@ -192,6 +187,11 @@ module Catamount
       end
 
       private
+
+      def close_fork_pipe
+        @fork_r&.close
+        @fork_w&.close
+      end
 
       def tell_master(line)
         @messages_w.write("#{line}\n")

@@ -41,7 +41,7 @@ module Catamount
         @index = index
         @master_pid = master_pid
         @pipes = pipes
-        @template = template && !sibling
+        @template = template
         @sibling = sibling
         @master = master
       end
@@ -93,19 +93,6 @@ module Catamount
       rescue Exception => e # rubocop:disable Lint/RescueException -- a worker must never run the master's code after a fork
         @context.error "#{@context.log_prefix}! Unable to start worker: #{e.message} (#{e.class})"
         @context.exit_now!(Launcher::FAILED)
-      end
-
-      # Starts the reactor and the pool; `:finished` arrives on `events` once the server ended.
-      def start_serving(app, events)
-        server = @server
-        server.start
-        pool = Pool.start(@context, server, app)
-        Thread.new do
-          server.wait
-        ensure
-          events << :finished
-        end
-        pool
       end
 
       # The launcher's role in a worker (Serving: its own pool's stats, timers on threads):

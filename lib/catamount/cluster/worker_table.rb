@@ -208,7 +208,7 @@ module Catamount
       # within `boot_timeout` means worker 0 cannot fork (a request it waits for never ends):
       # worker 0 is stopped instead (its death clears the slots it owed).
       def expire(now:, worker_timeout:, boot_timeout:)
-        @slots.dup.filter_map do |slot|
+        @slots.filter_map do |slot|
           next if slot.stopping?
 
           limit = slot.booted? ? worker_timeout : boot_timeout
