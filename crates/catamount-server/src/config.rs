@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use catamount_config::options::{HttpMethods, RemoteAddress, ThreadHandoff};
+use catamount_config::options::{RemoteAddress, ThreadHandoff};
 use catamount_config::Options;
-use catamount_http::{Limits, MethodPolicy};
+use catamount_http::Limits;
 
 use crate::dispatch::Handoff;
 
@@ -93,11 +93,7 @@ impl From<&Options> for ServerConfig {
         ServerConfig {
             limits: Limits {
                 max_body: o.http_content_length_limit,
-                methods: match &o.http_methods {
-                    HttpMethods::Standard => MethodPolicy::standard(),
-                    HttpMethods::Any => MethodPolicy::Any,
-                    HttpMethods::Only(list) => MethodPolicy::Only(list.clone()),
-                },
+                methods: o.http_methods.policy(),
                 ..Limits::default()
             },
             first_data_timeout: o.first_data_timeout,

@@ -273,7 +273,10 @@ pub(super) fn ssl_bind(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), 
 
 pub(super) fn threads(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), String> {
     let (min, max) = match args {
-        [n] => (count(name, n)?, count(name, n)?),
+        [n] => {
+            let n = count(name, n)?;
+            (n, n)
+        }
         [a, b] => (count(name, a)?, count(name, b)?),
         _ => return Err(arity(name, args.len(), "1..2")),
     };

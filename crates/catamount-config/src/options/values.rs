@@ -83,6 +83,17 @@ pub enum HttpMethods {
     Only(Vec<String>),
 }
 
+impl HttpMethods {
+    /// The request parser's policy for these methods.
+    pub fn policy(&self) -> catamount_http::MethodPolicy {
+        match self {
+            HttpMethods::Standard => catamount_http::MethodPolicy::standard(),
+            HttpMethods::Any => catamount_http::MethodPolicy::Any,
+            HttpMethods::Only(methods) => catamount_http::MethodPolicy::Only(methods.clone()),
+        }
+    }
+}
+
 /// Which workers `TTOU` stops first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Culling {
@@ -142,15 +153,11 @@ impl ToValue for ForceShutdown {
 
 impl ToValue for HttpMethods {
     fn to_value(&self) -> Value {
-        let list =
-            |methods: &[String]| Value::Array(methods.iter().map(|m| m.to_value()).collect());
-        match self {
-            HttpMethods::Any => Value::Sym("any".into()),
-            HttpMethods::Only(methods) => list(methods),
-            HttpMethods::Standard => match catamount_http::MethodPolicy::standard() {
-                catamount_http::MethodPolicy::Only(methods) => list(&methods),
-                catamount_http::MethodPolicy::Any => Value::Sym("any".into()),
-            },
+        match self.policy() {
+            catamount_http::MethodPolicy::Any => Value::Sym("any".into()),
+            catamount_http::MethodPolicy::Only(methods) => {
+                Value::Array(methods.iter().map(|m| m.to_value()).collect())
+            }
         }
     }
 }
