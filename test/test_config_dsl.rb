@@ -333,6 +333,20 @@ class TestConfigDsl < Minitest::Test
     end
   end
 
+  # A check between two options waits for the whole file: `get` after the first line does not
+  # refuse a value a later line makes valid.
+  def test_get_between_two_options_that_are_checked_together
+    with_config(<<~RUBY, app: nil) do |server|
+      port 0
+      worker_timeout 3
+      read = get(:worker_timeout)
+      worker_check_interval 1
+      app { |_env| [200, {}, [read.inspect]] }
+    RUBY
+      assert_equal "3.0", get(server.port, "/").body
+    end
+  end
+
   # Options that cannot boot yet (the control server) or would take the test's stdout: read
   # while the file is evaluated, without a server.
   def test_get_reads_redirect_and_control_keys

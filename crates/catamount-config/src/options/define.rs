@@ -153,6 +153,9 @@ pub struct Sources<'a, 'e> {
     pub user: &'a Layer,
     pub file: &'a Layer,
     pub env: &'a Environment<'e>,
+    /// Whether checks between options run (a value that must exceed another's): not while a
+    /// config file is half read (its `get`), where a later line may still set the other one.
+    pub cross_checks: bool,
 }
 
 impl Sources<'_, '_> {
@@ -361,7 +364,17 @@ macro_rules! options {
             file: &Layer,
             env: &$crate::options::Environment<'_>,
         ) -> Result<Options, String> {
-            let sources = $crate::options::define::Sources { user, file, env };
+            resolve_checking(user, file, env, true)
+        }
+
+        /// [`resolve`], with the checks between options (`cross_checks`) or without them.
+        fn resolve_checking(
+            user: &Layer,
+            file: &Layer,
+            env: &$crate::options::Environment<'_>,
+            cross_checks: bool,
+        ) -> Result<Options, String> {
+            let sources = $crate::options::define::Sources { user, file, env, cross_checks };
             $( $(
                 let $field = $crate::options::define::resolve_field::<$layer_ty, $value_ty>(
                     $resolve,

@@ -131,7 +131,9 @@ options! {
                     Some(n) => n,
                     None => s.count_var(&["PUMA_MAX_THREADS", "MAX_THREADS"])?.unwrap_or(5),
                 };
-                check_threads(min_threads, max)?;
+                if s.cross_checks {
+                    check_threads(min_threads, max)?;
+                }
                 Ok(max)
             }, same;
         }
@@ -674,9 +676,9 @@ options! {
         methods: ["worker_timeout" => set!(worker_timeout, positive_seconds)],
         flags: [],
         fields: {
-            worker_timeout: Duration => Duration = |v, _| {
+            worker_timeout: Duration => Duration = |v, s| {
                 let timeout = v.unwrap_or(Duration::from_secs(60));
-                if timeout <= worker_check_interval {
+                if s.cross_checks && timeout <= worker_check_interval {
                     return Err(format!(
                         "worker_timeout ({} s) must be longer than worker_check_interval ({} s)",
                         timeout.as_secs_f64(),
@@ -788,12 +790,13 @@ impl Options {
 /// What a config file's `get` reads: the fields `file` sets (so far), resolved over the
 /// defaults and exported under Puma's keys, so `port 3000` after `set_default_host "::1"` reads
 /// as the bind it makes and `quiet` as `log_requests`. Fields the file leaves alone are absent,
-/// as in Puma, whose `get` reads only the file's own options.
+/// as in Puma, whose `get` reads only the file's own options. The checks between options wait
+/// for the whole file: a later line may still set the other option.
 pub fn given_values(
     file: &Layer,
     env: &Environment<'_>,
 ) -> Result<Vec<(&'static str, Value)>, String> {
-    let options = resolve(&Layer::default(), file, env)?;
+    let options = resolve_checking(&Layer::default(), file, env, false)?;
     Ok(file
         .given_fields()
         .into_iter()

@@ -590,6 +590,23 @@ fn export_uses_pumas_keys() {
 }
 
 #[test]
+fn given_values_wait_for_the_whole_file_to_check_options_against_each_other() {
+    let mut file = Layer::default();
+    set(&mut file, "worker_timeout", vec![Value::Int(3)]);
+    let given = given_values(&file, &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        given.contains(&("worker_timeout", Value::Float(3.0))),
+        "{given:?}"
+    );
+    assert!(
+        resolve(&Layer::default(), &file, &env(&no_env)).is_err(),
+        "the whole file is still checked"
+    );
+    set(&mut file, "worker_check_interval", vec![Value::Int(1)]);
+    assert!(resolve(&Layer::default(), &file, &env(&no_env)).is_ok());
+}
+
+#[test]
 fn given_values_are_what_the_file_set_under_pumas_keys() {
     let mut file = Layer::default();
     set(&mut file, "set_default_host", vec![str("::1")]);
