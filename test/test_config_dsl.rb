@@ -337,7 +337,6 @@ class TestConfigDsl < Minitest::Test
   # refuse a value a later line makes valid.
   def test_get_between_two_options_that_are_checked_together
     with_config(<<~RUBY, app: nil) do |server|
-      port 0
       worker_timeout 3
       read = get(:worker_timeout)
       worker_check_interval 1
