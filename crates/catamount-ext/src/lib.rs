@@ -3,9 +3,11 @@
 //! - [`config`]: the command line and options, as Ruby objects.
 //! - [`server`]: the server handle and the Ruby thread pool's loop.
 //! - [`rack`]: the Rack bridge (env in, response out).
+//! - [`control`]: the control server and Prometheus text, as Ruby objects.
 //! - [`ffi`]: the one audited `unsafe` module (GVL release, borrowed string bytes, GC guard, ...).
 
 mod config;
+mod control;
 mod errors;
 mod ffi;
 mod rack;
@@ -30,6 +32,8 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
         "become_child_subreaper",
         function!(server::become_child_subreaper, 0),
     )?;
+
+    control::define(ruby, native)?;
 
     let cli = native.define_class("Cli", ruby.class_object())?;
     cli.define_method("includes", method!(config::RbCli::includes, 0))?;

@@ -1,0 +1,335 @@
+//! The control server over real loopback sockets (TCP and UNIX), driven as the caller's loop
+//! drives it: `poll` in a bounded loop, clients on their own threads.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use catamount_control::command::COMMANDS;
+use catamount_control::{ControlServer, Settings};
+
+const BOUND: Duration = Duration::from_secs(20);
+
+fn all() -> Vec<String> {
+    COMMANDS.iter().map(|c| c.to_string()).collect()
+}
+
+fn server(token: Option<&str>, allowed: &[String]) -> ControlServer {
+    ControlServer::bind("tcp://127.0.0.1:0", token, allowed).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn addr(s: &ControlServer) -> String {
+    s.url().trim_start_matches("tcp://").to_string()
+}
+
+fn tcp(s: &ControlServer) -> TcpStream {
+    let c = TcpStream::connect(addr(s)).unwrap_or_else(|e| panic!("{e}"));
+    c.set_read_timeout(Some(BOUND))
+        .unwrap_or_else(|e| panic!("{e}"));
+    c
+}
+
+/// A client on its own thread: sends `request`, reads until the server closes.
+fn client<S: Read + Write + Send + 'static>(mut sock: S, request: Vec<u8>) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let _ = sock.write_all(&request);
+        let mut out = Vec::new();
+        let _ = sock.read_to_end(&mut out);
+        out
+    })
+}
+
+/// Polls until `done` says so (bounded); returns the commands seen.
+fn drive(
+    s: &mut ControlServer,
+    mut done: impl FnMut(&mut ControlServer, &[(u64, &'static str)]) -> bool,
+) -> Vec<(u64, &'static str)> {
+    let end = Instant::now() + BOUND;
+    let mut seen = Vec::new();
+    loop {
+        seen.extend(s.poll());
+        if done(s, &seen) {
+            return seen;
+        }
+        assert!(Instant::now() < end, "not done within {BOUND:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Polls until the client thread has its whole answer.
+fn finish(s: &mut ControlServer, c: JoinHandle<Vec<u8>>) -> String {
+    drive(s, |_, _| c.is_finished());
+    String::from_utf8_lossy(&c.join().unwrap_or_default()).into_owned()
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
+}
+
+/// One request through a server that answers every command with 200 and its name.
+fn exchange(s: &mut ControlServer, request: Vec<u8>) -> String {
+    let c = client(tcp(s), request);
+    drive(s, |s, seen| {
+        for (id, cmd) in seen {
+            s.answer(
+                *id,
+                200,
+                "application/json",
+                format!("{{\"cmd\":\"{cmd}\"}}").as_bytes(),
+            );
+        }
+        c.is_finished()
+    });
+    String::from_utf8_lossy(&c.join().unwrap_or_default()).into_owned()
+}
+
+#[test]
+fn a_command_is_handed_over_answered_and_closed() {
+    let mut s = server(None, &all());
+    let c = client(tcp(&s), get("/stats"));
+    let seen = drive(&mut s, |_, seen| !seen.is_empty());
+    assert_eq!(seen.len(), 1);
+    let (id, command) = seen[0];
+    assert_eq!(command, "stats");
+    assert!(s.answer(id, 200, "application/json", b"{\"a\":1}"));
+    assert!(
+        !s.answer(id, 200, "text/plain", b"twice"),
+        "answered once only"
+    );
+    assert_eq!(
+        finish(&mut s, c),
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 7\r\nconnection: close\r\n\r\n{\"a\":1}"
+    );
+    drive(&mut s, |s, _| s.connections() == 0);
+}
+
+#[test]
+fn routing_by_the_last_segment_method_ignored() {
+    let mut s = server(None, &all());
+    let r = exchange(
+        &mut s,
+        b"POST /x/y/gc-stats HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc".to_vec(),
+    );
+    assert!(r.ends_with("{\"cmd\":\"gc-stats\"}"), "{r}");
+    let r = exchange(
+        &mut s,
+        b"DELETE /phased-restart?x=1 HTTP/1.0\r\n\r\n".to_vec(),
+    );
+    assert!(r.ends_with("{\"cmd\":\"phased-restart\"}"), "{r}");
+    let r = exchange(&mut s, get("/stats/"));
+    assert!(
+        r.starts_with("HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n"),
+        "{r}"
+    );
+    assert!(r.ends_with("\r\n\r\nUnsupported action"), "{r}");
+    let r = exchange(&mut s, get("/nope"));
+    assert!(r.ends_with("\r\n\r\nUnsupported action"), "{r}");
+}
+
+#[test]
+fn token_rules() {
+    let mut s = server(Some("0123abcd"), &["stats".into(), "gc-stats".into()]);
+    for path in [
+        "/stats",
+        "/stats?token=0123abcc",
+        "/stats?token=0123abcd0",
+        "/nope",
+        "/stop?token=",
+    ] {
+        let r = exchange(&mut s, get(path));
+        assert!(
+            r.starts_with(
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 18\r\n"
+            ),
+            "{path}: {r}"
+        );
+        assert!(r.ends_with("\r\n\r\nInvalid auth token"), "{path}: {r}");
+    }
+    for path in [
+        "/stats?token=0123abcd",
+        "/stats?a=b&token=0123abcd",
+        "/stats?a=b;token=0123abcd;c",
+    ] {
+        let r = exchange(&mut s, get(path));
+        assert!(r.ends_with("{\"cmd\":\"stats\"}"), "{path}: {r}");
+    }
+    let r = exchange(&mut s, get("/nope?token=0123abcd"));
+    assert!(r.ends_with("\r\n\r\nUnsupported action"), "{r}");
+    let r = exchange(&mut s, get("/halt?token=0123abcd"));
+    assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"), "{r}");
+    assert!(r.ends_with("\r\n\r\nCommand \"halt\" unavailable"), "{r}");
+}
+
+#[test]
+fn garbage_and_oversize_get_400() {
+    let mut s = server(None, &all());
+    for request in [
+        b"hello\r\n\r\n".to_vec(),
+        b"GET /stats HTTP/1.1\r\n\r\n".to_vec(), // HTTP/1.1 without Host
+        b"GET /stats HTTP/1.1\nHost: x\n\n".to_vec(),
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(), // a TLS hello
+        {
+            let mut big = b"GET /stats HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
+            big.extend(std::iter::repeat(b'a').take(9000));
+            big.extend_from_slice(b"\r\n\r\n");
+            big
+        },
+    ] {
+        let r = exchange(&mut s, request.clone());
+        assert!(
+            r.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{:?}: {r}",
+            String::from_utf8_lossy(&request)
+        );
+        assert!(r.contains("connection: close\r\n"));
+    }
+    // A client that keeps sending after a 400 is cut off after a bound, not read forever.
+    let mut c = tcp(&s);
+    let sender = std::thread::spawn(move || {
+        let junk = vec![b'x'; 64 * 1024];
+        for _ in 0..64 {
+            if c.write_all(&junk).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    drive(&mut s, |_, _| sender.is_finished());
+    assert!(sender.join().unwrap_or(false), "the server kept reading");
+}
+
+#[test]
+fn deadlines_close_a_silent_client_and_408_a_partial_one() {
+    let settings = Settings {
+        deadline: Duration::from_millis(300),
+        ..Settings::default()
+    };
+    let mut s = ControlServer::bind_with("tcp://127.0.0.1:0", None, &all(), settings)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let silent = client(tcp(&s), Vec::new());
+    let partial = client(tcp(&s), b"GET /stats HTTP/1.1\r\nHo".to_vec());
+    assert!(drive(&mut s, |s, _| s.connections() == 2).is_empty());
+    assert!(s.timeout().is_some_and(|t| t <= Duration::from_millis(300)));
+    // Meanwhile another client is served: the slow ones delay no one.
+    let r = exchange(&mut s, get("/stats"));
+    assert!(r.ends_with("{\"cmd\":\"stats\"}"), "{r}");
+    assert_eq!(finish(&mut s, silent), "");
+    let r = finish(&mut s, partial);
+    assert!(r.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{r}");
+    drive(&mut s, |s, _| s.connections() == 0);
+    assert_eq!(s.timeout(), None);
+}
+
+#[test]
+fn at_most_64_connections() {
+    let mut s = server(None, &all());
+    let held: Vec<TcpStream> = (0..64).map(|_| tcp(&s)).collect();
+    drive(&mut s, |s, _| s.connections() == 64);
+    let extra = client(tcp(&s), Vec::new());
+    assert_eq!(finish(&mut s, extra), "", "the 65th is closed at once");
+    assert_eq!(s.connections(), 64);
+    drop(held);
+    drive(&mut s, |s, _| s.connections() == 0);
+    let r = exchange(&mut s, get("/stats"));
+    assert!(r.ends_with("{\"cmd\":\"stats\"}"), "{r}");
+}
+
+#[test]
+fn an_answer_larger_than_the_socket_buffer_goes_out_over_several_polls() {
+    let mut s = server(None, &all());
+    let mut reader = tcp(&s);
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let c = std::thread::spawn(move || {
+        let _ = reader.write_all(&get("/thread-backtraces"));
+        // Reads only once told, so the answer must wait in the server.
+        let _ = go_rx.recv_timeout(BOUND);
+        let mut out = Vec::new();
+        let _ = reader.read_to_end(&mut out);
+        out
+    });
+    let seen = drive(&mut s, |_, seen| !seen.is_empty());
+    let body: Vec<u8> = (0..8 * 1024 * 1024)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    assert!(s.answer(seen[0].0, 200, "application/json", &body));
+    assert_eq!(
+        s.sending(),
+        1,
+        "the kernel took it all: make the body larger"
+    );
+    let _ = go_tx.send(());
+    assert!(s.flush(BOUND), "flush finished the answer");
+    let out = c.join().unwrap_or_default();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+    assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(out.get(split..), Some(&body[..]));
+    drive(&mut s, |s, _| s.connections() == 0);
+}
+
+#[test]
+fn unix_sockets_and_close_unlinks() {
+    let dir = std::env::temp_dir().join(format!("cc-server-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("control.sock");
+    let url = format!("unix://{}", path.display());
+    let mut s = ControlServer::bind(&url, Some("t"), &all()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.url(), url);
+    let sock = UnixStream::connect(&path).unwrap_or_else(|e| panic!("{e}"));
+    let c = client(sock, get("/gc?token=t"));
+    let seen = drive(&mut s, |_, seen| !seen.is_empty());
+    assert_eq!(seen[0].1, "gc");
+    s.answer(
+        seen[0].0,
+        200,
+        "application/json",
+        b"{ \"status\": \"ok\" }",
+    );
+    assert!(finish(&mut s, c).ends_with("\r\n\r\n{ \"status\": \"ok\" }"));
+    s.close();
+    assert!(!path.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn close_in_child_leaves_the_file() {
+    let dir = std::env::temp_dir().join(format!("cc-child-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("control.sock");
+    let s = ControlServer::bind(&format!("unix://{}", path.display()), None, &all())
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.close_in_child();
+    assert!(path.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_fd_polls_readable_when_a_client_connects() {
+    use mio::unix::SourceFd;
+    let mut s = server(None, &all());
+    let mut outer = mio::Poll::new().unwrap_or_else(|e| panic!("{e}"));
+    let fd = s.fd();
+    outer
+        .registry()
+        .register(&mut SourceFd(&fd), mio::Token(7), mio::Interest::READABLE)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut events = mio::Events::with_capacity(4);
+    outer
+        .poll(&mut events, Some(Duration::ZERO))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(events.is_empty(), "readable with nothing to do");
+    let c = client(tcp(&s), get("/stats"));
+    let end = Instant::now() + BOUND;
+    while events.is_empty() {
+        assert!(Instant::now() < end);
+        outer
+            .poll(&mut events, Some(BOUND))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let seen = drive(&mut s, |_, seen| !seen.is_empty());
+    s.answer(seen[0].0, 200, "text/plain", b"ok");
+    assert!(finish(&mut s, c).ends_with("ok"));
+    let _ = s.fd().as_raw_fd();
+}
