@@ -39,7 +39,8 @@ class TestBoot < Minitest::Test
   def test_bad_flags_exit_with_one_clear_line
     {
       %w[--frobnicate] => "unknown option --frobnicate",
-      %w[--control-url tcp://127.0.0.1:0] => "the control server (activate_control_app / --control-url) is not supported yet",
+      %w[--control-url ftp://x] => "--control-url: ",
+      %w[--metrics-url auto] => "--metrics-url: auto is not a tcp:// or unix:// URL",
       %w[-w two] => "-w/--workers: \"two\" is not a whole number",
       %w[-t 9:3] => "-t/--threads: the minimum (9) is greater than the maximum (3)",
       %w[-b tcp://nohost] => "-b/--bind: invalid bind URL",

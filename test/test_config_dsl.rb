@@ -346,7 +346,7 @@ class TestConfigDsl < Minitest::Test
     end
   end
 
-  # Options that cannot boot yet (the control server) or would take the test's stdout: read
+  # Options that would take the test's stdout or a port: read
   # while the file is evaluated, without a server.
   def test_get_reads_redirect_and_control_keys
     Dir.mktmpdir do |dir|
@@ -452,7 +452,6 @@ class TestConfigDsl < Minitest::Test
   def test_things_that_need_later_subsystems_refuse_to_boot
     {
       "ssl_bind '127.0.0.1', 9443, cert: 'c.pem', key: 'k.pem'\n" => %r{TLS \(ssl://127\.0\.0\.1:9443\) is not supported yet},
-      "activate_control_app 'tcp://127.0.0.1:9293'\n" => /the control server .* is not supported yet/,
       "max_io_threads 2\n" => /IO-bound thread marking \(max_io_threads\) is not supported yet/
     }.each do |source, message|
       _, err = boot_failure(source)

@@ -4,7 +4,8 @@ module Catamount
   # The boot lines (as Puma prints them: tests and tools read them) and the process title.
   module Banner
     # `cluster`: `{ preload: bool }` for a cluster master, nil in single mode.
-    def self.print(context, options, server, cluster: nil)
+    # `control`: the control server and metrics listener (Control), if any.
+    def self.print(context, options, server, cluster: nil, control: nil)
       log = context.method(:log)
       log.call "Catamount starting in #{cluster ? 'cluster' : 'single'} mode..."
       log.call "* Catamount version: #{VERSION} (\"#{CODENAME}\")"
@@ -23,15 +24,31 @@ module Catamount
       end
       inherited = server.inherited
       server.listening.each { |l| log.call "* Listening on #{l}#{' (inherited)' if inherited.include?(l)}" }
+      control&.announce
       log.call "Use Ctrl-C to stop"
       context.out.flush
-      title("catamount #{VERSION} (#{server.listening.join(',')})", options)
+      title("catamount #{VERSION} (#{server.listening.join(',')})", options) unless cluster
     end
 
-    # Sets the process title: `text`, then ` [tag]` (`tag`, else the directory's name).
+    # A cluster master's title: what `ps` shows of the cluster (its phase, booted workers).
+    def self.master_title(server, table, options)
+      title("catamount #{VERSION} master (#{server.listening.join(',')}) phase #{table.phase}, " \
+            "#{table.booted_count}/#{table.count} workers booted", options)
+    end
+
+    def self.worker_title(index, master_pid, phase, options)
+      title("catamount: cluster worker #{index}: #{master_pid} phase #{phase}", options)
+    end
+
+    # Sets the process title: `text`, then ` [tag]` (`tag`, else the directory's name); only
+    # when it changed (the master asks after every check-in).
     def self.title(text, options)
       tag = options[:tag] || File.basename(Dir.pwd)
-      Process.setproctitle(tag.empty? ? text : "#{text} [#{tag}]")
+      text = "#{text} [#{tag}]" unless tag.empty?
+      return if @title == text
+
+      @title = text
+      Process.setproctitle(text)
     end
   end
 end

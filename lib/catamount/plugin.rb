@@ -3,7 +3,7 @@
 module Catamount
   # Plugins, Puma-style: `plugin :name` in a config file (or `--plugin name`).
   #
-  # Built in: `tmp_restart` and `systemd`. Any other name is looked up as
+  # Built in: `tmp_restart`, `systemd` and `metrics` (puma-metrics' name for what is built in). Any other name is looked up as
   # `puma/plugin/<name>.rb` on the load path, the file a Puma plugin gem ships; such a file calls
   # `Puma::Plugin.create { ... }` (see puma_compat.rb), which registers the plugin here. A
   # plugin may define `config(dsl)` (run when it is loaded, with the config DSL) and
@@ -23,7 +23,8 @@ module Catamount
   module Plugins
     BUILT_IN = {
       "tmp_restart" => "catamount/plugins/tmp_restart",
-      "systemd" => "catamount/plugins/systemd"
+      "systemd" => "catamount/plugins/systemd",
+      "metrics" => "catamount/plugins/metrics"
     }.freeze
 
     @registry = {}

@@ -17,27 +17,33 @@ module Catamount
       nil
     end
 
-    # YAML with the pid and where the server runs from.
-    def self.write_state(options)
+    # Puma's state file: YAML with the pid, the control server's URL and token (when there is
+    # one: `pumactl -S` reads them), and where the server runs from.
+    def self.write_state(options, control = nil)
       return unless (path = options[:state])
 
-      File.write(path, "---\npid: #{Process.pid}\nrunning_from: #{Dir.pwd.inspect}\n")
+      lines = ["---", "pid: #{Process.pid}"]
+      lines << "control_url: #{control.control_url}" if control&.control_url
+      lines << "control_auth_token: #{control.control_token}" if control&.control_token
+      lines << "running_from: #{Dir.pwd.inspect}"
+      File.write(path, "#{lines.join("\n")}\n")
       File.chmod(options[:state_permission], path) if options[:state_permission]
     rescue SystemCallError => e
       raise UsageError, "cannot write state file #{path}: #{e.message.sub(/ @ .*/, '')}"
     end
 
     # Both, for a process about to serve (or to run a cluster).
-    def self.write(options)
+    def self.write(options, control = nil)
       write_pidfile(options[:pidfile])
-      write_state(options)
+      write_state(options, control)
     end
 
-    # Runs the block (the server's life); however it ends, the UNIX socket files and the
-    # pidfile go.
-    def self.removed_after(server, options)
+    # Runs the block (the server's life); however it ends, the UNIX socket files (the control
+    # server's too) and the pidfile go.
+    def self.removed_after(server, options, control = nil)
       yield
     ensure
+      control&.close
       server.unlink_unix_sockets
       remove_pidfile(options[:pidfile])
     end

@@ -152,8 +152,13 @@ module Catamount
 
     # Replaces this process with the new one. Returns only if that cannot be done, with the
     # exit status to end with.
-    def exec(options, server)
+    # `control`: the control server (its answer to /restart goes out, its socket file goes).
+    def exec(options, server, control = nil)
       @context.run_hooks(:before_restart, @context.launcher)
+      if control
+        control.flush
+        control.close
+      end
       env = @boot_env.dup
       fds = hand_over(env, server.restart_fds)
       argv = restart_argv(options)

@@ -5,7 +5,7 @@ module Catamount
   # own pool's stats and status line, plugin timers each on a thread, and starting to serve. The including class
   # sets `@server` and `@started_at` (when it starts serving) and `@context`.
   module Serving
-    def stats
+    def stats(reset_max: false) # rubocop:disable Lint/UnusedMethodArgument
       return {} unless @server && @started_at
 
       @server.stats.merge(started_at: Context.iso8601(@started_at))

@@ -26,12 +26,13 @@ module Catamount
       return Launcher::FAILED unless app
 
       server = Native::Server.new(ctx.config.native, loader.rack_settings(options))
+      @control = Control.open(ctx, options)
       trap_signals
-      ProcessFiles.write(options)
-      Banner.print(ctx, options, server)
+      ProcessFiles.write(options, @control)
+      Banner.print(ctx, options, server, control: @control)
       warn_about_idle_hooks
       Catamount.launcher = ctx.launcher
-      ProcessFiles.removed_after(server, options) { serve(server, app, options) }
+      ProcessFiles.removed_after(server, options, @control) { serve(server, app, options) }
     end
 
     # Whether the process ends by SIGTERM (a TERM stop, `raise_exception_on_sigterm`).
@@ -42,6 +43,26 @@ module Catamount
     # Plugins' `launcher.restart` & co: queued for the main thread, as the signal would be.
     def request(what)
       @signals << what
+    end
+
+    # A control server's action (Control): queued as its signal would be; false when one
+    # process cannot take it (Puma's 404: no refork, no worker directory to reload).
+    def control(command)
+      case command
+      when "stop", "halt" then request(command)
+      when "restart" then request("USR2")
+      when "phased-restart" then request("USR1")
+      when "refork"
+        log "* refork called but not available."
+        return false
+      else return false
+      end
+      true
+    end
+
+    # This process's memory, for the metrics.
+    def memory
+      { Process.pid => Native.process_memory(Process.pid) }.compact
     end
 
     # Runs until TERM, INT or HUP (without redirected logs): the first one stops gracefully
@@ -55,6 +76,7 @@ module Catamount
       signals = @signals
       @started_at = Time.now.utc
       pool = start_serving(app, signals)
+      @control&.serve_in_thread(self)
       watch_idle(server, options[:idle_timeout]) if options[:idle_timeout]
       @context.start_plugins
       @context.run_hooks(:after_booted)
@@ -63,9 +85,11 @@ module Catamount
         case (event = signals.pop)
         when :finished
           break
+        when "halt"
+          halt
         when :force
           @context.backtraces if options[:shutdown_debug]
-          return @context.restart.exec(options, server) if stopping == "restart"
+          return @context.restart.exec(options, server, @control) if stopping == "restart"
 
           halt
         when "HUP"
@@ -89,7 +113,7 @@ module Catamount
         end
       end
       pool.join
-      return @context.restart.exec(options, server) if stopping == "restart"
+      return @context.restart.exec(options, server, @control) if stopping == "restart"
 
       log "- Goodbye!"
       @end_by_sigterm = stopping == "TERM" && options[:raise_exception_on_sigterm]
@@ -138,6 +162,8 @@ module Catamount
 
     def halt
       log "- Stopping immediately!"
+      @control&.flush
+      @control&.close
       @context.out.flush
       @context.exit_now!(Launcher::OK)
     end

@@ -43,7 +43,13 @@ class TestSignals < Minitest::Test
     ["CHLD", nil, false, false] => nil, # the loop reaps
     ["CHLD", "TERM", false, false] => nil,
     ["backtraces", nil, false, false] => :backtraces,
-    ["backtraces", "TERM", false, false] => :backtraces
+    ["backtraces", "TERM", false, false] => :backtraces,
+    ["stop", nil, false, false] => :stop, # the control server's /stop, as INT
+    ["stop", "restart", false, false] => :stop,
+    ["stop", "TERM", false, false] => nil,
+    ["halt", nil, false, false] => :halt, # /halt: at once, whatever is going on
+    ["halt", "TERM", false, false] => :halt,
+    ["halt", "restart", false, false] => :halt
   }.freeze
 
   def test_what_each_signal_does_in_each_state
@@ -55,7 +61,7 @@ class TestSignals < Minitest::Test
   end
 
   def test_every_master_signal_has_rules
-    assert_equal Signals::MASTER.sort, RULES.keys.map(&:first).uniq.reject { |s| s == "backtraces" }.sort
+    assert_equal Signals::MASTER.sort, RULES.keys.map(&:first).uniq.reject { |s| %w[backtraces stop halt].include?(s) }.sort
   end
 
   def test_workers_ignore_every_master_signal_but_their_own

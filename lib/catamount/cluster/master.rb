@@ -44,15 +44,16 @@ module Catamount
           loader.check_rackup(options[:rackup])
         end
         @server = Native::Server.new(ctx.config.native, loader.rack_settings(options))
+        @control = Control.open(ctx, options)
         trap_signals(options)
-        ProcessFiles.write(options)
-        Banner.print(ctx, options, @server, cluster: { preload: preload })
+        ProcessFiles.write(options, @control)
+        Banner.print(ctx, options, @server, cluster: { preload: preload }, control: @control)
         log "! WARNING: a cluster of 1 worker only adds a master process; use workers 0 or 2+" if workers == 1 && !options[:silence_single_worker_warning]
         Catamount.launcher = ctx.launcher
         @preload = preload
-        ProcessFiles.removed_after(@server, options) do
+        ProcessFiles.removed_after(@server, options, @control) do
           status = master_loop(options, app)
-          status == :restart ? ctx.restart.exec(options, @server) : status
+          status == :restart ? ctx.restart.exec(options, @server, @control) : status
         end
       end
 
@@ -83,7 +84,7 @@ module Catamount
 
       # Puma's cluster stats shape (what `Puma.stats` gives in the master, and the control
       # server will serve).
-      def stats
+      def stats(reset_max: false) # rubocop:disable Lint/UnusedMethodArgument
         return {} unless @table
 
         slots = @table.slots.sort_by(&:index)
@@ -98,6 +99,32 @@ module Catamount
               last_checkin: Context.iso8601(w.checkin_wall), last_status: w.last_status || {} }
           end
         }
+      end
+
+      # A control server's action (Control): queued for the loop as its signal would be; false
+      # when this cluster cannot take it (Puma's 404).
+      def control(command)
+        case command
+        when "stop", "halt" then request(command)
+        when "restart" then request("USR2")
+        when "phased-restart" then request("USR1")
+        when "refork"
+          return log_false("* refork called but not available.") unless @context.options[:fork_worker]
+
+          request("URG")
+        when "reload-worker-directory"
+          dir = @context.restart.restart_directory(@context.options)
+          log "+ Changing to #{dir}"
+          Dir.chdir(dir)
+        else return false
+        end
+        true
+      end
+
+      # Each process's memory, for the metrics: the master's and every worker's.
+      def memory
+        pids = [Process.pid] + (@table ? @table.slots.map(&:pid) : [])
+        pids.grep(Integer).to_h { |pid| [pid, Native.process_memory(pid)] }.compact
       end
 
       # For systemd's STATUS line.
@@ -145,12 +172,17 @@ module Catamount
           next_timer = @timers.run_due(now)
           timeout = @table.wait_time(now: now, interval: options[:worker_check_interval], stopping: stopping)
           timeout = [timeout, next_timer - now].min.clamp(0.01, timeout) if next_timer
+          timeout = [timeout, @control.timeout].min if @control&.timeout
           read_messages(timeout: timeout)
+          @control&.serve(self)
+          Banner.master_title(@server, @table, options)
           @pending_signals.shift(@pending_signals.size).each do |sig|
             stopping = handle_signal(options, sig, stopping)
           end
           reap_workers
           kill_stragglers(options)
+          return halt if stopping == "halt"
+
           if stopping
             break if @table.empty?
           else
@@ -182,6 +214,7 @@ module Catamount
                                      logs_redirected: @context.logs_redirected?(options))
         case action
         when :stop then return begin_stop(options, sig)
+        when :halt then return "halt"
         when :hot_restart then return begin_hot_restart
         when :phased_restart then return begin_phased_restart(options)
         when :refork then begin_refork
@@ -283,7 +316,7 @@ module Catamount
 
       # The workers' messages (Pipes#read parses them), each an event for the books.
       def read_messages(timeout:)
-        @pipes.read(timeout).each do |message|
+        @pipes.read(timeout, also: @control&.ios).each do |message|
           next forked_worker_reported(message.pid, message.index) if message.kind == :forked
 
           worker = @table.checked_in(message.pid, now: now, wall: Time.now)
@@ -417,6 +450,7 @@ module Catamount
         @context.run_hooks(:before_worker_fork, index)
         started = now
         pid = Process.fork do
+          @control&.close_in_child
           Worker.new(@context, server: @server, index: index, master_pid: @pid, pipes: @pipes,
                                template: @table.from_template && index.zero?, master: self).run(options, app)
         ensure
@@ -442,6 +476,19 @@ module Catamount
       rescue SystemCallError => e
         @table.failed_boot(now)
         log "! Could not start worker 0 with the new code: #{e.message}"
+      end
+
+      # `/halt`: the master ends now, its workers with it (each sees the master gone), as
+      # Puma's does; the answer and the log lines get out first.
+      def halt
+        log "- Stopping immediately!"
+        @control&.flush
+        Launcher::OK
+      end
+
+      def log_false(line)
+        log(line)
+        false
       end
 
       # A plain stop: the master closes its copies of the listening sockets (new connections are

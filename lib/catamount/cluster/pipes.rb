@@ -116,10 +116,12 @@ module Catamount
 
       # --- the master's side -------------------------------------------------------------------
 
-      # The messages (Message) that arrived within `timeout` seconds; none when it ran out. A
-      # read may end inside a line: that part is kept for the next read.
-      def read(timeout)
-        return [] unless @messages_r.wait_readable(timeout)
+      # The messages (Message) that arrived within `timeout` seconds; none when it ran out or
+      # one of `also` (the control server's) became readable first. A read may end inside a
+      # line: that part is kept for the next read.
+      def read(timeout, also: nil)
+        ready, = IO.select([@messages_r, *also], nil, nil, timeout)
+        return [] unless ready&.include?(@messages_r)
 
         data = @messages_r.read_nonblock(65_536, exception: false)
         return [] unless data.is_a?(String)

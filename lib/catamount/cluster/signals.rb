@@ -22,7 +22,8 @@ module Catamount
         MASTER.reject { |sig| (%w[USR1 USR2].include?(sig) && !restart.include?(sig)) || (sig == "URG" && !fork_worker) }
       end
 
-      # What the master does on `sig` (or "backtraces", which its PWR trap queues); nil:
+      # What the master does on `sig` (or "backtraces", which its PWR trap queues, or the
+      # control server's "stop" (as INT) and "halt" (at once, even while stopping)); nil:
       # nothing. `stopping`: why the cluster is stopping (nil: it is not, "restart": a hot
       # restart); `phased`: a phased restart or refork runs; `logs_redirected`: HUP reopens the
       # logs rather than stopping.
@@ -42,7 +43,8 @@ module Catamount
         when "USR1" then :phased_restart unless stopping
         when "USR2" then :hot_restart unless stopping
         when "URG" then :refork unless stopping || phased
-        when "TERM", "INT" then :stop if !stopping || stopping == "restart"
+        when "TERM", "INT", "stop" then :stop if !stopping || stopping == "restart"
+        when "halt" then :halt
         end
       end
     end

@@ -52,7 +52,7 @@
 //! variables, as Puma's do). Within one layer a later setting replaces an earlier one, except
 //! binds and plugins, which accumulate, and the rackup file, where the first value wins.
 //!
-//! Options whose subsystem has not landed yet (TLS, the control server, `max_io_threads`) are
+//! Options whose subsystem has not landed yet (TLS, `max_io_threads`) are
 //! validated and stored like any other; [`Options::not_supported_yet`] says which of them a boot
 //! asks for. Options holding Ruby objects (hooks, `lowlevel_error_handler`, `custom_logger`,
 //! `app`, ...) live on the Ruby side (`Catamount::Configuration`).
@@ -540,7 +540,7 @@ options! {
         }
     }
     activate_control_app {
-        doc: "the control server (URL or `auto`, `auth_token:`, `no_token:`, `data_only:`): validated; a boot with it stops, it has not landed",
+        doc: "the control server in the master (single mode: the server process): `tcp://HOST:PORT` (port 0 picks a free one), `unix:///PATH`, `unix://@NAME` or `auto` (a UNIX socket in the temp dir); `auth_token:` (default: a random one, printed at boot), `no_token: true` (or `--control-token none`), `data_only: true` (only `stats`, `gc-stats` and `metrics`); endpoints in docs/control.md",
         default: "off",
         example: "activate_control_app \"unix:///tmp/control.sock\", no_token: true",
         methods: [
@@ -550,13 +550,28 @@ options! {
         ],
         flags: [
             Flag::value("control-url", "control_url")
-                .help("URL", "Control server URL (not available yet)"),
+                .help("URL", "Start the control server on URL (`auto`: a UNIX socket)"),
             Flag::value("control-token", "control_auth_token")
-                .help("TOKEN", "Control server token (not available yet)"),
+                .help("TOKEN", "The control server's token (`none`: no token)"),
         ],
         fields: {
             // A token without a URL turns nothing on, as in Puma.
             control: ControlApp => Option<ControlApp> = |v, _| Ok(v.filter(|c| !c.url.is_empty())), export_control;
+        }
+    }
+    metrics {
+        doc: "Prometheus metrics (docs/metrics.md): `metrics_url URL` serves `/metrics` on a listener of its own, without a token (puma-metrics' method); `control_metrics` serves it on the control server too, under its token rules",
+        default: "off",
+        example: "metrics_url \"tcp://127.0.0.1:9394\"",
+        methods: [
+            "metrics_url" => set!(metrics_url, metrics_url),
+            "control_metrics" => set!(control_metrics, flag),
+        ],
+        flags: [Flag::value("metrics-url", "metrics_url")
+            .help("URL", "Serve Prometheus metrics on URL")],
+        fields: {
+            metrics_url: String => Option<String> = or_none(), same;
+            control_metrics: bool => bool = or(false), same;
         }
     }
     bind_to_activated_sockets {
@@ -845,9 +860,6 @@ impl Options {
     pub fn not_supported_yet(&self) -> Option<String> {
         if let Some(url) = self.tls_binds.first() {
             return Some(format!("TLS ({url})"));
-        }
-        if self.control.is_some() {
-            return Some("the control server (activate_control_app / --control-url)".into());
         }
         if self.max_io_threads > 0 {
             return Some("IO-bound thread marking (max_io_threads)".into());

@@ -148,6 +148,16 @@ pub(super) fn check_control_url(name: &str, url: &str) -> Result<(), String> {
         .map_err(|e| format!("{name}: {e}"))
 }
 
+/// `metrics_url`: a TCP or UNIX bind URL for the metrics listener.
+pub(super) fn metrics_url(name: &str, args: &[Value]) -> Result<String, String> {
+    let url = exactly_one_str(name, args)?;
+    if url == "auto" || url.starts_with("ssl://") {
+        return Err(format!("{name}: {url} is not a tcp:// or unix:// URL"));
+    }
+    check_control_url(name, &url)?;
+    Ok(url)
+}
+
 pub(super) fn control_app(name: &str, args: &[Value]) -> Result<ControlApp, String> {
     let (url, opts) = match args {
         [] => ("auto".to_string(), None),

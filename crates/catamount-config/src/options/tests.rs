@@ -250,9 +250,7 @@ fn later_subsystems_are_stored_and_named() {
         vec![str("tcp://127.0.0.1:9293")],
     );
     let o = resolve(&Layer::default(), &control, &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(o
-        .not_supported_yet()
-        .is_some_and(|w| w.contains("control server")));
+    assert_eq!(o.not_supported_yet(), None, "the control server is served");
 }
 
 #[test]
@@ -545,7 +543,10 @@ fn export_uses_pumas_keys() {
         ("sync_stdio", &["mutate_stdout_and_stderr_to_sync_on_write"]),
         ("state_path", &["state"]),
         ("restart_command", &["restart_cmd"]),
-        ("control", &["control_url", "control_auth_token"]),
+        (
+            "control",
+            &["control_url", "control_auth_token", "control_data_only"],
+        ),
     ];
     let mut expected: Vec<&str> = Vec::new();
     for field in DEFINITIONS.iter().flat_map(|d| d.fields) {

@@ -217,16 +217,25 @@ pub(super) fn export_remote_address(
     ]
 }
 
-/// `control_url` and `control_auth_token`, Puma's keys.
+/// `control_url`, `control_auth_token` (`"none"` with `no_token`, as Puma keeps it) and
+/// `control_data_only`, Puma's keys.
 pub(super) fn export_control(
     _: &'static str,
     v: &Option<ControlApp>,
 ) -> Vec<(&'static str, Value)> {
+    let token = v.as_ref().and_then(|c| {
+        if c.no_token {
+            Some("none".to_string())
+        } else {
+            c.auth_token.clone()
+        }
+    });
     vec![
         ("control_url", v.as_ref().map(|c| c.url.clone()).to_value()),
+        ("control_auth_token", token.to_value()),
         (
-            "control_auth_token",
-            v.as_ref().and_then(|c| c.auth_token.clone()).to_value(),
+            "control_data_only",
+            Value::Bool(v.as_ref().is_some_and(|c| c.data_only)),
         ),
     ]
 }
