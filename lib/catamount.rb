@@ -41,9 +41,10 @@ module Catamount
     # The running launcher (nil before boot).
     attr_accessor :launcher
 
-    # The server's numbers in Puma's `stats` shape (a Hash with Symbol keys); empty before boot.
-    def stats
-      launcher ? launcher.stats : {}
+    # The server's numbers in Puma's `stats` shape (a Hash with Symbol keys; docs/stats.md);
+    # empty before boot.
+    def stats(reset_max: false)
+      launcher ? launcher.stats(reset_max: reset_max) : {}
     end
   end
 end

@@ -153,6 +153,11 @@ module Catamount
       time&.utc&.strftime("%Y-%m-%dT%H:%M:%SZ")
     end
 
+    # The `versions` entry of stats (Puma 8's shape, with Catamount's version).
+    def self.versions
+      { catamount: VERSION, ruby: { engine: RUBY_ENGINE, version: RUBY_VERSION, patchlevel: RUBY_PATCHLEVEL } }
+    end
+
     # `{ 5/5 threads, 4 available, 0 backlog }`, from a pool's stats (as in Puma's STATUS).
     def self.pool_summary(stats)
       "{ #{stats[:running].to_i}/#{stats[:max_threads].to_i} threads, #{stats[:pool_capacity].to_i} available, " \

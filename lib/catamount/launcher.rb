@@ -67,8 +67,8 @@ module Catamount
     end
 
     # Puma's stats: a cluster master's are the cluster's (each worker's from its latest ping).
-    def stats
-      @role ? @role.stats : {}
+    def stats(reset_max: false)
+      @role ? @role.stats(reset_max: reset_max) : {}
     end
 
     # One line about the pool(s), for systemd's STATUS.

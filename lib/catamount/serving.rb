@@ -5,10 +5,12 @@ module Catamount
   # own pool's stats and status line, plugin timers each on a thread, and starting to serve. The including class
   # sets `@server` and `@started_at` (when it starts serving) and `@context`.
   module Serving
-    def stats(reset_max: false) # rubocop:disable Lint/UnusedMethodArgument
+    # `started_at`, the server's own stats (Native::Server#stats: docs/stats.md), `versions`.
+    # `reset_max`: the `_max` highs restart from the current values once read.
+    def stats(reset_max: false)
       return {} unless @server && @started_at
 
-      @server.stats.merge(started_at: Context.iso8601(@started_at))
+      { started_at: Context.iso8601(@started_at), **@server.stats(reset_max: reset_max), versions: Context.versions }
     end
 
     def status_line

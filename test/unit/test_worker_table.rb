@@ -183,6 +183,38 @@ class TestWorkerTable < Minitest::Test
     assert_equal [1], t.to_spawn(@now + 1)
   end
 
+  # worker_boots counts every boot; worker_restarts every worker started in place of one that
+  # exited (died, killed, replaced by a phased restart), never a culled index grown back.
+  def test_boots_and_restarts_are_counted
+    t = booted_cluster(2)
+    assert_equal [2, 0], [t.boots, t.restarts]
+    t.exited(t.slots[1].pid, exited_status, now: @now) # died
+    boot_all(t.tap { fork_missing(t) })
+    assert_equal [3, 1], [t.boots, t.restarts]
+    finish_phased_restart(t)
+    assert_equal [5, 3], [t.boots, t.restarts]
+    t.resize(-1, now: @now)
+    culled = t.cull("youngest", now: @now).first
+    t.exited(culled.pid, exited_status, now: @now)
+    t.resize(1, now: @now)
+    boot_all(t.tap { fork_missing(t) })
+    assert_equal [6, 3], [t.boots, t.restarts], "a culled index grown back is not a restart"
+  end
+
+  # A check-in brings the highs of its interval; the slot keeps the highest until reset_highs,
+  # which restarts them from the current values.
+  def test_highs_are_kept_across_check_ins_until_reset
+    t = booted_cluster(1)
+    slot = t.slots.first
+    t.status(slot, { backlog: 1, backlog_max: 5, connections_open: 2, reactor_max: 9 })
+    t.status(slot, { backlog: 0, backlog_max: 3, connections_open: 1, reactor_max: 4 })
+    assert_equal [5, 9], slot.last_status.values_at(:backlog_max, :reactor_max)
+    t.reset_highs
+    assert_equal [0, 1], slot.last_status.values_at(:backlog_max, :reactor_max)
+    t.status(slot, { backlog: 0, backlog_max: 2, connections_open: 1, reactor_max: 1 })
+    assert_equal [2, 1], slot.last_status.values_at(:backlog_max, :reactor_max)
+  end
+
   def test_culling_picks_the_youngest_by_default_and_the_oldest_when_asked
     %w[youngest oldest].each do |strategy|
       t = table(3)

@@ -67,7 +67,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     srv.define_method("run_worker", method!(server::RbServer::run_worker, 1))?;
     srv.define_method("stop", method!(server::RbServer::stop, 0))?;
     srv.define_method("wait", method!(server::RbServer::wait, 0))?;
-    srv.define_method("stats", method!(server::RbServer::stats, 0))?;
+    srv.define_method("stats", method!(server::RbServer::stats, -1))?;
     srv.define_method("idle_seconds", method!(server::RbServer::idle_seconds, 0))?;
     srv.define_method("become_worker", method!(server::RbServer::become_worker, 0))?;
     srv.define_method(

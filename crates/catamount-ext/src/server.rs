@@ -7,14 +7,15 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
+use magnus::scan_args::{get_kwargs, scan_args};
 use magnus::value::{Opaque, ReprValue};
 use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 
+use catamount_server::metrics::{HistogramSnapshot, BOUNDS_SECONDS};
 use catamount_server::{
-    bind_all_inheriting, log, BoundListener, InheritedSocket, Job, PoolAction, Seat, Server,
-    ServerConfig, Wait, Waiter,
+    bind_all_inheriting, log, BoundListener, InheritedSocket, Job, Metrics, PoolAction, Seat,
+    Server, ServerConfig, Wait, Waiter,
 };
 
 use catamount_config::options::RemoteAddress;
@@ -78,6 +79,9 @@ pub struct RbServer {
     /// Requests served by servers this handle ran before the current one (`rearm`), so
     /// `requests_count` counts the life of the process.
     requests_before: AtomicU64,
+    /// The counters behind `stats` beyond the pool's books, for the life of the process (every
+    /// server this handle runs counts into them).
+    metrics: Arc<Metrics>,
     rack: RackSettings,
     /// `out_of_band` hooks, run on a pool thread when a request ends and every thread is idle.
     out_of_band: Option<Opaque<Value>>,
@@ -211,6 +215,7 @@ impl RbServer {
             socket_files,
             server: Mutex::new(None),
             requests_before: AtomicU64::new(0),
+            metrics: Arc::default(),
             rack,
             out_of_band: keep_optional(settings, "out_of_band")?,
             in_worker: AtomicBool::new(false),
@@ -246,10 +251,12 @@ impl RbServer {
 
     /// Marks this process as a cluster worker (call after the fork, before `start`): its server
     /// serves the inherited listeners but leaves UNIX socket files to the master, and counts
-    /// its requests from zero (a worker forked from worker 0 does not inherit its count).
+    /// its requests (and every other stat) from zero (a worker forked from worker 0 does not
+    /// inherit its counts).
     pub fn become_worker(&self) {
         self.in_worker.store(true, Ordering::SeqCst);
         self.requests_before.store(0, Ordering::Relaxed);
+        self.metrics.reset();
     }
 
     /// Removes the UNIX socket files of listeners this process bound and never served itself
@@ -304,7 +311,7 @@ impl RbServer {
         let server = ffi::with_signals_blocked(|| {
             // Without a writer thread lines are written directly, as before: not fatal.
             let _ = log::start_writer();
-            Server::start(config, listeners)
+            Server::start_counting(config, listeners, rb_self.metrics.clone())
         })
         .map_err(|e| {
             Error::new(
@@ -438,32 +445,63 @@ impl RbServer {
             .map_or(0.0, |server| server.idle_for().as_secs_f64())
     }
 
-    /// Pool numbers in Puma's `stats` shape (single mode). A server not started yet, or
-    /// stopped and re-armed, has no threads and no backlog.
-    pub fn stats(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
+    /// `stats(reset_max: false)`: the per-server stats (the contract's shape: Puma 8's keys,
+    /// then Catamount's own), a Hash with Symbol keys in a fixed order. A server not started
+    /// yet, or stopped and re-armed, has no threads and no backlog; the counters go on.
+    /// `reset_max: true` restarts `backlog_max` and `reactor_max` from the current values once
+    /// read.
+    pub fn stats(ruby: &Ruby, rb_self: &Self, args: &[Value]) -> Result<RHash, Error> {
+        let args = scan_args::<(), (), (), (), RHash, ()>(args)?;
+        let kw = get_kwargs::<_, (), (Option<bool>,), ()>(args.keywords, &[], &["reset_max"])?;
+        let reset_max = kw.optional.0.unwrap_or(false);
         let before = rb_self.requests_before.load(Ordering::Relaxed);
+        let pool = locked(&rb_self.server)
+            .clone()
+            .map(|server| server.queue().stats())
+            .unwrap_or_default();
+        let m = rb_self.metrics.snapshot(pool.backlog, reset_max);
         let h = ruby.hash_new();
-        let Some(server) = locked(&rb_self.server).clone() else {
-            for key in ["backlog", "running", "pool_capacity", "busy_threads"] {
-                h.aset(ruby.to_symbol(key), 0)?;
-            }
-            h.aset(ruby.to_symbol("max_threads"), rb_self.config.max_threads)?;
-            h.aset(ruby.to_symbol("requests_count"), before)?;
-            return Ok(h);
-        };
-        let s = server.queue().stats();
-        let busy = s.spawned.saturating_sub(s.waiting) + s.backlog;
-        h.aset(ruby.to_symbol("backlog"), s.backlog)?;
-        h.aset(ruby.to_symbol("running"), s.spawned)?;
-        h.aset(
-            ruby.to_symbol("pool_capacity"),
-            (s.waiting + s.max_threads.saturating_sub(s.spawned)).saturating_sub(s.backlog),
+        let set = |key: &str, v: Value| h.aset(ruby.to_symbol(key), v);
+        let int = |n: u64| ruby.integer_from_u64(n).as_value();
+        let count = |n: usize| int(n as u64);
+        set("backlog", count(pool.backlog))?;
+        set("running", count(pool.spawned))?;
+        let capacity = (pool.waiting + rb_self.config.max_threads.saturating_sub(pool.spawned))
+            .saturating_sub(pool.backlog);
+        set("pool_capacity", count(capacity))?;
+        set(
+            "busy_threads",
+            count(pool.spawned.saturating_sub(pool.waiting) + pool.backlog),
         )?;
-        h.aset(ruby.to_symbol("busy_threads"), busy)?;
-        h.aset(ruby.to_symbol("max_threads"), s.max_threads)?;
-        h.aset(ruby.to_symbol("requests_count"), before + s.requests_count)?;
+        set("io_threads", count(0))?;
+        set("backlog_max", int(m.backlog_max))?;
+        set("max_threads", count(rb_self.config.max_threads))?;
+        set("requests_count", int(before + pool.requests_count))?;
+        set("reactor_max", int(m.reactor_max))?;
+        let responses = ruby.hash_new();
+        for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().zip(m.responses) {
+            responses.aset(ruby.to_symbol(class), int(n))?;
+        }
+        set("responses", responses.as_value())?;
+        set("request_duration", histogram(ruby, &m.request_duration)?)?;
+        set("queue_time", histogram(ruby, &m.queue_time)?)?;
+        set("bytes_in", int(m.bytes_in))?;
+        set("bytes_out", int(m.bytes_out))?;
+        set("connections_open", int(m.connections_open))?;
+        set("connections_accepted", int(m.connections_accepted))?;
         Ok(h)
     }
+}
+
+/// A histogram in stats: `{bounds: [seconds...], counts: [cumulative..., total], sum: seconds}`.
+fn histogram(ruby: &Ruby, snapshot: &HistogramSnapshot) -> Result<Value, Error> {
+    let h = ruby.hash_new();
+    let bounds = ruby.ary_from_iter(BOUNDS_SECONDS.iter().copied());
+    let counts = ruby.ary_from_iter(snapshot.counts.iter().copied());
+    h.aset(ruby.to_symbol("bounds"), bounds)?;
+    h.aset(ruby.to_symbol("counts"), counts)?;
+    h.aset(ruby.to_symbol("sum"), snapshot.sum)?;
+    Ok(h.as_value())
 }
 
 /// Runs `func` without the GVL. When Ruby has an interrupt pending (the function was not run,
@@ -489,7 +527,8 @@ fn blocking<R: Send>(
 
 /// One request: env, app, response. Errors returned are non-local exits only.
 fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(), Error> {
-    let started = Instant::now();
+    // Taken when the thread took the request (no second clock read).
+    let started = job.request.taken_at;
     // A jump left over from a request that ended early must not end this one.
     rack::escape::take();
     let Job {

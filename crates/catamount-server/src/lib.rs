@@ -7,6 +7,7 @@
 //! - [`request`] / [`response`]: what a pool thread gets (a whole [`Request`]) and answers with
 //!   (a [`Responder`] that writes without ever blocking the thread on a slow client).
 //! - [`body_buffers`]: request-body buffers kept for reuse between the reactor and the pool.
+//! - [`metrics`]: the counters behind stats and metrics (responses, histograms, bytes, connections).
 //! - `server`: [`Server`], starting and stopping the reactor; `shared`: what the reactor and its
 //!   connections share.
 //!
@@ -14,7 +15,7 @@
 //! write through its [`Responder`].
 //!
 //! The modules' dependencies run one way: `dispatch`, `stream`, `body_buffers`, `hand_over`,
-//! `log`, `spill` and `listener` depend on no other module; `config` ([`ServerConfig`]) on
+//! `log`, `metrics`, `spill` and `listener` depend on no other module; `config` ([`ServerConfig`]) on
 //! `dispatch`; `response` on `dispatch`, `hand_over` and `stream`; `request` on `response` (and
 //! `dispatch`, `body_buffers`); `shared` on `request`, `response`, `config`, `hand_over`,
 //! `body_buffers` and `stream`; `reactor` on `shared` (and the modules below it); `server` on
@@ -28,6 +29,7 @@ pub mod dispatch;
 mod hand_over;
 pub mod listener;
 pub mod log;
+pub mod metrics;
 mod reactor;
 pub mod request;
 pub mod response;
@@ -46,6 +48,7 @@ pub use hand_over::PIECE as HAND_OVER_PIECE;
 pub use listener::{
     bind_all, bind_all_inheriting, BoundListener, InheritedSocket, ListenError, Listener,
 };
+pub use metrics::{Metrics, Snapshot as MetricsSnapshot};
 pub use request::{Body, Job, Peer, Pop, Request, WorkQueue};
 pub use response::{Responder, WriteRoute};
 pub use server::{set_fatal_exit, Server, REACTOR_PANIC_EXIT};

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use catamount_http::RequestHead;
 
@@ -24,10 +24,13 @@ pub struct Job {
 }
 
 /// A taken job counts as running until its responder is dropped: the response is handed over,
-/// or the connection dropped.
+/// or the connection dropped. The time it waited for a thread is counted now.
 impl Work for Box<Job> {
     fn taken(&mut self, running: Running) {
-        self.responder.count_as_running(running);
+        let now = Instant::now();
+        self.request.taken_at = now;
+        self.responder
+            .count_as_running(running, now.saturating_duration_since(self.request.read_at));
     }
 }
 
@@ -42,6 +45,18 @@ pub struct Request {
     pub local_port: Option<u16>,
     /// Time from the end of the head to the end of the body (Puma's `puma.request_body_wait`).
     pub body_wait: Duration,
+    /// When it was read in full (queued for the pool).
+    pub read_at: Instant,
+    /// When a pool thread took it (`read_at` until then): `taken_at - read_at` is the time it
+    /// waited for a thread (`catamount.queue_time`).
+    pub taken_at: Instant,
+}
+
+impl Request {
+    /// How long it waited, read in full, for a pool thread.
+    pub fn queue_time(&self) -> Duration {
+        self.taken_at.saturating_duration_since(self.read_at)
+    }
 }
 
 /// The request body, as `rack.input` will present it.

@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 
 use crate::dispatch::{Running, Waiter};
 use crate::hand_over::{Bounds, HandedOver, Wake, PIECE};
+use crate::metrics::Metrics;
 use crate::stream::Stream;
 
 /// What the pool thread hands to the reactor once the socket stopped taking bytes.
@@ -86,6 +87,9 @@ pub(crate) struct Exchange {
     state: Mutex<ExchangeState>,
     /// The process-wide count this connection's `queued` is part of.
     handed_over: Arc<HandedOver>,
+    /// The server's counters (bytes written, statuses, durations), for this connection's
+    /// responders.
+    pub(crate) metrics: Arc<Metrics>,
     /// Wakes the reactor task.
     changed: Notify,
     /// Wakes a pool thread waiting for a slow client to drain (see [`Responder::wait_for_client`]).
@@ -109,10 +113,11 @@ struct ExchangeState {
 }
 
 impl Exchange {
-    pub(crate) fn new(handed_over: Arc<HandedOver>) -> Exchange {
+    pub(crate) fn new(handed_over: Arc<HandedOver>, metrics: Arc<Metrics>) -> Exchange {
         Exchange {
             state: Mutex::default(),
             handed_over,
+            metrics,
             changed: Notify::new(),
             drained: Condvar::new(),
         }
@@ -285,6 +290,11 @@ pub struct Responder {
     handed_off: bool,
     keep_alive_wanted: bool,
     finished: bool,
+    /// When the request was read in full (`request_duration` runs from there).
+    read_at: Instant,
+    /// The status of the head about to be written ([`set_status`](Self::set_status)), counted
+    /// by the first write after it; 0 when none is pending.
+    status: u16,
 }
 
 impl Responder {
@@ -293,6 +303,7 @@ impl Responder {
         server: Responding,
         exchange: Arc<Exchange>,
         keep_alive_wanted: bool,
+        read_at: Instant,
     ) -> Responder {
         Responder {
             stream,
@@ -302,6 +313,23 @@ impl Responder {
             handed_off: false,
             keep_alive_wanted,
             finished: false,
+            read_at,
+            status: 0,
+        }
+    }
+
+    /// The next write begins a response head with this status: it is counted in the stats
+    /// then (a head replaced before anything was written, by a 500, counts once, as the 500).
+    /// Interim responses (103 Early Hints) are written without it and not counted.
+    pub fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+
+    /// Counts the pending head's status, once, as a write begins.
+    fn head_out(&mut self) {
+        if self.status != 0 {
+            self.exchange.metrics.response(self.status);
+            self.status = 0;
         }
     }
 
@@ -311,8 +339,10 @@ impl Responder {
         self.keep_alive_wanted && !self.server.stopping.load(Ordering::SeqCst)
     }
 
-    /// The request was taken by a pool thread: it counts as running while this responder lives.
-    pub(crate) fn count_as_running(&mut self, running: Running) {
+    /// The request was taken by a pool thread after waiting `queued` for one: it counts as
+    /// running while this responder lives.
+    pub(crate) fn count_as_running(&mut self, running: Running, queued: Duration) {
+        self.exchange.metrics.queue_time.observe(queued);
         self.running = Some(running);
     }
 
@@ -322,6 +352,7 @@ impl Responder {
         if data.is_empty() {
             return Ok(());
         }
+        self.head_out();
         if self.handed_off {
             return self.hand_over(Outgoing::Data(data.to_vec()));
         }
@@ -357,6 +388,7 @@ impl Responder {
             // Not while slow readers hold all the process may hand over.
             && self.exchange.handed_over.now() <= self.server.max_buffered_total;
         if reactor_writes {
+            self.head_out();
             return self
                 .hand_over(Outgoing::Data(data))
                 .map(|_| WriteRoute::Reactor);
@@ -369,6 +401,7 @@ impl Responder {
         if data.is_empty() {
             return Ok(());
         }
+        self.head_out();
         if !self.handed_off {
             let written = self.write_direct(&data)?;
             if written == data.len() {
@@ -391,6 +424,7 @@ impl Responder {
         parts: &[&[u8]],
         sent: &mut u64,
     ) -> io::Result<bool> {
+        self.head_out();
         let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         pieces.extend(
             std::iter::once(head)
@@ -416,6 +450,7 @@ impl Responder {
                 match written {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
+                        self.exchange.metrics.wrote(n);
                         *sent += n as u64;
                         pass_over(&mut pieces, &mut first, n);
                     }
@@ -440,6 +475,7 @@ impl Responder {
     /// Sends `len` bytes of `file` from `offset` with sendfile(2): directly while the socket
     /// takes them, the rest from the reactor.
     pub fn send_file(&mut self, file: File, mut offset: u64, len: u64) -> io::Result<()> {
+        self.head_out();
         let end = offset.saturating_add(len);
         if !self.handed_off {
             while offset < end {
@@ -453,7 +489,7 @@ impl Responder {
                             "file shorter than its announced length",
                         ))
                     }
-                    Ok(_) => {}
+                    Ok(n) => self.exchange.metrics.wrote(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
@@ -492,11 +528,22 @@ impl Responder {
     /// The response is complete.
     pub fn finish(mut self, keep_alive: bool) {
         self.finished = true;
+        let at = Instant::now();
+        self.request_done(at);
         let ending = Ending::Done {
             keep_alive: keep_alive && self.keep_alive_allowed(),
-            at: Instant::now(),
+            at,
         };
         self.exchange.end(ending, self.handed_off);
+    }
+
+    /// Counts the request's duration, for a request a pool thread took (one never taken was
+    /// not served: it is not in `requests_count` either).
+    fn request_done(&self, at: Instant) {
+        if self.running.is_some() {
+            let took = at.saturating_duration_since(self.read_at);
+            self.exchange.metrics.request_duration.observe(took);
+        }
     }
 
     fn bounds(&self) -> Bounds {
@@ -511,7 +558,10 @@ impl Responder {
         while let Some(rest) = data.get(off..).filter(|r| !r.is_empty()) {
             match self.stream.try_write(rest) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => off += n,
+                Ok(n) => {
+                    self.exchange.metrics.wrote(n);
+                    off += n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -576,6 +626,7 @@ impl Drop for Responder {
         // A response that was not finished must not be followed by another on the same stream:
         // the reactor drops the connection.
         if !self.finished {
+            self.request_done(Instant::now());
             self.exchange.end(Ending::Aborted, self.handed_off);
         }
         // Then `running` is dropped: the request no longer counts as running.
@@ -627,8 +678,8 @@ mod tests {
     #[test]
     fn a_thread_over_the_total_is_woken_by_any_connections_release() {
         let handed_over = Arc::new(HandedOver::default());
-        let mine = Arc::new(Exchange::new(handed_over.clone()));
-        let other = Arc::new(Exchange::new(handed_over.clone()));
+        let mine = Arc::new(Exchange::new(handed_over.clone(), Arc::default()));
+        let other = Arc::new(Exchange::new(handed_over.clone(), Arc::default()));
         other.hand_over(Outgoing::Data(vec![0; 1000])).unwrap();
         mine.hand_over(Outgoing::Data(vec![0; 10])).unwrap();
         let bounds = Bounds {

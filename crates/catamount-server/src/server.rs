@@ -15,6 +15,7 @@ use crate::config::ServerConfig;
 use crate::dispatch::Waiter;
 use crate::listener::BoundListener;
 use crate::log;
+use crate::metrics::Metrics;
 use crate::reactor;
 use crate::request::WorkQueue;
 use crate::shared::Shared;
@@ -68,8 +69,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the reactor on its own thread, serving `listeners`.
+    /// Starts the reactor on its own thread, serving `listeners`, with counters of its own.
     pub fn start(config: ServerConfig, listeners: Vec<BoundListener>) -> io::Result<Server> {
+        Server::start_counting(config, listeners, Arc::default())
+    }
+
+    /// [`start`](Self::start), counting into `metrics` (kept by the caller across servers).
+    pub fn start_counting(
+        config: ServerConfig,
+        listeners: Vec<BoundListener>,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Server> {
         let queue = Arc::new(WorkQueue::new(
             config.min_threads,
             config.max_threads,
@@ -80,6 +90,7 @@ impl Server {
         let shared = Arc::new(Shared {
             body_buffers,
             handed_over: Arc::default(),
+            metrics,
             config,
             queue,
             stopping: Arc::new(AtomicBool::new(false)),
@@ -122,6 +133,10 @@ impl Server {
 
     pub fn queue(&self) -> &Arc<WorkQueue> {
         &self.shared.queue
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
     }
 
     pub fn config(&self) -> &ServerConfig {

@@ -1,5 +1,6 @@
 //! What the reactor, its connections and `Server` share while a server runs:
-//! the configuration, the queue, the stop flag, the activity clock and the kept body buffers.
+//! the configuration, the queue, the stop flag, the activity clock, the kept body buffers and
+//! the counters.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Instant;
 use crate::body_buffers::BodyBuffers;
 use crate::config::ServerConfig;
 use crate::hand_over::HandedOver;
+use crate::metrics::Metrics;
 use crate::request::WorkQueue;
 use crate::response::{Exchange, Responder, Responding};
 use crate::stream::Stream;
@@ -27,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) body_buffers: Arc<BodyBuffers>,
     /// Response bytes handed to the reactor and not written yet, over every connection.
     pub(crate) handed_over: Arc<HandedOver>,
+    /// Stats and metrics counters (owned by the embedder, so they outlive this server).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -42,6 +46,7 @@ impl Shared {
         stream: Arc<Stream>,
         exchange: Arc<Exchange>,
         keep_alive_wanted: bool,
+        read_at: Instant,
     ) -> Responder {
         let server = Responding {
             stopping: self.stopping.clone(),
@@ -49,6 +54,6 @@ impl Shared {
             max_buffered_response: self.config.max_buffered_response,
             max_buffered_total: self.config.max_buffered_total,
         };
-        Responder::new(stream, server, exchange, keep_alive_wanted)
+        Responder::new(stream, server, exchange, keep_alive_wanted, read_at)
     }
 }

@@ -82,13 +82,15 @@ module Catamount
         @timers.add(interval, @context.monotonic, block)
       end
 
-      # Puma's cluster stats shape (what `Puma.stats` gives in the master, and the control
-      # server will serve).
-      def stats(reset_max: false) # rubocop:disable Lint/UnusedMethodArgument
+      # Puma 8's cluster stats shape (what `Puma.stats` gives in the master, and the control
+      # server serves), then `versions` and the boot and restart counts (docs/stats.md). Each
+      # worker's `last_status` is its latest check-in, with the `_max` highs the highest since
+      # the last `reset_max: true`.
+      def stats(reset_max: false)
         return {} unless @table
 
         slots = @table.slots.sort_by(&:index)
-        {
+        stats = {
           started_at: Context.iso8601(@started_at),
           workers: @table.count,
           phase: @table.phase,
@@ -96,9 +98,14 @@ module Catamount
           old_workers: @table.old_count,
           worker_status: slots.map do |w|
             { started_at: Context.iso8601(w.started_wall), pid: w.pid, index: w.index, phase: w.phase, booted: w.booted?,
-              last_checkin: Context.iso8601(w.checkin_wall), last_status: w.last_status || {} }
-          end
+              last_checkin: Context.iso8601(w.checkin_wall), last_status: (w.last_status || {}).dup }
+          end,
+          versions: Context.versions,
+          worker_boots: @table.boots,
+          worker_restarts: @table.restarts
         }
+        @table.reset_highs if reset_max
+        stats
       end
 
       # A control server's action (Control): queued for the loop as its signal would be; false

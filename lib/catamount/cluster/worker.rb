@@ -147,11 +147,13 @@ module Catamount
         end
       end
 
-      # The pool stats, sent to the master now and every `worker_check_interval`.
+      # The pool stats, sent to the master now and every `worker_check_interval`. The `_max`
+      # highs are reset at each: each check-in brings the highs of its interval, and the master
+      # keeps the highest since its own last reset.
       def start_pings(options)
         Thread.new do
           loop do
-            @pipes.status(@server.stats)
+            @pipes.status(@server.stats(reset_max: true))
             sleep options[:worker_check_interval]
           end
         rescue IOError, SystemCallError

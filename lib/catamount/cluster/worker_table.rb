@@ -49,6 +49,13 @@ module Catamount
       Expiry = Struct.new(:action, :slot, :missed, :limit, :template)
 
       attr_reader :slots, :phase, :count, :failed_boots
+      # Workers booted since the master started, and workers started in place of one that
+      # exited (died, killed, stopped by a phased restart or refork; not a culled one).
+      attr_reader :boots, :restarts
+
+      # The stats that are highs: a check-in brings the high of its interval, the slot keeps the
+      # highest until `reset_highs` (restarting from the value of `HIGHS[key]` now).
+      HIGHS = { backlog_max: :backlog, reactor_max: :connections_open }.freeze
 
       # Whether workers other than 0 are forked by worker 0 (fork_worker, or a phased restart of
       # a preloaded app): worker 0 then stays when culling, and its death clears the slots it
@@ -70,6 +77,10 @@ module Catamount
         @from_template = false
         @force_at = nil
         @reaped_unknown = {}
+        @boots = 0
+        @restarts = 0
+        # Indexes whose worker exited (and was not culled): the next worker there is a restart.
+        @vacated = []
       end
 
       # Whether a phased restart or refork is under way.
@@ -143,6 +154,7 @@ module Catamount
       # `b`: the worker serves. True the first time every wanted worker has booted (when
       # `after_booted` hooks run).
       def booted(slot, now:)
+        @boots += 1
         slot.booted_at = now
         @failed_boots = 0
         @ever_booted = true
@@ -154,8 +166,18 @@ module Catamount
       # `p`: the worker's pool stats (nil: unreadable, the last ones are kept). True when this
       # makes worker 0 due for a refork (`refork_due?`).
       def status(slot, stats)
-        slot.last_status = stats if stats
+        slot.last_status = keep_highs(slot.last_status, stats) if stats
         refork_due?(slot)
+      end
+
+      # `stats(reset_max: true)`: each slot's highs restart from its current values.
+      def reset_highs
+        @slots.each do |slot|
+          status = slot.last_status
+          next unless status.is_a?(Hash)
+
+          HIGHS.each { |high, now| status[high] = status[now] if status.key?(high) }
+        end
       end
 
       # `i`: the worker has been idle for `idle_timeout` (true), or is busy again.
@@ -170,6 +192,7 @@ module Catamount
         return remember_unknown(pid, status) unless slot
 
         @slots.delete(slot)
+        @vacated << slot.index if slot.index < @count && !@vacated.include?(slot.index)
         # Workers worker 0 was asked to fork and did not report are asked of the next one.
         @slots.reject! { |s| s.pid.nil? } if slot.index.zero? && @from_template
         if slot.stopping?
@@ -233,6 +256,8 @@ module Catamount
         return if count == @count
 
         @count = count
+        # A culled index that grows back later is a new worker, not a restart.
+        @vacated.reject! { |i| i >= count }
         @next_spawn_at = now if delta.positive?
         count
       end
@@ -348,9 +373,20 @@ module Catamount
       private
 
       def add(index, pid, now, wall)
+        @restarts += 1 if @vacated.delete(index)
         slot = Slot.new(index: index, pid: pid, phase: @phase, started_at: now, started_wall: wall)
         @slots << slot
         slot
+      end
+
+      # The check-in's stats, with each high kept at the highest seen since the last reset.
+      def keep_highs(last, stats)
+        return stats unless last.is_a?(Hash) && stats.is_a?(Hash)
+
+        HIGHS.each_key do |high|
+          stats[high] = [stats[high], last[high]].max if stats[high].is_a?(Integer) && last[high].is_a?(Integer)
+        end
+        stats
       end
 
       def remember_unknown(pid, status)

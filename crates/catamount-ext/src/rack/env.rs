@@ -60,6 +60,7 @@ keys! {
     RACK_EARLY_HINTS = "rack.early_hints";
     PUMA_BODY_WAIT = "puma.request_body_wait";
     CATAMOUNT_BODY_WAIT = "catamount.request_body_wait";
+    CATAMOUNT_QUEUE_TIME = "catamount.queue_time";
     // Values shared by every request.
     V_HTTP11 = "HTTP/1.1";
     V_HTTP10 = "HTTP/1.0";
@@ -208,6 +209,8 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
     let wait_ms = request.body_wait.as_secs_f64() * 1000.0;
     pairs.push(k(&PUMA_BODY_WAIT), wait_ms)?;
     pairs.push(k(&CATAMOUNT_BODY_WAIT), wait_ms)?;
+    // Seconds the request waited, read in full, for a pool thread.
+    pairs.push(k(&CATAMOUNT_QUEUE_TIME), request.queue_time().as_secs_f64())?;
     pairs.flush()?;
     Ok(env)
 }

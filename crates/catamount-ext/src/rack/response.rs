@@ -216,6 +216,7 @@ fn write_triple(
     };
     let keep_alive = head.keeps_alive(framing, responder.keep_alive_allowed());
     let out = head.encode(to, framing, known_len, keep_alive);
+    responder.set_status(status);
 
     let written = Written {
         status,
@@ -763,7 +764,8 @@ fn write_error_to(
     if let Some(handler) = settings.error_handler.filter(|_| !escape::pending()) {
         let ruby = Ruby::get_with(env);
         match handled_error(&ruby, ruby.get_inner(handler), request, env, exception) {
-            Ok(bytes) => {
+            Ok((status, bytes)) => {
+                responder.set_status(status);
                 let _ = responder.write_vec(bytes);
                 return;
             }
@@ -774,6 +776,7 @@ fn write_error_to(
         }
     }
     let shown = exception.filter(|_| settings.show_errors);
+    responder.set_status(500);
     let _ = responder.write_vec(builtin_500(request, shown));
 }
 
@@ -791,14 +794,14 @@ fn builtin_500(request: &Request, shown: Option<Value>) -> Vec<u8> {
 }
 
 /// Calls the handler as Puma does (with 1, 2 or 3 arguments by its arity) and turns its
-/// `[status, headers, body]` into response bytes.
+/// `[status, headers, body]` into its status and the response's bytes.
 fn handled_error(
     ruby: &Ruby,
     handler: Value,
     request: &Request,
     env: RHash,
     exception: Option<Value>,
-) -> Result<Vec<u8>, String> {
+) -> Result<(u16, Vec<u8>), String> {
     let exception = match exception {
         Some(e) => e,
         None => ruby
@@ -852,7 +855,7 @@ fn handled_error(
     if escape::quietly(body.respond_to(*ids::CLOSE, false)) == Some(true) {
         escape::quietly(body.funcall::<_, _, Value>(*ids::CLOSE, ()));
     }
-    Ok(head.closing_response(answering(request), &content))
+    Ok((status, head.closing_response(answering(request), &content)))
 }
 
 fn describe_exception(exception: Value) -> String {

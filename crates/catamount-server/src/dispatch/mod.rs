@@ -248,10 +248,12 @@ impl<T> WorkQueue<T> {
         !self.lock().jobs.is_empty()
     }
 
-    /// Queues a complete request. Called by the reactor.
-    pub fn push(&self, job: T) {
+    /// Queues a complete request; returns how many wait now (for the backlog high). Called by
+    /// the reactor.
+    pub fn push(&self, job: T) -> usize {
         let mut st = self.lock();
         st.jobs.push_back(job);
+        let backlog = st.jobs.len();
         // Wake a thread only for a request nobody was woken for yet, and only to take it or to
         // start watching the threads that serve (a watcher looks again by itself).
         if st.waiting > 0
@@ -264,6 +266,7 @@ impl<T> WorkQueue<T> {
         if st.jobs.len() > st.idle() && st.spawned < self.max_threads {
             self.manager.notify_one();
         }
+        backlog
     }
 
     /// Whether the reactor may accept another connection: fewer requests queued or running than

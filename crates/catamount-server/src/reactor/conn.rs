@@ -21,6 +21,7 @@ use tokio::time::Instant as Deadline;
 
 use crate::body_buffers::BodyFill;
 use crate::log;
+use crate::metrics::Metrics;
 use crate::request::{Body, Job, Peer, Request};
 use crate::response::{Ending, Exchange, Outgoing, Step};
 use crate::shared::Shared;
@@ -84,7 +85,12 @@ pub(super) async fn serve(
     _alive: mpsc::Sender<()>,
     arrival: Option<Arc<Arrival>>,
 ) {
-    let exchange = Arc::new(Exchange::new(shared.handed_over.clone()));
+    let exchange = Arc::new(Exchange::new(
+        shared.handed_over.clone(),
+        shared.metrics.clone(),
+    ));
+    // Uncounted when `conn` is dropped.
+    shared.metrics.connection_opened();
     // Dropping `conn` (at the end, or while a panic unwinds this task) closes the exchange and
     // uncounts the arrival.
     let mut conn = Conn {
@@ -137,6 +143,7 @@ impl Drop for Conn {
             arrival.done();
         }
         self.exchange.close();
+        self.shared.metrics.connection_closed();
     }
 }
 
@@ -201,9 +208,11 @@ impl Conn {
                 self.stream.clone(),
                 self.exchange.clone(),
                 keep_alive_wanted,
+                request.read_at,
             );
             self.shared.touch();
-            self.shared.queue.push(Box::new(Job { request, responder }));
+            let backlog = self.shared.queue.push(Box::new(Job { request, responder }));
+            self.shared.metrics.backlog_seen(backlog);
             // Queued now, so it counts as a request; stop counting the connection.
             if let Some(arrival) = self.arrival.take() {
                 arrival.done();
@@ -297,12 +306,15 @@ impl Conn {
                 self.read_chunked_body().await?
             }
         };
+        let read_at = Instant::now();
         Ok(Request {
             head,
             body,
             peer: self.peer,
             local_port: self.local_port,
-            body_wait: started.elapsed(),
+            body_wait: read_at.saturating_duration_since(started),
+            read_at,
+            taken_at: read_at,
         })
     }
 
@@ -415,6 +427,7 @@ impl Conn {
     async fn send_continue(&mut self) -> Result<(), Stop> {
         write_all(
             &self.stream,
+            &self.shared.metrics,
             b"HTTP/1.1 100 Continue\r\n\r\n",
             self.shared.config.write_timeout,
         )
@@ -437,7 +450,13 @@ impl Conn {
         deadline: Instant,
     ) -> Read {
         if !*self.stop.borrow() {
-            let read = read_into(&self.stream, &mut self.buf, body.as_deref_mut(), mid_body);
+            let read = read_into(
+                &self.stream,
+                &self.shared.metrics,
+                &mut self.buf,
+                body.as_deref_mut(),
+                mid_body,
+            );
             tokio::select! {
                 r = tokio::time::timeout_at(Deadline::from_std(deadline), read) => {
                     return read_outcome(r.ok(), Read::TimedOut);
@@ -446,7 +465,13 @@ impl Conn {
             }
         }
         let until = Deadline::from_std(self.stop_deadline(deadline, mid_body));
-        let read = read_into(&self.stream, &mut self.buf, body, mid_body);
+        let read = read_into(
+            &self.stream,
+            &self.shared.metrics,
+            &mut self.buf,
+            body,
+            mid_body,
+        );
         read_outcome(
             tokio::time::timeout_at(until, read).await.ok(),
             Read::Stopping,
@@ -488,14 +513,19 @@ impl Conn {
                     if self.panic_in_delivery {
                         panic!("test hook: a connection task panics while delivering");
                     }
-                    if write_all(&self.stream, &data, write_timeout).await.is_err() {
+                    let metrics = &self.shared.metrics;
+                    if write_all(&self.stream, metrics, &data, write_timeout)
+                        .await
+                        .is_err()
+                    {
                         return Delivered::Abort;
                     }
                     self.exchange.release(data.capacity() as u64);
                     continue;
                 }
                 Step::Write(Outgoing::File { file, offset, len }) => {
-                    if send_file(&self.stream, &file, offset, len, write_timeout)
+                    let metrics = &self.shared.metrics;
+                    if send_file(&self.stream, metrics, &file, offset, len, write_timeout)
                         .await
                         .is_err()
                     {
@@ -518,7 +548,7 @@ impl Conn {
                 self.exchange.changed().await;
                 continue;
             }
-            let read = read_some(&self.stream, &mut self.buf, HEAD_READ);
+            let read = read_some(&self.stream, &self.shared.metrics, &mut self.buf, HEAD_READ);
             tokio::select! {
                 _ = self.exchange.changed() => {}
                 r = read => {
@@ -551,9 +581,16 @@ impl Conn {
 
     async fn reject(&mut self, version: Version, status: u16) {
         let response = error_response(version, status);
-        if write_all(&self.stream, &response, self.shared.config.write_timeout)
-            .await
-            .is_ok()
+        let metrics = &self.shared.metrics;
+        metrics.response(status);
+        if write_all(
+            &self.stream,
+            metrics,
+            &response,
+            self.shared.config.write_timeout,
+        )
+        .await
+        .is_ok()
         {
             self.linger().await;
         }
@@ -574,7 +611,10 @@ impl Conn {
                 scratch.clear();
                 match stream.try_read_buf(&mut scratch) {
                     Ok(0) => return,
-                    Ok(n) => total += n,
+                    Ok(n) => {
+                        self.shared.metrics.read(n);
+                        total += n;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => return,
                 }
@@ -597,6 +637,7 @@ fn read_outcome(read: Option<io::Result<usize>>, late: Read) -> Read {
 /// `buf` (body bytes when `mid_body`, else the start of a head).
 async fn read_into(
     stream: &Stream,
+    metrics: &Metrics,
     buf: &mut BytesMut,
     body: Option<&mut BodyFill>,
     mid_body: bool,
@@ -608,19 +649,35 @@ async fn read_into(
             stream.readable().await?;
             match stream.try_read_buf(body.room_for_read()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return other,
+                other => return counted_read(metrics, other),
             }
         },
-        None => read_some(stream, buf, if mid_body { BODY_READ } else { HEAD_READ }).await,
+        None => {
+            let max = if mid_body { BODY_READ } else { HEAD_READ };
+            read_some(stream, metrics, buf, max).await
+        }
     }
 }
 
 /// Waits until the socket has bytes and appends at most `max` of them to `buf`; 0 means the
 /// client closed its side.
-async fn read_some(stream: &Stream, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+async fn read_some(
+    stream: &Stream,
+    metrics: &Metrics,
+    buf: &mut BytesMut,
+    max: usize,
+) -> io::Result<usize> {
     // Reclaims the space of consumed bytes when that is cheap, else grows the buffer.
     buf.reserve(max);
-    read_spare(stream, &mut buf.limit(max)).await
+    counted_read(metrics, read_spare(stream, &mut buf.limit(max)).await)
+}
+
+/// Counts the bytes a read got (`bytes_in`).
+fn counted_read(metrics: &Metrics, read: io::Result<usize>) -> io::Result<usize> {
+    if let Ok(n) = read {
+        metrics.read(n);
+    }
+    read
 }
 
 /// Waits until the socket has bytes and appends at most `buf`'s next chunk of spare space.
@@ -635,14 +692,22 @@ async fn read_spare<B: BufMut>(stream: &Stream, buf: &mut B) -> io::Result<usize
 }
 
 /// Writes all of `data`; fails if the client goes away or takes nothing for `timeout`.
-async fn write_all(stream: &Stream, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+async fn write_all(
+    stream: &Stream,
+    metrics: &Metrics,
+    mut data: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
     while !data.is_empty() {
         tokio::time::timeout(timeout, stream.writable())
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         match stream.try_write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = data.get(n..).unwrap_or_default(),
+            Ok(n) => {
+                metrics.wrote(n);
+                data = data.get(n..).unwrap_or_default();
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -653,6 +718,7 @@ async fn write_all(stream: &Stream, mut data: &[u8], timeout: Duration) -> io::R
 
 async fn send_file(
     stream: &Stream,
+    metrics: &Metrics,
     file: &File,
     mut offset: u64,
     len: u64,
@@ -668,7 +734,7 @@ async fn send_file(
             .min(1 << 30);
         match stream.try_sendfile(file, &mut offset, want) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => {}
+            Ok(n) => metrics.wrote(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
