@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require_relative "support/helper"
+require "open3"
 
 # Stats (docs/stats.md): `Catamount.stats`, `Puma.stats` and `Puma.stats_hash` read in-process
 # by the app (test/apps/stats.ru) in single mode, and by a master's plugin timer in a cluster;
@@ -194,6 +195,32 @@ class TestStats < Minitest::Test
           assert_operator env[key]["value"], :>=, 0.0, key
         end
       end
+    end
+  end
+
+  # Native::Server#stats answers the same keys before the server starts and after it stopped
+  # (a cluster master's server is never started).
+  def test_native_server_stats_before_start_and_after_stop
+    script = <<~RUBY
+      require "catamount"
+      require "json"
+      options = Catamount::Native.parse_cli(["-b", "tcp://127.0.0.1:0", "-t", "1:1", "--no-config"]).resolve([])
+      settings = { rack_version: nil, http_version: false, script_name: "", server_software: "x", errors: $stderr,
+                   null_input: Catamount::NullInput::INSTANCE, environment: "test", multiprocess: false,
+                   lowlevel_error_handler: nil, access_logger: nil, out_of_band: nil, inherited: [] }
+      server = Catamount::Native::Server.new(options, settings)
+      before = server.stats
+      server.start
+      server.stop
+      server.wait
+      puts JSON.generate(before: before, after: server.stats(reset_max: true))
+    RUBY
+    out, err, status = Open3.capture3(RbConfig.ruby, "-w", "-I", File.join(Support::ROOT, "lib"), "-e", script)
+    assert status.success?, err
+    assert_empty err
+    JSON.parse(out, symbolize_names: true).each_value do |s|
+      assert_server_shape(s)
+      assert_equal [0, 0, 1, 1], s.values_at(:requests_count, :running, :max_threads, :pool_capacity)
     end
   end
 

@@ -79,8 +79,17 @@ pub struct Metrics {
     responses: [AtomicU64; 5],
     pub request_duration: Histogram,
     pub queue_time: Histogram,
-    bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// What the reactor thread updates, apart from what pool threads update.
+    reactor: ReactorSide,
+}
+
+/// The counters the reactor thread updates, in cache lines of their own: sharing a line with
+/// the pool threads' counters would make the two cores pass it back and forth on every request.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct ReactorSide {
+    bytes_in: AtomicU64,
     /// Signed: an open and its close are always paired, but a reset between them (a forked
     /// worker's, which has no connections) must not wrap.
     connections_open: AtomicI64,
@@ -117,7 +126,7 @@ impl Metrics {
     }
 
     pub fn read(&self, n: usize) {
-        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.reactor.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn wrote(&self, n: usize) {
@@ -125,35 +134,48 @@ impl Metrics {
     }
 
     pub fn connection_opened(&self) {
-        self.connections_accepted.fetch_add(1, Ordering::Relaxed);
-        let open = self.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
-        self.reactor_max
+        self.reactor
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        let open = self
+            .reactor
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        self.reactor
+            .reactor_max
             .fetch_max(u64::try_from(open).unwrap_or(0), Ordering::Relaxed);
     }
 
     pub fn connection_closed(&self) {
-        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.reactor
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The queue holds `backlog` requests now.
     pub fn backlog_seen(&self, backlog: usize) {
-        self.backlog_max
+        self.reactor
+            .backlog_max
             .fetch_max(backlog as u64, Ordering::Relaxed);
     }
 
     /// Reads every counter. With `reset_max`, the two highs restart from the current values
     /// (`backlog_now`, the connections open) once read.
     pub fn snapshot(&self, backlog_now: usize, reset_max: bool) -> Snapshot {
-        let open = u64::try_from(self.connections_open.load(Ordering::Relaxed)).unwrap_or(0);
+        let open =
+            u64::try_from(self.reactor.connections_open.load(Ordering::Relaxed)).unwrap_or(0);
         let (backlog_max, reactor_max) = if reset_max {
             (
-                self.backlog_max.swap(backlog_now as u64, Ordering::Relaxed),
-                self.reactor_max.swap(open, Ordering::Relaxed),
+                self.reactor
+                    .backlog_max
+                    .swap(backlog_now as u64, Ordering::Relaxed),
+                self.reactor.reactor_max.swap(open, Ordering::Relaxed),
             )
         } else {
             (
-                self.backlog_max.load(Ordering::Relaxed),
-                self.reactor_max.load(Ordering::Relaxed),
+                self.reactor.backlog_max.load(Ordering::Relaxed),
+                self.reactor.reactor_max.load(Ordering::Relaxed),
             )
         };
         let mut responses = [0u64; 5];
@@ -164,10 +186,10 @@ impl Metrics {
             responses,
             request_duration: self.request_duration.snapshot(),
             queue_time: self.queue_time.snapshot(),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_in: self.reactor.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             connections_open: open,
-            connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
+            connections_accepted: self.reactor.connections_accepted.load(Ordering::Relaxed),
             // A high is never below what is there now.
             backlog_max: backlog_max.max(backlog_now as u64),
             reactor_max: reactor_max.max(open),
@@ -182,15 +204,15 @@ impl Metrics {
         self.request_duration.reset();
         self.queue_time.reset();
         for c in [
-            &self.bytes_in,
+            &self.reactor.bytes_in,
             &self.bytes_out,
-            &self.connections_accepted,
-            &self.backlog_max,
-            &self.reactor_max,
+            &self.reactor.connections_accepted,
+            &self.reactor.backlog_max,
+            &self.reactor.reactor_max,
         ] {
             c.store(0, Ordering::Relaxed);
         }
-        self.connections_open.store(0, Ordering::Relaxed);
+        self.reactor.connections_open.store(0, Ordering::Relaxed);
     }
 }
 
