@@ -139,6 +139,8 @@ pub struct ControlServer {
     /// Routed commands not yet returned by `poll` (found during `flush`, or the current poll).
     ready: Vec<(u64, &'static str)>,
     retry_accept: bool,
+    /// Answers whose connection closed (error or deadline) before they were sent in full.
+    answers_cut: u64,
     /// Set by `close_in_child`: dropping must not unlink the owner's socket file.
     keep_file: bool,
 }
@@ -199,6 +201,7 @@ impl ControlServer {
             next_token: 1,
             ready: Vec::new(),
             retry_accept: false,
+            answers_cut: 0,
             keep_file: false,
         })
     }
@@ -273,13 +276,14 @@ impl ControlServer {
     }
 
     /// Sends pending answers, waiting at most `limit` (before exec or exit, which would cut
-    /// them). True when every answer was sent in full (its clients' own closes are not waited
+    /// them). True when every answer was sent in full, none cut by an error or its deadline (its clients' own closes are not waited
     /// for). Requests that arrive meanwhile are kept for the next `poll`.
     pub fn flush(&mut self, limit: Duration) -> bool {
         let end = Instant::now() + limit;
+        let cut = self.answers_cut;
         loop {
             if self.sending() == 0 {
-                return true;
+                return self.answers_cut == cut;
             }
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -492,6 +496,9 @@ impl ControlServer {
 
     fn close_conn(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(&token) {
+            if let Phase::Writing { .. } = conn.phase {
+                self.answers_cut += 1;
+            }
             // A forked child may hold a copy of this socket; without this its events would
             // keep arriving here.
             let _ = self.poll.registry().deregister(conn.stream.source());
