@@ -222,4 +222,145 @@ class TestControlNative < Minitest::Test
     Process.wait(pid)
     assert_nil Catamount::Native.process_memory(pid)
   end
+
+  # -- Native.prometheus, checked with the real Python prometheus-client parser --
+
+  VENV_PYTHON = File.join(Dir.home, ".cache", "catamount", "venv", "bin", "python3")
+  PARSE = <<~PY
+    import json, sys
+    from prometheus_client.parser import text_string_to_metric_families
+    families = [{"name": f.name, "type": f.type, "help": f.documentation,
+                 "samples": [[s.name, s.labels, s.value] for s in f.samples]}
+                for f in text_string_to_metric_families(sys.stdin.read())]
+    print(json.dumps(families))
+  PY
+  BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].freeze
+  VERSIONS = { catamount: "0.1.0", ruby: { engine: "ruby", version: RUBY_VERSION, patchlevel: 0 } }.freeze
+
+  # The families the real parser finds in `text`: {family name => {type:, help:, samples: [[name, labels, value]]}}.
+  def parse_prometheus(text)
+    assert File.executable?(VENV_PYTHON), "#{VENV_PYTHON} missing: script/bootstrap installs prometheus-client there"
+    out = IO.popen([VENV_PYTHON, "-c", PARSE], "r+", err: %i[child out]) do |io|
+      io.write(text)
+      io.close_write
+      io.read
+    end
+    assert $?.success?, "the parser refused the text:\n#{out}\n#{text}"
+    JSON.parse(out, allow_nan: true).to_h { |f| [f["name"], f] }
+  end
+
+  def value(families, family, sample, labels = {})
+    found = families.fetch(family) { flunk "no family #{family}" }["samples"].select { |n, l, _| n == sample && l == labels }
+    assert_equal 1, found.size, "#{sample} #{labels}: #{found}"
+    found.first.last
+  end
+
+  def server_stats(requests)
+    { backlog: 1, running: 4, pool_capacity: 2, busy_threads: 3, io_threads: 0, backlog_max: 2, max_threads: 5,
+      requests_count: requests, reactor_max: 3,
+      responses: { "1xx": 0, "2xx": requests - 2, "3xx": 1, "4xx": 1, "5xx": 0 },
+      request_duration: { bounds: BOUNDS, counts: [1, 2, 3, 5, 8, 13, 21, 30, 35, 38, 40, 41, 42, requests], sum: 12.5 },
+      queue_time: { bounds: BOUNDS, counts: [requests] * 14, sum: 0.0125 },
+      bytes_in: 1000, bytes_out: 5000, connections_open: 2, connections_accepted: 10 }
+  end
+
+  def assert_server_series(families, stats, labels)
+    { "catamount_requests" => ["catamount_requests_total", :requests_count],
+      "catamount_threads_busy" => ["catamount_threads_busy", :busy_threads],
+      "catamount_threads_running" => ["catamount_threads_running", :running],
+      "catamount_threads_max" => ["catamount_threads_max", :max_threads],
+      "catamount_pool_capacity" => ["catamount_pool_capacity", :pool_capacity],
+      "catamount_backlog" => ["catamount_backlog", :backlog],
+      "catamount_connections_open" => ["catamount_connections_open", :connections_open],
+      "catamount_connections_accepted" => ["catamount_connections_accepted_total", :connections_accepted],
+      "catamount_received_bytes" => ["catamount_received_bytes_total", :bytes_in],
+      "catamount_sent_bytes" => ["catamount_sent_bytes_total", :bytes_out] }.each do |family, (sample, key)|
+      assert_equal stats[key], value(families, family, sample, labels), sample
+    end
+    stats[:responses].each do |klass, n|
+      assert_equal n, value(families, "catamount_responses", "catamount_responses_total", labels.merge("status_class" => klass.to_s))
+    end
+    { "catamount_request_duration_seconds" => :request_duration,
+      "catamount_request_queue_time_seconds" => :queue_time }.each do |family, key|
+      h = stats[key]
+      assert_equal "histogram", families[family]["type"]
+      (BOUNDS + [Float::INFINITY]).each_with_index do |le, i|
+        le_text = le.infinite? ? "+Inf" : families[family]["samples"].map { |_, l, _| l["le"] }.find { |t| t && Float(t) == le }
+        assert_equal h[:counts][i], value(families, family, "#{family}_bucket", labels.merge("le" => le_text)), "#{family} le=#{le}"
+      end
+      assert_in_delta h[:sum], value(families, family, "#{family}_sum", labels)
+      assert_equal h[:counts].last, value(families, family, "#{family}_count", labels)
+    end
+  end
+
+  def test_prometheus_single_mode
+    stats = { started_at: "2026-12-05T14:00:00Z" }.merge(server_stats(42)).merge(versions: VERSIONS)
+    families = parse_prometheus(Catamount::Native.prometheus(stats, { Process.pid => [123_456, 65_432] }))
+    assert_server_series(families, stats, {})
+    assert_equal "counter", families["catamount_requests"]["type"]
+    assert_equal "gauge", families["catamount_threads_busy"]["type"]
+    assert_equal 123_456, value(families, "catamount_process_resident_memory_bytes", "catamount_process_resident_memory_bytes")
+    assert_equal 65_432, value(families, "catamount_process_proportional_memory_bytes", "catamount_process_proportional_memory_bytes")
+    families.each_value do |f|
+      refute(f["samples"].any? { |_, l, _| l.key?("worker") || l.key?("role") }, f["name"])
+      refute_empty f["help"], f["name"]
+    end
+    refute families.key?("catamount_workers")
+  end
+
+  def test_prometheus_cluster_mode
+    checked_in = server_stats(7)
+    # A check-in read back from the pipe's JSON has String keys: both kinds are read.
+    from_json = JSON.parse(JSON.generate(server_stats(9)))
+    stats = { started_at: "2026-12-05T14:00:00Z", workers: 3, phase: 2, booted_workers: 2, old_workers: 1,
+              worker_status: [
+                { started_at: "x", pid: 111, index: 0, phase: 2, booted: true, last_checkin: "y", last_status: checked_in },
+                { started_at: "x", pid: 222, index: 1, phase: 1, booted: true, last_checkin: "y", last_status: from_json },
+                { started_at: "x", pid: 333, index: 2, phase: 2, booted: false, last_checkin: "y", last_status: {} }
+              ],
+              versions: VERSIONS, worker_boots: 5, worker_restarts: 2 }
+    memory = { Process.pid => [1000, nil], 111 => [2000, 1500], 333 => [3000, nil], 999_999 => [1, 1] }
+    families = parse_prometheus(Catamount::Native.prometheus(stats, memory))
+    assert_server_series(families, checked_in, { "worker" => "0" })
+    assert_server_series(families, server_stats(9), { "worker" => "1" })
+    refute(families.values.any? { |f| f["name"] != "catamount_worker_phase" && f["name"] != "catamount_worker_booted" &&
+                                      !f["name"].include?("memory") && f["samples"].any? { |_, l, _| l["worker"] == "2" } },
+           "a worker without a check-in has no per-server series")
+    assert_equal 3, value(families, "catamount_workers", "catamount_workers")
+    assert_equal 2, value(families, "catamount_workers_booted", "catamount_workers_booted")
+    assert_equal 2, value(families, "catamount_phase", "catamount_phase")
+    assert_equal 5, value(families, "catamount_worker_boots", "catamount_worker_boots_total")
+    assert_equal 2, value(families, "catamount_worker_restarts", "catamount_worker_restarts_total")
+    assert_equal 1, value(families, "catamount_worker_phase", "catamount_worker_phase", { "worker" => "1" })
+    assert_equal 1, value(families, "catamount_worker_booted", "catamount_worker_booted", { "worker" => "0" })
+    assert_equal 0, value(families, "catamount_worker_booted", "catamount_worker_booted", { "worker" => "2" })
+    rss = "catamount_process_resident_memory_bytes"
+    pss = "catamount_process_proportional_memory_bytes"
+    assert_equal 1000, value(families, rss, rss, { "role" => "master" })
+    assert_equal 2000, value(families, rss, rss, { "worker" => "0" })
+    assert_equal 3000, value(families, rss, rss, { "worker" => "2" })
+    assert_equal 1500, value(families, pss, pss, { "worker" => "0" })
+    assert_equal 1, families[pss]["samples"].size, "PSS only where readable"
+    assert_equal 3, families[rss]["samples"].size, "an unknown pid is left out"
+  end
+
+  def test_prometheus_content_type
+    assert_equal "text/plain; version=0.0.4; charset=utf-8", Catamount::Native::PROMETHEUS_CONTENT_TYPE
+  end
+
+  def test_prometheus_tolerates_missing_and_odd_values
+    assert_equal "", Catamount::Native.prometheus({}, {})
+    odd = { worker_status: [1, nil, { index: "x" }, { index: 0, last_status: { responses: "x", request_duration: { bounds: [1.0], counts: [1] } } }],
+            workers: "two", phase: -1 }
+    text = Catamount::Native.prometheus(odd, { "pid" => [1, 2], 5 => "x", Process.pid => [nil, nil] })
+    families = parse_prometheus(text)
+    refute families.key?("catamount_workers")
+    refute families.key?("catamount_request_duration_seconds")
+    text = Catamount::Native.prometheus({ requests_count: 3.0, backlog: nil, responses: { "2xx" => 3 } }, {})
+    families = parse_prometheus(text)
+    assert_equal 3, value(families, "catamount_requests", "catamount_requests_total")
+    assert_equal 3, value(families, "catamount_responses", "catamount_responses_total", { "status_class" => "2xx" })
+    refute families.key?("catamount_backlog")
+  end
 end
+

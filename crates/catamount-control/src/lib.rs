@@ -12,6 +12,7 @@
 //! - [`answer`]: the bytes of an answer.
 //! - [`listen`]: control URLs (`auto`, `tcp://`, `unix://`, `unix://@abstract`) and binding.
 //! - [`server`]: [`ControlServer`]: accept, read, parse, deadlines, answers, flush, close.
+//! - [`metrics`]: Prometheus text exposition (format 0.0.4) from a typed [`metrics::Snapshot`].
 //! - [`memory`]: a process's RSS and PSS from `/proc`.
 
 pub mod answer;
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod command;
 pub mod listen;
 pub mod memory;
+pub mod metrics;
 pub mod server;
 
 pub use listen::ControlError;
