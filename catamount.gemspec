@@ -18,7 +18,7 @@ Gem::Specification.new do |spec|
     "lib/**/*.rb", "exe/*", "ext/catamount/extconf.rb", "README.md"
   ]
   spec.bindir = "exe"
-  spec.executables = ["catamount"]
+  spec.executables = ["catamount", "catamountctl"]
   spec.require_paths = ["lib"]
   # Builds crates/catamount-ext with cargo (see ext/catamount/extconf.rb).
   spec.extensions = ["ext/catamount/extconf.rb"]

@@ -2,7 +2,7 @@
 
 require "helper"
 
-# `gem build` then `gem install` of the built gem works offline, and its executable serves.
+# `gem build` then `gem install` of the built gem works offline, and its executables run.
 class TestGem < Minitest::Test
   include Support::ServerTest
   parallelize_me!
@@ -34,6 +34,7 @@ class TestGem < Minitest::Test
       sh(env, "gem", "install", "--local", "--no-document", gem, chdir: dir)
       out = sh(env, File.join(home, "bin", "catamount"), "--version", chdir: dir)
       assert_match(/catamount version #{Regexp.escape(Catamount::VERSION)}/o, out)
+      assert_equal "#{Catamount::VERSION}\n", sh(env, File.join(home, "bin", "catamountctl"), "-V", chdir: dir)
     end
   end
 end

@@ -1,6 +1,7 @@
 //! `catamount.so`: the native extension the user's Ruby loads.
 //!
 //! - [`config`]: the command line and options, as Ruby objects.
+//! - [`ctl`]: `catamountctl` (crates/catamount-ctl) with Ruby's stdout and config files.
 //! - [`server`]: the server handle and the Ruby thread pool's loop.
 //! - [`rack`]: the Rack bridge (env in, response out).
 //! - [`control`]: the control server and Prometheus text, as Ruby objects.
@@ -8,6 +9,7 @@
 
 mod config;
 mod control;
+mod ctl;
 mod errors;
 mod ffi;
 mod rack;
@@ -26,6 +28,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     native.const_set("USAGE", config::usage())?;
     native.define_singleton_method("dsl_options", function!(config::dsl_options, 0))?;
     native.define_singleton_method("given_values", function!(config::given_values, 1))?;
+    native.define_singleton_method("ctl", function!(ctl::ctl, 2))?;
     native.define_singleton_method("log_line", function!(server::log_line, 2))?;
     native.define_singleton_method("log_flush", function!(server::log_flush, 1))?;
     native.define_singleton_method(
