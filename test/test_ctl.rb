@@ -140,6 +140,117 @@ class TestCtl < Minitest::Test
     end
   end
 
+  # ---- the control server's path ----
+
+  # The JSON catamountctl or pumactl printed after "Command <cmd> sent success".
+  def printed_json(out, command)
+    first, body = out.split("\n", 2)
+    assert_equal "Command #{command} sent success", first
+    JSON.parse(body)
+  end
+
+  COMMANDS.each_key do |which|
+    # Over TCP with the token the server generated, found in the state file.
+    define_method("test_control_server_over_tcp_through_the_state_file_with_#{which}") do
+      Dir.mktmpdir do |dir|
+        server = single_server(dir, "-t", "2:2", "--control-url", "tcp://127.0.0.1:0")
+        state = "#{dir}/state"
+        token = File.read(state)[/^control_auth_token: (\h+)$/, 1]
+        url = File.read(state)[/^control_url: (\S+)$/, 1]
+        assert_equal 32, token&.size, File.read(state)
+
+        out, err, status = ctl(which, "-S", state, "stats")
+        assert_equal ["", 0], [err, status]
+        assert_equal 2, printed_json(out, "stats")["max_threads"]
+        out, = ctl(which, "-S", state, "gc-stats")
+        assert_kind_of Integer, printed_json(out, "gc-stats")["count"]
+        out, = ctl(which, "-S", state, "thread-backtraces")
+        assert printed_json(out, "thread-backtraces").all? { |t| t["name"].start_with?("Thread: TID-") }, out
+        assert_ctl "Command gc sent success\n", 0, which, "-S", state, "gc"
+        assert_ctl "Puma is started\n", 0, which, "-S", state, "status"
+        # The same through -C and -T.
+        out, = ctl(which, "-C", url, "-T", token, "stats")
+        assert_equal 2, printed_json(out, "stats")["max_threads"]
+
+        # Refusals.
+        assert_ctl "Unauthorized access to server (wrong auth token)\n", 1, which, "-C", url, "-T", token.reverse, "stats"
+        assert_ctl "Unauthorized access to server (wrong auth token)\n", 1, which, "-C", url, "stats"
+        assert_ctl "", 1, which, "-Q", "-C", url, "-T", "wrong", "stats"
+        assert_ctl "Command error: { \"error\": \"reload_worker_directory not available\" }\n", 1,
+                   which, "-S", state, "reload-worker-directory"
+
+        # info goes by signal, to the state file's pid, even with a control server.
+        if which == :catamountctl
+          assert_ctl "Command info sent success\n", 0, which, "-S", state, "info"
+          server.wait_for(/Thread #<Thread:.*run>/, stream: :stderr)
+        end
+
+        assert_ctl "Command stop sent success\n", 0, which, "-S", state, "stop"
+        server.wait_for(/Goodbye!/)
+        server.wait_exit
+        assert_ctl "Connection refused - connect(2) for \"127.0.0.1\" port #{url[/\d+\z/]}\n", 1, which, "-C", url, "status"
+      end
+    end
+
+    # Over a UNIX socket without a token (none is sent, or one is and is ignored); a restart
+    # over the control server is a hot one, with the control server back.
+    define_method("test_control_server_over_unix_without_a_token_and_restart_with_#{which}") do
+      Dir.mktmpdir do |dir|
+        url = "unix://#{dir}/ctl.sock"
+        server = single_server(dir, "--control-url", url, "--control-token", "none")
+        out, = ctl(which, "-C", url, "stats")
+        assert_kind_of Integer, printed_json(out, "stats")["requests_count"]
+        out, = ctl(which, "-C", url, "-T", "anything", "stats")
+        assert_kind_of Integer, printed_json(out, "stats")["requests_count"]
+        assert_ctl "Command restart sent success\n", 0, which, "-C", url, "restart"
+        server.wait_for(/Restarting\.\.\..*Catamount starting.*Use Ctrl-C to stop/m)
+        refute server.exited?, "the same process (exec)"
+        assert wait_until { ctl(which, "-C", url, "status")[2].zero? }, "the control server is back"
+        assert_ctl "Command halt sent success\n", 0, which, "-C", url, "halt"
+        server.wait_for(/Stopping immediately/)
+        server.wait_exit
+      end
+    end
+
+    # A cluster's master answers; data_only refuses the actions.
+    define_method("test_control_server_of_a_cluster_and_data_only_with_#{which}") do
+      Dir.mktmpdir do |dir|
+        File.write("#{dir}/puma.rb", <<~RUBY)
+          activate_control_app "unix://#{dir}/ctl.sock", auth_token: "s3cret", data_only: true
+        RUBY
+        server = single_server(dir, "-w", "2", "-C", "#{dir}/puma.rb")
+        server.wait_for(/Worker 0 \(PID: \d+\) booted.*Worker 1 \(PID: \d+\) booted|Worker 1 \(PID: \d+\) booted.*Worker 0 \(PID: \d+\) booted/m)
+        stats = nil
+        assert wait_until {
+          out, = ctl(which, "-S", "#{dir}/state", "stats")
+          stats = printed_json(out, "stats")
+          stats["booted_workers"] == 2
+        }, stats.inspect
+        assert_equal 2, stats["worker_status"].size
+        assert_ctl "Command error: Command \"stop\" unavailable\n", 1, which, "-S", "#{dir}/state", "stop"
+        # The signal-only commands still go to the master's pid.
+        assert_ctl "Command worker-count-up sent success\n", 0, which, "-S", "#{dir}/state", "worker-count-up"
+        server.wait_for(/Worker 2 \(PID: \d+\) booted/)
+      ensure
+        kill_named_workers(server)
+      end
+    end
+  end
+
+  # An abstract socket name, and a control server over TCP in a cluster for the actions.
+  def test_control_server_on_an_abstract_name_and_a_cluster_phased_restart
+    name = "catamount-ctl-test-#{Process.pid}-#{rand(1 << 30)}"
+    server = start_server("-w", "2", "--control-url", "unix://@#{name}", "--control-token", "t", "-C", "-",
+                          "-b", "tcp://127.0.0.1:0")
+    server.wait_for(/Worker 1 \(PID: \d+\) booted/)
+    out, = ctl(:catamountctl, "-C", "unix://@#{name}", "-T", "t", "stats")
+    assert printed_json(out, "stats").key?("worker_status"), out
+    assert_ctl "Command phased-restart sent success\n", 0, :catamountctl, "-C", "unix://@#{name}", "-T", "t", "phased-restart"
+    server.wait_for(/Phased restart complete, phase: 1/, timeout: 40)
+  ensure
+    kill_named_workers(server)
+  end
+
   # The config file (-F, or config/puma.rb found in the working directory) names the pidfile.
   def test_pidfile_from_the_config_file
     Dir.mktmpdir do |dir|
