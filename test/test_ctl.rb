@@ -328,6 +328,10 @@ class TestCtl < Minitest::Test
       server = launch(["start"], command: COMMANDS[:catamountctl], chdir: dir, boot: true)
       assert_equal "started #{server.pid}", get(server.port, "/").body
       assert_equal "#{server.pid}\n", File.read("#{dir}/server.pid")
+      # A hot restart runs the same command again (bin/catamount, as exec'd).
+      assert_ctl "Command restart sent success\n", 0, :catamountctl, "restart", chdir: dir
+      server.wait_for(/Restarting\.\.\..*Catamount starting.*Use Ctrl-C to stop/m)
+      refute server.exited?
       assert_ctl "Command stop sent success\n", 0, :catamountctl, "stop", chdir: dir
       assert_equal Signal.list["TERM"], server.wait_exit.termsig
 
