@@ -207,6 +207,30 @@ class TestControlNative < Minitest::Test
     assert_equal body, body_of(thread.value)
   end
 
+  # Single mode: the main thread flushes (halt, exec) while the control thread still polls and
+  # answers; the thread neither waits nor fails, and its answer goes out with the flush.
+  def test_flush_while_another_thread_polls_and_answers
+    c = control
+    client_thread = client(c, get("/halt"))
+    id, command = serve(c, answer: nil) { |s| !s.empty? }.first
+    assert_equal "halt", command
+    assert_nil c.timeout
+    seen_during_flush = nil
+    control_thread = Thread.new do
+      # A timeout while nothing has a deadline: the other thread is flushing now.
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + BOUND
+      Thread.pass while c.timeout.nil? && Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
+      seen_during_flush = [c.timeout, c.poll]
+      c.answer(id, 200, "application/json", '{ "status": "ok" }')
+    end
+    assert c.flush(BOUND), "flush waited for the handed-over request and sent its answer"
+    assert control_thread.value, "the answer was taken"
+    timeout, polled = seen_during_flush
+    assert_kind_of Float, timeout
+    assert_equal [], polled
+    assert_equal '{ "status": "ok" }', body_of(client_thread.value)
+  end
+
   def test_control_token
     a = Catamount::Native.control_token
     assert_match(/\A\h{32}\z/, a)

@@ -261,36 +261,59 @@ impl ControlServer {
         if !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
-        let now = Instant::now();
-        let next = self
-            .conns
-            .values()
-            .filter_map(|c| c.deadline)
-            .min()
-            .map(|d| d.saturating_duration_since(now));
-        match (next, self.retry_accept) {
+        match (self.next_deadline(), self.retry_accept) {
             (Some(d), true) => Some(d.min(ACCEPT_RETRY)),
             (None, true) => Some(ACCEPT_RETRY),
             (next, false) => next,
         }
     }
 
+    /// Time until the nearest connection deadline.
+    fn next_deadline(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.conns
+            .values()
+            .filter_map(|c| c.deadline)
+            .min()
+            .map(|d| d.saturating_duration_since(now))
+    }
+
     /// Sends pending answers, waiting at most `limit` (before exec or exit, which would cut
-    /// them). True when every answer was sent in full, none cut by an error or its deadline (its clients' own closes are not waited
-    /// for). Requests that arrive meanwhile are kept for the next `poll`.
+    /// them). Requests already returned by `poll` and not answered yet are waited for too (in
+    /// single mode another thread may be answering one). True when all of them were sent in
+    /// full, none cut by an error or its deadline; the clients' own closes are not waited for.
+    /// Requests that arrive meanwhile are kept for the next `poll`.
     pub fn flush(&mut self, limit: Duration) -> bool {
         let end = Instant::now() + limit;
         let cut = self.answers_cut;
         loop {
-            if self.sending() == 0 {
+            if self.unfinished() == 0 {
                 return self.answers_cut == cut;
             }
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            self.turn(left.min(self.timeout().unwrap_or(left)));
+            // Not `timeout()`: requests queued for the next poll must not make this spin.
+            self.turn(self.next_deadline().map_or(left, |d| d.min(left)));
         }
+    }
+
+    /// Answers being sent, plus requests handed to the caller and not answered yet.
+    fn unfinished(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|(token, c)| match c.phase {
+                Phase::Writing { .. } => true,
+                Phase::Waiting => !self.ready.iter().any(|(id, _)| *id == token.0 as u64),
+                _ => false,
+            })
+            .count()
+    }
+
+    /// Answers cut by an error or their deadline before they were sent in full, so far.
+    pub fn answers_cut(&self) -> u64 {
+        self.answers_cut
     }
 
     /// Stops listening, closes every connection and, in the process that bound it, unlinks the

@@ -42,6 +42,29 @@ fn client<S: Read + Write + Send + 'static>(mut sock: S, request: Vec<u8>) -> Jo
     })
 }
 
+/// A client that sends `GET path` but reads the answer only once told (through the sender),
+/// so a large answer must wait in the server. Its receive buffer is bounded: the kernel could
+/// otherwise grow it past the whole answer.
+fn slow_reader(
+    s: &ControlServer,
+    path: &str,
+) -> (JoinHandle<Vec<u8>>, std::sync::mpsc::Sender<()>) {
+    let mut reader = tcp(s);
+    socket2::SockRef::from(&reader)
+        .set_recv_buffer_size(64 * 1024)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let request = get(path);
+    let thread = std::thread::spawn(move || {
+        let _ = reader.write_all(&request);
+        let _ = go_rx.recv_timeout(BOUND);
+        let mut out = Vec::new();
+        let _ = reader.read_to_end(&mut out);
+        out
+    });
+    (thread, go_tx)
+}
+
 /// Polls until `done` says so (bounded); returns the commands seen.
 fn drive(
     s: &mut ControlServer,
@@ -241,20 +264,7 @@ fn at_most_64_connections() {
 #[test]
 fn an_answer_larger_than_the_socket_buffer_goes_out_over_several_polls() {
     let mut s = server(None, &all());
-    let mut reader = tcp(&s);
-    // A bounded receive buffer: the kernel may otherwise grow it past the whole answer.
-    socket2::SockRef::from(&reader)
-        .set_recv_buffer_size(64 * 1024)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let c = std::thread::spawn(move || {
-        let _ = reader.write_all(&get("/thread-backtraces"));
-        // Reads only once told, so the answer must wait in the server.
-        let _ = go_rx.recv_timeout(BOUND);
-        let mut out = Vec::new();
-        let _ = reader.read_to_end(&mut out);
-        out
-    });
+    let (c, go_tx) = slow_reader(&s, "/thread-backtraces");
     let seen = drive(&mut s, |_, seen| !seen.is_empty());
     let body: Vec<u8> = (0..8 * 1024 * 1024)
         .map(|i| b'a' + (i % 26) as u8)
@@ -339,4 +349,38 @@ fn the_fd_polls_readable_when_a_client_connects() {
     s.answer(seen[0].0, 200, "text/plain", b"ok");
     assert!(finish(&mut s, c).ends_with("ok"));
     let _ = s.fd().as_raw_fd();
+}
+
+#[test]
+fn flush_waits_for_handed_over_requests_not_for_queued_ones() {
+    let mut s = server(None, &all());
+    // A: its answer is larger than the socket buffers and read only once told.
+    let (a, go_tx) = slow_reader(&s, "/stats");
+    let seen = drive(&mut s, |_, seen| !seen.is_empty());
+    let body = vec![b'a'; 8 * 1024 * 1024];
+    assert!(s.answer(seen[0].0, 200, "text/plain", &body));
+    // B arrives while A's answer waits: a flush takes B in and keeps it for the next poll.
+    let b = client(tcp(&s), get("/gc"));
+    let end = Instant::now() + BOUND;
+    while s.timeout() != Some(Duration::ZERO) {
+        assert!(Instant::now() < end);
+        assert!(
+            !s.flush(Duration::from_millis(10)),
+            "A's answer cannot be done yet"
+        );
+    }
+    let _ = go_tx.send(());
+    assert!(
+        s.flush(BOUND),
+        "A's answer is out; B, not handed over yet, is not waited for"
+    );
+    assert!(a.join().unwrap_or_default().len() > body.len());
+    let seen = s.poll();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].1, "gc");
+    // Handed over and not answered: flush waits for it (here in vain, bounded).
+    assert!(!s.flush(Duration::from_millis(50)));
+    s.answer(seen[0].0, 200, "text/plain", b"late");
+    assert!(s.flush(BOUND));
+    assert!(finish(&mut s, b).ends_with("\r\n\r\nlate"));
 }

@@ -3,11 +3,12 @@
 //! `control_token`, `process_memory` and `prometheus` (a stats Hash → Prometheus text).
 //!
 //! No method blocks: `poll`, `answer` and `timeout` only do what the sockets allow now, and
-//! `flush` waits (bounded) without the GVL. A second thread using the handle while one flushes
-//! gets an error rather than waiting.
+//! `flush` waits (bounded) without the GVL. While one thread flushes, another's `poll` finds
+//! nothing and its `answer` is queued for that flush, so a single-mode control thread never
+//! waits and never fails; only `close` raises then.
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use catamount_control::metrics::{
     self, ClusterStats, Histogram, ProcessMemory, Role, ServerStats, Snapshot, WorkerStats,
@@ -60,10 +61,28 @@ fn process_memory(pid: i64) -> Option<(u64, Option<u64>)> {
 
 #[magnus::wrap(class = "Catamount::Native::ControlServer", free_immediately, size)]
 pub struct RbControl {
-    /// `None` once closed.
+    /// `None` once closed. Held across a GVL release only by `flush`.
     server: Mutex<Option<ControlServer>>,
+    /// Answers given while another thread flushes: sent by that flush, or the next call that
+    /// gets `server`. Held only briefly, never across a GVL release.
+    deferred: Mutex<Vec<Deferred>>,
     url: String,
+    fd: i32,
 }
+
+struct Deferred {
+    id: u64,
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// How long `flush` waits without the GVL at a time: between two waits it sends the answers
+/// other threads gave meanwhile.
+const FLUSH_SLICE: Duration = Duration::from_millis(20);
+
+/// Another thread is flushing (it holds the server while it waits without the GVL).
+struct Busy;
 
 impl RbControl {
     /// `ControlServer.new(url, token, allowed)`; a URL that cannot be listened on raises
@@ -78,20 +97,39 @@ impl RbControl {
             .map_err(|e| Error::new(errors::usage_error(ruby), e.to_string()))?;
         Ok(RbControl {
             url: server.url().to_string(),
+            fd: server.fd(),
             server: Mutex::new(Some(server)),
+            deferred: Mutex::new(Vec::new()),
         })
     }
 
-    fn lock(&self, ruby: &Ruby) -> Result<MutexGuard<'_, Option<ControlServer>>, Error> {
-        match self.server.try_lock() {
-            Ok(guard) => Ok(guard),
-            // A panic while held left it consistent enough to close: every step is per call.
-            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-            Err(TryLockError::WouldBlock) => Err(Error::new(
-                ruby.exception_runtime_error(),
-                "the control server is in use by another thread (flush)",
-            )),
+    /// The server, with the answers deferred so far handed to it.
+    fn lock(&self) -> Result<MutexGuard<'_, Option<ControlServer>>, Busy> {
+        let mut guard = match self.server.try_lock() {
+            Ok(guard) => guard,
+            // A panic while held left it consistent enough to go on: every step is per call.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(Busy),
+        };
+        if let Some(server) = guard.as_mut() {
+            self.send_deferred(server);
         }
+        Ok(guard)
+    }
+
+    fn send_deferred(&self, server: &mut ControlServer) {
+        let deferred =
+            std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+        for d in deferred {
+            server.answer(d.id, d.status, &d.content_type, &d.body);
+        }
+    }
+
+    fn busy_error(ruby: &Ruby) -> Error {
+        Error::new(
+            ruby.exception_runtime_error(),
+            "the control server is being flushed by another thread",
+        )
     }
 
     fn url(&self) -> String {
@@ -99,77 +137,111 @@ impl RbControl {
     }
 
     fn fd(ruby: &Ruby, rb_self: &Self) -> Result<i32, Error> {
-        match rb_self.lock(ruby)?.as_ref() {
-            Some(server) => Ok(server.fd()),
-            None => Err(Error::new(
+        match rb_self.lock() {
+            Ok(guard) if guard.is_none() => Err(Error::new(
                 ruby.exception_io_error(),
                 "control server closed",
             )),
+            _ => Ok(rb_self.fd),
         }
     }
 
-    fn poll(ruby: &Ruby, rb_self: &Self) -> Result<Vec<(u64, &'static str)>, Error> {
-        Ok(match rb_self.lock(ruby)?.as_mut() {
-            Some(server) => server.poll(),
-            None => Vec::new(),
-        })
+    /// While another thread flushes: nothing (that flush keeps what arrives for a later poll).
+    fn poll(&self) -> Vec<(u64, &'static str)> {
+        match self.lock() {
+            Ok(mut guard) => guard.as_mut().map(|s| s.poll()).unwrap_or_default(),
+            Err(Busy) => Vec::new(),
+        }
     }
 
-    fn answer(
-        ruby: &Ruby,
-        rb_self: &Self,
-        id: u64,
-        status: u16,
-        content_type: String,
-        body: RString,
-    ) -> Result<bool, Error> {
+    /// While another thread flushes, the answer is queued for it (true: it will be sent if the
+    /// request still waits).
+    fn answer(&self, id: u64, status: u16, content_type: String, body: RString) -> bool {
         let body = ffi::bytes_of(body);
-        Ok(match rb_self.lock(ruby)?.as_mut() {
-            Some(server) => server.answer(id, status, &content_type, &body),
-            None => false,
-        })
+        match self.lock() {
+            Ok(mut guard) => guard
+                .as_mut()
+                .is_some_and(|s| s.answer(id, status, &content_type, &body)),
+            Err(Busy) => {
+                self.deferred
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Deferred {
+                        id,
+                        status,
+                        content_type,
+                        body,
+                    });
+                true
+            }
+        }
     }
 
-    fn timeout(ruby: &Ruby, rb_self: &Self) -> Result<Option<f64>, Error> {
-        Ok(rb_self
-            .lock(ruby)?
-            .as_ref()
-            .and_then(|s| s.timeout())
-            .map(|d| d.as_secs_f64()))
+    fn timeout(&self) -> Option<f64> {
+        match self.lock() {
+            Ok(guard) => guard.as_ref().and_then(|s| s.timeout()),
+            Err(Busy) => Some(FLUSH_SLICE),
+        }
+        .map(|d| d.as_secs_f64())
     }
 
-    /// Waits without the GVL: the process is about to exec or exit, but other Ruby threads
-    /// (single mode) keep running meanwhile.
+    /// Waits without the GVL, in slices: the process is about to exec or exit, but other Ruby
+    /// threads (single mode) keep running meanwhile, and may still answer a request.
     fn flush(ruby: &Ruby, rb_self: &Self, seconds: f64) -> Result<bool, Error> {
         let limit = Duration::try_from_secs_f64(seconds).unwrap_or_default();
-        let mut guard = rb_self.lock(ruby)?;
+        let end = Instant::now() + limit;
+        let mut guard = rb_self.lock().map_err(|Busy| Self::busy_error(ruby))?;
         let Some(server) = guard.as_mut() else {
             return Ok(true);
         };
-        // Bounded by `limit`, so there is nothing for Ruby to interrupt early.
-        match ffi::without_gvl(|| server.flush(limit), &|| {}) {
-            Ok(done) => Ok(done),
-            Err(Blocked::Interrupted) => {
-                drop(guard);
-                ruby.thread_check_ints()?;
-                Ok(false)
+        let cut = server.answers_cut();
+        loop {
+            rb_self.send_deferred(server);
+            let left = end.saturating_duration_since(Instant::now());
+            let slice = left.min(FLUSH_SLICE);
+            // Bounded by the slice, so there is nothing for Ruby to interrupt early.
+            let done = match ffi::without_gvl(|| server.flush(slice), &|| {}) {
+                Ok(done) => done,
+                Err(Blocked::Interrupted) => {
+                    drop(guard);
+                    ruby.thread_check_ints()?;
+                    return Ok(false);
+                }
+                Err(Blocked::Panicked(message)) => {
+                    return Err(Error::new(
+                        ruby.exception_runtime_error(),
+                        format!("internal error in catamount: {message}"),
+                    ))
+                }
+            };
+            let deferred = !rb_self
+                .deferred
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            if (done && !deferred) || left.is_zero() {
+                return Ok(done && !deferred && server.answers_cut() == cut);
             }
-            Err(Blocked::Panicked(message)) => Err(Error::new(
-                ruby.exception_runtime_error(),
-                format!("internal error in catamount: {message}"),
-            )),
         }
     }
 
     fn close(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
-        if let Some(server) = rb_self.lock(ruby)?.take() {
+        if let Some(server) = rb_self
+            .lock()
+            .map_err(|Busy| Self::busy_error(ruby))?
+            .take()
+        {
             server.close();
         }
         Ok(())
     }
 
     fn close_in_child(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
-        if let Some(server) = rb_self.lock(ruby)?.take() {
+        if let Some(server) = rb_self
+            .lock()
+            .map_err(|Busy| Self::busy_error(ruby))?
+            .take()
+        {
             server.close_in_child();
         }
         Ok(())
