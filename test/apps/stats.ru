@@ -38,6 +38,19 @@ run lambda { |env|
     [Integer(query.fetch("code")), { "content-type" => "text/plain" }, ["status\n"]]
   when "/raise"
     raise "raised on purpose"
+  when "/big", "/file"
+    # Larger than the sockets hold while the client waits for `marker` (written once the pool
+    # thread is done with the response): the rest is written by the reactor. `/file` is sent
+    # with sendfile (a body with `to_path`).
+    marker = query.fetch("marker")
+    env["rack.after_reply"] << -> { File.write(marker, "done") }
+    next [200, {}, ["b" * Integer(query.fetch("size"))]] if env["PATH_INFO"] == "/big"
+
+    path = query.fetch("path")
+    body = Object.new
+    body.define_singleton_method(:to_path) { path }
+    body.define_singleton_method(:each) { |&b| b.call(File.binread(path)) }
+    [200, { "content-length" => File.size(path).to_s }, body]
   when "/env"
     keys = %w[catamount.queue_time puma.request_body_wait]
     json(keys.to_h { |k| [k, { present: env.key?(k), class: env[k].class.name, value: env[k] }] })
