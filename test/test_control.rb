@@ -211,7 +211,9 @@ class TestControl < Minitest::Test
       assert wait_until { title(server.pid) =~ %r{\Acatamount \S+ master \(http://127\.0\.0\.1:\d+\) phase 1, 2/2 workers booted \[#{tag}\]\z} },
              title(server.pid)
       worker = stats["worker_status"].find { |w| w["index"] == 1 }["pid"]
-      assert_equal "catamount: cluster worker 1: #{server.pid} [#{tag}]", title(worker)
+      assert_equal "catamount: cluster worker 1: #{server.pid} phase 1 [#{tag}]", title(worker)
+      worker0 = stats["worker_status"].find { |w| w["index"].zero? }["pid"]
+      assert_equal "catamount: cluster worker 0: #{server.pid} phase 1 [#{tag}]", title(worker0), "a fresh worker 0"
       assert_equal 200, get(server.port, "/").status
       assert_equal 200, control(url, "/stop?token=t").status
       server.wait_for(/Goodbye!/, timeout: 30)
@@ -231,6 +233,9 @@ class TestControl < Minitest::Test
       assert_equal 403, control(url, "/refork").status
       assert_equal 200, control(url, "/refork?token=t").status
       server.wait_for(/Refork complete, phase: 1/, timeout: 40)
+      reforked = server.stdout[/Worker 1 \(PID: (\d+)\) booted in \S+, phase: 1/, 1].to_i
+      assert_match(/\Acatamount: cluster worker 1: #{server.pid} phase 1 \[/, title(reforked), "forked by worker 0")
+      assert_match(/\Acatamount: cluster worker 0: #{server.pid} phase 0 \[/, title(server.stdout[/Worker 0 \(PID: (\d+)\)/, 1].to_i))
       assert_equal [200, '{ "status": "ok" }'], control(url, "/gc?token=t").then { |a| [a.status, a.body] }
       assert_kind_of Integer, control(url, "/gc-stats?token=t").json["count"]
       assert_equal 200, control(url, "/restart?token=t").status

@@ -36,6 +36,7 @@ module Catamount
             "#{table.booted_count}/#{table.count} workers booted", options)
     end
 
+    # A worker's: Puma's, with the phase it was started in.
     def self.worker_title(index, master_pid, phase, options)
       title("catamount: cluster worker #{index}: #{master_pid} phase #{phase}", options)
     end

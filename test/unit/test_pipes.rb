@@ -59,11 +59,11 @@ class TestPipes < Minitest::Test
     pipes = Pipes.new(fork_r: r, fork_w: w)
     queue = Queue.new
     reader = pipes.forward_commands(queue)
-    pipes.template_fork([1, 2])
+    pipes.template_fork([1, 2], 3)
     pipes.template_serve
     pipes.template_refork_done
-    got = Timeout.timeout(2) { Array.new(6) { queue.pop } }
-    assert_equal [Pipes::STOP_SERVING, 1, 2, Pipes::SERVE, Pipes::SERVE, Pipes::REFORK_DONE], got
+    got = Timeout.timeout(2) { Array.new(7) { queue.pop } }
+    assert_equal [Pipes::STOP_SERVING, Pipes::Phase.new(3), 1, 2, Pipes::SERVE, Pipes::SERVE, Pipes::REFORK_DONE], got
   ensure
     # The writer's close ends the reading thread (EOF); closing the read end under it would
     # raise IOError in that thread instead.

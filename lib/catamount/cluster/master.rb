@@ -436,7 +436,7 @@ module Catamount
         if siblings.empty?
           @pipes.template_serve unless @template_serving
         else
-          @pipes.template_fork(siblings)
+          @pipes.template_fork(siblings, @table.phase)
           @table.fork_requested(siblings, now: now, wall: Time.now)
         end
         @template_serving = true
@@ -458,7 +458,7 @@ module Catamount
         started = now
         pid = Process.fork do
           @control&.close_in_child
-          Worker.new(@context, server: @server, index: index, master_pid: @pid, pipes: @pipes,
+          Worker.new(@context, server: @server, index: index, master_pid: @pid, pipes: @pipes, phase: @table.phase,
                                template: @table.from_template && index.zero?, master: self).run(options, app)
         ensure
           @context.exit_now!(Launcher::FAILED) # a worker never returns into the master's code
@@ -475,7 +475,7 @@ module Catamount
         @context.run_hooks(:before_worker_fork, 0)
         env = restart.boot_env.dup
         sockets = restart.hand_over(env, @server.restart_fds)
-        env[Pipes::FRESH_WORKER_VAR], pipe_fds = @pipes.for_fresh_worker(@pid)
+        env[Pipes::FRESH_WORKER_VAR], pipe_fds = @pipes.for_fresh_worker(@pid, @table.phase)
         keep = (sockets + pipe_fds).to_h { |fd| [fd, fd] }
         pid = Process.spawn(env, *restart.restart_argv(options), keep.merge(unsetenv_others: true))
         @table.forked(0, pid, now: now, wall: Time.now)

@@ -17,8 +17,9 @@ module Catamount
     # - alive: workers hold the read end, the master writes nothing; when the master dies it
     #   closes, and the workers stop at once.
     # - fork (`fork_worker` and template mode; the master writes, worker 0 reads), a command a
-    #   line: `-1` stop serving (run `before_refork` if it was serving), `<n>` fork worker n,
-    #   `0` serve (again), `-2` a refork cycle ended (run `after_refork`).
+    #   line: `-1` stop serving (run `before_refork` if it was serving), `p<n>` the workers
+    #   forked from now on are of phase n, `<n>` fork worker n, `0` serve (again), `-2` a refork
+    #   cycle ended (run `after_refork`).
     class Pipes
       # Names the master and the pipes (messages, alive, fork) of the cluster a fresh worker 0
       # joins: "<master pid>,<fd>,<fd>,<fd>".
@@ -30,7 +31,8 @@ module Catamount
       Message = Struct.new(:kind, :pid, :index, :value)
       KINDS = { "b" => :booted, "p" => :status, "i" => :idle, "f" => :forked }.freeze
 
-      # Template commands (fork pipe).
+      # Template commands (fork pipe); a phase arrives as `Phase`.
+      Phase = Struct.new(:number)
       STOP_SERVING = -1
       SERVE = 0
       REFORK_DONE = -2
@@ -41,11 +43,11 @@ module Catamount
         new(messages_r: messages_r, messages_w: messages_w, alive_r: alive_r, alive_w: alive_w)
       end
 
-      # A fresh worker 0's pipes, from FRESH_WORKER_VAR (removed): `[master_pid, pipes]`, or nil
-      # when the variable is malformed.
+      # A fresh worker 0's pipes, from FRESH_WORKER_VAR (removed): `[master_pid, pipes, phase]`,
+      # or nil when the variable is malformed.
       def self.from_env
-        master, *fds = ENV.delete(FRESH_WORKER_VAR).to_s.split(",").map { |n| Integer(n, 10, exception: false) }
-        return unless master && fds.size == 3 && fds.all?
+        master, *fds, phase = ENV.delete(FRESH_WORKER_VAR).to_s.split(",").map { |n| Integer(n, 10, exception: false) }
+        return unless master && phase && fds.size == 3 && fds.all?
 
         messages_w, alive_r, fork_r = fds.map do |fd|
           IO.for_fd(fd, autoclose: true).tap do |io|
@@ -53,7 +55,7 @@ module Catamount
             io.sync = true # a message is a line written at once, as through IO.pipe's end
           end
         end
-        [master, new(messages_w: messages_w, alive_r: alive_r, fork_r: fork_r)]
+        [master, new(messages_w: messages_w, alive_r: alive_r, fork_r: fork_r), phase]
       end
 
       # One message line (without its newline) as a Message; nil for a wake-up (`!`) or
@@ -88,10 +90,11 @@ module Catamount
         @partial = nil
       end
 
-      # The value of FRESH_WORKER_VAR for a new worker 0, and the descriptors it must inherit.
-      def for_fresh_worker(master_pid)
+      # The value of FRESH_WORKER_VAR for a new worker 0 of `phase`, and the descriptors it
+      # must inherit.
+      def for_fresh_worker(master_pid, phase)
         ends = [@messages_w, @alive_r, @fork_r]
-        [[master_pid, *ends.map(&:fileno)].join(","), ends.map(&:fileno)]
+        [[master_pid, *ends.map(&:fileno), phase].join(","), ends.map(&:fileno)]
       end
 
       # A new fork pipe for a new worker 0 (template mode).
@@ -141,9 +144,10 @@ module Catamount
         command_template(SERVE)
       end
 
-      # Tells worker 0 to stop serving, fork these indexes, then serve again.
-      def template_fork(indexes)
-        command_template(STOP_SERVING, *indexes, SERVE)
+      # Tells worker 0 to stop serving, fork these indexes (workers of `phase`), then serve
+      # again.
+      def template_fork(indexes, phase)
+        command_template(STOP_SERVING, "p#{phase}", *indexes, SERVE)
       end
 
       def template_refork_done
@@ -177,7 +181,7 @@ module Catamount
         fork_r = @fork_r
         Thread.new do
           while (line = fork_r.gets)
-            command = Integer(line, exception: false)
+            command = line.start_with?("p") ? Integer(line[1..], exception: false)&.then { |n| Phase.new(n) } : Integer(line, exception: false)
             queue << command if command
           end
         end

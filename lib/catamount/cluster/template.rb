@@ -43,6 +43,7 @@ module Catamount
             @state = :stopped
             run_hooks(:before_refork) unless stopping
           when Integer then commands << event
+          when Pipes::Phase then @worker.sibling_phase = event.number
           end
           break if stopping && @state == :stopped
           next if stopping

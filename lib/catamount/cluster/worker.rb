@@ -21,22 +21,28 @@ module Catamount
       # This process is worker 0 of a running cluster (Master#spawn_fresh_worker_0): it serves
       # the handed-over listeners, loads the app itself and forks the other workers.
       def self.run_fresh_worker_0(context, options)
-        master_pid, pipes = Pipes.from_env
+        master_pid, pipes, phase = Pipes.from_env
         unless pipes
           context.error "catamount: #{Pipes::FRESH_WORKER_VAR} is set but is not <master pid>,<fd>,<fd>,<fd>"
           return Launcher::FAILED
         end
         server = Native::Server.new(context.config.native, AppLoader.new(context).rack_settings(options))
         Catamount.launcher = context.launcher
-        new(context, server: server, index: 0, master_pid: master_pid, pipes: pipes, template: true).run(options, nil)
+        new(context, server: server, index: 0, master_pid: master_pid, pipes: pipes, phase: phase, template: true).run(options, nil)
       end
 
-      # `server`: the bound server (its listeners) this worker serves; `template`: worker 0
+      # The phase of the workers worker 0 forks next (the master's fork pipe says it).
+      attr_writer :sibling_phase
+
+      # `server`: the bound server (its listeners) this worker serves; `phase`: the master's
+      # phase when it was started (its process title shows it); `template`: worker 0
       # forking the others; `sibling`: forked by worker 0 rather than by the master; `master`:
       # the Master this process was forked from (nil otherwise), for the signals that reached
       # its traps here.
-      def initialize(context, server:, index:, master_pid:, pipes:, template: false, sibling: false, master: nil)
+      def initialize(context, server:, index:, master_pid:, pipes:, phase: 0, template: false, sibling: false, master: nil)
         @context = context
+        @phase = phase
+        @sibling_phase = phase
         @server = server
         @index = index
         @master_pid = master_pid
@@ -63,7 +69,7 @@ module Catamount
         @pipes.in_worker(template: @template)
         # The master now knows this pid (and may signal it: the traps are in place).
         @pipes.forked(@index) if @sibling
-        Banner.title("catamount: cluster worker #{@index}: #{@master_pid}", options)
+        Banner.worker_title(@index, @master_pid, @phase, options)
         watch_master
         hook_data = Hash.new { |h, k| h[k] = {} }
         ctx.run_hooks(:before_worker_boot, @index, keyed: hook_data)
@@ -108,7 +114,8 @@ module Catamount
         ctx.run_hooks(:before_worker_fork, index)
         middle = Process.fork do
           Process.fork do
-            Worker.new(ctx, server: @server, index: index, master_pid: @master_pid, pipes: @pipes, sibling: true).run(options, app)
+            Worker.new(ctx, server: @server, index: index, master_pid: @master_pid, pipes: @pipes, phase: @sibling_phase,
+                            sibling: true).run(options, app)
           ensure
             ctx.exit_now!(Launcher::FAILED)
           end
