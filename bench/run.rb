@@ -84,6 +84,8 @@ module Bench
       kinds = @kinds.dup
       limit_args = Bench.limit_args(app.key)
       kinds << LimitKind.new(limit_args) if limit_args && mode.key == "t5"
+      catamount = kinds.index { |k| k.key == "catamount" }
+      kinds.insert(catamount + 1, CatamountMetricsKind.new) if catamount && Bench.metrics_row?(app.key, mode.key)
       entry[:app_alone] = measure_app_alone(app) if APP_ALONE.include?(app.key) && mode.key == "t5"
       runnable = kinds.reject do |kind|
         why = kind.unsupported(mode)
@@ -97,6 +99,10 @@ module Bench
       servers.each do |s|
         stats = Report.summarize(samples[s.kind.key]).merge(Memory.of_tree(s.pid))
         entry[:servers][s.kind.key] = { stats: stats, samples: samples[s.kind.key].transform_values { |v| v.map(&:to_h) } }
+        next unless s.scrapes
+
+        entry[:servers][s.kind.key][:scrapes] = s.scrapes
+        progress format("  %s: /metrics scraped %d times, %d failed", s.kind.label, s.scrapes[:ok], s.scrapes[:failed])
       end
       entry
     ensure
@@ -106,20 +112,25 @@ module Bench
     # Alternates the servers (A/B, then B/A) so drift on a shared machine hits both alike.
     def measure(servers, app)
       samples = servers.to_h { |s| [s.kind.key, { c50: [], c1: [] }] }
-      servers.each { |s| Wrk.run(s.url(app.path), connections: 50, seconds: @settings.warmup, script: app.script) } if @settings.warmup.positive?
+      servers.each { |s| wrk(s, app, 50, @settings.warmup) } if @settings.warmup.positive?
       @settings.rounds.times do |round|
         order = round.even? ? servers : servers.reverse
         order.each do |s|
-          result = Wrk.run(s.url(app.path), connections: 50, seconds: @settings.seconds, script: app.script)
+          result = wrk(s, app, 50, @settings.seconds)
           samples[s.kind.key][:c50] << result
-          progress format("  round %d %-16s %10.0f req/s  p99 %8.2f ms  errors %d", round + 1, s.kind.label, result.rps,
+          progress format("  round %d %-21s %10.0f req/s  p99 %8.2f ms  errors %d", round + 1, s.kind.label, result.rps,
                           result.p99_ms || 0, result.errors + result.non_2xx)
         end
         order.each do |s|
-          samples[s.kind.key][:c1] << Wrk.run(s.url(app.path), connections: 1, seconds: @settings.c1_seconds, script: app.script)
+          samples[s.kind.key][:c1] << wrk(s, app, 1, @settings.c1_seconds)
         end
       end
       samples
+    end
+
+    # One wrk run against a server (its metrics scraped meanwhile when it has them on).
+    def wrk(server, app, connections, seconds)
+      server.under_load { Wrk.run(server.url(app.path), connections: connections, seconds: seconds, script: app.script) }
     end
 
     # The app's ceiling: its rate called in a loop with no server, in 1 process and in as many

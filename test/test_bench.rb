@@ -26,7 +26,7 @@ class TestBenchSmoke < Minitest::Test
       anatomy = results.dig("anatomy", "catamount")
       assert_operator anatomy["objects_per_request"], :>, 0
       assert_operator anatomy["context_switches_per_request"], :>=, 0
-      check_tables(out, File.read(markdown), results["scenarios"].size)
+      check_tables(out, File.read(markdown), results["scenarios"].size + 2) # + the two rows with metrics on
     end
   end
 
@@ -46,6 +46,7 @@ class TestBenchSmoke < Minitest::Test
       assert_operator stats["rss_kib"], :>, stats["pss_kib"] / 2, name
       assert_operator stats["pss_kib"], :>, 0, name
     end
+    check_metrics_on(scenarios)
     %w[hello body_1mib file_10mib post_echo].each do |app|
       limit = scenarios.find { |s| s["app"] == app && s["mode"] == "t5" }["servers"]["limit"]
       assert_operator limit.dig("stats", "rps"), :>, 0, "#{app}: the pure-Rust limit ran and answered"
@@ -57,17 +58,34 @@ class TestBenchSmoke < Minitest::Test
     end
   end
 
+  # Hello world `-t 5:5` and `-w 2` also ran with metrics on, scraped while loaded; no other did.
+  def check_metrics_on(scenarios)
+    with = scenarios.select { |s| s["servers"].key?("catamount_metrics") }
+    assert_equal %w[hello:t5 hello:w2], with.map { |s| "#{s['app']}:#{s['mode']}" }
+    with.each do |s|
+      on = s["servers"]["catamount_metrics"]
+      assert_operator on.dig("stats", "rps"), :>, 0, s["mode"]
+      assert_equal 0, on.dig("stats", "errors"), s["mode"]
+      assert_operator on.dig("scrapes", "ok"), :>, 0, "#{s['mode']}: /metrics was scraped during the load"
+      assert_equal 0, on.dig("scrapes", "failed"), s["mode"]
+    end
+  end
+
   def check_slow_clients(slow)
     stats = slow.dig("servers", "catamount", "stats")
     %w[alone readers loris].each { |k| assert_operator stats.dig(k, "rps"), :>, 0, k }
   end
 
-  def check_tables(out, markdown, scenario_count)
+  def check_tables(out, markdown, row_count)
     assert_includes out, markdown.lines.drop(3).join # stdout has the tables written to --markdown
     throughput = markdown[/### Throughput.*?(?=\n###)/m]
     rows = throughput.lines.grep(/\A\| (?!scenario|---)/)
-    assert_equal scenario_count, rows.size
+    assert_equal row_count, rows.size
     rows.each { |row| assert_equal 8, row.count("|"), row }
+    ["`-t 5:5`", "`-w 2 -t 5:5`"].each do |mode|
+      assert_match(/^\| hello world, metrics on \| #{Regexp.escape(mode)} \| \d+ \(\d+–\d+\) \| – \| [\d.]+x of metrics off \| ≥ 0.97x of off \| (met|MISSED) \|$/, throughput)
+      assert_match(/^\| hello world, metrics on \| #{Regexp.escape(mode)} \| [\d.]+ \/ – \|/, markdown)
+    end
     assert_match(/^\| Ruby objects allocated \| [\d.]+ \|$/, markdown)
     assert_match(/^Pure-Rust limit \(one reactor thread, no Ruby\): \d+ req\/s\.$/, markdown)
     ["1 MiB body (one thread, the same bytes written from memory)",

@@ -83,6 +83,7 @@ module Bench
         c_cell = c && c[:unsupported] ? "n/a (#{c[:unsupported]})" : spread(c&.dig(:stats))
         p_cell = p && p[:unsupported] ? "n/a (#{p[:unsupported]})" : spread(p&.dig(:stats))
         lines << "| #{s[:title]} | `#{s[:mode_title]}` | #{c_cell} | #{p_cell} | #{times(r)} | ≥ #{s[:target]}x | #{verdict(r, s[:target])} |"
+        metrics_row(s, lines)
       end
       limit_lines(results, lines)
       app_alone_lines(results, lines)
@@ -93,13 +94,30 @@ module Bench
       lines << "|---|---|---|---|---|---|---|---|---|"
       results[:scenarios].each do |s|
         sv = s[:servers]
-        lines << "| #{s[:title]} | `#{s[:mode_title]}` | #{pair(sv, :p50_ms) { |v| ms(v) }} | #{pair(sv, :p99_ms) { |v| ms(v) }} | " \
-                 "#{pair(sv, :c1_p50_ms) { |v| ms(v) }} | #{pair(sv, :c1_p99_ms) { |v| ms(v) }} | #{pair(sv, :errors, &:to_s)} | " \
-                 "#{pair(sv, :rss_kib) { |v| mib(v) }} | #{pair(sv, :pss_kib) { |v| mib(v) }} |"
+        latency_row(s[:title], s[:mode_title], sv, lines)
+        latency_row("#{s[:title]}, metrics on", s[:mode_title], { "catamount" => sv[METRICS_KEY] }, lines) if sv[METRICS_KEY]
       end
       slow_lines(results, lines)
       anatomy_lines(results, lines)
       lines.join("\n") + "\n"
+    end
+
+    def latency_row(title, mode_title, sv, lines)
+      lines << "| #{title} | `#{mode_title}` | #{pair(sv, :p50_ms) { |v| ms(v) }} | #{pair(sv, :p99_ms) { |v| ms(v) }} | " \
+               "#{pair(sv, :c1_p50_ms) { |v| ms(v) }} | #{pair(sv, :c1_p99_ms) { |v| ms(v) }} | #{pair(sv, :errors, &:to_s)} | " \
+               "#{pair(sv, :rss_kib) { |v| mib(v) }} | #{pair(sv, :pss_kib) { |v| mib(v) }} |"
+    end
+
+    METRICS_KEY = "catamount_metrics"
+
+    # The same Catamount with metrics on and scraped, as a share of its rate with them off.
+    def metrics_row(scenario, lines)
+      on = scenario[:servers][METRICS_KEY]
+      return unless on
+
+      share = ratio(on.dig(:stats, :rps), scenario[:servers].dig("catamount", :stats, :rps))
+      lines << "| #{scenario[:title]}, metrics on | `#{scenario[:mode_title]}` | #{spread(on[:stats])} | – | " \
+               "#{times(share)} of metrics off | ≥ #{METRICS_ON_TARGET}x of off | #{verdict(share, METRICS_ON_TARGET)} |"
     end
 
     def limit_lines(results, lines)

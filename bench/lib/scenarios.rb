@@ -61,6 +61,15 @@ module Bench
   APP_ALONE = %w[cpu sinatra rails].freeze
   APP_ALONE_SCRIPT = File.expand_path("app_alone.rb", __dir__)
 
+  # Catamount with metrics on (scraped once a second) beside the same server without, in these
+  # scenarios; its rate must stay within 3% of the plain one's.
+  METRICS_ROWS = %w[hello:t5 hello:w2].freeze
+  METRICS_ON_TARGET = 0.97
+
+  def self.metrics_row?(app_key, mode_key)
+    METRICS_ROWS.include?("#{app_key}:#{mode_key}")
+  end
+
   # Share of the pure-Rust limit that Catamount's single-mode hello world must reach.
   LIMIT_SHARE_TARGET = 0.70
   # Normal load beside 50 slow clients, as a share of the same load alone.

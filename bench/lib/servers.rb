@@ -3,11 +3,20 @@
 require "rbconfig"
 require "socket"
 require "tmpdir"
+require_relative "scraper"
 
 module Bench
   ROOT = File.expand_path("../..", __dir__)
   TARGET_DIR = ENV.fetch("CARGO_TARGET_DIR", File.join(Dir.home, ".cache", "catamount", "target"))
   TOOLS = File.join(TARGET_DIR, "release", "catamount-bench")
+
+  # A port free now on the loopback (the OS picks it).
+  def self.free_port
+    server = TCPServer.new("127.0.0.1", 0)
+    server.addr[1]
+  ensure
+    server&.close
+  end
 
   # How a server under test is started. `mode` has min/max threads and workers (nil: single).
   class ServerKind
@@ -26,14 +35,29 @@ module Bench
 
   # Catamount from this checkout (bin/catamount with the extension `make build` put in lib/).
   class CatamountKind < ServerKind
-    def initialize
-      super("catamount", "Catamount")
+    def initialize(key = "catamount", label = "Catamount")
+      super
     end
 
     def command(mode, port, rackup)
       cluster = mode.workers ? ["-w", mode.workers.to_s, "--preload"] : []
       [RbConfig.ruby, File.join(ROOT, "bin", "catamount"), "-e", "production", "-t", "#{mode.min}:#{mode.max}",
        *cluster, "-b", "tcp://127.0.0.1:#{port}", rackup]
+    end
+  end
+
+  # The same Catamount with its metrics listener on (`--metrics-url`), which the bench scrapes
+  # while it loads the server (bench/lib/scraper.rb): what turning metrics on costs.
+  class CatamountMetricsKind < CatamountKind
+    attr_reader :metrics_port
+
+    def initialize
+      super("catamount_metrics", "Catamount, metrics on")
+    end
+
+    def command(mode, port, rackup)
+      @metrics_port = Bench.free_port
+      super.insert(-2, "--metrics-url", "tcp://127.0.0.1:#{@metrics_port}")
     end
   end
 
@@ -68,7 +92,7 @@ module Bench
 
     def initialize(kind, mode, rackup, probe_path, log_dir)
       @kind = kind
-      @port = free_port
+      @port = Bench.free_port
       @probe_path = probe_path
       @log = File.join(log_dir, "#{kind.key}-#{File.basename(File.dirname(rackup))}-#{File.basename(rackup, '.ru')}-#{@port}.log")
       @pid = Process.spawn({ "RACK_ENV" => "production" }, *kind.command(mode, @port, rackup),
@@ -77,6 +101,19 @@ module Bench
 
     def url(path)
       "http://127.0.0.1:#{@port}#{path}"
+    end
+
+    # Runs the block (a load) with /metrics scraped beside it when this server serves metrics.
+    def under_load(&block)
+      port = @kind.respond_to?(:metrics_port) && @kind.metrics_port
+      return yield unless port
+
+      (@scraper ||= Scraper.new(port)).during(&block)
+    end
+
+    # The scrapes made so far (nil for a server without metrics).
+    def scrapes
+      @scraper && { ok: @scraper.ok, failed: @scraper.failed }
     end
 
     # Waits (at most `timeout` seconds) until the probe path answers 200.
@@ -126,13 +163,6 @@ module Bench
       !@status.nil?
     rescue Errno::ECHILD
       true
-    end
-
-    def free_port
-      server = TCPServer.new("127.0.0.1", 0)
-      server.addr[1]
-    ensure
-      server&.close
     end
 
     def now
