@@ -142,8 +142,35 @@ class TestControlNative < Minitest::Test
     c.close
     refute File.exist?(path)
     c.close # twice is harmless
-    assert_equal [], c.poll
+    assert_raises(IOError) { c.poll }
     assert_raises(IOError) { c.fd }
+    assert_nil c.timeout
+    refute c.answer(1, 200, "text/plain", "x")
+    assert_raises(Errno::ECONNREFUSED, Errno::ENOENT) { UNIXSocket.new(path) }
+  end
+
+  # Single mode's control thread waits in IO.select on the descriptor: `close` from another
+  # thread wakes it, and its poll raises IOError, which ends its loop.
+  def test_close_wakes_a_thread_waiting_on_the_fd
+    c = control
+    url = c.url
+    io = IO.for_fd(c.fd, autoclose: false)
+    waiting = Queue.new
+    thread = Thread.new do
+      loop do
+        waiting << true
+        IO.select([io], nil, nil, c.timeout)
+        c.poll
+      end
+    rescue IOError
+      :closed
+    end
+    waiting.pop
+    c.close
+    assert thread.join(BOUND), "the waiting thread was not woken"
+    assert_equal :closed, thread.value
+    host, port = url.delete_prefix("tcp://").split(":")
+    assert_raises(Errno::ECONNREFUSED) { TCPSocket.new(host, Integer(port)) }
   end
 
   def test_auto_is_a_socket_in_the_temp_dir_named_after_the_pid

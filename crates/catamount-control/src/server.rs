@@ -50,6 +50,7 @@ impl Default for Settings {
 }
 
 const LISTENER: Token = Token(0);
+const WAKER: Token = Token(usize::MAX);
 /// How soon to retry accepting after an error such as EMFILE (the queue may still hold clients,
 /// and edge triggering will not say so again).
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -125,7 +126,10 @@ enum Next {
 pub struct ControlServer {
     poll: Poll,
     events: Events,
-    listener: Listener,
+    /// `None` once stopped.
+    listener: Option<Listener>,
+    /// Set by `stop`: keeps the descriptor readable from then on.
+    waker: Option<mio::Waker>,
     url: String,
     socket_file: Option<PathBuf>,
     /// The process that bound it: only it unlinks the socket file.
@@ -190,7 +194,8 @@ impl ControlServer {
         Ok(ControlServer {
             poll,
             events: Events::with_capacity(256),
-            listener,
+            listener: Some(listener),
+            waker: None,
             url: resolved,
             socket_file,
             owner: std::process::id(),
@@ -322,6 +327,31 @@ impl ControlServer {
         drop(self);
     }
 
+    /// What `close` does, but the epoll descriptor stays open (until this is dropped) and polls
+    /// readable from now on: a loop waiting on it (another thread, in single mode) wakes up and
+    /// can see the server stopped, instead of waiting on a closed (or reused) descriptor.
+    pub fn stop(&mut self) {
+        for (_, mut conn) in self.conns.drain() {
+            let _ = self.poll.registry().deregister(conn.stream.source());
+        }
+        self.ready.clear();
+        self.retry_accept = false;
+        self.listener = None;
+        self.unlink_socket_file();
+        if self.waker.is_none() {
+            // Never read: it stays readable, and so does the descriptor.
+            if let Ok(waker) = mio::Waker::new(self.poll.registry(), WAKER) {
+                let _ = waker.wake();
+                self.waker = Some(waker);
+            }
+        }
+    }
+
+    /// Whether `stop` was called.
+    pub fn stopped(&self) -> bool {
+        self.listener.is_none()
+    }
+
     /// In a forked child: closes this process's copies of the descriptors. The epoll instance
     /// is shared with the parent, so nothing is deregistered from it, and the socket file is
     /// the parent's.
@@ -339,6 +369,9 @@ impl ControlServer {
             tokens.extend(self.events.iter().map(|e| e.token()));
         }
         for token in tokens {
+            if token == WAKER {
+                continue;
+            }
             if token == LISTENER {
                 self.accept_all();
             } else {
@@ -355,8 +388,9 @@ impl ControlServer {
         self.retry_accept = false;
         loop {
             let accepted = match &self.listener {
-                Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
-                Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+                Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+                Some(Listener::Unix(l)) => l.accept().map(|(s, _)| Stream::Unix(s)),
+                None => return,
             };
             let mut stream = match accepted {
                 Ok(stream) => stream,
@@ -529,13 +563,20 @@ impl ControlServer {
     }
 }
 
-impl Drop for ControlServer {
-    fn drop(&mut self) {
+impl ControlServer {
+    /// Only in the process that bound it, and only once.
+    fn unlink_socket_file(&mut self) {
         if !self.keep_file && self.owner == std::process::id() {
-            if let Some(path) = &self.socket_file {
+            if let Some(path) = self.socket_file.take() {
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.unlink_socket_file();
     }
 }
 

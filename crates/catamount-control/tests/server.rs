@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -322,33 +321,43 @@ fn close_in_child_leaves_the_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn the_fd_polls_readable_when_a_client_connects() {
-    use mio::unix::SourceFd;
-    let mut s = server(None, &all());
-    let mut outer = mio::Poll::new().unwrap_or_else(|e| panic!("{e}"));
+/// A poll of the test's own on the server's descriptor, as the caller's loop waits on it.
+fn watcher(s: &ControlServer) -> mio::Poll {
+    let outer = mio::Poll::new().unwrap_or_else(|e| panic!("{e}"));
     let fd = s.fd();
     outer
         .registry()
-        .register(&mut SourceFd(&fd), mio::Token(7), mio::Interest::READABLE)
+        .register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(7),
+            mio::Interest::READABLE,
+        )
         .unwrap_or_else(|e| panic!("{e}"));
+    outer
+}
+
+/// Whether the descriptor polls readable within `wait`.
+fn readable(outer: &mut mio::Poll, wait: Duration) -> bool {
     let mut events = mio::Events::with_capacity(4);
     outer
-        .poll(&mut events, Some(Duration::ZERO))
+        .poll(&mut events, Some(wait))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(events.is_empty(), "readable with nothing to do");
+    !events.is_empty()
+}
+
+#[test]
+fn the_fd_polls_readable_when_a_client_connects() {
+    let mut s = server(None, &all());
+    let mut outer = watcher(&s);
+    assert!(
+        !readable(&mut outer, Duration::ZERO),
+        "readable with nothing to do"
+    );
     let c = client(tcp(&s), get("/stats"));
-    let end = Instant::now() + BOUND;
-    while events.is_empty() {
-        assert!(Instant::now() < end);
-        outer
-            .poll(&mut events, Some(BOUND))
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    assert!(readable(&mut outer, BOUND));
     let seen = drive(&mut s, |_, seen| !seen.is_empty());
     s.answer(seen[0].0, 200, "text/plain", b"ok");
     assert!(finish(&mut s, c).ends_with("ok"));
-    let _ = s.fd().as_raw_fd();
 }
 
 #[test]
@@ -383,4 +392,37 @@ fn flush_waits_for_handed_over_requests_not_for_queued_ones() {
     s.answer(seen[0].0, 200, "text/plain", b"late");
     assert!(s.flush(BOUND));
     assert!(finish(&mut s, b).ends_with("\r\n\r\nlate"));
+}
+
+#[test]
+fn stop_closes_all_but_the_fd_which_stays_readable() {
+    let dir = std::env::temp_dir().join(format!("cc-stop-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("control.sock");
+    let mut s = ControlServer::bind(&format!("unix://{}", path.display()), None, &all())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let held = UnixStream::connect(&path).unwrap_or_else(|e| panic!("{e}"));
+    drive(&mut s, |s, _| s.connections() == 1);
+    let mut outer = watcher(&s);
+    s.poll(); // the new connection's first writable edge
+    assert!(!readable(&mut outer, Duration::ZERO));
+    s.stop();
+    assert!(s.stopped());
+    assert_eq!(s.connections(), 0);
+    assert!(!path.exists());
+    assert!(UnixStream::connect(&path).is_err());
+    let mut rest = Vec::new();
+    let mut held = held;
+    held.set_read_timeout(Some(BOUND))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        held.read_to_end(&mut rest).unwrap_or(1),
+        0,
+        "the connection was closed"
+    );
+    assert!(
+        readable(&mut outer, BOUND),
+        "a loop waiting on the descriptor wakes"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

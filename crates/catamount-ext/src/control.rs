@@ -136,21 +136,29 @@ impl RbControl {
         self.url.clone()
     }
 
+    fn closed_error(ruby: &Ruby) -> Error {
+        Error::new(ruby.exception_io_error(), "control server closed")
+    }
+
     fn fd(ruby: &Ruby, rb_self: &Self) -> Result<i32, Error> {
         match rb_self.lock() {
-            Ok(guard) if guard.is_none() => Err(Error::new(
-                ruby.exception_io_error(),
-                "control server closed",
-            )),
+            Ok(guard) if guard.as_ref().map_or(true, |s| s.stopped()) => {
+                Err(Self::closed_error(ruby))
+            }
             _ => Ok(rb_self.fd),
         }
     }
 
     /// While another thread flushes: nothing (that flush keeps what arrives for a later poll).
-    fn poll(&self) -> Vec<(u64, &'static str)> {
-        match self.lock() {
-            Ok(mut guard) => guard.as_mut().map(|s| s.poll()).unwrap_or_default(),
-            Err(Busy) => Vec::new(),
+    /// After `close`: IOError, so a loop waiting on the descriptor (which `close` leaves
+    /// readable) ends.
+    fn poll(ruby: &Ruby, rb_self: &Self) -> Result<Vec<(u64, &'static str)>, Error> {
+        match rb_self.lock() {
+            Ok(mut guard) => match guard.as_mut() {
+                Some(server) if !server.stopped() => Ok(server.poll()),
+                _ => Err(Self::closed_error(ruby)),
+            },
+            Err(Busy) => Ok(Vec::new()),
         }
     }
 
@@ -225,13 +233,13 @@ impl RbControl {
         }
     }
 
+    /// The descriptor itself stays open until the object is freed, and polls readable: a
+    /// thread waiting on it wakes, and its next `poll` raises IOError (a closed descriptor would
+    /// make its IO.select raise EBADF instead, or wait on whatever reused the number).
     fn close(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
-        if let Some(server) = rb_self
-            .lock()
-            .map_err(|Busy| Self::busy_error(ruby))?
-            .take()
-        {
-            server.close();
+        let mut guard = rb_self.lock().map_err(|Busy| Self::busy_error(ruby))?;
+        if let Some(server) = guard.as_mut() {
+            server.stop();
         }
         Ok(())
     }
