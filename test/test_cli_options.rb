@@ -27,6 +27,15 @@ class TestCliOptions < Minitest::Test
     assert_match(%r{\Acatamount \d+\.\d+\.\d+ \(http://127\.0\.0\.1:#{server.port}\) \[web-blue\]}, title)
   end
 
+  # `--plugin NAME` loads the plugin as `plugin :NAME` would (it once loaded nothing).
+  def test_plugin_flag_loads_the_plugin
+    server = start_server("--plugin", "tmp_restart", env: { "PUMA_DEBUG" => "1" })
+    server.wait_for(/^- tmp_restart: /)
+    server = start_server("--plugin", "nosuch", boot: false)
+    assert_equal 1, server.wait_exit.exitstatus
+    assert_match(/--plugin nosuch: unknown plugin "nosuch"/, server.stderr)
+  end
+
   def test_ipv6_loopback_bind
     skip "no IPv6 loopback here" unless Socket.ip_address_list.any?(&:ipv6_loopback?)
     server = start_server("-b", "tcp://[::1]:0")

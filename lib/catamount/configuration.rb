@@ -34,6 +34,7 @@ module Catamount
     # Reads the config files the command line names (or finds), then resolves every option.
     def self.load(cli)
       config = new(cli)
+      config.load_flag_plugins
       config.config_files.each { |file| config.evaluate_file(File.expand_path(file)) }
       config.resolve!
       config
@@ -121,6 +122,13 @@ module Catamount
         hook.block.call(*args, *([keyed[hook.key]] if hook.key && keyed))
       rescue StandardError, ScriptError => e
         log.puts "WARNING hook #{name} (#{hook.where}) failed with exception (#{e.class}) #{e.message}"
+      end
+    end
+
+    # `--plugin NAME` (repeatable): loaded before the config files, as Puma orders them.
+    def load_flag_plugins
+      cli.resolve([]).to_h[:plugins].each do |name|
+        load_plugin(name, "--plugin #{name}", DSL.new(self, "--plugin"))
       end
     end
 
