@@ -149,6 +149,20 @@ class TestCtl < Minitest::Test
     JSON.parse(body)
   end
 
+  # stats, gc-stats, thread-backtraces and gc through `target` (flags naming the control
+  # server) print what they should.
+  def assert_control_commands(which, *target)
+    out, err, status = ctl(which, *target, "stats")
+    assert_equal ["", 0], [err, status]
+    assert_equal 2, printed_json(out, "stats")["max_threads"]
+    out, = ctl(which, *target, "gc-stats")
+    assert_kind_of Integer, printed_json(out, "gc-stats")["count"]
+    out, = ctl(which, *target, "thread-backtraces")
+    assert printed_json(out, "thread-backtraces").all? { |t| t["name"].start_with?("Thread: TID-") }, out
+    assert_ctl "Command gc sent success\n", 0, which, *target, "gc"
+    assert_ctl "Puma is started\n", 0, which, *target, "status"
+  end
+
   COMMANDS.each_key do |which|
     # Over TCP with the token the server generated, found in the state file.
     define_method("test_control_server_over_tcp_through_the_state_file_with_#{which}") do
@@ -159,18 +173,8 @@ class TestCtl < Minitest::Test
         url = File.read(state)[/^control_url: (\S+)$/, 1]
         assert_equal 32, token&.size, File.read(state)
 
-        out, err, status = ctl(which, "-S", state, "stats")
-        assert_equal ["", 0], [err, status]
-        assert_equal 2, printed_json(out, "stats")["max_threads"]
-        out, = ctl(which, "-S", state, "gc-stats")
-        assert_kind_of Integer, printed_json(out, "gc-stats")["count"]
-        out, = ctl(which, "-S", state, "thread-backtraces")
-        assert printed_json(out, "thread-backtraces").all? { |t| t["name"].start_with?("Thread: TID-") }, out
-        assert_ctl "Command gc sent success\n", 0, which, "-S", state, "gc"
-        assert_ctl "Puma is started\n", 0, which, "-S", state, "status"
-        # The same through -C and -T.
-        out, = ctl(which, "-C", url, "-T", token, "stats")
-        assert_equal 2, printed_json(out, "stats")["max_threads"]
+        assert_control_commands(which, "-S", state)
+        assert_control_commands(which, "-C", url, "-T", token)
 
         # Refusals.
         assert_ctl "Unauthorized access to server (wrong auth token)\n", 1, which, "-C", url, "-T", token.reverse, "stats"
@@ -185,6 +189,11 @@ class TestCtl < Minitest::Test
           server.wait_for(/Thread #<Thread:.*run>/, stream: :stderr)
         end
 
+        # A hot restart; the new run's token is in the state file written again.
+        assert_ctl "Command restart sent success\n", 0, which, "-S", state, "restart"
+        server.wait_for(/Restarting\.\.\..*Catamount starting.*Use Ctrl-C to stop/m)
+        assert wait_until { File.read(state)[/^control_auth_token: (\h+)$/, 1].then { |t| t && t != token } }
+        refute server.exited?, "the same process (exec)"
         assert_ctl "Command stop sent success\n", 0, which, "-S", state, "stop"
         server.wait_for(/Goodbye!/)
         server.wait_exit
@@ -194,20 +203,18 @@ class TestCtl < Minitest::Test
 
     # Over a UNIX socket without a token (none is sent, or one is and is ignored); a restart
     # over the control server is a hot one, with the control server back.
-    define_method("test_control_server_over_unix_without_a_token_and_restart_with_#{which}") do
+    define_method("test_control_server_over_unix_without_a_token_restart_and_stop_with_#{which}") do
       Dir.mktmpdir do |dir|
         url = "unix://#{dir}/ctl.sock"
-        server = single_server(dir, "--control-url", url, "--control-token", "none")
-        out, = ctl(which, "-C", url, "stats")
-        assert_kind_of Integer, printed_json(out, "stats")["requests_count"]
-        out, = ctl(which, "-C", url, "-T", "anything", "stats")
-        assert_kind_of Integer, printed_json(out, "stats")["requests_count"]
+        server = single_server(dir, "-t", "2:2", "--control-url", url, "--control-token", "none")
+        assert_control_commands(which, "-C", url)
+        assert_control_commands(which, "-C", url, "-T", "anything")
         assert_ctl "Command restart sent success\n", 0, which, "-C", url, "restart"
         server.wait_for(/Restarting\.\.\..*Catamount starting.*Use Ctrl-C to stop/m)
         refute server.exited?, "the same process (exec)"
         assert wait_until { ctl(which, "-C", url, "status")[2].zero? }, "the control server is back"
-        assert_ctl "Command halt sent success\n", 0, which, "-C", url, "halt"
-        server.wait_for(/Stopping immediately/)
+        assert_ctl "Command stop sent success\n", 0, which, "-C", url, "stop"
+        server.wait_for(/Goodbye!/)
         server.wait_exit
       end
     end
@@ -237,8 +244,29 @@ class TestCtl < Minitest::Test
     end
   end
 
-  # An abstract socket name, and a control server over TCP in a cluster for the actions.
-  def test_control_server_on_an_abstract_name_and_a_cluster_phased_restart
+  COMMANDS.each_key do |which|
+    # fork_worker: refork by the pid (URG) and over the control server; the master's
+    # reload-worker-directory.
+    define_method("test_refork_by_pid_and_over_the_control_server_with_#{which}") do
+      Dir.mktmpdir do |dir|
+        File.write("#{dir}/puma.rb", "fork_worker 0\n")
+        server = single_server(dir, "-w", "2", "-C", "#{dir}/puma.rb", "--control-url", "tcp://127.0.0.1:0",
+                               "--control-token", "t")
+        server.wait_for(/Worker 1 \(PID: \d+\) booted/)
+        assert_ctl "Command refork sent success\n", 0, which, "-P", "#{dir}/pid", "refork"
+        server.wait_for(/Refork complete/, timeout: 40)
+        url = File.read("#{dir}/state")[/^control_url: (\S+)$/, 1]
+        assert_ctl "Command refork sent success\n", 0, which, "-C", url, "-T", "t", "refork"
+        assert wait_until(timeout: 40) { server.stdout.scan("Refork complete").size == 2 }, server.stdout
+        assert_ctl "Command reload-worker-directory sent success\n", 0, which, "-S", "#{dir}/state", "reload-worker-directory"
+      ensure
+        kill_named_workers(server)
+      end
+    end
+  end
+
+  # An abstract socket name, in a cluster: stats, a phased restart, halt.
+  def test_control_server_on_an_abstract_name_in_a_cluster
     name = "catamount-ctl-test-#{Process.pid}-#{rand(1 << 30)}"
     server = start_server("-w", "2", "--control-url", "unix://@#{name}", "--control-token", "t", "-C", "-",
                           "-b", "tcp://127.0.0.1:0")
@@ -247,6 +275,9 @@ class TestCtl < Minitest::Test
     assert printed_json(out, "stats").key?("worker_status"), out
     assert_ctl "Command phased-restart sent success\n", 0, :catamountctl, "-C", "unix://@#{name}", "-T", "t", "phased-restart"
     server.wait_for(/Phased restart complete, phase: 1/, timeout: 40)
+    assert_ctl "Command halt sent success\n", 0, :catamountctl, "-C", "unix://@#{name}", "-T", "t", "halt"
+    server.wait_for(/Stopping immediately/)
+    server.wait_exit
   ensure
     kill_named_workers(server)
   end
