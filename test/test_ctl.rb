@@ -371,4 +371,24 @@ class TestCtl < Minitest::Test
       assert_equal "started #{server.pid}", get(server.port, "/").body
     end
   end
+
+  # The config file's control server stays as the file says (data_only here): start does not
+  # pass it again as flags, which would replace it.
+  def test_start_leaves_the_config_files_control_server_as_it_is
+    Dir.mktmpdir do |dir|
+      FileUtils.mkdir_p("#{dir}/config")
+      File.write("#{dir}/config/puma.rb", <<~RUBY)
+        bind "tcp://127.0.0.1:0"
+        state_path "#{dir}/state"
+        activate_control_app "unix://#{dir}/ctl.sock", auth_token: "tok", data_only: true
+        app { |_env| [200, {}, ["ok"]] }
+      RUBY
+      server = launch(["start"], command: COMMANDS[:catamountctl], chdir: dir, boot: true)
+      out, = ctl(:catamountctl, "stats", chdir: dir)
+      assert_kind_of Integer, printed_json(out, "stats")["requests_count"]
+      assert_ctl "Command error: Command \"stop\" unavailable\n", 1, :catamountctl, "stop", chdir: dir
+      assert_ctl "Command stop sent success\n", 0, :catamountctl, "-F", "-", "-p", server.pid, "stop"
+      server.wait_exit
+    end
+  end
 end

@@ -154,7 +154,7 @@ fn line(host: &mut dyn Host, text: &str) {
 }
 
 enum Prepared {
-    Job(Job),
+    Job(Box<Job>),
     Done(i32),
 }
 
@@ -162,6 +162,8 @@ enum Prepared {
 struct Job {
     command: &'static Spec,
     flags: args::Flags,
+    /// `-C` and `-T` as given (before the config file or the state file filled them in).
+    given_control: (Option<String>, Option<String>),
     pid: Option<i64>,
 }
 
@@ -192,13 +194,15 @@ impl Job {
             .iter()
             .find(|c| c.name == word)
             .ok_or_else(|| format!("Invalid command: {word}"))?;
+        let given_control = (flags.control_url.clone(), flags.control_auth_token.clone());
         read_config_file(&mut flags, host)?;
         let pid = flags.pid;
-        Ok(Prepared::Job(Job {
+        Ok(Prepared::Job(Box::new(Job {
             command,
             flags,
+            given_control,
             pid,
-        }))
+        })))
     }
 
     fn message(&self, host: &mut dyn Host, text: &str) {
@@ -288,7 +292,10 @@ impl Job {
         Ok(Outcome::Exit(0))
     }
 
-    /// The server's command line, from what is known (pumactl's choice of flags).
+    /// The server's command line, from what is known (pumactl's choice of flags). The control
+    /// server's URL and token only as given by -C and -T: the server reads the config file
+    /// itself, and a `--control-url` from it would replace its `activate_control_app` whole
+    /// (losing `data_only` or `no_token`).
     fn start(&self) -> Outcome {
         let f = &self.flags;
         let mut run: Vec<String> = Vec::new();
@@ -300,8 +307,8 @@ impl Job {
         }
         for (flag, value) in [
             ("--pidfile", &f.pidfile),
-            ("--control-url", &f.control_url),
-            ("--control-token", &f.control_auth_token),
+            ("--control-url", &self.given_control.0),
+            ("--control-token", &self.given_control.1),
             ("-C", &f.config_file),
             ("-e", &f.environment),
         ] {

@@ -588,6 +588,34 @@ fn start_hands_back_the_servers_command_line() {
         ))
     );
     assert_eq!(fake.out, "");
+    // The control server as the config file or a state file says it is not repeated: the
+    // server reads the file itself.
+    let dir = tempdir("start");
+    let config = dir.join("puma.rb");
+    std::fs::write(&config, "").unwrap_or_else(|e| panic!("{e}"));
+    let state = dir.join("state");
+    std::fs::write(
+        &state,
+        "pid: 1\ncontrol_url: tcp://127.0.0.1:1\ncontrol_auth_token: st\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut fake = Fake {
+        config: Some(Ok(ConfigValues {
+            state: Some(state.display().to_string()),
+            control_url: Some("unix:///tmp/c.sock".into()),
+            control_auth_token: Some("fromconfig".into()),
+            pidfile: Some("pf".into()),
+        })),
+        ..Fake::default()
+    };
+    let outcome = run(&args(&format!("-F {} start", config.display())), &mut fake);
+    let want = format!(
+        "-S {} --pidfile pf -C {}",
+        state.display(),
+        config.display()
+    );
+    assert_eq!(outcome, Outcome::Start(args(&want)));
+    let _ = std::fs::remove_dir_all(dir);
     // The environment comes from APP_ENV / RACK_ENV / RAILS_ENV when -e is not given.
     let mut fake = Fake::default();
     fake.vars.insert("RACK_ENV".into(), "staging".into());
