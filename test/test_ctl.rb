@@ -2,10 +2,11 @@
 
 require_relative "support/helper"
 
-# catamountctl (bin/catamountctl) against a real server, through the pid path: a pid from
-# -p, a pidfile (-P or the config file's), or the state file the server writes (-S). Debian's
-# own pumactl 5.6.5 runs the same commands against Catamount (existing scripts keep working),
-# and both print the same words and exit the same way when something is wrong.
+# catamountctl (bin/catamountctl) against a real server: the pid path (a pid from -p, a pidfile
+# (-P or the config file's), or the state file the server writes (-S)), the control server's
+# path (TCP, UNIX, an abstract name; with and without a token), and `start`. Debian's own
+# pumactl 5.6.5 runs the same commands against Catamount (existing scripts keep working), and
+# both print the same words and exit the same way when something is wrong.
 class TestCtl < Minitest::Test
   include Support::ServerTest
   parallelize_me!
