@@ -61,6 +61,7 @@ class TestControl < Minitest::Test
     assert_equal 403, control(url, "/stats?token=#{tok}x").status
     assert_equal 200, control(url, "/stats?a=1&token=#{tok}").status
     assert_equal 200, control(url, "/stats?a=1;token=#{tok}").status
+    assert_equal 200, control(url, nil, raw: "GET /stats?token=#{tok} HTTP/1.1\r\n\r\n").status, "no Host, as nc health checks send"
 
     stats = control(url, "/anything/stats?token=#{tok}")
     assert_equal "application/json", stats.headers["content-type"]
@@ -121,6 +122,7 @@ class TestControl < Minitest::Test
       state = File.read("#{dir}/state")
       assert_includes state, "control_url: #{url}\n"
       assert_includes state, "control_auth_token: sekrit\n"
+      assert_equal 0o600, File.stat("#{dir}/state").mode & 0o777, "a token is the owner's alone"
       assert_equal 403, control(url, "/stats").status
       assert_equal 200, control(url, "/stats?token=sekrit").status
       assert_equal 200, control(url, "/halt?token=sekrit").status

@@ -126,7 +126,7 @@ class TestControlNative < Minitest::Test
 
   def test_400_on_garbage_and_oversize
     c = control
-    ["garbage\r\n\r\n", "GET /stats HTTP/1.1\r\n\r\n", "GET /stats HTTP/1.1\r\nHost: x\r\nX: #{'a' * 9000}\r\n\r\n"].each do |raw|
+    ["garbage\r\n\r\n", "GET /stats HTTP/1.1\r\nHost: x\r\nX: #{'a' * 9000}\r\n\r\n"].each do |raw|
       r = exchange(c, raw)
       assert r.start_with?("HTTP/1.1 400 Bad Request\r\n"), r
       assert_includes r, "connection: close\r\n"

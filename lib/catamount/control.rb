@@ -96,26 +96,37 @@ module Catamount
       @listeners.filter_map { |l| l.native.timeout }.min
     end
 
-    # Carries out every command that arrived, for `role`; never blocks.
+    # Carries out every command that arrived, for `role`; never blocks. Every command polled
+    # is answered, whatever happens while carrying it out (an unanswered one would hold its
+    # connection until the process ends).
     def serve(role)
       @listeners.each do |listener|
         listener.native.poll.each do |id, command|
-          status, type, body = answer(role, command)
-          listener.native.answer(id, status, type, body)
+          answered = false
+          begin
+            listener.native.answer(id, *answer(role, command))
+            answered = true
+          ensure
+            listener.native.answer(id, 500, "text/plain", "Internal error") unless answered
+          end
         end
       end
     end
 
-    # Single mode: a thread that waits for commands and carries them out.
+    # Single mode: a thread that waits for commands and carries them out until the control
+    # server is closed; an error is logged and the thread goes on serving.
     def serve_in_thread(role)
       Thread.new do
         Thread.current.name = "catamount control"
         loop do
           IO.select(ios, nil, nil, timeout)
           serve(role)
+        rescue IOError
+          break
+        rescue StandardError => e
+          @context.error "catamount: control server: #{e.message} (#{e.class})"
+          sleep 0.1 # a fault that repeats is not a busy loop
         end
-      rescue IOError
-        nil
       end
     end
 

@@ -26,8 +26,13 @@ module Catamount
       lines << "control_url: #{control.control_url}" if control&.control_url
       lines << "control_auth_token: #{control.control_token}" if control&.control_token
       lines << "running_from: #{Dir.pwd.inspect}"
-      File.write(path, "#{lines.join("\n")}\n")
-      File.chmod(options[:state_permission], path) if options[:state_permission]
+      # The token is a secret: without `state_permission`, a file holding one is the owner's
+      # alone (Puma leaves it to the umask). The mode is set before the text is written.
+      mode = options[:state_permission] || (0o600 if control&.control_token)
+      File.open(path, File::WRONLY | File::CREAT | File::TRUNC, mode || 0o666) do |file|
+        file.chmod(mode) if mode
+        file.write("#{lines.join("\n")}\n")
+      end
     rescue SystemCallError => e
       raise UsageError, "cannot write state file #{path}: #{e.message.sub(/ @ .*/, '')}"
     end

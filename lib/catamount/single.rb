@@ -161,7 +161,7 @@ module Catamount
     end
 
     def halt
-      log "- Stopping immediately!"
+      log "* Stopping immediately!"
       @control&.flush
       @control&.close
       @context.out.flush

@@ -62,6 +62,15 @@ class TestWorkerTable < Minitest::Test
     assert_equal [1], t.to_spawn(@now)
   end
 
+  def test_last_checkin_starts_at_the_fork
+    t = table(1)
+    forked_at = Time.at(5)
+    slot = t.forked(0, 10, now: @now, wall: forked_at)
+    assert_equal forked_at, slot.checkin_wall, "Puma's last_checkin is set when the worker is made"
+    t.checked_in(10, now: @now, wall: Time.at(7))
+    assert_equal Time.at(7), slot.checkin_wall
+  end
+
   def test_failed_boots_back_off_exponentially_up_to_the_cap
     t = table(1)
     delays = Array.new(7) do

@@ -189,6 +189,7 @@ impl ControlServer {
         let limits = Limits {
             max_head: settings.max_head,
             methods: MethodPolicy::Any,
+            require_host: false,
             ..Limits::default()
         };
         Ok(ControlServer {

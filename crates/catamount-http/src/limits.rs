@@ -72,6 +72,10 @@ pub struct Limits {
     pub max_body: Option<u64>,
     /// Accepted methods. Default: [`MethodPolicy::standard`]. Others: 501.
     pub methods: MethodPolicy,
+    /// Whether an HTTP/1.1 request must name a Host (RFC 9112 §3.2). Default true: without
+    /// one, 400. The control server turns it off: health checks written with `printf | nc`
+    /// send none, and Puma's control server answers them.
+    pub require_host: bool,
 }
 
 impl Default for Limits {
@@ -89,6 +93,7 @@ impl Default for Limits {
             max_chunk_extensions: 16 * 1024,
             max_body: None,
             methods: MethodPolicy::standard(),
+            require_host: true,
         }
     }
 }

@@ -902,7 +902,9 @@ impl FieldMeaning {
         }
         let host = host.filter(|h| !h.is_empty());
         match host {
-            None if version == Version::Http11 => return Err(err(ErrorKind::MissingHost)),
+            None if version == Version::Http11 && limits.require_host => {
+                return Err(err(ErrorKind::MissingHost))
+            }
             Some(h) if !is_host_and_port(h.of(buf)) => return Err(err(ErrorKind::InvalidHost)),
             _ => {}
         }

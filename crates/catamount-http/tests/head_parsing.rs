@@ -420,6 +420,15 @@ fn host_rules() {
         ErrorKind::MissingHost,
         "HTTP/1.1 clients send Host even with an absolute-form target"
     );
+    let no_host_needed = Limits {
+        require_host: false,
+        ..Limits::default()
+    };
+    let parsed = parse_head(b"GET / HTTP/1.1\r\n\r\n", &no_host_needed);
+    assert!(
+        matches!(parsed, Ok(Some((ref head, _))) if head.host().is_none()),
+        "without require_host: {parsed:?}"
+    );
     assert_eq!(
         err(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
         (ErrorKind::DuplicateHost, 400)

@@ -92,7 +92,7 @@ module Catamount
         slots = @table.slots.sort_by(&:index)
         stats = {
           started_at: Context.iso8601(@started_at),
-          workers: @table.count,
+          workers: @table.slots.size,
           phase: @table.phase,
           booted_workers: @table.booted_count,
           old_workers: @table.old_count,
@@ -128,10 +128,15 @@ module Catamount
         true
       end
 
-      # Each process's memory, for the metrics: the master's and every worker's.
+      # Each process's memory, for the metrics: the master's and every worker's. Read at most
+      # once a second: reading /proc for every worker on every scrape would let a scraper (the
+      # metrics listener has no token) take the loop's time.
       def memory
+        return @memory if @memory_at && now - @memory_at < 1
+
         pids = [Process.pid] + (@table ? @table.slots.map(&:pid) : [])
-        pids.grep(Integer).to_h { |pid| [pid, Native.process_memory(pid)] }.compact
+        @memory_at = now
+        @memory = pids.grep(Integer).to_h { |pid| [pid, Native.process_memory(pid)] }.compact
       end
 
       # For systemd's STATUS line.
@@ -488,7 +493,7 @@ module Catamount
       # `/halt`: the master ends now, its workers with it (each sees the master gone), as
       # Puma's does; the answer and the log lines get out first.
       def halt
-        log "- Stopping immediately!"
+        log "* Stopping immediately!"
         @control&.flush
         Launcher::OK
       end

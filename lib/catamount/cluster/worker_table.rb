@@ -374,7 +374,8 @@ module Catamount
 
       def add(index, pid, now, wall)
         @restarts += 1 if @vacated.delete(index)
-        slot = Slot.new(index: index, pid: pid, phase: @phase, started_at: now, started_wall: wall)
+        # `last_checkin` starts at the fork, as Puma's does (plugins parse it as a time).
+        slot = Slot.new(index: index, pid: pid, phase: @phase, started_at: now, started_wall: wall, checkin_wall: wall)
         @slots << slot
         slot
       end
