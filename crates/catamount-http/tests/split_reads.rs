@@ -119,6 +119,7 @@ fn small_limits() -> Limits {
         max_chunk_extensions: 16,
         max_body: Some(40),
         methods: MethodPolicy::Any,
+        require_host: true,
     }
 }
 
