@@ -113,6 +113,21 @@ class TestControl < Minitest::Test
     end
   end
 
+  # Puma's flags override one setting each: a URL on the command line keeps the file's token
+  # and data_only.
+  def test_control_url_flag_keeps_the_files_token_and_data_only
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/puma.rb", %(activate_control_app "unix://#{dir}/c.sock", auth_token: "ft", data_only: true\n))
+      server = start_server("-C", "#{dir}/puma.rb", "-b", "tcp://127.0.0.1:0", "--control-url", "tcp://127.0.0.1:0")
+      url = control_url(server)
+      assert_match %r{\Ahttp://}, url, "the flag's URL"
+      assert_nil token(server)
+      assert_equal 403, control(url, "/stats").status
+      assert_equal 200, control(url, "/stats?token=ft").status
+      assert_equal 404, control(url, "/stop?token=ft").status, "data_only kept"
+    end
+  end
+
   def test_auto_url_and_a_given_token_reach_the_state_file
     Dir.mktmpdir do |dir|
       server = start_server("--control-url", "auto", "--control-token", "sekrit", "-S", "#{dir}/state")

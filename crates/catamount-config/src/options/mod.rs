@@ -555,8 +555,7 @@ options! {
                 .help("TOKEN", "The control server's token (`none`: no token)"),
         ],
         fields: {
-            // A token without a URL turns nothing on, as in Puma.
-            control: ControlApp => Option<ControlApp> = |v, _| Ok(v.filter(|c| !c.url.is_empty())), export_control;
+            control: ControlApp => Option<ControlApp> = merged_control, export_control;
         }
     }
     metrics {
@@ -852,6 +851,33 @@ fn all_plugins(_: Option<Vec<String>>, s: &Sources<'_, '_>) -> Result<Vec<String
         }
     }
     Ok(plugins)
+}
+
+/// The control server's settings, each from the layer that gave it: `--control-url` replaces
+/// only the file's URL and `--control-token` only its token (as in Puma, where each is its own
+/// option), so the file's `data_only` and token survive a URL given on the command line. A
+/// token without a URL turns nothing on.
+fn merged_control(
+    _: Option<ControlApp>,
+    s: &Sources<'_, '_>,
+) -> Result<Option<ControlApp>, String> {
+    let (user, file) = (s.user.control.as_ref(), s.file.control.as_ref());
+    let url = [user, file]
+        .into_iter()
+        .flatten()
+        .map(|c| c.url.clone())
+        .find(|u| !u.is_empty());
+    let Some(url) = url else { return Ok(None) };
+    let token_from = [user, file]
+        .into_iter()
+        .flatten()
+        .find(|c| c.no_token || c.auth_token.is_some());
+    Ok(Some(ControlApp {
+        url,
+        auth_token: token_from.and_then(|c| c.auth_token.clone()),
+        no_token: token_from.is_some_and(|c| c.no_token),
+        data_only: [user, file].into_iter().flatten().any(|c| c.data_only),
+    }))
 }
 
 impl Options {

@@ -254,6 +254,41 @@ fn later_subsystems_are_stored_and_named() {
 }
 
 #[test]
+fn control_flags_replace_only_what_they_name() {
+    let mut file = Layer::default();
+    set(
+        &mut file,
+        "activate_control_app",
+        vec![
+            str("unix:///tmp/c.sock"),
+            Value::Hash(vec![
+                ("auth_token".into(), str("filetok")),
+                ("data_only".into(), Value::Bool(true)),
+            ]),
+        ],
+    );
+    let mut user = Layer::default();
+    set(&mut user, "control_url", vec![str("tcp://127.0.0.1:0")]);
+    let o = resolve(&user, &file, &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
+    let c = o.control.unwrap_or_else(|| panic!("a control server"));
+    assert_eq!(c.url, "tcp://127.0.0.1:0", "the flag's URL");
+    assert_eq!(c.auth_token.as_deref(), Some("filetok"), "the file's token");
+    assert!(c.data_only, "the file's data_only");
+    set(&mut user, "control_auth_token", vec![str("none")]);
+    let o = resolve(&user, &file, &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
+    let c = o.control.unwrap_or_else(|| panic!("a control server"));
+    assert!(
+        c.no_token && c.auth_token.is_none(),
+        "--control-token none wins"
+    );
+    let mut token_only = Layer::default();
+    set(&mut token_only, "control_auth_token", vec![str("t")]);
+    let o =
+        resolve(&token_only, &Layer::default(), &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.control, None, "a token without a URL turns nothing on");
+}
+
+#[test]
 fn network_options() {
     let mut l = Layer::default();
     set(&mut l, "set_default_host", vec![str("::1")]);
