@@ -269,6 +269,33 @@ class TestControl < Minitest::Test
     end
   end
 
+  # The cluster's stats move with load: each worker's check-in carries its busy threads.
+  def test_cluster_stats_show_busy_workers_while_requests_sleep
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/puma.rb", "worker_check_interval 1\n")
+      server = start_server("-C", "#{dir}/puma.rb", "-w", "2", "-t", "1:1", "-b", "tcp://127.0.0.1:0",
+                            "--control-url", "tcp://127.0.0.1:0", "--control-token", "none")
+      url = control_url(server)
+      server.wait_for(/Worker 1 \(PID: \d+\) booted/)
+      held = Array.new(2) { |i| Thread.new { get(server.port, "/hold?marker=#{dir}/m#{i}&release=#{dir}/r") } }
+      assert wait_until { File.exist?("#{dir}/m0") && File.exist?("#{dir}/m1") }, "both requests in the app"
+      busy = nil
+      assert wait_until(timeout: 15) {
+        busy = control(url, "/stats").json["worker_status"].sum { |w| w["last_status"]["busy_threads"].to_i }
+        busy >= 2
+      }, "busy threads seen by the master: #{busy}"
+      File.write("#{dir}/r", "")
+      assert_equal [200, 200], held.map { |t| t.value.status }
+      assert wait_until(timeout: 15) {
+        stats = control(url, "/stats").json
+        stats["worker_status"].sum { |w| w["last_status"]["busy_threads"].to_i }.zero? &&
+          stats["worker_status"].sum { |w| w["last_status"]["requests_count"].to_i } == 2
+      }, "idle again, two requests counted"
+    ensure
+      kill_named_workers(server)
+    end
+  end
+
   def test_cluster_halt_ends_the_master_and_its_workers
     server = start_server("-w", "2", "-t", "1:1", "--control-url", "tcp://127.0.0.1:0", "--control-token", "none")
     url = control_url(server)

@@ -81,6 +81,23 @@ class TestMetrics < Minitest::Test
     assert_operator value(samples, "catamount_connections_accepted_total"), :>=, 9
   end
 
+  def test_metrics_listener_on_a_unix_socket
+    Dir.mktmpdir do |dir|
+      server = start_server("--metrics-url", "unix://#{dir}/metrics.sock")
+      assert_equal "unix://#{dir}/metrics.sock", metrics_url(server)
+      2.times { get(server.port, "/") }
+      sock = UNIXSocket.new("#{dir}/metrics.sock")
+      sock.write("GET /metrics HTTP/1.0\r\n\r\n")
+      text = read_until_close(sock).split("\r\n\r\n", 2).last
+      out, err, status = Open3.capture3(PYTHON, "-c", PARSE, stdin_data: text)
+      assert status.success?, err
+      samples = out.lines.map { |line| JSON.parse(line) }
+      assert_equal 2, samples.find { |name, labels,| name == "catamount_requests_total" && labels.empty? }&.at(2)
+    ensure
+      sock&.close
+    end
+  end
+
   def test_on_the_control_server_under_its_token
     server = start_server("--control-url", "tcp://127.0.0.1:0", "--control-token", "tok",
                           "-C", config_file("control_metrics\n"), "-b", "tcp://127.0.0.1:0")
