@@ -124,8 +124,21 @@ module Bench
         order.each do |s|
           samples[s.kind.key][:c1] << wrk(s, app, 1, @settings.c1_seconds)
         end
+        side_by_side(servers, app, samples, round)
       end
       samples
+    end
+
+    # Catamount with metrics on and off loaded at the same time (`wrk -t2 -c25` each), so what
+    # else the machine runs meanwhile hits both alike: their ratio is steadier than the
+    # alternating runs'. Kept as `side` samples.
+    def side_by_side(servers, app, samples, round)
+      pair = %w[catamount catamount_metrics].filter_map { |key| servers.find { |s| s.kind.key == key } }
+      return unless pair.size == 2
+
+      results = pair.map { |s| Thread.new { wrk(s, app, 25, @settings.seconds) } }.map(&:value)
+      pair.zip(results) { |s, result| (samples[s.kind.key][:side] ||= []) << result }
+      progress format("  round %d side by side: metrics off %10.0f req/s, on %10.0f req/s", round + 1, *results.map(&:rps))
     end
 
     # One wrk run against a server (its metrics scraped meanwhile when it has them on).

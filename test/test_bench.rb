@@ -68,6 +68,10 @@ class TestBenchSmoke < Minitest::Test
       assert_equal 0, on.dig("stats", "errors"), s["mode"]
       assert_operator on.dig("scrapes", "ok"), :>, 0, "#{s['mode']}: /metrics was scraped during the load"
       assert_equal 0, on.dig("scrapes", "failed"), s["mode"]
+      %w[catamount catamount_metrics].each do |key|
+        side = s.dig("servers", key, "samples", "side")
+        assert_operator side.first["rps"], :>, 0, "#{s['mode']}: #{key} loaded side by side with the other"
+      end
     end
   end
 
@@ -83,7 +87,7 @@ class TestBenchSmoke < Minitest::Test
     assert_equal row_count, rows.size
     rows.each { |row| assert_equal 8, row.count("|"), row }
     ["`-t 5:5`", "`-w 2 -t 5:5`"].each do |mode|
-      assert_match(/^\| hello world, metrics on \| #{Regexp.escape(mode)} \| \d+ \(\d+–\d+\) \| – \| [\d.]+x of metrics off \| ≥ 0.97x of off \| (met|MISSED) \|$/, throughput)
+      assert_match(/^\| hello world, metrics on \| #{Regexp.escape(mode)} \| \d+ \(\d+–\d+\) \| – \| [\d.]+x of metrics off side by side \([\d.]+x alternating\) \| ≥ 0.97x of off \| (met|MISSED) \|$/, throughput)
       assert_match(/^\| hello world, metrics on \| #{Regexp.escape(mode)} \| [\d.]+ \/ – \|/, markdown)
     end
     assert_match(/^\| Ruby objects allocated \| [\d.]+ \|$/, markdown)
