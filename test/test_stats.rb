@@ -89,6 +89,15 @@ class TestStats < Minitest::Test
     assert_equal 0, s[:io_threads]
   end
 
+  # An app that reads `Puma.stats` runs on Catamount as on Puma, without any plugin or the
+  # puma gem loaded.
+  def test_puma_stats_without_a_plugin
+    server = start_server("-t", "2:2", "--no-config", app: "stats.ru")
+    got = JSON.parse(get_path(server.port, "/stats").body, symbolize_names: true)
+    assert_equal 2, got[:puma][:max_threads]
+    assert_equal got[:catamount].keys, got[:puma_hash].keys
+  end
+
   def test_single_mode_counts_what_the_test_sent
     with_plugin do |dir|
       server = serve(dir, "-t", "3:3")

@@ -23,6 +23,9 @@ module Catamount
 
     # The app, loaded and wrapped as configured; nil (after the error is printed) if it failed.
     def prepare(options)
+      # `Puma.stats` / `Puma.stats_hash` for apps and gems that read them (a health endpoint,
+      # Barnes): the shim, unless the real gem is loaded already.
+      PumaCompat.install
       app = @context.config.app || load_rackup(options[:rackup])
       return unless app
 
