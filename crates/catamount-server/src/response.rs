@@ -222,12 +222,30 @@ impl Exchange {
     }
 
     fn hand_over(&self, item: Outgoing) -> io::Result<()> {
-        let bytes = item.held();
         let mut st = self.lock();
         if st.gone {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        st.outgoing.push_back(item);
+        let bytes = match (st.outgoing.back_mut(), item) {
+            // Small streamed parts queued behind a slow client join the last piece: the bounds
+            // count capacities, and thousands of tiny buffers would hold far more than that.
+            (Some(Outgoing::Data(last)), Outgoing::Data(data))
+                if last.len() + data.len() <= PIECE =>
+            {
+                let before = last.capacity();
+                let needed = last.len() + data.len();
+                if needed > before {
+                    last.reserve_exact(before.saturating_mul(2).clamp(needed, PIECE) - last.len());
+                }
+                last.extend_from_slice(&data);
+                (last.capacity() - before) as u64
+            }
+            (_, item) => {
+                let bytes = item.held();
+                st.outgoing.push_back(item);
+                bytes
+            }
+        };
         st.queued += bytes;
         self.handed_over.add(bytes);
         drop(st);
@@ -673,6 +691,32 @@ mod tests {
         assert!(rest.capacity() < 8_000, "held {}", rest.capacity());
         let rest = unsent(vec![2u8; 100_000], 10);
         assert_eq!(rest.len(), 99_990, "a large rest is kept where it is");
+    }
+
+    #[test]
+    fn small_parts_queued_behind_a_slow_client_join_into_pieces() {
+        let handed_over = Arc::new(HandedOver::default());
+        let exchange = Exchange::new(handed_over.clone(), Arc::default());
+        let mut expected = Vec::new();
+        for i in 0..10_000u32 {
+            let part = format!("data: {i}\n\n").into_bytes();
+            expected.extend_from_slice(&part);
+            exchange.hand_over(Outgoing::Data(part)).unwrap();
+        }
+        let mut out = Vec::new();
+        let mut held = 0;
+        let mut items = 0;
+        while let Step::Write(Outgoing::Data(data)) = exchange.next_step(false) {
+            assert!(data.capacity() <= PIECE);
+            held += data.capacity() as u64;
+            items += 1;
+            out.extend_from_slice(&data);
+        }
+        assert_eq!(out, expected, "in order, nothing lost");
+        assert!(items < 10, "{items} buffers for 10000 parts");
+        assert_eq!(handed_over.now(), held, "the count is the capacity held");
+        exchange.release(held);
+        assert_eq!(handed_over.now(), 0);
     }
 
     #[test]

@@ -28,8 +28,6 @@ use catamount_server::{log, Request, Responder, Waiter, HAND_OVER_PIECE};
 use super::{escape, ids, RackSettings};
 use crate::ffi;
 
-/// Streamed bodies are written in pieces of about this size.
-const FLUSH_AT: usize = 64 * 1024;
 /// Streamed pieces larger than this (already copied into Rust) are written with the GVL
 /// released while the kernel copies them; smaller writes keep it (see docs/architecture.md,
 /// "Writes keep the GVL": a hand-off would cost more than the copy).
@@ -266,37 +264,45 @@ fn write_triple(
     Ok(written)
 }
 
-/// Writes an `each` body as it is produced. An exception before anything was sent still becomes
-/// a clean 500; after that the connection is aborted, so the client sees a truncated response
-/// (a chunked body without its last chunk), never a wrong one.
+/// Writes an `each` body as it is produced: every part goes out as it is yielded (the head with
+/// the first), so a slow producer (SSE, `ActionController::Live`) reaches its client piece by
+/// piece. An exception before anything was sent still becomes a clean 500; after that the
+/// connection is aborted, so the client sees a truncated response (a chunked body without its
+/// last chunk), never a wrong one. Once the client is gone, the block raises the write's error
+/// into `each`, so an endless body stops and its thread is free (then `close` runs).
 struct Streaming {
     responder: Responder,
     pending: Vec<u8>,
     flushed: bool,
     body_bytes: u64,
     failure: Option<String>,
-    client_gone: bool,
+    /// Why the client can no longer be written to.
+    gone: Option<std::io::Error>,
     chunked: bool,
     limit: Option<u64>,
     scratch: Vec<u8>,
 }
 
 impl Streaming {
-    /// Takes one yielded part; errors are recorded, not raised, so `each` ends normally.
-    fn take(&mut self, part: Option<RString>) {
-        if self.client_gone || self.failure.is_some() {
-            return;
+    /// Takes one yielded part; the app's errors are recorded, not raised, so `each` ends
+    /// normally. False once the client is gone: `each` must stop.
+    fn take(&mut self, part: Option<RString>) -> bool {
+        if self.gone.is_some() {
+            return false;
+        }
+        if self.failure.is_some() {
+            return true;
         }
         let Some(part) = part else {
             self.failure = Some("body yielded a non-String".to_string());
-            return;
+            return true;
         };
         self.scratch.clear();
         ffi::copy_bytes(part, &mut self.scratch);
         self.body_bytes += self.scratch.len() as u64;
         if self.limit.is_some_and(|l| self.body_bytes > l) {
             self.failure = Some("body is longer than its content-length".to_string());
-            return;
+            return true;
         }
         // A large String goes out in pieces, the hand-over bounds checked after each, so one
         // huge part passes them by one piece at most (the copy above is this thread's own: the
@@ -308,19 +314,20 @@ impl Streaming {
             } else {
                 self.pending.extend_from_slice(piece);
             }
-            if self.pending.len() >= FLUSH_AT && !self.flush() {
+            if !self.flush() {
                 break;
             }
         }
         self.scratch = scratch;
+        self.gone.is_none()
     }
 
     /// Sends what is pending, then waits for the client if a bound is passed; false once the
     /// client is gone.
     fn flush(&mut self) -> bool {
         self.flushed = true;
-        if send(&mut self.responder, std::mem::take(&mut self.pending)).is_err() {
-            self.client_gone = true;
+        if let Err(e) = send(&mut self.responder, std::mem::take(&mut self.pending)) {
+            self.gone = Some(e);
             return false;
         }
         if self.responder.over_budget() {
@@ -349,7 +356,7 @@ fn stream_body(
         flushed: false,
         body_bytes: 0,
         failure: None,
-        client_gone: false,
+        gone: None,
         chunked,
         limit,
         scratch: Vec::new(),
@@ -365,13 +372,17 @@ fn stream_body(
         let taken = shared.lock().unwrap_or_else(|p| p.into_inner()).take();
         match taken {
             Some(mut st) => {
-                st.take(args.first().and_then(|v| RString::from_value(*v)));
+                let open = st.take(args.first().and_then(|v| RString::from_value(*v)));
+                let gone = (!open).then(|| client_gone_error(ruby, st.gone.as_ref()));
                 *shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(st);
+                if let Some(error) = gone {
+                    return Err(error);
+                }
             }
             // The part cannot be written now, nor dropped: the body would be short.
             None => seen.store(true, Ordering::SeqCst),
         }
-        ruby.qnil()
+        Ok(ruby.qnil())
     });
     let result = body.funcall_with_block::<_, _, Value>(*ids::EACH, (), block);
     let taken = state.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -381,6 +392,14 @@ fn stream_body(
     if overlapped.load(Ordering::SeqCst) && st.failure.is_none() {
         st.failure =
             Some("body yielded a part from another thread while one was being written".to_string());
+    }
+    if st.gone.is_some() {
+        // What `each` raised is the client's departure (or what the app made of it): nothing
+        // to log or answer.
+        if let Err(e) = result {
+            escape::caught(e);
+        }
+        return Err(Failure::Logged);
     }
     if let Err(e) = result {
         let exception = escape::caught(e);
@@ -392,9 +411,6 @@ fn stream_body(
             st.responder.finish(false);
         }
         // An abandoned responder aborts the connection.
-        return Err(Failure::Logged);
-    }
-    if st.client_gone {
         return Err(Failure::Logged);
     }
     if let Some(why) = st.failure.take() {
@@ -417,6 +433,28 @@ fn stream_body(
     }
     send(&mut st.responder, std::mem::take(&mut st.pending)).map_err(|_| Failure::Logged)?;
     Ok(st.responder)
+}
+
+/// The error a write to a departed client raises into the body's `each` (an `Errno::EPIPE` or
+/// the like, a `SystemCallError` as a write to a closed socket raises), to stop it.
+fn client_gone_error(ruby: &Ruby, cause: Option<&std::io::Error>) -> Error {
+    let errno = cause
+        .and_then(std::io::Error::raw_os_error)
+        .unwrap_or(libc::EPIPE);
+    let made = ruby.exception_system_call_error().funcall::<_, _, Value>(
+        "new",
+        (
+            "the client closed the connection during the response",
+            errno,
+        ),
+    );
+    match made.map(magnus::Exception::from_value) {
+        Ok(Some(exception)) => exception.into(),
+        _ => Error::new(
+            ruby.exception_io_error(),
+            "the client closed the connection",
+        ),
+    }
 }
 
 /// Waits without the GVL until the client has read enough for the hand-over bounds; false when
