@@ -131,4 +131,57 @@ class TestStreaming < Minitest::Test
     assert wait_for_file(File.join(@dir, "closed"), timeout: 30), "body.close was not called"
     assert_equal "hello", get(server.port, "/hello").body
   end
+
+  # The lines the callables of streaming.ru's Finished wrote, once there are `count` (bounded).
+  def finished_lines(count)
+    path = File.join(@dir, "finished")
+    assert wait_until(timeout: 15) { File.exist?(path) && File.readlines(path).size >= count }, File.exist?(path) ? File.read(path) : "none ran"
+    File.readlines(path, chomp: true)
+  end
+
+  # Each callable's line: name, env is the request's, status, headers, error class.
+  def callbacks(rest)
+    %w[third second first].map { |name| "#{name} true #{rest}" }
+  end
+
+  def test_response_finished_runs_after_the_response_in_reverse_order_after_after_reply
+    server = start_server("-t", "1:1", app: "streaming.ru")
+    response = get(server.port, "/hello?dir=#{@dir}&finished=1")
+    assert_equal "hello", response.body
+    assert_equal ["after_reply", *callbacks('200 [["content-type", "text/plain"]] NilClass')], finished_lines(4)
+    # The one that raised is logged, and did not stop the one registered before it.
+    assert wait_until { server.stderr.include?("rack.response_finished callback failed: #<RuntimeError: second callback fails>") }, server.stderr
+    assert_equal "hello", get(server.port, "/hello").body
+  end
+
+  def test_response_finished_gets_the_apps_exception_and_the_500_sent
+    server = start_server("-t", "1:1", app: "streaming.ru")
+    assert_equal 500, get(server.port, "/raise?dir=#{@dir}&finished=1").status
+    assert_equal callbacks("500 [] RuntimeError"), finished_lines(3)
+  end
+
+  def test_response_finished_gets_the_exception_that_ended_a_stream
+    server = start_server("-t", "1:1", app: "streaming.ru")
+    sock = connect(server.port)
+    sock.write("GET /fail_mid_stream?dir=#{@dir}&finished=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert_includes read_until_close(sock), "one part"
+    assert_equal ["after_reply", *callbacks('200 [["x-kind", "failing"]] ArgumentError')], finished_lines(4)
+  ensure
+    sock&.close
+  end
+
+  def test_response_finished_gets_the_write_error_when_the_client_went_away
+    server = start_server("-t", "1:1", app: "streaming.ru")
+    sock = connect(server.port)
+    sock.write("GET /endless?dir=#{@dir}&finished=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    read_until(sock, +"") { |b| b.bytesize > 100_000 }
+    sock.close
+    lines = finished_lines(4)
+    assert_equal "after_reply", lines.first
+    assert_equal %w[third second first], lines.drop(1).map { |l| l.split.first }
+    lines.drop(1).each do |line|
+      assert_match(/\A\w+ true 200 \[\["content-type", "application\/octet-stream"\]\] Errno::E[A-Z]+\z/, line)
+    end
+    assert_equal "hello", get(server.port, "/hello").body
+  end
 end

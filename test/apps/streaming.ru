@@ -63,9 +63,38 @@ class Endless
   end
 end
 
+# Registers `rack.after_reply` and three `rack.response_finished` callables (the middle one
+# raises); each appends a line with what it was given to `dir`/finished.
+module Finished
+  def self.register(env, dir)
+    log = File.join(dir, "finished")
+    note = ->(line) { File.open(log, "a") { |f| f.puts(line) } }
+    env["rack.after_reply"] << -> { note.call("after_reply") }
+    %w[first second third].each do |name|
+      env["rack.response_finished"] << lambda { |e, status, headers, error|
+        note.call([name, e.equal?(env), status, headers.to_a.inspect, error.class].join(" "))
+        raise "second callback fails" if name == "second"
+      }
+    end
+  end
+
+  # Yields one part, then raises (after the head went out).
+  class FailingBody
+    def each
+      yield "one part"
+      raise ArgumentError, "failed mid-stream"
+    end
+  end
+end
+
 run lambda { |env|
   params = env["QUERY_STRING"].split("&").to_h { |pair| pair.split("=", 2) }
+  Finished.register(env, params["dir"]) if params["finished"]
   case env["PATH_INFO"]
+  when "/raise"
+    raise "boom"
+  when "/fail_mid_stream"
+    [200, { "x-kind" => "failing" }, Finished::FailingBody.new]
   when "/sse"
     [200, { "content-type" => "text/event-stream", "cache-control" => "no-cache" },
      Events.new(params.fetch("dir"), Integer(params.fetch("n")))]

@@ -3,7 +3,7 @@
 //! Keys are frozen, interned strings made once (a Hash with frozen String keys does not copy
 //! them), fixed values (`SERVER_PROTOCOL`, `GATEWAY_INTERFACE`, ...) are shared frozen strings,
 //! and each request allocates only what is really per request: its values, the Hash,
-//! `rack.after_reply`, and `rack.input` when it has a body. The pairs are gathered on the stack
+//! `rack.after_reply`, `rack.response_finished`, and `rack.input` when it has a body. The pairs are gathered on the stack
 //! (where the GC can see them) and go into the Hash in one call.
 
 use std::borrow::Cow;
@@ -57,6 +57,7 @@ keys! {
     RACK_URL_SCHEME = "rack.url_scheme";
     RACK_HIJACK_P = "rack.hijack?";
     RACK_AFTER_REPLY = "rack.after_reply";
+    RACK_RESPONSE_FINISHED = "rack.response_finished";
     RACK_EARLY_HINTS = "rack.early_hints";
     PUMA_BODY_WAIT = "puma.request_body_wait";
     CATAMOUNT_BODY_WAIT = "catamount.request_body_wait";
@@ -206,6 +207,7 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
 
     pairs.push(k(&RACK_INPUT), rack_input(ruby, settings, request)?)?;
     pairs.push(k(&RACK_AFTER_REPLY), ruby.ary_new())?;
+    pairs.push(k(&RACK_RESPONSE_FINISHED), ruby.ary_new())?;
     let wait_ms = request.body_wait.as_secs_f64() * 1000.0;
     pairs.push(k(&PUMA_BODY_WAIT), wait_ms)?;
     pairs.push(k(&CATAMOUNT_BODY_WAIT), wait_ms)?;
@@ -502,4 +504,9 @@ pub fn run_after_reply(ruby: &Ruby, env: RHash) {
             ));
         }
     }
+}
+
+/// The `rack.response_finished` Array (Rack 3), when the app left one there.
+pub fn response_finished(ruby: &Ruby, env: RHash) -> Option<RArray> {
+    RArray::from_value(env.get(ruby.get_inner(&RACK_RESPONSE_FINISHED))?)
 }

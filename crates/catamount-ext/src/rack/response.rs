@@ -91,7 +91,8 @@ pub fn respond(
                 // the exit goes on.
                 None => log_jump(request),
             }
-            write_error(settings, request, env, responder, exception);
+            let status = write_error(settings, request, env, responder, exception);
+            finished(ruby, env, status, None, exception);
             return Ok(());
         }
     };
@@ -99,7 +100,8 @@ pub fn respond(
         Ok(parts) => parts,
         Err(AppBug(why)) => {
             log::error(&format!("{}: {why}", app_context(request)));
-            write_error(settings, request, env, responder, None);
+            let status = write_error(settings, request, env, responder, None);
+            finished(ruby, env, status, None, None);
             return Ok(());
         }
     };
@@ -127,7 +129,55 @@ pub fn respond(
     } else {
         super::env::run_after_reply(ruby, env);
     }
+    let (status, app_headers, error) = match outcome {
+        Ok(Written { status, .. }) => (status, true, None),
+        Err(Failure {
+            status,
+            app_head,
+            error,
+        }) => (status, app_head, error),
+    };
+    finished(
+        ruby,
+        env,
+        status,
+        app_headers.then_some(headers_value),
+        error,
+    );
     Ok(())
+}
+
+/// Runs the `rack.response_finished` callables (Rack 3) once the response is written, failed or
+/// abandoned by its client, as Puma 7 does: after `body.close` and the `rack.after_reply`
+/// callables, in reverse order of registration (the spec's order: the last middleware to
+/// register, the innermost, finishes first), each with `env, status, headers, error`. `status`
+/// is the one sent (the error response's when it replaced the app's), `headers` the app's Hash
+/// (an empty one when the app's response was not sent), `error` the exception that ended the
+/// response (the app's, or the write's when the client went away) or nil. A callable that raises
+/// is logged and the others still run; after a non-local exit none runs.
+fn finished(ruby: &Ruby, env: RHash, status: u16, headers: Option<Value>, error: Option<Value>) {
+    if escape::pending() {
+        return;
+    }
+    let Some(callbacks) = super::env::response_finished(ruby, env) else {
+        return;
+    };
+    let headers = headers.unwrap_or_else(|| ruby.hash_new().as_value());
+    let error = error.unwrap_or_else(|| ruby.qnil().as_value());
+    for i in (0..callbacks.len()).rev() {
+        let Ok(callback) = callbacks.entry::<Value>(i as isize) else {
+            continue;
+        };
+        if let Err(e) = callback.funcall::<_, _, Value>("call", (env, status, headers, error)) {
+            let Some(exception) = escape::caught(e) else {
+                return;
+            };
+            log::error(&format!(
+                "rack.response_finished callback failed: {}",
+                escape::inspect(exception)
+            ));
+        }
+    }
 }
 
 struct Written {
@@ -135,10 +185,41 @@ struct Written {
     app_length: Option<u64>,
 }
 
-enum Failure {
-    /// Already logged and answered (or the connection aborted); a non-local exit met on the
-    /// way is in [`escape`].
-    Logged,
+/// A response that failed: already logged and answered (or the connection aborted); a
+/// non-local exit met on the way is in [`escape`]. What `rack.response_finished` is told.
+struct Failure {
+    /// The status sent: the app's, or the error response's.
+    status: u16,
+    /// The app's head was sent (else the error response replaced it).
+    app_head: bool,
+    /// What ended the response: the app's exception, or the write's when the client left.
+    error: Option<Value>,
+}
+
+impl Failure {
+    /// The error response `status` replaced the app's.
+    fn answered(status: u16, error: Option<Value>) -> Failure {
+        Failure {
+            status,
+            app_head: false,
+            error,
+        }
+    }
+
+    /// The app's head (with `status`) went out, then the response failed.
+    fn after(status: u16, error: Option<Value>) -> Failure {
+        Failure {
+            status,
+            app_head: true,
+            error,
+        }
+    }
+
+    /// The client went away while the app's response was written.
+    fn client_gone(ruby: &Ruby, status: u16, cause: &std::io::Error) -> Failure {
+        let error = client_gone_error(ruby, Some(cause)).value();
+        Failure::after(status, error)
+    }
 }
 
 fn split_triple(triple: Value) -> Result<(Value, Value, Value), AppBug> {
@@ -173,8 +254,7 @@ fn write_triple(
     let to = answering(request);
     let bug = |responder: Responder, why: String| {
         log::error(&format!("{}: {why}", app_context(request)));
-        write_error(settings, request, env, responder, None);
-        Failure::Logged
+        Failure::answered(write_error(settings, request, env, responder, None), None)
     };
     let status = match parse_status(status_value) {
         Ok(s) => s,
@@ -191,13 +271,13 @@ fn write_triple(
         match body_kind(ruby, body) {
             Ok(k) => k,
             Err(BodyError::Jump) => {
-                write_error(settings, request, env, responder, None);
-                return Err(Failure::Logged);
+                let sent = write_error(settings, request, env, responder, None);
+                return Err(Failure::answered(sent, None));
             }
             Err(BodyError::Raised(exception)) => {
                 log_app_error(request, exception);
-                write_error(settings, request, env, responder, Some(exception));
-                return Err(Failure::Logged);
+                let sent = write_error(settings, request, env, responder, Some(exception));
+                return Err(Failure::answered(sent, Some(exception)));
             }
             Err(BodyError::Bug(why)) => return Err(bug(responder, why)),
         }
@@ -220,20 +300,18 @@ fn write_triple(
         status,
         app_length: head.content_length(),
     };
+    let gone = |e: std::io::Error| Failure::client_gone(ruby, status, &e);
     match (framing, kind) {
         (Framing::NoBody, _) => {
-            responder
-                .write_whole(out, started)
-                .map_err(|_| Failure::Logged)?;
+            responder.write_whole(out, started).map_err(gone)?;
         }
         (_, BodyKind::Array(array)) => {
-            write_array(ruby, &mut responder, out, &array, started)?;
+            write_array(ruby, &mut responder, out, &array, status, started)?;
         }
         (_, BodyKind::File(file, len)) => {
-            send(&mut responder, out).map_err(|_| Failure::Logged)?;
+            send(&mut responder, out).map_err(gone)?;
             // Reading the file may wait for the disk: only this request waits for it.
-            released(&mut responder, file, |r, file| r.send_file(file, 0, len))
-                .map_err(|_| Failure::Logged)?;
+            released(&mut responder, file, |r, file| r.send_file(file, 0, len)).map_err(gone)?;
         }
         (framing, BodyKind::Stream) => {
             let limit = match framing {
@@ -249,6 +327,7 @@ fn write_triple(
                 out,
                 framing == Framing::Chunked,
                 limit,
+                status,
                 responder,
             )?;
         }
@@ -258,7 +337,8 @@ fn write_triple(
     // whole: every response may hand over its first piece unchecked, so without this wait one
     // thread could leave a piece for each of any number of slow clients.
     if responder.over_budget() && !wait_for_client(&responder) {
-        ruby.thread_check_ints().map_err(interrupted)?;
+        ruby.thread_check_ints()
+            .map_err(|e| interrupted(e, status))?;
     }
     responder.finish(keep_alive);
     Ok(written)
@@ -348,6 +428,7 @@ fn stream_body(
     head: Vec<u8>,
     chunked: bool,
     limit: Option<u64>,
+    status: u16,
     responder: Responder,
 ) -> Result<Responder, Failure> {
     let state = Arc::new(Mutex::new(Some(Streaming {
@@ -387,51 +468,61 @@ fn stream_body(
     let result = body.funcall_with_block::<_, _, Value>(*ids::EACH, (), block);
     let taken = state.lock().unwrap_or_else(|p| p.into_inner()).take();
     let Some(mut st) = taken else {
-        return Err(Failure::Logged);
+        // Still out for a part (another thread's `each`): this one's head may be out.
+        return Err(Failure::after(status, None));
     };
     if overlapped.load(Ordering::SeqCst) && st.failure.is_none() {
         st.failure =
             Some("body yielded a part from another thread while one was being written".to_string());
     }
-    if st.gone.is_some() {
+    if let Some(cause) = st.gone.take() {
         // What `each` raised is the client's departure (or what the app made of it): nothing
         // to log or answer.
         if let Err(e) = result {
             escape::caught(e);
         }
-        return Err(Failure::Logged);
+        return Err(Failure::client_gone(ruby, status, &cause));
     }
+    // The app's failure: a 500 when nothing was sent yet, else an aborted connection (an
+    // abandoned responder aborts it).
+    let fail = |st: &mut Streaming, exception: Option<Value>| {
+        if st.flushed {
+            return Failure::after(status, exception);
+        }
+        let sent = write_error_to(settings, request, env, &mut st.responder, exception);
+        Failure::answered(sent, exception)
+    };
     if let Err(e) = result {
         let exception = escape::caught(e);
         if let Some(exception) = exception {
             log_app_error(request, exception);
         }
-        if !st.flushed {
-            write_error_to(settings, request, env, &mut st.responder, exception);
+        let failure = fail(&mut st, exception);
+        if !failure.app_head {
             st.responder.finish(false);
         }
-        // An abandoned responder aborts the connection.
-        return Err(Failure::Logged);
+        return Err(failure);
     }
     if let Some(why) = st.failure.take() {
         log::error(&format!("{}: {why}", app_context(request)));
-        if !st.flushed {
-            write_error_to(settings, request, env, &mut st.responder, None);
+        let failure = fail(&mut st, None);
+        if !failure.app_head {
             st.responder.finish(false);
         }
-        return Err(Failure::Logged);
+        return Err(failure);
     }
     if st.limit.is_some_and(|l| st.body_bytes < l) {
         log::error(&format!(
             "{}: body is shorter than its content-length",
             app_context(request)
         ));
-        return Err(Failure::Logged);
+        return Err(Failure::after(status, None));
     }
     if st.chunked {
         st.pending.extend_from_slice(LAST_CHUNK);
     }
-    send(&mut st.responder, std::mem::take(&mut st.pending)).map_err(|_| Failure::Logged)?;
+    send(&mut st.responder, std::mem::take(&mut st.pending))
+        .map_err(|e| Failure::client_gone(ruby, status, &e))?;
     Ok(st.responder)
 }
 
@@ -692,8 +783,10 @@ fn write_array(
     responder: &mut Responder,
     mut head: Vec<u8>,
     array: &ArrayBody,
+    status: u16,
     started: Instant,
 ) -> Result<(), Failure> {
+    let gone = |e: std::io::Error| Failure::client_gone(ruby, status, &e);
     if head.len() as u64 + array.len <= JOIN_BELOW {
         // No Ruby code has run since the length was summed, and copying allocates no Ruby object.
         if let Some(strings) = array.array {
@@ -705,7 +798,7 @@ fn write_array(
         return responder
             .write_whole(head, started)
             .map(|_| ())
-            .map_err(|_| Failure::Logged);
+            .map_err(gone);
     }
     // Our own copy (copy-on-write): while this thread waits without the GVL below, the app's
     // threads cannot change which Strings it holds (only the Strings themselves).
@@ -726,7 +819,7 @@ fn write_array(
             Ok(false) => {
                 if !wait_for_client(responder) {
                     if let Err(e) = ruby.thread_check_ints() {
-                        break Err(interrupted(e));
+                        break Err(interrupted(e, status));
                     }
                 }
             }
@@ -736,9 +829,9 @@ fn write_array(
                 log::error(&format!(
                     "Rack app: {e} while the response was being sent; connection aborted"
                 ));
-                break Err(Failure::Logged);
+                break Err(Failure::after(status, None));
             }
-            Err(_) => break Err(Failure::Logged),
+            Err(e) => break Err(gone(e)),
         }
     };
     ffi::gc_guard(strings);
@@ -747,14 +840,15 @@ fn write_array(
 
 /// An interrupt that landed while this thread waited for its client (a kill, `Thread#raise`):
 /// the response is abandoned (the connection aborts); a jump goes on once the request is done.
-fn interrupted(e: Error) -> Failure {
-    if let Some(exception) = escape::caught(e) {
+fn interrupted(e: Error, status: u16) -> Failure {
+    let exception = escape::caught(e);
+    if let Some(exception) = exception {
         log::error(&format!(
             "Rack app: the response was interrupted by {}",
             escape::inspect(exception)
         ));
     }
-    Failure::Logged
+    Failure::after(status, exception)
 }
 
 /// `body.close`, which Rack requires even when the response failed or a jump is on its way
@@ -784,20 +878,21 @@ fn write_error(
     env: RHash,
     mut responder: Responder,
     exception: Option<Value>,
-) {
-    write_error_to(settings, request, env, &mut responder, exception);
+) -> u16 {
+    let status = write_error_to(settings, request, env, &mut responder, exception);
     responder.finish(false);
+    status
 }
 
 /// The 500 response: the `lowlevel_error_handler`'s when there is one (and it works), else the
-/// built-in one. Either way the connection closes after it.
+/// built-in one. Either way the connection closes after it. Returns the status sent.
 fn write_error_to(
     settings: &RackSettings,
     request: &Request,
     env: RHash,
     responder: &mut Responder,
     exception: Option<Value>,
-) {
+) -> u16 {
     // After a jump no app code runs: the handler is app code.
     if let Some(handler) = settings.error_handler.filter(|_| !escape::pending()) {
         let ruby = Ruby::get_with(env);
@@ -805,7 +900,7 @@ fn write_error_to(
             Ok((status, bytes)) => {
                 responder.set_status(status);
                 let _ = responder.write_vec(bytes);
-                return;
+                return status;
             }
             Err(why) => log::error(&format!(
                 "{}: lowlevel_error_handler failed, sending the default 500: {why}",
@@ -816,6 +911,7 @@ fn write_error_to(
     let shown = exception.filter(|_| settings.show_errors);
     responder.set_status(500);
     let _ = responder.write_vec(builtin_500(request, shown));
+    500
 }
 
 /// The built-in 500 (closing the connection): the exception described in its body when given
