@@ -30,7 +30,7 @@ class TestRackEnv < Minitest::Test
     assert_equal "http", env["rack.url_scheme"]
     assert_equal true, env["rack.multithread"]
     assert_equal false, env["rack.multiprocess"]
-    assert_equal false, env["rack.hijack?"]
+    assert_equal true, env["rack.hijack?"]
     assert_equal "Float", env["body_wait"]
     assert env["catamount_body_wait"]
     assert_match(/\ACatamount \d/, env["SERVER_SOFTWARE"])

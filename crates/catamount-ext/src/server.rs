@@ -14,8 +14,8 @@ use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 
 use catamount_server::metrics::{HistogramSnapshot, BOUNDS_SECONDS};
 use catamount_server::{
-    bind_all_inheriting, log, BoundListener, InheritedSocket, Job, Metrics, PoolAction, Seat,
-    Server, ServerConfig, Wait, Waiter,
+    bind_all_inheriting, log, BoundListener, InheritedSocket, Job, Metrics, PoolAction, Request,
+    Seat, Server, ServerConfig, Wait, Waiter,
 };
 
 use catamount_config::options::RemoteAddress;
@@ -23,7 +23,7 @@ use catamount_config::options::RemoteAddress;
 use crate::config::RbOptions;
 use crate::errors;
 use crate::ffi::{self, Blocked};
-use crate::rack::{self, RackSettings, RemoteAddr};
+use crate::rack::{self, hijack::Lending, RackSettings, RemoteAddr};
 
 /// How long a stopped server waits for queued log lines to be written (a reader that stopped
 /// reading must not keep the process from ending).
@@ -187,6 +187,7 @@ impl RbServer {
                 script_name: fetch(settings, "script_name")?,
                 server_software: fetch(settings, "server_software")?,
                 errors: fetch(settings, "errors")?,
+                hijack: rack::hijack::callable(ruby)?,
             },
         )?;
         let rack = RackSettings {
@@ -551,13 +552,34 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
             );
         }
     };
-    if !settings.early_hints {
-        let result = app.funcall::<_, _, Value>(*rack::ids::CALL, (env,));
-        return rack::response::respond(ruby, settings, &request, env, result, responder, started);
+    // The responder is lent for the length of the call: `rack.hijack` may take it, and the
+    // `rack.early_hints` callback writes through it.
+    let lent = rack::hijack::lend(responder, env);
+    if settings.early_hints {
+        add_early_hints(ruby, &request, env, &lent)?;
     }
-    // `rack.early_hints`: the app may send 103 responses before its own; the responder is lent
-    // to the callback for the length of the call.
-    let lent = Arc::new(Mutex::new(Some(responder)));
+    let result = app.funcall::<_, _, Value>(*rack::ids::CALL, (env,));
+    match rack::hijack::take_back(&lent) {
+        Lending::Responder(responder) => {
+            rack::response::respond(ruby, settings, &request, env, result, responder, started)
+        }
+        Lending::Hijacked(serving) => {
+            rack::hijack::after_call(ruby, &request, env, result, serving);
+            Ok(())
+        }
+        // Lost to an internal error while being hijacked (already raised in the app).
+        Lending::Out => result.map(|_| ()),
+    }
+}
+
+/// `rack.early_hints`: the app may send 103 responses before its own, through the lent
+/// responder.
+fn add_early_hints(
+    ruby: &Ruby,
+    request: &Request,
+    env: RHash,
+    lent: &rack::hijack::Lent,
+) -> Result<(), Error> {
     // HTTP/1.0 has no interim responses (`early_hints` gives no bytes): the callback is there
     // but sends nothing.
     let version = request.head.version();
@@ -576,7 +598,7 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
                 let Some(out) = catamount_http::early_hints(version, &head) else {
                     return Ok(ruby.qnil().as_value());
                 };
-                if let Some(responder) = lent.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                if let Lending::Responder(responder) = &mut *rack::hijack::locked(&lent) {
                     // A client that went away shows when the real response is written.
                     let _ = responder.write_vec(out);
                 }
@@ -584,11 +606,5 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
             },
         )
     };
-    env.aset(rack::env::early_hints_key(ruby), hints)?;
-    let result = app.funcall::<_, _, Value>(*rack::ids::CALL, (env,));
-    let taken = lent.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let Some(responder) = taken else {
-        return result.map(|_| ());
-    };
-    rack::response::respond(ruby, settings, &request, env, result, responder, started)
+    env.aset(rack::env::early_hints_key(ruby), hints)
 }

@@ -50,5 +50,5 @@ pub use listener::{
 };
 pub use metrics::{Metrics, Snapshot as MetricsSnapshot};
 pub use request::{Body, Job, Peer, Pop, Request, WorkQueue};
-pub use response::{Responder, WriteRoute};
+pub use response::{Hijacked, Responder, StillServing, WriteRoute};
 pub use server::{set_fatal_exit, Server, REACTOR_PANIC_EXIT};

@@ -71,8 +71,24 @@ pub(crate) enum Ending {
 pub(crate) enum Step {
     Write(Outgoing),
     Ended(Ending),
+    /// The app takes the connection (`rack.hijack`): give it the bytes read ahead
+    /// ([`Exchange::hijack_ready`]) and forget the connection without closing it.
+    Hijack,
     /// Nothing yet: wait for [`Exchange::changed`] (or the socket).
     Pending,
+}
+
+/// Where a hijack stands between the pool thread that asked and the reactor.
+#[derive(Debug, Default)]
+enum HijackState {
+    #[default]
+    None,
+    /// Asked for: the reactor stops reading and hands over what it read ahead.
+    Asked,
+    /// The bytes the client sent after the request that the reactor had read already.
+    Ready(Vec<u8>),
+    /// Done: the pool thread took the bytes.
+    Taken,
 }
 
 /// One connection's meeting point between the reactor and the pool thread serving its current
@@ -110,6 +126,7 @@ struct ExchangeState {
     registered: bool,
     /// The connection is gone: hand-overs fail, waits end.
     gone: bool,
+    hijack: HijackState,
 }
 
 impl Exchange {
@@ -146,6 +163,7 @@ impl Exchange {
         };
         st.ending = None;
         st.reactor_listening = false;
+        st.hijack = HijackState::None;
         drop(st);
         self.handed_over.sub(dropped);
     }
@@ -158,6 +176,9 @@ impl Exchange {
         }
         if let Some(ending) = st.ending {
             return Step::Ended(ending);
+        }
+        if matches!(st.hijack, HijackState::Asked) {
+            return Step::Hijack;
         }
         st.reactor_listening = listen;
         Step::Pending
@@ -189,6 +210,47 @@ impl Exchange {
         self.drained.notify_all();
         drop(st);
         self.handed_over.sub(dropped);
+    }
+
+    /// The reactor's answer to [`Step::Hijack`]: `early` is what it read past the request. From
+    /// here on the reactor neither reads nor writes the connection.
+    pub(crate) fn hijack_ready(&self, early: Vec<u8>) {
+        let mut st = self.lock();
+        st.hijack = HijackState::Ready(early);
+        self.drained.notify_all();
+    }
+
+    /// Asks the reactor to let go of the connection and waits (on `drained`, as
+    /// [`wait_for_client`](Self::wait_for_client)) for the bytes it read ahead. What was handed
+    /// over before (103 Early Hints) is written first. Fails when the connection is gone or
+    /// `waiter` is interrupted (then the caller may ask again).
+    fn hijack(&self, waiter: &Waiter) -> io::Result<Vec<u8>> {
+        let mut st = self.lock();
+        if matches!(st.hijack, HijackState::None) {
+            st.hijack = HijackState::Asked;
+            self.changed.notify_one();
+        }
+        loop {
+            if let HijackState::Ready(early) = std::mem::take(&mut st.hijack) {
+                st.hijack = HijackState::Taken;
+                return Ok(early);
+            }
+            st.hijack = HijackState::Asked;
+            if st.gone {
+                return Err(io::ErrorKind::NotConnected.into());
+            }
+            if waiter.is_interrupted() {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            st.pool_waiting = true;
+            // The timeout bounds how late an interrupt is noticed; the condvar does the work.
+            let (guard, _) = self
+                .drained
+                .wait_timeout(st, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner());
+            st = guard;
+            st.pool_waiting = false;
+        }
     }
 
     /// [`Responder::wait_for_client`]'s wait, on this connection's record.
@@ -543,6 +605,38 @@ impl Responder {
         Exchange::wait_for_client(&self.exchange, self.bounds(), waiter);
     }
 
+    /// `rack.hijack`: the app takes the connection. Returns a new descriptor of the socket
+    /// (close-on-exec) and the bytes the client already sent after the request, which the app
+    /// must read first; the reactor forgets the connection (it neither writes nor closes it, and
+    /// it no longer counts as open). Nothing must have been written for this request but 103
+    /// Early Hints. On failure (the client is gone, `waiter` interrupted) the responder is
+    /// given back unchanged.
+    pub fn hijack(mut self, waiter: &Waiter) -> Result<Hijacked, (Responder, io::Error)> {
+        use std::os::fd::AsFd;
+        let fd = match self.stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => return Err((self, e)),
+        };
+        let early = match self.exchange.hijack(waiter) {
+            Ok(early) => early,
+            Err(e) => return Err((self, e)),
+        };
+        // Nothing of the response is left to end: the reactor has let go.
+        self.finished = true;
+        Ok(Hijacked {
+            fd,
+            early,
+            unix: matches!(*self.stream, Stream::Unix(_)),
+            serving: StillServing {
+                running: self.running.take(),
+                metrics: self.exchange.metrics.clone(),
+                read_at: self.read_at,
+            },
+        })
+        // `self` drops here: this side's descriptor of the socket closes with the reactor's,
+        // so the app's close alone ends the connection.
+    }
+
     /// The response is complete.
     pub fn finish(mut self, keep_alive: bool) {
         self.finished = true;
@@ -591,6 +685,39 @@ impl Responder {
     fn hand_over(&mut self, item: Outgoing) -> io::Result<()> {
         self.handed_off = true;
         self.exchange.hand_over(item)
+    }
+}
+
+/// A connection the app took over (`rack.hijack`, [`Responder::hijack`]).
+#[derive(Debug)]
+pub struct Hijacked {
+    /// The app's descriptor of the socket.
+    pub fd: std::os::fd::OwnedFd,
+    /// Bytes the client sent after the request that were read already: the app reads them
+    /// before anything from `fd`.
+    pub early: Vec<u8>,
+    /// A UNIX socket (else TCP).
+    pub unix: bool,
+    /// Keep until `app.call` returns.
+    pub serving: StillServing,
+}
+
+/// A hijacked request: it counts as running, and its duration is counted, until this is
+/// dropped (when `app.call` returns).
+#[derive(Debug)]
+pub struct StillServing {
+    running: Option<Running>,
+    metrics: Arc<Metrics>,
+    read_at: Instant,
+}
+
+impl Drop for StillServing {
+    fn drop(&mut self) {
+        // A request handed to the app, not a response: no status is counted.
+        if self.running.is_some() {
+            let took = self.read_at.elapsed();
+            self.metrics.request_duration.observe(took);
+        }
     }
 }
 

@@ -56,6 +56,7 @@ keys! {
     RACK_RUN_ONCE = "rack.run_once";
     RACK_URL_SCHEME = "rack.url_scheme";
     RACK_HIJACK_P = "rack.hijack?";
+    RACK_HIJACK = "rack.hijack";
     RACK_AFTER_REPLY = "rack.after_reply";
     RACK_RESPONSE_FINISHED = "rack.response_finished";
     RACK_EARLY_HINTS = "rack.early_hints";
@@ -120,6 +121,8 @@ pub struct Shared {
     pub server_software: Value,
     /// `rack.errors`.
     pub errors: Value,
+    /// `rack.hijack`: one callable for every request ([`super::hijack`]).
+    pub hijack: Value,
 }
 
 /// The env entries that are the same for every request, made once at boot. Each request's env
@@ -140,7 +143,8 @@ pub fn template(ruby: &Ruby, shared: &Shared) -> Result<RHash, Error> {
     pairs.push(k(&RACK_MULTITHREAD), shared.multithread)?;
     pairs.push(k(&RACK_MULTIPROCESS), shared.multiprocess)?;
     pairs.push(k(&RACK_RUN_ONCE), false)?;
-    pairs.push(k(&RACK_HIJACK_P), false)?;
+    pairs.push(k(&RACK_HIJACK_P), true)?;
+    pairs.push(k(&RACK_HIJACK), shared.hijack)?;
     pairs.flush()?;
     env.freeze();
     Ok(env)

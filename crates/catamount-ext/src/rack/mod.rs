@@ -1,8 +1,10 @@
 //! The Rack bridge: the env a request becomes ([`env`]), and the bytes the app's
-//! `[status, headers, body]` becomes ([`response`]).
+//! `[status, headers, body]` becomes ([`response`]), and the connection the app may take over
+//! ([`hijack`]).
 
 pub mod env;
 pub(crate) mod escape;
+pub mod hijack;
 pub mod response;
 
 /// Method names the bridge calls on every request, interned once: a name given as `&str` is

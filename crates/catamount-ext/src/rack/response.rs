@@ -853,7 +853,7 @@ fn interrupted(e: Error, status: u16) -> Failure {
 
 /// `body.close`, which Rack requires even when the response failed or a jump is on its way
 /// (whose state Ruby code may change: see [`escape::cleanup`]).
-fn close_body(body: Value) {
+pub(crate) fn close_body(body: Value) {
     escape::cleanup(|| call_close(body));
 }
 
@@ -1048,7 +1048,7 @@ fn log_jump(request: &Request) {
     ));
 }
 
-fn log_app_error(request: &Request, exception: Value) {
+pub(crate) fn log_app_error(request: &Request, exception: Value) {
     let backtrace = backtrace_of(exception);
     let mut line = format!("{}: {}", app_context(request), escape::inspect(exception));
     for frame in backtrace {

@@ -163,6 +163,9 @@ enum Delivered {
     Close,
     /// Drop the connection: the response could not be completed.
     Abort,
+    /// The app took the connection (`rack.hijack`): forget it, neither closing nor draining it
+    /// (the app holds its own descriptor of the socket).
+    Hijacked,
 }
 
 enum Read {
@@ -223,7 +226,7 @@ impl Conn {
                     self.linger().await;
                     return;
                 }
-                Delivered::Abort => return,
+                Delivered::Abort | Delivered::Hijacked => return,
             }
         }
     }
@@ -534,6 +537,13 @@ impl Conn {
                     continue;
                 }
                 Step::Ended(Ending::Aborted) => return Delivered::Abort,
+                Step::Hijack => {
+                    // Nothing is read after this: what was read ahead goes to the app, in order
+                    // before what the kernel still holds.
+                    let early = self.buf.split().to_vec();
+                    self.exchange.hijack_ready(early);
+                    return Delivered::Hijacked;
+                }
                 Step::Ended(Ending::Done { keep_alive, at }) => {
                     self.idle_since = Some(at);
                     return if keep_alive && !client_done {

@@ -1,0 +1,79 @@
+# frozen_string_literal: true
+
+# The full-hijack tests' app (test/test_hijack.rb): routes that take the connection with
+# `env["rack.hijack"]` and talk on it from a thread of their own (so the pool thread is free),
+# and plain routes to show the server still answers meanwhile.
+require "json"
+
+# Bodies of hijacked requests whose close ran (the server must still call it).
+CLOSED = Queue.new
+
+# A body the server must close and never send.
+class RecordingBody
+  def initialize(name)
+    @name = name
+  end
+
+  def each
+    yield "the server must not send this"
+  end
+
+  def close
+    CLOSED << @name
+  end
+end
+
+# Greets, then echoes what it reads until the client sends "quit" (or leaves), then closes.
+def echo(io)
+  io.write("hello from #{io.class} (#{io.is_a?(BasicSocket)})\n")
+  while (data = io.readpartial(4096))
+    io.write(data)
+    break if data.include?("quit")
+  end
+rescue EOFError, IOError, SystemCallError
+  nil
+ensure
+  io.close unless io.closed?
+end
+
+run lambda { |env|
+  case env["PATH_INFO"]
+  when "/echo"
+    # The IO must answer the calls Rack names; the early bytes come first on each of them.
+    io = env["rack.hijack"].call
+    same = env["rack.hijack_io"].equal?(io) && env["rack.hijack"].call.equal?(io)
+    Thread.new { echo(io) }
+    io.write("") unless same
+    [200, { "x-ignored" => "1" }, RecordingBody.new("echo")]
+  when "/nonblock"
+    # Echo with the non-blocking calls, from the thread that hijacked, inside app.call.
+    io = env["rack.hijack"].call
+    io.write_nonblock("ready\n")
+    io.wait_readable(10)
+    data = io.read_nonblock(4096)
+    io.write_nonblock("got #{data}")
+    io.to_io.close
+    [200, {}, RecordingBody.new("nonblock")]
+  when "/raise"
+    io = env["rack.hijack"].call
+    io.write("partial\n")
+    raise "the app fails after hijacking"
+  when "/closed"
+    names = []
+    names << CLOSED.pop(true) until CLOSED.empty?
+    [200, { "content-type" => "text/plain" }, [names.join(",")]]
+  when "/stats"
+    [200, { "content-type" => "application/json" }, [JSON.generate(Catamount.stats)]]
+  when "/hijack_outside"
+    hijack = env["rack.hijack"]
+    message = Thread.new do
+      hijack.call
+      "no error"
+    rescue IOError => e
+      e.message
+    end.value
+    [200, { "content-type" => "text/plain" }, [message]]
+  else
+    [200, { "content-type" => "text/plain" }, ["plain"]]
+  end
+}
