@@ -847,6 +847,46 @@ mod tests {
     }
 
     #[test]
+    fn a_hijack_gets_what_the_reactor_read_ahead_after_what_was_handed_over() {
+        let exchange = Arc::new(Exchange::new(Arc::default(), Arc::default()));
+        exchange.begin();
+        exchange.hand_over(Outgoing::Data(b"103".to_vec())).unwrap();
+        let asking = {
+            let exchange = exchange.clone();
+            std::thread::spawn(move || exchange.hijack(&Waiter::new()))
+        };
+        // The reactor: what was handed over goes out first, then it lets go.
+        assert!(matches!(exchange.next_step(true), Step::Write(Outgoing::Data(d)) if d == b"103"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match exchange.next_step(true) {
+                Step::Hijack => break,
+                Step::Pending => {
+                    assert!(Instant::now() < deadline, "the hijack was never asked for");
+                    std::thread::yield_now();
+                }
+                other => panic!("unexpected step {other:?}"),
+            }
+        }
+        exchange.hijack_ready(b"early".to_vec());
+        exchange.close();
+        assert_eq!(asking.join().unwrap().unwrap(), b"early");
+    }
+
+    #[test]
+    fn a_hijack_of_a_connection_gone_fails() {
+        let exchange = Exchange::new(Arc::default(), Arc::default());
+        exchange.close();
+        let err = exchange.hijack(&Waiter::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+        let interrupted = Exchange::new(Arc::default(), Arc::default());
+        let waiter = Waiter::new();
+        waiter.set_interrupted();
+        let err = interrupted.hijack(&waiter).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+    }
+
+    #[test]
     fn a_thread_over_the_total_is_woken_by_any_connections_release() {
         let handed_over = Arc::new(HandedOver::default());
         let mine = Arc::new(Exchange::new(handed_over.clone(), Arc::default()));
