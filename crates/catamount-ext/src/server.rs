@@ -567,8 +567,14 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
             rack::hijack::after_call(ruby, &request, env, result, serving);
             Ok(())
         }
-        // Lost to an internal error while being hijacked (already raised in the app).
-        Lending::Out => result.map(|_| ()),
+        // Lost to an internal error while being hijacked (already raised in the app, and the
+        // connection dropped): nothing to answer. A jump met is kept for the pool loop.
+        Lending::Out => {
+            if let Err(e) = result {
+                let _ = rack::escape::caught(e);
+            }
+            Ok(())
+        }
     }
 }
 
