@@ -90,6 +90,24 @@ class TestHijack < Minitest::Test
            "closed: #{closed}"
   end
 
+  # A kept-alive connection's second request (pipelined behind the first) can hijack too.
+  def test_the_second_request_of_a_kept_alive_connection_hijacks
+    server = hijack_server
+    sock = connect(server.port)
+    sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /echo HTTP/1.1\r\nHost: x\r\n\r\nquit")
+    assert_equal "plain", read_response(sock).body
+    # What the response reader read past the first response (if anything) comes first.
+    assert_equal "#{GREETING}quit", @pending.delete(sock).to_s + read_until_close(sock)
+  ensure
+    sock&.close
+  end
+
+  def test_early_hints_sent_before_the_hijack_come_first
+    server = hijack_server("--early-hints")
+    assert_equal "HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\nafter hints\n",
+                 hijacked_output(server.port, "/hints")
+  end
+
   def test_hijack_outside_its_app_call_raises_io_error
     server = hijack_server
     assert_equal "rack.hijack works only during app.call, on the thread running it",

@@ -54,6 +54,13 @@ run lambda { |env|
     io.write_nonblock("got #{data}")
     io.to_io.close
     [200, {}, RecordingBody.new("nonblock")]
+  when "/hints"
+    # 103s sent before the hijack reach the client first (`--early-hints`).
+    env["rack.early_hints"]&.call("link" => "</a.css>; rel=preload")
+    io = env["rack.hijack"].call
+    io.write("after hints\n")
+    io.close
+    [200, {}, []]
   when "/raise"
     io = env["rack.hijack"].call
     io.write("partial\n")
