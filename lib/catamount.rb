@@ -9,6 +9,10 @@
 
 require "stringio"
 require "io/wait"
+# The hijacked connection's IO classes (rack.hijack): loaded at boot, before the app, not when
+# the first server is made (a require after the app loaded is slow under GC.stress, and any
+# app's copy-on-write pages would take it in every worker).
+require "socket"
 require "catamount/version"
 require "catamount/catamount"
 require "catamount/configuration"
