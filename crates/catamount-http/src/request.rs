@@ -244,6 +244,27 @@ impl RequestHead {
         self.keep_alive
     }
 
+    /// The protocols the client offers to switch to (Rack 3.1's `rack.protocol`): the tokens
+    /// of its `Upgrade` fields, in order, when a `Connection` field lists `upgrade` (RFC 9110
+    /// §7.8: `Upgrade` is hop-by-hop, so without that it is not meant for this server). `None`
+    /// when nothing is offered.
+    pub fn offered_protocols(&self) -> Option<Vec<&[u8]>> {
+        let upgrade_listed = self
+            .headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+            .any(|(_, v)| list_elements(v).any(|t| t.eq_ignore_ascii_case(b"upgrade")));
+        if !upgrade_listed {
+            return None;
+        }
+        let offered: Vec<&[u8]> = self
+            .headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"upgrade"))
+            .flat_map(|(_, v)| list_elements(v))
+            .filter(|t| !t.is_empty())
+            .collect();
+        (!offered.is_empty()).then_some(offered)
+    }
+
     /// `Expect: 100-continue` on HTTP/1.1: send `100 Continue` before reading the body.
     pub fn expects_continue(&self) -> bool {
         self.expects_continue
@@ -1088,6 +1109,33 @@ mod tests {
         assert_eq!(line.target.of(buf), b"/p?q#f");
         assert_eq!(line.method.of(buf), b"GET");
         assert_eq!(p.pos, buf.len(), "resumes after what it has seen");
+    }
+
+    #[test]
+    fn offered_protocols_need_connection_upgrade() {
+        let offered = |head: &str| {
+            let (head, _) = parse_head(head.as_bytes(), &Limits::default())
+                .unwrap()
+                .unwrap();
+            head.offered_protocols().map(|o| {
+                o.iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            offered("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket, h2c ,\r\nUpgrade: foo/2\r\n\r\n"),
+            Some(vec!["websocket".to_string(), "h2c".to_string(), "foo/2".to_string()])
+        );
+        assert_eq!(
+            offered("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            offered("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n"),
+            None
+        );
+        assert_eq!(offered("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), None);
     }
 
     #[test]

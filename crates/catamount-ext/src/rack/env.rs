@@ -60,6 +60,7 @@ keys! {
     RACK_AFTER_REPLY = "rack.after_reply";
     RACK_RESPONSE_FINISHED = "rack.response_finished";
     RACK_EARLY_HINTS = "rack.early_hints";
+    RACK_PROTOCOL = "rack.protocol";
     PUMA_BODY_WAIT = "puma.request_body_wait";
     CATAMOUNT_BODY_WAIT = "catamount.request_body_wait";
     CATAMOUNT_QUEUE_TIME = "catamount.queue_time";
@@ -209,6 +210,11 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
     pairs.push(k(&RACK_URL_SCHEME), scheme)?;
     add_server_name_and_port(ruby, &mut pairs, request, https)?;
 
+    // Rack 3.1: the protocols a client asking to upgrade offers (an app answers 101 with one).
+    if let Some(offered) = request.head.offered_protocols() {
+        let list = ruby.ary_from_iter(offered.into_iter().map(|p| ruby.str_from_slice(p)));
+        pairs.push(k(&RACK_PROTOCOL), list)?;
+    }
     pairs.push(k(&RACK_INPUT), rack_input(ruby, settings, request)?)?;
     pairs.push(k(&RACK_AFTER_REPLY), ruby.ary_new())?;
     pairs.push(k(&RACK_RESPONSE_FINISHED), ruby.ary_new())?;

@@ -109,6 +109,24 @@ fn call(ruby: &Ruby) -> Result<Value, Error> {
         }
         Lending::Out => return Err(io_error(ruby, "the connection is gone".to_string())),
     };
+    let (io, serving) = take_connection(ruby, responder, &|r| {
+        *locked(&lent) = Lending::Responder(r);
+    })?;
+    *locked(&lent) = Lending::Hijacked(serving);
+    env.aset(key, io)?;
+    Ok(io)
+}
+
+/// Asks the reactor to let go of `responder`'s connection (waited for without the GVL) and
+/// makes the app's socket IO over it, the bytes the client sent past the request pushed back to
+/// be read first. Until the IO exists the request counts as running through the returned
+/// `StillServing`. When the reactor could not let go, the responder is given to `restore` (the
+/// response is still the request's to write) and the error raised.
+pub fn take_connection(
+    ruby: &Ruby,
+    responder: Responder,
+    restore: &dyn Fn(Responder),
+) -> Result<(Value, StillServing), Error> {
     let waiter = Waiter::new();
     let mut pending = Some(responder);
     let hijacked = loop {
@@ -124,20 +142,19 @@ fn call(ruby: &Ruby) -> Result<Value, Error> {
             Ok(None) | Err(Blocked::Interrupted) => None,
             Err(Blocked::Panicked(message)) => Some(format!("internal error: {message}")),
         };
-        // Put back before anything can raise: the response is still this request's to write.
-        let restore = |pending: &mut Option<Responder>| {
-            if let Some(r) = pending.take() {
-                *locked(&lent) = Lending::Responder(r);
-            }
-        };
+        // Put back before anything can raise.
         if let Some(why) = failed {
-            restore(&mut pending);
+            if let Some(r) = pending.take() {
+                restore(r);
+            }
             return Err(io_error(ruby, format!("rack.hijack failed: {why}")));
         }
         // Woken for an interrupt (Thread#raise, kill): let it land, else ask again.
         waiter.reset();
         if let Err(e) = ruby.thread_check_ints() {
-            restore(&mut pending);
+            if let Some(r) = pending.take() {
+                restore(r);
+            }
             return Err(e);
         }
     };
@@ -147,18 +164,16 @@ fn call(ruby: &Ruby) -> Result<Value, Error> {
         unix,
         serving,
     } = hijacked;
-    *locked(&lent) = Lending::Hijacked(serving);
     let class: Value =
         ruby.class_object()
             .const_get(if unix { "UNIXSocket" } else { "TCPSocket" })?;
     // Given up before the call, as for `rack.input`'s File (see env.rs): only a raise inside
     // `for_fd` itself would leak it.
     let io: Value = class.funcall("for_fd", (fd.into_raw_fd(),))?;
-    env.aset(key, io)?;
     if !early.is_empty() {
         io.funcall::<_, _, Value>("ungetbyte", (ruby.str_from_slice(&early),))?;
     }
-    Ok(io)
+    Ok((io, serving))
 }
 
 /// After `app.call` of a hijacked request: the returned response is ignored (nothing more is

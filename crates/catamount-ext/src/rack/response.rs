@@ -45,6 +45,18 @@ enum BodyKind {
     Array(ArrayBody),
     File(File, u64),
     Stream,
+    /// A callable that writes the body itself: a Rack 3 streaming body (`call` and no `each`)
+    /// or the Rack 2 `rack.hijack` response header's value.
+    Callable(Value),
+}
+
+/// The Rack response headers Catamount reads and does not send.
+#[derive(Default)]
+pub(crate) struct RackFields {
+    /// `rack.hijack` (Rack 2 partial hijack): a callable given the stream after the head.
+    hijack: Option<Value>,
+    /// `rack.protocol` (Rack 3.1): the protocol a 101 switches to.
+    protocol: Option<Value>,
 }
 
 /// No Ruby value of it is kept on the Rust heap: the GC neither sees it there (to keep it alive)
@@ -260,12 +272,16 @@ fn write_triple(
         Ok(s) => s,
         Err(AppBug(why)) => return Err(bug(responder, why)),
     };
-    let head = match collect_headers(status, headers_value) {
+    let mut rack = RackFields::default();
+    let head = match collect_headers_and(status, headers_value, &mut rack) {
         Ok(h) => h,
         Err(AppBug(why)) => return Err(bug(responder, why)),
     };
     let bodiless = head.is_bodiless(to);
-    let kind = if bodiless && head.content_length().is_some() {
+    let kind = if let Some(callable) = rack.hijack {
+        // Rack 2: the header's callable writes the body; the returned body is only closed.
+        BodyKind::Callable(callable)
+    } else if bodiless && head.content_length().is_some() {
         BodyKind::Array(ArrayBody::empty())
     } else {
         match body_kind(ruby, body) {
@@ -282,11 +298,16 @@ fn write_triple(
             Err(BodyError::Bug(why)) => return Err(bug(responder, why)),
         }
     };
+    if status == 101 {
+        if let BodyKind::Callable(callable) = kind {
+            return switch_protocols(ruby, request, &head, rack.protocol, callable, responder);
+        }
+    }
     let known_len = match &kind {
         BodyKind::Array(array) if !bodiless || head.content_length().is_none() => Some(array.len),
         BodyKind::Array(_) => None,
         BodyKind::File(_, len) => Some(*len),
-        BodyKind::Stream => None,
+        BodyKind::Stream | BodyKind::Callable(_) => None,
     };
     let framing = match head.framing(to, known_len) {
         Ok(framing) => framing,
@@ -301,8 +322,27 @@ fn write_triple(
         app_length: head.content_length(),
     };
     let gone = |e: std::io::Error| Failure::client_gone(ruby, status, &e);
+    // A callable body is walked as an `each` body whose parts are its stream's writes
+    // (framing, bounds and keep-alive as for any streamed body; the head goes out before the
+    // call). It is not called when no body may follow.
+    let (body, kind) = match kind {
+        BodyKind::Callable(callable) if framing != Framing::NoBody => {
+            match callable_body(ruby, callable) {
+                Ok(wrapped) => (wrapped, BodyKind::Stream),
+                Err(e) => {
+                    let exception = escape::caught(e);
+                    if let Some(exception) = exception {
+                        log_app_error(request, exception);
+                    }
+                    let sent = write_error(settings, request, env, responder, exception);
+                    return Err(Failure::answered(sent, exception));
+                }
+            }
+        }
+        kind => (body, kind),
+    };
     match (framing, kind) {
-        (Framing::NoBody, _) => {
+        (Framing::NoBody, _) | (_, BodyKind::Callable(_)) => {
             responder.write_whole(out, started).map_err(gone)?;
         }
         (_, BodyKind::Array(array)) => {
@@ -379,6 +419,11 @@ impl Streaming {
         };
         self.scratch.clear();
         ffi::copy_bytes(part, &mut self.scratch);
+        if self.scratch.is_empty() {
+            // An empty part sends the head if it is still here (a callable body's head goes
+            // out before the call; a flush with nothing written does the same).
+            return self.flushed || self.flush();
+        }
         self.body_bytes += self.scratch.len() as u64;
         if self.limit.is_some_and(|l| self.body_bytes > l) {
             self.failure = Some("body is longer than its content-length".to_string());
@@ -526,6 +571,73 @@ fn stream_body(
     Ok(st.responder)
 }
 
+/// The `each` body that runs a callable body: `Catamount::CallableBody` (lib/catamount/
+/// callable_body.rb) hands the callable a stream whose writes are the parts it yields.
+fn callable_body(ruby: &Ruby, callable: Value) -> Result<Value, Error> {
+    use magnus::Module;
+    let class: Value = ruby
+        .class_object()
+        .const_get::<_, magnus::RModule>("Catamount")?
+        .const_get("CallableBody")?;
+    class.funcall("new", (callable,))
+}
+
+/// A 101 Switching Protocols with a callable (a Rack 3 streaming body or a `rack.hijack`
+/// header): the head (with `upgrade` naming the app's `rack.protocol` and `connection:
+/// upgrade`), then the connection is taken from the reactor as a full hijack takes it, and the
+/// callable gets the raw socket IO: from then on the connection is the app's. An exception the
+/// callable raises closes the IO (the app's client would otherwise wait forever).
+fn switch_protocols(
+    ruby: &Ruby,
+    request: &Request,
+    head: &ResponseHead,
+    protocol: Option<Value>,
+    callable: Value,
+    mut responder: Responder,
+) -> Result<Written, Failure> {
+    const STATUS: u16 = 101;
+    let protocol = protocol.and_then(|p| {
+        let p = RArray::from_value(p)
+            .and_then(|a| a.entry::<Value>(0).ok())
+            .unwrap_or(p);
+        RString::from_value(p).map(ffi::bytes_of)
+    });
+    // Never a value that could break the head (an invalid one is left out).
+    let protocol = protocol.filter(|p| !p.is_empty() && catamount_http::is_valid_field_value(p));
+    responder.set_status(STATUS);
+    let out = head.encode_upgrade(answering(request), protocol.as_deref());
+    send(&mut responder, out).map_err(|e| Failure::client_gone(ruby, STATUS, &e))?;
+    let (io, serving) = super::hijack::take_connection(ruby, responder, &drop).map_err(|e| {
+        let exception = escape::caught(e);
+        if let Some(exception) = exception {
+            log_app_error(request, exception);
+        }
+        Failure::after(STATUS, exception)
+    })?;
+    let result = callable.funcall::<_, _, Value>(*ids::CALL, (io,));
+    let outcome = match result {
+        Ok(_) => Ok(Written {
+            status: STATUS,
+            app_length: None,
+        }),
+        Err(e) => {
+            let exception = escape::caught(e);
+            if let Some(exception) = exception {
+                log_app_error(request, exception);
+            }
+            escape::cleanup(|| {
+                if let Err(e) = io.funcall::<_, _, Value>(*ids::CLOSE, ()) {
+                    escape::caught(e);
+                }
+            });
+            Err(Failure::after(STATUS, exception))
+        }
+    };
+    // The request counted as running until its callable returned.
+    drop(serving);
+    outcome
+}
+
 /// The error a write to a departed client raises into the body's `each` (an `Errno::EPIPE` or
 /// the like, a `SystemCallError` as a write to a closed socket raises), to stop it.
 fn client_gone_error(ruby: &Ruby, cause: Option<&std::io::Error>) -> Error {
@@ -608,6 +720,15 @@ fn answering(request: &Request) -> Answering {
 }
 
 pub(crate) fn collect_headers(status: u16, headers: Value) -> Result<ResponseHead, AppBug> {
+    collect_headers_and(status, headers, &mut RackFields::default())
+}
+
+/// [`collect_headers`], keeping the Rack fields Catamount acts on in `rack`.
+fn collect_headers_and(
+    status: u16,
+    headers: Value,
+    rack: &mut RackFields,
+) -> Result<ResponseHead, AppBug> {
     let hash = RHash::from_value(headers).ok_or_else(|| {
         AppBug(format!(
             "headers must be a Hash, got {}",
@@ -618,7 +739,7 @@ pub(crate) fn collect_headers(status: u16, headers: Value) -> Result<ResponseHea
     let mut problem: Option<String> = None;
     let walk = hash.foreach(|key: Value, value: Value| {
         if problem.is_none() {
-            if let Err(AppBug(why)) = add_header(&mut head, key, value) {
+            if let Err(AppBug(why)) = add_header(&mut head, key, value, rack) {
                 problem = Some(why);
             }
         }
@@ -639,7 +760,12 @@ pub(crate) fn collect_headers(status: u16, headers: Value) -> Result<ResponseHea
 }
 
 /// Reads one header field from Ruby and hands it to `head`, which applies the header rules.
-fn add_header(head: &mut ResponseHead, key: Value, value: Value) -> Result<(), AppBug> {
+fn add_header(
+    head: &mut ResponseHead,
+    key: Value,
+    value: Value,
+    rack: &mut RackFields,
+) -> Result<(), AppBug> {
     let name = if let Some(s) = RString::from_value(key) {
         ffi::bytes_of(s)
     } else if let Some(sym) = Symbol::from_value(key) {
@@ -655,6 +781,12 @@ fn add_header(head: &mut ResponseHead, key: Value, value: Value) -> Result<(), A
     // The name first, so a bad one is reported as such whatever its value is.
     let field = classify_field_name(&name).map_err(|e| AppBug(e.to_string()))?;
     if field == FieldName::Reserved || value.is_nil() {
+        if value.is_nil() {
+        } else if name == b"rack.hijack" {
+            rack.hijack = Some(value);
+        } else if name == b"rack.protocol" {
+            rack.protocol = Some(value);
+        }
         return Ok(());
     }
     let added = if let Some(s) = RString::from_value(value) {
@@ -717,8 +849,12 @@ fn body_kind(ruby: &Ruby, body: Value) -> Result<BodyKind, BodyError> {
     if body.respond_to(*ids::EACH, false).map_err(lift)? {
         return Ok(BodyKind::Stream);
     }
+    // Rack 3: a body that only responds to `call` is a streaming body.
+    if body.respond_to(*ids::CALL, false).map_err(lift)? {
+        return Ok(BodyKind::Callable(body));
+    }
     Err(BodyError::Bug(format!(
-        "body {} responds to neither each nor to_path (streaming bodies arrive with hijack support)",
+        "body {} responds to neither each, to_path nor call",
         escape::inspect(body)
     )))
 }

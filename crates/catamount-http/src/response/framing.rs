@@ -127,6 +127,22 @@ impl ResponseHead {
         out
     }
 
+    /// The head of a 101 Switching Protocols after which the connection is the app's: the
+    /// status line, the app's lines, `upgrade: <protocol>` when the app named one (Rack 3.1's
+    /// `rack.protocol` response header) and `connection: upgrade` (RFC 9110 §7.8: `Upgrade` is
+    /// hop-by-hop, so `Connection` must list it). No framing field: nothing after it is HTTP.
+    pub fn encode_upgrade(&self, to: Answering, protocol: Option<&[u8]>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + self.lines().len());
+        write_status_line(&mut out, to.version, self.status());
+        out.extend_from_slice(self.lines());
+        if let Some(protocol) = protocol {
+            push_field(&mut out, b"upgrade", protocol);
+        }
+        push_field(&mut out, b"connection", b"upgrade");
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
     /// A whole response after which the connection closes (error responses): the status line,
     /// the app's lines, a `content-length` for `body` unless the app gave one or the status has
     /// no body, `connection: close`, and the body unless none may follow.
@@ -172,6 +188,27 @@ fn push_length(out: &mut Vec<u8>, len: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::response::FieldValues;
+
+    #[test]
+    fn upgrade_head_names_the_protocol_and_lists_upgrade() {
+        let mut head = ResponseHead::new(101);
+        head.add(b"X-A", FieldValues::Joined(b"1")).unwrap();
+        head.add(b"Content-Length", FieldValues::Joined(b"5"))
+            .unwrap();
+        let to = Answering {
+            version: Version::Http11,
+            head_request: false,
+        };
+        assert_eq!(
+            head.encode_upgrade(to, Some(b"websocket")),
+            b"HTTP/1.1 101 Switching Protocols\r\nX-A: 1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+        );
+        assert_eq!(
+            head.encode_upgrade(to, None),
+            b"HTTP/1.1 101 Switching Protocols\r\nX-A: 1\r\nconnection: upgrade\r\n\r\n"
+        );
+    }
 
     #[test]
     fn lengths_are_decimal() {

@@ -1,0 +1,55 @@
+# frozen_string_literal: true
+
+# The partial-hijack tests' app (test/test_partial_hijack.rb): the Rack 2 `rack.hijack`
+# response header, Rack 3 callable bodies (framed, kept alive), and a 101 upgrade chosen from
+# `env["rack.protocol"]` that echoes on the raw stream.
+
+# Echoes what it reads until the client sends "quit" (or leaves), then closes.
+def echo(io)
+  while (data = io.readpartial(4096))
+    io.write(data)
+    break if data.end_with?("quit")
+  end
+rescue EOFError, IOError, SystemCallError
+  nil
+ensure
+  io.close
+end
+
+run lambda { |env|
+  case env["PATH_INFO"]
+  when "/rack2"
+    [200, { "content-type" => "text/plain", "rack.hijack" => lambda { |io|
+      io.write("rack2 ")
+      io.write("partial")
+      io.close
+    } }, []]
+  when "/callable"
+    [200, { "content-type" => "text/plain" }, lambda { |stream|
+      stream.write("one ")
+      stream << "two"
+      stream.flush
+      stream.close
+    }]
+  when "/callable-length"
+    [200, { "content-length" => "11" }, lambda { |stream|
+      stream.write("hello", " ")
+      stream.write("world")
+      stream.close
+    }]
+  when "/raise"
+    [200, {}, lambda { |stream|
+      stream.write("partial")
+      raise "the callable fails"
+    }]
+  when "/protocols"
+    [200, {}, [env.fetch("rack.protocol", "none").inspect]]
+  when "/upgrade"
+    return [426, { "upgrade" => "echo" }, ["echo only"]] unless env["rack.protocol"]&.include?("echo")
+
+    # The echo runs on a thread of its own: the pool thread is free once the call returns.
+    [101, { "rack.protocol" => "echo" }, ->(io) { Thread.new { echo(io) } }]
+  else
+    [200, {}, ["plain"]]
+  end
+}

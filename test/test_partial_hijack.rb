@@ -1,0 +1,128 @@
+# frozen_string_literal: true
+
+require "helper"
+
+# Partial hijack: the Rack 2 `rack.hijack` response header and Rack 3 callable bodies get a
+# stream after the head; unlike Puma (which closes the connection unframed) the body is framed,
+# chunked without a content-length, and the connection stays alive. A 101 Switching Protocols
+# with a callable hands over the raw connection, `upgrade` naming the app's `rack.protocol`
+# (chosen from `env["rack.protocol"]`, the client's offer). App: partial_hijack.ru.
+class TestPartialHijack < Minitest::Test
+  include Support::ServerTest
+  parallelize_me!
+
+  def partial_server
+    start_server(app: "partial_hijack.ru")
+  end
+
+  # Sends `raw` on a new connection and reads everything until the server closes it.
+  def until_closed(port, raw)
+    sock = connect(port)
+    sock.write(raw)
+    read_until_close(sock)
+  ensure
+    sock&.close
+  end
+
+  def request(sock, path, headers = "")
+    sock.write("GET #{path} HTTP/1.1\r\nHost: x\r\n#{headers}\r\n")
+    read_response(sock)
+  end
+
+  def test_rack2_hijack_header_gets_a_framed_stream_and_keep_alive
+    server = partial_server
+    sock = connect(server.port)
+    response = request(sock, "/rack2")
+    assert_equal 200, response.status
+    assert_equal "chunked", response["transfer-encoding"]
+    assert_equal "text/plain", response["content-type"]
+    assert_nil response["rack.hijack"]
+    assert_equal "rack2 partial", response.body
+    assert_equal "plain", request(sock, "/").body, "the same connection serves on"
+  ensure
+    sock&.close
+  end
+
+  def test_callable_body_goes_out_chunked_and_the_connection_serves_the_next_request
+    server = partial_server
+    sock = connect(server.port)
+    response = request(sock, "/callable")
+    assert_equal 200, response.status
+    assert_equal "chunked", response["transfer-encoding"]
+    assert_nil response["connection"]
+    assert_equal "one two", response.body
+    second = request(sock, "/callable")
+    assert_equal "one two", second.body
+    assert_equal "plain", request(sock, "/").body
+  ensure
+    sock&.close
+  end
+
+  def test_callable_body_with_a_content_length_is_sent_as_written
+    server = partial_server
+    sock = connect(server.port)
+    response = request(sock, "/callable-length")
+    assert_equal "11", response["content-length"]
+    assert_nil response["transfer-encoding"]
+    assert_equal "hello world", response.body
+    assert_equal "plain", request(sock, "/").body
+  ensure
+    sock&.close
+  end
+
+  # The head went out before the call: the body is cut short (no last chunk), the connection
+  # closed, the error logged, and the server serves on.
+  def test_a_callable_raising_closes_the_connection_and_is_logged
+    server = partial_server
+    raw = until_closed(server.port, "GET /raise HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert_match(%r{\AHTTP/1\.1 200 OK\r\n}, raw)
+    assert_includes raw, "7\r\npartial\r\n"
+    refute_includes raw, "0\r\n\r\n"
+    server.wait_for(/the callable fails/, stream: :stderr)
+    assert_equal "plain", get(server.port, "/").body
+  end
+
+  def test_rack_protocol_lists_the_offered_protocols_only_with_connection_upgrade
+    server = partial_server
+    sock = connect(server.port)
+    offered = request(sock, "/protocols", "Connection: keep-alive, Upgrade\r\nUpgrade: echo, websocket\r\n")
+    assert_equal '["echo", "websocket"]', offered.body
+    assert_equal '"none"', request(sock, "/protocols", "Upgrade: echo\r\n").body
+    assert_equal '"none"', request(sock, "/protocols").body
+  ensure
+    sock&.close
+  end
+
+  def test_upgrade_with_rack_protocol_gives_a_raw_echo_stream
+    server = partial_server
+    sock = connect(server.port)
+    response = request(sock, "/upgrade", "Connection: Upgrade\r\nUpgrade: websocket, echo\r\n")
+    assert_equal 101, response.status
+    assert_equal "echo", response["upgrade"]
+    assert_equal "upgrade", response["connection"]
+    assert_nil response["transfer-encoding"]
+    assert_nil response["content-length"]
+    sock.write("ping ")
+    sock.write("GET / HTTP/1.1\r\n\r\n quit")
+    assert_equal "ping GET / HTTP/1.1\r\n\r\n quit", read_until_close(sock), "raw bytes both ways, no HTTP"
+    assert_equal "plain", get(server.port, "/").body
+  ensure
+    sock&.close
+  end
+
+  # Bytes the client sent right behind the upgrade request reach the callable first.
+  def test_upgrade_early_bytes_are_read_first
+    server = partial_server
+    raw = until_closed(server.port, "GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nearly quit")
+    head, echoed = raw.split("\r\n\r\n", 2)
+    assert_match(%r{\AHTTP/1\.1 101 Switching Protocols\r\n}, head)
+    assert_equal "early quit", echoed
+  end
+
+  def test_upgrade_not_offered_is_an_ordinary_response
+    server = partial_server
+    response = get(server.port, "/upgrade")
+    assert_equal 426, response.status
+    assert_equal "echo only", response.body
+  end
+end
