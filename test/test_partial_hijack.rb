@@ -70,6 +70,27 @@ class TestPartialHijack < Minitest::Test
     sock&.close
   end
 
+  # A thread the app left behind cannot write into a later response through the stream.
+  def test_the_stream_refuses_writes_once_its_callable_returned
+    server = partial_server
+    sock = connect(server.port)
+    assert_equal "left", request(sock, "/leave").body
+    assert_equal "IOError", request(sock, "/late").body
+  ensure
+    sock&.close
+  end
+
+  # A client that leaves stops an endless callable: its write raises the write's error.
+  def test_a_client_leaving_stops_an_endless_callable
+    server = partial_server
+    sock = connect(server.port)
+    sock.write("GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.wait_readable(10)
+    assert_match(%r{\AHTTP/1\.1 200 OK\r\n}, sock.readpartial(4096))
+    sock.close
+    assert_equal '"true"', get(server.port, "/ended").body
+  end
+
   # The head went out before the call: the body is cut short (no last chunk), the connection
   # closed, the error logged, and the server serves on.
   def test_a_callable_raising_closes_the_connection_and_is_logged
@@ -117,6 +138,20 @@ class TestPartialHijack < Minitest::Test
     head, echoed = raw.split("\r\n\r\n", 2)
     assert_match(%r{\AHTTP/1\.1 101 Switching Protocols\r\n}, head)
     assert_equal "early quit", echoed
+  end
+
+  def test_callables_and_upgrades_under_gc_stress
+    server = start_server(app: "partial_hijack_gc_stress.ru")
+    sock = connect(server.port)
+    assert_equal "rack2 partial", request(sock, "/rack2").body
+    assert_equal "one two", request(sock, "/callable").body
+    assert_equal "hello world", request(sock, "/callable-length").body
+    assert_equal '["echo", "websocket"]', request(sock, "/protocols", "Connection: upgrade\r\nUpgrade: echo, websocket\r\n").body
+    assert_equal 101, request(sock, "/upgrade", "Connection: upgrade\r\nUpgrade: echo\r\n").status
+    sock.write("bye quit")
+    assert_equal "bye quit", read_until_close(sock, timeout: 30)
+  ensure
+    sock&.close
   end
 
   def test_upgrade_not_offered_is_an_ordinary_response

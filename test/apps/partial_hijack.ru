@@ -16,6 +16,12 @@ ensure
   io.close
 end
 
+# Streams whose callables returned, for a later request to write to.
+LEFT = Queue.new
+
+# What stopped the endless callable (its client left).
+ENDED = Queue.new
+
 run lambda { |env|
   case env["PATH_INFO"]
   when "/rack2"
@@ -42,6 +48,30 @@ run lambda { |env|
       stream.write("partial")
       raise "the callable fails"
     }]
+  when "/leave"
+    [200, {}, lambda { |stream|
+      stream.write("left")
+      LEFT << stream
+    }]
+  when "/late"
+    stream = LEFT.pop(timeout: 10)
+    begin
+      stream.write("too late")
+      [200, {}, ["written"]]
+    rescue IOError => e
+      [200, {}, [e.class.name]]
+    end
+  when "/endless"
+    [200, {}, lambda { |stream|
+      begin
+        loop { stream.write("x" * 4096) }
+      rescue SystemCallError, IOError => e
+        ENDED << e.is_a?(SystemCallError).to_s
+        raise
+      end
+    }]
+  when "/ended"
+    [200, {}, [ENDED.pop(timeout: 10).inspect]]
   when "/protocols"
     [200, {}, [env.fetch("rack.protocol", "none").inspect]]
   when "/upgrade"
