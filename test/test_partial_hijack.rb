@@ -154,6 +154,14 @@ class TestPartialHijack < Minitest::Test
     sock&.close
   end
 
+  def test_upgrade_with_a_rack2_hijack_header_gives_the_raw_stream
+    server = partial_server
+    raw = until_closed(server.port, "GET /upgrade-rack2 HTTP/1.1\r\nHost: x\r\n\r\nraw quit")
+    head, echoed = raw.split("\r\n\r\n", 2)
+    assert_equal "HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade", head
+    assert_equal "raw quit", echoed
+  end
+
   def test_upgrade_not_offered_is_an_ordinary_response
     server = partial_server
     response = get(server.port, "/upgrade")
