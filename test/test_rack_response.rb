@@ -98,6 +98,17 @@ class TestRackResponse < Minitest::Test
     end
   end
 
+  # As Puma's: the callbacks run whatever the app did (here: raised, or answered nonsense).
+  def test_after_reply_callbacks_run_when_the_app_fails
+    Dir.mktmpdir do |dir|
+      %w[raise malformed].each do |how|
+        marker = File.join(dir, how)
+        assert_equal 500, get(port, "/after_reply_then?marker=#{marker}&how=#{how}").status
+        assert_equal "after", wait_for_file(marker), how
+      end
+    end
+  end
+
   def test_app_connection_close_header_closes
     sock = connect(port)
     sock.write("GET /close_header HTTP/1.1\r\nHost: x\r\n\r\n")

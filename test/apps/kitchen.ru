@@ -156,6 +156,14 @@ ROUTES = {
     env["rack.after_reply"] << -> { File.write(marker, "after") }
     [200, {}, ["ok"]]
   end,
+  # after_reply registered, then the app raises (or returns a malformed response).
+  "/after_reply_then" => lambda do |env|
+    marker = params(env).fetch("marker")
+    env["rack.after_reply"] << -> { File.write(marker, "after") }
+    raise ArgumentError, "after registering" if params(env)["how"] == "raise"
+
+    "not a triple"
+  end,
   "/barrier" => ->(env) { [200, {}, [barrier(params(env).fetch("n").to_i, params(env).fetch("t", "10").to_f)]] },
   "/thread" => ->(_env) { [200, {}, [Thread.current.object_id.to_s]] },
   "/close_header" => ->(_env) { [200, { "connection" => "close" }, ["bye"]] }

@@ -104,6 +104,11 @@ pub fn respond(
                 None => log_jump(request),
             }
             let status = write_error(settings, request, env, responder, exception);
+            // Puma runs `rack.after_reply` whatever the app did; after a kill or a `throw`
+            // no more app code runs.
+            if exception.is_some() && !escape::pending() {
+                super::env::run_after_reply(ruby, env);
+            }
             finished(ruby, env, status, None, exception);
             return Ok(());
         }
@@ -113,6 +118,7 @@ pub fn respond(
         Err(AppBug(why)) => {
             log::error(&format!("{}: {why}", app_context(request)));
             let status = write_error(settings, request, env, responder, None);
+            super::env::run_after_reply(ruby, env);
             finished(ruby, env, status, None, None);
             return Ok(());
         }
