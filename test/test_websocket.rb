@@ -11,7 +11,6 @@ class TestWebsocket < Minitest::Test
   include Support::ServerTest
   parallelize_me!
 
-  PYTHON = File.join(Dir.home, ".cache", "catamount", "venv", "bin", "python3")
   CLIENT = File.join(__dir__, "support", "websocket_client.py")
 
   def ws_server(*args)
@@ -91,15 +90,6 @@ class TestWebsocket < Minitest::Test
   end
 
   private
-
-  def read_report(io, timeout: 60)
-    raise "no report from the client in #{timeout} s" unless io.wait_readable(timeout)
-
-    line = io.gets
-    raise "the client ended without a report" if line.nil?
-
-    line
-  end
 
   def upgrade_request(port, path)
     "GET #{path} HTTP/1.1\r\nHost: 127.0.0.1:#{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" \

@@ -34,6 +34,9 @@ module Support
   module ServerTest
     include HttpClient
 
+    # The venv's Python, with the packages script/bootstrap installs (the tests' Python clients).
+    PYTHON = File.join(Dir.home, ".cache", "catamount", "venv", "bin", "python3")
+
     # Starts a server with `args` (a bind on 127.0.0.1:0 is added unless a bind is given)
     # and waits for its boot line; stops it after the test.
     def start_server(*args, app: "kitchen.ru", env: {}, chdir: nil, boot: true)
@@ -131,6 +134,16 @@ module Support
       response.headers["x-rack-release"]
     ensure
       sock&.close
+    end
+
+    # The next line a helper process (a Python client) reports on `io`, waiting at most `timeout`.
+    def read_report(io, timeout: 60)
+      raise "no report from the client in #{timeout} s" unless io.wait_readable(timeout)
+
+      line = io.gets
+      raise "the client ended without a report" if line.nil?
+
+      line
     end
 
     def teardown
