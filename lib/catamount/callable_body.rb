@@ -104,8 +104,7 @@ module Catamount
       # The response ended (the callable returned or raised): later writes, from a thread the
       # app left behind, raise instead of vanishing.
       def finish
-        @write_closed = true
-        @read_closed = true
+        close
       end
     end
   end

@@ -15,6 +15,9 @@ module Catamount
     READS = %w[stats gc-stats].freeze
     OTHERS = %w[gc thread-backtraces].freeze
     OK = '{ "status": "ok" }'
+    # The actions every role takes as it takes a signal (queued with `role.request`); the
+    # others (refork, reload-worker-directory) depend on the role: `role.control(command)`.
+    AS_SIGNAL = { "stop" => "stop", "halt" => "halt", "restart" => "USR2", "phased-restart" => "USR1" }.freeze
 
     # The listeners the options ask for (nil when none): the control server, the metrics one.
     # Bind failures raise UsageError (one line naming the URL), before the boot lines.
@@ -159,7 +162,12 @@ module Catamount
         stats = role.stats
         [200, "text/plain; version=0.0.4; charset=utf-8", Native.prometheus(stats, role.memory)]
       else
-        role.control(command) ? ok : not_available(command)
+        if (signal = AS_SIGNAL[command])
+          role.request(signal)
+          ok
+        else
+          role.control(command) ? ok : not_available(command)
+        end
       end
     rescue StandardError => e
       @context.error "catamount: control command #{command} failed: #{e.message} (#{e.class})"

@@ -45,19 +45,11 @@ module Catamount
       @signals << what
     end
 
-    # A control server's action (Control): queued as its signal would be; false when one
-    # process cannot take it (Puma's 404: no refork, no worker directory to reload).
+    # A control server's role-dependent action (Control::AS_SIGNAL has the others): one process
+    # has no refork and no worker directory to reload (Puma's 404).
     def control(command)
-      case command
-      when "stop", "halt" then request(command)
-      when "restart" then request("USR2")
-      when "phased-restart" then request("USR1")
-      when "refork"
-        log "* refork called but not available."
-        return false
-      else return false
-      end
-      true
+      log "* refork called but not available." if command == "refork"
+      false
     end
 
     # This process's memory, for the metrics.

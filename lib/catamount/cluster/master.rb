@@ -108,13 +108,10 @@ module Catamount
         stats
       end
 
-      # A control server's action (Control): queued for the loop as its signal would be; false
-      # when this cluster cannot take it (Puma's 404).
+      # A control server's role-dependent action (Control::AS_SIGNAL has the others, queued as
+      # signals): false when this cluster cannot take it (Puma's 404).
       def control(command)
         case command
-        when "stop", "halt" then request(command)
-        when "restart" then request("USR2")
-        when "phased-restart" then request("USR1")
         when "refork"
           return log_false("* refork called but not available.") unless @context.options[:fork_worker]
 
