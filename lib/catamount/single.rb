@@ -58,7 +58,8 @@ module Catamount
     end
 
     # Runs until TERM, INT or HUP (without redirected logs): the first one stops gracefully
-    # (in-flight requests finish); a second INT, or `force_shutdown_after` running out, ends the
+    # (in-flight requests finish; streaming responses and connections the app took get
+    # `drain_timeout`, drain.rb); a second INT, or `force_shutdown_after` running out, ends the
     # process at once. After a TERM the process ends by SIGTERM, as Puma's does, unless
     # `raise_exception_on_sigterm false`. USR2 (and USR1: one process has no phases) stops the
     # same way but keeps the listening sockets, then execs the same command (Restart).
@@ -105,6 +106,7 @@ module Catamount
         end
       end
       pool.join
+      @drain&.finish
       return @context.restart.exec(options, server, @control) if stopping == "restart"
 
       log "- Goodbye!"
@@ -145,6 +147,7 @@ module Catamount
       end
       @context.backtraces if options[:shutdown_debug] == true
       server.stop
+      @drain ||= Drain.start(@context, server, options[:drain_timeout])
       if (limit = options[:force_shutdown_after]).is_a?(Numeric)
         signals = @signals
         Thread.new { sleep(limit); signals << :force }

@@ -36,6 +36,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
         function!(server::become_child_subreaper, 0),
     )?;
 
+    native.define_singleton_method("taken_connections", function!(rack::taken::map, 0))?;
     control::define(ruby, native)?;
 
     let cli = native.define_class("Cli", ruby.class_object())?;
@@ -70,6 +71,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     srv.define_method("run_worker", method!(server::RbServer::run_worker, 1))?;
     srv.define_method("stop", method!(server::RbServer::stop, 0))?;
     srv.define_method("wait", method!(server::RbServer::wait, 0))?;
+    srv.define_method("cut_at_drain", method!(server::RbServer::cut_at_drain, 0))?;
     srv.define_method("stats", method!(server::RbServer::stats, -1))?;
     srv.define_method("idle_seconds", method!(server::RbServer::idle_seconds, 0))?;
     srv.define_method("become_worker", method!(server::RbServer::become_worker, 0))?;

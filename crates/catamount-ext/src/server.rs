@@ -417,6 +417,12 @@ impl RbServer {
         Ok(())
     }
 
+    /// The responses cut at the end of a stop's drain time since the last call, each as
+    /// "PEER (METHOD TARGET)" (for the drain's log lines).
+    pub fn cut_at_drain(ruby: &Ruby, rb_self: &Self) -> Result<Vec<String>, Error> {
+        Ok(rb_self.running(ruby)?.take_cut_at_drain())
+    }
+
     /// Blocks (without the GVL) until every connection is finished after a stop.
     pub fn wait(ruby: &Ruby, rb_self: &Self) -> Result<bool, Error> {
         let server = rb_self.running(ruby)?;

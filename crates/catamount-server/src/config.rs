@@ -50,6 +50,10 @@ pub struct ServerConfig {
     /// On a graceful stop, accept and serve the connections already in the listen backlog
     /// before closing the listeners. Option `drain_on_shutdown`.
     pub drain_on_shutdown: bool,
+    /// How long after a graceful stop began a response still being written (its head went out:
+    /// a streaming body, a slow reader) may go on; then its connection is cut and logged.
+    /// Requests whose app has not answered yet are not cut. Option `drain_timeout`.
+    pub drain_timeout: Duration,
     /// Count a newly accepted connection against the pool's capacity until its first request is
     /// queued, for at most this long. Default None; cluster workers use 50 ms. Without it, the
     /// worker that wins the first accept of a burst of connections would accept the whole
@@ -114,6 +118,7 @@ impl From<&Options> for ServerConfig {
             },
             proxy_protocol: o.remote_address == RemoteAddress::ProxyV1,
             drain_on_shutdown: o.drain_on_shutdown,
+            drain_timeout: o.drain_timeout,
             new_connection_hold: None,
             max_accept_wait: Duration::from_millis(10),
             // Only a server that runs as one of several workers ever starts with it.

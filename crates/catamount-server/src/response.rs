@@ -110,6 +110,8 @@ pub(crate) struct Exchange {
     changed: Notify,
     /// Wakes a pool thread waiting for a slow client to drain (see [`Responder::wait_for_client`]).
     drained: Condvar,
+    /// The current response's head has begun to go out: a stop's drain time applies to it.
+    responding: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -137,6 +139,7 @@ impl Exchange {
             metrics,
             changed: Notify::new(),
             drained: Condvar::new(),
+            responding: AtomicBool::new(false),
         }
     }
 
@@ -148,12 +151,19 @@ impl Exchange {
         std::mem::take(&mut st.queued)
     }
 
+    /// Whether the current response's head has begun to go out (the response is being
+    /// written, not made).
+    pub(crate) fn responding(&self) -> bool {
+        self.responding.load(Ordering::Relaxed)
+    }
+
     fn lock(&self) -> MutexGuard<'_, ExchangeState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts a new request on this connection.
     pub(crate) fn begin(&self) {
+        self.responding.store(false, Ordering::Relaxed);
         let mut st = self.lock();
         // Nothing is queued in the common case: no shared count to touch.
         let dropped = if st.queued != 0 || !st.outgoing.is_empty() {
@@ -409,6 +419,7 @@ impl Responder {
     fn head_out(&mut self) {
         if self.status != 0 {
             self.exchange.metrics.response(self.status);
+            self.exchange.responding.store(true, Ordering::Relaxed);
             self.status = 0;
         }
     }

@@ -94,6 +94,8 @@ impl Server {
             config,
             queue,
             stopping: Arc::new(AtomicBool::new(false)),
+            stop_began: OnceLock::new(),
+            cut_at_drain: Mutex::default(),
             started: Instant::now(),
             last_activity: AtomicU64::new(0),
         });
@@ -146,8 +148,21 @@ impl Server {
     /// Begins a graceful stop: close the listeners, close idle connections, let in-flight
     /// requests finish (their responses say `connection: close`). Returns at once.
     pub fn stop(&self) {
+        let _ = self.shared.stop_began.set(Instant::now());
         self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
+    }
+
+    /// The responses cut at the end of the drain time so far (each described once: the list is
+    /// emptied), for the log.
+    pub fn take_cut_at_drain(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .shared
+                .cut_at_drain
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     /// How long since the last accepted connection or received request (or since the start).

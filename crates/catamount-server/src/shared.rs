@@ -3,7 +3,7 @@
 //! the counters.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::body_buffers::BodyBuffers;
@@ -21,6 +21,11 @@ pub(crate) struct Shared {
     pub(crate) queue: Arc<WorkQueue>,
     /// Set once a graceful stop began: no new connections, no more keep-alive.
     pub(crate) stopping: Arc<AtomicBool>,
+    /// When the graceful stop began (the drain time runs from there).
+    pub(crate) stop_began: OnceLock<Instant>,
+    /// The responses cut at the end of the drain time, described for the log (Ruby's drain
+    /// logs them, so the lines get the process's prefix and formatter).
+    pub(crate) cut_at_drain: Mutex<Vec<String>>,
     /// When the server started; `last_activity` counts milliseconds from here.
     pub(crate) started: Instant,
     /// The last accepted connection or received request (for `idle_timeout`).
@@ -38,6 +43,14 @@ impl Shared {
     pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_activity.store(ms, Ordering::Relaxed);
+    }
+
+    /// When responses still being written are cut (`drain_timeout` after the stop began);
+    /// None while the server is not stopping.
+    pub(crate) fn drain_deadline(&self) -> Option<Instant> {
+        self.stop_began
+            .get()
+            .map(|began| *began + self.config.drain_timeout)
     }
 
     /// The responder for a request of this server's, on `stream`.

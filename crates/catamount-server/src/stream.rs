@@ -80,6 +80,12 @@ impl Stream {
         let _ = socket2::SockRef::from(self).shutdown(Shutdown::Write);
     }
 
+    /// Ends the connection both ways for every holder of the socket: a pool thread's direct
+    /// write fails (EPIPE) and the client sees the close, though descriptors stay open.
+    pub fn shutdown_both(&self) {
+        let _ = socket2::SockRef::from(self).shutdown(Shutdown::Both);
+    }
+
     fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         each!(self, s => s.as_fd())

@@ -36,6 +36,7 @@ module Catamount
           when :term
             stopping = true
             stop_serving if @state == :serving
+            @drain ||= Drain.start(@context, @server, @options[:drain_timeout])
           when :finished
             @pool.join
             # Ended without being asked to (the reactor failed): this worker is done.
@@ -45,7 +46,10 @@ module Catamount
           when Integer then commands << event
           when Pipes::Phase then @worker.sibling_phase = event.number
           end
-          break if stopping && @state == :stopped
+          if stopping && @state == :stopped
+            @drain&.finish
+            break
+          end
           next if stopping
 
           run_commands(commands)

@@ -5,7 +5,8 @@ module Catamount
     # A worker process's life, from the fork to `exit!`: replace the master's traps, run
     # `before_worker_boot`, load the app unless preloaded, start its own reactor and pool on the
     # inherited listeners (the kernel spreads connections), report to the master (pipes.rb),
-    # and on TERM let in-flight requests finish, run `before_worker_shutdown`, exit 0.
+    # and on TERM let in-flight requests finish (streaming responses and connections the app
+    # took get `drain_timeout`, drain.rb), run `before_worker_shutdown`, exit 0.
     #
     # The master's signals other than TERM and HUP are ignored (Signals::WORKER_IGNORED). A
     # thread blocked on the master's "alive" pipe ends the worker when the master dies. Worker
@@ -66,6 +67,8 @@ module Catamount
         events << :term if early.include?("TERM")
         events << :hup if early.include?("HUP")
         ctx.launcher.take_over(self)
+        # Worker 0's connections that its app took are worker 0's, not this copy's.
+        Drain.close_inherited if @sibling
         @pipes.in_worker(template: @template)
         # The master now knows this pid (and may signal it: the traps are in place).
         @pipes.forked(@index) if @sibling
@@ -91,6 +94,7 @@ module Catamount
           start_pings(options)
           serve_until_stopped(options, events)
           pool.join
+          @drain&.finish
         end
         ctx.run_hooks(:before_worker_shutdown, @index, keyed: hook_data)
         $stdout.flush
@@ -148,7 +152,9 @@ module Catamount
         loop do
           case events.pop
           when :hup then @context.reopen_logs(options)
-          when :term then @server.stop
+          when :term
+            @server.stop
+            @drain ||= Drain.start(@context, @server, options[:drain_timeout])
           when :finished then break
           end
         end

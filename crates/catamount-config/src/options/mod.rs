@@ -247,6 +247,16 @@ options! {
             force_shutdown_after: ForceShutdown => ForceShutdown = or(ForceShutdown::Never), same;
         }
     }
+    drain_timeout {
+        doc: "on a graceful stop, how long streaming responses and hijacked or upgraded connections (WebSockets) may go on before they are closed; the ones still open then are logged (Catamount's own; Puma closes them at once)",
+        default: "10 s",
+        example: "drain_timeout 30",
+        methods: ["drain_timeout" => set!(drain_timeout, seconds)],
+        flags: [],
+        fields: {
+            drain_timeout: Duration => Duration = or(Duration::from_secs(10)), same;
+        }
+    }
     queue_requests {
         doc: "Puma's reactor switch; `false` turns keep-alive off (Catamount always buffers whole requests, see differences)",
         default: "true",

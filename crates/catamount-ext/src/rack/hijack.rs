@@ -109,7 +109,7 @@ fn call(ruby: &Ruby) -> Result<Value, Error> {
         }
         Lending::Out => return Err(io_error(ruby, "the connection is gone".to_string())),
     };
-    let (io, serving) = take_connection(ruby, responder, &|r| {
+    let (io, serving) = take_connection(ruby, responder, env, &|r| {
         *locked(&lent) = Lending::Responder(r);
     })?;
     *locked(&lent) = Lending::Hijacked(serving);
@@ -119,12 +119,13 @@ fn call(ruby: &Ruby) -> Result<Value, Error> {
 
 /// Asks the reactor to let go of `responder`'s connection (waited for without the GVL) and
 /// makes the app's socket IO over it, the bytes the client sent past the request pushed back to
-/// be read first. Until the IO exists the request counts as running through the returned
+/// be read first, and remembered for a stop's drain ([`super::taken`]). Until the IO exists the request counts as running through the returned
 /// `StillServing`. When the reactor could not let go, the responder is given to `restore` (the
 /// response is still the request's to write) and the error raised.
 pub fn take_connection(
     ruby: &Ruby,
     responder: Responder,
+    env: RHash,
     restore: &dyn Fn(Responder),
 ) -> Result<(Value, StillServing), Error> {
     let waiter = Waiter::new();
@@ -173,6 +174,7 @@ pub fn take_connection(
     if !early.is_empty() {
         io.funcall::<_, _, Value>("ungetbyte", (ruby.str_from_slice(&early),))?;
     }
+    super::taken::remember(ruby, io, env)?;
     Ok((io, serving))
 }
 

@@ -1,11 +1,12 @@
 //! The Rack bridge: the env a request becomes ([`env`]), and the bytes the app's
 //! `[status, headers, body]` becomes ([`response`]), and the connection the app may take over
-//! ([`hijack`]).
+//! ([`hijack`]; remembered for a stop's drain in [`taken`]).
 
 pub mod env;
 pub(crate) mod escape;
 pub mod hijack;
 pub mod response;
+pub mod taken;
 
 /// Method names the bridge calls on every request, interned once: a name given as `&str` is
 /// looked up in Ruby's symbol table at each call (about a thousand instructions a request in

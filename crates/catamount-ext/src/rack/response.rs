@@ -306,7 +306,15 @@ fn write_triple(
     };
     if status == 101 {
         if let BodyKind::Callable(callable) = kind {
-            return switch_protocols(ruby, request, &head, rack.protocol, callable, responder);
+            return switch_protocols(
+                ruby,
+                request,
+                env,
+                &head,
+                rack.protocol,
+                callable,
+                responder,
+            );
         }
     }
     let known_len = match &kind {
@@ -596,6 +604,7 @@ fn callable_body(ruby: &Ruby, callable: Value) -> Result<Value, Error> {
 fn switch_protocols(
     ruby: &Ruby,
     request: &Request,
+    env: RHash,
     head: &ResponseHead,
     protocol: Option<Value>,
     callable: Value,
@@ -613,13 +622,14 @@ fn switch_protocols(
     responder.set_status(STATUS);
     let out = head.encode_upgrade(answering(request), protocol.as_deref());
     send(&mut responder, out).map_err(|e| Failure::client_gone(ruby, STATUS, &e))?;
-    let (io, serving) = super::hijack::take_connection(ruby, responder, &drop).map_err(|e| {
-        let exception = escape::caught(e);
-        if let Some(exception) = exception {
-            log_app_error(request, exception);
-        }
-        Failure::after(STATUS, exception)
-    })?;
+    let (io, serving) =
+        super::hijack::take_connection(ruby, responder, env, &drop).map_err(|e| {
+            let exception = escape::caught(e);
+            if let Some(exception) = exception {
+                log_app_error(request, exception);
+            }
+            Failure::after(STATUS, exception)
+        })?;
     let result = callable.funcall::<_, _, Value>(*ids::CALL, (io,));
     let outcome = match result {
         Ok(_) => Ok(Written {

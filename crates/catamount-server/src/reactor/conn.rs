@@ -41,6 +41,12 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How long a stopping server still waits for a request a connection has begun, or for the
 /// first request of a connection it accepted.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// The request line kept for the log line of a response cut at the end of a stop's drain time
+/// is cut to this many bytes.
+const DESCRIBED_TARGET: usize = 200;
+/// After the drain time, how often a connection whose app is still making its response checks
+/// whether the response began to go out (then it is cut).
+const DRAIN_RECHECK: Duration = Duration::from_millis(250);
 
 /// A just-accepted connection counted against the pool's capacity (see
 /// `ServerConfig::new_connection_hold`); uncounted once, by whichever comes first: its first
@@ -105,6 +111,7 @@ pub(super) async fn serve(
         exchange,
         arrival,
         stop_seen: None,
+        request_line: Vec::new(),
         #[cfg(feature = "test-hooks")]
         panic_in_delivery: false,
     };
@@ -130,6 +137,9 @@ struct Conn {
     arrival: Option<Arc<Arrival>>,
     /// When this connection first saw the server stopping (the stop grace runs from there).
     stop_seen: Option<Instant>,
+    /// The current request's method and target (cut), for the drain's log line. The buffer is
+    /// reused, so keeping it costs a short copy per request and no allocation.
+    request_line: Vec<u8>,
     #[cfg(feature = "test-hooks")]
     panic_in_delivery: bool,
 }
@@ -202,6 +212,7 @@ impl Conn {
                     crate::test_hooks::arm_accept_loop_panic();
                 }
             }
+            self.keep_request_line(&request);
             let config = &self.shared.config;
             let keep_alive_wanted = request.head.keep_alive()
                 && config.keep_alive
@@ -229,6 +240,71 @@ impl Conn {
                 Delivered::Abort | Delivered::Hijacked => return,
             }
         }
+    }
+
+    fn keep_request_line(&mut self, request: &Request) {
+        let target = request.head.target();
+        self.request_line.clear();
+        self.request_line
+            .extend_from_slice(request.head.method().as_bytes());
+        self.request_line.push(b' ');
+        self.request_line
+            .extend_from_slice(target.get(..DESCRIBED_TARGET).unwrap_or(target));
+    }
+
+    /// The end of a stop's drain time with this response still being written: cut the
+    /// connection (both ways, so the pool thread's next write fails too) and note which for the
+    /// log.
+    fn cut_at_drain_end(&self) -> Delivered {
+        let described = format!(
+            "{} ({})",
+            self.peer.ip_string(),
+            String::from_utf8_lossy(&self.request_line)
+        );
+        self.shared
+            .cut_at_drain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(described);
+        self.stream.shutdown_both();
+        Delivered::Abort
+    }
+
+    /// A response that could not be completed: cut at the end of the drain time (logged), or
+    /// the client left or stalled.
+    fn aborted(&self) -> Delivered {
+        if self.drain_over() {
+            return self.cut_at_drain_end();
+        }
+        Delivered::Abort
+    }
+
+    /// Whether a stop began and its drain time is over.
+    fn drain_over(&self) -> bool {
+        self.shared
+            .drain_deadline()
+            .is_some_and(|end| Instant::now() >= end)
+    }
+
+    /// Waits for the pool thread's next hand-over or end (or the server stopping). Once the
+    /// server stops, a response being written is cut at the end of the drain time: the wait
+    /// ends then, and keeps re-checking after it, should a response the app was still making
+    /// begin to go out (its direct writes do not wake this task).
+    async fn wait_for_pool(&mut self) -> Option<Delivered> {
+        let Some(end) = self.shared.drain_deadline() else {
+            tokio::select! {
+                _ = self.exchange.changed() => {}
+                _ = self.stop.wait_for(|s| *s) => {}
+            }
+            return None;
+        };
+        let now = Instant::now();
+        if now >= end && self.exchange.responding() {
+            return Some(self.cut_at_drain_end());
+        }
+        let until = if now >= end { now + DRAIN_RECHECK } else { end };
+        let _ = tokio::time::timeout_at(Deadline::from_std(until), self.exchange.changed()).await;
+        None
     }
 
     /// `set_remote_address proxy_protocol: :v1`: a connection may begin with a PROXY line naming
@@ -428,14 +504,9 @@ impl Conn {
     }
 
     async fn send_continue(&mut self) -> Result<(), Stop> {
-        write_all(
-            &self.stream,
-            &self.shared.metrics,
-            b"HTTP/1.1 100 Continue\r\n\r\n",
-            self.shared.config.write_timeout,
-        )
-        .await
-        .map_err(|_| Stop::Close)
+        write_all(&self.stream, &self.shared, b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|_| Stop::Close)
     }
 
     /// Waits for more bytes until `deadline`; once the server is stopping, only as long as
@@ -502,7 +573,6 @@ impl Conn {
     /// over, and meanwhile reads the client's next bytes (so the end of a response the pool
     /// thread wrote itself needs no wake-up: the next request brings the reactor back).
     async fn deliver(&mut self) -> Delivered {
-        let write_timeout = self.shared.config.write_timeout;
         let recheck = self.shared.config.persistent_timeout;
         let mut client_done = false;
         let mut stopping = false;
@@ -516,23 +586,18 @@ impl Conn {
                     if self.panic_in_delivery {
                         panic!("test hook: a connection task panics while delivering");
                     }
-                    let metrics = &self.shared.metrics;
-                    if write_all(&self.stream, metrics, &data, write_timeout)
-                        .await
-                        .is_err()
-                    {
-                        return Delivered::Abort;
+                    if write_all(&self.stream, &self.shared, &data).await.is_err() {
+                        return self.aborted();
                     }
                     self.exchange.release(data.capacity() as u64);
                     continue;
                 }
                 Step::Write(Outgoing::File { file, offset, len }) => {
-                    let metrics = &self.shared.metrics;
-                    if send_file(&self.stream, metrics, &file, offset, len, write_timeout)
+                    if send_file(&self.stream, &self.shared, &file, offset, len)
                         .await
                         .is_err()
                     {
-                        return Delivered::Abort;
+                        return self.aborted();
                     }
                     continue;
                 }
@@ -555,7 +620,9 @@ impl Conn {
                 Step::Pending => {}
             }
             if !watch_socket {
-                self.exchange.changed().await;
+                if let Some(cut) = self.wait_for_pool().await {
+                    return cut;
+                }
                 continue;
             }
             let read = read_some(&self.stream, &self.shared.metrics, &mut self.buf, HEAD_READ);
@@ -591,16 +658,10 @@ impl Conn {
 
     async fn reject(&mut self, version: Version, status: u16) {
         let response = error_response(version, status);
-        let metrics = &self.shared.metrics;
-        metrics.response(status);
-        if write_all(
-            &self.stream,
-            metrics,
-            &response,
-            self.shared.config.write_timeout,
-        )
-        .await
-        .is_ok()
+        self.shared.metrics.response(status);
+        if write_all(&self.stream, &self.shared, &response)
+            .await
+            .is_ok()
         {
             self.linger().await;
         }
@@ -701,21 +762,27 @@ async fn read_spare<B: BufMut>(stream: &Stream, buf: &mut B) -> io::Result<usize
     }
 }
 
-/// Writes all of `data`; fails if the client goes away or takes nothing for `timeout`.
-async fn write_all(
-    stream: &Stream,
-    metrics: &Metrics,
-    mut data: &[u8],
-    timeout: Duration,
-) -> io::Result<()> {
+/// How long a write may wait for the socket to take more: `write_timeout` without progress,
+/// and never past the end of a stop's drain time.
+fn write_wait(shared: &Shared) -> Deadline {
+    let mut until = Instant::now() + shared.config.write_timeout;
+    if let Some(end) = shared.drain_deadline() {
+        until = until.min(end);
+    }
+    Deadline::from_std(until)
+}
+
+/// Writes all of `data`; fails if the client goes away, takes nothing for `write_timeout`, or
+/// is still being written to at the end of a stop's drain time.
+async fn write_all(stream: &Stream, shared: &Shared, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
-        tokio::time::timeout(timeout, stream.writable())
+        tokio::time::timeout_at(write_wait(shared), stream.writable())
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         match stream.try_write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                metrics.wrote(n);
+                shared.metrics.wrote(n);
                 data = data.get(n..).unwrap_or_default();
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -728,15 +795,14 @@ async fn write_all(
 
 async fn send_file(
     stream: &Stream,
-    metrics: &Metrics,
+    shared: &Shared,
     file: &File,
     mut offset: u64,
     len: u64,
-    timeout: Duration,
 ) -> io::Result<()> {
     let end = offset.saturating_add(len);
     while offset < end {
-        tokio::time::timeout(timeout, stream.writable())
+        tokio::time::timeout_at(write_wait(shared), stream.writable())
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         let want = usize::try_from(end - offset)
@@ -744,7 +810,7 @@ async fn send_file(
             .min(1 << 30);
         match stream.try_sendfile(file, &mut offset, want) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => metrics.wrote(n),
+            Ok(n) => shared.metrics.wrote(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

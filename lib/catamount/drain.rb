@@ -1,0 +1,123 @@
+# frozen_string_literal: true
+
+module Catamount
+  # The last part of a graceful stop, for connections that outlive their request: the ones the
+  # app took (full hijack, 101 upgrades such as WebSockets) and responses still being written
+  # (streaming bodies, SSE, slow readers). Both get `drain_timeout` seconds from the start of the
+  # stop to end by themselves; what is left then is closed and logged, one line each.
+  #
+  # Streaming responses are the reactor's: it cuts them at the same deadline (reactor/conn.rs).
+  # Taken connections are the app's: Native.taken_connections holds the app's IOs weakly
+  # (rack/taken.rs), and this waits for them to close, then shuts down the sockets of those still
+  # open. Shut down, not closed: the app's descriptor stays valid (no number reused under a
+  # thread still using it), its reads see the end of the stream, its writes fail, and the client
+  # sees the close even though the app never closes its IO. A thread serving the connection
+  # (an upgraded callable on a pool thread, a WebSocket library's loop) thus ends on its own.
+  #
+  # Puma closes these connections at once when a worker stops (puma#3323), so a phased restart
+  # drops every WebSocket client of the worker being replaced; here they stay until the drain
+  # time is over, and only those still open then reconnect.
+  class Drain
+    # How often the taken connections are checked (closing an IO notifies nothing).
+    POLL = 0.1
+
+    # Starts draining `server` (stopping now): `seconds` is `drain_timeout`; `context` logs.
+    def self.start(context, server, seconds)
+      new(context, server, seconds).tap(&:start)
+    end
+
+    # The taken connections still open now: `[io, description, monotonic time taken]` each.
+    # (`keys` first: an iteration yielding to Ruby could meet a pool thread adding to the map.)
+    def self.open_connections
+      taken = Native.taken_connections
+      taken.keys.filter_map do |io|
+        what, since = taken[io]
+        [io, what, since] unless io.closed? || what.nil?
+      end
+    end
+
+    # In a child forked from a serving process: its copies of the parent's taken connections
+    # are closed (else they would keep each socket open after the parent's app closed it, and
+    # its client would never see the end). The parent's descriptors are not affected.
+    def self.close_inherited
+      Native.taken_connections.keys.each { |io| io.close unless io.closed? }
+    rescue IOError
+      nil
+    end
+
+    def initialize(context, server, seconds)
+      @context = context
+      @server = server
+      # As the reactor's lines print it: 10 s, 2.5 s.
+      @seconds = seconds.to_f == seconds.to_i ? seconds.to_i : seconds.to_f
+      @deadline = now + seconds
+      @finishing = false
+      @thread = nil
+    end
+
+    def start
+      open = Drain.open_connections
+      unless open.empty?
+        @context.log "- Waiting up to #{@seconds} s (drain_timeout) for #{count(open.size)} taken by the app " \
+                     "(hijacked or upgraded) to close"
+      end
+      @thread = Thread.new { watch }
+    end
+
+    # Once the server has ended and its pool threads are done: waits until the taken
+    # connections are closed, or shut down at the deadline.
+    def finish
+      @finishing = true
+      @thread&.join
+    end
+
+    private
+
+    def now
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+
+    # Polls until every taken connection is closed, or the deadline passed and the ones still
+    # open are shut down (a connection taken later, by a request that was running when the stop
+    # began, is shut down as soon as it appears). Ends once `finish` was called and nothing is
+    # left open (or shut down) to wait for.
+    def watch
+      shut = {}.compare_by_identity
+      loop do
+        open = Drain.open_connections.reject { |io, _| shut.key?(io) }
+        if now >= @deadline
+          log_cut_responses
+          open.each { |io, what, since| shut[io] = shut_down(io, what, since) }
+          open = []
+        end
+        break if @finishing && open.empty?
+
+        sleep POLL
+      end
+      log_cut_responses
+    end
+
+    def over
+      "- Drain time (#{@seconds} s) over: closing"
+    end
+
+    # The reactor's: responses it cut at the deadline.
+    def log_cut_responses
+      @server.cut_at_drain.each { |what| @context.log "#{over} the response still being written to #{what}" }
+    rescue RuntimeError
+      nil
+    end
+
+    def shut_down(io, what, since)
+      @context.log "#{over} the connection taken by #{what}, open #{(now - since).round(1)} s"
+      io.shutdown(Socket::SHUT_RDWR)
+      true
+    rescue IOError, SystemCallError
+      true
+    end
+
+    def count(n)
+      n == 1 ? "1 connection" : "#{n} connections"
+    end
+  end
+end

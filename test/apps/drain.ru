@@ -1,0 +1,54 @@
+# frozen_string_literal: true
+
+# The drain tests' app (test/test_drain.rb): connections that outlive their request, each
+# greeting with this process's pid so a test knows which worker holds it.
+#
+#   /hijack    full hijack; a thread of the app's own echoes lines until "quit" or the end
+#   /upgrade   a 101 with a callable body (Rack 3): the callable echoes on the pool thread
+#   /events    an endless SSE stream, an event every 0.1 s
+#   /wait      answers only once the file named by the query string exists (a request whose
+#              app is still making its response when the drain time ends)
+#   /          a plain response
+
+# Echoes each line read until "quit" or the end of the stream, then closes.
+def echo(io)
+  io.write("hello #{Process.pid}\n")
+  while (line = io.gets)
+    io.write(line)
+    break if line.start_with?("quit")
+  end
+rescue IOError, SystemCallError
+  nil
+ensure
+  io.close unless io.closed?
+end
+
+# Endless server-sent events.
+class Events
+  def each
+    n = 0
+    loop do
+      yield "data: #{Process.pid} #{n += 1}\n\n"
+      sleep 0.1
+    end
+  end
+end
+
+run lambda { |env|
+  case env["PATH_INFO"]
+  when "/hijack"
+    io = env["rack.hijack"].call
+    Thread.new { echo(io) }
+    [200, {}, []]
+  when "/upgrade"
+    [101, { "rack.protocol" => "echo" }, ->(io) { echo(io) }]
+  when "/events"
+    [200, { "content-type" => "text/event-stream" }, Events.new]
+  when "/wait"
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 60
+    sleep 0.02 until File.exist?(env["QUERY_STRING"]) || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+    [200, { "content-type" => "text/plain" }, ["waited"]]
+  else
+    [200, { "content-type" => "text/plain" }, ["plain #{Process.pid}"]]
+  end
+}
