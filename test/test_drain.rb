@@ -148,4 +148,16 @@ class TestDrain < Minitest::Test
   ensure
     [slow, events, hijack].each { |s| s&.close }
   end
+
+  # A cluster whose workers would be killed (worker_shutdown_timeout) before their drain time
+  # is over says so at boot.
+  def test_a_drain_time_past_the_worker_shutdown_timeout_is_warned_about
+    dir = Dir.mktmpdir("catamount-drain")
+    (@dirs ||= []) << dir
+    config = File.join(dir, "drain.rb")
+    File.write(config, "workers 2\ndrain_timeout 45\nworker_shutdown_timeout 30\n")
+    server = start_server("-C", config, "-b", "tcp://127.0.0.1:0", app: "drain.ru")
+    assert_match(/^\[\d+\] ! WARNING: drain_timeout \(45 s\) is not shorter than worker_shutdown_timeout \(30 s\): a stopping worker is killed before its drain time is over$/,
+                 server.stdout)
+  end
 end

@@ -45,11 +45,15 @@ module Catamount
       nil
     end
 
+    # A number of seconds for a log line: 10, 2.5.
+    def self.seconds_text(seconds)
+      seconds.to_f == seconds.to_i ? seconds.to_i.to_s : seconds.to_f.to_s
+    end
+
     def initialize(context, server, seconds)
       @context = context
       @server = server
-      # As the reactor's lines print it: 10 s, 2.5 s.
-      @seconds = seconds.to_f == seconds.to_i ? seconds.to_i : seconds.to_f
+      @seconds = Drain.seconds_text(seconds)
       @deadline = now + seconds
       @finishing = false
       @thread = nil

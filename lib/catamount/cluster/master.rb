@@ -49,12 +49,23 @@ module Catamount
         ProcessFiles.write(options, @control)
         Banner.print(ctx, options, @server, cluster: { preload: preload }, control: @control)
         log "! WARNING: a cluster of 1 worker only adds a master process; use workers 0 or 2+" if workers == 1 && !options[:silence_single_worker_warning]
+        warn_about_drain_time(options)
         Catamount.launcher = ctx.launcher
         @preload = preload
         ProcessFiles.removed_after(@server, options, @control) do
           status = master_loop(options, app)
           status == :restart ? ctx.restart.exec(options, @server, @control) : status
         end
+      end
+
+      # A worker's drain (drain.rb) cut short by the master's KILL is a setting that defeats itself.
+      def warn_about_drain_time(options)
+        drain = options[:drain_timeout]
+        limit = options[:worker_shutdown_timeout]
+        return if drain < limit
+
+        log "! WARNING: drain_timeout (#{Drain.seconds_text(drain)} s) is not shorter than worker_shutdown_timeout " \
+            "(#{Drain.seconds_text(limit)} s): a stopping worker is killed before its drain time is over"
       end
 
       def end_by_sigterm?
