@@ -156,10 +156,26 @@ class TestPartialHijack < Minitest::Test
 
   def test_upgrade_with_a_rack2_hijack_header_gives_the_raw_stream
     server = partial_server
-    raw = until_closed(server.port, "GET /upgrade-rack2 HTTP/1.1\r\nHost: x\r\n\r\nraw quit")
+    raw = until_closed(server.port, "GET /upgrade-rack2 HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nraw quit")
     head, echoed = raw.split("\r\n\r\n", 2)
     assert_equal "HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade", head
     assert_equal "raw quit", echoed
+  end
+
+  # RFC 9110 §7.8 and §15.2.2: no switch unless the client offered one, and only to a protocol
+  # it offered; an HTTP/1.0 request's Upgrade is ignored. The broken 101 becomes a 500, logged.
+  def test_a_switch_the_client_did_not_offer_is_a_500
+    server = partial_server
+    sock = connect(server.port)
+    assert_equal 500, request(sock, "/upgrade-anyway", "Connection: upgrade\r\nUpgrade: websocket\r\n").status
+    server.wait_for(/a 101 Switching Protocols to "h2c", which the client did not offer \(it offered "websocket"\)/, stream: :stderr)
+    assert_equal 500, until_closed(server.port, "GET /upgrade-rack2 HTTP/1.1\r\nHost: x\r\n\r\n")[/\AHTTP\/1.1 (\d+)/, 1].to_i
+    server.wait_for(/a 101 Switching Protocols answers a request that offered no upgrade/, stream: :stderr)
+    old = until_closed(server.port, "GET /protocols HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+    assert old.end_with?("\r\n\r\n\"none\""), old
+    assert_equal "plain", get(server.port, "/").body
+  ensure
+    sock&.close
   end
 
   def test_upgrade_not_offered_is_an_ordinary_response

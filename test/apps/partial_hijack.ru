@@ -79,6 +79,9 @@ run lambda { |env|
 
     # The echo runs on a thread of its own: the pool thread is free once the call returns.
     [101, { "rack.protocol" => "echo" }, ->(io) { Thread.new { echo(io) } }]
+  when "/upgrade-anyway"
+    # A broken app: switches to its own choice whatever the client offered.
+    [101, { "rack.protocol" => "h2c" }, ->(io) { io.close }]
   when "/upgrade-rack2"
     # Rack 2 style: the app names the protocol itself, the header's callable gets the socket.
     [101, { "upgrade" => "echo", "rack.hijack" => ->(io) { Thread.new { echo(io) } } }, []]

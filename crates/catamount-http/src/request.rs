@@ -249,6 +249,11 @@ impl RequestHead {
     /// §7.8: `Upgrade` is hop-by-hop, so without that it is not meant for this server). `None`
     /// when nothing is offered.
     pub fn offered_protocols(&self) -> Option<Vec<&[u8]>> {
+        // "A server MUST ignore an Upgrade header field that is received in an HTTP/1.0
+        // request" (RFC 9110 §7.8).
+        if self.version() == Version::Http10 {
+            return None;
+        }
         let upgrade_listed = self
             .headers()
             .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
@@ -263,6 +268,28 @@ impl RequestHead {
             .filter(|t| !t.is_empty())
             .collect();
         (!offered.is_empty()).then_some(offered)
+    }
+
+    /// Whether a 101 Switching Protocols may answer this request, switching to `protocol` (the
+    /// one the app named, if it named one): only when the client offered an upgrade, and then
+    /// only to a protocol it offered (RFC 9110 §7.8, §15.2.2). Names compare without regard to
+    /// ASCII case, as clients and servers treat `websocket`. Err says why not.
+    pub fn may_switch_to(&self, protocol: Option<&[u8]>) -> Result<(), String> {
+        let Some(offered) = self.offered_protocols() else {
+            return Err("a 101 Switching Protocols answers a request that offered no upgrade (RFC 9110 §15.2.2)".into());
+        };
+        match protocol {
+            Some(p) if !offered.iter().any(|o| o.eq_ignore_ascii_case(p)) => Err(format!(
+                "a 101 Switching Protocols to {:?}, which the client did not offer (it offered {})",
+                String::from_utf8_lossy(p),
+                offered
+                    .iter()
+                    .map(|o| format!("{:?}", String::from_utf8_lossy(o)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// `Expect: 100-continue` on HTTP/1.1: send `100 Continue` before reading the body.
@@ -1136,6 +1163,30 @@ mod tests {
             None
         );
         assert_eq!(offered("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn a_switch_needs_an_offer_and_only_to_what_was_offered() {
+        let head = |h: &str| {
+            parse_head(h.as_bytes(), &Limits::default())
+                .unwrap()
+                .unwrap()
+                .0
+        };
+        let offering = head("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: WebSocket, echo/2\r\n\r\n");
+        assert_eq!(offering.may_switch_to(Some(b"websocket")), Ok(()));
+        assert_eq!(offering.may_switch_to(Some(b"echo/2")), Ok(()));
+        assert_eq!(offering.may_switch_to(None), Ok(()));
+        assert_eq!(
+            offering.may_switch_to(Some(b"h2c")),
+            Err("a 101 Switching Protocols to \"h2c\", which the client did not offer (it offered \"WebSocket\", \"echo/2\")".to_string())
+        );
+        let plain = head("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(plain.may_switch_to(None).is_err());
+        assert!(plain.may_switch_to(Some(b"websocket")).is_err());
+        let old = head("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(old.offered_protocols(), None);
+        assert!(old.may_switch_to(Some(b"websocket")).is_err());
     }
 
     #[test]

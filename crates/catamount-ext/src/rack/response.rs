@@ -306,15 +306,11 @@ fn write_triple(
     };
     if status == 101 {
         if let BodyKind::Callable(callable) = kind {
-            return switch_protocols(
-                ruby,
-                request,
-                env,
-                &head,
-                rack.protocol,
-                callable,
-                responder,
-            );
+            let protocol = chosen_protocol(rack.protocol);
+            if let Err(why) = request.head.may_switch_to(protocol.as_deref()) {
+                return Err(bug(responder, why));
+            }
+            return switch_protocols(ruby, request, env, &head, protocol, callable, responder);
         }
     }
     let known_len = match &kind {
@@ -596,6 +592,18 @@ fn callable_body(ruby: &Ruby, callable: Value) -> Result<Value, Error> {
     class.funcall("new", (callable,))
 }
 
+/// The protocol an app's 101 names in its `rack.protocol` response header (a String, or an
+/// Array's first). Never a value that could break the head: an invalid one is left out.
+fn chosen_protocol(protocol: Option<Value>) -> Option<Vec<u8>> {
+    let protocol = protocol.and_then(|p| {
+        let p = RArray::from_value(p)
+            .and_then(|a| a.entry::<Value>(0).ok())
+            .unwrap_or(p);
+        RString::from_value(p).map(ffi::bytes_of)
+    });
+    protocol.filter(|p| !p.is_empty() && catamount_http::is_valid_field_value(p))
+}
+
 /// A 101 Switching Protocols with a callable (a Rack 3 streaming body or a `rack.hijack`
 /// header): the head (with `upgrade` naming the app's `rack.protocol` and `connection:
 /// upgrade`), then the connection is taken from the reactor as a full hijack takes it, and the
@@ -606,19 +614,11 @@ fn switch_protocols(
     request: &Request,
     env: RHash,
     head: &ResponseHead,
-    protocol: Option<Value>,
+    protocol: Option<Vec<u8>>,
     callable: Value,
     mut responder: Responder,
 ) -> Result<Written, Failure> {
     const STATUS: u16 = 101;
-    let protocol = protocol.and_then(|p| {
-        let p = RArray::from_value(p)
-            .and_then(|a| a.entry::<Value>(0).ok())
-            .unwrap_or(p);
-        RString::from_value(p).map(ffi::bytes_of)
-    });
-    // Never a value that could break the head (an invalid one is left out).
-    let protocol = protocol.filter(|p| !p.is_empty() && catamount_http::is_valid_field_value(p));
     responder.set_status(STATUS);
     let out = head.encode_upgrade(answering(request), protocol.as_deref());
     send(&mut responder, out).map_err(|e| Failure::client_gone(ruby, STATUS, &e))?;
