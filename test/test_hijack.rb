@@ -45,6 +45,14 @@ class TestHijack < Minitest::Test
     JSON.parse(get(port, "/stats").body)
   end
 
+  # With `log_requests`, a hijacked request gets an access line with HIJACKED in place of a status
+  # and length (as Puma's), once app.call returned.
+  def test_the_access_log_marks_a_hijacked_request
+    server = hijack_server("--log-requests")
+    assert_equal "#{GREETING}quit", hijacked_output(server.port, "/echo?a=1", extra: "quit")
+    server.wait_for(%r{^127\.0\.0\.1 - - \[[^\]]+\] "GET /echo\?a=1 HTTP/1\.1" HIJACKED -1 \d+\.\d{4}$})
+  end
+
   # The bytes sent right behind the request head (already read by the server with it) reach
   # the app first; later bytes follow; the client sees only the app's bytes, no HTTP response
   # (the app's own [200, ...] is ignored), and the app's close ends the connection.

@@ -571,6 +571,9 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
         }
         Lending::Hijacked(serving) => {
             rack::hijack::after_call(ruby, &request, env, result, serving);
+            if settings.log_requests && !rack::escape::pending() {
+                rack::response::access_log_hijacked(ruby, settings, &request, started);
+            }
             Ok(())
         }
         // Lost to an internal error while being hijacked (already raised in the app, and the

@@ -1218,6 +1218,38 @@ fn access_log(
     app_length: Option<u64>,
     started: Instant,
 ) {
+    let length = match app_length {
+        Some(0) | None => "-".to_string(),
+        Some(n) => n.to_string(),
+    };
+    write_access_line(
+        ruby,
+        settings,
+        request,
+        &format!("{status} {length}"),
+        started,
+    );
+}
+
+/// The access line of a request whose app took the connection (full hijack): no status or
+/// length was sent, so `HIJACKED -1` stands in, as in Puma's log.
+pub(crate) fn access_log_hijacked(
+    ruby: &Ruby,
+    settings: &RackSettings,
+    request: &Request,
+    started: Instant,
+) {
+    write_access_line(ruby, settings, request, "HIJACKED -1", started);
+}
+
+/// One Common Log Format line, `outcome` in the status and length columns.
+fn write_access_line(
+    ruby: &Ruby,
+    settings: &RackSettings,
+    request: &Request,
+    outcome: &str,
+    started: Instant,
+) {
     let head = &request.head;
     let query = head
         .query()
@@ -1227,12 +1259,8 @@ fn access_log(
         Version::Http11 => "HTTP/1.1",
         Version::Http10 => "HTTP/1.0",
     };
-    let length = match app_length {
-        Some(0) | None => "-".to_string(),
-        Some(n) => n.to_string(),
-    };
     let line = format!(
-        "{} - - [{}] \"{} {}{query} {protocol}\" {status} {length} {:.4}\n",
+        "{} - - [{}] \"{} {}{query} {protocol}\" {outcome} {:.4}\n",
         request.peer.ip_string(),
         log::common_log_time(std::time::SystemTime::now()),
         head.method(),
