@@ -24,9 +24,10 @@ class TestPipes < Minitest::Test
     @pipes.idle(true)
     @pipes.idle(false)
     @pipes.forked(5)
+    @pipes.drained
     @pipes.wake_master
     assert_equal [[:booted, pid, 3, nil], [:status, pid, nil, { running: 2, requests_count: 7 }],
-                  [:idle, pid, nil, true], [:idle, pid, nil, false], [:forked, pid, 5, nil]],
+                  [:idle, pid, nil, true], [:idle, pid, nil, false], [:forked, pid, 5, nil], [:drained, pid, nil, nil]],
                  read_all.map(&:to_a)
   end
 

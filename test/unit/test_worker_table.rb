@@ -278,6 +278,47 @@ class TestWorkerTable < Minitest::Test
     assert_nil t.phase_step(now: @now)
   end
 
+  # A stopped worker that only drains connections its app took frees its index at once: the
+  # phased restart boots its replacement and goes on while it drains; it stays on the books
+  # (KILLed past worker_shutdown_timeout, waited for by a stop) until it is reaped.
+  def test_a_draining_worker_frees_its_index_but_stays_on_the_books
+    t = booted_cluster(2)
+    t.begin_phased_restart
+    _, old = t.phase_step(now: @now)
+    assert_nil t.drained(t.slots.last), "only a stopping worker drains"
+    assert_same old, t.drained(old)
+    assert_nil t.drained(old), "once"
+    assert_equal [old.index], t.to_spawn(@now)
+    assert_includes t.all_workers, old
+    assert_same old, t.find_pid(old.pid)
+    new = fork_missing(t).first
+    t.booted(new, now: @now)
+    assert_equal 1, t.restarts
+    step, second = t.phase_step(now: @now)
+    assert_equal :stop, step, "the restart goes on while the first old worker drains"
+    refute_equal old, second
+
+    @now += 31
+    assert_includes t.stragglers(now: @now, shutdown_timeout: 30), old
+    assert_equal :stopped, t.exited(old.pid, exited_status, now: @now).outcome
+    refute_includes t.all_workers, old
+    assert_equal 1, t.restarts, "its replacement was counted once"
+    t.stop_all(now: @now)
+    t.slots.dup.each { |s| t.exited(s.pid, exited_status, now: @now) }
+    assert t.empty?
+  end
+
+  def test_a_stop_waits_for_draining_workers
+    t = booted_cluster(2)
+    t.stop_all(now: @now)
+    one, two = t.slots
+    t.drained(one)
+    t.exited(two.pid, exited_status, now: @now)
+    refute t.empty?, "a draining worker is still to be reaped"
+    t.exited(one.pid, exited_status, now: @now)
+    assert t.empty?
+  end
+
   def test_a_refork_keeps_worker_0_and_replaces_the_others
     t = booted_cluster(3)
     assert_equal 0, t.begin_refork.index

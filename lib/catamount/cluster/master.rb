@@ -142,7 +142,7 @@ module Catamount
       def memory
         return @memory if @memory_at && now - @memory_at < 1
 
-        pids = [Process.pid] + (@table ? @table.slots.map(&:pid) : [])
+        pids = [Process.pid] + (@table ? @table.all_workers.map(&:pid) : [])
         @memory_at = now
         @memory = pids.grep(Integer).to_h { |pid| [pid, Native.process_memory(pid)] }.compact
       end
@@ -346,6 +346,8 @@ module Catamount
           when :status then begin_refork if @table.status(worker, message.value)
           when :idle then @table.idle(worker, message.value)
           when :booted then worker_booted(worker)
+          when :drained
+            log "- Worker #{worker.index} (PID: #{worker.pid}) drains connections its app took; its index is free" if @table.drained(worker)
           end
         end
       end
@@ -529,7 +531,7 @@ module Catamount
       end
 
       def signal_workers(sig)
-        @table.slots.each { |w| kill(w.pid, sig) }
+        @table.all_workers.each { |w| kill(w.pid, sig) }
       end
 
       # Signals a worker; nothing for a slot not reported yet (no pid) or a process gone.

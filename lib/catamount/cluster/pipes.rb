@@ -25,11 +25,11 @@ module Catamount
       # joins: "<master pid>,<fd>,<fd>,<fd>".
       FRESH_WORKER_VAR = "CATAMOUNT_CLUSTER_WORKER"
 
-      # A worker's message as the master reads it: `kind` is :booted, :status, :idle or
-      # :forked; `index` is set for :booted and :forked; `value` is the pool stats (:status,
+      # A worker's message as the master reads it: `kind` is :booted, :status, :idle, :forked
+      # or :drained; `index` is set for :booted and :forked; `value` is the pool stats (:status,
       # a Hash with Symbol keys, nil when unreadable) or whether the worker is idle (:idle).
       Message = Struct.new(:kind, :pid, :index, :value)
-      KINDS = { "b" => :booted, "p" => :status, "i" => :idle, "f" => :forked }.freeze
+      KINDS = { "b" => :booted, "p" => :status, "i" => :idle, "f" => :forked, "d" => :drained }.freeze
 
       # Template commands (fork pipe); a phase arrives as `Phase`.
       Phase = Struct.new(:number)
@@ -69,6 +69,7 @@ module Catamount
         case kind
         when :status then Message.new(kind, pid, nil, parse_stats(rest))
         when :idle then Message.new(kind, pid, nil, rest.end_with?(":1"))
+        when :drained then Message.new(kind, pid)
         else Message.new(kind, pid, rest.delete_prefix(":").to_i)
         end
       end
@@ -173,6 +174,12 @@ module Catamount
 
       def idle(idle)
         tell_master("i#{Process.pid}:#{idle ? 1 : 0}")
+      end
+
+      # A stopping worker has served its last request and only drains connections its app took
+      # (drain.rb): the master may start its replacement now.
+      def drained
+        tell_master("d#{Process.pid}")
       end
 
       # Worker 0 in template mode: a thread pushes each command (an Integer: STOP_SERVING,

@@ -94,6 +94,7 @@ module Catamount
           start_pings(options)
           serve_until_stopped(options, events)
           pool.join
+          tell_drained
           @drain&.finish
         end
         ctx.run_hooks(:before_worker_shutdown, @index, keyed: hook_data)
@@ -136,6 +137,14 @@ module Catamount
       end
 
       private
+
+      # No request is left, only connections the app took, which may take the drain time: the
+      # master need not wait for this process to start its replacement.
+      def tell_drained
+        @pipes.drained if @drain && !Drain.open_connections.empty?
+      rescue IOError, SystemCallError
+        nil
+      end
 
       # Ends this worker as soon as the master is gone (the "alive" pipe closes).
       def watch_master

@@ -81,6 +81,9 @@ module Catamount
         @restarts = 0
         # Indexes whose worker exited (and was not culled): the next worker there is a restart.
         @vacated = []
+        # Stopped workers that only drain connections their apps took (`drained`): off the
+        # slots, on the books until reaped.
+        @draining = []
       end
 
       # Whether a phased restart or refork is under way.
@@ -93,11 +96,16 @@ module Catamount
       end
 
       def empty?
-        @slots.empty?
+        @slots.empty? && @draining.empty?
+      end
+
+      # Every worker process known: the slots' and the draining ones.
+      def all_workers
+        @slots + @draining
       end
 
       def find_pid(pid)
-        @slots.find { |s| s.pid == pid }
+        @slots.find { |s| s.pid == pid } || @draining.find { |s| s.pid == pid }
       end
 
       # Worker 0 when it can fork siblings: booted and not stopping.
@@ -185,11 +193,24 @@ module Catamount
         slot.idle = idle
       end
 
+      # `d`: a stopping worker has served its last request and only drains connections its app
+      # took (drain.rb), for up to `drain_timeout`. Its index is free for a replacement now (a
+      # phased restart goes on without waiting for the drain); it stays on the books, to be
+      # reaped, or killed past `worker_shutdown_timeout`. Nil unless it was stopping.
+      def drained(slot)
+        return unless slot.stopping? && @slots.delete(slot)
+
+        @draining << slot
+        @vacated << slot.index if slot.index < @count && !@vacated.include?(slot.index)
+        slot
+      end
+
       # A child was reaped. Nil when no slot knew its pid (kept: a worker forked by worker 0 can
       # die before its report is read).
       def exited(pid, status, now:)
         slot = find_pid(pid)
         return remember_unknown(pid, status) unless slot
+        return Exit.new(slot, :stopped) if @draining.delete(slot)
 
         @slots.delete(slot)
         @vacated << slot.index if slot.index < @count && !@vacated.include?(slot.index)
@@ -350,7 +371,7 @@ module Catamount
       # Stopping workers to KILL: stopping for `shutdown_timeout`, or all once `force_at` passed.
       # A slot that never got a pid is dropped (nothing to kill, nothing to wait for).
       def stragglers(now:, shutdown_timeout:)
-        @slots.dup.select do |slot|
+        (@slots + @draining).select do |slot|
           next false unless slot.stopping?
           next false unless now - slot.term_sent_at >= shutdown_timeout || (@force_at && now >= @force_at)
           next true if slot.pid
