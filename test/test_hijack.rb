@@ -53,6 +53,14 @@ class TestHijack < Minitest::Test
     server.wait_for(%r{^127\.0\.0\.1 - - \[[^\]]+\] "GET /echo\?a=1 HTTP/1\.1" HIJACKED -1 \d+\.\d{4}$})
   end
 
+  # rack.response_finished runs for a hijacked request too (frameworks complete their request
+  # state there), with the status and headers the app returned and no error.
+  def test_response_finished_runs_after_a_hijack
+    server = hijack_server
+    assert_equal "bye", hijacked_output(server.port, "/finished-hijack")
+    assert_equal '[-1, {"x-told"=>"1"}, nil]', get(server.port, "/finished").body
+  end
+
   # The bytes sent right behind the request head (already read by the server with it) reach
   # the app first; later bytes follow; the client sees only the app's bytes, no HTTP response
   # (the app's own [200, ...] is ignored), and the app's close ends the connection.

@@ -7,6 +7,8 @@ require "json"
 
 # Bodies of hijacked requests whose close ran (the server must still call it).
 CLOSED = Queue.new
+# What rack.response_finished callbacks of hijacked requests were given.
+FINISHED = Queue.new
 
 # A body the server must close and never send.
 class RecordingBody
@@ -65,6 +67,14 @@ run lambda { |env|
     io = env["rack.hijack"].call
     io.write("partial\n")
     raise "the app fails after hijacking"
+  when "/finished-hijack"
+    env["rack.response_finished"] << ->(*args) { FINISHED << args.drop(1).inspect }
+    io = env["rack.hijack"].call
+    io.write("bye")
+    io.close
+    [-1, { "x-told" => "1" }, []]
+  when "/finished"
+    [200, {}, [FINISHED.pop(timeout: 10).to_s]]
   when "/closed"
     names = []
     names << CLOSED.pop(true) until CLOSED.empty?

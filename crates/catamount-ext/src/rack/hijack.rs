@@ -7,8 +7,8 @@
 //! GVL) and hands the app a `TCPSocket`/`UNIXSocket` over a new descriptor of the socket, with
 //! the bytes the client already sent after the request pushed back into the IO's read buffer
 //! (`ungetbyte`), so `read`, `read_nonblock`, `wait_readable` and `IO.select` see them first. From
-//! then on nothing is written on the connection: the app's response is ignored, but `body.close`
-//! and `rack.after_reply` still run ([`after_call`]); an app that raised after hijacking gets its
+//! then on nothing is written on the connection: the app's response is ignored, but `body.close`,
+//! `rack.after_reply` and `rack.response_finished` still run ([`after_call`]); an app that raised after hijacking gets its
 //! IO closed (else the client would wait forever).
 
 use std::cell::RefCell;
@@ -180,8 +180,10 @@ pub fn take_connection(
 
 /// After `app.call` of a hijacked request: the returned response is ignored (nothing more is
 /// written), its body closed; an app that raised (or was left by a non-local exit) gets its IO
-/// closed; then `rack.after_reply`. `serving` is dropped last: the request stops counting as
-/// running.
+/// closed; then `rack.after_reply`, then `rack.response_finished` (with the status and headers
+/// the app returned, or its exception: without them a framework that completes its per-request
+/// state there, as Rails 7.1+ does, would never complete it for a WebSocket request).
+/// `serving` is dropped last: the request stops counting as running.
 pub fn after_call(
     ruby: &Ruby,
     request: &Request,
@@ -189,18 +191,26 @@ pub fn after_call(
     result: Result<Value, Error>,
     serving: StillServing,
 ) {
+    // What `rack.response_finished` is told: the app's status and headers as it returned them
+    // (nothing of them was sent), or its exception.
+    let mut status = ruby.qnil().as_value();
+    let mut headers = None;
+    let mut error = None;
     match result {
         Ok(triple) => {
-            let body = RArray::from_value(triple)
-                .filter(|a| a.len() == 3)
-                .and_then(|a| a.entry::<Value>(2).ok());
-            if let Some(body) = body {
-                response::close_body(body);
+            let triple = RArray::from_value(triple).filter(|a| a.len() == 3);
+            if let Some(triple) = triple {
+                status = triple.entry::<Value>(0).unwrap_or(status);
+                headers = triple.entry::<Value>(1).ok();
+                if let Ok(body) = triple.entry::<Value>(2) {
+                    response::close_body(body);
+                }
             }
         }
         Err(e) => {
             if let Some(exception) = escape::caught(e) {
                 response::log_app_error(request, exception);
+                error = Some(exception);
             }
             let io = env.get(ruby.get_inner(&RACK_HIJACK_IO));
             escape::cleanup(|| {
@@ -220,5 +230,6 @@ pub fn after_call(
     if !escape::pending() {
         super::env::run_after_reply(ruby, env);
     }
+    response::finished(ruby, env, status, headers, error);
     drop(serving);
 }

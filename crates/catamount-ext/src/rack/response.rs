@@ -173,7 +173,13 @@ pub fn respond(
 /// (an empty one when the app's response was not sent), `error` the exception that ended the
 /// response (the app's, or the write's when the client went away) or nil. A callable that raises
 /// is logged and the others still run; after a non-local exit none runs.
-fn finished(ruby: &Ruby, env: RHash, status: u16, headers: Option<Value>, error: Option<Value>) {
+pub(crate) fn finished<S: magnus::IntoValue + Copy>(
+    ruby: &Ruby,
+    env: RHash,
+    status: S,
+    headers: Option<Value>,
+    error: Option<Value>,
+) {
     if escape::pending() {
         return;
     }
