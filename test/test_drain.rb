@@ -149,6 +149,16 @@ class TestDrain < Minitest::Test
     [slow, events, hijack].each { |s| s&.close }
   end
 
+  # A drain time too long to be a Duration (any seconds option) means forever, not a crash at
+  # boot; with nothing long-lived open the stop is immediate.
+  def test_a_huge_drain_time_boots_and_stops
+    server = drain_server("1e30")
+    assert_equal "plain #{server.pid}", get(server.port, "/").body
+    server.signal("TERM")
+    assert_equal Signal.list["TERM"], server.wait_exit(timeout: 30).termsig
+    assert_equal "", server.stderr
+  end
+
   # A cluster whose workers would be killed (worker_shutdown_timeout) before their drain time
   # is over says so at boot.
   def test_a_drain_time_past_the_worker_shutdown_timeout_is_warned_about

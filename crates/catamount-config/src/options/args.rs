@@ -71,6 +71,11 @@ pub(super) fn seconds(name: &str, args: &[Value]) -> Result<Duration, String> {
     }
 }
 
+/// The longest time an option can say (about 136 years): more is taken as this, which is
+/// forever for a server. Beyond it a `Duration` cannot be made from the number, or a deadline
+/// computed from it would overflow the clock.
+const MAX_SECONDS: f64 = u32::MAX as f64;
+
 pub(super) fn seconds_value(name: &str, v: &Value) -> Result<Duration, String> {
     let secs = match v {
         Value::Int(n) if *n >= 0 => Some(*n as f64),
@@ -78,7 +83,7 @@ pub(super) fn seconds_value(name: &str, v: &Value) -> Result<Duration, String> {
         Value::Str(s) => parse_seconds(s).map(|d| d.as_secs_f64()),
         _ => None,
     };
-    secs.map(Duration::from_secs_f64)
+    secs.map(capped_seconds)
         .ok_or_else(|| format!("{name}: expected a number of seconds, got {}", v.describe()))
 }
 
@@ -87,7 +92,12 @@ pub(super) fn parse_seconds(s: &str) -> Option<Duration> {
         .parse::<f64>()
         .ok()
         .filter(|f| f.is_finite() && *f >= 0.0)
-        .map(Duration::from_secs_f64)
+        .map(capped_seconds)
+}
+
+/// `secs` (finite, not negative) as a Duration, at most [`MAX_SECONDS`].
+fn capped_seconds(secs: f64) -> Duration {
+    Duration::from_secs_f64(secs.min(MAX_SECONDS))
 }
 
 /// A Symbol or String among `allowed`.

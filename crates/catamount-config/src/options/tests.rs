@@ -119,6 +119,28 @@ fn errors_name_the_option() {
 }
 
 #[test]
+fn a_huge_number_of_seconds_is_forever_not_a_crash() {
+    let mut l = Layer::default();
+    for v in [
+        Value::Float(1e30),
+        Value::Int(i64::MAX),
+        Value::Str("1e300".into()),
+    ] {
+        l.set("drain_timeout", std::slice::from_ref(&v))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            l.drain_timeout,
+            Some(Duration::from_secs(u64::from(u32::MAX)))
+        );
+    }
+    let o = resolve(&l, &Layer::default(), &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
+    // A deadline that far away is still a time the clock can hold.
+    assert!(std::time::Instant::now()
+        .checked_add(o.drain_timeout)
+        .is_some());
+}
+
+#[test]
 fn force_shutdown_forms() {
     let mut l = Layer::default();
     l.set("force_shutdown_after", &[Value::Sym("immediately".into())])
