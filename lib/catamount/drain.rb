@@ -45,6 +45,18 @@ module Catamount
       nil
     end
 
+    # The reactor's: the responses it cut at the end of `server`'s drain time, one line each
+    # (also for a stop that is not the process's end: worker 0 stopping to fork).
+    def self.log_cut_responses(context, server, seconds)
+      server.cut_at_drain.each { |what| context.log "#{over(seconds)} the response still being written to #{what}" }
+    rescue RuntimeError
+      nil
+    end
+
+    def self.over(seconds)
+      "- Drain time (#{seconds_text(seconds)} s) over: closing"
+    end
+
     # A number of seconds for a log line: 10, 2.5.
     def self.seconds_text(seconds)
       seconds.to_f == seconds.to_i ? seconds.to_i.to_s : seconds.to_f.to_s
@@ -53,7 +65,7 @@ module Catamount
     def initialize(context, server, seconds)
       @context = context
       @server = server
-      @seconds = Drain.seconds_text(seconds)
+      @seconds = seconds
       @deadline = now + seconds
       @finishing = false
       @thread = nil
@@ -62,7 +74,7 @@ module Catamount
     def start
       open = Drain.open_connections
       unless open.empty?
-        @context.log "- Waiting up to #{@seconds} s (drain_timeout) for #{count(open.size)} taken by the app " \
+        @context.log "- Waiting up to #{Drain.seconds_text(@seconds)} s (drain_timeout) for #{count(open.size)} taken by the app " \
                      "(hijacked or upgraded) to close"
       end
       @thread = Thread.new { watch }
@@ -99,17 +111,17 @@ module Catamount
         sleep POLL
       end
       log_cut_responses
+    rescue StandardError => e
+      # A stop must not fail here (`finish` joins this thread): what is left closes at exit.
+      @context.error "#{@context.log_prefix}! Draining: #{e.message} (#{e.class})"
     end
 
     def over
-      "- Drain time (#{@seconds} s) over: closing"
+      Drain.over(@seconds)
     end
 
-    # The reactor's: responses it cut at the deadline.
     def log_cut_responses
-      @server.cut_at_drain.each { |what| @context.log "#{over} the response still being written to #{what}" }
-    rescue RuntimeError
-      nil
+      Drain.log_cut_responses(@context, @server, @seconds)
     end
 
     def shut_down(io, what, since)

@@ -39,6 +39,7 @@ module Catamount
             @drain ||= Drain.start(@context, @server, @options[:drain_timeout])
           when :finished
             @pool.join
+            Drain.log_cut_responses(@context, @server, @options[:drain_timeout]) unless stopping
             # Ended without being asked to (the reactor failed): this worker is done.
             stopping = true if @state == :serving
             @state = :stopped
