@@ -473,6 +473,9 @@ class TestConfigDsl < Minitest::Test
     {
       "supported_http_methods %w[get]\n" => /puma\.rb:1: supported_http_methods: "get" is not an upper-case method name/,
       "\nset_remote_address hedaer: 'X'\n" => /puma\.rb:2: set_remote_address: unknown key "hedaer"/,
+      "ssl_bind '0.0.0.0', 9443, cert: 'c.pem', verify_mode: 'peer'\n" => /puma\.rb:1: ssl_bind: a cert needs its key/,
+      "\n\nbind 'ssl://0.0.0.0:9443?cert=c&key=k&min_version=TLSv1_1'\n" =>
+        /puma\.rb:3: .*min_version=TLSv1_1: only TLS 1\.2 and 1\.3 are spoken/,
       "after_booted\n" => /puma\.rb:1: after_booted needs a block \(ArgumentError\)/,
       "lowlevel_error_handler 5\n" => /puma\.rb:1: lowlevel_error_handler needs an object/,
       "persistent_timeout 'soon'\n" => /puma\.rb:1: persistent_timeout: expected a number of seconds/,

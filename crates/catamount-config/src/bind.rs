@@ -2,11 +2,14 @@
 //!
 //! Supported now: `tcp://HOST:PORT` (IPv6 literals in brackets, `localhost` meaning every loopback
 //! address) with `?backlog=N` and `?low_latency=true|false`, and `unix:///path` with `?backlog=N`,
-//! `?umask=0177` and `?mode=0660`. `ssl://` is recognised and refused with a clear "not supported
-//! yet" until TLS lands.
+//! `?umask=0177` and `?mode=0660`. `ssl://HOST:PORT?cert=..&key=..` is parsed and checked
+//! ([`BindUrl::parse_tls`], the options in `tls.rs`), and refused at boot with a clear "not
+//! supported yet" until TLS lands.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::tls::TlsOptions;
 
 /// The listen(2) backlog when the URL does not say (Puma's default too).
 pub const DEFAULT_BACKLOG: u32 = 1024;
@@ -38,6 +41,16 @@ pub enum BindKind {
         /// chmod applied after the socket file is created.
         mode: Option<u32>,
     },
+}
+
+/// A parsed `ssl://` bind ([`BindUrl::parse_tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsBind {
+    pub hosts: Vec<IpAddr>,
+    pub port: u16,
+    pub backlog: u32,
+    pub low_latency: bool,
+    pub tls: TlsOptions,
 }
 
 /// Why a bind URL was refused.
@@ -122,6 +135,49 @@ impl BindUrl {
         })
     }
 
+    /// Parses and checks an `ssl://HOST:PORT?...` URL: the host and port as for `tcp://`,
+    /// `backlog`, `low_latency` (on unless `false`, as Puma's TLS listeners), and the TLS
+    /// options (values `%`-decoded, as Puma's `ssl_bind` escapes paths into the URL).
+    pub fn parse_tls(url: &str) -> Result<TlsBind, BindError> {
+        let fail = |reason: String| BindError {
+            url: url.to_string(),
+            reason,
+        };
+        let rest = url
+            .strip_prefix("ssl://")
+            .ok_or_else(|| fail("expected ssl://HOST:PORT?cert=PATH&key=PATH".into()))?;
+        let (location, query) = match rest.split_once('?') {
+            Some((loc, q)) => (loc, Some(q)),
+            None => (rest, None),
+        };
+        let (hosts, port) = parse_host_port(location).map_err(&fail)?;
+        let mut backlog = DEFAULT_BACKLOG;
+        let mut low_latency = true;
+        let mut tls_params = Vec::new();
+        for (key, value) in parse_query(query).map_err(&fail)? {
+            let value = percent_decoded(&value).map_err(|r| fail(format!("{key}: {r}")))?;
+            match key.as_str() {
+                "backlog" => {
+                    backlog = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|b| *b > 0)
+                        .ok_or_else(|| fail("backlog must be a positive integer".into()))?;
+                }
+                "low_latency" => low_latency = value != "false",
+                _ => tls_params.push((key, value)),
+            }
+        }
+        let tls = TlsOptions::from_params(&tls_params).map_err(&fail)?;
+        Ok(TlsBind {
+            hosts,
+            port,
+            backlog,
+            low_latency,
+            tls,
+        })
+    }
+
     /// A TCP bind for `port` on `host` (the DSL's `port` and the `-p` flag).
     pub fn tcp(host: &str, port: u16) -> Result<BindUrl, BindError> {
         BindUrl::parse(&format!("tcp://{}:{port}", bracket_if_v6(host)))
@@ -149,6 +205,28 @@ fn parse_query(query: Option<&str>) -> Result<Vec<(String, String)>, String> {
             None => Err(format!("parameter {pair:?} has no value")),
         })
         .collect()
+}
+
+/// `%XX` escapes decoded (a `+` stays a `+`: these are paths and commands, not form data).
+fn percent_decoded(value: &str) -> Result<String, String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("{value:?} has a broken %-escape"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{value:?} is not UTF-8 once decoded"))
 }
 
 fn parse_octal(value: &str) -> Result<u32, String> {
@@ -271,6 +349,32 @@ mod tests {
             ("ssl://0.0.0.0:443", "not supported yet"),
         ] {
             let err = BindUrl::parse(url)
+                .err()
+                .unwrap_or_else(|| panic!("{url} parsed"));
+            assert!(err.to_string().contains(needle), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn ssl_urls() {
+        let b = BindUrl::parse_tls(
+            "ssl://[::1]:9443?cert=%2Fetc%2Fmy%20certs%2Fa.crt&key=/k.pem&backlog=64&verify_mode=none",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b.hosts, vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+        assert_eq!((b.port, b.backlog, b.low_latency), (9443, 64, true));
+        assert_eq!(
+            b.tls.cert,
+            Some(crate::tls::Pem::File("/etc/my certs/a.crt".into()))
+        );
+        for (url, needle) in [
+            ("ssl://0.0.0.0:443?cert=c", "needs its key"),
+            ("ssl://0.0.0.0?cert=c&key=k", "HOST:PORT"),
+            ("ssl://0.0.0.0:443?cert=%zz&key=k", "broken %-escape"),
+            ("ssl://0.0.0.0:443?umask=1", "unknown parameter \"umask\""),
+            ("tcp://0.0.0.0:443", "expected ssl://"),
+        ] {
+            let err = BindUrl::parse_tls(url)
                 .err()
                 .unwrap_or_else(|| panic!("{url} parsed"));
             assert!(err.to_string().contains(needle), "{url}: {err}");

@@ -14,6 +14,7 @@ pub mod bind;
 pub mod cli;
 pub mod doc;
 pub mod options;
+pub mod tls;
 
 pub use bind::{BindKind, BindUrl};
 pub use options::{resolve, Environment, ForceShutdown, Layer, Options, Value};

@@ -101,7 +101,7 @@ options! {
         }
     }
     tls {
-        doc: "TLS listeners (or `bind \"ssl://...\"`): validated and stored; a boot with one stops, TLS has not landed",
+        doc: "TLS listeners (or `bind \"ssl://...\"`) with Puma's keys (`cert`, `key`, `cert_pem`, `key_pem`, `ca`, `verify_mode`, `ssl_cipher_filter`, `reuse`, ...; Catamount adds `min_version`/`max_version`): checked now, a boot with one stops until TLS lands",
         default: "none",
         example: "ssl_bind \"0.0.0.0\", 9443, cert: \"cert.pem\", key: \"key.pem\"",
         methods: ["ssl_bind" => ssl_bind],

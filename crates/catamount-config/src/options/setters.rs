@@ -11,6 +11,7 @@ use super::{
     ActivatedSockets, ControlApp, HttpMethods, Layer, RemoteAddress, ShutdownDebug, Value,
 };
 use crate::bind::{BindError, BindUrl};
+use crate::tls::{Pem, TlsOptions};
 
 pub(super) const WORKERS_AUTO: u32 = u32::MAX;
 
@@ -28,6 +29,8 @@ const TLS_KEYS: &[&str] = &[
     "ssl_ciphersuites",
     "no_tlsv1",
     "no_tlsv1_1",
+    "min_version",
+    "max_version",
     "reuse",
     "backlog",
     "low_latency",
@@ -228,6 +231,7 @@ impl Layer {
 pub(super) fn bind(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), String> {
     let url = exactly_one_str(name, args)?;
     if url.starts_with("ssl://") {
+        BindUrl::parse_tls(&url).map_err(|e| e.to_string())?;
         l.push_tls_bind(url);
     } else {
         l.push_bind(BindUrl::parse(&url).map_err(|e: BindError| e.to_string())?);
@@ -261,24 +265,82 @@ pub(super) fn port(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), Stri
     Ok(())
 }
 
+/// `ssl_bind HOST, PORT, {cert:, key:, ...}` (the Hash may be left out: a development
+/// certificate). The keys are checked as the `ssl://` URL's parameters are (`tls.rs`);
+/// `cert_pem`/`key_pem` hold PEM text, never put in a URL.
 pub(super) fn ssl_bind(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), String> {
-    let [host, port, opts] = args else {
-        return Err(arity(name, args.len(), "3"));
+    let empty = Value::Hash(Vec::new());
+    let (host, port, opts) = match args {
+        [host, port] => (host, port, &empty),
+        [host, port, opts] => (host, port, opts),
+        _ => return Err(arity(name, args.len(), "2..3")),
     };
     let host = string(name, host)?;
     let port = port_number(name, port)?;
     let pairs = hash(name, opts, TLS_KEYS)?;
-    let has = |k: &str| pairs.iter().any(|(key, v)| key == k && truthy(v));
-    if !(has("cert") || has("cert_pem")) || !(has("key") || has("key_pem")) {
-        return Err(format!(
-            "{name}: needs cert: (or cert_pem:) and key: (or key_pem:)"
-        ));
+    let mut params = Vec::new();
+    let pem = |key: &str| -> Result<Option<Pem>, String> {
+        match pairs.iter().find(|(k, v)| k == key && truthy(v)) {
+            Some((_, v)) => Ok(Some(Pem::Inline(string(&format!("{name}: {key}"), v)?))),
+            None => Ok(None),
+        }
+    };
+    let (cert_pem, key_pem) = (pem("cert_pem")?, pem("key_pem")?);
+    for (key, value) in pairs {
+        if matches!(
+            key.as_str(),
+            "cert_pem" | "key_pem" | "backlog" | "low_latency"
+        ) || !truthy(value) && !matches!(value, Value::Bool(false))
+        {
+            continue;
+        }
+        params.push((key.clone(), tls_param(name, key, value)?));
+    }
+    let mut tls = TlsOptions::from_params(&params).map_err(|e| format!("{name}: {e}"))?;
+    tls.cert = cert_pem.or(tls.cert);
+    tls.key = key_pem.or(tls.key);
+    tls.check().map_err(|e| format!("{name}: {e}"))?;
+    if let Some((_, backlog)) = pairs.iter().find(|(k, _)| k == "backlog") {
+        whole(&format!("{name}: backlog"), backlog, "")?;
     }
     l.push_tls_bind(format!(
         "ssl://{}:{port}",
         crate::bind::bracket_if_v6(&host)
     ));
     Ok(())
+}
+
+/// An `ssl_bind` Hash value as the `ssl://` parameter it stands for: `true`/`false`, a
+/// String or Symbol, an Integer, `verification_flags` as an Array, `reuse` as `{size:,
+/// timeout:}`.
+fn tls_param(name: &str, key: &str, v: &Value) -> Result<String, String> {
+    let what = format!("{name}: {key}");
+    match (key, v) {
+        (_, Value::Str(s) | Value::Sym(s)) => Ok(s.clone()),
+        (_, Value::Bool(b)) => Ok(b.to_string()),
+        (_, Value::Int(n)) => Ok(n.to_string()),
+        ("verification_flags", Value::Array(items)) => Ok(items
+            .iter()
+            .map(|i| string(&what, i))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(",")),
+        ("reuse", Value::Hash(pairs)) => {
+            let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+            let size = get("size")
+                .map(|v| whole(&format!("{what}: size"), v, ""))
+                .transpose()?;
+            let timeout = get("timeout")
+                .map(|v| whole(&format!("{what}: timeout"), v, ""))
+                .transpose()?;
+            match (size, timeout) {
+                (Some(size), Some(timeout)) => Ok(format!("{size},{timeout}")),
+                (Some(size), None) => Ok(size.to_string()),
+                (None, Some(_)) => Err(format!("{what}: a timeout needs a size")),
+                (None, None) => Ok("dflt".into()),
+            }
+        }
+        (_, other) => Err(format!("{what}: unexpected {}", other.describe())),
+    }
 }
 
 pub(super) fn threads(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), String> {

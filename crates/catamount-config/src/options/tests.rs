@@ -141,6 +141,65 @@ fn a_huge_number_of_seconds_is_forever_not_a_crash() {
 }
 
 #[test]
+fn ssl_bind_forms() {
+    let mut l = Layer::default();
+    for args in [
+        // Puma's: paths, peer verification with a CA, flags as an Array, reuse as a Hash.
+        vec![
+            str("127.0.0.1"),
+            Value::Int(9443),
+            Value::Hash(vec![
+                ("cert".into(), str("c.pem")),
+                ("key".into(), str("k.pem")),
+                ("ca".into(), str("ca.pem")),
+                ("verify_mode".into(), str("peer")),
+                (
+                    "verification_flags".into(),
+                    Value::Array(vec![str("PARTIAL_CHAIN")]),
+                ),
+                ("no_tlsv1_1".into(), Value::Bool(true)),
+                (
+                    "reuse".into(),
+                    Value::Hash(vec![
+                        ("size".into(), Value::Int(100)),
+                        ("timeout".into(), Value::Int(60)),
+                    ]),
+                ),
+                ("backlog".into(), Value::Int(64)),
+            ]),
+        ],
+        // PEM text instead of files; no Hash at all (the development certificate).
+        vec![
+            str("::1"),
+            Value::Int(9444),
+            Value::Hash(vec![
+                ("cert_pem".into(), str("-----BEGIN CERTIFICATE-----")),
+                ("key_pem".into(), str("-----BEGIN PRIVATE KEY-----")),
+            ]),
+        ],
+        vec![str("127.0.0.1"), Value::Int(9445)],
+    ] {
+        l.set("ssl_bind", &args).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let err = l
+        .set("bind", &[str("ssl://0.0.0.0:1?verify_mode=x")])
+        .err()
+        .unwrap_or_default();
+    assert!(
+        err.contains("verify_mode must be none, peer or force_peer"),
+        "{err}"
+    );
+    assert_eq!(
+        l.tls_binds,
+        Some(vec![
+            "ssl://127.0.0.1:9443".to_string(),
+            "ssl://[::1]:9444".to_string(),
+            "ssl://127.0.0.1:9445".to_string()
+        ])
+    );
+}
+
+#[test]
 fn force_shutdown_forms() {
     let mut l = Layer::default();
     l.set("force_shutdown_after", &[Value::Sym("immediately".into())])
@@ -394,8 +453,30 @@ fn more_bad_values_name_the_option() {
         ("io_selector_backend", vec![sym("iocp")], "expected one of"),
         (
             "ssl_bind",
-            vec![str("0.0.0.0"), Value::Int(1), Value::Hash(vec![])],
-            "needs cert",
+            vec![
+                str("0.0.0.0"),
+                Value::Int(1),
+                Value::Hash(vec![("cert".into(), str("c.pem"))]),
+            ],
+            "needs its key",
+        ),
+        (
+            "ssl_bind",
+            vec![
+                str("0.0.0.0"),
+                Value::Int(1),
+                Value::Hash(vec![("verify_mode".into(), sym("force_peer"))]),
+            ],
+            "need ca=",
+        ),
+        (
+            "ssl_bind",
+            vec![
+                str("0.0.0.0"),
+                Value::Int(1),
+                Value::Hash(vec![("reuse".into(), Value::Float(1.5))]),
+            ],
+            "ssl_bind: reuse: unexpected",
         ),
         ("state_permission", vec![Value::Int(0o17777)], "file mode"),
         ("plugin", vec![str("../evil")], "not a plugin name"),
