@@ -11,30 +11,12 @@ use super::{
     ActivatedSockets, ControlApp, HttpMethods, Layer, RemoteAddress, ShutdownDebug, Value,
 };
 use crate::bind::{BindError, BindUrl};
-use crate::tls::{Pem, TlsOptions};
+use crate::tls::{Pem, TlsOptions, TLS_PARAMS};
 
 pub(super) const WORKERS_AUTO: u32 = u32::MAX;
 
-/// Keys `ssl_bind` knows (Puma's, MRI ones).
-const TLS_KEYS: &[&str] = &[
-    "cert",
-    "key",
-    "cert_pem",
-    "key_pem",
-    "key_password_command",
-    "ca",
-    "verify_mode",
-    "verification_flags",
-    "ssl_cipher_filter",
-    "ssl_ciphersuites",
-    "no_tlsv1",
-    "no_tlsv1_1",
-    "min_version",
-    "max_version",
-    "reuse",
-    "backlog",
-    "low_latency",
-];
+/// Keys `ssl_bind` knows besides the `ssl://` parameters (`tls::TLS_PARAMS`).
+const SSL_BIND_KEYS: &[&str] = &["cert_pem", "key_pem", "backlog", "low_latency"];
 
 pub(super) fn keep_alive_count(name: &str, args: &[Value]) -> Result<u64, String> {
     match args {
@@ -277,7 +259,8 @@ pub(super) fn ssl_bind(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), 
     };
     let host = string(name, host)?;
     let port = port_number(name, port)?;
-    let pairs = hash(name, opts, TLS_KEYS)?;
+    let known: Vec<&str> = TLS_PARAMS.iter().chain(SSL_BIND_KEYS).copied().collect();
+    let pairs = hash(name, opts, &known)?;
     let mut params = Vec::new();
     let pem = |key: &str| -> Result<Option<Pem>, String> {
         match pairs.iter().find(|(k, v)| k == key && truthy(v)) {
