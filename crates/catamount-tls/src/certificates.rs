@@ -1,0 +1,141 @@
+//! Certificate chains and private keys from PEM files or PEM text, keys encrypted with a
+//! passphrase included (PKCS#8, the passphrase from `key_password_command`).
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use catamount_config::tls::Pem;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// How long `key_password_command` may take before the boot gives up on it.
+const PASSWORD_COMMAND_LIMIT: Duration = Duration::from_secs(10);
+
+/// Where a PEM came from, for messages (never the PEM text itself: it may be a key).
+fn origin(pem: &Pem) -> String {
+    match pem {
+        Pem::File(path) => path.display().to_string(),
+        Pem::Inline(_) => "the PEM text given".to_string(),
+    }
+}
+
+fn read(pem: &Pem) -> Result<Vec<u8>, String> {
+    match pem {
+        Pem::File(path) => {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        }
+        Pem::Inline(text) => Ok(text.as_bytes().to_vec()),
+    }
+}
+
+/// The certificates in `pem`, leaf first.
+pub(crate) fn chain(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = read(pem)?;
+    let chain = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate file: {e}", origin(pem)))?;
+    if chain.is_empty() {
+        return Err(format!("{}: holds no certificate", origin(pem)));
+    }
+    Ok(chain)
+}
+
+/// The private key in `pem`: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), or an encrypted PKCS#8 key
+/// opened with the passphrase `password_command` prints.
+pub(crate) fn key(
+    pem: &Pem,
+    password_command: Option<&str>,
+) -> Result<PrivateKeyDer<'static>, String> {
+    let bytes = read(pem)?;
+    let text = String::from_utf8_lossy(&bytes);
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        let Some(command) = password_command else {
+            return Err(format!(
+                "{}: the key is encrypted: key_password_command must give its passphrase",
+                origin(pem)
+            ));
+        };
+        let password = run_password_command(command)?;
+        let (_, document) = pkcs8::der::SecretDocument::from_pem(&text)
+            .map_err(|e| format!("{}: not a PEM key: {e}", origin(pem)))?;
+        let encrypted = pkcs8::EncryptedPrivateKeyInfo::try_from(document.as_bytes())
+            .map_err(|e| format!("{}: not an encrypted PKCS#8 key: {e}", origin(pem)))?;
+        let plain = encrypted.decrypt(password.as_bytes()).map_err(|_| {
+            format!(
+                "{}: the passphrase from key_password_command does not open the key",
+                origin(pem)
+            )
+        })?;
+        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            plain.as_bytes().to_vec(),
+        )));
+    }
+    if text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(format!(
+            "{}: the key is encrypted in OpenSSL's legacy format; convert it to PKCS#8 (openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD -out NEW)",
+            origin(pem)
+        ));
+    }
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            format!("{}: holds no private key", origin(pem))
+        }
+        other => format!("{}: not a PEM private key: {other}", origin(pem)),
+    })
+}
+
+/// Runs `command` with `sh -c`; its standard output, without the line end, is the passphrase.
+/// A command that fails, prints nothing or takes longer than [`PASSWORD_COMMAND_LIMIT`] stops
+/// the boot.
+fn run_password_command(command: &str) -> Result<String, String> {
+    let fail = |why: String| format!("key_password_command ({command}): {why}");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run it: {e}")))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| fail("no output".into()))?;
+    // The output is read on a thread so the wait below can be bounded.
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < PASSWORD_COMMAND_LIMIT => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(format!(
+                    "still running after {} s",
+                    PASSWORD_COMMAND_LIMIT.as_secs()
+                )));
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(fail(format!("it failed ({status})")));
+    }
+    let password =
+        String::from_utf8(out).map_err(|_| fail("it printed bytes that are not UTF-8".into()))?;
+    let password = password.strip_suffix('\n').unwrap_or(&password);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(fail("it printed no passphrase".into()));
+    }
+    Ok(password.to_string())
+}
