@@ -35,6 +35,7 @@ module Catamount
           when :hup then @context.reopen_logs(@options)
           when :term
             stopping = true
+            @server.close_listeners # as Worker does on TERM: nothing is served or forked any more
             stop_serving if @state == :serving
             @drain ||= Drain.start(@context, @server, @options[:drain_timeout])
           when :finished

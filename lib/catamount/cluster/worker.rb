@@ -162,6 +162,9 @@ module Catamount
           case events.pop
           when :hup then @context.reopen_logs(options)
           when :term
+            # Its copies of the listeners too: through the drain time they would keep a stopped
+            # cluster's sockets open, queueing new connections for nobody instead of refusing them.
+            @server.close_listeners
             @server.stop
             @drain ||= Drain.start(@context, @server, options[:drain_timeout])
           when :finished then break
