@@ -84,6 +84,7 @@ class TestDrain < Minitest::Test
     hijack = hijacked(server.port)
     upgrade = upgraded(server.port)
     events = streaming(server.port)
+    assert_equal "gc", get(server.port, "/gc").body, "a GC must not make the drain forget them"
     server.signal("TERM")
     server.wait_for(/Gracefully stopping/)
     wait_until_refused(server.port)

@@ -27,22 +27,19 @@ module Catamount
     end
 
     # The taken connections still open now: `[io, description, monotonic time taken]` each.
-    # (`keys` first: an iteration yielding to Ruby could meet a pool thread adding to the map.)
     def self.open_connections
-      taken = Native.taken_connections
-      taken.keys.filter_map do |io|
-        what, since = taken[io]
-        [io, what, since] unless io.closed? || what.nil?
-      end
+      Native.taken_connections
     end
 
     # In a child forked from a serving process: its copies of the parent's taken connections
     # are closed (else they would keep each socket open after the parent's app closed it, and
     # its client would never see the end). The parent's descriptors are not affected.
     def self.close_inherited
-      Native.taken_connections.keys.each { |io| io.close unless io.closed? }
-    rescue IOError
-      nil
+      Native.taken_connections.each do |io, _|
+        io.close
+      rescue IOError
+        nil
+      end
     end
 
     # The reactor's: the responses it cut at the end of `server`'s drain time, one line each

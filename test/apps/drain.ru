@@ -8,6 +8,7 @@
 #   /events    an endless SSE stream, an event every 0.1 s
 #   /wait      answers only once the file named by the query string exists (a request whose
 #              app is still making its response when the drain time ends)
+#   /gc        runs a full GC (the drain must still know every taken connection after one)
 #   /          a plain response
 
 # Echoes each line read until "quit" or the end of the stream, then closes.
@@ -48,6 +49,9 @@ run lambda { |env|
     deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 60
     sleep 0.02 until File.exist?(env["QUERY_STRING"]) || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
     [200, { "content-type" => "text/plain" }, ["waited"]]
+  when "/gc"
+    GC.start
+    [200, { "content-type" => "text/plain" }, ["gc"]]
   else
     [200, { "content-type" => "text/plain" }, ["plain #{Process.pid}"]]
   end

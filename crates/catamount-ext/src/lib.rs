@@ -36,7 +36,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
         function!(server::become_child_subreaper, 0),
     )?;
 
-    native.define_singleton_method("taken_connections", function!(rack::taken::map, 0))?;
+    native.define_singleton_method("taken_connections", function!(rack::taken::open, 0))?;
     control::define(ruby, native)?;
 
     let cli = native.define_class("Cli", ruby.class_object())?;
