@@ -166,17 +166,22 @@ class TestHijack < Minitest::Test
     socks&.each(&:close)
   end
 
-  # The reactor forgets hijacked connections, so a stop does not wait for them: the process
-  # ends (as it ends the app's threads), which closes the connection.
-  def test_term_with_a_hijacked_connection_open_does_not_hang
-    server = hijack_server
-    sock = hijack(server.port)
-    assert_equal GREETING, read_line(sock)
-    server.signal("TERM")
-    assert_equal Signal.list["TERM"], server.wait_exit.termsig
-    assert_equal "", read_until_close(sock)
-  ensure
-    sock&.close
+  # A stop waits for a hijacked connection only while its app keeps it open (for at most the
+  # drain time: test_drain.rb): once the app closes it, the process ends.
+  def test_term_with_a_hijacked_connection_open_ends_when_the_app_closes_it
+    Dir.mktmpdir do |dir|
+      File.write(config = File.join(dir, "drain.rb"), "drain_timeout 120\n")
+      server = hijack_server("-C", config, "-b", "tcp://127.0.0.1:0")
+      sock = hijack(server.port)
+      assert_equal GREETING, read_line(sock)
+      server.signal("TERM")
+      server.wait_for(/Waiting up to 120 s \(drain_timeout\) for 1 connection/)
+      sock.write("quit")
+      assert_equal "quit", read_until_close(sock)
+      assert_equal Signal.list["TERM"], server.wait_exit(timeout: 30).termsig
+    ensure
+      sock&.close
+    end
   end
 
   def test_a_unix_socket_connection_is_hijacked_as_a_unix_socket

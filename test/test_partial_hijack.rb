@@ -171,6 +171,9 @@ class TestPartialHijack < Minitest::Test
     server.wait_for(/a 101 Switching Protocols to "h2c", which the client did not offer \(it offered "websocket"\)/, stream: :stderr)
     assert_equal 500, until_closed(server.port, "GET /upgrade-rack2 HTTP/1.1\r\nHost: x\r\n\r\n")[/\AHTTP\/1.1 (\d+)/, 1].to_i
     server.wait_for(/a 101 Switching Protocols answers a request that offered no upgrade/, stream: :stderr)
+    # An ordinary body changes nothing: no 1xx to HTTP/1.0, no switch nobody asked for.
+    assert_match %r{\AHTTP/1.0 500 }, until_closed(server.port, "GET /plain-101 HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+    assert_match %r{\AHTTP/1.1 500 }, until_closed(server.port, "GET /plain-101 HTTP/1.1\r\nHost: x\r\n\r\n")
     old = until_closed(server.port, "GET /protocols HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
     assert old.end_with?("\r\n\r\n\"none\""), old
     assert_equal "plain", get(server.port, "/").body

@@ -16,14 +16,20 @@ module Catamount
   #
   # Puma closes these connections at once when a worker stops (puma#3323), so a phased restart
   # drops every WebSocket client of the worker being replaced; here they stay until the drain
-  # time is over, and only those still open then reconnect.
+  # time is over, and only those still open then reconnect. A hot restart does not drain: it
+  # replaces every process and nothing accepts meanwhile, so waiting would only hold up every
+  # new client (the connections could not outlive the restart anyway).
+  #
+  # Responses of known length are not drained: they end by themselves (or by `write_timeout`
+  # when their client stops reading), as in Puma.
   class Drain
     # How often the taken connections are checked (closing an IO notifies nothing).
     POLL = 0.1
 
     # Starts draining `server` (stopping now): `seconds` is `drain_timeout`; `context` logs.
-    def self.start(context, server, seconds)
-      new(context, server, seconds).tap(&:start)
+    # `restart`: a hot restart, which does not drain (what is open is closed at once).
+    def self.start(context, server, seconds, restart: false)
+      new(context, server, restart ? 0 : seconds, restart: restart).tap(&:start)
     end
 
     # The taken connections still open now: `[io, description, monotonic time taken]` each.
@@ -42,16 +48,18 @@ module Catamount
       end
     end
 
-    # The reactor's: the responses it cut at the end of `server`'s drain time, one line each
-    # (also for a stop that is not the process's end: worker 0 stopping to fork).
-    def self.log_cut_responses(context, server, seconds)
-      server.cut_at_drain.each { |what| context.log "#{over(seconds)} the response still being written to #{what}" }
+    # The reactor's: the streams it cut at the end of `server`'s drain time, one line each
+    # (also for a stop that is not the process's end: worker 0 stopping to fork). `over` begins
+    # each line (Drain.over).
+    def self.log_cut_responses(context, server, over)
+      server.cut_at_drain.each { |what| context.log "#{over} the response still being written to #{what}" }
     rescue RuntimeError
       nil
     end
 
-    def self.over(seconds)
-      "- Drain time (#{seconds_text(seconds)} s) over: closing"
+    # How a line about a connection closed at the end of the drain begins.
+    def self.over(seconds, restart: false)
+      restart ? "- Restarting (no drain): closing" : "- Drain time (#{seconds_text(seconds)} s) over: closing"
     end
 
     # A number of seconds for a log line: 10, 2.5.
@@ -59,10 +67,11 @@ module Catamount
       seconds.to_f == seconds.to_i ? seconds.to_i.to_s : seconds.to_f.to_s
     end
 
-    def initialize(context, server, seconds)
+    def initialize(context, server, seconds, restart: false)
       @context = context
       @server = server
       @seconds = seconds
+      @over = Drain.over(seconds, restart: restart)
       @deadline = now + seconds
       @finishing = false
       @thread = nil
@@ -70,11 +79,18 @@ module Catamount
 
     def start
       open = Drain.open_connections
-      unless open.empty?
+      if @seconds.positive? && !open.empty?
         @context.log "- Waiting up to #{Drain.seconds_text(@seconds)} s (drain_timeout) for #{count(open.size)} taken by the app " \
                      "(hijacked or upgraded) to close"
       end
       @thread = Thread.new { watch }
+    end
+
+    # Ends the drain time now (a hot restart; callable from a signal trap): what is still open
+    # is shut down at the next poll.
+    def end_now
+      @over = Drain.over(0, restart: true)
+      @deadline = now
     end
 
     # Once the server has ended and its pool threads are done: waits until the taken
@@ -113,16 +129,12 @@ module Catamount
       @context.error "#{@context.log_prefix}! Draining: #{e.message} (#{e.class})"
     end
 
-    def over
-      Drain.over(@seconds)
-    end
-
     def log_cut_responses
-      Drain.log_cut_responses(@context, @server, @seconds)
+      Drain.log_cut_responses(@context, @server, @over)
     end
 
     def shut_down(io, what, since)
-      @context.log "#{over} the connection taken by #{what}, open #{(now - since).round(1)} s"
+      @context.log "#{@over} the connection taken by #{what}, open #{(now - since).round(1)} s"
       io.shutdown(Socket::SHUT_RDWR)
       true
     rescue IOError, SystemCallError

@@ -77,6 +77,11 @@ module Catamount
       loop do
         case (event = signals.pop)
         when :finished
+          # Ended by itself (the reactor failed): no stop began, nothing to drain.
+          break unless @drain
+
+          finish_in_background(pool, signals)
+        when :drained
           break
         when "halt"
           halt
@@ -106,7 +111,6 @@ module Catamount
         end
       end
       pool.join
-      @drain&.finish
       return @context.restart.exec(options, server, @control) if stopping == "restart"
 
       log "- Goodbye!"
@@ -147,12 +151,27 @@ module Catamount
       end
       @context.backtraces if options[:shutdown_debug] == true
       server.stop
-      @drain ||= Drain.start(@context, server, options[:drain_timeout])
+      # A hot restart does not drain (drain.rb says why).
+      server.end_drain if why == "restart"
+      @drain ||= Drain.start(@context, server, options[:drain_timeout], restart: why == "restart")
       if (limit = options[:force_shutdown_after]).is_a?(Numeric)
         signals = @signals
         Thread.new { sleep(limit); signals << :force }
       end
       why
+    end
+
+    # Once the server ended: the pool threads (an upgraded connection's callable may still run
+    # on one) and the drain are waited for on a thread, so the loop still acts on a second INT
+    # or `force_shutdown_after` meanwhile; `:drained` says they are done.
+    def finish_in_background(pool, signals)
+      drain = @drain
+      @finishing ||= Thread.new do
+        pool.join
+        drain.finish
+      ensure
+        signals << :drained
+      end
     end
 
     def halt

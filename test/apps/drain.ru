@@ -8,6 +8,8 @@
 #   /events    an endless SSE stream, an event every 0.1 s
 #   /wait      answers only once the file named by the query string exists (a request whose
 #              app is still making its response when the drain time ends)
+#   /big       the same, then a 20 MB body of known length
+#   /flood     an endless stream of 64 KiB chunks, as fast as the client takes them
 #   /gc        runs a full GC (the drain must still know every taken connection after one)
 #   /          a plain response
 
@@ -22,6 +24,21 @@ rescue IOError, SystemCallError
   nil
 ensure
   io.close unless io.closed?
+end
+
+# Waits (bounded) until the file named by the query string exists.
+def await_file(env)
+  deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 60
+  sleep 0.02 until File.exist?(env["QUERY_STRING"]) || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+end
+
+# Endless 64 KiB chunks.
+class Flood
+  CHUNK = ("x" * 65_536).freeze
+
+  def each
+    loop { yield CHUNK }
+  end
 end
 
 # Endless server-sent events.
@@ -46,9 +63,13 @@ run lambda { |env|
   when "/events"
     [200, { "content-type" => "text/event-stream" }, Events.new]
   when "/wait"
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 60
-    sleep 0.02 until File.exist?(env["QUERY_STRING"]) || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+    await_file(env)
     [200, { "content-type" => "text/plain" }, ["waited"]]
+  when "/big"
+    await_file(env)
+    [200, { "content-type" => "application/octet-stream" }, ["y" * 20_000_000]]
+  when "/flood"
+    [200, { "content-type" => "application/octet-stream" }, Flood.new]
   when "/gc"
     GC.start
     [200, { "content-type" => "text/plain" }, ["gc"]]

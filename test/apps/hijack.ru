@@ -3,6 +3,8 @@
 # The full-hijack tests' app (test/test_hijack.rb): routes that take the connection with
 # `env["rack.hijack"]` and talk on it from a thread of their own (so the pool thread is free),
 # and plain routes to show the server still answers meanwhile.
+# Queue#pop(timeout:) is Ruby 3.2+: on 3.1 it does not wait at all.
+require "timeout"
 require "json"
 
 # Bodies of hijacked requests whose close ran (the server must still call it).
@@ -74,7 +76,7 @@ run lambda { |env|
     io.close
     [-1, { "x-told" => "1" }, []]
   when "/finished"
-    [200, {}, [FINISHED.pop(timeout: 10).to_s]]
+    [200, {}, [Timeout.timeout(10) { FINISHED.pop }.to_s]]
   when "/closed"
     names = []
     names << CLOSED.pop(true) until CLOSED.empty?

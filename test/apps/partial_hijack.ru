@@ -5,6 +5,8 @@
 # `env["rack.protocol"]` that echoes on the raw stream.
 
 # Echoes what it reads until the client sends "quit" (or leaves), then closes.
+# Queue#pop(timeout:) is Ruby 3.2+: on 3.1 it does not wait at all.
+require "timeout"
 def echo(io)
   while (data = io.readpartial(4096))
     io.write(data)
@@ -54,7 +56,7 @@ run lambda { |env|
       LEFT << stream
     }]
   when "/late"
-    stream = LEFT.pop(timeout: 10)
+    stream = Timeout.timeout(10) { LEFT.pop }
     begin
       stream.write("too late")
       [200, {}, ["written"]]
@@ -71,7 +73,7 @@ run lambda { |env|
       end
     }]
   when "/ended"
-    [200, {}, [ENDED.pop(timeout: 10).inspect]]
+    [200, {}, [Timeout.timeout(10) { ENDED.pop }.inspect]]
   when "/protocols"
     [200, {}, [env.fetch("rack.protocol", "none").inspect]]
   when "/upgrade"
@@ -79,6 +81,9 @@ run lambda { |env|
 
     # The echo runs on a thread of its own: the pool thread is free once the call returns.
     [101, { "rack.protocol" => "echo" }, ->(io) { Thread.new { echo(io) } }]
+  when "/plain-101"
+    # A 101 with an ordinary body, whatever the request asked.
+    [101, {}, []]
   when "/upgrade-anyway"
     # A broken app: switches to its own choice whatever the client offered.
     [101, { "rack.protocol" => "h2c" }, ->(io) { io.close }]

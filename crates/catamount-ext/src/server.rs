@@ -417,6 +417,14 @@ impl RbServer {
         Ok(())
     }
 
+    /// Ends the stop's drain time now: open-ended streams are cut within a moment (a hot
+    /// restart does not drain). Nothing when the server is not running.
+    pub fn end_drain(ruby: &Ruby, rb_self: &Self) {
+        if let Ok(server) = rb_self.running(ruby) {
+            server.end_drain();
+        }
+    }
+
     /// The responses cut at the end of a stop's drain time since the last call, each as
     /// "PEER (METHOD TARGET)" (for the drain's log lines).
     pub fn cut_at_drain(ruby: &Ruby, rb_self: &Self) -> Result<Vec<String>, Error> {

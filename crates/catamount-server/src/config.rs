@@ -50,9 +50,10 @@ pub struct ServerConfig {
     /// On a graceful stop, accept and serve the connections already in the listen backlog
     /// before closing the listeners. Option `drain_on_shutdown`.
     pub drain_on_shutdown: bool,
-    /// How long after a graceful stop began a response still being written (its head went out:
-    /// a streaming body, a slow reader) may go on; then its connection is cut and logged.
-    /// Requests whose app has not answered yet are not cut. Option `drain_timeout`.
+    /// How long after a graceful stop began an open-ended stream (a body without a length, see
+    /// `Responder::mark_streaming`) may go on; then its connection is cut and logged. Responses
+    /// of known length and requests whose app has not answered yet are not cut. Option
+    /// `drain_timeout`.
     pub drain_timeout: Duration,
     /// Count a newly accepted connection against the pool's capacity until its first request is
     /// queued, for at most this long. Default None; cluster workers use 50 ms. Without it, the

@@ -110,8 +110,9 @@ pub(crate) struct Exchange {
     changed: Notify,
     /// Wakes a pool thread waiting for a slow client to drain (see [`Responder::wait_for_client`]).
     drained: Condvar,
-    /// The current response's head has begun to go out: a stop's drain time applies to it.
-    responding: AtomicBool,
+    /// The current response is an open-ended stream (no length: chunked or close-delimited)
+    /// that began to go out: a stop's drain time applies to it.
+    streaming: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -139,7 +140,7 @@ impl Exchange {
             metrics,
             changed: Notify::new(),
             drained: Condvar::new(),
-            responding: AtomicBool::new(false),
+            streaming: AtomicBool::new(false),
         }
     }
 
@@ -151,10 +152,10 @@ impl Exchange {
         std::mem::take(&mut st.queued)
     }
 
-    /// Whether the current response's head has begun to go out (the response is being
-    /// written, not made).
-    pub(crate) fn responding(&self) -> bool {
-        self.responding.load(Ordering::Relaxed)
+    /// Whether the current response is an open-ended stream being written
+    /// ([`Responder::mark_streaming`]).
+    pub(crate) fn streaming(&self) -> bool {
+        self.streaming.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, ExchangeState> {
@@ -163,7 +164,7 @@ impl Exchange {
 
     /// Starts a new request on this connection.
     pub(crate) fn begin(&self) {
-        self.responding.store(false, Ordering::Relaxed);
+        self.streaming.store(false, Ordering::Relaxed);
         let mut st = self.lock();
         // Nothing is queued in the common case: no shared count to touch.
         let dropped = if st.queued != 0 || !st.outgoing.is_empty() {
@@ -419,9 +420,16 @@ impl Responder {
     fn head_out(&mut self) {
         if self.status != 0 {
             self.exchange.metrics.response(self.status);
-            self.exchange.responding.store(true, Ordering::Relaxed);
             self.status = 0;
         }
+    }
+
+    /// This response is an open-ended stream (its body has no length: SSE, a streaming body
+    /// without `content-length`): once a stop began, it is cut at the end of the drain time. A
+    /// response of known length is never cut by the drain (only by `write_timeout`, when its
+    /// client stops reading): it ends by itself.
+    pub fn mark_streaming(&self) {
+        self.exchange.streaming.store(true, Ordering::Relaxed);
     }
 
     /// Whether this response may leave the connection open: the client asked for it, the server

@@ -95,6 +95,7 @@ impl Server {
             queue,
             stopping: Arc::new(AtomicBool::new(false)),
             stop_began: OnceLock::new(),
+            drain_ended: AtomicBool::new(false),
             cut_at_drain: Mutex::default(),
             started: Instant::now(),
             last_activity: AtomicU64::new(0),
@@ -151,6 +152,12 @@ impl Server {
         let _ = self.shared.stop_began.set(Instant::now());
         self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
+    }
+
+    /// Ends a stop's drain time now (a hot restart, a second TERM): streams still being
+    /// written are cut within a moment. Only meaningful once [`stop`](Self::stop) was called.
+    pub fn end_drain(&self) {
+        self.shared.drain_ended.store(true, Ordering::SeqCst);
     }
 
     /// The responses cut at the end of the drain time so far (each described once: the list is

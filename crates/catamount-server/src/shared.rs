@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) stopping: Arc<AtomicBool>,
     /// When the graceful stop began (the drain time runs from there).
     pub(crate) stop_began: OnceLock<Instant>,
+    /// The drain was cut short (`Server::end_drain`): its deadline is the stop itself.
+    pub(crate) drain_ended: AtomicBool,
     /// The responses cut at the end of the drain time, described for the log (Ruby's drain
     /// logs them, so the lines get the process's prefix and formatter).
     pub(crate) cut_at_drain: Mutex<Vec<String>>,
@@ -48,9 +50,11 @@ impl Shared {
     /// When responses still being written are cut (`drain_timeout` after the stop began);
     /// None while the server is not stopping.
     pub(crate) fn drain_deadline(&self) -> Option<Instant> {
-        self.stop_began
-            .get()
-            .map(|began| *began + self.config.drain_timeout)
+        let began = *self.stop_began.get()?;
+        if self.drain_ended.load(Ordering::SeqCst) {
+            return Some(began);
+        }
+        Some(began + self.config.drain_timeout)
     }
 
     /// The responder for a request of this server's, on `stream`.

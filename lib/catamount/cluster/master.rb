@@ -265,10 +265,11 @@ module Catamount
       end
 
       # USR2: every worker stops gracefully (connections keep queueing on the sockets the master
-      # holds), then the master execs itself (Restart#exec).
+      # holds), then the master execs itself (Restart#exec). The workers get USR2, not TERM:
+      # a hot restart does not drain (lib/catamount/drain.rb says why).
       def begin_hot_restart
         log "* Restarting..."
-        @table.stop_all(now: now).each { |w| kill(w.pid, "TERM") }
+        @table.stop_all(now: now).each { |w| kill(w.pid, "USR2") }
         "restart"
       end
 

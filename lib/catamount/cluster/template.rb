@@ -37,10 +37,10 @@ module Catamount
             stopping = true
             @server.close_listeners # as Worker does on TERM: nothing is served or forked any more
             stop_serving if @state == :serving
-            @drain ||= Drain.start(@context, @server, @options[:drain_timeout])
+            @worker.start_drain(@options)
           when :finished
             @pool.join
-            Drain.log_cut_responses(@context, @server, @options[:drain_timeout]) unless stopping
+            Drain.log_cut_responses(@context, @server, Drain.over(@options[:drain_timeout])) unless stopping
             # Ended without being asked to (the reactor failed): this worker is done.
             stopping = true if @state == :serving
             @state = :stopped
@@ -49,7 +49,7 @@ module Catamount
           when Pipes::Phase then @worker.sibling_phase = event.number
           end
           if stopping && @state == :stopped
-            @drain&.finish
+            @worker.finish_drain
             break
           end
           next if stopping

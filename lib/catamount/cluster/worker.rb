@@ -59,12 +59,21 @@ module Catamount
         # Traps first: until then a signal would run the handlers of the process forked from.
         events = Queue.new
         Signal.trap("TERM") { events << :term }
+        # The master's hot restart: stop without a drain (Drain says why).
+        Signal.trap("USR2") do
+          end_drain_now
+          events << :term
+        end
         Signal.trap("HUP") { events << :hup }
         Worker.ignore_master_signals
         Signal.trap("CHLD", "DEFAULT")
         ctx.trap_backtrace_signal
         early = @master ? @master.take_early_signals : []
         events << :term if early.include?("TERM")
+        if early.include?("USR2")
+          end_drain_now
+          events << :term
+        end
         events << :hup if early.include?("HUP")
         ctx.launcher.take_over(self)
         # Worker 0's connections that its app took are worker 0's, not this copy's.
@@ -95,7 +104,7 @@ module Catamount
           serve_until_stopped(options, events)
           pool.join
           tell_drained
-          @drain&.finish
+          finish_drain
         end
         ctx.run_hooks(:before_worker_shutdown, @index, keyed: hook_data)
         $stdout.flush
@@ -138,12 +147,29 @@ module Catamount
 
       private
 
+      # The drain of a stop (drain.rb): `drain_timeout`, or none once a hot restart asked.
+      def start_drain(options)
+        @drain ||= Drain.start(@context, @server, options[:drain_timeout], restart: @drain_ended)
+        @server.end_drain if @drain_ended
+      end
+
+      def finish_drain
+        @drain&.finish
+      end
+
       # No request is left, only connections the app took, which may take the drain time: the
       # master need not wait for this process to start its replacement.
       def tell_drained
         @pipes.drained if @drain && !Drain.open_connections.empty?
       rescue IOError, SystemCallError
         nil
+      end
+
+      # A hot restart: no drain, now or for a stop to come (also from a trap: no lock taken).
+      def end_drain_now
+        @drain_ended = true
+        @drain&.end_now
+        @server.end_drain if @drain
       end
 
       # Ends this worker as soon as the master is gone (the "alive" pipe closes).
@@ -166,7 +192,7 @@ module Catamount
             # cluster's sockets open, queueing new connections for nobody instead of refusing them.
             @server.close_listeners
             @server.stop
-            @drain ||= Drain.start(@context, @server, options[:drain_timeout])
+            start_drain(options)
           when :finished then break
           end
         end

@@ -248,7 +248,7 @@ options! {
         }
     }
     drain_timeout {
-        doc: "on a graceful stop, how long streaming responses and hijacked or upgraded connections (WebSockets) may go on before they are closed; the ones still open then are logged (Catamount's own; Puma closes them at once)",
+        doc: "on a stop or phased restart, how long open-ended streams (SSE) and hijacked or upgraded connections (WebSockets) may go on before they are closed, each logged (Catamount's own: Puma closes them at once; a hot restart does not drain)",
         default: "10 s",
         example: "drain_timeout 30",
         methods: ["drain_timeout" => set!(drain_timeout, seconds)],

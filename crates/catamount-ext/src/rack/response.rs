@@ -311,11 +311,12 @@ fn write_triple(
         }
     };
     if status == 101 {
+        // Whatever the body: no switch the client did not ask for, none to HTTP/1.0.
+        let protocol = chosen_protocol(rack.protocol);
+        if let Err(why) = request.head.may_switch_to(protocol.as_deref()) {
+            return Err(bug(responder, why));
+        }
         if let BodyKind::Callable(callable) = kind {
-            let protocol = chosen_protocol(rack.protocol);
-            if let Err(why) = request.head.may_switch_to(protocol.as_deref()) {
-                return Err(bug(responder, why));
-            }
             return switch_protocols(ruby, request, env, &head, protocol, callable, responder);
         }
     }
@@ -374,6 +375,11 @@ fn write_triple(
                 Framing::Length(len) => Some(len),
                 _ => None,
             };
+            if limit.is_none() {
+                // Open-ended (SSE, a callable body without a length): a stop's drain time
+                // bounds it.
+                responder.mark_streaming();
+            }
             responder = stream_body(
                 ruby,
                 settings,

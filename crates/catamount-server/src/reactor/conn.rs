@@ -252,7 +252,7 @@ impl Conn {
             .extend_from_slice(target.get(..DESCRIBED_TARGET).unwrap_or(target));
     }
 
-    /// The end of a stop's drain time with this response still being written: cut the
+    /// The end of a stop's drain time with this open-ended stream still going: cut the
     /// connection (both ways, so the pool thread's next write fails too) and note which for the
     /// log.
     fn cut_at_drain_end(&self) -> Delivered {
@@ -270,10 +270,21 @@ impl Conn {
         Delivered::Abort
     }
 
+    /// This connection's writer; `for_response`: the drain applies when the response is an
+    /// open-ended stream (not to error responses and 100 Continue).
+    fn writer(&mut self, for_response: bool) -> Writer<'_> {
+        Writer {
+            stream: &self.stream,
+            shared: &self.shared,
+            exchange: for_response.then_some(&*self.exchange),
+            stop: &mut self.stop,
+        }
+    }
+
     /// A response that could not be completed: cut at the end of the drain time (logged), or
     /// the client left or stalled.
     fn aborted(&self) -> Delivered {
-        if self.drain_over() {
+        if self.exchange.streaming() && self.drain_over() {
             return self.cut_at_drain_end();
         }
         Delivered::Abort
@@ -287,9 +298,9 @@ impl Conn {
     }
 
     /// Waits for the pool thread's next hand-over or end (or the server stopping). Once the
-    /// server stops, a response being written is cut at the end of the drain time: the wait
-    /// ends then, and keeps re-checking after it, should a response the app was still making
-    /// begin to go out (its direct writes do not wake this task).
+    /// server stops, an open-ended stream is cut at the end of the drain time; the wait is
+    /// sliced (`DRAIN_RECHECK`) so that a drain ended early, or a stream the app begins later
+    /// (its direct writes do not wake this task), is seen within a moment.
     async fn wait_for_pool(&mut self) -> Option<Delivered> {
         let Some(end) = self.shared.drain_deadline() else {
             tokio::select! {
@@ -299,10 +310,14 @@ impl Conn {
             return None;
         };
         let now = Instant::now();
-        if now >= end && self.exchange.responding() {
+        if now >= end && self.exchange.streaming() {
             return Some(self.cut_at_drain_end());
         }
-        let until = if now >= end { now + DRAIN_RECHECK } else { end };
+        let until = if now >= end {
+            now + DRAIN_RECHECK
+        } else {
+            end.min(now + DRAIN_RECHECK)
+        };
         let _ = tokio::time::timeout_at(Deadline::from_std(until), self.exchange.changed()).await;
         None
     }
@@ -504,7 +519,8 @@ impl Conn {
     }
 
     async fn send_continue(&mut self) -> Result<(), Stop> {
-        write_all(&self.stream, &self.shared, b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.writer(false)
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             .await
             .map_err(|_| Stop::Close)
     }
@@ -586,14 +602,16 @@ impl Conn {
                     if self.panic_in_delivery {
                         panic!("test hook: a connection task panics while delivering");
                     }
-                    if write_all(&self.stream, &self.shared, &data).await.is_err() {
+                    if self.writer(true).write_all(&data).await.is_err() {
                         return self.aborted();
                     }
                     self.exchange.release(data.capacity() as u64);
                     continue;
                 }
                 Step::Write(Outgoing::File { file, offset, len }) => {
-                    if send_file(&self.stream, &self.shared, &file, offset, len)
+                    if self
+                        .writer(true)
+                        .send_file(&file, offset, len)
                         .await
                         .is_err()
                     {
@@ -659,10 +677,7 @@ impl Conn {
     async fn reject(&mut self, version: Version, status: u16) {
         let response = error_response(version, status);
         self.shared.metrics.response(status);
-        if write_all(&self.stream, &self.shared, &response)
-            .await
-            .is_ok()
-        {
+        if self.writer(false).write_all(&response).await.is_ok() {
             self.linger().await;
         }
     }
@@ -762,59 +777,97 @@ async fn read_spare<B: BufMut>(stream: &Stream, buf: &mut B) -> io::Result<usize
     }
 }
 
-/// How long a write may wait for the socket to take more: `write_timeout` without progress,
-/// and never past the end of a stop's drain time.
-fn write_wait(shared: &Shared) -> Deadline {
-    let mut until = Instant::now() + shared.config.write_timeout;
-    if let Some(end) = shared.drain_deadline() {
-        until = until.min(end);
-    }
-    Deadline::from_std(until)
+/// A connection's writes: what they need to know to give up on a client that stopped reading
+/// (`write_timeout` without progress) and, for an open-ended stream once a stop began, at the
+/// end of the drain time.
+struct Writer<'a> {
+    stream: &'a Stream,
+    shared: &'a Shared,
+    /// The response being written, when the drain applies to it (it is a stream).
+    exchange: Option<&'a Exchange>,
+    stop: &'a mut watch::Receiver<bool>,
 }
 
-/// Writes all of `data`; fails if the client goes away, takes nothing for `write_timeout`, or
-/// is still being written to at the end of a stop's drain time.
-async fn write_all(stream: &Stream, shared: &Shared, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        tokio::time::timeout_at(write_wait(shared), stream.writable())
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-        match stream.try_write(data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                shared.metrics.wrote(n);
-                data = data.get(n..).unwrap_or_default();
+impl Writer<'_> {
+    /// Writes all of `data`.
+    async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        let mut progress_at = Instant::now();
+        while !data.is_empty() {
+            self.wait(progress_at).await?;
+            match self.stream.try_write(data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.shared.metrics.wrote(n);
+                    data = data.get(n..).unwrap_or_default();
+                    progress_at = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
+        Ok(())
     }
-    Ok(())
-}
 
-async fn send_file(
-    stream: &Stream,
-    shared: &Shared,
-    file: &File,
-    mut offset: u64,
-    len: u64,
-) -> io::Result<()> {
-    let end = offset.saturating_add(len);
-    while offset < end {
-        tokio::time::timeout_at(write_wait(shared), stream.writable())
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-        let want = usize::try_from(end - offset)
-            .unwrap_or(usize::MAX)
-            .min(1 << 30);
-        match stream.try_sendfile(file, &mut offset, want) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => shared.metrics.wrote(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    /// Sends `len` bytes of `file` from `offset` with sendfile(2).
+    async fn send_file(&mut self, file: &File, mut offset: u64, len: u64) -> io::Result<()> {
+        let end = offset.saturating_add(len);
+        let mut progress_at = Instant::now();
+        while offset < end {
+            self.wait(progress_at).await?;
+            let want = usize::try_from(end - offset)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            match self.stream.try_sendfile(file, &mut offset, want) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    self.shared.metrics.wrote(n);
+                    progress_at = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the socket takes bytes again; TimedOut once `write_timeout` passed since
+    /// `progress_at`, or, for a stream, once a stop's drain time is over. While a stop runs the
+    /// wait is sliced (`DRAIN_RECHECK`), so a drain ended early is seen within a moment; before
+    /// it, the stop itself wakes it.
+    async fn wait(&mut self, progress_at: Instant) -> io::Result<()> {
+        let timed_out = || io::Error::from(io::ErrorKind::TimedOut);
+        loop {
+            let now = Instant::now();
+            let limit = progress_at + self.shared.config.write_timeout;
+            if now >= limit {
+                return Err(timed_out());
+            }
+            if self.shared.stop_began.get().is_none() {
+                tokio::select! {
+                    r = tokio::time::timeout_at(Deadline::from_std(limit), self.stream.writable()) => {
+                        return r.map_err(|_| timed_out())?;
+                    }
+                    _ = self.stop.wait_for(|s| *s) => continue,
+                }
+            }
+            let mut until = limit.min(now + DRAIN_RECHECK);
+            if let Some(end) = self
+                .exchange
+                .filter(|e| e.streaming())
+                .and_then(|_| self.shared.drain_deadline())
+            {
+                if now >= end {
+                    return Err(timed_out());
+                }
+                until = until.min(end);
+            }
+            if let Ok(ready) =
+                tokio::time::timeout_at(Deadline::from_std(until), self.stream.writable()).await
+            {
+                return ready;
+            }
         }
     }
-    Ok(())
 }
