@@ -127,6 +127,8 @@ class TestPartialHijack < Minitest::Test
     sock.write("GET / HTTP/1.1\r\n\r\n quit")
     assert_equal "ping GET / HTTP/1.1\r\n\r\n quit", read_until_close(sock), "raw bytes both ways, no HTTP"
     assert_equal "plain", get(server.port, "/").body
+    # rack.response_finished once the callable returned: the 101 and the app's headers.
+    assert_equal '[101, {"rack.protocol"=>"echo", "x-up"=>"1"}, nil]', get(server.port, "/ended").body
   ensure
     sock&.close
   end

@@ -80,7 +80,8 @@ run lambda { |env|
     return [426, { "upgrade" => "echo" }, ["echo only"]] unless env["rack.protocol"]&.include?("echo")
 
     # The echo runs on a thread of its own: the pool thread is free once the call returns.
-    [101, { "rack.protocol" => "echo" }, ->(io) { Thread.new { echo(io) } }]
+    env["rack.response_finished"] << ->(_env, status, headers, error) { ENDED << [status, headers, error] }
+    [101, { "rack.protocol" => "echo", "x-up" => "1" }, ->(io) { Thread.new { echo(io) } }]
   when "/plain-101"
     # A 101 with an ordinary body, whatever the request asked.
     [101, {}, []]
