@@ -3,8 +3,9 @@
 require_relative "support/helper"
 
 # The drain on stop in cluster mode (drain.rb): a worker told to stop (a phased restart, a
-# refork, a stop, a hot restart) keeps its WebSocket and hijacked connections and its streaming
-# responses for `drain_timeout`, then closes what is left, one worker-prefixed line each; and a
+# stop) keeps its WebSocket and hijacked connections and its streaming responses for
+# `drain_timeout`, then closes what is left, one worker-prefixed line each; worker 0 as a
+# template too; a hot restart does not drain (also not a drain already running); and a
 # connection worker 0's app took stays worker 0's after a refork (its forked siblings close
 # their copies). Clients: test/support/websocket_client.py (`hold`) and raw sockets on
 # test/apps/drain.ru.
@@ -213,6 +214,69 @@ class TestDrainCluster < Minitest::Test
       fresh = booted(server, 4).last(2)
       assert_empty fresh & old
       assert_match(/\Aplain (#{fresh.join('|')})\z/, raw_request(server.port, REQUEST).body)
+    ensure
+      sock&.close
+    end
+  end
+
+  # Worker 0 in template mode (fork_worker; also every preloaded cluster after a phased
+  # restart) stops as every worker does: its in-flight request is answered, its hijacked
+  # connection drained and logged, and nothing goes to stderr.
+  def test_worker_0_as_template_drains_on_a_stop
+    cluster("workers 2\nfork_worker 0\ndrain_timeout 3\n", app: "drain.ru") do |server|
+      booted(server, 2)
+      zero = worker_pid(server, 0)
+      taken = nil
+      20.times do
+        sock, pid = hijack(server.port)
+        break taken = sock if pid == zero
+
+        sock.close
+      end
+      assert taken, "a connection on worker 0"
+      waiting = nil
+      20.times do
+        sock = connect(server.port)
+        sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = read_response(sock)
+        break waiting = sock if response.body == "plain #{zero}"
+
+        sock.close
+      end
+      assert waiting, "a keep-alive connection on worker 0"
+      go = File.join(Dir.tmpdir, "catamount-go-#{Process.pid}-#{rand(1 << 30)}")
+      waiting.write("GET /wait?#{go} HTTP/1.1\r\nHost: x\r\n\r\n")
+
+      server.signal("TERM")
+      server.wait_for(/^\[#{zero}\] - Waiting up to 3 s \(drain_timeout\) for 1 connection taken by the app/)
+      assert_echoes(taken, "still there")
+      File.write(go, "go")
+      assert_equal "waited", read_response(waiting).body, "the in-flight request is answered"
+      assert_nil read_line(taken, timeout: 30, what: "the close at the end of the drain time")
+      assert wait_until { taken_closed_by(server, "GET /hijack") == [zero] }, server.stdout
+      server.wait_exit(timeout: 30)
+      assert_equal "", server.stderr
+    ensure
+      [taken, waiting].each { |s| s&.close }
+      FileUtils.rm_f(go) if go
+    end
+  end
+
+  # A hot restart that comes while a phased restart's old worker drains ends that drain too
+  # (the restart pipe reaches draining workers): the connection is closed long before a drain
+  # time of 60 s, and the restarted cluster serves.
+  def test_a_hot_restart_ends_a_phased_restarts_drain
+    cluster("workers 2\npreload_app! false\ndrain_timeout 60\nworker_shutdown_timeout 90\n", app: "drain.ru") do |server|
+      booted(server, 2)
+      sock, pid = hijack(server.port)
+      server.signal("USR1")
+      server.wait_for(/^\[#{pid}\] - Waiting up to 60 s \(drain_timeout\) for 1 connection taken by the app/, timeout: 30)
+      assert_echoes(sock, "draining")
+      server.signal("USR2")
+      assert_nil read_line(sock, timeout: 30, what: "the close at the hot restart")
+      server.wait_for(%r{^\[#{pid}\] - Restarting \(no drain\): closing the connection taken by GET /hijack from 127\.0\.0\.1, open [\d.]+ s$})
+      server.wait_for(/\(inherited\)/, timeout: 30)
+      assert_match(/\Aplain \d+\z/, raw_request(server.port, REQUEST).body)
     ensure
       sock&.close
     end

@@ -27,9 +27,10 @@ module Catamount
     POLL = 0.1
 
     # Starts draining `server` (stopping now): `seconds` is `drain_timeout`; `context` logs.
-    # `restart`: a hot restart, which does not drain (what is open is closed at once).
-    def self.start(context, server, seconds, restart: false)
-      new(context, server, restart ? 0 : seconds, restart: restart).tap(&:start)
+    # `restart`: a hot restart, which does not drain (what is open is closed at once); `ended`,
+    # asked at each poll: whether a hot restart began meanwhile (the drain then ends at once).
+    def self.start(context, server, seconds, restart: false, ended: nil)
+      new(context, server, restart ? 0 : seconds, restart: restart, ended: ended).tap(&:start)
     end
 
     # The taken connections still open now: `[io, description, monotonic time taken]` each.
@@ -67,9 +68,10 @@ module Catamount
       seconds.to_f == seconds.to_i ? seconds.to_i.to_s : seconds.to_f.to_s
     end
 
-    def initialize(context, server, seconds, restart: false)
+    def initialize(context, server, seconds, restart: false, ended: nil)
       @context = context
       @server = server
+      @ended = ended
       @seconds = seconds
       @over = Drain.over(seconds, restart: restart)
       @deadline = now + seconds
@@ -78,6 +80,7 @@ module Catamount
     end
 
     def start
+      @server.end_drain if @seconds.zero?
       open = Drain.open_connections
       if @seconds.positive? && !open.empty?
         @context.log "- Waiting up to #{Drain.seconds_text(@seconds)} s (drain_timeout) for #{count(open.size)} taken by the app " \
@@ -86,11 +89,12 @@ module Catamount
       @thread = Thread.new { watch }
     end
 
-    # Ends the drain time now (a hot restart; callable from a signal trap): what is still open
-    # is shut down at the next poll.
+    # Ends the drain time now (a hot restart began): the streams are cut and what is still
+    # open is shut down.
     def end_now
       @over = Drain.over(0, restart: true)
       @deadline = now
+      @server.end_drain
     end
 
     # Once the server has ended and its pool threads are done: waits until the taken
@@ -113,6 +117,7 @@ module Catamount
     def watch
       shut = {}.compare_by_identity
       loop do
+        end_now if @ended && now < @deadline && @ended.call
         open = Drain.open_connections.reject { |io, _| shut.key?(io) }
         if now >= @deadline
           log_cut_responses

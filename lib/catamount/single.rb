@@ -152,7 +152,6 @@ module Catamount
       @context.backtraces if options[:shutdown_debug] == true
       server.stop
       # A hot restart does not drain (drain.rb says why).
-      server.end_drain if why == "restart"
       @drain ||= Drain.start(@context, server, options[:drain_timeout], restart: why == "restart")
       if (limit = options[:force_shutdown_after]).is_a?(Numeric)
         signals = @signals

@@ -31,6 +31,15 @@ class TestPipes < Minitest::Test
                  read_all.map(&:to_a)
   end
 
+  # The restart pipe is a broadcast: nothing is ever written, the master's close is the news.
+  def test_a_hot_restart_is_announced_by_closing_the_restart_pipe
+    refute @pipes.hot_restart?
+    refute @pipes.hot_restart?, "asking does not consume anything"
+    @pipes.announce_hot_restart
+    assert @pipes.hot_restart?
+    assert @pipes.hot_restart?
+  end
+
   def test_nothing_arrived
     assert_empty @pipes.read(0.01)
   end

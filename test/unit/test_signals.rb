@@ -65,7 +65,7 @@ class TestSignals < Minitest::Test
   end
 
   def test_workers_ignore_every_master_signal_but_their_own
-    assert_equal %w[INT TTIN TTOU USR1 URG], Signals::WORKER_IGNORED
+    assert_equal %w[INT TTIN TTOU USR1 USR2 URG], Signals::WORKER_IGNORED
     assert_empty Signals::WORKER_OWN - Signals::MASTER
   end
 

@@ -278,7 +278,7 @@ class TestWorkerTable < Minitest::Test
     assert_nil t.phase_step(now: @now)
   end
 
-  # A stopped worker that only drains connections its app took frees its index at once: the
+  # A stopping worker that said so (it accepts nothing more) frees its index at once: the
   # phased restart boots its replacement and goes on while it drains; it stays on the books
   # (KILLed past worker_shutdown_timeout, waited for by a stop) until it is reaped.
   def test_a_draining_worker_frees_its_index_but_stays_on_the_books

@@ -265,11 +265,13 @@ module Catamount
       end
 
       # USR2: every worker stops gracefully (connections keep queueing on the sockets the master
-      # holds), then the master execs itself (Restart#exec). The workers get USR2, not TERM:
-      # a hot restart does not drain (lib/catamount/drain.rb says why).
+      # holds), then the master execs itself (Restart#exec). Announced first on the restart
+      # pipe: a hot restart does not drain (lib/catamount/drain.rb says why), also in workers
+      # already draining.
       def begin_hot_restart
         log "* Restarting..."
-        @table.stop_all(now: now).each { |w| kill(w.pid, "USR2") }
+        @pipes.announce_hot_restart
+        @table.stop_all(now: now).each { |w| kill(w.pid, "TERM") }
         "restart"
       end
 
@@ -348,7 +350,8 @@ module Catamount
           when :idle then @table.idle(worker, message.value)
           when :booted then worker_booted(worker)
           when :drained
-            log "- Worker #{worker.index} (PID: #{worker.pid}) drains connections its app took; its index is free" if @table.drained(worker)
+            freed = @table.drained(worker)
+            log "- Worker #{worker.index} (PID: #{worker.pid}) is stopping; its index is free" if freed && @table.phased?
           end
         end
       end

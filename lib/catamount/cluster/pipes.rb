@@ -16,6 +16,9 @@ module Catamount
     #   (its signal traps write it).
     # - alive: workers hold the read end, the master writes nothing; when the master dies it
     #   closes, and the workers stop at once.
+    # - restart: the same shape, a broadcast: the master closes its end when a hot restart
+    #   begins (before it stops the workers), so every worker sees at once that its stop is not
+    #   to drain (lib/catamount/drain.rb says why), without a signal an app could trap.
     # - fork (`fork_worker` and template mode; the master writes, worker 0 reads), a command a
     #   line: `-1` stop serving (run `before_refork` if it was serving), `p<n>` the workers
     #   forked from now on are of phase n, `<n>` fork worker n, `0` serve (again), `-2` a refork
@@ -40,22 +43,24 @@ module Catamount
       def self.open
         messages_r, messages_w = IO.pipe
         alive_r, alive_w = IO.pipe
-        new(messages_r: messages_r, messages_w: messages_w, alive_r: alive_r, alive_w: alive_w)
+        restart_r, restart_w = IO.pipe
+        new(messages_r: messages_r, messages_w: messages_w, alive_r: alive_r, alive_w: alive_w,
+            restart_r: restart_r, restart_w: restart_w)
       end
 
       # A fresh worker 0's pipes, from FRESH_WORKER_VAR (removed): `[master_pid, pipes, phase]`,
       # or nil when the variable is malformed.
       def self.from_env
         master, *fds, phase = ENV.delete(FRESH_WORKER_VAR).to_s.split(",").map { |n| Integer(n, 10, exception: false) }
-        return unless master && phase && fds.size == 3 && fds.all?
+        return unless master && phase && fds.size == 4 && fds.all?
 
-        messages_w, alive_r, fork_r = fds.map do |fd|
+        messages_w, alive_r, fork_r, restart_r = fds.map do |fd|
           IO.for_fd(fd, autoclose: true).tap do |io|
             io.close_on_exec = true
             io.sync = true # a message is a line written at once, as through IO.pipe's end
           end
         end
-        [master, new(messages_w: messages_w, alive_r: alive_r, fork_r: fork_r), phase]
+        [master, new(messages_w: messages_w, alive_r: alive_r, fork_r: fork_r, restart_r: restart_r), phase]
       end
 
       # One message line (without its newline) as a Message; nil for a wake-up (`!`) or
@@ -81,20 +86,23 @@ module Catamount
       end
       private_class_method :parse_stats
 
-      def initialize(messages_r: nil, messages_w: nil, alive_r: nil, alive_w: nil, fork_r: nil, fork_w: nil)
+      def initialize(messages_r: nil, messages_w: nil, alive_r: nil, alive_w: nil, fork_r: nil, fork_w: nil,
+                     restart_r: nil, restart_w: nil)
         @messages_r = messages_r
         @messages_w = messages_w
         @alive_r = alive_r
         @alive_w = alive_w
         @fork_r = fork_r
         @fork_w = fork_w
+        @restart_r = restart_r
+        @restart_w = restart_w
         @partial = nil
       end
 
       # The value of FRESH_WORKER_VAR for a new worker 0 of `phase`, and the descriptors it
       # must inherit.
       def for_fresh_worker(master_pid, phase)
-        ends = [@messages_w, @alive_r, @fork_r]
+        ends = [@messages_w, @alive_r, @fork_r, @restart_r]
         [[master_pid, *ends.map(&:fileno), phase].join(","), ends.map(&:fileno)]
       end
 
@@ -113,6 +121,7 @@ module Catamount
       # In a new worker: the master's ends closed; the fork pipe kept only by the template.
       def in_worker(template:)
         @alive_w&.close
+        @restart_w&.close
         @messages_r&.close
         @fork_w&.close
         @fork_r&.close unless template
@@ -133,6 +142,13 @@ module Catamount
         lines = "#{@partial}#{data}".split("\n", -1)
         @partial = lines.pop
         lines.filter_map { |line| Pipes.parse(line) }
+      end
+
+      # A hot restart begins: every worker (and every worker forked from now on) sees it
+      # (`hot_restart?`).
+      def announce_hot_restart
+        @restart_w&.close
+        @restart_w = nil
       end
 
       # Wakes the master's loop (from a signal trap: never blocks).
@@ -176,8 +192,8 @@ module Catamount
         tell_master("i#{Process.pid}:#{idle ? 1 : 0}")
       end
 
-      # A stopping worker has served its last request and only drains connections its app took
-      # (drain.rb): the master may start its replacement now.
+      # A worker's stop began (it accepts nothing more; its last requests and its drain,
+      # drain.rb, may still take a while): the master may start its replacement now.
       def drained
         tell_master("d#{Process.pid}")
       end
@@ -192,6 +208,16 @@ module Catamount
             queue << command if command
           end
         end
+      end
+
+      # Whether the master announced a hot restart (its end of the restart pipe closed; it never
+      # writes, so the only news a read can bring is the end of the stream).
+      def hot_restart?
+        return false unless @restart_r
+
+        @restart_r.read_nonblock(1, exception: false).nil?
+      rescue IOError, SystemCallError
+        false
       end
 
       # Returns once the master is gone (the alive pipe closed).

@@ -11,11 +11,10 @@ module Catamount
     module Signals
       # Every signal the master may trap (USR2 unless PUMA_SKIP_SIGUSR2, URG with fork_worker).
       MASTER = %w[TERM INT CHLD HUP TTIN TTOU USR1 USR2 URG].freeze
-      # The ones a worker traps itself (TERM stops it, USR2 stops it without a drain: the
-      # master's hot restart, or a `pkill` meaning one; HUP reopens its logs, CHLD as by
+      # The ones a worker traps itself (TERM stops it, HUP reopens its logs, CHLD as by
       # default). It ignores the others: a `pkill` may reach every process of the tree, and
       # Ctrl-C's INT reaches the whole group (the master stops the workers).
-      WORKER_OWN = %w[TERM USR2 HUP CHLD].freeze
+      WORKER_OWN = %w[TERM HUP CHLD].freeze
       WORKER_IGNORED = (MASTER - WORKER_OWN).freeze
 
       # The master's traps: `restart` the restart signals wanted (Context#restart_signals).

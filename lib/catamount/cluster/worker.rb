@@ -35,6 +35,19 @@ module Catamount
       # The phase of the workers worker 0 forks next (the master's fork pipe says it).
       attr_writer :sibling_phase
 
+      # The drain of this worker's stop (drain.rb): `drain_timeout`, or none in a hot restart,
+      # which the master announces on the restart pipe (also while the drain runs). Public:
+      # Template (worker 0 in template mode) drains through it too.
+      def start_drain(options)
+        pipes = @pipes
+        @drain ||= Drain.start(@context, @server, options[:drain_timeout],
+                               restart: pipes.hot_restart?, ended: -> { pipes.hot_restart? })
+      end
+
+      def finish_drain
+        @drain&.finish
+      end
+
       # `server`: the bound server (its listeners) this worker serves; `phase`: the master's
       # phase when it was started (its process title shows it); `template`: worker 0
       # forking the others; `sibling`: forked by worker 0 rather than by the master; `master`:
@@ -59,21 +72,12 @@ module Catamount
         # Traps first: until then a signal would run the handlers of the process forked from.
         events = Queue.new
         Signal.trap("TERM") { events << :term }
-        # The master's hot restart: stop without a drain (Drain says why).
-        Signal.trap("USR2") do
-          end_drain_now
-          events << :term
-        end
         Signal.trap("HUP") { events << :hup }
         Worker.ignore_master_signals
         Signal.trap("CHLD", "DEFAULT")
         ctx.trap_backtrace_signal
         early = @master ? @master.take_early_signals : []
         events << :term if early.include?("TERM")
-        if early.include?("USR2")
-          end_drain_now
-          events << :term
-        end
         events << :hup if early.include?("HUP")
         ctx.launcher.take_over(self)
         # Worker 0's connections that its app took are worker 0's, not this copy's.
@@ -103,7 +107,6 @@ module Catamount
           start_pings(options)
           serve_until_stopped(options, events)
           pool.join
-          tell_drained
           finish_drain
         end
         ctx.run_hooks(:before_worker_shutdown, @index, keyed: hook_data)
@@ -147,29 +150,12 @@ module Catamount
 
       private
 
-      # The drain of a stop (drain.rb): `drain_timeout`, or none once a hot restart asked.
-      def start_drain(options)
-        @drain ||= Drain.start(@context, @server, options[:drain_timeout], restart: @drain_ended)
-        @server.end_drain if @drain_ended
-      end
-
-      def finish_drain
-        @drain&.finish
-      end
-
-      # No request is left, only connections the app took, which may take the drain time: the
-      # master need not wait for this process to start its replacement.
-      def tell_drained
-        @pipes.drained if @drain && !Drain.open_connections.empty?
+      # The stop began and nothing new is accepted here: the master need not wait for this
+      # process (its last requests, its drain) to start its replacement.
+      def tell_stopping
+        @pipes.drained
       rescue IOError, SystemCallError
         nil
-      end
-
-      # A hot restart: no drain, now or for a stop to come (also from a trap: no lock taken).
-      def end_drain_now
-        @drain_ended = true
-        @drain&.end_now
-        @server.end_drain if @drain
       end
 
       # Ends this worker as soon as the master is gone (the "alive" pipe closes).
@@ -193,6 +179,7 @@ module Catamount
             @server.close_listeners
             @server.stop
             start_drain(options)
+            tell_stopping
           when :finished then break
           end
         end

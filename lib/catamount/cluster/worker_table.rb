@@ -81,8 +81,8 @@ module Catamount
         @restarts = 0
         # Indexes whose worker exited (and was not culled): the next worker there is a restart.
         @vacated = []
-        # Stopped workers that only drain connections their apps took (`drained`): off the
-        # slots, on the books until reaped.
+        # Stopping workers that said so (`drained`: they accept nothing more, may still finish
+        # requests and drain): off the slots, on the books until reaped.
         @draining = []
       end
 
@@ -193,10 +193,11 @@ module Catamount
         slot.idle = idle
       end
 
-      # `d`: a stopping worker has served its last request and only drains connections its app
-      # took (drain.rb), for up to `drain_timeout`. Its index is free for a replacement now (a
-      # phased restart goes on without waiting for the drain); it stays on the books, to be
-      # reaped, or killed past `worker_shutdown_timeout`. Nil unless it was stopping.
+      # `d`: a stopping worker accepts nothing more; its last requests and its drain
+      # (drain.rb, up to `drain_timeout`) may still take a while. Its index is free for a
+      # replacement now (a phased restart goes on without waiting for either); it stays on the
+      # books, to be reaped, or killed past `worker_shutdown_timeout`. Nil unless it was
+      # stopping.
       def drained(slot)
         return unless slot.stopping? && @slots.delete(slot)
 
