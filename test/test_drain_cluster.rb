@@ -281,4 +281,30 @@ class TestDrainCluster < Minitest::Test
       sock&.close
     end
   end
+
+  # A worker with nothing to drain holds its index until it has ended, as in Puma: a new
+  # worker's on_worker_boot never runs while the old worker of its index is still alive (its
+  # on_worker_shutdown takes a second here), on a phased restart (only a draining worker
+  # overlaps its replacement).
+  def test_a_worker_with_nothing_to_drain_ends_before_its_replacement_boots
+    Dir.mktmpdir do |marks|
+      hooks = <<~RUBY
+        on_worker_boot do |i|
+          old = File.read("#{marks}/w\#{i}").to_i if File.exist?("#{marks}/w\#{i}")
+          alive = old ? (Process.kill(0, old) rescue false) : false
+          File.write("#{marks}/log", "\#{i} \#{Process.pid} old alive: \#{alive}\n", mode: "a")
+          File.write("#{marks}/w\#{i}", Process.pid.to_s)
+        end
+        on_worker_shutdown { sleep 1 }
+      RUBY
+      cluster("workers 2\npreload_app! false\n#{hooks}", app: "drain.ru") do |server|
+        booted(server, 2)
+        server.signal("USR1")
+        server.wait_for(/Phased restart complete, phase: 1/, timeout: 60)
+        log = File.read("#{marks}/log").lines
+        assert_equal 4, log.size, log.join
+        assert log.all? { |line| line.end_with?("old alive: false\n") }, log.join
+      end
+    end
+  end
 end

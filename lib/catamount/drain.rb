@@ -28,9 +28,11 @@ module Catamount
 
     # Starts draining `server` (stopping now): `seconds` is `drain_timeout`; `context` logs.
     # `restart`: a hot restart, which does not drain (what is open is closed at once); `ended`,
-    # asked at each poll: whether a hot restart began meanwhile (the drain then ends at once).
-    def self.start(context, server, seconds, restart: false, ended: nil)
-      new(context, server, restart ? 0 : seconds, restart: restart, ended: ended).tap(&:start)
+    # asked at each poll: whether a hot restart began meanwhile (the drain then ends at once);
+    # `long_lived`, called once when there is something to drain (a taken connection or an
+    # open-ended stream): the stop may take the drain time.
+    def self.start(context, server, seconds, restart: false, ended: nil, long_lived: nil)
+      new(context, server, restart ? 0 : seconds, restart: restart, ended: ended, long_lived: long_lived).tap(&:start)
     end
 
     # The taken connections still open now: `[io, description, monotonic time taken]` each.
@@ -68,10 +70,11 @@ module Catamount
       seconds.to_f == seconds.to_i ? seconds.to_i.to_s : seconds.to_f.to_s
     end
 
-    def initialize(context, server, seconds, restart: false, ended: nil)
+    def initialize(context, server, seconds, restart: false, ended: nil, long_lived: nil)
       @context = context
       @server = server
       @ended = ended
+      @long_lived = long_lived
       @seconds = seconds
       @over = Drain.over(seconds, restart: restart)
       @deadline = now + seconds
@@ -82,6 +85,7 @@ module Catamount
     def start
       @server.end_drain if @seconds.zero?
       open = Drain.open_connections
+      notice_long_lived(open)
       if @seconds.positive? && !open.empty?
         @context.log "- Waiting up to #{Drain.seconds_text(@seconds)} s (drain_timeout) for #{count(open.size)} taken by the app " \
                      "(hijacked or upgraded) to close"
@@ -119,6 +123,7 @@ module Catamount
       loop do
         end_now if @ended && now < @deadline && @ended.call
         open = Drain.open_connections.reject { |io, _| shut.key?(io) }
+        notice_long_lived(open)
         if now >= @deadline
           log_cut_responses
           open.each { |io, what, since| shut[io] = shut_down(io, what, since) }
@@ -136,6 +141,16 @@ module Catamount
 
     def log_cut_responses
       Drain.log_cut_responses(@context, @server, @over)
+    end
+
+    # Calls `long_lived` once, when a taken connection or an open-ended stream is open.
+    def notice_long_lived(open)
+      return unless @long_lived
+      return if open.empty? && @server.streams_open.zero?
+
+      long_lived = @long_lived
+      @long_lived = nil
+      long_lived.call
     end
 
     def shut_down(io, what, since)

@@ -73,6 +73,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     srv.define_method("wait", method!(server::RbServer::wait, 0))?;
     srv.define_method("cut_at_drain", method!(server::RbServer::cut_at_drain, 0))?;
     srv.define_method("end_drain", method!(server::RbServer::end_drain, 0))?;
+    srv.define_method("streams_open", method!(server::RbServer::streams_open, 0))?;
     srv.define_method("stats", method!(server::RbServer::stats, -1))?;
     srv.define_method("idle_seconds", method!(server::RbServer::idle_seconds, 0))?;
     srv.define_method("become_worker", method!(server::RbServer::become_worker, 0))?;

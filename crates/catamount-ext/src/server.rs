@@ -425,6 +425,14 @@ impl RbServer {
         }
     }
 
+    /// Open-ended streams being made now (SSE and the like): a stopping worker with some has a
+    /// drain ahead. 0 when the server is not running.
+    pub fn streams_open(ruby: &Ruby, rb_self: &Self) -> u64 {
+        rb_self
+            .running(ruby)
+            .map_or(0, |server| server.metrics().streams_open())
+    }
+
     /// The responses cut at the end of a stop's drain time since the last call, each as
     /// "PEER (METHOD TARGET)" (for the drain's log lines).
     pub fn cut_at_drain(ruby: &Ruby, rb_self: &Self) -> Result<Vec<String>, Error> {

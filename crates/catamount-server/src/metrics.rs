@@ -80,6 +80,9 @@ pub struct Metrics {
     pub request_duration: Histogram,
     pub queue_time: Histogram,
     bytes_out: AtomicU64,
+    /// Open-ended streams being made now (`Responder::mark_streaming` until the responder is
+    /// done): a stopping worker with some will drain (not a stat; never reset).
+    streams_open: AtomicI64,
     /// What the reactor thread updates, apart from what pool threads update.
     reactor: ReactorSide,
 }
@@ -114,6 +117,19 @@ pub struct Snapshot {
 }
 
 impl Metrics {
+    /// Open-ended streams being made now (see `streams_open`).
+    pub fn streams_open(&self) -> u64 {
+        u64::try_from(self.streams_open.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    pub(crate) fn stream_began(&self) {
+        self.streams_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stream_ended(&self) {
+        self.streams_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// A response head with this status went out (103 Early Hints and 100 Continue are not
     /// counted by their callers; a status outside 100..=599 is ignored).
     pub fn response(&self, status: u16) {

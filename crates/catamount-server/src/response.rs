@@ -386,6 +386,8 @@ pub struct Responder {
     /// The status of the head about to be written ([`set_status`](Self::set_status)), counted
     /// by the first write after it; 0 when none is pending.
     status: u16,
+    /// Counted in `Metrics::streams_open` ([`mark_streaming`](Self::mark_streaming)).
+    counted_stream: bool,
 }
 
 impl Responder {
@@ -406,6 +408,7 @@ impl Responder {
             finished: false,
             read_at,
             status: 0,
+            counted_stream: false,
         }
     }
 
@@ -428,8 +431,12 @@ impl Responder {
     /// without `content-length`): once a stop began, it is cut at the end of the drain time. A
     /// response of known length is never cut by the drain (only by `write_timeout`, when its
     /// client stops reading): it ends by itself.
-    pub fn mark_streaming(&self) {
+    pub fn mark_streaming(&mut self) {
         self.exchange.streaming.store(true, Ordering::Relaxed);
+        if !self.counted_stream {
+            self.counted_stream = true;
+            self.exchange.metrics.stream_began();
+        }
     }
 
     /// Whether this response may leave the connection open: the client asked for it, the server
@@ -792,6 +799,9 @@ impl Drop for Responder {
         if !self.finished {
             self.request_done(Instant::now());
             self.exchange.end(Ending::Aborted, self.handed_off);
+        }
+        if self.counted_stream {
+            self.exchange.metrics.stream_ended();
         }
         // Then `running` is dropped: the request no longer counts as running.
     }

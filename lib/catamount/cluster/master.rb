@@ -350,8 +350,7 @@ module Catamount
           when :idle then @table.idle(worker, message.value)
           when :booted then worker_booted(worker)
           when :drained
-            freed = @table.drained(worker)
-            log "- Worker #{worker.index} (PID: #{worker.pid}) is stopping; its index is free" if freed && @table.phased?
+            @table.drained(worker)
           end
         end
       end

@@ -12,7 +12,8 @@ module Catamount
     # - messages (workers write, the master reads), a line per message: `b<pid>:<index>` when
     #   booted, `p<pid>{json}` with the worker's pool stats right after and then every
     #   `worker_check_interval`, `i<pid>:1` / `i<pid>:0` when it became idle for `idle_timeout`
-    #   / busy again, `f<pid>:<index>` first from a worker worker 0 forked; `!` wakes the master
+    #   / busy again, `f<pid>:<index>` first from a worker worker 0 forked, `d<pid>` once a
+    #   stopping worker has something to drain (its index is free); `!` wakes the master
     #   (its signal traps write it).
     # - alive: workers hold the read end, the master writes nothing; when the master dies it
     #   closes, and the workers stop at once.
@@ -24,8 +25,8 @@ module Catamount
     #   forked from now on are of phase n, `<n>` fork worker n, `0` serve (again), `-2` a refork
     #   cycle ended (run `after_refork`).
     class Pipes
-      # Names the master and the pipes (messages, alive, fork) of the cluster a fresh worker 0
-      # joins: "<master pid>,<fd>,<fd>,<fd>".
+      # Names the master and the pipes (messages, alive, fork, restart) of the cluster a fresh
+      # worker 0 joins, and its phase: "<master pid>,<fd>,<fd>,<fd>,<fd>,<phase>".
       FRESH_WORKER_VAR = "CATAMOUNT_CLUSTER_WORKER"
 
       # A worker's message as the master reads it: `kind` is :booted, :status, :idle, :forked

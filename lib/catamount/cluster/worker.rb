@@ -24,7 +24,7 @@ module Catamount
       def self.run_fresh_worker_0(context, options)
         master_pid, pipes, phase = Pipes.from_env
         unless pipes
-          context.error "catamount: #{Pipes::FRESH_WORKER_VAR} is set but is not <master pid>,<fd>,<fd>,<fd>"
+          context.error "catamount: #{Pipes::FRESH_WORKER_VAR} is set but is not <master pid>,<fd>,<fd>,<fd>,<fd>,<phase>"
           return Launcher::FAILED
         end
         server = Native::Server.new(context.config.native, AppLoader.new(context).rack_settings(options))
@@ -36,12 +36,17 @@ module Catamount
       attr_writer :sibling_phase
 
       # The drain of this worker's stop (drain.rb): `drain_timeout`, or none in a hot restart,
-      # which the master announces on the restart pipe (also while the drain runs). Public:
-      # Template (worker 0 in template mode) drains through it too.
+      # which the master announces on the restart pipe (also while the drain runs). Once there
+      # is something to drain, the master is told (`d`): it need not wait for this process to
+      # start its replacement. A worker with nothing to drain ends as its last request does, so
+      # hooks keyed by index run in Puma's order (the old worker's shutdown before the new one's
+      # boot). Worker 0 in template mode (Template drains through this too) keeps its slot:
+      # the workers it was asked to fork are the books of that slot.
       def start_drain(options)
         pipes = @pipes
+        tell = @template ? nil : -> { tell_stopping }
         @drain ||= Drain.start(@context, @server, options[:drain_timeout],
-                               restart: pipes.hot_restart?, ended: -> { pipes.hot_restart? })
+                               restart: pipes.hot_restart?, ended: -> { pipes.hot_restart? }, long_lived: tell)
       end
 
       def finish_drain
@@ -150,8 +155,8 @@ module Catamount
 
       private
 
-      # The stop began and nothing new is accepted here: the master need not wait for this
-      # process (its last requests, its drain) to start its replacement.
+      # The stop began, nothing new is accepted here, and something will be drained: the master
+      # need not wait for this process to start its replacement.
       def tell_stopping
         @pipes.drained
       rescue IOError, SystemCallError
@@ -179,7 +184,6 @@ module Catamount
             @server.close_listeners
             @server.stop
             start_drain(options)
-            tell_stopping
           when :finished then break
           end
         end
