@@ -2,11 +2,11 @@
 
 module Catamount
   # The last part of a graceful stop, for connections that outlive their request: the ones the
-  # app took (full hijack, 101 upgrades such as WebSockets) and responses still being written
-  # (streaming bodies, SSE, slow readers). Both get `drain_timeout` seconds from the start of the
-  # stop to end by themselves; what is left then is closed and logged, one line each.
+  # app took (full hijack, 101 upgrades such as WebSockets) and open-ended streams (bodies
+  # without a length: SSE, streaming bodies). Both get `drain_timeout` seconds from the start of
+  # the stop to end by themselves; what is left then is closed and logged, one line each.
   #
-  # Streaming responses are the reactor's: it cuts them at the same deadline (reactor/conn.rs).
+  # Streams are the reactor's: it cuts them at the same deadline (reactor/conn.rs).
   # Taken connections are the app's: Native.taken_connections holds the app's IOs weakly
   # (rack/taken.rs), and this waits for them to close, then shuts down the sockets of those still
   # open. Shut down, not closed: the app's descriptor stays valid (no number reused under a

@@ -44,8 +44,9 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// The request line kept for the log line of a response cut at the end of a stop's drain time
 /// is cut to this many bytes.
 const DESCRIBED_TARGET: usize = 200;
-/// After the drain time, how often a connection whose app is still making its response checks
-/// whether the response began to go out (then it is cut).
+/// While a stop runs, the longest a connection waits before it looks again at the drain
+/// deadline (a hot restart may end the drain early) and at whether its response became an
+/// open-ended stream (a pool thread's direct writes do not wake the reactor).
 const DRAIN_RECHECK: Duration = Duration::from_millis(250);
 
 /// A just-accepted connection counted against the pool's capacity (see
@@ -242,6 +243,7 @@ impl Conn {
         }
     }
 
+    /// Keeps the request's method and target (cut) for the drain's log line.
     fn keep_request_line(&mut self, request: &Request) {
         let target = request.head.target();
         self.request_line.clear();
