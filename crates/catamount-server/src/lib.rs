@@ -10,11 +10,14 @@
 //! - [`metrics`]: the counters behind stats and metrics (responses, histograms, bytes, connections).
 //! - `server`: [`Server`], starting and stopping the reactor; `shared`: what the reactor and its
 //!   connections share.
+//! - `stream` / `tls_stream`: a client connection (TCP, UNIX, or TLS: a rustls session the
+//!   reactor alone drives).
 //!
 //! The Ruby extension drives this from pool threads: [`WorkQueue::pop`] a [`Job`], run the app,
 //! write through its [`Responder`].
 //!
-//! The modules' dependencies run one way: `dispatch`, `stream`, `body_buffers`, `hand_over`,
+//! The modules' dependencies run one way: `tls_stream` on none; `dispatch`, `stream` (on
+//! `tls_stream`), `body_buffers`, `hand_over`,
 //! `log`, `metrics`, `spill` and `listener` depend on no other module; `config` ([`ServerConfig`]) on
 //! `dispatch`; `response` on `dispatch`, `hand_over` and `stream`; `request` on `response` (and
 //! `dispatch`, `body_buffers`); `shared` on `request`, `response`, `config`, `hand_over`,
@@ -39,6 +42,7 @@ mod spill;
 mod stream;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
+mod tls_stream;
 
 pub use body_buffers::BodyBuffer;
 pub use catamount_http::Limits;

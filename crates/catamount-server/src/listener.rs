@@ -16,6 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use catamount_config::options::ActivatedSockets;
 use catamount_config::{BindKind, BindUrl};
@@ -41,6 +42,8 @@ pub struct BoundListener {
     pub bind: String,
     /// Handed over by the previous process rather than bound by this one.
     pub inherited: bool,
+    /// A TLS listener's configuration: its connections are TLS sessions.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A listening socket handed over by the process that ran before this one.
@@ -75,6 +78,7 @@ impl BoundListener {
             unix_path: self.unix_path.clone(),
             bind: self.bind.clone(),
             inherited: self.inherited,
+            tls: self.tls.clone(),
         })
     }
 }
@@ -200,6 +204,7 @@ impl Adoptable {
                 unix_path: None,
                 bind: bind.unwrap_or_else(|| format!("tcp://{a}")),
                 inherited: true,
+                tls: None,
             },
             Local::Unix(p) => BoundListener {
                 display: format!("unix://{}", p.display()),
@@ -207,6 +212,7 @@ impl Adoptable {
                 bind: bind.unwrap_or_else(|| format!("unix://{}", p.display())),
                 unix_path: Some(p),
                 inherited: true,
+                tls: None,
             },
         }
     }
@@ -262,6 +268,7 @@ fn bind_one(
                     unix_path: None,
                     bind: bind.original.clone(),
                     inherited: false,
+                    tls: None,
                 });
             }
         }
@@ -306,6 +313,7 @@ fn bind_one(
                 unix_path: Some(path),
                 bind: bind.original.clone(),
                 inherited: false,
+                tls: None,
             });
         }
     }

@@ -398,12 +398,14 @@ impl Responder {
         keep_alive_wanted: bool,
         read_at: Instant,
     ) -> Responder {
+        // A TLS session is the reactor's alone: everything is handed to it from the start.
+        let handed_off = !stream.allows_direct_writes();
         Responder {
             stream,
             server,
             exchange,
             running: None,
-            handed_off: false,
+            handed_off,
             keep_alive_wanted,
             finished: false,
             read_at,
@@ -639,6 +641,14 @@ impl Responder {
     /// given back unchanged.
     pub fn hijack(mut self, waiter: &Waiter) -> Result<Hijacked, (Responder, io::Error)> {
         use std::os::fd::AsFd;
+        if !self.stream.allows_direct_writes() {
+            // The app would get the raw socket under a TLS session it cannot continue.
+            let why = io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a TLS connection cannot be hijacked (not supported yet)",
+            );
+            return Err((self, why));
+        }
         let fd = match self.stream.as_fd().try_clone_to_owned() {
             Ok(fd) => fd,
             Err(e) => return Err((self, e)),

@@ -1,5 +1,6 @@
-//! A client connection, TCP or UNIX, usable from the reactor (async) and from pool threads
-//! (non-blocking `try_*` calls only, so a pool thread never blocks on a socket).
+//! A client connection, TCP, UNIX or TLS, usable from the reactor (async) and from pool threads
+//! (non-blocking `try_*` calls only, so a pool thread never blocks on a socket). A TLS
+//! connection is the reactor's alone (`tls_stream.rs`): pool threads hand it everything.
 
 use std::fs::File;
 use std::io;
@@ -9,28 +10,63 @@ use bytes::BufMut;
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::tls_stream::TlsStream;
+
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<TlsStream>),
 }
 
+/// The plain sockets' calls (a TLS connection is handled by its own arm before this).
 macro_rules! each {
-    ($self:ident, $s:ident => $e:expr) => {
+    ($self:ident, $s:ident => $e:expr, tls => $t:expr) => {
         match $self {
             Stream::Tcp($s) => $e,
             Stream::Unix($s) => $e,
+            Stream::Tls(_) => $t,
         }
     };
 }
 
+fn tls_only_through_the_reactor() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a TLS connection is written by the reactor only",
+    )
+}
+
 impl Stream {
     pub async fn readable(&self) -> io::Result<()> {
-        each!(self, s => s.readable().await)
+        match self {
+            Stream::Tls(t) => t.readable().await,
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+        }
     }
 
     pub async fn writable(&self) -> io::Result<()> {
-        each!(self, s => s.writable().await)
+        match self {
+            Stream::Tls(t) => t.writable().await,
+            Stream::Tcp(s) => s.writable().await,
+            Stream::Unix(s) => s.writable().await,
+        }
+    }
+
+    /// Whether a pool thread may write to it itself (not a TLS connection: the reactor alone
+    /// drives its session).
+    pub fn allows_direct_writes(&self) -> bool {
+        !matches!(self, Stream::Tls(_))
+    }
+
+    /// Sends what a TLS session still holds encrypted; true when nothing is left (always for
+    /// plain sockets, which hold nothing).
+    pub fn flush(&self) -> io::Result<bool> {
+        match self {
+            Stream::Tls(t) => t.flush(),
+            _ => Ok(true),
+        }
     }
 
     /// Reads what is available into `buf`'s next chunk of spare space (a `Vec`'s spare
@@ -41,6 +77,9 @@ impl Stream {
     /// (without this, every keep-alive request cost one extra `recv` answering EAGAIN). The
     /// poller reports new data with a new edge, so nothing is missed.
     pub fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        if let Stream::Tls(t) = self {
+            return t.try_read_buf(buf);
+        }
         let spare = buf.chunk_mut().len();
         let mut drained = None;
         let result = each!(self, s => s.try_io(Interest::READABLE, || {
@@ -50,19 +89,25 @@ impl Stream {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             Ok(n)
-        }));
+        }), tls => Err(tls_only_through_the_reactor()));
         match drained {
             Some(n) => Ok(n),
             None => result,
         }
     }
 
+    /// Writes what the socket takes now (for TLS: encrypts one piece, which may still sit in
+    /// the session: [`flush`](Self::flush)).
     pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
-        each!(self, s => s.try_write(data))
+        match self {
+            Stream::Tcp(s) => s.try_write(data),
+            Stream::Unix(s) => s.try_write(data),
+            Stream::Tls(t) => t.try_write(data),
+        }
     }
 
     pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        each!(self, s => s.try_write_vectored(bufs))
+        each!(self, s => s.try_write_vectored(bufs), tls => Err(tls_only_through_the_reactor()))
     }
 
     /// Sends up to `count` bytes of `file` from `*offset` with sendfile(2); the kernel copies,
@@ -70,14 +115,19 @@ impl Stream {
     pub fn try_sendfile(&self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
         let send =
             || rustix::fs::sendfile(self.fd(), file, Some(offset), count).map_err(io::Error::from);
-        each!(self, s => s.try_io(Interest::WRITABLE, send))
+        each!(self, s => s.try_io(Interest::WRITABLE, send), tls => Err(tls_only_through_the_reactor()))
     }
 
     /// Half-closes the write side, so the client sees the end of the response even while we
     /// drain what it is still sending (a full close with unread data would reset the connection
     /// and could destroy the response in flight).
     pub fn shutdown_write(&self) {
-        let _ = socket2::SockRef::from(self).shutdown(Shutdown::Write);
+        match self {
+            Stream::Tls(t) => t.shutdown_write(),
+            _ => {
+                let _ = socket2::SockRef::from(self).shutdown(Shutdown::Write);
+            }
+        }
     }
 
     /// Ends the connection both ways for every holder of the socket: a pool thread's direct
@@ -88,7 +138,11 @@ impl Stream {
 
     fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
-        each!(self, s => s.as_fd())
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tls(t) => t.tcp().as_fd(),
+        }
     }
 }
 

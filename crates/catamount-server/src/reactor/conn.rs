@@ -41,6 +41,8 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How long a stopping server still waits for a request a connection has begun, or for the
 /// first request of a connection it accepted.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// A file sent through TLS is read (and encrypted) this much at a time.
+const FILE_PIECE: usize = 64 * 1024;
 /// The request line kept for the log line of a response cut at the end of a stop's drain time
 /// is cut to this many bytes.
 const DESCRIBED_TARGET: usize = 200;
@@ -188,6 +190,18 @@ enum Read {
 
 impl Conn {
     async fn run(&mut self) {
+        if let Stream::Tls(tls) = &*self.stream {
+            // A stalled or broken handshake costs this task only. Its failure (a client that
+            // speaks plain HTTP to a TLS port, a scanner, a certificate the client refused) is
+            // the client's business: no log line.
+            let limit = self.shared.config.first_data_timeout;
+            if !matches!(
+                tokio::time::timeout(limit, tls.handshake()).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+        }
         if self.shared.config.proxy_protocol && self.read_proxy_line().await.is_err() {
             return;
         }
@@ -791,7 +805,7 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Writes all of `data`.
+    /// Writes all of `data` (for TLS: encrypted, and on the wire when this returns).
     async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
         let mut progress_at = Instant::now();
         while !data.is_empty() {
@@ -808,11 +822,18 @@ impl Writer<'_> {
                 Err(e) => return Err(e),
             }
         }
+        while !self.stream.flush()? {
+            self.wait(progress_at).await?;
+        }
         Ok(())
     }
 
-    /// Sends `len` bytes of `file` from `offset` with sendfile(2).
+    /// Sends `len` bytes of `file` from `offset` with sendfile(2), or, through TLS, read and
+    /// encrypted a piece at a time (the memory held is one piece).
     async fn send_file(&mut self, file: &File, mut offset: u64, len: u64) -> io::Result<()> {
+        if !self.stream.allows_direct_writes() {
+            return self.send_file_through(file, offset, len).await;
+        }
         let end = offset.saturating_add(len);
         let mut progress_at = Instant::now();
         while offset < end {
@@ -830,6 +851,30 @@ impl Writer<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        Ok(())
+    }
+
+    async fn send_file_through(
+        &mut self,
+        file: &File,
+        mut offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let end = offset.saturating_add(len);
+        let mut piece = vec![0u8; FILE_PIECE];
+        while offset < end {
+            let want = usize::try_from(end - offset)
+                .unwrap_or(usize::MAX)
+                .min(FILE_PIECE);
+            let buf = piece.get_mut(..want).unwrap_or_default();
+            let n = file.read_at(buf, offset)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.write_all(piece.get(..n).unwrap_or_default()).await?;
+            offset += n as u64;
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ use crate::log;
 use crate::request::Peer;
 use crate::shared::Shared;
 use crate::stream::Stream;
+use crate::tls_stream::TlsStream;
 
 /// Runs the reactor until a stop is requested and every connection has finished.
 pub(crate) fn run(
@@ -55,7 +56,7 @@ async fn serve(
         let acceptor = match bound.listener {
             Listener::Tcp(l) => {
                 l.set_nonblocking(true)?;
-                Acceptor::Tcp(AsyncFd::new(l)?)
+                Acceptor::Tcp(AsyncFd::new(l)?, bound.tls.clone())
             }
             Listener::Unix(l) => {
                 l.set_nonblocking(true)?;
@@ -86,7 +87,11 @@ async fn serve(
 
 /// A listening socket watched for pending connections, which are taken only when wanted.
 enum Acceptor {
-    Tcp(AsyncFd<std::net::TcpListener>),
+    /// With a TLS configuration on a TLS listener.
+    Tcp(
+        AsyncFd<std::net::TcpListener>,
+        Option<Arc<rustls::ServerConfig>>,
+    ),
     Unix(AsyncFd<std::os::unix::net::UnixListener>),
 }
 
@@ -102,9 +107,9 @@ impl Acceptor {
     async fn next(&self, shared: &Shared) -> io::Result<Accepted> {
         loop {
             let taken = match self {
-                Acceptor::Tcp(fd) => take_when_free(fd, shared, |l| l.accept())
+                Acceptor::Tcp(fd, tls) => take_when_free(fd, shared, |l| l.accept())
                     .await?
-                    .map(tcp_connection)
+                    .map(|pair| tcp_connection(pair, tls))
                     .transpose()?,
                 Acceptor::Unix(fd) => take_when_free(fd, shared, |l| l.accept())
                     .await?
@@ -126,8 +131,8 @@ impl Acceptor {
             _ => Err(e),
         };
         match self {
-            Acceptor::Tcp(fd) => match fd.get_ref().accept() {
-                Ok(pair) => tcp_connection(pair).map(Some),
+            Acceptor::Tcp(fd, tls) => match fd.get_ref().accept() {
+                Ok(pair) => tcp_connection(pair, tls).map(Some),
                 Err(e) => none_if_empty(e),
             },
             Acceptor::Unix(fd) => match fd.get_ref().accept() {
@@ -142,13 +147,22 @@ impl Acceptor {
 /// of the listener that took it (None for UNIX sockets).
 type Accepted = (Stream, Peer, Option<u16>);
 
-fn tcp_connection((s, addr): (std::net::TcpStream, std::net::SocketAddr)) -> io::Result<Accepted> {
+fn tcp_connection(
+    (s, addr): (std::net::TcpStream, std::net::SocketAddr),
+    tls: &Option<Arc<rustls::ServerConfig>>,
+) -> io::Result<Accepted> {
     s.set_nonblocking(true)?;
     // Responses go out in as few writes as we can make them; Nagle would only delay the last
     // segment of each.
     let _ = s.set_nodelay(true);
     let port = s.local_addr().ok().map(|a| a.port());
-    Ok((Stream::Tcp(TcpStream::from_std(s)?), Peer::Ip(addr), port))
+    let tcp = TcpStream::from_std(s)?;
+    let stream = match tls {
+        // The handshake runs in the connection's own task (conn.rs), under its deadline.
+        Some(config) => Stream::Tls(Box::new(TlsStream::new(tcp, config.clone())?)),
+        None => Stream::Tcp(tcp),
+    };
+    Ok((stream, Peer::Ip(addr), port))
 }
 
 fn unix_connection(s: std::os::unix::net::UnixStream) -> io::Result<Accepted> {

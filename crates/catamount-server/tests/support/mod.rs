@@ -23,6 +23,16 @@ pub fn start_pool(
     serve: impl Fn(Job, &WorkQueue) + Send + Sync + 'static,
 ) -> (Arc<Server>, u16, std::thread::JoinHandle<()>) {
     let listeners = bind_all(&[BindUrl::parse("tcp://127.0.0.1:0").unwrap()]).unwrap();
+    start_on(config, listeners, threads, serve)
+}
+
+/// Like [`start_pool`], on listeners the caller bound (and set up: a TLS configuration).
+pub fn start_on(
+    config: ServerConfig,
+    listeners: Vec<catamount_server::BoundListener>,
+    threads: usize,
+    serve: impl Fn(Job, &WorkQueue) + Send + Sync + 'static,
+) -> (Arc<Server>, u16, std::thread::JoinHandle<()>) {
     let port: u16 = listeners[0]
         .display
         .rsplit(':')

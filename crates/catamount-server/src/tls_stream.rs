@@ -1,0 +1,197 @@
+//! A TLS connection ([`TlsStream`], `Stream::Tls`): a TCP socket and its rustls session.
+//!
+//! Only the reactor reads and writes it. A pool thread's direct writes would have to share the
+//! session (encrypting under a lock the reactor also takes), so a `Responder` on a TLS
+//! connection hands everything to the reactor (`Stream::allows_direct_writes`), files included:
+//! they are read and encrypted in pieces, there is no sendfile(2) through TLS (and no kernel
+//! TLS on this kernel).
+//!
+//! rustls buffers both ways: plaintext it decrypted that was not read yet (so readiness is
+//! "the session holds plaintext, or the socket is readable"), and records it encrypted that
+//! the socket did not take yet (so a write is complete only once [`flush`](TlsStream::flush)
+//! says so). The session's lock is never held across an await.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::BufMut;
+use rustls::{ServerConfig, ServerConnection};
+use tokio::net::TcpStream;
+
+/// Plaintext taken from rustls per read, and written into it per write (one TLS record's
+/// worth of data).
+const PIECE: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub struct TlsStream {
+    tcp: TcpStream,
+    session: Mutex<ServerConnection>,
+}
+
+/// rustls's view of the socket: non-blocking reads and writes (`WouldBlock` when not ready,
+/// which also clears tokio's readiness so the next wait is real).
+struct Socket<'a>(&'a TcpStream);
+
+impl Read for Socket<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Write for Socket<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn invalid(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl TlsStream {
+    pub fn new(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsStream> {
+        let session = ServerConnection::new(config).map_err(invalid)?;
+        Ok(TlsStream {
+            tcp,
+            session: Mutex::new(session),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ServerConnection> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Completes the handshake (bound it with a timeout: a client may stall). Fails on a TLS
+    /// error (an alert is sent when rustls has one), or when the client leaves first.
+    pub async fn handshake(&self) -> io::Result<()> {
+        loop {
+            let (handshaking, flushed) = {
+                let mut s = self.lock();
+                let flushed = flush_locked(&self.tcp, &mut s)?;
+                (s.is_handshaking(), flushed)
+            };
+            if !flushed {
+                self.tcp.writable().await?;
+                continue;
+            }
+            if !handshaking {
+                return Ok(());
+            }
+            self.tcp.readable().await?;
+            let mut s = self.lock();
+            match s.read_tls(&mut Socket(&self.tcp)) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {
+                    if let Err(e) = s.process_new_packets() {
+                        // The alert rustls queued goes out if the socket takes it now.
+                        let _ = flush_locked(&self.tcp, &mut s);
+                        return Err(invalid(e));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Ready to read: the session holds plaintext (or the end), or the socket has bytes.
+    pub async fn readable(&self) -> io::Result<()> {
+        {
+            let mut s = self.lock();
+            if let Ok(state) = s.process_new_packets() {
+                if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
+                    return Ok(());
+                }
+            }
+        }
+        self.tcp.readable().await
+    }
+
+    pub async fn writable(&self) -> io::Result<()> {
+        self.tcp.writable().await
+    }
+
+    /// Reads plaintext into `buf`'s next chunk of spare space: what the session holds, else
+    /// what one read of the socket brings. 0: the client closed (with or without close_notify);
+    /// `WouldBlock`: nothing yet.
+    pub fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        let mut s = self.lock();
+        let mut piece = [0u8; PIECE];
+        let want = buf.chunk_mut().len().min(PIECE);
+        loop {
+            match s.reader().read(piece.get_mut(..want).unwrap_or_default()) {
+                Ok(n) => {
+                    buf.put_slice(piece.get(..n).unwrap_or_default());
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The TCP stream ended without close_notify: an end all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            match s.read_tls(&mut Socket(&self.tcp)) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {
+                    if let Err(e) = s.process_new_packets() {
+                        let _ = flush_locked(&self.tcp, &mut s);
+                        return Err(invalid(e));
+                    }
+                    // A key update or an alert may want an answer.
+                    flush_locked(&self.tcp, &mut s)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Encrypts up to one piece of `data` and sends what the socket takes; `WouldBlock` while
+    /// earlier records still wait for the socket. Returns the plaintext bytes taken: they may
+    /// still sit encrypted in the session ([`flush`](Self::flush)).
+    pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        let mut s = self.lock();
+        if !flush_locked(&self.tcp, &mut s)? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = s
+            .writer()
+            .write(data.get(..data.len().min(PIECE)).unwrap_or_default())?;
+        flush_locked(&self.tcp, &mut s)?;
+        Ok(n)
+    }
+
+    /// Sends the records the socket did not take yet; true when none is left.
+    pub fn flush(&self) -> io::Result<bool> {
+        flush_locked(&self.tcp, &mut self.lock())
+    }
+
+    /// close_notify, sent if the socket takes it now, then the TCP half-close.
+    pub fn shutdown_write(&self) {
+        {
+            let mut s = self.lock();
+            s.send_close_notify();
+            let _ = flush_locked(&self.tcp, &mut s);
+        }
+        let _ = socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write);
+    }
+}
+
+/// Writes queued records until the socket would block; true when none is left.
+fn flush_locked(tcp: &TcpStream, s: &mut ServerConnection) -> io::Result<bool> {
+    while s.wants_write() {
+        match s.write_tls(&mut Socket(tcp)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}

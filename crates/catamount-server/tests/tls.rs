@@ -1,0 +1,235 @@
+//! TLS connections through the reactor: a rustls client over loopback against a listener with
+//! a TLS configuration, and a plain Rust "pool" thread answering. Keep-alive, request bodies,
+//! large responses handed to the reactor, files read and encrypted in pieces, plain HTTP sent
+//! to the TLS port, and a stalled handshake that holds up no one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use catamount_config::BindUrl;
+use catamount_server::{bind_all, Body, Server, ServerConfig, Waiter};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+mod support;
+
+#[allow(deprecated)] // *ring*: see catamount-tls's `provider`.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+struct Tls {
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<ClientConfig>,
+}
+
+fn certificates() -> Tls {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert: CertificateDer<'static> = made.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der()));
+    let server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Tls {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    }
+}
+
+/// A TLS listener on 127.0.0.1 (OS-chosen port) whose pool thread answers `/big` with 1 MiB,
+/// `/file` with a 3 MiB file, anything else with its path and body length.
+fn start(
+    config: ServerConfig,
+    tls: &Tls,
+    file: std::path::PathBuf,
+) -> (Arc<Server>, u16, std::thread::JoinHandle<()>) {
+    let mut listeners = bind_all(&[BindUrl::parse("tcp://127.0.0.1:0").unwrap()]).unwrap();
+    listeners[0].tls = Some(tls.server.clone());
+    support::start_on(config, listeners, 2, move |job, _queue| {
+        let path = String::from_utf8_lossy(job.request.head.path()).into_owned();
+        let mut responder = job.responder;
+        let keep = responder.keep_alive_allowed();
+        match path.as_str() {
+            "/big" => {
+                let body = vec![b'b'; 1 << 20];
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                responder.write(head.as_bytes()).unwrap();
+                responder.write(&body).unwrap();
+            }
+            "/file" => {
+                let f = std::fs::File::open(&file).unwrap();
+                let len = f.metadata().unwrap().len();
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                responder.write(head.as_bytes()).unwrap();
+                responder.send_file(f, 0, len).unwrap();
+            }
+            _ => {
+                let body_len = match &job.request.body {
+                    Body::Empty => 0,
+                    other => other.len(),
+                };
+                let text = format!("{path} {body_len}");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+                    text.len()
+                );
+                responder.write(response.as_bytes()).unwrap();
+            }
+        }
+        responder.finish(keep);
+    })
+}
+
+fn connect(port: u16, tls: &Tls) -> StreamOwned<ClientConnection, TcpStream> {
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let conn = ClientConnection::new(
+        tls.client.clone(),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    StreamOwned::new(conn, sock)
+}
+
+/// Reads one response with a content-length; returns its head and body.
+fn read_response<R: Read>(r: &mut R) -> (String, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            while data.len() < end + 4 + len {
+                let n = r.read(&mut buf).unwrap();
+                assert!(n > 0, "closed in the body");
+                data.extend_from_slice(&buf[..n]);
+            }
+            return (head, data[end + 4..end + 4 + len].to_vec());
+        }
+        let n = r.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before a response");
+        data.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn stop(server: &Server, pool: std::thread::JoinHandle<()>) {
+    server.stop();
+    assert!(server.wait(&Waiter::new()).unwrap().is_ok());
+    pool.join().unwrap();
+}
+
+fn scratch_file(name: &str, len: usize) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("catamount-tls-{name}-{}", std::process::id()));
+    let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[test]
+fn keep_alive_a_body_a_large_response_and_a_file_over_one_tls_connection() {
+    let tls = certificates();
+    let file = scratch_file("file", 3 << 20);
+    let (server, port, pool) = start(ServerConfig::default(), &tls, file.clone());
+    let mut c = connect(port, &tls);
+    c.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut c).1, b"/one 0");
+    let body = vec![b'p'; 100_000];
+    c.write_all(
+        format!(
+            "POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    c.write_all(&body).unwrap();
+    assert_eq!(read_response(&mut c).1, b"/two 100000");
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (head, big) = read_response(&mut c);
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(big.len() == 1 << 20 && big.iter().all(|b| *b == b'b'));
+    c.write_all(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (_, got) = read_response(&mut c);
+    assert_eq!(
+        got,
+        std::fs::read(&file).unwrap(),
+        "the file, read and encrypted in pieces"
+    );
+    c.write_all(b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut c).1,
+        b"/last 0",
+        "still the same connection"
+    );
+    drop(c);
+    let _ = std::fs::remove_file(&file);
+    stop(&server, pool);
+}
+
+#[test]
+fn plain_http_to_the_tls_port_is_closed_and_a_stalled_handshake_holds_up_no_one() {
+    let tls = certificates();
+    let file = scratch_file("unused", 1);
+    let (server, port, pool) = start(
+        ServerConfig {
+            first_data_timeout: Duration::from_secs(1),
+            ..ServerConfig::default()
+        },
+        &tls,
+        file.clone(),
+    );
+    // Connected, never a byte: its handshake waits in its own task.
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+
+    let mut c = connect(port, &tls);
+    c.write_all(b"GET /meanwhile HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut c).1, b"/meanwhile 0");
+
+    // The plain request gets no HTTP answer: at most a TLS alert, then the end.
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !String::from_utf8_lossy(&got).contains("HTTP/1.1"),
+        "{got:?}"
+    );
+    // The stalled one is closed at first_data_timeout.
+    let mut nothing = Vec::new();
+    assert_eq!(stalled.read_to_end(&mut nothing).unwrap_or(0), 0);
+    drop(c);
+    let _ = std::fs::remove_file(&file);
+    stop(&server, pool);
+}
