@@ -451,7 +451,6 @@ class TestConfigDsl < Minitest::Test
 
   def test_things_that_need_later_subsystems_refuse_to_boot
     {
-      "ssl_bind '127.0.0.1', 9443, cert: 'c.pem', key: 'k.pem'\n" => %r{TLS \(ssl://127\.0\.0\.1:9443\) is not supported yet},
       "max_io_threads 2\n" => /IO-bound thread marking \(max_io_threads\) is not supported yet/
     }.each do |source, message|
       _, err = boot_failure(source)

@@ -2,9 +2,8 @@
 //!
 //! Supported now: `tcp://HOST:PORT` (IPv6 literals in brackets, `localhost` meaning every loopback
 //! address) with `?backlog=N` and `?low_latency=true|false`, and `unix:///path` with `?backlog=N`,
-//! `?umask=0177` and `?mode=0660`. `ssl://HOST:PORT?cert=..&key=..` is parsed and checked
-//! ([`BindUrl::parse_tls`], the options in `tls.rs`), and refused at boot with a clear "not
-//! supported yet" until TLS lands.
+//! `?umask=0177` and `?mode=0660`, and `ssl://HOST:PORT?cert=..&key=..` ([`BindUrl::parse_tls`],
+//! the TLS options in `tls.rs`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -41,6 +40,14 @@ pub enum BindKind {
         /// chmod applied after the socket file is created.
         mode: Option<u32>,
     },
+    /// `ssl://`: a TCP listener whose connections are TLS.
+    Tls {
+        hosts: Vec<IpAddr>,
+        port: u16,
+        /// On unless `low_latency=false` (Puma's TLS listeners default to it).
+        low_latency: bool,
+        tls: Box<TlsOptions>,
+    },
 }
 
 /// A parsed `ssl://` bind ([`BindUrl::parse_tls`]).
@@ -71,6 +78,19 @@ impl std::error::Error for BindError {}
 impl BindUrl {
     /// Parses a bind URL such as `tcp://0.0.0.0:9292` or `unix:///tmp/app.sock?umask=0077`.
     pub fn parse(url: &str) -> Result<BindUrl, BindError> {
+        if url.starts_with("ssl://") {
+            let t = BindUrl::parse_tls(url)?;
+            return Ok(BindUrl {
+                kind: BindKind::Tls {
+                    hosts: t.hosts,
+                    port: t.port,
+                    low_latency: t.low_latency,
+                    tls: Box::new(t.tls),
+                },
+                backlog: t.backlog,
+                original: url.to_string(),
+            });
+        }
         let fail = |reason: &str| BindError {
             url: url.to_string(),
             reason: reason.to_string(),
@@ -121,12 +141,7 @@ impl BindUrl {
                     mode,
                 }
             }
-            "ssl" => {
-                return Err(fail(
-                    "ssl:// binds are not supported yet (TLS arrives in a later release)",
-                ))
-            }
-            _ => return Err(fail("unknown scheme (expected tcp:// or unix://)")),
+            _ => return Err(fail("unknown scheme (expected tcp://, unix:// or ssl://)")),
         };
         Ok(BindUrl {
             kind,
@@ -346,7 +361,6 @@ mod tests {
             ("tcp://1.2.3.4:80?umask=1", "unknown parameter"),
             ("unix://", "needs a socket path"),
             ("unix:///x?mode=9", "octal"),
-            ("ssl://0.0.0.0:443", "not supported yet"),
         ] {
             let err = BindUrl::parse(url)
                 .err()

@@ -85,6 +85,9 @@ pub fn bind(url: &str) -> Result<Bound, ControlError> {
                 socket_file: None,
             })
         }
+        BindKind::Tls { .. } => Err(fail(
+            "is not supported: ssl:// control URLs need TLS, which is not supported yet".into(),
+        )),
         BindKind::Unix { path, umask, mode } => {
             if let Some(name) = path.strip_prefix('@') {
                 if name.is_empty() {

@@ -157,12 +157,27 @@ fn keep_optional(hash: RHash, key: &str) -> Result<Option<Opaque<Value>>, Error>
     Ok(v.filter(|v| !v.is_nil()).map(keep))
 }
 
+/// Where the development certificate is kept: `$XDG_CACHE_HOME/catamount`, else
+/// `~/.cache/catamount`.
+fn development_certificate_cache() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+    Some(base.join("catamount"))
+}
+
 impl RbServer {
     /// `Server.new(options, rack_settings)`: binds every listener now, so a port in use fails
     /// the boot before the app loads. Raises `Catamount::ListenError`.
     pub fn new(ruby: &Ruby, options: &RbOptions, settings: RHash) -> Result<RbServer, Error> {
         let o = &options.0;
         let inherited = inherited_sockets(settings)?;
+        // `ssl_bind` without cert and key: a self-signed certificate, in development only.
+        let development = matches!(o.environment.as_str(), "development" | "test");
+        catamount_server::listener::allow_development_certificate(
+            development.then(development_certificate_cache).flatten(),
+        );
         let listeners = bind_all_inheriting(&o.binds, inherited, o.activated_sockets)
             .map_err(|e| Error::new(errors::listen_error(ruby), e.to_string()))?;
         let displays = listeners.iter().map(|l| l.display.clone()).collect();

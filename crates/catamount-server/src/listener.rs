@@ -233,21 +233,67 @@ pub fn remove_socket_files(listeners: &[BoundListener]) {
     }
 }
 
+/// Where the self-signed development certificate may be kept; None (the default) outside the
+/// development and test environments, where a TLS bind without `cert` and `key` is refused.
+static DEVELOPMENT_CERTIFICATES: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Allows (`Some(cache directory)`) or forbids the development certificate for TLS binds made
+/// from now on in this process.
+pub fn allow_development_certificate(dir: Option<PathBuf>) {
+    *DEVELOPMENT_CERTIFICATES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = dir;
+}
+
+/// A TLS bind's rustls configuration (read now: files, keys, validity), its notes logged.
+fn tls_config(
+    opts: &catamount_config::tls::TlsOptions,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let dir = DEVELOPMENT_CERTIFICATES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let built = catamount_tls::server_config(opts, dir.as_deref())?;
+    for note in &built.notes {
+        crate::log::stdout(&format!("* {note}\n"));
+    }
+    Ok(built.config)
+}
+
 fn bind_one(
     bind: &BindUrl,
     pool: &mut Vec<Adoptable>,
     out: &mut Vec<BoundListener>,
 ) -> Result<(), String> {
     let backlog = i32::try_from(bind.backlog).unwrap_or(i32::MAX);
-    match &bind.kind {
+    let (tcp, tls) = match &bind.kind {
         BindKind::Tcp {
             hosts,
             port,
             low_latency,
-        } => {
+        } => (Some((hosts, port, low_latency)), None),
+        BindKind::Tls {
+            hosts,
+            port,
+            low_latency,
+            tls,
+        } => (Some((hosts, port, low_latency)), Some(tls_config(tls)?)),
+        BindKind::Unix { .. } => (None, None),
+    };
+    match &bind.kind {
+        BindKind::Tcp { .. } | BindKind::Tls { .. } => {
+            let Some((hosts, port, low_latency)) = tcp else {
+                return Ok(());
+            };
+            let scheme = if tls.is_some() { "ssl" } else { "http" };
             for host in hosts {
                 if let Some(socket) = take(pool, |s| s.matches_tcp(bind, *host, *port)) {
-                    out.push(socket.into_listener(Some(bind)));
+                    let mut adopted = socket.into_listener(Some(bind));
+                    if let Some(config) = &tls {
+                        adopted.tls = Some(config.clone());
+                        adopted.display = adopted.display.replacen("http://", "ssl://", 1);
+                    }
+                    out.push(adopted);
                     continue;
                 }
                 let addr = SocketAddr::new(*host, *port);
@@ -263,12 +309,12 @@ fn bind_one(
                 let listener: std::net::TcpListener = socket.into();
                 let local = listener.local_addr().map_err(describe)?;
                 out.push(BoundListener {
-                    display: format!("http://{local}"),
+                    display: format!("{scheme}://{local}"),
                     listener: Listener::Tcp(listener),
                     unix_path: None,
                     bind: bind.original.clone(),
                     inherited: false,
-                    tls: None,
+                    tls: tls.clone(),
                 });
             }
         }

@@ -50,6 +50,8 @@ pub struct Request {
     /// When a pool thread took it (`read_at` until then): `taken_at - read_at` is the time it
     /// waited for a thread (`catamount.queue_time`).
     pub taken_at: Instant,
+    /// It came over TLS (an `ssl://` listener).
+    pub tls: bool,
 }
 
 impl Request {

@@ -52,7 +52,7 @@
 //! variables, as Puma's do). Within one layer a later setting replaces an earlier one, except
 //! binds and plugins, which accumulate, and the rackup file, where the first value wins.
 //!
-//! Options whose subsystem has not landed yet (TLS, `max_io_threads`) are
+//! Options whose subsystem has not landed yet (`max_io_threads`) are
 //! validated and stored like any other; [`Options::not_supported_yet`] says which of them a boot
 //! asks for. Options holding Ruby objects (hooks, `lowlevel_error_handler`, `custom_logger`,
 //! `app`, ...) live on the Ruby side (`Catamount::Configuration`).
@@ -77,11 +77,12 @@ const DEFAULT_LESS_BUSY_DELAY: Duration = Duration::from_millis(5);
 
 options! {
     binds {
-        doc: "listeners: `tcp://HOST:PORT`, `unix:///PATH` (see README); `port N, host` is a TCP one on `set_default_host`'s host, else `0.0.0.0`; `clear_binds!` drops those so far",
+        doc: "listeners: `tcp://HOST:PORT`, `unix:///PATH`, `ssl://HOST:PORT?cert=PATH&key=PATH` (see README; `ssl_bind HOST, PORT, {cert:, key:, ...}` with Puma's TLS keys, Catamount adds `min_version`/`max_version`); `port N, host` is a TCP one on `set_default_host`'s host, else `0.0.0.0`; `clear_binds!` drops those so far",
         default: "`tcp://0.0.0.0:9292` (`[::]` where IPv6 is usable)",
         example: "bind \"unix:///run/app.sock\"",
         methods: [
             "bind" => bind,
+            "ssl_bind" => ssl_bind,
             "port" => port,
             "clear_binds!" => clear_binds,
             "set_default_host" => set!(default_host, exactly_one_str),
@@ -98,16 +99,6 @@ options! {
             binds: Vec<BindUrl> => Vec<BindUrl> = default_binds, same;
             /// The host a later `port` without one binds.
             default_host: String => Option<String> = or_none(), same;
-        }
-    }
-    tls {
-        doc: "TLS listeners (or `bind \"ssl://...\"`) with Puma's keys (`cert`, `key`, `cert_pem`, `key_pem`, `ca`, `verify_mode`, `ssl_cipher_filter`, `reuse`, ...; Catamount adds `min_version`/`max_version`): checked now, a boot with one stops until TLS lands",
-        default: "none",
-        example: "ssl_bind \"0.0.0.0\", 9443, cert: \"cert.pem\", key: \"key.pem\"",
-        methods: ["ssl_bind" => ssl_bind],
-        flags: [],
-        fields: {
-            tls_binds: Vec<String> => Vec<String> = tls_binds, hidden;
         }
     }
     threads {
@@ -843,15 +834,6 @@ fn default_binds(given: Option<Vec<BindUrl>>, s: &Sources<'_, '_>) -> Result<Vec
     }
 }
 
-/// The user's TLS binds, and the file's unless the user gave binds of their own.
-fn tls_binds(_: Option<Vec<String>>, s: &Sources<'_, '_>) -> Result<Vec<String>, String> {
-    let mut urls: Vec<String> = s.user.tls_binds.clone().unwrap_or_default();
-    if s.user.binds.is_none() && s.user.tls_binds.is_none() {
-        urls.extend(s.file.tls_binds.iter().flatten().cloned());
-    }
-    Ok(urls)
-}
-
 /// Both layers' plugins load (the user's first), each once.
 fn all_plugins(_: Option<Vec<String>>, s: &Sources<'_, '_>) -> Result<Vec<String>, String> {
     let mut plugins: Vec<String> = Vec::new();
@@ -894,9 +876,6 @@ impl Options {
     /// The first thing this configuration asks for that Catamount cannot do yet, as
     /// "<what> (<option>)"; the launcher refuses to boot with it rather than ignore it.
     pub fn not_supported_yet(&self) -> Option<String> {
-        if let Some(url) = self.tls_binds.first() {
-            return Some(format!("TLS ({url})"));
-        }
         if self.max_io_threads > 0 {
             return Some("IO-bound thread marking (max_io_threads)".into());
         }

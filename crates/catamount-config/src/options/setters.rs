@@ -10,8 +10,8 @@ use super::args::{
 use super::{
     ActivatedSockets, ControlApp, HttpMethods, Layer, RemoteAddress, ShutdownDebug, Value,
 };
-use crate::bind::{BindError, BindUrl};
-use crate::tls::{Pem, TlsOptions, TLS_PARAMS};
+use crate::bind::{BindError, BindKind, BindUrl};
+use crate::tls::{Pem, TLS_PARAMS};
 
 pub(super) const WORKERS_AUTO: u32 = u32::MAX;
 
@@ -204,20 +204,11 @@ impl Layer {
     fn push_bind(&mut self, bind: BindUrl) {
         self.binds.get_or_insert_with(Vec::new).push(bind);
     }
-
-    fn push_tls_bind(&mut self, url: String) {
-        self.tls_binds.get_or_insert_with(Vec::new).push(url);
-    }
 }
 
 pub(super) fn bind(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), String> {
     let url = exactly_one_str(name, args)?;
-    if url.starts_with("ssl://") {
-        BindUrl::parse_tls(&url).map_err(|e| e.to_string())?;
-        l.push_tls_bind(url);
-    } else {
-        l.push_bind(BindUrl::parse(&url).map_err(|e: BindError| e.to_string())?);
-    }
+    l.push_bind(BindUrl::parse(&url).map_err(|e: BindError| e.to_string())?);
     Ok(())
 }
 
@@ -261,7 +252,7 @@ pub(super) fn ssl_bind(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), 
     let port = port_number(name, port)?;
     let known: Vec<&str> = TLS_PARAMS.iter().chain(SSL_BIND_KEYS).copied().collect();
     let pairs = hash(name, opts, &known)?;
-    let mut params = Vec::new();
+    let mut params: Vec<(String, String)> = Vec::new();
     let pem = |key: &str| -> Result<Option<Pem>, String> {
         match pairs.iter().find(|(k, v)| k == key && truthy(v)) {
             Some((_, v)) => Ok(Some(Pem::Inline(string(&format!("{name}: {key}"), v)?))),
@@ -279,18 +270,42 @@ pub(super) fn ssl_bind(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), 
         }
         params.push((key.clone(), tls_param(name, key, value)?));
     }
-    let mut tls = TlsOptions::from_params(&params).map_err(|e| format!("{name}: {e}"))?;
-    tls.cert = cert_pem.or(tls.cert);
-    tls.key = key_pem.or(tls.key);
-    tls.check().map_err(|e| format!("{name}: {e}"))?;
-    if let Some((_, backlog)) = pairs.iter().find(|(k, _)| k == "backlog") {
-        whole(&format!("{name}: backlog"), backlog, "")?;
+    for key in ["backlog", "low_latency"] {
+        if let Some((_, v)) = pairs.iter().find(|(k, v)| k == key && truthy(v)) {
+            params.push((key.to_string(), tls_param(name, key, v)?));
+        }
     }
-    l.push_tls_bind(format!(
-        "ssl://{}:{port}",
-        crate::bind::bracket_if_v6(&host)
-    ));
+    // The URL it shows and a hot restart passes on: every setting but the PEM text.
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", url_escaped(v)))
+        .collect();
+    let url = format!(
+        "ssl://{}:{port}{}{}",
+        crate::bind::bracket_if_v6(&host),
+        if query.is_empty() { "" } else { "?" },
+        query.join("&")
+    );
+    let mut bind = BindUrl::parse(&url).map_err(|e| format!("{name}: {}", e.reason))?;
+    if let BindKind::Tls { tls, .. } = &mut bind.kind {
+        tls.cert = cert_pem.or(tls.cert.take());
+        tls.key = key_pem.or(tls.key.take());
+        tls.check().map_err(|e| format!("{name}: {e}"))?;
+    }
+    l.push_bind(bind);
     Ok(())
+}
+
+/// `%`-escapes what would end or split a query value.
+fn url_escaped(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '%' | '&' | '=' | '?' | '#' | ' ' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// An `ssl_bind` Hash value as the `ssl://` parameter it stands for: `true`/`false`, a

@@ -189,14 +189,27 @@ fn ssl_bind_forms() {
         err.contains("verify_mode must be none, peer or force_peer"),
         "{err}"
     );
+    let binds = l.binds.unwrap_or_default();
+    let urls: Vec<&str> = binds.iter().map(|b| b.original.as_str()).collect();
     assert_eq!(
-        l.tls_binds,
-        Some(vec![
-            "ssl://127.0.0.1:9443".to_string(),
-            "ssl://[::1]:9444".to_string(),
-            "ssl://127.0.0.1:9445".to_string()
-        ])
+        urls,
+        vec![
+            "ssl://127.0.0.1:9443?cert=c.pem&key=k.pem&ca=ca.pem&verify_mode=peer&verification_flags=PARTIAL_CHAIN&no_tlsv1_1=true&reuse=100,60&backlog=64",
+            "ssl://[::1]:9444",
+            "ssl://127.0.0.1:9445"
+        ],
+        "the URLs hold no PEM text"
     );
+    let crate::bind::BindKind::Tls { tls, .. } = &binds[1].kind else {
+        panic!("not TLS")
+    };
+    assert_eq!(
+        tls.cert,
+        Some(crate::tls::Pem::Inline(
+            "-----BEGIN CERTIFICATE-----".into()
+        ))
+    );
+    assert_eq!(binds[0].backlog, 64);
 }
 
 #[test]
@@ -305,24 +318,6 @@ fn later_subsystems_are_stored_and_named() {
         o.not_supported_yet(),
         None,
         "single mode with cluster settings boots"
-    );
-    let mut tls = Layer::default();
-    set(
-        &mut tls,
-        "ssl_bind",
-        vec![
-            str("0.0.0.0"),
-            Value::Int(9443),
-            Value::Hash(vec![
-                ("cert".into(), str("c.pem")),
-                ("key".into(), str("k.pem")),
-            ]),
-        ],
-    );
-    let o = resolve(&Layer::default(), &tls, &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        o.not_supported_yet().as_deref(),
-        Some("TLS (ssl://0.0.0.0:9443)")
     );
     let mut control = Layer::default();
     set(
@@ -670,7 +665,6 @@ fn export_uses_pumas_keys() {
     // Each field is exported under its own name, except these (Puma's other names, more
     // than one key, or not exported at all).
     let exceptions: &[(&str, &[&str])] = &[
-        ("tls_binds", &[]),
         ("thread_handoff", &[]),
         ("activated_sockets", &[]),
         ("http_methods", &["supported_http_methods"]),

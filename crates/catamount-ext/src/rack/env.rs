@@ -70,6 +70,7 @@ keys! {
     V_CGI = "CGI/1.2";
     V_HTTP = "http";
     V_HTTPS = "https";
+    HTTPS = "HTTPS";
     V_80 = "80";
     V_443 = "443";
     V_LOCALHOST = "localhost";
@@ -187,7 +188,7 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
 
     let chunked = matches!(head.body(), catamount_http::BodyFraming::Chunked);
     // Any one field saying so counts, before repeated fields are joined.
-    let https = head.headers().any(|(name, value)| says_https(name, value));
+    let https = request.tls || head.headers().any(|(name, value)| says_https(name, value));
     let mut scratch = Vec::new();
     for entry in header_entries(head, chunked, settings.allow_underscore_headers) {
         let key = header_key(ruby, entry.name, &mut scratch);
@@ -208,6 +209,10 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
         None => k(&V_HTTP).as_value(),
     };
     pairs.push(k(&RACK_URL_SCHEME), scheme)?;
+    if request.tls {
+        // Puma sets it on its TLS listeners; Rack and Rails read it too.
+        pairs.push(k(&HTTPS), k(&V_HTTPS))?;
+    }
     add_server_name_and_port(ruby, &mut pairs, request, https)?;
 
     // Rack 3.1: the protocols a client asking to upgrade offers (an app answers 101 with one).

@@ -425,6 +425,7 @@ impl Conn {
             body_wait: read_at.saturating_duration_since(started),
             read_at,
             taken_at: read_at,
+            tls: !self.stream.allows_direct_writes(),
         })
     }
 

@@ -1,0 +1,130 @@
+# frozen_string_literal: true
+
+require "helper"
+require "openssl"
+require "open3"
+
+# TLS listeners (`ssl://` binds, `ssl_bind`) with real clients: curl and Ruby's Net::HTTP over
+# a certificate made here by a CA made here; plain HTTP to the TLS port; a bad certificate
+# stops the boot naming the bind; the development certificate. App: tls.ru.
+class TestTls < Minitest::Test
+  include Support::ServerTest
+  parallelize_me!
+
+  # A CA, and a certificate for localhost/127.0.0.1 it signed (valid from `from` to `to`).
+  def certificates(dir, from: Time.now - 3600, to: Time.now + 86_400)
+    ca_key = OpenSSL::PKey::EC.generate("prime256v1")
+    ca = issue(ca_key, ca_key, nil, "/CN=Catamount test CA", from, to) do |c, ef|
+      c.add_extension(ef.create_extension("basicConstraints", "CA:TRUE", true))
+      c.add_extension(ef.create_extension("keyUsage", "keyCertSign, cRLSign", true))
+    end
+    key = OpenSSL::PKey::EC.generate("prime256v1")
+    cert = issue(key, ca_key, ca, "/CN=localhost", from, to) do |c, ef|
+      c.add_extension(ef.create_extension("subjectAltName", "DNS:localhost,IP:127.0.0.1"))
+    end
+    File.write("#{dir}/ca.pem", ca.to_pem)
+    File.write("#{dir}/cert.pem", cert.to_pem)
+    File.write("#{dir}/key.pem", key.private_to_pem)
+    dir
+  end
+
+  def issue(key, signer_key, signer, subject, from, to)
+    c = OpenSSL::X509::Certificate.new
+    c.version = 2
+    c.serial = rand(1 << 64)
+    c.subject = OpenSSL::X509::Name.parse(subject)
+    c.issuer = signer ? signer.subject : c.subject
+    c.public_key = key
+    c.not_before = from
+    c.not_after = to
+    ef = OpenSSL::X509::ExtensionFactory.new
+    ef.subject_certificate = c
+    ef.issuer_certificate = signer || c
+    yield c, ef
+    c.sign(signer_key, OpenSSL::Digest.new("SHA256"))
+    c
+  end
+
+  def tls_server(dir, *more, env: {})
+    server = start_server("-b", "ssl://127.0.0.1:0?cert=#{dir}/cert.pem&key=#{dir}/key.pem", *more,
+                          app: "tls.ru", env: env)
+    [server, server.stdout[%r{Listening on ssl://127\.0\.0\.1:(\d+)}, 1].to_i]
+  end
+
+  def curl(port, dir, *args)
+    out, err, status = Open3.capture3("curl", "-sS", "--max-time", "20", "--cacert", "#{dir}/ca.pem",
+                                      "--resolve", "localhost:#{port}:127.0.0.1", *args,
+                                      "https://localhost:#{port}/")
+    assert status.success?, err
+    out
+  end
+
+  def test_curl_and_net_http_over_tls_with_keep_alive_and_bodies
+    Dir.mktmpdir do |dir|
+      certificates(dir)
+      server, port = tls_server(dir)
+      facts = JSON.parse(curl(port, dir))
+      assert_equal({ "scheme" => "https", "https" => "https", "port" => port.to_s, "method" => "GET",
+                     "body" => 0, "hijack" => true }, facts)
+      File.write("#{dir}/body", "x" * 300_000)
+      assert_equal 300_000, JSON.parse(curl(port, dir, "--data-binary", "@#{dir}/body"))["body"]
+
+      http = Net::HTTP.new("localhost", port)
+      http.ipaddr = "127.0.0.1"
+      http.use_ssl = true
+      http.ca_file = "#{dir}/ca.pem"
+      http.verify_mode = OpenSSL::SSL::VERIFY_PEER
+      http.open_timeout = http.read_timeout = 20
+      http.start do |h|
+        3.times { assert_equal "https", JSON.parse(h.get("/").body)["scheme"] }
+        assert_equal 1_000_000, JSON.parse(h.post("/", "y" * 1_000_000).body)["body"]
+      end
+      assert_equal "", server.stderr
+    end
+  end
+
+  # Plain HTTP sent to the TLS port gets no HTTP answer (the handshake fails: the connection
+  # ends), nothing is logged, and TLS clients are served meanwhile.
+  def test_plain_http_to_the_tls_port_is_closed
+    Dir.mktmpdir do |dir|
+      certificates(dir)
+      server, port = tls_server(dir)
+      answer = raw_request(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") rescue nil
+      refute_match(/HTTP\/1\.1/, answer.to_s)
+      assert_equal "https", JSON.parse(curl(port, dir))["scheme"]
+      assert_equal "", server.stderr
+    end
+  end
+
+  # A certificate that has expired stops the boot with one line naming the bind.
+  def test_an_expired_certificate_stops_the_boot_naming_the_bind
+    Dir.mktmpdir do |dir|
+      certificates(dir, from: Time.now - (2 * 86_400), to: Time.now - 86_400)
+      server = launch(["-b", "ssl://127.0.0.1:0?cert=#{dir}/cert.pem&key=#{dir}/key.pem",
+                       File.join(Support::APPS, "tls.ru")])
+      refute server.wait_exit(timeout: 30).success?
+      assert_match %r{ssl://127\.0\.0\.1:0\?cert=.*: the certificate expired on \d{4}-\d\d-\d\d}, server.stderr
+    end
+  end
+
+  # `ssl_bind` without cert and key: a self-signed certificate, made once and kept, in
+  # development; refused in production.
+  def test_the_development_certificate
+    Dir.mktmpdir do |dir|
+      File.write("#{dir}/puma.rb", "ssl_bind '127.0.0.1', 0\n")
+      env = { "XDG_CACHE_HOME" => "#{dir}/cache" }
+      server = start_server("-C", "#{dir}/puma.rb", app: "tls.ru", env: env)
+      kept = "#{dir}/cache/catamount/localhost.pem"
+      assert_includes server.stdout, "* Using the self-signed development certificate #{kept}"
+      port = server.stdout[%r{Listening on ssl://127\.0\.0\.1:(\d+)}, 1].to_i
+      File.write("#{dir}/ca.pem", File.read(kept)[/-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n/m])
+      assert_equal "https", JSON.parse(curl(port, dir))["scheme"]
+
+      production = launch(["-C", "#{dir}/puma.rb", "-e", "production", File.join(Support::APPS, "tls.ru")],
+                          env: env)
+      refute production.wait_exit(timeout: 30).success?
+      assert_match(/needs cert and key \(a self-signed development certificate is made only in the development and test environments\)/,
+                   production.stderr)
+    end
+  end
+end
