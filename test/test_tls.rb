@@ -14,7 +14,7 @@ class TestTls < Minitest::Test
   # A CA, and a certificate for localhost/127.0.0.1 it signed (valid from `from` to `to`).
   def certificates(dir, from: Time.now - 3600, to: Time.now + 86_400)
     ca_key = OpenSSL::PKey::EC.generate("prime256v1")
-    ca = issue(ca_key, ca_key, nil, "/CN=Catamount test CA", from, to) do |c, ef|
+    ca = issue(ca_key, ca_key, nil, "/CN=Catamount test CA #{rand(1 << 32)}", from, to) do |c, ef|
       c.add_extension(ef.create_extension("basicConstraints", "CA:TRUE", true))
       c.add_extension(ef.create_extension("keyUsage", "keyCertSign, cRLSign", true))
     end
@@ -22,9 +22,15 @@ class TestTls < Minitest::Test
     cert = issue(key, ca_key, ca, "/CN=localhost", from, to) do |c, ef|
       c.add_extension(ef.create_extension("subjectAltName", "DNS:localhost,IP:127.0.0.1"))
     end
+    client_key = OpenSSL::PKey::EC.generate("prime256v1")
+    client = issue(client_key, ca_key, ca, "/CN=a client", from, to) do |c, ef|
+      c.add_extension(ef.create_extension("extendedKeyUsage", "clientAuth"))
+    end
     File.write("#{dir}/ca.pem", ca.to_pem)
     File.write("#{dir}/cert.pem", cert.to_pem)
     File.write("#{dir}/key.pem", key.private_to_pem)
+    File.write("#{dir}/client.pem", client.to_pem)
+    File.write("#{dir}/client-key.pem", client_key.private_to_pem)
     dir
   end
 
@@ -51,12 +57,34 @@ class TestTls < Minitest::Test
     [server, server.stdout[%r{Listening on ssl://127\.0\.0\.1:(\d+)}, 1].to_i]
   end
 
-  def curl(port, dir, *args)
+  def curl(port, dir, *args, ok: true)
     out, err, status = Open3.capture3("curl", "-sS", "--max-time", "20", "--cacert", "#{dir}/ca.pem",
                                       "--resolve", "localhost:#{port}:127.0.0.1", *args,
                                       "https://localhost:#{port}/")
-    assert status.success?, err
+    assert_equal ok, status.success?, err
     out
+  end
+
+  # `verify_mode force_peer`: a client certificate the CA signed is required, and reaches the
+  # app as Puma gives it (an OpenSSL::X509::Certificate in `puma.peercert`); `peer`: asked for,
+  # optional.
+  def test_client_certificates
+    Dir.mktmpdir do |dir|
+      certificates(dir)
+      stranger = certificates(Dir.mktmpdir(nil, dir))
+      client = ["--cert", "#{dir}/client.pem", "--key", "#{dir}/client-key.pem"]
+      server, port = tls_server(dir, "-b", "ssl://127.0.0.1:0?cert=#{dir}/cert.pem&key=#{dir}/key.pem&verify_mode=force_peer&ca=#{dir}/ca.pem")
+      force = server.stdout.scan(%r{Listening on ssl://127\.0\.0\.1:(\d+)}).flatten.map(&:to_i).last
+      assert_equal "/CN=a client", JSON.parse(curl(force, dir, *client))["peercert"]
+      curl(force, dir, ok: false)
+      curl(force, dir, "--cert", "#{stranger}/client.pem", "--key", "#{stranger}/client-key.pem", ok: false)
+      refute JSON.parse(curl(port, dir, *client)).key?("peercert"), "none asked for on the first listener"
+
+      peer, = tls_server(dir, "-b", "ssl://127.0.0.1:0?cert=#{dir}/cert.pem&key=#{dir}/key.pem&verify_mode=peer&ca=#{dir}/ca.pem")
+      optional = peer.stdout.scan(%r{Listening on ssl://127\.0\.0\.1:(\d+)}).flatten.map(&:to_i).last
+      assert_equal "/CN=a client", JSON.parse(curl(optional, dir, *client))["peercert"]
+      refute JSON.parse(curl(optional, dir)).key?("peercert")
+    end
   end
 
   def test_curl_and_net_http_over_tls_with_keep_alive_and_bodies
@@ -77,7 +105,7 @@ class TestTls < Minitest::Test
       http.open_timeout = http.read_timeout = 20
       http.start do |h|
         3.times { assert_equal "https", JSON.parse(h.get("/").body)["scheme"] }
-        assert_equal 1_000_000, JSON.parse(h.post("/", "y" * 1_000_000).body)["body"]
+        assert_equal 1_000_000, JSON.parse(h.post("/", "y" * 1_000_000, "content-type" => "text/plain").body)["body"]
       end
       assert_equal "", server.stderr
     end
@@ -125,6 +153,42 @@ class TestTls < Minitest::Test
       refute production.wait_exit(timeout: 30).success?
       assert_match(/needs cert and key \(a self-signed development certificate is made only in the development and test environments\)/,
                    production.stderr)
+    end
+  end
+
+  # The certificate a TLS connection is offered, read with Ruby's OpenSSL client.
+  def presented_certificate(port, dir)
+    ctx = OpenSSL::SSL::SSLContext.new
+    ctx.ca_file = "#{dir}/ca.pem"
+    ctx.verify_mode = OpenSSL::SSL::VERIFY_PEER
+    sock = Socket.tcp("127.0.0.1", port, connect_timeout: 10)
+    ssl = OpenSSL::SSL::SSLSocket.new(sock, ctx)
+    ssl.hostname = "localhost"
+    ssl.sync_close = true
+    Timeout.timeout(20) { ssl.connect }
+    ssl.peer_cert
+  ensure
+    ssl&.close
+  end
+
+  # A renewed certificate is served once the workers are replaced: each worker of a phased
+  # restart reads the files again (the master read them when it bound the socket).
+  def test_a_phased_restart_serves_a_renewed_certificate
+    Dir.mktmpdir do |dir|
+      certificates(dir)
+      File.write("#{dir}/puma.rb", "workers 2\npreload_app! false\n")
+      server, port = tls_server(dir, "-C", "#{dir}/puma.rb")
+      old = presented_certificate(port, dir).serial
+      assert wait_until(timeout: 30) { server.stdout.scan(/Worker \d \(PID: \d+\) booted/).size >= 2 }
+      ca = File.read("#{dir}/ca.pem")
+      renewed = certificates(Dir.mktmpdir(nil, dir))
+      FileUtils.cp(["#{renewed}/cert.pem", "#{renewed}/key.pem"], dir)
+      File.write("#{dir}/ca.pem", ca + File.read("#{renewed}/ca.pem"))
+      assert_equal old, presented_certificate(port, dir).serial, "the running workers keep theirs"
+      server.signal("USR1")
+      server.wait_for(/Phased restart complete, phase: 1/, timeout: 60)
+      refute_equal old, presented_certificate(port, dir).serial
+      assert_equal "https", JSON.parse(curl(port, dir))["scheme"]
     end
   end
 end

@@ -9,5 +9,6 @@ run lambda { |env|
     "scheme" => env["rack.url_scheme"], "https" => env["HTTPS"], "port" => env["SERVER_PORT"],
     "method" => env["REQUEST_METHOD"], "body" => body.bytesize, "hijack" => env["rack.hijack?"]
   }
+  facts["peercert"] = env["puma.peercert"].subject.to_s if env.key?("puma.peercert")
   [200, { "content-type" => "application/json" }, [JSON.generate(facts)]]
 }

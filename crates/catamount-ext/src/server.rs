@@ -269,10 +269,18 @@ impl RbServer {
     /// serves the inherited listeners but leaves UNIX socket files to the master, and counts
     /// its requests (and every other stat) from zero (a worker forked from worker 0 does not
     /// inherit its counts).
-    pub fn become_worker(&self) {
-        self.in_worker.store(true, Ordering::SeqCst);
-        self.requests_before.store(0, Ordering::Relaxed);
-        self.metrics.reset();
+    /// Its TLS listeners read their certificates and keys again (a renewed certificate is
+    /// served by the workers of a phased restart); raises `Catamount::ListenError` when they
+    /// no longer load.
+    pub fn become_worker(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        rb_self.in_worker.store(true, Ordering::SeqCst);
+        rb_self.requests_before.store(0, Ordering::Relaxed);
+        rb_self.metrics.reset();
+        for list in [&rb_self.listeners, &rb_self.kept] {
+            catamount_server::listener::reload_tls(&mut locked(list))
+                .map_err(|e| Error::new(errors::listen_error(ruby), e))?;
+        }
+        Ok(())
     }
 
     /// Removes the UNIX socket files of listeners this process bound and never served itself

@@ -44,6 +44,20 @@ pub struct BoundListener {
     pub inherited: bool,
     /// A TLS listener's configuration: its connections are TLS sessions.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// What `tls` was built from, to build it again ([`reload_tls`]).
+    pub tls_options: Option<Box<catamount_config::tls::TlsOptions>>,
+}
+
+/// Builds every TLS listener's configuration again from its options, reading certificates and
+/// keys anew: a cluster worker does it as it boots, so the workers of a phased restart serve a
+/// renewed certificate (the master read the old one when it bound).
+pub fn reload_tls(listeners: &mut [BoundListener]) -> Result<(), String> {
+    for l in listeners {
+        if let Some(opts) = &l.tls_options {
+            l.tls = Some(tls_config(opts).map_err(|e| format!("{}: {e}", l.bind))?);
+        }
+    }
+    Ok(())
 }
 
 /// A listening socket handed over by the process that ran before this one.
@@ -79,6 +93,7 @@ impl BoundListener {
             bind: self.bind.clone(),
             inherited: self.inherited,
             tls: self.tls.clone(),
+            tls_options: self.tls_options.clone(),
         })
     }
 }
@@ -205,6 +220,7 @@ impl Adoptable {
                 bind: bind.unwrap_or_else(|| format!("tcp://{a}")),
                 inherited: true,
                 tls: None,
+                tls_options: None,
             },
             Local::Unix(p) => BoundListener {
                 display: format!("unix://{}", p.display()),
@@ -213,6 +229,7 @@ impl Adoptable {
                 unix_path: Some(p),
                 inherited: true,
                 tls: None,
+                tls_options: None,
             },
         }
     }
@@ -266,6 +283,10 @@ fn bind_one(
     out: &mut Vec<BoundListener>,
 ) -> Result<(), String> {
     let backlog = i32::try_from(bind.backlog).unwrap_or(i32::MAX);
+    let tls_options = match &bind.kind {
+        BindKind::Tls { tls, .. } => Some(tls.clone()),
+        _ => None,
+    };
     let (tcp, tls) = match &bind.kind {
         BindKind::Tcp {
             hosts,
@@ -291,6 +312,7 @@ fn bind_one(
                     let mut adopted = socket.into_listener(Some(bind));
                     if let Some(config) = &tls {
                         adopted.tls = Some(config.clone());
+                        adopted.tls_options = tls_options.clone();
                         adopted.display = adopted.display.replacen("http://", "ssl://", 1);
                     }
                     out.push(adopted);
@@ -315,6 +337,7 @@ fn bind_one(
                     bind: bind.original.clone(),
                     inherited: false,
                     tls: tls.clone(),
+                    tls_options: tls_options.clone(),
                 });
             }
         }
@@ -360,6 +383,7 @@ fn bind_one(
                 bind: bind.original.clone(),
                 inherited: false,
                 tls: None,
+                tls_options: None,
             });
         }
     }

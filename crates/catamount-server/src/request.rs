@@ -52,6 +52,8 @@ pub struct Request {
     pub taken_at: Instant,
     /// It came over TLS (an `ssl://` listener).
     pub tls: bool,
+    /// The TLS client's certificate (DER), when it sent one.
+    pub peer_certificate: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Request {

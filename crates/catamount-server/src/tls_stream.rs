@@ -173,6 +173,14 @@ impl TlsStream {
         flush_locked(&self.tcp, &mut self.lock())
     }
 
+    /// The client's certificate (DER), when it sent one (`verify_mode peer`/`force_peer`).
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        let s = self.lock();
+        s.peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| leaf.as_ref().to_vec())
+    }
+
     /// close_notify, sent if the socket takes it now, then the TCP half-close.
     pub fn shutdown_write(&self) {
         {

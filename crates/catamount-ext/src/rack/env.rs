@@ -71,6 +71,7 @@ keys! {
     V_HTTP = "http";
     V_HTTPS = "https";
     HTTPS = "HTTPS";
+    PUMA_PEERCERT = "puma.peercert";
     V_80 = "80";
     V_443 = "443";
     V_LOCALHOST = "localhost";
@@ -212,6 +213,9 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
     if request.tls {
         // Puma sets it on its TLS listeners; Rack and Rails read it too.
         pairs.push(k(&HTTPS), k(&V_HTTPS))?;
+    }
+    if let Some(der) = &request.peer_certificate {
+        pairs.push(k(&PUMA_PEERCERT), peer_certificate(ruby, der)?)?;
     }
     add_server_name_and_port(ruby, &mut pairs, request, https)?;
 
@@ -439,6 +443,18 @@ fn says_https(name: &[u8], value: &[u8]) -> bool {
 
 /// `SERVER_NAME` and `SERVER_PORT` from the Host header (or the absolute-form target's
 /// authority); IPv6 literals keep their brackets; no port means the scheme's default.
+/// The TLS client's certificate as Puma gives it: an `OpenSSL::X509::Certificate` (the
+/// library is loaded on the first one: only apps verifying clients pay for it).
+fn peer_certificate(ruby: &Ruby, der: &[u8]) -> Result<Value, Error> {
+    let _: bool = ruby.require("openssl")?;
+    let class: Value = ruby
+        .class_object()
+        .const_get::<_, magnus::RModule>("OpenSSL")?
+        .const_get::<_, magnus::RModule>("X509")?
+        .const_get("Certificate")?;
+    class.funcall("new", (ruby.str_from_slice(der),))
+}
+
 fn add_server_name_and_port(
     ruby: &Ruby,
     pairs: &mut Pairs,

@@ -115,6 +115,7 @@ pub(super) async fn serve(
         arrival,
         stop_seen: None,
         request_line: Vec::new(),
+        peer_certificate: None,
         #[cfg(feature = "test-hooks")]
         panic_in_delivery: false,
     };
@@ -143,6 +144,8 @@ struct Conn {
     /// The current request's method and target (cut), for the drain's log line. The buffer is
     /// reused, so keeping it costs a short copy per request and no allocation.
     request_line: Vec<u8>,
+    /// A TLS client's certificate (DER), from the handshake, for every request's env.
+    peer_certificate: Option<Arc<[u8]>>,
     #[cfg(feature = "test-hooks")]
     panic_in_delivery: bool,
 }
@@ -201,6 +204,7 @@ impl Conn {
             ) {
                 return;
             }
+            self.peer_certificate = tls.peer_certificate().map(Arc::from);
         }
         if self.shared.config.proxy_protocol && self.read_proxy_line().await.is_err() {
             return;
@@ -426,6 +430,7 @@ impl Conn {
             read_at,
             taken_at: read_at,
             tls: !self.stream.allows_direct_writes(),
+            peer_certificate: self.peer_certificate.clone(),
         })
     }
 
