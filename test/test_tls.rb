@@ -57,12 +57,53 @@ class TestTls < Minitest::Test
     [server, server.stdout[%r{Listening on ssl://127\.0\.0\.1:(\d+)}, 1].to_i]
   end
 
-  def curl(port, dir, *args, ok: true)
+  def curl(port, dir, *args, ok: true, path: "/")
     out, err, status = Open3.capture3("curl", "-sS", "--max-time", "20", "--cacert", "#{dir}/ca.pem",
                                       "--resolve", "localhost:#{port}:127.0.0.1", *args,
-                                      "https://localhost:#{port}/")
+                                      "https://localhost:#{port}#{path}")
     assert_equal ok, status.success?, err
     out
+  end
+
+  # A chunked request body, a streamed (chunked) response, 103 Early Hints, a `to_path` file,
+  # all over TLS; and openssl s_client speaks to it.
+  def test_chunked_bodies_streams_hints_and_files_over_tls
+    Dir.mktmpdir do |dir|
+      certificates(dir)
+      _, port = tls_server(dir, "--early-hints")
+      File.write("#{dir}/body", "c" * 50_000)
+      assert_equal 50_000, JSON.parse(curl(port, dir, "-H", "Transfer-Encoding: chunked",
+                                           "--data-binary", "@#{dir}/body"))["body"]
+      events = curl(port, dir, "-i", path: "/events")
+      assert_match(/transfer-encoding: chunked/i, events)
+      assert events.end_with?("data: 0\n\ndata: 1\n\ndata: 2\n\n"), events
+      hints = curl(port, dir, "-i", path: "/hints")
+      assert_match(%r{\AHTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK}, hints)
+      assert hints.end_with?("after hints"), hints
+      assert_equal File.read(File.join(Support::APPS, "tls.ru")), curl(port, dir, path: "/file")
+
+      out, err, status = Open3.capture3("openssl", "s_client", "-connect", "127.0.0.1:#{port}",
+                                        "-servername", "localhost", "-CAfile", "#{dir}/ca.pem",
+                                        "-verify_return_error", "-quiet",
+                                        stdin_data: "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+      assert status.success?, err
+      assert_match(/\AHTTP\/1.1 200 OK\r\n.*"scheme":"https"/m, out)
+    end
+  end
+
+  # Five hundred connections that never finish a handshake (half-open: connected, silent) hold
+  # up no one: clients are served meanwhile.
+  def test_five_hundred_silent_handshakes_hold_up_no_one
+    Dir.mktmpdir do |dir|
+      certificates(dir)
+      _, port = tls_server(dir)
+      silent = Array.new(500) { Socket.tcp("127.0.0.1", port, connect_timeout: 10) }
+      3.times { assert_equal "https", JSON.parse(curl(port, dir))["scheme"] }
+      silent.first(250).each { |s| s.write("\x16\x03\x01\x00\x05junk") } # garbage hellos
+      assert_equal "https", JSON.parse(curl(port, dir))["scheme"]
+    ensure
+      silent&.each(&:close)
+    end
   end
 
   # `verify_mode force_peer`: a client certificate the CA signed is required, and reaches the
