@@ -42,16 +42,6 @@ class TestDrain < Minitest::Test
     (@dirs || []).each { |d| FileUtils.rm_rf(d) }
   end
 
-  def read_line(sock, timeout: 10)
-    line = +""
-    until line.end_with?("\n")
-      raise "timed out reading a line (got #{line.inspect})" unless sock.wait_readable(timeout)
-
-      line << sock.readpartial(1)
-    end
-    line
-  end
-
   # A full hijack: the app's thread greets, then echoes lines.
   def hijacked(port)
     sock = connect(port)

@@ -47,20 +47,6 @@ class TestDrainCluster < Minitest::Test
           .flatten.map(&:to_i)
   end
 
-  # One line from `sock` (bounded: fails saying it waited for `what`), nil at the end of the stream.
-  def read_line(sock, timeout: 10, what: "a line")
-    line = +""
-    until line.end_with?("\n")
-      flunk "timed out waiting for #{what} (got #{line.inspect})" unless sock.wait_readable(timeout)
-
-      byte = sock.read_nonblock(1, exception: false)
-      return nil if byte.nil?
-
-      line << byte unless byte == :wait_readable
-    end
-    line
-  end
-
   # A drain.ru /hijack connection and the pid of the worker whose app took it.
   def hijack(port)
     sock = connect(port)

@@ -27,16 +27,6 @@ class TestHijack < Minitest::Test
     sock&.close
   end
 
-  def read_line(sock, timeout: 10)
-    line = +""
-    until line.end_with?("\n")
-      raise "timed out reading a line (got #{line.inspect})" unless sock.wait_readable(timeout)
-
-      line << sock.readpartial(1)
-    end
-    line
-  end
-
   def hijack_server(*args)
     start_server(*args, app: "hijack.ru")
   end

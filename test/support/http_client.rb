@@ -8,6 +8,21 @@ module HttpClient
     end
   end
 
+  # One line from `sock` (bounded: raises saying it waited for `what`), nil at the end of the
+  # stream.
+  def read_line(sock, timeout: 10, what: "a line")
+    line = +""
+    until line.end_with?("\n")
+      raise "timed out waiting for #{what} (got #{line.inspect})" unless sock.wait_readable(timeout)
+
+      byte = sock.read_nonblock(1, exception: false)
+      return nil if byte.nil?
+
+      line << byte unless byte == :wait_readable
+    end
+    line
+  end
+
   def connect(port, host: "127.0.0.1")
     Socket.tcp(host, port, connect_timeout: 5)
   end

@@ -399,7 +399,7 @@ impl Responder {
         read_at: Instant,
     ) -> Responder {
         // A TLS session is the reactor's alone: everything is handed to it from the start.
-        let handed_off = !stream.allows_direct_writes();
+        let handed_off = stream.is_tls();
         Responder {
             stream,
             server,
@@ -641,7 +641,7 @@ impl Responder {
     /// given back unchanged.
     pub fn hijack(mut self, waiter: &Waiter) -> Result<Hijacked, (Responder, io::Error)> {
         use std::os::fd::AsFd;
-        if !self.stream.allows_direct_writes() {
+        if self.stream.is_tls() {
             // The app would get the raw socket under a TLS session it cannot continue.
             let why = io::Error::new(
                 io::ErrorKind::Unsupported,

@@ -54,10 +54,10 @@ impl Stream {
         }
     }
 
-    /// Whether a pool thread may write to it itself (not a TLS connection: the reactor alone
-    /// drives its session).
-    pub fn allows_direct_writes(&self) -> bool {
-        !matches!(self, Stream::Tls(_))
+    /// A TLS connection: the reactor alone drives its session, so a pool thread never writes
+    /// to it itself (its responder starts handed off), and it sends no file with sendfile(2).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
     }
 
     /// Sends what a TLS session still holds encrypted; true when nothing is left (always for

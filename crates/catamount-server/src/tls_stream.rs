@@ -2,7 +2,7 @@
 //!
 //! Only the reactor reads and writes it. A pool thread's direct writes would have to share the
 //! session (encrypting under a lock the reactor also takes), so a `Responder` on a TLS
-//! connection hands everything to the reactor (`Stream::allows_direct_writes`), files included:
+//! connection hands everything to the reactor (`Stream::is_tls`), files included:
 //! they are read and encrypted in pieces, there is no sendfile(2) through TLS (and no kernel
 //! TLS on this kernel).
 //!

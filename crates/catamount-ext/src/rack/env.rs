@@ -446,10 +446,15 @@ fn says_https(name: &[u8], value: &[u8]) -> bool {
 /// The TLS client's certificate as Puma gives it: an `OpenSSL::X509::Certificate` (the
 /// library is loaded on the first one: only apps verifying clients pay for it).
 fn peer_certificate(ruby: &Ruby, der: &[u8]) -> Result<Value, Error> {
-    let _: bool = ruby.require("openssl")?;
-    let class: Value = ruby
-        .class_object()
-        .const_get::<_, magnus::RModule>("OpenSSL")?
+    let object = ruby.class_object();
+    let openssl: magnus::RModule = match object.const_get("OpenSSL") {
+        Ok(module) => module,
+        Err(_) => {
+            let _: bool = ruby.require("openssl")?;
+            object.const_get("OpenSSL")?
+        }
+    };
+    let class: Value = openssl
         .const_get::<_, magnus::RModule>("X509")?
         .const_get("Certificate")?;
     class.funcall("new", (ruby.str_from_slice(der),))

@@ -429,7 +429,7 @@ impl Conn {
             body_wait: read_at.saturating_duration_since(started),
             read_at,
             taken_at: read_at,
-            tls: !self.stream.allows_direct_writes(),
+            tls: self.stream.is_tls(),
             peer_certificate: self.peer_certificate.clone(),
         })
     }
@@ -837,7 +837,7 @@ impl Writer<'_> {
     /// Sends `len` bytes of `file` from `offset` with sendfile(2), or, through TLS, read and
     /// encrypted a piece at a time (the memory held is one piece).
     async fn send_file(&mut self, file: &File, mut offset: u64, len: u64) -> io::Result<()> {
-        if !self.stream.allows_direct_writes() {
+        if self.stream.is_tls() {
             return self.send_file_through(file, offset, len).await;
         }
         let end = offset.saturating_add(len);
