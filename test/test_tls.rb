@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 require "helper"
-require "openssl"
+require "certificates"
 require "open3"
 
 # TLS listeners (`ssl://` binds, `ssl_bind`) with real clients: curl and Ruby's Net::HTTP over
@@ -9,47 +9,8 @@ require "open3"
 # stops the boot naming the bind; the development certificate. App: tls.ru.
 class TestTls < Minitest::Test
   include Support::ServerTest
+  include Support::Certificates
   parallelize_me!
-
-  # A CA, and a certificate for localhost/127.0.0.1 it signed (valid from `from` to `to`).
-  def certificates(dir, from: Time.now - 3600, to: Time.now + 86_400)
-    ca_key = OpenSSL::PKey::EC.generate("prime256v1")
-    ca = issue(ca_key, ca_key, nil, "/CN=Catamount test CA #{rand(1 << 32)}", from, to) do |c, ef|
-      c.add_extension(ef.create_extension("basicConstraints", "CA:TRUE", true))
-      c.add_extension(ef.create_extension("keyUsage", "keyCertSign, cRLSign", true))
-    end
-    key = OpenSSL::PKey::EC.generate("prime256v1")
-    cert = issue(key, ca_key, ca, "/CN=localhost", from, to) do |c, ef|
-      c.add_extension(ef.create_extension("subjectAltName", "DNS:localhost,IP:127.0.0.1"))
-    end
-    client_key = OpenSSL::PKey::EC.generate("prime256v1")
-    client = issue(client_key, ca_key, ca, "/CN=a client", from, to) do |c, ef|
-      c.add_extension(ef.create_extension("extendedKeyUsage", "clientAuth"))
-    end
-    File.write("#{dir}/ca.pem", ca.to_pem)
-    File.write("#{dir}/cert.pem", cert.to_pem)
-    File.write("#{dir}/key.pem", key.private_to_pem)
-    File.write("#{dir}/client.pem", client.to_pem)
-    File.write("#{dir}/client-key.pem", client_key.private_to_pem)
-    dir
-  end
-
-  def issue(key, signer_key, signer, subject, from, to)
-    c = OpenSSL::X509::Certificate.new
-    c.version = 2
-    c.serial = rand(1 << 64)
-    c.subject = OpenSSL::X509::Name.parse(subject)
-    c.issuer = signer ? signer.subject : c.subject
-    c.public_key = key
-    c.not_before = from
-    c.not_after = to
-    ef = OpenSSL::X509::ExtensionFactory.new
-    ef.subject_certificate = c
-    ef.issuer_certificate = signer || c
-    yield c, ef
-    c.sign(signer_key, OpenSSL::Digest.new("SHA256"))
-    c
-  end
 
   def tls_server(dir, *more, env: {})
     server = start_server("-b", "ssl://127.0.0.1:0?cert=#{dir}/cert.pem&key=#{dir}/key.pem", *more,
@@ -153,15 +114,24 @@ class TestTls < Minitest::Test
   end
 
   # Plain HTTP sent to the TLS port gets no HTTP answer (the handshake fails: the connection
-  # ends), nothing is logged, and TLS clients are served meanwhile.
+  # ends), nothing is logged, and TLS clients are served meanwhile. With `--debug`, one debug
+  # line says so.
   def test_plain_http_to_the_tls_port_is_closed
     Dir.mktmpdir do |dir|
       certificates(dir)
       server, port = tls_server(dir)
-      answer = raw_request(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") rescue nil
-      refute_match(/HTTP\/1\.1/, answer.to_s)
-      assert_equal "https", JSON.parse(curl(port, dir))["scheme"]
+      debug, debug_port = tls_server(dir, "--debug")
+      [port, debug_port].each do |p|
+        answer = raw_request(p, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") rescue nil
+        refute_match(/HTTP\/1\.1/, answer.to_s)
+        assert_equal "https", JSON.parse(curl(p, dir))["scheme"]
+      end
+      debug.wait_for(/^- TLS handshake failed/)
+      assert_equal ["- TLS handshake failed, peer: 127.0.0.1: not TLS (plain HTTP sent to the TLS port?)"],
+                   debug.stdout.lines.map(&:chomp).grep(/TLS handshake/)
       assert_equal "", server.stderr
+      assert_equal "", debug.stderr
+      refute_match(/TLS handshake/, server.stdout)
     end
   end
 
@@ -195,21 +165,6 @@ class TestTls < Minitest::Test
       assert_match(/needs cert and key \(a self-signed development certificate is made only in the development and test environments\)/,
                    production.stderr)
     end
-  end
-
-  # The certificate a TLS connection is offered, read with Ruby's OpenSSL client.
-  def presented_certificate(port, dir)
-    ctx = OpenSSL::SSL::SSLContext.new
-    ctx.ca_file = "#{dir}/ca.pem"
-    ctx.verify_mode = OpenSSL::SSL::VERIFY_PEER
-    sock = Socket.tcp("127.0.0.1", port, connect_timeout: 10)
-    ssl = OpenSSL::SSL::SSLSocket.new(sock, ctx)
-    ssl.hostname = "localhost"
-    ssl.sync_close = true
-    Timeout.timeout(20) { ssl.connect }
-    ssl.peer_cert
-  ensure
-    ssl&.close
   end
 
   # A renewed certificate is served once the workers are replaced: each worker of a phased

@@ -165,6 +165,13 @@ impl BindUrl {
             Some((loc, q)) => (loc, Some(q)),
             None => (rest, None),
         };
+        // A path (`ssl:///run/app.sock`, `ssl://@name`): Puma cannot serve TLS there either
+        // (it fails with a NoMethodError), so say what is missing rather than "HOST:PORT".
+        if location.starts_with('/') || location.starts_with('@') || location.starts_with("unix:") {
+            return Err(fail(
+                "TLS on a UNIX socket is not supported: ssl:// takes HOST:PORT (serve the socket with unix:// and terminate TLS in front of it)".into(),
+            ));
+        }
         let (hosts, port) = parse_host_port(location).map_err(&fail)?;
         let mut backlog = DEFAULT_BACKLOG;
         let mut low_latency = true;
@@ -384,6 +391,12 @@ mod tests {
         for (url, needle) in [
             ("ssl://0.0.0.0:443?cert=c", "needs its key"),
             ("ssl://0.0.0.0?cert=c&key=k", "HOST:PORT"),
+            (
+                "ssl:///run/app.sock?cert=c&key=k",
+                "UNIX socket is not supported",
+            ),
+            ("ssl://@app?cert=c&key=k", "UNIX socket is not supported"),
+            ("ssl://unix:/run/app.sock", "UNIX socket is not supported"),
             ("ssl://0.0.0.0:443?cert=%zz&key=k", "broken %-escape"),
             ("ssl://0.0.0.0:443?umask=1", "unknown parameter \"umask\""),
             ("tcp://0.0.0.0:443", "expected ssl://"),

@@ -191,7 +191,8 @@ impl RbServer {
             .filter_map(|l| l.unix_path.clone())
             .collect();
         let kept = copies(ruby, &listeners)?;
-        let config = ServerConfig::from(o);
+        let mut config = ServerConfig::from(o);
+        config.debug |= std::env::var_os("PUMA_DEBUG").is_some();
         let rack_version = fetch(settings, "rack_version")?;
         let env_template = rack::env::template(
             ruby,

@@ -81,6 +81,9 @@ pub struct ServerConfig {
     /// Remove UNIX socket files when the server ends. Default true; false in cluster workers,
     /// whose listeners belong to the master (it removes them when the last worker is gone).
     pub unlink_unix_sockets: bool,
+    /// Print `- ` debug lines about connections (a TLS handshake that failed). Option `debug`
+    /// (`--debug`; the ext adds `PUMA_DEBUG`).
+    pub debug: bool,
 }
 
 impl Default for ServerConfig {
@@ -127,6 +130,7 @@ impl From<&Options> for ServerConfig {
                 .then_some(o.wait_for_less_busy_worker),
             reactor_writes_after: Some(Duration::from_micros(50)),
             unlink_unix_sockets: true,
+            debug: o.debug,
         }
     }
 }

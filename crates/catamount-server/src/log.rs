@@ -43,6 +43,35 @@ pub fn stdout(line: &str) {
     emit(Stream::Out, line.to_string());
 }
 
+/// A `- ` debug line on stdout, as the launcher prints them (only when `debug` is on: the
+/// caller checks).
+pub fn debug(line: &str) {
+    stdout(&format!("- {line}\n"));
+}
+
+/// The debug line for a TLS handshake that did not complete (`outcome` as bounded by
+/// `first_data_timeout`): who, and why in words, plain HTTP sent to the TLS port named as such.
+pub fn handshake_failed(
+    peer: &crate::request::Peer,
+    outcome: Result<std::io::Result<()>, tokio::time::error::Elapsed>,
+) -> String {
+    let why = match outcome {
+        Ok(Ok(())) => "none".to_string(),
+        Err(_) => "no handshake within first_data_timeout".to_string(),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the client closed the connection".to_string()
+        }
+        Ok(Err(e)) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+                "not TLS (plain HTTP sent to the TLS port?)".to_string()
+            }
+            Some(tls) => tls.to_string(),
+            None => e.to_string(),
+        },
+    };
+    format!("TLS handshake failed, peer: {}: {why}", peer.ip_string())
+}
+
 /// Which descriptor a line is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -327,6 +356,31 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_failed_handshake_says_who_and_why() {
+        let peer =
+            crate::request::Peer::Ip("127.0.0.1:4000".parse().unwrap_or_else(|e| panic!("{e}")));
+        let tls =
+            |e: rustls::Error| Ok(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
+        assert_eq!(
+            handshake_failed(
+                &peer,
+                tls(rustls::Error::InvalidMessage(
+                    rustls::InvalidMessage::InvalidContentType
+                ))
+            ),
+            "TLS handshake failed, peer: 127.0.0.1: not TLS (plain HTTP sent to the TLS port?)"
+        );
+        assert!(
+            handshake_failed(&peer, tls(rustls::Error::NoCertificatesPresented))
+                .ends_with(": peer sent no certificates")
+        );
+        assert!(
+            handshake_failed(&peer, Ok(Err(std::io::ErrorKind::UnexpectedEof.into())))
+                .ends_with(": the client closed the connection")
+        );
+    }
 
     #[test]
     fn a_full_queue_drops_and_counts_lines_and_the_next_batch_reports_them() {

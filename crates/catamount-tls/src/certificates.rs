@@ -12,31 +12,33 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 /// How long `key_password_command` may take before the boot gives up on it.
 const PASSWORD_COMMAND_LIMIT: Duration = Duration::from_secs(10);
 
-/// Where a PEM came from, for messages (never the PEM text itself: it may be a key).
-fn origin(pem: &Pem) -> String {
+/// Which PEM a message is about: the option it came from (`cert`, `key`, `ca`) and where it
+/// was read (never the PEM text itself: it may be a key), so a bind naming two files in one
+/// directory still says which one is wrong.
+fn origin(what: &str, pem: &Pem) -> String {
     match pem {
-        Pem::File(path) => path.display().to_string(),
-        Pem::Inline(_) => "the PEM text given".to_string(),
+        Pem::File(path) => format!("{what} {}", path.display()),
+        Pem::Inline(_) => format!("{what}_pem"),
     }
 }
 
-fn read(pem: &Pem) -> Result<Vec<u8>, String> {
+fn read(what: &str, pem: &Pem) -> Result<Vec<u8>, String> {
     match pem {
         Pem::File(path) => {
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", origin(what, pem)))
         }
         Pem::Inline(text) => Ok(text.as_bytes().to_vec()),
     }
 }
 
-/// The certificates in `pem`, leaf first.
-pub(crate) fn chain(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = read(pem)?;
+/// The certificates in `pem` (the option `what`), leaf first.
+pub(crate) fn chain(what: &str, pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = read(what, pem)?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate file: {e}", origin(pem)))?;
+        .map_err(|e| format!("{}: not a PEM certificate file: {e}", origin(what, pem)))?;
     if chain.is_empty() {
-        return Err(format!("{}: holds no certificate", origin(pem)));
+        return Err(format!("{}: holds no certificate", origin(what, pem)));
     }
     Ok(chain)
 }
@@ -47,24 +49,24 @@ pub(crate) fn key(
     pem: &Pem,
     password_command: Option<&str>,
 ) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = read(pem)?;
+    let bytes = read("key", pem)?;
     let text = String::from_utf8_lossy(&bytes);
     if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
         let Some(command) = password_command else {
             return Err(format!(
                 "{}: the key is encrypted: key_password_command must give its passphrase",
-                origin(pem)
+                origin("key", pem)
             ));
         };
         let password = run_password_command(command)?;
         let (_, document) = pkcs8::der::SecretDocument::from_pem(&text)
-            .map_err(|e| format!("{}: not a PEM key: {e}", origin(pem)))?;
+            .map_err(|e| format!("{}: not a PEM key: {e}", origin("key", pem)))?;
         let encrypted = pkcs8::EncryptedPrivateKeyInfo::try_from(document.as_bytes())
-            .map_err(|e| format!("{}: not an encrypted PKCS#8 key: {e}", origin(pem)))?;
+            .map_err(|e| format!("{}: not an encrypted PKCS#8 key: {e}", origin("key", pem)))?;
         let plain = encrypted.decrypt(password.as_bytes()).map_err(|_| {
             format!(
                 "{}: the passphrase from key_password_command does not open the key",
-                origin(pem)
+                origin("key", pem)
             )
         })?;
         return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
@@ -74,14 +76,14 @@ pub(crate) fn key(
     if text.contains("Proc-Type: 4,ENCRYPTED") {
         return Err(format!(
             "{}: the key is encrypted in OpenSSL's legacy format; convert it to PKCS#8 (openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD -out NEW)",
-            origin(pem)
+            origin("key", pem)
         ));
     }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => {
-            format!("{}: holds no private key", origin(pem))
+            format!("{}: holds no private key", origin("key", pem))
         }
-        other => format!("{}: not a PEM private key: {other}", origin(pem)),
+        other => format!("{}: not a PEM private key: {other}", origin("key", pem)),
     })
 }
 

@@ -168,30 +168,28 @@ pub(crate) fn select(opts: &TlsOptions) -> Result<Selected, String> {
     let tls12 = match &opts.cipher_filter {
         Some(filter) => {
             let (chosen, missing) = filter_tls12(filter)?;
-            if !missing.is_empty() {
-                notes.push(format!(
-                    "ssl_cipher_filter: {} not offered by rustls (left out)",
-                    missing.join(", ")
-                ));
-            }
             if chosen.is_empty() && tls12_on {
                 return Err(format!(
-                    "ssl_cipher_filter {filter:?} leaves no TLS 1.2 suite rustls offers (it offers {})",
-                    tls12_suites().map(|s| s.openssl).join(", ")
+                    "ssl_cipher_filter {filter:?} leaves no TLS 1.2 suite rustls offers (it offers {}{})",
+                    tls12_suites().map(|s| s.openssl).join(", "),
+                    not_offered(&missing)
                 ));
             }
+            note_left_out(&mut notes, "ssl_cipher_filter", &missing);
             chosen
         }
         None => tls12_suites().map(|s| s.suite).to_vec(),
     };
     let tls13 = match &opts.ciphersuites {
         Some(list) => {
-            let chosen = list_tls13(list)?;
+            let (chosen, missing) = list_tls13(list)?;
             if chosen.is_empty() && tls13_on {
                 return Err(format!(
-                    "ssl_ciphersuites {list:?} leaves no TLS 1.3 suite rustls offers (it offers TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256)"
+                    "ssl_ciphersuites {list:?} leaves no TLS 1.3 suite rustls offers (it offers TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256{})",
+                    not_offered(&missing)
                 ));
             }
+            note_left_out(&mut notes, "ssl_ciphersuites", &missing);
             chosen
         }
         None => tls13_suites().iter().map(|(_, s)| *s).collect(),
@@ -200,6 +198,27 @@ pub(crate) fn select(opts: &TlsOptions) -> Result<Selected, String> {
         suites: tls13.into_iter().chain(tls12).collect(),
         notes,
     })
+}
+
+/// A refusal's tail naming the OpenSSL suites asked for that rustls lacks (a list of only CBC,
+/// RC4, DHE, CCM, ... suites), so the user sees those are the problem.
+fn not_offered(missing: &[String]) -> String {
+    if missing.is_empty() {
+        String::new()
+    } else {
+        format!("; not offered: {}", missing.join(", "))
+    }
+}
+
+/// The boot's note about OpenSSL suites `option` named that rustls lacks, when it still leaves
+/// suites to offer.
+fn note_left_out(notes: &mut Vec<String>, option: &str, missing: &[String]) {
+    if !missing.is_empty() {
+        notes.push(format!(
+            "{option}: {} not offered by rustls (left out)",
+            missing.join(", ")
+        ));
+    }
 }
 
 fn tls13_suites() -> [(&'static str, SupportedCipherSuite); 3] {
@@ -213,9 +232,14 @@ fn tls13_suites() -> [(&'static str, SupportedCipherSuite); 3] {
     ]
 }
 
-/// `ssl_ciphersuites`: TLS 1.3 suite names separated by `:`, in OpenSSL's spelling.
-fn list_tls13(list: &str) -> Result<Vec<SupportedCipherSuite>, String> {
+/// The TLS 1.3 suites a list selects, and the OpenSSL suites it names that rustls lacks.
+type Tls13Choice = (Vec<SupportedCipherSuite>, Vec<String>);
+
+/// `ssl_ciphersuites`: TLS 1.3 suite names separated by `:`, in OpenSSL's spelling (the CCM
+/// ones are OpenSSL's and not rustls's).
+fn list_tls13(list: &str) -> Result<Tls13Choice, String> {
     let mut chosen = Vec::new();
+    let mut missing = Vec::new();
     for name in list.split(':').map(str::trim).filter(|n| !n.is_empty()) {
         match tls13_suites().into_iter().find(|(n, _)| *n == name) {
             Some((_, s)) => {
@@ -223,7 +247,9 @@ fn list_tls13(list: &str) -> Result<Vec<SupportedCipherSuite>, String> {
                     chosen.push(s);
                 }
             }
-            None if matches!(name, "TLS_AES_128_CCM_SHA256" | "TLS_AES_128_CCM_8_SHA256") => {}
+            None if matches!(name, "TLS_AES_128_CCM_SHA256" | "TLS_AES_128_CCM_8_SHA256") => {
+                missing.push(name.to_string());
+            }
             None => {
                 return Err(format!(
                     "ssl_ciphersuites: {name:?} is not a TLS 1.3 suite name"
@@ -231,7 +257,7 @@ fn list_tls13(list: &str) -> Result<Vec<SupportedCipherSuite>, String> {
             }
         }
     }
-    Ok(chosen)
+    Ok((chosen, missing))
 }
 
 /// Which of the six TLS 1.2 suites one cipher-string word selects; Err(word) when OpenSSL
@@ -391,10 +417,9 @@ mod tests {
             cipher_filter: Some("AES128-SHA:RC4".into()),
             ..TlsOptions::default()
         };
-        assert!(select(&none)
-            .err()
-            .unwrap_or_default()
-            .contains("leaves no TLS 1.2 suite"));
+        let err = select(&none).err().unwrap_or_default();
+        assert!(err.contains("leaves no TLS 1.2 suite"), "{err}");
+        assert!(err.contains("; not offered: AES128-SHA)"), "{err}");
         // ... unless TLS 1.2 is off anyway.
         let only13 = TlsOptions {
             min_version: TlsVersion::Tls13,
@@ -433,7 +458,10 @@ mod tests {
         );
         assert_eq!(
             s.notes,
-            vec!["ssl_cipher_filter: AES128-SHA not offered by rustls (left out)"]
+            vec![
+                "ssl_cipher_filter: AES128-SHA not offered by rustls (left out)",
+                "ssl_ciphersuites: TLS_AES_128_CCM_SHA256 not offered by rustls (left out)"
+            ]
         );
     }
 }

@@ -52,7 +52,7 @@ pub(crate) fn certificate(
 /// The pair in `path`, when it reads and is valid now.
 fn usable(path: &Path) -> Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let pem = Pem::File(path.to_path_buf());
-    let chain = crate::certificates::chain(&pem).ok()?;
+    let chain = crate::certificates::chain("cert", &pem).ok()?;
     let key = crate::certificates::key(&pem, None).ok()?;
     crate::validity::check_now(chain.first()?.as_ref()).ok()?;
     Some((chain, key))

@@ -53,7 +53,7 @@ pub fn server_config(
     let mut notes = Vec::new();
     let (chain, key) = match (&opts.cert, &opts.key) {
         (Some(cert), Some(key)) => (
-            certificates::chain(cert)?,
+            certificates::chain("cert", cert)?,
             certificates::key(key, opts.key_password_command.as_deref())?,
         ),
         _ => {
@@ -147,7 +147,7 @@ fn client_verifier(
         return Err("verify_mode peer and force_peer need ca".into());
     };
     let mut roots = RootCertStore::empty();
-    for cert in certificates::chain(&catamount_config::tls::Pem::File(ca.clone()))? {
+    for cert in certificates::chain("ca", &catamount_config::tls::Pem::File(ca.clone()))? {
         roots
             .add(cert)
             .map_err(|e| format!("ca {}: a certificate cannot be a root: {e}", ca.display()))?;

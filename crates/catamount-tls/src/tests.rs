@@ -260,21 +260,21 @@ fn bad_certificates_and_keys_are_one_line_refusals() {
             cert: Some(Pem::File(dir.0.join("missing.pem"))),
             ..files(&dir, &good)
         },
-        "cannot read",
+        "cannot read cert ",
     );
     refuse(
         TlsOptions {
             cert: Some(Pem::Inline("not pem".into())),
             ..files(&dir, &good)
         },
-        "holds no certificate",
+        "cert_pem: holds no certificate",
     );
     refuse(
         TlsOptions {
             key: Some(Pem::Inline(good.0.clone())),
             ..files(&dir, &good)
         },
-        "holds no private key",
+        "key_pem: holds no private key",
     );
     refuse(
         TlsOptions {

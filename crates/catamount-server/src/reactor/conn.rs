@@ -196,12 +196,13 @@ impl Conn {
         if let Stream::Tls(tls) = &*self.stream {
             // A stalled or broken handshake costs this task only. Its failure (a client that
             // speaks plain HTTP to a TLS port, a scanner, a certificate the client refused) is
-            // the client's business: no log line.
+            // the client's business: a debug line only.
             let limit = self.shared.config.first_data_timeout;
-            if !matches!(
-                tokio::time::timeout(limit, tls.handshake()).await,
-                Ok(Ok(()))
-            ) {
+            let outcome = tokio::time::timeout(limit, tls.handshake()).await;
+            if !matches!(outcome, Ok(Ok(()))) {
+                if self.shared.config.debug {
+                    crate::log::debug(&crate::log::handshake_failed(&self.peer, outcome));
+                }
                 return;
             }
             self.peer_certificate = tls.peer_certificate().map(Arc::from);
