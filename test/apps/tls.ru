@@ -2,7 +2,8 @@
 
 # The TLS tests' app (test/test_tls.rb): what the request looked like to the app (`/`), and
 # the response kinds that must work over TLS too: `/events` (a body yielded in parts, chunked),
-# `/hints` (a 103 Early Hints first), `/file` (a `to_path` body: this file).
+# `/hints` (a 103 Early Hints first), `/file` (a `to_path` body: this file); `/pid`: which
+# process (cluster worker) answered.
 require "json"
 
 # Three events, yielded one by one.
@@ -26,6 +27,8 @@ run lambda { |env|
   when "/hints"
     env["rack.early_hints"]&.call("link" => "</style.css>; rel=preload")
     [200, { "content-type" => "text/plain" }, ["after hints"]]
+  when "/pid"
+    [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
   when "/file"
     [200, { "content-type" => "text/plain", "content-length" => File.size(__FILE__).to_s }, FileBody.new(__FILE__)]
   else

@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "net/http"
 require "openssl"
 require "timeout"
 
@@ -47,6 +48,24 @@ module Support
       yield c, ef
       c.sign(signer_key, OpenSSL::Digest.new("SHA256"))
       c
+    end
+
+    # GET `path` on a new TLS connection to `port` with Net::HTTP, verifying the server against
+    # `dir`/ca.pem; `client:` a directory whose client.pem and client-key.pem it presents.
+    # Returns the Net::HTTPResponse.
+    def https_get(port, dir, path = "/", client: nil)
+      http = Net::HTTP.new("localhost", port)
+      http.ipaddr = "127.0.0.1"
+      http.use_ssl = true
+      http.ca_file = "#{dir}/ca.pem"
+      http.verify_mode = OpenSSL::SSL::VERIFY_PEER
+      if client
+        http.cert = OpenSSL::X509::Certificate.new(File.read("#{client}/client.pem"))
+        http.key = OpenSSL::PKey.read(File.read("#{client}/client-key.pem"))
+      end
+      http.open_timeout = http.read_timeout = http.write_timeout = 20
+      http.max_retries = 0
+      http.start { |h| h.get(path) }
     end
 
     # The certificate a TLS connection to `port` is offered, verified against `dir`/ca.pem.

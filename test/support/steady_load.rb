@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "net/http"
+require "openssl"
 require "socket"
 
 # A steady load for restart tests: client threads send GET requests one after another until
@@ -9,13 +10,15 @@ require "socket"
 # connection turns out closed); the others open a fresh connection per request and never retry.
 #
 # Bounded: every request has a timeout, and the load stops by itself after `max_seconds`.
+# With `tls:` (a CA file) the clients speak HTTPS, verifying the server's certificate with it.
 class SteadyLoad
   Failure = Struct.new(:client, :error)
 
   attr_reader :failures
 
-  def initialize(port, path: "/", keep_alive: 2, fresh: 2, timeout: 20, max_seconds: 90)
+  def initialize(port, path: "/", keep_alive: 2, fresh: 2, timeout: 20, max_seconds: 90, tls: nil)
     @port = port
+    @tls = tls
     @path = path
     @timeout = timeout
     @deadline = now + max_seconds
@@ -73,7 +76,8 @@ class SteadyLoad
   def keep_alive_client(name)
     while running?
       begin
-        Net::HTTP.start("127.0.0.1", @port, open_timeout: @timeout, read_timeout: @timeout) do |http|
+        tls = @tls ? { use_ssl: true, ca_file: @tls, verify_mode: OpenSSL::SSL::VERIFY_PEER } : {}
+        Net::HTTP.start("127.0.0.1", @port, open_timeout: @timeout, read_timeout: @timeout, **tls) do |http|
           while running?
             response = http.get(@path)
             record(name, response.code.to_i, response.body)
@@ -98,20 +102,43 @@ class SteadyLoad
 
   def fresh_request
     socket = Socket.tcp("127.0.0.1", @port, connect_timeout: @timeout)
+    socket = tls_handshake(socket) if @tls
     socket.write("GET #{@path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n")
     response = +""
     loop do
-      raise "no answer within #{@timeout}s" unless socket.wait_readable(@timeout)
-
       chunk = socket.read_nonblock(65_536, exception: false)
       break if chunk.nil?
 
-      response << chunk unless chunk == :wait_readable
+      case chunk
+      when :wait_readable then raise "no answer within #{@timeout}s" unless socket.to_io.wait_readable(@timeout)
+      when :wait_writable then raise "no answer within #{@timeout}s" unless socket.to_io.wait_writable(@timeout)
+      else response << chunk
+      end
     end
     head, body = response.split("\r\n\r\n", 2)
     [head.to_s[%r{\AHTTP/1\.1 (\d{3})}, 1].to_i, body.to_s]
   ensure
     socket&.close
+  end
+
+  # `socket` as a TLS client that verified the server's certificate (bounded).
+  def tls_handshake(socket)
+    ctx = OpenSSL::SSL::SSLContext.new
+    ctx.ca_file = @tls
+    ctx.verify_mode = OpenSSL::SSL::VERIFY_PEER
+    ssl = OpenSSL::SSL::SSLSocket.new(socket, ctx)
+    ssl.sync_close = true
+    ssl.hostname = "localhost"
+    loop do
+      case ssl.connect_nonblock(exception: false)
+      when :wait_readable then raise "no handshake within #{@timeout}s" unless socket.wait_readable(@timeout)
+      when :wait_writable then raise "no handshake within #{@timeout}s" unless socket.wait_writable(@timeout)
+      else return ssl
+      end
+    end
+  rescue StandardError
+    socket.close
+    raise
   end
 
   def record(name, status, body)
