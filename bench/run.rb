@@ -38,6 +38,7 @@ module Bench
       @settings = settings
       @kinds = settings.servers.map { |k| { "catamount" => CatamountKind, "puma" => PumaKind }.fetch(k).new }
       @log_dir = Dir.mktmpdir("catamount-bench")
+      @certificate = Certificate.write(@log_dir)
     end
 
     def run
@@ -75,7 +76,7 @@ module Bench
     end
 
     def plan
-      APPS.product(MODES).select { |app, mode| selected?("#{app.key}:#{mode.key}") }
+      APPS.product(MODES).select { |app, mode| app.runs_in?(mode) && selected?("#{app.key}:#{mode.key}") }
     end
 
     def run_scenario(app, mode)
@@ -86,6 +87,7 @@ module Bench
       kinds << LimitKind.new(limit_args) if limit_args && mode.key == "t5"
       catamount = kinds.index { |k| k.key == "catamount" }
       kinds.insert(catamount + 1, CatamountMetricsKind.new) if catamount && Bench.metrics_row?(app.key, mode.key)
+      kinds.insert(catamount + 1, CatamountPlainKind.new) if catamount && PLAIN_TWIN_APPS.include?(app.key)
       entry[:app_alone] = measure_app_alone(app) if APP_ALONE.include?(app.key) && mode.key == "t5"
       runnable = kinds.reject do |kind|
         why = kind.unsupported(mode)
@@ -94,7 +96,10 @@ module Bench
       end
       progress "#{app.key} #{mode.title}"
       servers = []
-      runnable.each { |kind| servers << RunningServer.new(kind, mode, app.rackup_path, app.path, @log_dir).wait_ready }
+      certificate = @certificate if app.tls
+      runnable.each do |kind|
+        servers << RunningServer.new(kind, mode, app.rackup_path, app.path, @log_dir, certificate: certificate).wait_ready
+      end
       samples = measure(servers, app)
       servers.each do |s|
         stats = Report.summarize(samples[s.kind.key]).merge(Memory.of_tree(s.pid))
@@ -143,7 +148,9 @@ module Bench
 
     # One wrk run against a server (its metrics scraped meanwhile when it has them on).
     def wrk(server, app, connections, seconds)
-      server.under_load { Wrk.run(server.url(app.path), connections: connections, seconds: seconds, script: app.script) }
+      server.under_load do
+        Wrk.run(server.url(app.path), connections: connections, seconds: seconds, script: app.script, headers: app.headers)
+      end
     end
 
     # The app's ceiling: its rate called in a loop with no server, in 1 process and in as many

@@ -26,7 +26,8 @@ class TestBenchSmoke < Minitest::Test
       anatomy = results.dig("anatomy", "catamount")
       assert_operator anatomy["objects_per_request"], :>, 0
       assert_operator anatomy["context_switches_per_request"], :>=, 0
-      check_tables(out, File.read(markdown), results["scenarios"].size + 2) # + the two rows with metrics on
+      # + the two rows with metrics on and the two of Catamount over plain TCP beside TLS
+      check_tables(out, File.read(markdown), results["scenarios"].size + 4)
     end
   end
 
@@ -34,7 +35,8 @@ class TestBenchSmoke < Minitest::Test
 
   def check_scenarios(scenarios)
     apps = %w[hello body_1mib file_10mib post_echo sleep cpu sinatra rails]
-    assert_equal apps.product(%w[t5 t1 w2]).map { |a, m| "#{a}:#{m}" }, scenarios.map { |s| "#{s['app']}:#{s['mode']}" }
+    tls = %w[hello_tls:t5 hello_tls:w2 body_1mib_tls:t5 connect_tls:t5]
+    assert_equal apps.product(%w[t5 t1 w2]).map { |a, m| "#{a}:#{m}" } + tls, scenarios.map { |s| "#{s['app']}:#{s['mode']}" }
     scenarios.each do |s|
       name = "#{s['app']}:#{s['mode']}"
       cat = s["servers"]["catamount"]
@@ -47,6 +49,7 @@ class TestBenchSmoke < Minitest::Test
       assert_operator stats["pss_kib"], :>, 0, name
     end
     check_metrics_on(scenarios)
+    check_plain_twins(scenarios)
     %w[hello body_1mib file_10mib post_echo].each do |app|
       limit = scenarios.find { |s| s["app"] == app && s["mode"] == "t5" }["servers"]["limit"]
       assert_operator limit.dig("stats", "rps"), :>, 0, "#{app}: the pure-Rust limit ran and answered"
@@ -75,6 +78,18 @@ class TestBenchSmoke < Minitest::Test
     end
   end
 
+  # Hello world over TLS ran beside the same Catamount over plain TCP, in both modes; nothing
+  # else did.
+  def check_plain_twins(scenarios)
+    with = scenarios.select { |s| s["servers"].key?("catamount_plain") }
+    assert_equal %w[hello_tls:t5 hello_tls:w2], with.map { |s| "#{s['app']}:#{s['mode']}" }
+    with.each do |s|
+      plain = s["servers"]["catamount_plain"]
+      assert_operator plain.dig("stats", "rps"), :>, 0, s["mode"]
+      assert_equal 0, plain.dig("stats", "errors"), s["mode"]
+    end
+  end
+
   def check_slow_clients(slow)
     stats = slow.dig("servers", "catamount", "stats")
     %w[alone readers loris].each { |k| assert_operator stats.dig(k, "rps"), :>, 0, k }
@@ -90,6 +105,11 @@ class TestBenchSmoke < Minitest::Test
       assert_match(/^\| hello world, metrics on \| #{Regexp.escape(mode)} \| \d+ \(\d+–\d+\) \| – \| [\d.]+x of metrics off side by side \([\d.]+x alternating\) \| ≥ 0.97x of off \| (met|MISSED) \|$/, throughput)
       assert_match(/^\| hello world, metrics on \| #{Regexp.escape(mode)} \| [\d.]+ \/ – \|/, markdown)
     end
+    ["`-t 5:5`", "`-w 2 -t 5:5`"].each do |mode|
+      assert_match(/^\| hello world over TLS: Catamount over plain TCP \| #{Regexp.escape(mode)} \| \d+ \(\d+–\d+\) \| – \| [\d.]+x \(TLS \/ plain\) \| ≥ 0.6x \| (met|MISSED) \|$/, throughput)
+      assert_match(/^Catamount hello world over TLS #{Regexp.escape(mode)}: \d+% of its own rate over plain TCP in the same rounds \(target ≥ 60%: (met|MISSED)\)\.$/, markdown)
+    end
+    assert_match(/^\| hello world, a new TLS connection per request \| `-t 5:5` \| \d+ \(\d+–\d+\) \| – \| – \| – \| – \|$/, throughput)
     assert_match(/^\| Ruby objects allocated \| [\d.]+ \|$/, markdown)
     assert_match(/^Pure-Rust limit \(one reactor thread, no Ruby\): \d+ req\/s\.$/, markdown)
     ["1 MiB body (one thread, the same bytes written from memory)",

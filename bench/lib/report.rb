@@ -82,10 +82,13 @@ module Bench
         r = ratio(c&.dig(:stats, :rps), p&.dig(:stats, :rps))
         c_cell = c && c[:unsupported] ? "n/a (#{c[:unsupported]})" : spread(c&.dig(:stats))
         p_cell = p && p[:unsupported] ? "n/a (#{p[:unsupported]})" : spread(p&.dig(:stats))
-        lines << "| #{s[:title]} | `#{s[:mode_title]}` | #{c_cell} | #{p_cell} | #{times(r)} | ≥ #{s[:target]}x | #{verdict(r, s[:target])} |"
+        target = s[:target] ? "≥ #{s[:target]}x" : "–"
+        lines << "| #{s[:title]} | `#{s[:mode_title]}` | #{c_cell} | #{p_cell} | #{times(r)} | #{target} | #{verdict(r, s[:target])} |"
         metrics_row(s, lines)
+        plain_row(s, lines)
       end
       limit_lines(results, lines)
+      tls_share_lines(results, lines)
       app_alone_lines(results, lines)
       lines << ""
       lines << "### Latency, errors and memory (Catamount / Puma)"
@@ -96,6 +99,7 @@ module Bench
         sv = s[:servers]
         latency_row(s[:title], s[:mode_title], sv, lines)
         latency_row("#{s[:title]}, metrics on", s[:mode_title], { "catamount" => sv[METRICS_KEY] }, lines) if sv[METRICS_KEY]
+        latency_row("#{s[:title]}: Catamount over plain TCP", s[:mode_title], { "catamount" => sv[PLAIN_KEY] }, lines) if sv[PLAIN_KEY]
       end
       slow_lines(results, lines)
       anatomy_lines(results, lines)
@@ -124,10 +128,40 @@ module Bench
                "#{verdict(side, METRICS_ON_TARGET)} |"
     end
 
-    # The median over the rounds of metrics on / off in the round's `kind` of samples.
-    def round_ratio(scenario, kind)
-      on = scenario[:servers].dig(METRICS_KEY, :samples, kind) || []
-      off = scenario[:servers].dig("catamount", :samples, kind) || []
+    PLAIN_KEY = "catamount_plain"
+
+    # Catamount over plain TCP beside Catamount over TLS, in the TLS scenarios that have it.
+    def plain_row(scenario, lines)
+      plain = scenario[:servers][PLAIN_KEY]
+      return unless plain
+
+      lines << "| #{scenario[:title]}: Catamount over plain TCP | `#{scenario[:mode_title]}` | #{spread(plain[:stats])} | – | " \
+               "#{times(tls_share(scenario))} (TLS / plain) | ≥ #{TLS_SHARE_TARGET}x | #{verdict(tls_share(scenario), TLS_SHARE_TARGET)} |"
+    end
+
+    # Catamount's rate over TLS as a share of its rate over plain TCP: the median of the rounds'
+    # ratios (the two run one right after the other in each round).
+    def tls_share(scenario)
+      round_ratio(scenario, :c50, over: "catamount", under: PLAIN_KEY)
+    end
+
+    def tls_share_lines(results, lines)
+      twins = results[:scenarios].select { |s| s[:servers].dig(PLAIN_KEY, :stats) }
+      return if twins.empty?
+
+      lines << ""
+      twins.each do |s|
+        share = tls_share(s)
+        lines << "Catamount #{s[:title]} `#{s[:mode_title]}`: #{percent(share)} of its own rate over plain TCP in the same " \
+                 "rounds (target ≥ #{(TLS_SHARE_TARGET * 100).round}%: #{verdict(share, TLS_SHARE_TARGET)})."
+      end
+    end
+
+    # The median over the rounds of one server's rate over another's (by default metrics on /
+    # off) in the round's `kind` of samples.
+    def round_ratio(scenario, kind, over: METRICS_KEY, under: "catamount")
+      on = scenario[:servers].dig(over, :samples, kind) || []
+      off = scenario[:servers].dig(under, :samples, kind) || []
       median(on.zip(off).map { |a, b| ratio(a[:rps], b&.dig(:rps)) })
     end
 

@@ -3,10 +3,16 @@
 module Bench
   APPS_DIR = File.expand_path("../apps", __dir__)
 
-  # An app under load: its rackup, the path wrk requests, an optional wrk script.
-  App = Struct.new(:key, :title, :rackup, :path, :script, keyword_init: true) do
+  # An app under load: its rackup, the path wrk requests, an optional wrk script; `tls` serves it
+  # over TLS (both servers, the same certificate), `headers` are added to every request, and
+  # `modes` (nil: all) limits the modes it runs in.
+  App = Struct.new(:key, :title, :rackup, :path, :script, :tls, :headers, :modes, keyword_init: true) do
     def rackup_path
       File.join(APPS_DIR, rackup)
+    end
+
+    def runs_in?(mode)
+      modes.nil? || modes.include?(mode.key)
     end
   end
 
@@ -21,7 +27,12 @@ module Bench
     App.new(key: "sleep", title: "IO-bound (20 ms sleep)", rackup: "sleep.ru", path: "/"),
     App.new(key: "cpu", title: "CPU-bound (~2 ms Ruby)", rackup: "cpu.ru", path: "/"),
     App.new(key: "sinatra", title: "Sinatra route + ERB", rackup: "sinatra/config.ru", path: "/hello/bench?n=10"),
-    App.new(key: "rails", title: "Rails 6.1 action + view", rackup: "rails/config.ru", path: "/items/42")
+    App.new(key: "rails", title: "Rails 6.1 action + view", rackup: "rails/config.ru", path: "/items/42"),
+    App.new(key: "hello_tls", title: "hello world over TLS", rackup: "hello.ru", path: "/", tls: true, modes: %w[t5 w2]),
+    App.new(key: "body_1mib_tls", title: "1 MiB body over TLS", rackup: "body_1mib.ru", path: "/", tls: true,
+            modes: %w[t5]),
+    App.new(key: "connect_tls", title: "hello world, a new TLS connection per request", rackup: "hello.ru", path: "/",
+            tls: true, headers: ["Connection: close"], modes: %w[t5])
   ].freeze
 
   MODES = [
@@ -41,8 +52,14 @@ module Bench
     when "file_10mib" then 3.0
     when "rails" then 1.25
     when "sleep", "cpu" then 1.0
+    when "hello_tls" then 3.0
     end
   end
+
+  # The TLS apps that also run on Catamount over plain TCP in the same rounds, and the share of
+  # that plain rate Catamount must keep over TLS.
+  PLAIN_TWIN_APPS = %w[hello_tls].freeze
+  TLS_SHARE_TARGET = 0.60
 
   # The pure-Rust limit server's arguments for the apps it has a twin of (nil: no limit row):
   # the same bytes, sent the way the best server could (from memory, sendfile for to_path, the

@@ -1,7 +1,9 @@
 # frozen_string_literal: true
 
+require "openssl"
 require "rbconfig"
 require "socket"
+require "timeout"
 require "tmpdir"
 require_relative "scraper"
 
@@ -18,6 +20,48 @@ module Bench
     server&.close
   end
 
+  # The key and certificate both servers use for the TLS scenarios: ECDSA P-256 (what most
+  # certificates issued today are; an RSA 2048 key would make each new connection's handshake
+  # several times dearer for both), self-signed for localhost, made once per run in `dir`.
+  Certificate = Struct.new(:cert, :key) do
+    def self.write(dir)
+      key = OpenSSL::PKey::EC.generate("prime256v1")
+      cert = OpenSSL::X509::Certificate.new
+      cert.version = 2
+      cert.serial = 1
+      cert.subject = cert.issuer = OpenSSL::X509::Name.parse("/CN=localhost")
+      cert.public_key = key
+      cert.not_before = Time.now - 60
+      cert.not_after = Time.now + 86_400
+      ef = OpenSSL::X509::ExtensionFactory.new(cert, cert)
+      cert.add_extension(ef.create_extension("subjectAltName", "DNS:localhost,IP:127.0.0.1"))
+      cert.sign(key, OpenSSL::Digest.new("SHA256"))
+      paths = new(File.join(dir, "cert.pem"), File.join(dir, "key.pem"))
+      File.write(paths.cert, cert.to_pem)
+      File.write(paths.key, key.private_to_pem, perm: 0o600)
+      paths
+    end
+  end
+
+  # Where a server listens: a loopback port, plain or TLS (`certificate` nil: plain). Both
+  # servers take the same `-b` URL (verify_mode=none: no client certificates, Puma's default
+  # needs it spelled out).
+  Bind = Struct.new(:port, :certificate) do
+    def tls?
+      !certificate.nil?
+    end
+
+    def to_s
+      return "tcp://127.0.0.1:#{port}" unless tls?
+
+      "ssl://127.0.0.1:#{port}?key=#{certificate.key}&cert=#{certificate.cert}&verify_mode=none"
+    end
+
+    def url(path)
+      "#{tls? ? 'https' : 'http'}://127.0.0.1:#{port}#{path}"
+    end
+  end
+
   # How a server under test is started. `mode` has min/max threads and workers (nil: single).
   class ServerKind
     attr_reader :key, :label
@@ -31,6 +75,11 @@ module Bench
     def unsupported(_mode)
       nil
     end
+
+    # Where it listens when the scenario asks for `bind`.
+    def bind_for(bind)
+      bind
+    end
   end
 
   # Catamount from this checkout (bin/catamount with the extension `make build` put in lib/).
@@ -39,10 +88,21 @@ module Bench
       super
     end
 
-    def command(mode, port, rackup)
+    def command(mode, bind, rackup)
       cluster = mode.workers ? ["-w", mode.workers.to_s, "--preload"] : []
       [RbConfig.ruby, File.join(ROOT, "bin", "catamount"), "-e", "production", "-t", "#{mode.min}:#{mode.max}",
-       *cluster, "-b", "tcp://127.0.0.1:#{port}", rackup]
+       *cluster, "-b", bind.to_s, rackup]
+    end
+  end
+
+  # The same Catamount over plain TCP, beside it in a TLS scenario: what TLS costs it.
+  class CatamountPlainKind < CatamountKind
+    def initialize
+      super("catamount_plain", "Catamount, plain TCP")
+    end
+
+    def bind_for(bind)
+      Bind.new(bind.port, nil)
     end
   end
 
@@ -55,7 +115,7 @@ module Bench
       super("catamount_metrics", "Catamount, metrics on")
     end
 
-    def command(mode, port, rackup)
+    def command(mode, bind, rackup)
       @metrics_port = Bench.free_port
       super.insert(-2, "--metrics-url", "tcp://127.0.0.1:#{@metrics_port}")
     end
@@ -67,9 +127,9 @@ module Bench
       super("puma", "Puma")
     end
 
-    def command(mode, port, rackup)
+    def command(mode, bind, rackup)
       cluster = mode.workers ? ["-w", mode.workers.to_s, "--preload"] : []
-      ["puma", "-e", "production", "-t", "#{mode.min}:#{mode.max}", *cluster, "-b", "tcp://127.0.0.1:#{port}", rackup]
+      ["puma", "-e", "production", "-t", "#{mode.min}:#{mode.max}", *cluster, "-b", bind.to_s, rackup]
     end
   end
 
@@ -81,8 +141,8 @@ module Bench
       @args = args
     end
 
-    def command(_mode, port, _rackup)
-      [TOOLS, "limit", "--port", port.to_s, *@args]
+    def command(_mode, bind, _rackup)
+      [TOOLS, "limit", "--port", bind.port.to_s, *@args]
     end
   end
 
@@ -90,17 +150,19 @@ module Bench
   class RunningServer
     attr_reader :kind, :pid, :port, :log
 
-    def initialize(kind, mode, rackup, probe_path, log_dir)
+    # `certificate`: serve over TLS with it (unless the kind serves plain TCP only).
+    def initialize(kind, mode, rackup, probe_path, log_dir, certificate: nil)
       @kind = kind
-      @port = Bench.free_port
+      @bind = kind.bind_for(Bind.new(Bench.free_port, certificate))
+      @port = @bind.port
       @probe_path = probe_path
       @log = File.join(log_dir, "#{kind.key}-#{File.basename(File.dirname(rackup))}-#{File.basename(rackup, '.ru')}-#{@port}.log")
-      @pid = Process.spawn({ "RACK_ENV" => "production" }, *kind.command(mode, @port, rackup),
+      @pid = Process.spawn({ "RACK_ENV" => "production" }, *kind.command(mode, @bind, rackup),
                            chdir: File.dirname(rackup), out: @log, err: @log, pgroup: true)
     end
 
     def url(path)
-      "http://127.0.0.1:#{@port}#{path}"
+      @bind.url(path)
     end
 
     # Runs the block (a load) with /metrics scraped beside it when this server serves metrics.
@@ -146,14 +208,26 @@ module Bench
     private
 
     def probe
-      Socket.tcp("127.0.0.1", @port, connect_timeout: 1) do |sock|
+      Socket.tcp("127.0.0.1", @port, connect_timeout: 1) do |tcp|
+        sock = @bind.tls? ? tls_client(tcp) : tcp
         sock.write("GET #{@probe_path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        return nil unless sock.wait_readable(10)
+        return nil unless tcp.wait_readable(10)
 
         sock.readpartial(64)[/\AHTTP\/1\.\d (\d{3})/, 1].to_i
       end
-    rescue SystemCallError, EOFError, IOError
+    rescue SystemCallError, EOFError, IOError, OpenSSL::SSL::SSLError, Timeout::Error
       nil
+    end
+
+    # The probe's TLS session on `tcp` (the certificate is the run's own: not verified), its
+    # handshake bounded by the socket's timeouts.
+    def tls_client(tcp)
+      context = OpenSSL::SSL::SSLContext.new
+      context.verify_mode = OpenSSL::SSL::VERIFY_NONE
+      ssl = OpenSSL::SSL::SSLSocket.new(tcp, context)
+      ssl.sync_close = true
+      Timeout.timeout(10) { ssl.connect }
+      ssl
     end
 
     def exited?

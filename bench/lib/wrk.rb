@@ -13,10 +13,13 @@ module Bench
     module_function
 
     # `connections` 50 means `-t2 -c50`; 1 means `-t1 -c1` (single-connection latency).
-    def run(url, connections:, seconds:, script: nil)
+    # `headers` ("Name: value") go with every request (`Connection: close`: wrk connects again
+    # after each response).
+    def run(url, connections:, seconds:, script: nil, headers: nil)
       threads = [connections, 2].min
       args = ["wrk", "-t#{threads}", "-c#{connections}", "-d#{seconds}s", "--latency", "--timeout", "10s"]
       args += ["-s", File.join(LUA_DIR, script)] if script
+      (headers || []).each { |h| args += ["-H", h] }
       out, err, status = Open3.capture3(*args, url)
       raise "wrk failed (#{status}): #{err.strip} #{out.strip}" unless status.success?
 
