@@ -398,14 +398,12 @@ impl Responder {
         keep_alive_wanted: bool,
         read_at: Instant,
     ) -> Responder {
-        // A TLS session is the reactor's alone: everything is handed to it from the start.
-        let handed_off = stream.is_tls();
         Responder {
             stream,
             server,
             exchange,
             running: None,
-            handed_off,
+            handed_off: false,
             keep_alive_wanted,
             finished: false,
             read_at,
@@ -567,6 +565,7 @@ impl Responder {
                     Err(e) => return Err(e),
                 }
             }
+            self.flush_direct()?;
         }
         while first < pieces.len() {
             if self.handed_off && self.over_budget() {
@@ -585,7 +584,8 @@ impl Responder {
     pub fn send_file(&mut self, file: File, mut offset: u64, len: u64) -> io::Result<()> {
         self.head_out();
         let end = offset.saturating_add(len);
-        if !self.handed_off {
+        // No sendfile(2) through TLS: the reactor reads and encrypts the file.
+        if !self.handed_off && !self.stream.is_tls() {
             while offset < end {
                 let want = usize::try_from(end - offset)
                     .unwrap_or(usize::MAX)
@@ -715,7 +715,19 @@ impl Responder {
                 Err(e) => return Err(e),
             }
         }
+        self.flush_direct()?;
         Ok(off)
+    }
+
+    /// After direct writes through TLS: records the socket did not take yet sit encrypted in
+    /// the session, where only a flush sends them. The reactor is handed an empty write (it
+    /// flushes after each) and takes every write after it, in order; left alone, they would
+    /// wait for the client's next request, which waits for them.
+    fn flush_direct(&mut self) -> io::Result<()> {
+        if self.handed_off || self.stream.flush()? {
+            return Ok(());
+        }
+        self.hand_over(Outgoing::Data(Vec::new()))
     }
 
     fn hand_over(&mut self, item: Outgoing) -> io::Result<()> {

@@ -106,8 +106,14 @@ impl Stream {
         }
     }
 
+    /// Writes what the socket takes now of `bufs`, in order (for TLS: one piece, as
+    /// [`try_write`](Self::try_write)).
     pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        each!(self, s => s.try_write_vectored(bufs), tls => Err(tls_only_through_the_reactor()))
+        match self {
+            Stream::Tcp(s) => s.try_write_vectored(bufs),
+            Stream::Unix(s) => s.try_write_vectored(bufs),
+            Stream::Tls(t) => t.try_write_vectored(bufs),
+        }
     }
 
     /// Sends up to `count` bytes of `file` from `*offset` with sendfile(2); the kernel copies,

@@ -56,8 +56,23 @@ fn start(
     tls: &Tls,
     file: std::path::PathBuf,
 ) -> (Arc<Server>, u16, std::thread::JoinHandle<()>) {
+    start_tuned(config, tls, file, None)
+}
+
+/// [`start`], the listener's `SO_SNDBUF` set to `send_buffer` (accepted sockets inherit it).
+fn start_tuned(
+    config: ServerConfig,
+    tls: &Tls,
+    file: std::path::PathBuf,
+    send_buffer: Option<usize>,
+) -> (Arc<Server>, u16, std::thread::JoinHandle<()>) {
     let mut listeners = bind_all(&[BindUrl::parse("tcp://127.0.0.1:0").unwrap()]).unwrap();
     listeners[0].tls = Some(tls.server.clone());
+    if let Some(size) = send_buffer {
+        socket2::SockRef::from(&listeners[0].listener)
+            .set_send_buffer_size(size)
+            .unwrap();
+    }
     support::start_on(config, listeners, 2, move |job, _queue| {
         let path = String::from_utf8_lossy(job.request.head.path()).into_owned();
         let mut responder = job.responder;
@@ -68,6 +83,17 @@ fn start(
                 let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
                 responder.write(head.as_bytes()).unwrap();
                 responder.write(&body).unwrap();
+            }
+            "/held" => {
+                // One write of one TLS record's worth (head and body), into a socket too small
+                // for it: what is left must not stay in the session once this returns.
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 16000\r\n\r\n";
+                let mut whole = head.as_bytes().to_vec();
+                whole.resize(head.len() + 16_000, b'h');
+                responder.write(&whole).unwrap();
+                responder.finish(keep);
+                HELD_ANSWERED.store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
             }
             "/file" => {
                 let f = std::fs::File::open(&file).unwrap();
@@ -92,6 +118,9 @@ fn start(
         responder.finish(keep);
     })
 }
+
+/// Set once `/held` was answered (the pool thread returned from it).
+static HELD_ANSWERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn connect(port: u16, tls: &Tls) -> StreamOwned<ClientConnection, TcpStream> {
     let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -229,6 +258,45 @@ fn plain_http_to_the_tls_port_is_closed_and_a_stalled_handshake_holds_up_no_one(
     // The stalled one is closed at first_data_timeout.
     let mut nothing = Vec::new();
     assert_eq!(stalled.read_to_end(&mut nothing).unwrap_or(0), 0);
+    drop(c);
+    let _ = std::fs::remove_file(&file);
+    stop(&server, pool);
+}
+
+/// A response written directly by the pool thread into the TLS session, whose last records
+/// the socket could not take (the server's send buffer and the client's receive buffer are
+/// made smaller than one record, and the client reads only after the pool thread is done):
+/// the reactor sends them, they are not left in the session until a next request.
+#[test]
+fn records_left_in_the_session_by_a_direct_write_are_sent() {
+    let tls = certificates();
+    let file = scratch_file("held", 1);
+    // The kernel's floor for the send buffer is a few KiB; the client's receive window 4 KiB:
+    // together less than one record (smaller still and TCP's window probes take seconds).
+    let (server, port, pool) = start_tuned(ServerConfig::default(), &tls, file.clone(), Some(1));
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let sock: TcpStream = sock.into();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let conn = ClientConnection::new(
+        tls.client.clone(),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut c = StreamOwned::new(conn, sock);
+    c.write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !HELD_ANSWERED.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "/held never answered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (head, body) = read_response(&mut c);
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(body.len() == 16_000 && body.iter().all(|b| *b == b'h'));
     drop(c);
     let _ = std::fs::remove_file(&file);
     stop(&server, pool);
