@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "helper"
+require "certificates"
 require "openssl"
 require "timeout"
 
@@ -11,21 +12,8 @@ require "timeout"
 # tls_writes.ru.
 class TestTlsWrites < Minitest::Test
   include Support::ServerTest
+  include Support::Certificates
   parallelize_me!
-
-  def self_signed(dir)
-    key = OpenSSL::PKey::EC.generate("prime256v1")
-    cert = OpenSSL::X509::Certificate.new
-    cert.version = 2
-    cert.serial = rand(1 << 64)
-    cert.subject = cert.issuer = OpenSSL::X509::Name.parse("/CN=localhost")
-    cert.public_key = key
-    cert.not_before = Time.now - 3600
-    cert.not_after = Time.now + 3600
-    cert.sign(key, OpenSSL::Digest.new("SHA256"))
-    File.write("#{dir}/cert.pem", cert.to_pem)
-    File.write("#{dir}/key.pem", key.private_to_pem)
-  end
 
   # A TLS client whose socket holds 4 KiB: the server's writes meet a full socket at once.
   def tiny_client(port)
@@ -70,7 +58,7 @@ class TestTlsWrites < Minitest::Test
 
   def test_large_pipelined_responses_reach_a_slow_reader_whole_and_in_order
     Dir.mktmpdir do |dir|
-      self_signed(dir)
+      certificates(dir)
       server = start_server("-b", "ssl://127.0.0.1:0?cert=#{dir}/cert.pem&key=#{dir}/key.pem", app: "tls_writes.ru")
       port = server.stdout[%r{Listening on ssl://127\.0\.0\.1:(\d+)}, 1].to_i
       Timeout.timeout(60) do
@@ -99,7 +87,7 @@ class TestTlsWrites < Minitest::Test
   # fills in a response's last record is forced in crates/catamount-server/tests/tls.rs.
   def test_no_response_is_held_back_in_the_session
     Dir.mktmpdir do |dir|
-      self_signed(dir)
+      certificates(dir)
       server = start_server("-b", "ssl://127.0.0.1:0?cert=#{dir}/cert.pem&key=#{dir}/key.pem", app: "tls_writes.ru")
       port = server.stdout[%r{Listening on ssl://127\.0\.0\.1:(\d+)}, 1].to_i
       random = Random.new(7)
