@@ -49,19 +49,15 @@ pub fn debug(line: &str) {
     stdout(&format!("- {line}\n"));
 }
 
-/// The debug line for a TLS handshake that did not complete (`outcome` as bounded by
-/// `first_data_timeout`): who, and why in words, plain HTTP sent to the TLS port named as such.
-pub fn handshake_failed(
-    peer: &crate::request::Peer,
-    outcome: Result<std::io::Result<()>, tokio::time::error::Elapsed>,
-) -> String {
-    let why = match outcome {
-        Ok(Ok(())) => "none".to_string(),
-        Err(_) => "no handshake within first_data_timeout".to_string(),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+/// The debug line for a TLS handshake that did not complete: who, and why in words (`error`
+/// None: it timed out), plain HTTP sent to the TLS port named as such.
+pub fn handshake_failed(peer: &crate::request::Peer, error: Option<std::io::Error>) -> String {
+    let why = match error {
+        None => "no handshake within first_data_timeout".to_string(),
+        Some(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             "the client closed the connection".to_string()
         }
-        Ok(Err(e)) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(e) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
             Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
                 "not TLS (plain HTTP sent to the TLS port?)".to_string()
             }
@@ -361,8 +357,7 @@ mod tests {
     fn a_failed_handshake_says_who_and_why() {
         let peer =
             crate::request::Peer::Ip("127.0.0.1:4000".parse().unwrap_or_else(|e| panic!("{e}")));
-        let tls =
-            |e: rustls::Error| Ok(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
+        let tls = |e: rustls::Error| Some(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
         assert_eq!(
             handshake_failed(
                 &peer,
@@ -377,9 +372,10 @@ mod tests {
                 .ends_with(": peer sent no certificates")
         );
         assert!(
-            handshake_failed(&peer, Ok(Err(std::io::ErrorKind::UnexpectedEof.into())))
+            handshake_failed(&peer, Some(std::io::ErrorKind::UnexpectedEof.into()))
                 .ends_with(": the client closed the connection")
         );
+        assert!(handshake_failed(&peer, None).ends_with(": no handshake within first_data_timeout"));
     }
 
     #[test]

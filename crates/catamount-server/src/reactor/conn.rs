@@ -201,7 +201,8 @@ impl Conn {
             let outcome = tokio::time::timeout(limit, tls.handshake()).await;
             if !matches!(outcome, Ok(Ok(()))) {
                 if self.shared.config.debug {
-                    crate::log::debug(&crate::log::handshake_failed(&self.peer, outcome));
+                    let error = outcome.ok().and_then(Result::err);
+                    crate::log::debug(&crate::log::handshake_failed(&self.peer, error));
                 }
                 return;
             }
