@@ -5,8 +5,8 @@ require "certificates"
 
 # Every TLS option that cannot be served stops the boot: the real server, given one bad
 # `-b ssl://...` bind or `ssl_bind` line, exits non-zero with one line on stderr that names the
-# bind (the URL, or the config file's file:line for what the file itself gets wrong) and says
-# what is wrong, and never listens. One test per row of CASES.
+# bind (the URL; for an `ssl_bind` line its file:line too) and says what is wrong, and never
+# listens. One test per row of CASES.
 class TestTlsOptions < Minitest::Test
   include Support::ServerTest
   include Support::Certificates
@@ -15,8 +15,9 @@ class TestTlsOptions < Minitest::Test
   # name => [form, spec, where, what]. `form` :url is `-b ssl://127.0.0.1:0?QUERY`, `spec` the
   # query; :dsl is a config file whose second line is `ssl_bind "127.0.0.1", 0, SPEC`. D in
   # `spec` is the directory with the certificates (see #make_files). `where` is how the line
-  # names the bind: :url (the URL as given), :line (`puma.rb:2: ssl_bind:`) or a String it
-  # contains; `what` a String the line contains.
+  # names the bind: :url (the URL as given), :line (`puma.rb:2: ssl_bind:`, what the file's
+  # line itself gets wrong) or a String it contains (`puma.rb:2: could not listen on ssl://...`,
+  # what is found opening the listener); `what` a String the line contains.
   CASES = {
     unreadable_key: [:url, "cert=D/cert.pem&key=D/missing.pem", :url,
                      "cannot read key D/missing.pem: No such file or directory"],
@@ -77,16 +78,16 @@ class TestTlsOptions < Minitest::Test
                            "TLS on a UNIX socket is not supported"],
 
     dsl_unreadable_key: [:dsl, "cert: 'D/cert.pem', key: 'D/missing.pem'",
-                         "could not listen on ssl://127.0.0.1:0?cert=D/cert.pem&key=D/missing.pem",
+                         "D/puma.rb:2: could not listen on ssl://127.0.0.1:0?cert=D/cert.pem&key=D/missing.pem",
                          "cannot read key D/missing.pem"],
     dsl_pem_text_of_another_key: [:dsl, "cert_pem: File.read('D/cert.pem'), key_pem: File.read('D/other/key.pem')",
-                                  "could not listen on ssl://127.0.0.1:0:", "the key does not match the certificate"],
+                                  "D/puma.rb:2: could not listen on ssl://127.0.0.1:0:", "the key does not match the certificate"],
     dsl_pem_text_without_a_key: [:dsl, "cert_pem: File.read('D/cert.pem'), key_pem: File.read('D/cert.pem')",
-                                 "could not listen on ssl://127.0.0.1:0:", "key_pem: holds no private key"],
+                                 "D/puma.rb:2: could not listen on ssl://127.0.0.1:0:", "key_pem: holds no private key"],
     dsl_expired_certificate: [:dsl, "cert: 'D/expired/cert.pem', key: 'D/expired/key.pem'",
-                              "could not listen on ssl://127.0.0.1:0?cert=D/expired/cert.pem", "the certificate expired on "],
+                              "D/puma.rb:2: could not listen on ssl://127.0.0.1:0?cert=D/expired/cert.pem", "the certificate expired on "],
     dsl_password_command_that_fails: [:dsl, "cert: 'D/cert.pem', key: 'D/encrypted.pem', key_password_command: 'exit 1'",
-                                      "could not listen on ssl://127.0.0.1:0?", "key_password_command (exit 1): it failed"],
+                                      "D/puma.rb:2: could not listen on ssl://127.0.0.1:0?", "key_password_command (exit 1): it failed"],
     dsl_bad_verify_mode: [:dsl, "cert: 'D/cert.pem', key: 'D/key.pem', verify_mode: 'sometimes'", :line,
                           "verify_mode must be none, peer or force_peer"],
     dsl_verify_mode_peer_without_ca: [:dsl, "cert: 'D/cert.pem', key: 'D/key.pem', verify_mode: :force_peer", :line,
@@ -94,9 +95,9 @@ class TestTlsOptions < Minitest::Test
     dsl_min_version_above_max_version: [:dsl, "cert: 'D/cert.pem', key: 'D/key.pem', min_version: 'TLSv1_3', max_version: 'TLSv1_2'",
                                         :line, "min_version is above max_version"],
     dsl_cipher_filter_of_rc4_only: [:dsl, "cert: 'D/cert.pem', key: 'D/key.pem', ssl_cipher_filter: 'RC4'",
-                                    "could not listen on ssl://127.0.0.1:0?", "ssl_cipher_filter \"RC4\" leaves no TLS 1.2 suite"],
+                                    "D/puma.rb:2: could not listen on ssl://127.0.0.1:0?", "ssl_cipher_filter \"RC4\" leaves no TLS 1.2 suite"],
     dsl_verification_flags: [:dsl, "cert: 'D/cert.pem', key: 'D/key.pem', verify_mode: 'peer', ca: 'D/ca.pem', verification_flags: ['PARTIAL_CHAIN']",
-                             "could not listen on ssl://127.0.0.1:0?", "cannot be honoured by rustls"],
+                             "D/puma.rb:2: could not listen on ssl://127.0.0.1:0?", "cannot be honoured by rustls"],
     dsl_unknown_key: [:dsl, "cert: 'D/cert.pem', key: 'D/key.pem', sni: 'x'", :line, "unknown key \"sni\""],
     dsl_only_a_cert: [:dsl, "cert: 'D/cert.pem'", :line, "a cert needs its key"],
   }.freeze

@@ -21,6 +21,10 @@ pub struct BindUrl {
     pub backlog: u32,
     /// The URL as the user wrote it, for log lines and error messages.
     pub original: String,
+    /// Where a config file gave it (`file:line`, [`Layer::set_at`](crate::options::Layer::set_at)),
+    /// for the boot's error when it cannot be opened (a certificate that will not load is found
+    /// only then); None from the command line.
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +93,7 @@ impl BindUrl {
                 },
                 backlog: t.backlog,
                 original: url.to_string(),
+                origin: None,
             });
         }
         let fail = |reason: &str| BindError {
@@ -147,6 +152,7 @@ impl BindUrl {
             kind,
             backlog,
             original: url.to_string(),
+            origin: None,
         })
     }
 

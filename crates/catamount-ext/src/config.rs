@@ -91,7 +91,7 @@ fn file_layer(ruby: &Ruby, settings: RArray) -> Result<Layer, Error> {
         for arg in args.into_iter() {
             values.push(to_conf_value(arg).map_err(|m| fail(format!("{name}: {m}")))?);
         }
-        file.set(&name, &values).map_err(fail)?;
+        file.set_at(&name, &values, &location).map_err(fail)?;
     }
     Ok(file)
 }

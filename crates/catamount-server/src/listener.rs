@@ -103,10 +103,15 @@ impl BoundListener {
 pub struct ListenError {
     pub url: String,
     pub reason: String,
+    /// The config file's `file:line` that gave the bind, if one did.
+    pub origin: Option<String>,
 }
 
 impl fmt::Display for ListenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(origin) = &self.origin {
+            write!(f, "{origin}: ")?;
+        }
         write!(f, "could not listen on {}: {}", self.url, self.reason)
     }
 }
@@ -146,6 +151,7 @@ pub fn bind_all_inheriting(
                 return Err(ListenError {
                     url: bind.original.clone(),
                     reason,
+                    origin: bind.origin.clone(),
                 });
             }
         }

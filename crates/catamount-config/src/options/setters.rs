@@ -201,6 +201,17 @@ impl Layer {
         (method.set)(self, name, args)
     }
 
+    /// [`Layer::set`] for a config file's line `origin` (`file:line`): the binds it adds
+    /// (`bind`, `ssl_bind`, `port`) remember it, so an error opening them names the line.
+    pub fn set_at(&mut self, name: &str, args: &[Value], origin: &str) -> Result<(), String> {
+        let before = self.binds.as_ref().map_or(0, Vec::len);
+        self.set(name, args)?;
+        for bind in self.binds.iter_mut().flatten().skip(before) {
+            bind.origin = Some(origin.to_string());
+        }
+        Ok(())
+    }
+
     fn push_bind(&mut self, bind: BindUrl) {
         self.binds.get_or_insert_with(Vec::new).push(bind);
     }

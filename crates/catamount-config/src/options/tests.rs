@@ -141,6 +141,28 @@ fn a_huge_number_of_seconds_is_forever_not_a_crash() {
 }
 
 #[test]
+fn binds_from_a_config_file_remember_its_line() {
+    let mut l = Layer::default();
+    l.set("bind", &[str("tcp://127.0.0.1:1")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    l.set_at(
+        "ssl_bind",
+        &[str("127.0.0.1"), Value::Int(2)],
+        "/app/puma.rb:3",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    l.set_at("workers", &[Value::Int(2)], "/app/puma.rb:4")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let origins: Vec<Option<&str>> = l
+        .binds
+        .iter()
+        .flatten()
+        .map(|b| b.origin.as_deref())
+        .collect();
+    assert_eq!(origins, vec![None, Some("/app/puma.rb:3")]);
+}
+
+#[test]
 fn ssl_bind_forms() {
     let mut l = Layer::default();
     for args in [
