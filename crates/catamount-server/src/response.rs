@@ -72,7 +72,8 @@ pub(crate) enum Step {
     Write(Outgoing),
     Ended(Ending),
     /// The app takes the connection (`rack.hijack`): give it the bytes read ahead
-    /// ([`Exchange::hijack_ready`]) and forget the connection without closing it.
+    /// ([`Exchange::hijack_ready`]) and forget the connection without closing it (a TLS
+    /// connection: relay it, `reactor/relay.rs`).
     Hijack,
     /// Nothing yet: wait for [`Exchange::changed`] (or the socket).
     Pending,
@@ -85,10 +86,20 @@ enum HijackState {
     None,
     /// Asked for: the reactor stops reading and hands over what it read ahead.
     Asked,
-    /// The bytes the client sent after the request that the reactor had read already.
-    Ready(Vec<u8>),
+    /// The reactor let go (or could not).
+    Ready(io::Result<TakenOver>),
     /// Done: the pool thread took the bytes.
     Taken,
+}
+
+/// What the reactor gives the app's side when it lets go of a connection.
+#[derive(Debug)]
+pub(crate) struct TakenOver {
+    /// The bytes the client sent after the request that the reactor had read already.
+    pub(crate) early: Vec<u8>,
+    /// A TLS connection: the app's end of the socket pair the reactor relays through (the app
+    /// cannot continue the TLS session on the raw socket).
+    pub(crate) relayed: Option<std::os::fd::OwnedFd>,
 }
 
 /// One connection's meeting point between the reactor and the pool thread serving its current
@@ -223,11 +234,12 @@ impl Exchange {
         self.handed_over.sub(dropped);
     }
 
-    /// The reactor's answer to [`Step::Hijack`]: `early` is what it read past the request. From
-    /// here on the reactor neither reads nor writes the connection.
-    pub(crate) fn hijack_ready(&self, early: Vec<u8>) {
+    /// The reactor's answer to [`Step::Hijack`]: what it read past the request (and, for TLS,
+    /// the app's end of the relay), or why it could not let go. From here on the reactor
+    /// neither reads nor writes the connection (a TLS one only through the relay).
+    pub(crate) fn hijack_ready(&self, taken: io::Result<TakenOver>) {
         let mut st = self.lock();
-        st.hijack = HijackState::Ready(early);
+        st.hijack = HijackState::Ready(taken);
         self.drained.notify_all();
     }
 
@@ -235,16 +247,16 @@ impl Exchange {
     /// [`wait_for_client`](Self::wait_for_client)) for the bytes it read ahead. What was handed
     /// over before (103 Early Hints) is written first. Fails when the connection is gone or
     /// `waiter` is interrupted (then the caller may ask again).
-    fn hijack(&self, waiter: &Waiter) -> io::Result<Vec<u8>> {
+    fn hijack(&self, waiter: &Waiter) -> io::Result<TakenOver> {
         let mut st = self.lock();
         if matches!(st.hijack, HijackState::None) {
             st.hijack = HijackState::Asked;
             self.changed.notify_one();
         }
         loop {
-            if let HijackState::Ready(early) = std::mem::take(&mut st.hijack) {
+            if let HijackState::Ready(taken) = std::mem::take(&mut st.hijack) {
                 st.hijack = HijackState::Taken;
-                return Ok(early);
+                return taken;
             }
             st.hijack = HijackState::Asked;
             if st.gone {
@@ -636,33 +648,37 @@ impl Responder {
     /// `rack.hijack`: the app takes the connection. Returns a new descriptor of the socket
     /// (close-on-exec) and the bytes the client already sent after the request, which the app
     /// must read first; the reactor forgets the connection (it neither writes nor closes it, and
-    /// it no longer counts as open). Nothing must have been written for this request but 103
-    /// Early Hints. On failure (the client is gone, `waiter` interrupted) the responder is
-    /// given back unchanged.
+    /// it no longer counts as open). A TLS connection's descriptor is instead one end of a
+    /// UNIX socket pair the reactor relays through its session (`reactor/relay.rs`; the early
+    /// bytes come first on it, none are returned). Nothing must have been written for this
+    /// request but 103 Early Hints. On failure (the client is gone, `waiter` interrupted) the
+    /// responder is given back unchanged.
     pub fn hijack(mut self, waiter: &Waiter) -> Result<Hijacked, (Responder, io::Error)> {
         use std::os::fd::AsFd;
-        if self.stream.is_tls() {
-            // The app would get the raw socket under a TLS session it cannot continue.
-            let why = io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a TLS connection cannot be hijacked (not supported yet)",
-            );
-            return Err((self, why));
-        }
-        let fd = match self.stream.as_fd().try_clone_to_owned() {
-            Ok(fd) => fd,
+        let dup = if self.stream.is_tls() {
+            None
+        } else {
+            match self.stream.as_fd().try_clone_to_owned() {
+                Ok(fd) => Some(fd),
+                Err(e) => return Err((self, e)),
+            }
+        };
+        let taken = match self.exchange.hijack(waiter) {
+            Ok(taken) => taken,
             Err(e) => return Err((self, e)),
         };
-        let early = match self.exchange.hijack(waiter) {
-            Ok(early) => early,
-            Err(e) => return Err((self, e)),
+        let relayed = taken.relayed.is_some();
+        let Some(fd) = taken.relayed.or(dup) else {
+            // The reactor relays every TLS connection it lets go; it cannot be otherwise.
+            let why = io::Error::other("a TLS connection was let go without its relay");
+            return Err((self, why));
         };
         // Nothing of the response is left to end: the reactor has let go.
         self.finished = true;
         Ok(Hijacked {
             fd,
-            early,
-            unix: matches!(*self.stream, Stream::Unix(_)),
+            early: taken.early,
+            unix: relayed || matches!(*self.stream, Stream::Unix(_)),
             serving: StillServing {
                 running: self.running.take(),
                 metrics: self.exchange.metrics.clone(),
@@ -739,12 +755,12 @@ impl Responder {
 /// A connection the app took over (`rack.hijack`, [`Responder::hijack`]).
 #[derive(Debug)]
 pub struct Hijacked {
-    /// The app's descriptor of the socket.
+    /// The app's descriptor of the socket (of a TLS connection: of its end of the relay).
     pub fd: std::os::fd::OwnedFd,
     /// Bytes the client sent after the request that were read already: the app reads them
     /// before anything from `fd`.
     pub early: Vec<u8>,
-    /// A UNIX socket (else TCP).
+    /// A UNIX socket (else TCP); a relayed TLS connection is one.
     pub unix: bool,
     /// Keep until `app.call` returns.
     pub serving: StillServing,
@@ -919,9 +935,12 @@ mod tests {
                 other => panic!("unexpected step {other:?}"),
             }
         }
-        exchange.hijack_ready(b"early".to_vec());
+        exchange.hijack_ready(Ok(TakenOver {
+            early: b"early".to_vec(),
+            relayed: None,
+        }));
         exchange.close();
-        assert_eq!(asking.join().unwrap().unwrap(), b"early");
+        assert_eq!(asking.join().unwrap().unwrap().early, b"early");
     }
 
     #[test]

@@ -99,6 +99,7 @@ impl Server {
             cut_at_drain: Mutex::default(),
             started: Instant::now(),
             last_activity: AtomicU64::new(0),
+            relays: Default::default(),
         });
         let unix_paths = listeners
             .iter()

@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) handed_over: Arc<HandedOver>,
     /// Stats and metrics counters (owned by the embedder, so they outlive this server).
     pub(crate) metrics: Arc<Metrics>,
+    /// The TLS connections apps took, relayed by the reactor.
+    pub(crate) relays: crate::reactor::Relays,
 }
 
 impl Shared {

@@ -213,6 +213,11 @@ impl TlsStream {
             .map(|leaf| leaf.as_ref().to_vec())
     }
 
+    /// Queues close_notify: nothing more will be written ([`flush`](Self::flush) sends it).
+    pub(crate) fn queue_close_notify(&self) {
+        self.lock().send_close_notify();
+    }
+
     /// close_notify, sent if the socket takes it now, then the TCP half-close.
     pub fn shutdown_write(&self) {
         {

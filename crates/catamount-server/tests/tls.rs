@@ -1,16 +1,18 @@
 //! TLS connections through the reactor: a rustls client over loopback against a listener with
 //! a TLS configuration, and a plain Rust "pool" thread answering. Keep-alive, request bodies,
 //! large responses handed to the reactor, files read and encrypted in pieces, plain HTTP sent
-//! to the TLS port, and a stalled handshake that holds up no one.
+//! to the TLS port, a stalled handshake that holds up no one, and connections the app takes
+//! (`rack.hijack`), relayed through the session.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
 use catamount_config::BindUrl;
-use catamount_server::{bind_all, Body, Server, ServerConfig, Waiter};
+use catamount_server::{bind_all, Body, Responder, Server, ServerConfig, Waiter};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
@@ -75,6 +77,9 @@ fn start_tuned(
     }
     support::start_on(config, listeners, 2, move |job, _queue| {
         let path = String::from_utf8_lossy(job.request.head.path()).into_owned();
+        if let Some(how) = path.strip_prefix("/hijack/") {
+            return hijacked_app(job.responder, how);
+        }
         let mut responder = job.responder;
         let keep = responder.keep_alive_allowed();
         match path.as_str() {
@@ -121,6 +126,68 @@ fn start_tuned(
 
 /// Set once `/held` was answered (the pool thread returned from it).
 static HELD_ANSWERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The app side of a hijack, on a thread of its own (the pool thread returns at once). `echo`:
+/// greets, then echoes once it read "quit", or says how much it read when the client's side
+/// ended; `bulk/N`: reads N bytes, then writes N bytes of a pattern and the sum of what it read;
+/// `hold`: keeps the connection until its client or the server ends it, then says which.
+fn hijacked_app(responder: Responder, how: &str) {
+    let hijacked = responder.hijack(&Waiter::new()).unwrap();
+    assert!(
+        hijacked.unix,
+        "a TLS connection is relayed through a UNIX socket pair"
+    );
+    assert!(
+        hijacked.early.is_empty(),
+        "early bytes come through the relay"
+    );
+    let mut io = UnixStream::from(hijacked.fd);
+    io.set_nonblocking(false).unwrap();
+    io.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let how = how.to_string();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let mut got = Vec::new();
+        if let Some(n) = how.strip_prefix("bulk/") {
+            let n: usize = n.parse().unwrap();
+            while got.len() < n {
+                let read = io.read(&mut buf).unwrap();
+                assert!(read > 0, "the client's bytes ended early");
+                got.extend_from_slice(&buf[..read]);
+            }
+            io.write_all(&pattern(n)).unwrap();
+            let sum: u64 = got.iter().map(|b| u64::from(*b)).sum();
+            io.write_all(format!("sum {sum}").as_bytes()).unwrap();
+            return;
+        }
+        if how == "echo" {
+            io.write_all(b"hello\n").unwrap();
+        }
+        loop {
+            match io.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if got.ends_with(b"quit") {
+                io.write_all(&got).unwrap();
+                return;
+            }
+        }
+        // Still writable: only the client's side ended (or the server cut the relay).
+        let _ = io.write_all(format!("the end after {} bytes", got.len()).as_bytes());
+    });
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// Everything until the server's side ends (close_notify: a clean end).
+fn read_to_the_end<R: Read>(r: &mut R) -> Vec<u8> {
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).unwrap();
+    got
+}
 
 fn connect(port: u16, tls: &Tls) -> StreamOwned<ClientConnection, TcpStream> {
     let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -300,4 +367,86 @@ fn records_left_in_the_session_by_a_direct_write_are_sent() {
     drop(c);
     let _ = std::fs::remove_file(&file);
     stop(&server, pool);
+}
+
+#[test]
+fn a_hijacked_tls_connection_is_relayed_both_ways_early_bytes_first() {
+    let tls = certificates();
+    let file = scratch_file("hijack", 1);
+    let (server, port, pool) = start(ServerConfig::default(), &tls, file.clone());
+    // The request and bytes behind it in one write: the reactor read them with the request.
+    let mut c = connect(port, &tls);
+    c.write_all(b"GET /hijack/echo HTTP/1.1\r\nHost: x\r\n\r\nEARLY ")
+        .unwrap();
+    let mut hello = [0u8; 6];
+    c.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"hello\n");
+    c.write_all(b"later quit").unwrap();
+    assert_eq!(
+        read_to_the_end(&mut c),
+        b"EARLY later quit",
+        "the app closed first"
+    );
+
+    // The client ends its side first (close_notify): the app reads the end, and still writes.
+    let mut c = connect(port, &tls);
+    c.write_all(b"GET /hijack/wait HTTP/1.1\r\nHost: x\r\n\r\nabc")
+        .unwrap();
+    c.conn.send_close_notify();
+    c.flush().unwrap();
+    assert_eq!(read_to_the_end(&mut c), b"the end after 3 bytes");
+
+    // Several MiB each way through bounded buffers, checked.
+    let n = 6 << 20;
+    let mut c = connect(port, &tls);
+    c.write_all(format!("GET /hijack/bulk/{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let sent: Vec<u8> = (0..n).map(|i| (i * 7 % 256) as u8).collect();
+    c.write_all(&sent).unwrap();
+    let got = read_to_the_end(&mut c);
+    let sum: u64 = sent.iter().map(|b| u64::from(*b)).sum();
+    assert_eq!(got.len(), n + format!("sum {sum}").len());
+    assert!(
+        got[..n] == pattern(n)[..],
+        "the app's bytes arrive in order"
+    );
+    assert_eq!(&got[n..], format!("sum {sum}").as_bytes());
+
+    // Plain requests are served meanwhile, and the relays do not keep a stop waiting.
+    let mut c = connect(port, &tls);
+    c.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut c).1, b"/after 0");
+    drop(c);
+    let _ = std::fs::remove_file(&file);
+    stop(&server, pool);
+}
+
+/// A stop with a relayed connection still open: the reactor waits for it through the drain
+/// time, then cuts it (the client sees the end, the app's side too) and ends.
+#[test]
+fn a_stop_cuts_a_relay_still_open_after_the_drain_time() {
+    let tls = certificates();
+    let file = scratch_file("hijack-stop", 1);
+    let config = ServerConfig {
+        drain_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    };
+    let (server, port, pool) = start(config, &tls, file.clone());
+    let mut c = connect(port, &tls);
+    c.write_all(b"GET /hijack/hold HTTP/1.1\r\nHost: x\r\n\r\nheld")
+        .unwrap();
+    // Through the relay before the stop: the app has the connection.
+    c.write_all(b" still").unwrap();
+    server.stop();
+    let waited = std::thread::spawn({
+        let server = server.clone();
+        move || server.wait(&Waiter::new()).unwrap().is_ok()
+    });
+    // The client sees the end (no close_notify: the relay was cut), whatever came first.
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(waited.join().unwrap(), "the reactor ended");
+    pool.join().unwrap();
+    let _ = std::fs::remove_file(&file);
 }

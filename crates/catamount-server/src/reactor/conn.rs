@@ -19,11 +19,12 @@ use catamount_http::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as Deadline;
 
+use super::relay;
 use crate::body_buffers::BodyFill;
 use crate::log;
 use crate::metrics::Metrics;
 use crate::request::{Body, Job, Peer, Request};
-use crate::response::{Ending, Exchange, Outgoing, Step};
+use crate::response::{Ending, Exchange, Outgoing, Step, TakenOver};
 use crate::shared::Shared;
 use crate::spill;
 use crate::stream::Stream;
@@ -180,7 +181,7 @@ enum Delivered {
     /// Drop the connection: the response could not be completed.
     Abort,
     /// The app took the connection (`rack.hijack`): forget it, neither closing nor draining it
-    /// (the app holds its own descriptor of the socket).
+    /// (the app holds its own descriptor of the socket; a TLS connection's relay holds it).
     Hijacked,
 }
 
@@ -644,13 +645,7 @@ impl Conn {
                     continue;
                 }
                 Step::Ended(Ending::Aborted) => return Delivered::Abort,
-                Step::Hijack => {
-                    // Nothing is read after this: what was read ahead goes to the app, in order
-                    // before what the kernel still holds.
-                    let early = self.buf.split().to_vec();
-                    self.exchange.hijack_ready(early);
-                    return Delivered::Hijacked;
-                }
+                Step::Hijack => return self.let_go(),
                 Step::Ended(Ending::Done { keep_alive, at }) => {
                     self.idle_since = Some(at);
                     return if keep_alive && !client_done {
@@ -679,6 +674,37 @@ impl Conn {
                 // one that ended is seen at the top of the loop.
                 _ = tokio::time::sleep(recheck) => {}
                 _ = self.stop.wait_for(|s| *s) => stopping = true,
+            }
+        }
+    }
+
+    /// The app takes the connection. Nothing is read after this: what was read ahead goes to
+    /// the app, in order before what the kernel (or rustls) still holds. A TLS connection is
+    /// relayed from here on (the app could not continue its session): the app gets its end of
+    /// a socket pair, the early bytes first on it.
+    fn let_go(&mut self) -> Delivered {
+        let early = self.buf.split().to_vec();
+        if !self.stream.is_tls() {
+            self.exchange.hijack_ready(Ok(TakenOver {
+                early,
+                relayed: None,
+            }));
+            return Delivered::Hijacked;
+        }
+        match relay::socket_pair() {
+            Ok((ours, theirs)) => {
+                let relaying = relay::relay(self.stream.clone(), ours, early, self.shared.clone());
+                tokio::spawn(relaying);
+                self.exchange.hijack_ready(Ok(TakenOver {
+                    early: Vec::new(),
+                    relayed: Some(theirs),
+                }));
+                Delivered::Hijacked
+            }
+            Err(e) => {
+                // The app's hijack raises it (EMFILE, ...); the connection is lost.
+                self.exchange.hijack_ready(Err(e));
+                Delivered::Abort
             }
         }
     }

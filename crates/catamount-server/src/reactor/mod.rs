@@ -8,6 +8,9 @@
 
 mod accept_errors;
 mod conn;
+mod relay;
+
+pub(crate) use relay::Relays;
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -82,8 +85,26 @@ async fn serve(
     }
     // Listeners are closed now; wait for the connections still being served.
     let _ = all_closed.recv().await;
+    // Then for the TLS connections the app took, relayed here: they end as the app closes
+    // them, a stop's drain shutting down the rest at its deadline (lib/catamount/drain.rb,
+    // which logs each). Past that, and a moment for the drain to act, what is left is cut as
+    // the runtime ends (also a stop that is not the process's end: worker 0 stopping to fork).
+    let relays = shared.relays.all_ended();
+    match shared
+        .drain_deadline()
+        .and_then(|d| d.checked_add(RELAY_GRACE))
+    {
+        Some(until) => {
+            let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(until), relays).await;
+        }
+        None => relays.await,
+    }
     Ok(())
 }
+
+/// How long past the drain deadline relays may still run: the drain (which polls every 100 ms)
+/// shuts them down and logs them first.
+const RELAY_GRACE: Duration = Duration::from_secs(1);
 
 /// A listening socket watched for pending connections, which are taken only when wanted.
 enum Acceptor {
