@@ -2,7 +2,7 @@
 //!
 //! - [`listener`]: opening the sockets named by bind URLs.
 //! - `reactor`: the thread that owns every connection: accepts, buffers whole requests, finishes
-//!   responses, keeps idle keep-alive connections.
+//!   responses, keeps idle keep-alive connections, relays the TLS connections apps took.
 //! - [`dispatch`]: the queue between the reactor and the Ruby thread pool, and the pool's books.
 //! - [`request`] / [`response`]: what a pool thread gets (a whole [`Request`]) and answers with
 //!   (a [`Responder`] that writes without ever blocking the thread on a slow client).

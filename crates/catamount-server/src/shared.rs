@@ -1,10 +1,12 @@
 //! What the reactor, its connections and `Server` share while a server runs:
-//! the configuration, the queue, the stop flag, the activity clock, the kept body buffers and
-//! the counters.
+//! the configuration, the queue, the stop flag, the activity clock, the kept body buffers,
+//! the counters and the count of TLS relays.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
+
+use tokio::sync::Notify;
 
 use crate::body_buffers::BodyBuffers;
 use crate::config::ServerConfig;
@@ -39,7 +41,40 @@ pub(crate) struct Shared {
     /// Stats and metrics counters (owned by the embedder, so they outlive this server).
     pub(crate) metrics: Arc<Metrics>,
     /// The TLS connections apps took, relayed by the reactor.
-    pub(crate) relays: crate::reactor::Relays,
+    pub(crate) relays: Relays,
+}
+
+/// The relays of TLS connections apps took (`reactor/relay.rs`) running for one server: its
+/// reactor waits for them as it ends.
+#[derive(Debug, Default)]
+pub(crate) struct Relays {
+    running: AtomicUsize,
+    ended: Notify,
+}
+
+impl Relays {
+    pub(crate) fn started(&self) {
+        self.running.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn ended(&self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.ended.notify_waiters();
+    }
+
+    /// Resolves once no relay runs.
+    pub(crate) async fn all_ended(&self) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before the check, so an end between the two is not missed.
+            ended.as_mut().enable();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
 }
 
 impl Shared {

@@ -9,7 +9,9 @@
 //! (`ungetbyte`), so `read`, `read_nonblock`, `wait_readable` and `IO.select` see them first. From
 //! then on nothing is written on the connection: the app's response is ignored, but `body.close`,
 //! `rack.after_reply` and `rack.response_finished` still run ([`after_call`]); an app that raised after hijacking gets its
-//! IO closed (else the client would wait forever).
+//! IO closed (else the client would wait forever). A TLS connection's IO is a `UNIXSocket`, the
+//! app's end of the reactor's relay (`reactor/relay.rs` in catamount-server), early bytes first
+//! on the socket itself (nothing to push back).
 
 use std::cell::RefCell;
 use std::os::fd::IntoRawFd;

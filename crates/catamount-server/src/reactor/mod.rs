@@ -10,8 +10,6 @@ mod accept_errors;
 mod conn;
 mod relay;
 
-pub(crate) use relay::Relays;
-
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;

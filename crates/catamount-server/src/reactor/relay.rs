@@ -14,18 +14,16 @@
 //! descriptor copied into a forked child would otherwise keep either open).
 //!
 //! The relay does not count as an open connection (as a plain hijack does not); the reactor
-//! waits for the running ones when it ends, up to the drain time (`Relays`).
+//! waits for the running ones when it ends, up to the drain time (`shared::Relays`).
 
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
-use tokio::sync::Notify;
 
 use crate::shared::Shared;
 use crate::stream::Stream;
@@ -34,43 +32,19 @@ use crate::tls_stream::TlsStream;
 /// The most a relay holds per way, in plaintext.
 const RELAY_BUF: usize = 64 * 1024;
 
-/// The relays running for one server: its reactor waits for them as it ends.
-#[derive(Debug, Default)]
-pub(crate) struct Relays {
-    running: AtomicUsize,
-    ended: Notify,
-}
-
-impl Relays {
-    /// Resolves once no relay runs.
-    pub(crate) async fn all_ended(&self) {
-        loop {
-            let ended = self.ended.notified();
-            tokio::pin!(ended);
-            // Registered before the check, so an end between the two is not missed.
-            ended.as_mut().enable();
-            if self.running.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            ended.await;
-        }
-    }
-}
-
-/// One relay counted as running while this lives.
+/// One relay counted as running (`Shared::relays`) while this lives.
 struct Running(Arc<Shared>);
 
 impl Running {
     fn new(shared: Arc<Shared>) -> Running {
-        shared.relays.running.fetch_add(1, Ordering::SeqCst);
+        shared.relays.started();
         Running(shared)
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0.relays.running.fetch_sub(1, Ordering::SeqCst);
-        self.0.relays.ended.notify_waiters();
+        self.0.relays.ended();
     }
 }
 
