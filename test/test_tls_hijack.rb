@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 require "helper"
-require "openssl"
+require "certificates"
 require "digest"
 
 # Connections taken by the app over TLS (`ssl://` binds): full hijack, 101 upgrades (partial
@@ -11,6 +11,7 @@ require "digest"
 # tls_hijack.ru, partial_hijack.ru, websocket.ru, cable/config.ru, drain.ru.
 class TestTlsHijack < Minitest::Test
   include Support::ServerTest
+  include Support::Certificates
   parallelize_me!
 
   # The piece /bulk writes over and over (tls_hijack.ru's PIECE).
@@ -25,42 +26,6 @@ class TestTlsHijack < Minitest::Test
   def teardown
     super
     FileUtils.rm_rf(@dir)
-  end
-
-  # TODO: use the shared certificate helper of test/support once it is on main (the minimum of
-  # test_tls.rb's, copied meanwhile): a CA, and a certificate for localhost/127.0.0.1 it signed.
-  def certificates(dir)
-    from = Time.now - 3600
-    to = Time.now + 86_400
-    ca_key = OpenSSL::PKey::EC.generate("prime256v1")
-    ca = issue(ca_key, ca_key, nil, "/CN=Catamount test CA #{rand(1 << 32)}", from, to) do |c, ef|
-      c.add_extension(ef.create_extension("basicConstraints", "CA:TRUE", true))
-      c.add_extension(ef.create_extension("keyUsage", "keyCertSign, cRLSign", true))
-    end
-    key = OpenSSL::PKey::EC.generate("prime256v1")
-    cert = issue(key, ca_key, ca, "/CN=localhost", from, to) do |c, ef|
-      c.add_extension(ef.create_extension("subjectAltName", "DNS:localhost,IP:127.0.0.1"))
-    end
-    File.write("#{dir}/ca.pem", ca.to_pem)
-    File.write("#{dir}/cert.pem", cert.to_pem)
-    File.write("#{dir}/key.pem", key.private_to_pem)
-  end
-
-  def issue(key, signer_key, signer, subject, from, to)
-    c = OpenSSL::X509::Certificate.new
-    c.version = 2
-    c.serial = rand(1 << 64)
-    c.subject = OpenSSL::X509::Name.parse(subject)
-    c.issuer = signer ? signer.subject : c.subject
-    c.public_key = key
-    c.not_before = from
-    c.not_after = to
-    ef = OpenSSL::X509::ExtensionFactory.new
-    ef.subject_certificate = c
-    ef.issuer_certificate = signer || c
-    yield c, ef
-    c.sign(signer_key, OpenSSL::Digest.new("SHA256"))
-    c
   end
 
   def tls_bind
