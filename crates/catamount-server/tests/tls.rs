@@ -369,11 +369,33 @@ fn records_left_in_the_session_by_a_direct_write_are_sent() {
     stop(&server, pool);
 }
 
+/// Stops `server` and waits (at most `limit`) for it to end; false when it did not.
+fn stopped_within(server: &Arc<Server>, limit: Duration) -> bool {
+    server.stop();
+    let waiter = Arc::new(Waiter::new());
+    let alarm = {
+        let waiter = waiter.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            waiter.set_interrupted();
+        })
+    };
+    let ended = server.wait(&waiter).is_some();
+    drop(alarm); // detached: it only interrupts a wait that is over
+    ended
+}
+
 #[test]
 fn a_hijacked_tls_connection_is_relayed_both_ways_early_bytes_first() {
     let tls = certificates();
     let file = scratch_file("hijack", 1);
-    let (server, port, pool) = start(ServerConfig::default(), &tls, file.clone());
+    // A drain time far longer than the test's bound on the stop: the relays must all have
+    // ended by themselves.
+    let config = ServerConfig {
+        drain_timeout: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    };
+    let (server, port, pool) = start(config, &tls, file.clone());
     // The request and bytes behind it in one write: the reactor read them with the request.
     let mut c = connect(port, &tls);
     c.write_all(b"GET /hijack/echo HTTP/1.1\r\nHost: x\r\n\r\nEARLY ")
@@ -387,6 +409,8 @@ fn a_hijacked_tls_connection_is_relayed_both_ways_early_bytes_first() {
         b"EARLY later quit",
         "the app closed first"
     );
+    // Kept open by the client: its relay ends by seeing the app hang up.
+    let _app_closed_first = c;
 
     // The client ends its side first (close_notify): the app reads the end, and still writes.
     let mut c = connect(port, &tls);
@@ -412,14 +436,18 @@ fn a_hijacked_tls_connection_is_relayed_both_ways_early_bytes_first() {
     );
     assert_eq!(&got[n..], format!("sum {sum}").as_bytes());
 
-    // Plain requests are served meanwhile, and the relays do not keep a stop waiting.
+    // Plain requests are served meanwhile, and the relays, all ended, keep no stop waiting.
     let mut c = connect(port, &tls);
     c.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut c).1, b"/after 0");
     drop(c);
     let _ = std::fs::remove_file(&file);
-    stop(&server, pool);
+    assert!(
+        stopped_within(&server, Duration::from_secs(30)),
+        "a relay outlived both its sides"
+    );
+    pool.join().unwrap();
 }
 
 /// A stop with a relayed connection still open: the reactor waits for it through the drain
