@@ -99,6 +99,28 @@ class TestTlsHijack < Minitest::Test
     [ssl, *head.split("\r\n\r\n", 2)]
   end
 
+  # Reads until the server's side ends: `size` bytes of /bulk's and /flood's pattern (checked
+  # in order), then the rest. Returns how many of the pattern came and the rest.
+  def read_pattern(ssl, size)
+    back = Digest::SHA256.new
+    received = 0
+    tail = +""
+    deadline = now + 120
+    loop do
+      data, = tls_read(ssl, bytes: 1, timeout: deadline - now)
+      break if data.empty?
+
+      keep = [size - received, data.bytesize].min
+      back << data.byteslice(0, keep)
+      tail << data.byteslice(keep..)
+      received += keep
+    end
+    expected = Digest::SHA256.new
+    (size / PIECE.bytesize).times { expected << PIECE }
+    assert_equal expected.hexdigest, back.hexdigest, "the app's bytes arrive in order" if received == size
+    [received, tail]
+  end
+
   def https_get(port, path)
     ssl = tls_connect(port)
     ssl.write("GET #{path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -175,27 +197,44 @@ class TestTlsHijack < Minitest::Test
       written += piece.bytesize
       offset = (offset + piece.bytesize) % chunk.bytesize
     end
-    back = Digest::SHA256.new
-    received = 0
-    tail = +""
-    deadline = now + 120
-    loop do
-      data, = tls_read(ssl, bytes: 1, timeout: deadline - now)
-      break if data.empty?
-
-      if received + data.bytesize > size
-        keep = size - received
-        tail << data.byteslice(keep..)
-        data = data.byteslice(0, keep)
-      end
-      back << data
-      received += data.bytesize
-    end
-    expected = Digest::SHA256.new
-    (size / PIECE.bytesize).times { expected << PIECE }
+    received, tail = read_pattern(ssl, size)
     assert_equal size, received
-    assert_equal expected.hexdigest, back.hexdigest, "the app's 40 MiB arrive in order"
     assert_equal sent.hexdigest, tail, "the app read what the client sent, in order"
+  ensure
+    ssl&.close
+  end
+
+  # The other way: a client that does not read holds up the app's writes (no buffer grows with
+  # what the app writes); once it reads, all 40 MiB arrive in order.
+  def test_a_client_that_does_not_read_holds_up_the_app
+    size = 40 << 20
+    _, port = tls_server("tls_hijack.ru")
+    ssl = tls_connect(port)
+    ssl.write("GET /flood?#{size} HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    held = https_get(port, "/held")
+    assert_match(/\A\d+\z/, held, "the app wrote all 40 MiB to a client that read nothing")
+    assert_operator Integer(held), :<, size
+    received, tail = read_pattern(ssl, size)
+    assert_equal [size, ""], [received, tail]
+  ensure
+    ssl&.close
+  end
+
+  # As a plain hijack: a relayed connection is not counted as open, its request not as a
+  # response.
+  def test_a_relayed_connection_is_counted_as_a_hijacked_one
+    _, port = tls_server("tls_hijack.ru", "-t", "1:1")
+    ssl = tls_connect(port)
+    ssl.write("GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert_equal "hello from UNIXSocket\n", tls_line(ssl)
+    stats = nil
+    # The /stats request's own connection is the only one open (an earlier one's may linger).
+    assert wait_until { (stats = JSON.parse(https_get(port, "/stats")))["connections_open"] == 1 },
+           "the relayed connection still counted: #{stats}"
+    # Every request but the hijacked one and this /stats (not answered yet) got a response.
+    assert_equal stats["requests_count"] - 2, stats["responses"].values.sum
+    ssl.write("quit")
+    assert_equal ["quit", true], tls_read(ssl)
   ensure
     ssl&.close
   end
@@ -255,17 +294,27 @@ class TestTlsHijack < Minitest::Test
     refute_match(/error|exception|warn/i, server.stderr)
   end
 
+  # drain.ru on a TLS bind with `drain_timeout seconds`, and its port.
+  def drain_server(seconds)
+    config = File.join(@dir, "drain.rb")
+    File.write(config, "drain_timeout #{seconds}\n")
+    tls_server("drain.ru", "-C", config)
+  end
+
+  # A connection drain.ru's /hijack took, its greeting read.
+  def drain_hijacked(port)
+    ssl = tls_connect(port)
+    ssl.write("GET /hijack HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert_match(/\Ahello \d+\n\z/, tls_line(ssl))
+    ssl
+  end
+
   # TERM: a hijacked and an upgraded TLS connection keep working through the drain time, then
   # the server ends them (the client sees the end) and logs each as it logs plain ones (the
   # client's address is REMOTE_ADDR's, not the relay's).
   def test_term_drains_taken_tls_connections_then_closes_them
-    config = File.join(@dir, "drain.rb")
-    File.write(config, "drain_timeout 3\n")
-    server = start_server("-C", config, "-b", tls_bind, app: "drain.ru")
-    port = server.stdout[%r{Listening on ssl://127\.0\.0\.1:(\d+)}, 1].to_i
-    hijack = tls_connect(port)
-    hijack.write("GET /hijack HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    assert_match(/\Ahello \d+\n\z/, tls_line(hijack))
+    server, port = drain_server(3)
+    hijack = drain_hijacked(port)
     upgrade, head, greeting = tls_upgrade(port, "/upgrade")
     assert_match %r{\AHTTP/1.1 101 }, head
     greeting << tls_line(upgrade) unless greeting.end_with?("\n")
@@ -288,5 +337,20 @@ class TestTlsHijack < Minitest::Test
     assert_equal "", server.stderr
   ensure
     [hijack, upgrade].each { |s| s&.close }
+  end
+
+  # A hot restart does not drain: the relayed connection is closed at once (logged as a plain
+  # one), the relay does not hold up the exec, and the new process serves HTTPS.
+  def test_a_hot_restart_closes_a_relayed_connection_at_once
+    server, port = drain_server(120)
+    hijack = drain_hijacked(port)
+    first = https_get(port, "/")
+    server.signal("USR2")
+    assert_equal "", tls_read(hijack, timeout: 30).first
+    server.wait_for(%r{^- Restarting \(no drain\): closing the connection taken by GET /hijack from 127\.0\.0\.1, open [\d.]+ s$})
+    server.wait_for(/\(inherited\)/, timeout: 30)
+    assert_equal first, https_get(port, "/"), "the same pid after exec"
+  ensure
+    hijack&.close
   end
 end

@@ -7,13 +7,19 @@
 #   /bulk?N       waits until GET /release, reads N bytes, then writes N bytes of a pattern and
 #                 the SHA-256 of what it read, then closes
 #   /release      lets the waiting /bulk go on
+#   /flood?N      writes N bytes of the pattern (non-blocking writes, waiting while the socket
+#                 takes nothing); the first wait longer than 2 s is reported to /held
+#   /held         how much /flood had written when it was first held up that long
 #   /ended        what /until-end saw, once it saw it
+#   /stats        Catamount.stats
 #   /             a plain response
 require "digest"
+require "json"
 require "timeout"
 
 RELEASE = Queue.new
 ENDED = Queue.new
+HELD = Queue.new
 
 # One 64 KiB piece of the pattern /bulk writes (the tests build the same).
 PIECE = (0...65_536).map { |i| (i % 251).chr }.join.b.freeze
@@ -70,6 +76,29 @@ ensure
   io.close
 end
 
+def flood(io, size)
+  written = 0
+  held = false
+  while written < size
+    piece = PIECE.byteslice(written % PIECE.bytesize, [PIECE.bytesize - (written % PIECE.bytesize), size - written].min)
+    n = io.write_nonblock(piece, exception: false)
+    if n == :wait_writable
+      next if io.wait_writable(2) || held
+
+      HELD << written
+      held = true
+      io.wait_writable(60)
+    else
+      written += n
+    end
+  end
+  HELD << "never held up: #{written}" unless held
+rescue IOError, SystemCallError
+  nil
+ensure
+  io.close
+end
+
 run lambda { |env|
   case env["PATH_INFO"]
   when "/echo"
@@ -85,6 +114,15 @@ run lambda { |env|
     size = Integer(env["QUERY_STRING"])
     Thread.new { bulk(io, size) }
     [200, {}, []]
+  when "/flood"
+    io = env["rack.hijack"].call
+    size = Integer(env["QUERY_STRING"])
+    Thread.new { flood(io, size) }
+    [200, {}, []]
+  when "/held"
+    [200, { "content-type" => "text/plain" }, [Timeout.timeout(60) { HELD.pop }.to_s]]
+  when "/stats"
+    [200, { "content-type" => "application/json" }, [JSON.generate(Catamount.stats)]]
   when "/release"
     RELEASE << true
     [200, { "content-type" => "text/plain" }, ["released"]]
