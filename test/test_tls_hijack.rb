@@ -275,6 +275,34 @@ class TestTlsHijack < Minitest::Test
     assert_equal 1000, closes["by_client"]["rcvd"]
   end
 
+  # Cluster mode: a phased restart keeps wss:// clients (relayed in the old workers) until each
+  # old worker's drain time is over, then each is closed and logged by its worker.
+  def test_a_phased_restart_keeps_wss_clients_until_the_drain_time_is_over
+    n = 6
+    config = File.join(@dir, "cluster.rb")
+    File.write(config, "workers 2\npreload_app! false\ndrain_timeout 10\n")
+    server, port = tls_server("websocket.ru", "-C", config)
+    assert wait_until(timeout: 30) { server.stdout.scan(/Worker \d+ \(PID: \d+\) booted/).size >= 2 }, server.stdout
+    client = File.join(__dir__, "support", "websocket_client.py")
+    IO.popen(python(client, "hold", "wss://localhost:#{port}/ws", n.to_s), "r+", err: %i[child out]) do |io|
+      command = lambda do |line|
+        io.puts(line)
+        io.flush
+        JSON.parse(read_report(io))
+      end
+      assert_equal({ "ready" => n, "echoed" => n }, JSON.parse(read_report(io)))
+      server.signal("USR1")
+      2.times do |i|
+        assert wait_until(timeout: 30) { server.stdout.scan(/Stopping \d+ for phased upgrade/).size > i }, server.stdout
+        assert_equal({ "open" => n, "echoed" => n }, command.call("echo"), "none was dropped at stop #{i + 1}")
+      end
+      assert_equal({ "closed" => n, "codes" => [1006] * n }, command.call("closed"))
+    end
+    assert $?.success?
+    closed = -> { server.stdout.scan(%r{^\[\d+\] - Drain time \(10 s\) over: closing the connection taken by GET /ws from 127\.0\.0\.1}) }
+    assert wait_until { closed.call.size == n }, "one line per connection:\n#{server.stdout}"
+  end
+
   # ActionCable (Rails 6.1) over wss://: subscribed, echoed, a broadcast reaches both
   # connections, clean closes.
   def test_actioncable_over_wss
