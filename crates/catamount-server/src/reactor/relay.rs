@@ -3,10 +3,11 @@
 //! and one end of a UNIX socket pair whose other end is the app's IO.
 //!
 //! Client to app: what the reactor read past the request goes first, then what rustls
-//! decrypts. App to client: what the app writes is encrypted and sent. Each way holds at most
-//! one buffer ([`RELAY_BUF`]) and reads its source only once that buffer is written, so a side
-//! that stops reading stops the other (the kernel's socket buffers do the rest): memory stays
-//! bounded. Ends: the client's end (close_notify or the TCP end) becomes a write shutdown of the
+//! decrypts. App to client: what the app writes is encrypted and sent. Each way reads at most
+//! one [`PIECE`] (onto the stack) and reads again only once the other side took all of it, so
+//! a side that stops reading stops the other (the kernel's socket buffers do the rest): memory
+//! stays bounded, and only what waits for a side is held (an idle relay holds no buffer, as
+//! there may be thousands of WebSockets). Ends: the client's end (close_notify or the TCP end) becomes a write shutdown of the
 //! app's socket (the app reads its end); the app's end (a close or a write shutdown) becomes
 //! close_notify and a TCP write shutdown. The relay ends once both ways ended, or the app can
 //! no longer read (it closed its IO: a stop's drain shuts it down both ways) and its writes
@@ -29,8 +30,8 @@ use crate::shared::Shared;
 use crate::stream::Stream;
 use crate::tls_stream::TlsStream;
 
-/// The most a relay holds per way, in plaintext.
-const RELAY_BUF: usize = 64 * 1024;
+/// The most a relay reads at once, and holds, per way, in plaintext (one TLS record's worth).
+const PIECE: usize = 16 * 1024;
 
 /// One relay counted as running (`Shared::relays`) while this lives.
 struct Running(Arc<Shared>);
@@ -91,10 +92,12 @@ impl Pending {
         self.from >= self.data.len()
     }
 
-    /// Emptied for the next read, its allocation kept.
-    fn reset(&mut self) {
-        self.data.clear();
-        self.from = 0;
+    /// `n` more bytes were written; once all were, the buffer is freed.
+    fn sent(&mut self, n: usize) {
+        self.from += n;
+        if self.is_empty() {
+            *self = Pending::default();
+        }
     }
 }
 
@@ -159,11 +162,11 @@ impl<'a> Relay<'a> {
         loop {
             if !self.to_app.is_empty() {
                 if self.app_told {
-                    self.to_app.reset();
+                    self.to_app = Pending::default();
                     continue;
                 }
                 match send(self.app, self.to_app.rest()) {
-                    Ok(n) => self.to_app.from += n,
+                    Ok(n) => self.to_app.sent(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // The app no longer reads (it closed its IO, or it was shut down).
@@ -178,12 +181,11 @@ impl<'a> Relay<'a> {
                 }
                 return Ok(());
             }
-            self.to_app.reset();
-            self.to_app.data.reserve(RELAY_BUF);
-            let mut room = bytes::BufMut::limit(&mut self.to_app.data, RELAY_BUF);
+            let mut piece = [0u8; PIECE];
+            let mut room: &mut [u8] = &mut piece;
             match self.tls.try_read_buf(&mut room) {
                 Ok(0) => self.client_ended = true,
-                Ok(_) => {}
+                Ok(n) => self.to_app.data = piece.get(..n).unwrap_or_default().to_vec(),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -200,7 +202,7 @@ impl<'a> Relay<'a> {
             }
             if !self.to_client.is_empty() {
                 match self.tls.try_write(self.to_client.rest()) {
-                    Ok(n) => self.to_client.from += n,
+                    Ok(n) => self.to_client.sent(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.unflushed = true;
                         return Ok(());
@@ -224,12 +226,10 @@ impl<'a> Relay<'a> {
                 self.client_told = true;
                 return Ok(());
             }
-            self.to_client.reset();
-            self.to_client.data.reserve(RELAY_BUF);
-            let mut room = bytes::BufMut::limit(&mut self.to_client.data, RELAY_BUF);
-            match self.app.try_read_buf(&mut room) {
+            let mut piece = [0u8; PIECE];
+            match self.app.try_read(&mut piece) {
                 Ok(0) => self.app_ended = true,
-                Ok(_) => {}
+                Ok(n) => self.to_client.data = piece.get(..n).unwrap_or_default().to_vec(),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The app's socket failed: its side is over.
