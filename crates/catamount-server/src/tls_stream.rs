@@ -13,7 +13,7 @@
 //! the socket did not take yet (so a write is complete only once [`flush`](TlsStream::flush)
 //! says so). The session's lock is never held across an await.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -132,12 +132,15 @@ impl TlsStream {
     /// `WouldBlock`: nothing yet.
     pub fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         let mut s = self.lock();
-        let mut piece = [0u8; PIECE];
         let want = buf.chunk_mut().len().min(PIECE);
         loop {
-            match s.reader().read(piece.get_mut(..want).unwrap_or_default()) {
-                Ok(n) => {
-                    buf.put_slice(piece.get(..n).unwrap_or_default());
+            // Copied once, from rustls's buffer into `buf` (no zeroed piece in between).
+            let mut reader = s.reader();
+            match reader.fill_buf() {
+                Ok(chunk) => {
+                    let n = chunk.len().min(want);
+                    buf.put_slice(chunk.get(..n).unwrap_or_default());
+                    reader.consume(n);
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -174,27 +177,22 @@ impl TlsStream {
         if !flush_locked(&self.tcp, &mut s)? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = match bufs.iter().position(|b| !b.is_empty()) {
-            Some(i) if bufs.get(i).is_some_and(|b| b.len() >= PIECE) => s
-                .writer()
-                .write(bufs.get(i).and_then(|b| b.get(..PIECE)).unwrap_or_default())?,
-            Some(i) => {
-                let mut piece = [0u8; PIECE];
-                let mut len = 0;
-                for b in bufs.get(i..).unwrap_or_default() {
-                    let take = b.len().min(PIECE - len);
-                    if let (Some(to), Some(from)) = (piece.get_mut(len..len + take), b.get(..take))
-                    {
-                        to.copy_from_slice(from);
-                    }
-                    len += take;
-                    if len == PIECE {
-                        break;
-                    }
-                }
-                s.writer().write(piece.get(..len).unwrap_or_default())?
+        let mut rest = bufs.iter().filter(|b| !b.is_empty());
+        let n = match (rest.next(), rest.next()) {
+            (None, _) => 0,
+            (Some(only), None) => s.writer().write(only.get(..PIECE).unwrap_or(only))?,
+            (Some(first), Some(_)) if first.len() >= PIECE => {
+                s.writer().write(first.get(..PIECE).unwrap_or(first))?
             }
-            None => 0,
+            _ => {
+                let total: usize = bufs.iter().map(|b| b.len()).sum();
+                let mut piece = Vec::with_capacity(total.min(PIECE));
+                for b in bufs {
+                    let take = b.len().min(PIECE - piece.len());
+                    piece.extend_from_slice(b.get(..take).unwrap_or_default());
+                }
+                s.writer().write(&piece)?
+            }
         };
         flush_locked(&self.tcp, &mut s)?;
         Ok(n)
