@@ -198,8 +198,24 @@ impl Conn {
             // A stalled or broken handshake costs this task only. Its failure (a client that
             // speaks plain HTTP to a TLS port, a scanner, a certificate the client refused) is
             // the client's business: a debug line only.
-            let limit = self.shared.config.first_data_timeout;
-            let outcome = tokio::time::timeout(limit, tls.handshake()).await;
+            let limit = Instant::now() + self.shared.config.first_data_timeout;
+            let handshake = tls.handshake();
+            tokio::pin!(handshake);
+            let before_stop = tokio::select! {
+                r = tokio::time::timeout_at(Deadline::from_std(limit), &mut handshake) => Some(r),
+                _ = self.stop.wait_for(|s| *s) => None,
+            };
+            // A stop gives an unfinished handshake the grace a connection gets for its first
+            // request, not the whole first_data_timeout: a stalled or silent client would
+            // otherwise hold up the stop, a hot restart or a phased one.
+            let outcome = match before_stop {
+                Some(r) => r,
+                None => {
+                    let seen = *self.stop_seen.get_or_insert(Instant::now());
+                    let until = Deadline::from_std(limit.min(seen + STOP_GRACE));
+                    tokio::time::timeout_at(until, &mut handshake).await
+                }
+            };
             if !matches!(outcome, Ok(Ok(()))) {
                 if self.shared.config.debug {
                     let error = outcome.ok().and_then(Result::err);
