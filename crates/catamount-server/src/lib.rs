@@ -11,7 +11,7 @@
 //! - `server`: [`Server`], starting and stopping the reactor; `shared`: what the reactor and its
 //!   connections share.
 //! - `stream` / `tls_stream`: a client connection (TCP, UNIX, or TLS: a rustls session the
-//!   reactor alone drives).
+//!   reactor reads, which pool threads write responses into directly).
 //!
 //! The Ruby extension drives this from pool threads: [`WorkQueue::pop`] a [`Job`], run the app,
 //! write through its [`Responder`].

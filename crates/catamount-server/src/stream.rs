@@ -1,6 +1,7 @@
 //! A client connection, TCP, UNIX or TLS, usable from the reactor (async) and from pool threads
 //! (non-blocking `try_*` calls only, so a pool thread never blocks on a socket). A TLS
-//! connection is the reactor's alone (`tls_stream.rs`): pool threads hand it everything.
+//! connection's session is shared under a lock (`tls_stream.rs`): the reactor reads it, pool
+//! threads write responses into it, files go through the reactor.
 
 use std::fs::File;
 use std::io;
@@ -54,8 +55,8 @@ impl Stream {
         }
     }
 
-    /// A TLS connection: the reactor alone drives its session, so a pool thread never writes
-    /// to it itself (its responder starts handed off), and it sends no file with sendfile(2).
+    /// A TLS connection: no sendfile(2) (the reactor reads and encrypts files), and a hijack
+    /// is relayed (`reactor/relay.rs`).
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
