@@ -130,7 +130,8 @@ static HELD_ANSWERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 /// The app side of a hijack, on a thread of its own (the pool thread returns at once). `echo`:
 /// greets, then echoes once it read "quit", or says how much it read when the client's side
 /// ended; `bulk/N`: reads N bytes, then writes N bytes of a pattern and the sum of what it read;
-/// `hold`: keeps the connection until its client or the server ends it, then says which.
+/// `hold`: keeps the connection until its client or the server ends it, then says which;
+/// `flood`: writes until its IO fails.
 fn hijacked_app(responder: Responder, how: &str) {
     let hijacked = responder.hijack(&Waiter::new()).unwrap();
     assert!(
@@ -158,6 +159,11 @@ fn hijacked_app(responder: Responder, how: &str) {
             io.write_all(&pattern(n)).unwrap();
             let sum: u64 = got.iter().map(|b| u64::from(*b)).sum();
             io.write_all(format!("sum {sum}").as_bytes()).unwrap();
+            return;
+        }
+        if how == "flood" {
+            let chunk = pattern(65536);
+            while io.write_all(&chunk).is_ok() {}
             return;
         }
         if how == "echo" {
@@ -476,5 +482,34 @@ fn a_stop_cuts_a_relay_still_open_after_the_drain_time() {
     let _ = c.read_to_end(&mut rest);
     assert!(waited.join().unwrap(), "the reactor ended");
     pool.join().unwrap();
+    let _ = std::fs::remove_file(&file);
+}
+
+/// A client that stops reading a relayed connection while the app still has bytes for it is
+/// given up on after `write_timeout` without progress, as a response's client is: the relay
+/// ends (the app's writes fail) instead of holding its sockets until the server stops.
+#[test]
+fn a_relay_whose_client_stopped_reading_ends_after_the_write_timeout() {
+    let tls = certificates();
+    let file = scratch_file("hijack-stalled", 1);
+    let config = ServerConfig {
+        write_timeout: Duration::from_millis(500),
+        drain_timeout: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    };
+    let (server, port, pool) = start(config, &tls, file.clone());
+    let mut c = connect(port, &tls);
+    c.write_all(b"GET /hijack/flood HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 1];
+    c.read_exact(&mut first).unwrap();
+    // Not read any further. A stop waits for relays through the drain time (an hour here):
+    // it ends within the bound only if this relay ended by itself.
+    assert!(
+        stopped_within(&server, Duration::from_secs(30)),
+        "a relay to a client that does not read never ended"
+    );
+    pool.join().unwrap();
+    drop(c);
     let _ = std::fs::remove_file(&file);
 }

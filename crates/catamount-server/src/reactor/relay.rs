@@ -11,7 +11,8 @@
 //! app's socket (the app reads its end); the app's end (a close or a write shutdown) becomes
 //! close_notify and a TCP write shutdown. The relay ends once both ways ended, or the app can
 //! no longer read (it closed its IO: a stop's drain shuts it down both ways) and its writes
-//! ended; a TLS or socket error ends it at once. Both sockets are then shut down both ways (a
+//! ended; a TLS or socket error ends it at once, and so does a client that took nothing of
+//! what waits for it for `write_timeout` (as a response's client that stopped reading). Both sockets are then shut down both ways (a
 //! descriptor copied into a forked child would otherwise keep either open).
 //!
 //! The relay does not count as an open connection (as a plain hijack does not); the reactor
@@ -21,6 +22,7 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -66,9 +68,10 @@ pub(crate) async fn relay(
     early: Vec<u8>,
     shared: Arc<Shared>,
 ) {
+    let write_timeout = shared.config.write_timeout;
     let _running = Running::new(shared);
     if let Stream::Tls(tls) = &*stream {
-        let mut relay = Relay::new(tls, &app, early);
+        let mut relay = Relay::new(tls, &app, early, write_timeout);
         // An error (the client reset, a TLS error, a socket failing) ends both ways at once.
         let _ = relay.run().await;
     }
@@ -121,13 +124,24 @@ struct Relay<'a> {
     client_told: bool,
     /// rustls holds records the socket has not taken yet.
     unflushed: bool,
+    /// Since when the client has taken nothing of what waits for it (None: nothing waits, or
+    /// its last write went through); past `write_timeout`, the relay ends, as a response to a
+    /// client that stopped reading does. Else a client that never reads again would hold the
+    /// relay (its sockets and buffers) until the server stops, even after the app closed.
+    client_stuck_since: Option<Instant>,
+    write_timeout: Duration,
     /// A second registration of the app's socket, made once the app's writes ended, only to
     /// learn that it closed the socket (a hang-up) while nothing else would tell.
     hangup: Option<AsyncFd<OwnedFd>>,
 }
 
 impl<'a> Relay<'a> {
-    fn new(tls: &'a TlsStream, app: &'a UnixStream, early: Vec<u8>) -> Relay<'a> {
+    fn new(
+        tls: &'a TlsStream,
+        app: &'a UnixStream,
+        early: Vec<u8>,
+        write_timeout: Duration,
+    ) -> Relay<'a> {
         Relay {
             tls,
             app,
@@ -142,6 +156,8 @@ impl<'a> Relay<'a> {
             closing: false,
             client_told: false,
             unflushed: false,
+            client_stuck_since: None,
+            write_timeout,
             hangup: None,
         }
     }
@@ -202,9 +218,13 @@ impl<'a> Relay<'a> {
             }
             if !self.to_client.is_empty() {
                 match self.tls.try_write(self.to_client.rest()) {
-                    Ok(n) => self.to_client.sent(n),
+                    Ok(n) => {
+                        self.to_client.sent(n);
+                        self.client_stuck_since = None;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.unflushed = true;
+                        self.client_stuck_since.get_or_insert_with(Instant::now);
                         return Ok(());
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -214,8 +234,10 @@ impl<'a> Relay<'a> {
             }
             self.unflushed = !self.tls.flush()?;
             if self.unflushed {
+                self.client_stuck_since.get_or_insert_with(Instant::now);
                 return Ok(());
             }
+            self.client_stuck_since = None;
             if self.app_ended {
                 if !self.closing {
                     self.tls.queue_close_notify();
@@ -255,10 +277,17 @@ impl<'a> Relay<'a> {
             self.hangup = Some(hangup);
         }
         let hangup = self.hangup.as_ref().filter(|_| watch_hangup);
+        let give_up = self
+            .client_stuck_since
+            .filter(|_| client_writable)
+            .map(|since| since + self.write_timeout);
         tokio::select! {
             r = self.app.writable(), if app_writable => r,
             r = self.tls.readable(), if client_readable => r,
             r = self.tls.writable(), if client_writable => r,
+            _ = stuck_until(give_up), if give_up.is_some() => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, "relay: the client stopped reading"))
+            }
             r = self.app.readable(), if app_readable => r,
             hung_up = hung_up(hangup), if watch_hangup => {
                 if hung_up? {
@@ -269,6 +298,14 @@ impl<'a> Relay<'a> {
             // Every state above waits on something; should one not, end rather than spin.
             else => Err(io::Error::other("relay: nothing to wait for")),
         }
+    }
+}
+
+/// Resolves at `until` (never without one).
+async fn stuck_until(until: Option<Instant>) {
+    match until {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }
 
