@@ -3,7 +3,7 @@
 # The TLS tests' app (test/test_tls.rb): what the request looked like to the app (`/`), and
 # the response kinds that must work over TLS too: `/events` (a body yielded in parts, chunked),
 # `/hints` (a 103 Early Hints first), `/file` (a `to_path` body: this file); `/pid`: which
-# process (cluster worker) answered.
+# process (cluster worker) answered; `/remote`: the client's address as the app sees it.
 require "json"
 
 # Three events, yielded one by one.
@@ -29,6 +29,8 @@ run lambda { |env|
     [200, { "content-type" => "text/plain" }, ["after hints"]]
   when "/pid"
     [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
+  when "/remote"
+    [200, { "content-type" => "text/plain" }, [env["REMOTE_ADDR"]]]
   when "/file"
     [200, { "content-type" => "text/plain", "content-length" => File.size(__FILE__).to_s }, FileBody.new(__FILE__)]
   else

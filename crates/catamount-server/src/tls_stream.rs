@@ -77,6 +77,51 @@ impl TlsStream {
         &self.tcp
     }
 
+    /// `set_remote_address proxy_protocol: :v1` on a TLS listener: a proxy in TCP mode (HAProxy's
+    /// `send-proxy`) sends its PROXY line before the client's TLS bytes, in the clear. Reads the
+    /// line (bound it with a timeout) and returns the client it names (None: `PROXY UNKNOWN`,
+    /// or no line at all: bytes that do not begin with `PROXY ` are the handshake). What was
+    /// read past the line is the handshake's beginning: it is given to rustls first.
+    pub async fn read_proxy_line(&self) -> Result<Option<std::net::SocketAddr>, BeforeTls> {
+        let mut head: Vec<u8> = Vec::with_capacity(catamount_http::MAX_PROXY_LINE);
+        loop {
+            match catamount_http::parse_proxy_v1(&head).map_err(BeforeTls::Proxy)? {
+                catamount_http::ProxyLine::Absent => {
+                    self.feed(&head).map_err(BeforeTls::Tls)?;
+                    return Ok(None);
+                }
+                catamount_http::ProxyLine::Complete { source, len } => {
+                    self.feed(head.get(len..).unwrap_or_default())
+                        .map_err(BeforeTls::Tls)?;
+                    return Ok(source);
+                }
+                catamount_http::ProxyLine::Incomplete => {}
+            }
+            self.tcp.readable().await.map_err(BeforeTls::Tls)?;
+            // At most what a line can still need: the rest stays in the socket for rustls.
+            let room = catamount_http::MAX_PROXY_LINE - head.len();
+            let mut more = (&mut head).limit(room);
+            match self.tcp.try_read_buf(&mut more) {
+                Ok(0) => return Err(BeforeTls::Tls(io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(BeforeTls::Tls(e)),
+            }
+        }
+    }
+
+    /// Gives rustls bytes of the handshake read from the socket before it began.
+    fn feed(&self, mut bytes: &[u8]) -> io::Result<()> {
+        let mut s = self.lock();
+        while !bytes.is_empty() {
+            if s.read_tls(&mut bytes)? == 0 {
+                break;
+            }
+            s.process_new_packets().map_err(invalid)?;
+        }
+        Ok(())
+    }
+
     /// Completes the handshake (bound it with a timeout: a client may stall). Fails on a TLS
     /// error (an alert is sent when rustls has one), or when the client leaves first.
     pub async fn handshake(&self) -> io::Result<()> {
@@ -225,6 +270,15 @@ impl TlsStream {
         }
         let _ = socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write);
     }
+}
+
+/// Why a connection ended before its TLS handshake did.
+#[derive(Debug)]
+pub enum BeforeTls {
+    /// A malformed PROXY line (from a broken or hostile proxy).
+    Proxy(catamount_http::ProxyError),
+    /// The handshake failed, or the client left.
+    Tls(io::Error),
 }
 
 /// Writes queued records until the socket would block; true when none is left.

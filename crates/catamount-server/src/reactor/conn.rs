@@ -28,6 +28,7 @@ use crate::response::{Ending, Exchange, Outgoing, Step, TakenOver};
 use crate::shared::Shared;
 use crate::spill;
 use crate::stream::Stream;
+use crate::tls_stream::BeforeTls;
 
 /// One read into the connection buffer while a head is awaited takes at most this much. Body
 /// bytes that arrive in the same read as their head are copied once more (from here into the
@@ -199,7 +200,17 @@ impl Conn {
             // speaks plain HTTP to a TLS port, a scanner, a certificate the client refused) is
             // the client's business: a debug line only.
             let limit = Instant::now() + self.shared.config.first_data_timeout;
-            let handshake = tls.handshake();
+            // A PROXY line comes before the handshake, in the clear, within the same deadline.
+            let proxy = self.shared.config.proxy_protocol;
+            let handshake = async move {
+                let source = if proxy {
+                    tls.read_proxy_line().await?
+                } else {
+                    None
+                };
+                tls.handshake().await.map_err(BeforeTls::Tls)?;
+                Ok::<_, BeforeTls>(source)
+            };
             tokio::pin!(handshake);
             let before_stop = tokio::select! {
                 r = tokio::time::timeout_at(Deadline::from_std(limit), &mut handshake) => Some(r),
@@ -216,16 +227,33 @@ impl Conn {
                     tokio::time::timeout_at(until, &mut handshake).await
                 }
             };
-            if !matches!(outcome, Ok(Ok(()))) {
-                if self.shared.config.debug {
-                    let error = outcome.ok().and_then(Result::err);
-                    crate::log::debug(&crate::log::handshake_failed(&self.peer, error));
+            match outcome {
+                Ok(Ok(source)) => {
+                    if let Some(addr) = source {
+                        self.peer = Peer::Ip(addr);
+                    }
                 }
-                return;
+                Ok(Err(BeforeTls::Proxy(e))) => {
+                    // As on a plain listener: a broken or hostile proxy, said once.
+                    log::error(&format!(
+                        "Closing a connection from {}: {e}",
+                        self.peer.ip_string()
+                    ));
+                    return;
+                }
+                failed => {
+                    if self.shared.config.debug {
+                        let error = match failed {
+                            Ok(Err(BeforeTls::Tls(e))) => Some(e),
+                            _ => None,
+                        };
+                        crate::log::debug(&crate::log::handshake_failed(&self.peer, error));
+                    }
+                    return;
+                }
             }
             self.peer_certificate = tls.peer_certificate().map(Arc::from);
-        }
-        if self.shared.config.proxy_protocol && self.read_proxy_line().await.is_err() {
+        } else if self.shared.config.proxy_protocol && self.read_proxy_line().await.is_err() {
             return;
         }
         loop {
