@@ -187,4 +187,33 @@ class TestTls < Minitest::Test
       assert_equal "https", JSON.parse(curl(port, dir))["scheme"]
     end
   end
+
+  # A renewal gone wrong (the new certificate copied, its key not yet): the workers of a phased
+  # restart boot and keep serving the certificate loaded before, each saying so; once the key
+  # is there too, the next phased restart serves the new one.
+  def test_a_renewed_certificate_that_does_not_load_keeps_the_old_one
+    Dir.mktmpdir do |dir|
+      certificates(dir)
+      File.write("#{dir}/puma.rb", "workers 2\npreload_app! false\n")
+      server, port = tls_server(dir, "-C", "#{dir}/puma.rb")
+      assert wait_until(timeout: 30) { server.stdout.scan(/Worker \d \(PID: \d+\) booted/).size >= 2 }
+      old = presented_certificate(port, dir).serial
+      ca = File.read("#{dir}/ca.pem")
+      renewed = certificates(Dir.mktmpdir(nil, dir))
+      File.write("#{dir}/ca.pem", ca + File.read("#{renewed}/ca.pem"))
+      FileUtils.cp("#{renewed}/cert.pem", dir)
+      server.signal("USR1")
+      server.wait_for(/Phased restart complete, phase: 1/, timeout: 60)
+      assert_equal old, presented_certificate(port, dir).serial
+      assert_equal "https", JSON.parse(curl(port, dir))["scheme"]
+      lines = server.stderr.scan(/^.*TLS certificate not renewed.*$/)
+      assert_equal 2, lines.size, server.stderr
+      assert_match(%r{! TLS certificate not renewed, ssl://127\.0\.0\.1:0\?cert=.*: the key does not match the certificate; still serving the one loaded before$}, lines.first)
+
+      FileUtils.cp("#{renewed}/key.pem", dir)
+      server.signal("USR1")
+      server.wait_for(/Phased restart complete, phase: 2/, timeout: 60)
+      refute_equal old, presented_certificate(port, dir).serial
+    end
+  end
 end

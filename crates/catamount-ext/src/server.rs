@@ -271,17 +271,26 @@ impl RbServer {
     /// its requests (and every other stat) from zero (a worker forked from worker 0 does not
     /// inherit its counts).
     /// Its TLS listeners read their certificates and keys again (a renewed certificate is
-    /// served by the workers of a phased restart); raises `Catamount::ListenError` when they
-    /// no longer load.
-    pub fn become_worker(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
-        rb_self.in_worker.store(true, Ordering::SeqCst);
-        rb_self.requests_before.store(0, Ordering::Relaxed);
-        rb_self.metrics.reset();
-        for list in [&rb_self.listeners, &rb_self.kept] {
-            catamount_server::listener::reload_tls(&mut locked(list))
-                .map_err(|e| Error::new(errors::listen_error(ruby), e))?;
+    /// served by the workers of a phased restart); one that no longer loads keeps the one
+    /// loaded before, with an error line each time a worker boots.
+    pub fn become_worker(&self) {
+        self.in_worker.store(true, Ordering::SeqCst);
+        self.requests_before.store(0, Ordering::Relaxed);
+        self.metrics.reset();
+        let mut problems = Vec::new();
+        for list in [&self.listeners, &self.kept] {
+            // `kept` holds second descriptors of the same binds: one line per bind.
+            for problem in catamount_server::listener::reload_tls(&mut locked(list)) {
+                if !problems.contains(&problem) {
+                    problems.push(problem);
+                }
+            }
         }
-        Ok(())
+        for problem in problems {
+            catamount_server::log::error(&format!(
+                "! TLS certificate not renewed, {problem}; still serving the one loaded before"
+            ));
+        }
     }
 
     /// Removes the UNIX socket files of listeners this process bound and never served itself

@@ -51,13 +51,23 @@ pub struct BoundListener {
 /// Builds every TLS listener's configuration again from its options, reading certificates and
 /// keys anew: a cluster worker does it as it boots, so the workers of a phased restart serve a
 /// renewed certificate (the master read the old one when it bound).
-pub fn reload_tls(listeners: &mut [BoundListener]) -> Result<(), String> {
+///
+/// A listener whose certificate or key no longer loads (a renewal gone wrong: a half-written
+/// file, a key that does not match, an expired certificate) keeps the configuration it had, and
+/// the problem is returned, one line per listener, for the worker to log. Failing the boot
+/// instead would leave the worker restarting in a loop, one worker fewer, the phased restart
+/// stalled, and the others still serving the old certificate anyway.
+pub fn reload_tls(listeners: &mut [BoundListener]) -> Vec<String> {
+    let mut problems = Vec::new();
     for l in listeners {
         if let Some(opts) = &l.tls_options {
-            l.tls = Some(tls_config(opts).map_err(|e| format!("{}: {e}", l.bind))?);
+            match tls_config(opts) {
+                Ok(config) => l.tls = Some(config),
+                Err(e) => problems.push(format!("{}: {e}", l.bind)),
+            }
         }
     }
-    Ok(())
+    problems
 }
 
 /// A listening socket handed over by the process that ran before this one.
