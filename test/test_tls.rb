@@ -154,7 +154,7 @@ class TestTls < Minitest::Test
       env = { "XDG_CACHE_HOME" => "#{dir}/cache" }
       server = start_server("-C", "#{dir}/puma.rb", app: "tls.ru", env: env)
       kept = "#{dir}/cache/catamount/localhost.pem"
-      assert_includes server.stdout, "* Using the self-signed development certificate #{kept}"
+      assert_match(%r{^\* ssl://\S+: Using the self-signed development certificate #{Regexp.escape(kept)}}, server.stdout)
       port = server.stdout[%r{Listening on ssl://127\.0\.0\.1:(\d+)}, 1].to_i
       File.write("#{dir}/ca.pem", File.read(kept)[/-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n/m])
       assert_equal "https", JSON.parse(curl(port, dir))["scheme"]

@@ -61,7 +61,7 @@ pub fn reload_tls(listeners: &mut [BoundListener]) -> Vec<String> {
     let mut problems = Vec::new();
     for l in listeners {
         if let Some(opts) = &l.tls_options {
-            match tls_config(opts) {
+            match tls_config(&l.bind, opts) {
                 Ok(config) => l.tls = Some(config),
                 Err(e) => problems.push(format!("{}: {e}", l.bind)),
             }
@@ -278,8 +278,10 @@ pub fn allow_development_certificate(dir: Option<PathBuf>) {
         .unwrap_or_else(|p| p.into_inner()) = dir;
 }
 
-/// A TLS bind's rustls configuration (read now: files, keys, validity), its notes logged.
+/// A TLS bind's rustls configuration (read now: files, keys, validity), its notes logged
+/// naming the bind (several TLS binds may each have their own).
 fn tls_config(
+    bind: &str,
     opts: &catamount_config::tls::TlsOptions,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let dir = DEVELOPMENT_CERTIFICATES
@@ -288,7 +290,7 @@ fn tls_config(
         .clone();
     let built = catamount_tls::server_config(opts, dir.as_deref())?;
     for note in &built.notes {
-        crate::log::stdout(&format!("* {note}\n"));
+        crate::log::stdout(&format!("* {bind}: {note}\n"));
     }
     Ok(built.config)
 }
@@ -314,7 +316,10 @@ fn bind_one(
             port,
             low_latency,
             tls,
-        } => (Some((hosts, port, low_latency)), Some(tls_config(tls)?)),
+        } => (
+            Some((hosts, port, low_latency)),
+            Some(tls_config(&bind.original, tls)?),
+        ),
         BindKind::Unix { .. } => (None, None),
     };
     match &bind.kind {
