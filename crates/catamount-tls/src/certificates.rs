@@ -91,6 +91,14 @@ pub(crate) fn key(
 /// A command that fails, prints nothing or takes longer than [`PASSWORD_COMMAND_LIMIT`] stops
 /// the boot.
 fn run_password_command(command: &str) -> Result<String, String> {
+    password_from(command, PASSWORD_COMMAND_LIMIT)
+}
+
+/// [`run_password_command`] within `limit`. The command runs in a process group of its own,
+/// killed whole when the limit is reached: a shell's children die with it, and a child left
+/// in the background holding the output open cannot keep the boot waiting for its end.
+fn password_from(command: &str, limit: Duration) -> Result<String, String> {
+    use std::os::unix::process::CommandExt;
     let fail = |why: String| format!("key_password_command ({command}): {why}");
     let mut child = Command::new("sh")
         .arg("-c")
@@ -98,37 +106,53 @@ fn run_password_command(command: &str) -> Result<String, String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
         .map_err(|e| fail(format!("cannot run it: {e}")))?;
+    let group = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    let kill_group = || {
+        if let Some(group) = group {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    };
     let mut stdout = child
         .stdout
         .take()
         .ok_or_else(|| fail("no output".into()))?;
-    // The output is read on a thread so the wait below can be bounded.
-    let reader = std::thread::spawn(move || {
+    // The output is read on a thread so that the waits below can be bounded.
+    let (sender, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut out = Vec::new();
         let _ = stdout.read_to_end(&mut out);
-        out
+        let _ = sender.send(out);
     });
-    let started = Instant::now();
+    let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < PASSWORD_COMMAND_LIMIT => {
+            Ok(None) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Ok(None) => {
-                let _ = child.kill();
+                kill_group();
                 let _ = child.wait();
-                return Err(fail(format!(
-                    "still running after {} s",
-                    PASSWORD_COMMAND_LIMIT.as_secs()
-                )));
+                return Err(fail(format!("still running after {} s", limit.as_secs())));
             }
             Err(e) => return Err(fail(e.to_string())),
         }
     };
-    let out = reader.join().unwrap_or_default();
+    let out = match output.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(out) => out,
+        Err(_) => {
+            kill_group();
+            return Err(fail(format!(
+                "its output was still open after {} s (a process it left in the background?)",
+                limit.as_secs()
+            )));
+        }
+    };
     if !status.success() {
         return Err(fail(format!("it failed ({status})")));
     }
@@ -140,4 +164,68 @@ fn run_password_command(command: &str) -> Result<String, String> {
         return Err(fail("it printed no passphrase".into()));
     }
     Ok(password.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A scratch file path for a pid written by a command.
+    fn pid_file(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("catamount-pw-{name}-{}", std::process::id()))
+    }
+
+    /// Waits (bounded) until the process whose pid `file` holds is gone (or a zombie: killed,
+    /// not yet reaped by whoever adopted it).
+    fn assert_ends(file: &std::path::Path) {
+        let pid = std::fs::read_to_string(file).unwrap().trim().to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => break,
+                Ok(stat)
+                    if stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z') =>
+                {
+                    break
+                }
+                Ok(_) => {
+                    assert!(Instant::now() < deadline, "process {pid} still runs");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[test]
+    fn the_output_is_the_passphrase() {
+        assert_eq!(
+            password_from("printf 'secret\\n'", Duration::from_secs(10)).unwrap(),
+            "secret"
+        );
+    }
+
+    #[test]
+    fn a_command_still_running_at_the_limit_is_killed_with_its_children() {
+        let file = pid_file("slow");
+        let command = format!("sleep 30 & echo $! > {}; wait", file.display());
+        let err = password_from(&command, Duration::from_secs(1)).unwrap_err();
+        assert!(err.ends_with("still running after 1 s"), "{err}");
+        assert_ends(&file);
+    }
+
+    #[test]
+    fn a_child_left_holding_the_output_open_does_not_hold_up_the_boot() {
+        let file = pid_file("background");
+        let command = format!("sleep 30 & echo $! > {}; echo pw", file.display());
+        let err = password_from(&command, Duration::from_secs(1)).unwrap_err();
+        assert!(err.contains("its output was still open after 1 s"), "{err}");
+        assert_ends(&file);
+    }
 }
