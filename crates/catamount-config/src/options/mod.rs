@@ -323,7 +323,7 @@ options! {
         }
     }
     set_remote_address {
-        doc: "where `REMOTE_ADDR` comes from: `:socket`, `:localhost`, a fixed `\"ip\"`, `header: NAME` (its first address), or `proxy_protocol: :v1` (a PROXY v1 line, at most 107 bytes, first on the connection, names the client; a malformed one drops the connection)",
+        doc: "where `REMOTE_ADDR` comes from: `:socket`, `:localhost`, a fixed `\"ip\"`, `header: NAME` (its first address), or `proxy_protocol: :v1` (a PROXY v1 line, at most 107 bytes, first on the connection, names the client; a malformed one drops the connection; on a TLS listener it comes before the handshake, in the clear, as HAProxy's `send-proxy` sends it)",
         default: "`:socket`",
         example: "set_remote_address header: \"X-Real-IP\"",
         methods: ["set_remote_address" => set!(remote_address, remote_address)],
