@@ -22,7 +22,7 @@ class TestControlNative < Minitest::Test
   end
 
   def control(url = "tcp://127.0.0.1:0", token: nil, allowed: ALL)
-    Catamount::Native::ControlServer.new(url, token, allowed).tap { |c| @controls << c }
+    Catamount::Native::ControlServer.new(url, token, allowed, false).tap { |c| @controls << c }
   end
 
   def connect(control)
@@ -185,14 +185,14 @@ class TestControlNative < Minitest::Test
 
   def test_an_address_in_use_is_one_line_naming_it
     c = control
-    error = assert_raises(Catamount::UsageError) { Catamount::Native::ControlServer.new(c.url, nil, ALL) }
+    error = assert_raises(Catamount::UsageError) { Catamount::Native::ControlServer.new(c.url, nil, ALL, false) }
     assert_equal "Control server address '#{c.url}' is already in use", error.message
     path = File.join(@dir, "live.sock")
     control("unix://#{path}")
-    error = assert_raises(Catamount::UsageError) { Catamount::Native::ControlServer.new("unix://#{path}", nil, ALL) }
+    error = assert_raises(Catamount::UsageError) { Catamount::Native::ControlServer.new("unix://#{path}", nil, ALL, false) }
     assert_equal "Control server address 'unix://#{path}' is already in use", error.message
-    error = assert_raises(Catamount::UsageError) { Catamount::Native::ControlServer.new("ssl://127.0.0.1:0", nil, ALL) }
-    assert_match(/\AControl server address 'ssl:\/\/127\.0\.0\.1:0' .*TLS/, error.message)
+    error = assert_raises(Catamount::UsageError) { Catamount::Native::ControlServer.new("ssl://127.0.0.1:0", nil, ALL, false) }
+    assert_match(/\AControl server address 'ssl:\/\/127\.0\.0\.1:0' cannot serve TLS: needs cert and key/, error.message)
   end
 
   def test_a_stale_socket_file_is_replaced

@@ -1,14 +1,16 @@
 # frozen_string_literal: true
 
 require_relative "support/helper"
+require_relative "support/certificates"
 
 # catamountctl (bin/catamountctl) against a real server: the pid path (a pid from -p, a pidfile
 # (-P or the config file's), or the state file the server writes (-S)), the control server's
-# path (TCP, UNIX, an abstract name; with and without a token), and `start`. Debian's own
+# path (TCP, TLS, UNIX, an abstract name; with and without a token), and `start`. Debian's own
 # pumactl 5.6.5 runs the same commands against Catamount (existing scripts keep working), and
 # both print the same words and exit the same way when something is wrong.
 class TestCtl < Minitest::Test
   include Support::ServerTest
+  include Support::Certificates
   parallelize_me!
 
   CTL = File.join(Support::ROOT, "bin", "catamountctl")
@@ -263,6 +265,44 @@ class TestCtl < Minitest::Test
       ensure
         kill_named_workers(server)
       end
+    end
+  end
+
+  COMMANDS.each_key do |which|
+    # An ssl:// control URL (the server's certificate not verified, as by pumactl), in a
+    # cluster: stats, a refused token, a phased restart, a hot restart (the control server back
+    # on a new port, found in the state file written again), stop.
+    define_method("test_control_server_over_ssl_in_a_cluster_with_#{which}") do
+      dir = certificates(Dir.mktmpdir)
+      state = "#{dir}/state"
+      server = single_server(dir, "-w", "2", "-t", "2:2", "--control-token", "T",
+                             "--control-url", "ssl://127.0.0.1:0?key=#{dir}/key.pem&cert=#{dir}/cert.pem")
+      server.wait_for(/Worker 1 \(PID: \d+\) booted/)
+      url = File.read(state)[/^control_url: (\S+)$/, 1]
+      assert_match %r{\Assl://127\.0\.0\.1:\d+\z}, url
+
+      out, err, status = ctl(which, "-C", url, "-T", "T", "stats")
+      assert_equal ["", 0], [err, status]
+      assert printed_json(out, "stats").key?("worker_status"), out
+      out, = ctl(which, "-S", state, "gc-stats")
+      assert_kind_of Integer, printed_json(out, "gc-stats")["count"]
+      assert_ctl "Unauthorized access to server (wrong auth token)\n", 1, which, "-C", url, "-T", "t", "stats"
+      assert_ctl "Puma is started\n", 0, which, "-C", url, "status"
+
+      assert_ctl "Command phased-restart sent success\n", 0, which, "-C", url, "-T", "T", "phased-restart"
+      server.wait_for(/Phased restart complete, phase: 1/, timeout: 40)
+
+      assert_ctl "Command restart sent success\n", 0, which, "-S", state, "restart"
+      server.wait_for(/Restarting\.\.\..*Catamount starting/m)
+      assert wait_until(timeout: 30) { File.read(state)[/^control_url: (\S+)$/, 1].then { |u| u && u != url } }
+      assert wait_until(timeout: 30) { ctl(which, "-S", state, "stats")[2].zero? }, "the control server is back"
+      refute server.exited?, "the same process (exec)"
+      assert_ctl "Command stop sent success\n", 0, which, "-S", state, "stop"
+      server.wait_for(/Goodbye!/)
+      server.wait_exit
+    ensure
+      kill_named_workers(server)
+      FileUtils.rm_rf(dir) if dir
     end
   end
 

@@ -23,8 +23,15 @@ module Catamount
     # Bind failures raise UsageError (one line naming the URL), before the boot lines.
     def self.open(context, options)
       control = (url = options[:control_url]) && Listener.control(url, options)
-      metrics = (url = options[:metrics_url]) && Listener.new(Native::ControlServer.new(url, nil, ["metrics"]), nil, false)
+      metrics = (url = options[:metrics_url]) &&
+                Listener.new(Native::ControlServer.new(url, nil, ["metrics"], development?(options)), nil, false)
       control || metrics ? new(context, control, metrics) : nil
+    end
+
+    # An `ssl://` URL without cert and key may use the self-signed development certificate,
+    # as an app's ssl_bind may: only in these environments.
+    def self.development?(options)
+      %w[development test].include?(options[:environment])
     end
 
     # One native server and what it was opened with.
@@ -42,7 +49,7 @@ module Catamount
         end
         allowed = options[:control_data_only] ? READS.dup : ACTIONS + READS + OTHERS
         allowed << "metrics" if options[:control_metrics]
-        new(Native::ControlServer.new(url, token, allowed), token, generated)
+        new(Native::ControlServer.new(url, token, allowed, Control.development?(options)), token, generated)
       end
 
       def initialize(native, token, generated)
@@ -82,6 +89,7 @@ module Catamount
 
     # The boot lines saying where they listen (and the token made for this run).
     def announce
+      @listeners.each { |l| l.native.notes.each { |note| @context.log "* #{note}" } }
       if @control
         @context.log "* Starting control server on #{@control.display_url}"
         @context.log "* Control server token: #{@control.token}" if @control.generated_token

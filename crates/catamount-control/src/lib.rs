@@ -10,8 +10,10 @@
 //! - [`command`]: the command table and the routing rules (last path segment, token, allowed).
 //! - [`auth`]: the token check (query split, constant-time compare) and token generation.
 //! - [`answer`]: the bytes of an answer.
-//! - [`listen`]: control URLs (`auto`, `tcp://`, `unix://`, `unix://@abstract`) and binding.
+//! - [`listen`]: control URLs (`auto`, `tcp://`, `ssl://`, `unix://`, `unix://@abstract`) and
+//!   binding.
 //! - [`server`]: [`ControlServer`]: accept, read, parse, deadlines, answers, flush, close.
+//! - `tls`: a connection's rustls session over the non-blocking socket (`ssl://`).
 //! - [`metrics`]: Prometheus text exposition (format 0.0.4) from a typed [`metrics::Snapshot`].
 //! - [`memory`]: a process's RSS and PSS from `/proc`.
 
@@ -22,6 +24,7 @@ pub mod listen;
 pub mod memory;
 pub mod metrics;
 pub mod server;
+mod tls;
 
 pub use listen::ControlError;
 pub use server::{ControlServer, Settings};

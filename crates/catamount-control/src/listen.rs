@@ -1,13 +1,15 @@
 //! Control URLs and binding them: `auto` (a UNIX socket in the temp dir named after the pid and
-//! a random part), `tcp://HOST:PORT` (port 0: one the OS picks), `unix:///path` and
-//! `unix://@name` (Linux's abstract namespace: no file). The URL syntax is the bind URLs'
-//! (`catamount_config::BindUrl`); `ssl://` is refused until TLS lands.
+//! a random part), `tcp://HOST:PORT` (port 0: one the OS picks), `ssl://HOST:PORT?key=..&cert=..`
+//! (TCP whose connections are TLS: the parameters and the rustls configuration exactly as for an
+//! app's `ssl://` bind), `unix:///path` and `unix://@name` (Linux's abstract namespace: no
+//! file). The URL syntax is the bind URLs' (`catamount_config::BindUrl`).
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use catamount_config::{bind::bracket_if_v6, BindKind, BindUrl};
 use mio::net::{TcpListener, UnixListener};
@@ -42,10 +44,15 @@ pub struct Bound {
     pub url: String,
     /// The file of a `unix:///path` socket (not for abstract names); unlinked by `close`.
     pub socket_file: Option<PathBuf>,
+    /// `ssl://`: what its connections are served with.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Lines for the boot's log (the development certificate's path, suites rustls lacks).
+    pub notes: Vec<String>,
 }
 
-/// Binds `url`.
-pub fn bind(url: &str) -> Result<Bound, ControlError> {
+/// Binds `url`. `development`: where an `ssl://` URL without `cert` and `key` may find the
+/// self-signed development certificate (`None`: such a URL is refused, as outside development).
+pub fn bind(url: &str, development: Option<&Path>) -> Result<Bound, ControlError> {
     let fail = |reason: String| ControlError {
         url: url.to_string(),
         reason,
@@ -61,33 +68,28 @@ pub fn bind(url: &str) -> Result<Bound, ControlError> {
         let path = auto_path().map_err(io_fail)?;
         return bind_unix_path(&path, None).map_err(io_fail);
     }
-    if url.starts_with("ssl://") {
-        return Err(fail(
-            "is not supported: ssl:// control URLs need TLS, which is not supported yet".into(),
-        ));
-    }
     let parsed = BindUrl::parse(url).map_err(|e| fail(format!("is invalid: {}", e.reason)))?;
     match parsed.kind {
         BindKind::Tcp { hosts, port, .. } => {
             let Some(host) = hosts.first().copied() else {
                 return Err(fail("is invalid: no host".into()));
             };
-            let listener = TcpListener::bind(SocketAddr::new(host, port)).map_err(io_fail)?;
-            let port = listener.local_addr().map_err(io_fail)?.port();
-            let written = if written_host(url) == Some("localhost") {
-                "localhost".to_string()
-            } else {
-                bracket_if_v6(&host.to_string())
-            };
-            Ok(Bound {
-                listener: Listener::Tcp(listener),
-                url: format!("tcp://{written}:{port}"),
-                socket_file: None,
-            })
+            bind_tcp(url, host, port, None).map_err(io_fail)
         }
-        BindKind::Tls { .. } => Err(fail(
-            "is not supported: ssl:// control URLs need TLS, which is not supported yet".into(),
-        )),
+        BindKind::Tls {
+            hosts, port, tls, ..
+        } => {
+            let Some(host) = hosts.first().copied() else {
+                return Err(fail("is invalid: no host".into()));
+            };
+            // Files, keys and validity are read before the socket is bound, so a refused
+            // certificate never leaves a port taken.
+            let built = catamount_tls::server_config(&tls, development)
+                .map_err(|e| fail(format!("cannot serve TLS: {e}")))?;
+            let mut bound = bind_tcp(url, host, port, Some(built.config)).map_err(io_fail)?;
+            bound.notes = built.notes;
+            Ok(bound)
+        }
         BindKind::Unix { path, umask, mode } => {
             if let Some(name) = path.strip_prefix('@') {
                 if name.is_empty() {
@@ -105,9 +107,36 @@ pub fn bind(url: &str) -> Result<Bound, ControlError> {
     }
 }
 
-/// The host of a `tcp://HOST:PORT` URL as written.
+/// A TCP listener; its URL with the port the OS chose and the host as written (`localhost`
+/// kept). An `ssl://` URL loses its parameters: clients need only the address.
+fn bind_tcp(
+    url: &str,
+    host: std::net::IpAddr,
+    port: u16,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> io::Result<Bound> {
+    let listener = TcpListener::bind(SocketAddr::new(host, port))?;
+    let port = listener.local_addr()?.port();
+    let written = if written_host(url) == Some("localhost") {
+        "localhost".to_string()
+    } else {
+        bracket_if_v6(&host.to_string())
+    };
+    let scheme = if tls.is_some() { "ssl" } else { "tcp" };
+    Ok(Bound {
+        listener: Listener::Tcp(listener),
+        url: format!("{scheme}://{written}:{port}"),
+        socket_file: None,
+        tls,
+        notes: Vec::new(),
+    })
+}
+
+/// The host of a `tcp://HOST:PORT` or `ssl://HOST:PORT` URL as written.
 fn written_host(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("tcp://")?;
+    let rest = url
+        .strip_prefix("tcp://")
+        .or_else(|| url.strip_prefix("ssl://"))?;
     let location = rest.split('?').next()?;
     location.rsplit_once(':').map(|(h, _)| h)
 }
@@ -153,6 +182,8 @@ fn bind_unix_path(path: &Path, mode: Option<u32>) -> io::Result<Bound> {
         listener: Listener::Unix(listener),
         url: format!("unix://{}", path.display()),
         socket_file: Some(path.to_path_buf()),
+        tls: None,
+        notes: Vec::new(),
     })
 }
 
@@ -164,6 +195,8 @@ fn bind_abstract(name: &str) -> io::Result<Bound> {
         listener: Listener::Unix(listener),
         url: format!("unix://@{name}"),
         socket_file: None,
+        tls: None,
+        notes: Vec::new(),
     })
 }
 
@@ -172,7 +205,7 @@ mod tests {
     use super::*;
 
     fn err(url: &str) -> String {
-        match bind(url) {
+        match bind(url, None) {
             Ok(b) => panic!("{url} bound as {}", b.url),
             Err(e) => e.to_string(),
         }
@@ -182,15 +215,24 @@ mod tests {
     fn refusals_name_the_url() {
         assert_eq!(
             err("ssl://127.0.0.1:0"),
-            "Control server address 'ssl://127.0.0.1:0' is not supported: ssl:// control URLs need TLS, which is not supported yet"
+            "Control server address 'ssl://127.0.0.1:0' cannot serve TLS: needs cert and key (a self-signed development certificate is made only in the development and test environments)"
         );
+        // The certificate is read before the port is bound; its refusal names the URL.
+        let missing = err("ssl://127.0.0.1:0?cert=/nonexistent/c.pem&key=/nonexistent/k.pem");
+        assert!(
+            missing.starts_with("Control server address 'ssl://127.0.0.1:0?cert=/nonexistent/c.pem&key=/nonexistent/k.pem' cannot serve TLS: ")
+                && missing.contains("/nonexistent/c.pem: "),
+            "{missing}"
+        );
+        assert!(err("ssl://127.0.0.1:0?bogus=1")
+            .starts_with("Control server address 'ssl://127.0.0.1:0?bogus=1' is invalid: "));
         assert!(err("http://x").starts_with("Control server address 'http://x' is invalid: "));
         assert!(err("unix://@").contains("needs a name"));
     }
 
     #[test]
     fn tcp_port_zero_resolves() {
-        let b = bind("tcp://127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let b = bind("tcp://127.0.0.1:0", None).unwrap_or_else(|e| panic!("{e}"));
         assert!(b.url.starts_with("tcp://127.0.0.1:"));
         assert!(!b.url.ends_with(":0"));
         assert!(b.socket_file.is_none());
@@ -202,8 +244,25 @@ mod tests {
     }
 
     #[test]
+    fn ssl_resolves_its_port_and_drops_its_parameters() {
+        let dir = std::env::temp_dir().join(format!("cc-listen-tls-{}", std::process::id()));
+        let b = bind("ssl://localhost:0?backlog=8", Some(&dir)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(b.url.starts_with("ssl://localhost:"), "{}", b.url);
+        assert!(!b.url.ends_with(":0"));
+        assert!(b.tls.is_some());
+        assert!(
+            b.notes
+                .iter()
+                .any(|n| n.contains("development certificate")),
+            "{:?}",
+            b.notes
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn auto_is_a_socket_file_in_the_temp_dir() {
-        let b = bind("auto").unwrap_or_else(|e| panic!("{e}"));
+        let b = bind("auto", None).unwrap_or_else(|e| panic!("{e}"));
         let path = b.socket_file.clone().unwrap_or_default();
         let name = path
             .file_name()
@@ -221,14 +280,14 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("c.sock");
         let url = format!("unix://{}", path.display());
-        let live = bind(&url).unwrap_or_else(|e| panic!("{e}"));
+        let live = bind(&url, None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             err(&url),
             format!("Control server address '{url}' is already in use")
         );
         drop(live); // the file stays: stale
         assert!(path.exists());
-        let again = bind(&url).unwrap_or_else(|e| panic!("{e}"));
+        let again = bind(&url, None).unwrap_or_else(|e| panic!("{e}"));
         drop(again);
         let _ = std::fs::remove_file(&path);
         std::fs::write(&path, "data").unwrap_or_else(|e| panic!("{e}"));
@@ -240,7 +299,7 @@ mod tests {
     #[test]
     fn abstract_names_have_no_file() {
         let name = format!("cc-abstract-{}", std::process::id());
-        let b = bind(&format!("unix://@{name}")).unwrap_or_else(|e| panic!("{e}"));
+        let b = bind(&format!("unix://@{name}"), None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(b.url, format!("unix://@{name}"));
         assert!(b.socket_file.is_none());
         assert!(err(&format!("unix://@{name}")).ends_with("is already in use"));

@@ -5,13 +5,16 @@
 //! something new happens. One request per connection: the head is read (bounded in size and
 //! time), routed, answered (by this server for refusals, by the caller for commands), the write
 //! side shut, what the client still sends discarded (bounded), then the connection closed. No
-//! connection can delay another: nothing here waits on a socket.
+//! connection can delay another: nothing here waits on a socket. On an `ssl://` listener each
+//! connection is a TLS session ([`crate::tls`]): the handshake is part of reading the head (same
+//! deadline), the answer is followed by close_notify before the write side is shut.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use catamount_http::{HeadParser, Limits, MethodPolicy, RequestHead};
@@ -22,6 +25,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::answer;
 use crate::command::{Route, Table};
 use crate::listen::{self, Bound, ControlError, Listener};
+use crate::tls::Session;
 
 /// Bounds on what a client can make the control server hold.
 #[derive(Debug, Clone)]
@@ -36,6 +40,9 @@ pub struct Settings {
     /// Bytes read and discarded after the answer, before the connection is closed anyway.
     /// Default 64 KiB.
     pub max_discard: usize,
+    /// Where an `ssl://` URL without `cert` and `key` finds the self-signed development
+    /// certificate; `None` (the default, and outside development): such a URL is refused.
+    pub development_certificates: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -45,6 +52,7 @@ impl Default for Settings {
             max_connections: 64,
             max_head: 8 * 1024,
             max_discard: 64 * 1024,
+            development_certificates: None,
         }
     }
 }
@@ -60,28 +68,48 @@ const READ_CHUNK: usize = 4096;
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(TcpStream, Box<Session>),
 }
 
 impl Stream {
     fn source(&mut self) -> &mut dyn Source {
         match self {
-            Stream::Tcp(s) => s,
+            Stream::Tcp(s) | Stream::Tls(s, _) => s,
             Stream::Unix(s) => s,
         }
     }
 
+    /// The request's bytes (plaintext over TLS).
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s, session) => session.read(s, buf),
         }
     }
 
     fn sock(&self) -> socket2::SockRef<'_> {
         match self {
-            Stream::Tcp(s) => socket2::SockRef::from(s),
+            Stream::Tcp(s) | Stream::Tls(s, _) => socket2::SockRef::from(s),
             Stream::Unix(s) => socket2::SockRef::from(s),
         }
+    }
+
+    /// Sends `out` from `*sent` on; `Ok(())` once all of it (and over TLS, close_notify) is
+    /// sent, `WouldBlock` when the socket is full.
+    fn write_out(&mut self, out: &[u8], sent: &mut usize) -> io::Result<()> {
+        if let Stream::Tls(s, session) = self {
+            return session.write_then_close(s, out, sent);
+        }
+        while *sent < out.len() {
+            match self.send(out.get(*sent..).unwrap_or_default()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// A write that cannot raise SIGPIPE when the client has gone.
@@ -132,6 +160,10 @@ pub struct ControlServer {
     waker: Option<mio::Waker>,
     url: String,
     socket_file: Option<PathBuf>,
+    /// `ssl://`: every connection is a TLS session served with this.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The boot's lines about the TLS configuration.
+    notes: Vec<String>,
     /// The process that bound it: only it unlinks the socket file.
     owner: u32,
     table: Table,
@@ -170,7 +202,12 @@ impl ControlServer {
             mut listener,
             url: resolved,
             socket_file,
-        } = listen::bind(url)?;
+            tls,
+            notes,
+        } = listen::bind(
+            url,
+            settings.development_certificates.as_deref().map(Path::new),
+        )?;
         let fail = |e: io::Error| ControlError {
             url: url.to_string(),
             reason: format!("cannot be polled: {e}"),
@@ -199,6 +236,8 @@ impl ControlServer {
             waker: None,
             url: resolved,
             socket_file,
+            tls,
+            notes,
             owner: std::process::id(),
             table: Table::new(token, allowed),
             limits,
@@ -215,6 +254,12 @@ impl ControlServer {
     /// The URL clients connect to (`auto` and port 0 resolved).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Lines for the boot's log about an `ssl://` URL's configuration (the development
+    /// certificate's path, cipher names rustls does not have); empty otherwise.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// The epoll descriptor: it polls readable when `poll` has something to do.
@@ -410,6 +455,19 @@ impl ControlServer {
             if self.conns.len() >= self.settings.max_connections {
                 continue; // dropped: closed at once
             }
+            if let Some(config) = &self.tls {
+                stream = match stream {
+                    Stream::Tcp(s) => {
+                        // The answer and close_notify are small writes in a row.
+                        let _ = s.set_nodelay(true);
+                        match Session::new(config.clone()) {
+                            Ok(session) => Stream::Tls(s, Box::new(session)),
+                            Err(_) => continue,
+                        }
+                    }
+                    other => other,
+                };
+            }
             let token = Token(self.next_token);
             self.next_token += 1;
             // Both interests once, edge-triggered: never re-registered, so a forked child's
@@ -499,14 +557,10 @@ impl ControlServer {
             return Next::Wait;
         };
         if let Phase::Writing { out, sent } = &mut conn.phase {
-            while *sent < out.len() {
-                match conn.stream.send(out.get(*sent..).unwrap_or_default()) {
-                    Ok(0) => return Next::Close,
-                    Ok(n) => *sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Wait,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Next::Close,
-                }
+            match conn.stream.write_out(out, sent) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Wait,
+                Err(_) => return Next::Close,
             }
             conn.stream.shutdown_write();
             conn.phase = Phase::Draining { discarded: 0 };

@@ -1,6 +1,7 @@
-//! The control server's path: its URL (`tcp://HOST:PORT`, `unix://PATH`, `unix://@NAME`),
-//! the connection (bounded in time), one HTTP/1.0 request and its answer. Errors are the
-//! one-line messages pumactl prints (Ruby's wording for a failed connect).
+//! The control server's path: its URL (`tcp://HOST:PORT`, `ssl://HOST:PORT`, `unix://PATH`,
+//! `unix://@NAME`), the connection (bounded in time; TLS for `ssl://`, see [`crate::tls`]), one
+//! HTTP/1.0 request and its answer. Errors are the one-line messages pumactl prints (Ruby's
+//! wording for a failed connect).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -18,6 +19,11 @@ const MAX_ANSWER: usize = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
     Tcp {
+        host: String,
+        port: u16,
+    },
+    /// `ssl://`: TCP, then TLS (the server's certificate is not verified, as by pumactl).
+    Tls {
         host: String,
         port: u16,
     },
@@ -42,10 +48,14 @@ impl Target {
         // The query and fragment are no part of the address.
         let cut = |s: &'_ str| -> String { s.split(['?', '#']).next().unwrap_or("").to_string() };
         match (scheme, after_slashes) {
-            ("tcp", Some(rest)) => {
+            ("tcp" | "ssl", Some(rest)) => {
                 let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
                 let (host, port) = split_host_port(authority).ok_or_else(bad)?;
-                Ok(Target::Tcp { host, port })
+                Ok(if scheme == "ssl" {
+                    Target::Tls { host, port }
+                } else {
+                    Target::Tcp { host, port }
+                })
             }
             ("unix", Some(rest)) => Ok(match rest.strip_prefix('@') {
                 Some(name) => {
@@ -65,16 +75,23 @@ impl Target {
                     }
                 }
             }),
-            ("ssl", _) => Err("ssl:// control URLs are not supported: Catamount's control server listens on tcp:// and unix://".into()),
             (scheme, _) => Err(format!("Invalid scheme: {scheme}")),
         }
     }
 
     /// A connected socket, or Ruby's message for the failure (`Connection refused -
     /// connect(2) for "127.0.0.1" port 9293`).
-    pub(crate) fn connect(&self, timeout: Duration) -> Result<Socket, String> {
+    pub(crate) fn connect(&self, timeout: Duration) -> Result<Connection, String> {
+        let socket = self.connect_socket(timeout)?;
         match self {
-            Target::Tcp { host, port } => {
+            Target::Tls { host, .. } => crate::tls::handshake(socket, host, timeout),
+            _ => Ok(Connection::Plain(socket)),
+        }
+    }
+
+    fn connect_socket(&self, timeout: Duration) -> Result<Socket, String> {
+        match self {
+            Target::Tcp { host, port } | Target::Tls { host, port } => {
                 let failed = |e: &io::Error| {
                     format!(
                         "{} - connect(2) for \"{host}\" port {port}",
@@ -160,10 +177,58 @@ pub(crate) struct Answer {
     pub body: String,
 }
 
+/// A connection to the control server.
+pub(crate) enum Connection {
+    Plain(Socket),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Socket>>),
+}
+
+impl Connection {
+    fn socket(&self) -> &Socket {
+        match self {
+            Connection::Plain(s) => s,
+            Connection::Tls(t) => t.get_ref(),
+        }
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_write_timeout(timeout)
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_read_timeout(timeout)
+    }
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Connection::Plain(s) => s.read(buf),
+            Connection::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Connection::Plain(s) => s.write(buf),
+            Connection::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Connection::Plain(s) => s.flush(),
+            Connection::Tls(t) => t.flush(),
+        }
+    }
+}
+
 /// Sends `GET <path> HTTP/1.0` and reads the answer: until the server closes, or until the
 /// body its `content-length` announces is in; all of it within `timeout`.
 pub(crate) fn exchange(
-    mut socket: Socket,
+    mut socket: Connection,
     path: &str,
     timeout: Duration,
 ) -> Result<Answer, String> {
@@ -177,6 +242,7 @@ pub(crate) fn exchange(
     socket
         .set_write_timeout(Some(timeout))
         .and_then(|()| socket.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()))
+        .and_then(|()| socket.flush())
         .map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => late(),
             _ => os_message(&e),
@@ -315,7 +381,13 @@ mod tests {
         ] {
             assert_eq!(Target::parse(url), Err(message.to_string()), "{url}");
         }
-        assert!(Target::parse("ssl://127.0.0.1:9293").is_err_and(|m| m.contains("not supported")));
+        assert_eq!(
+            Target::parse("ssl://127.0.0.1:9293?key=k.pem&cert=c.pem"),
+            Ok(Target::Tls {
+                host: "127.0.0.1".into(),
+                port: 9293
+            })
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - [`args`]: the flags (parsed the way pumactl's option parser does).
 //! - [`state_file`]: Puma's state file (`pid`, `control_url`, `control_auth_token`).
-//! - [`http`]: the control server's path (`GET /<command>?token=<t>` over TCP or UNIX).
+//! - [`http`]: the control server's path (`GET /<command>?token=<t>` over TCP, TLS or UNIX).
+//! - [`tls`]: TLS for `ssl://` control URLs, unverified as pumactl's.
 //! - [`signal`]: the pid's path (a signal, or the signal-0 probe of `status`).
 //!
 //! Behaviour, messages, output stream (stdout for everything) and exit statuses are pumactl
@@ -15,6 +16,7 @@ mod args;
 mod http;
 mod signal;
 pub mod state_file;
+mod tls;
 
 use std::time::Duration;
 

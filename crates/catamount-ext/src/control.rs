@@ -30,8 +30,9 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     native.define_singleton_method("prometheus", function!(prometheus, 2))?;
     native.const_set("PROMETHEUS_CONTENT_TYPE", metrics::CONTENT_TYPE)?;
     let class = native.define_class("ControlServer", ruby.class_object())?;
-    class.define_singleton_method("new", function!(RbControl::new, 3))?;
+    class.define_singleton_method("new", function!(RbControl::new, 4))?;
     class.define_method("url", method!(RbControl::url, 0))?;
+    class.define_method("notes", method!(RbControl::notes, 0))?;
     class.define_method("fd", method!(RbControl::fd, 0))?;
     class.define_method("poll", method!(RbControl::poll, 0))?;
     class.define_method("answer", method!(RbControl::answer, 4))?;
@@ -67,6 +68,8 @@ pub struct RbControl {
     /// gets `server`. Held only briefly, never across a GVL release.
     deferred: Mutex<Vec<Deferred>>,
     url: String,
+    /// The boot's lines about an `ssl://` URL's TLS configuration.
+    notes: Vec<String>,
     fd: i32,
 }
 
@@ -85,18 +88,27 @@ const FLUSH_SLICE: Duration = Duration::from_millis(20);
 struct Busy;
 
 impl RbControl {
-    /// `ControlServer.new(url, token, allowed)`; a URL that cannot be listened on raises
-    /// `Catamount::UsageError` with one line naming it.
+    /// `ControlServer.new(url, token, allowed, development)`; a URL that cannot be listened on
+    /// raises `Catamount::UsageError` with one line naming it. `development`: an `ssl://` URL
+    /// without cert and key may use the self-signed development certificate, as app binds.
     fn new(
         ruby: &Ruby,
         url: String,
         token: Option<String>,
         allowed: Vec<String>,
+        development: bool,
     ) -> Result<RbControl, Error> {
-        let server = ControlServer::bind(&url, token.as_deref(), &allowed)
+        let settings = catamount_control::Settings {
+            development_certificates: development
+                .then(crate::server::development_certificate_cache)
+                .flatten(),
+            ..Default::default()
+        };
+        let server = ControlServer::bind_with(&url, token.as_deref(), &allowed, settings)
             .map_err(|e| Error::new(errors::usage_error(ruby), e.to_string()))?;
         Ok(RbControl {
             url: server.url().to_string(),
+            notes: server.notes().to_vec(),
             fd: server.fd(),
             server: Mutex::new(Some(server)),
             deferred: Mutex::new(Vec::new()),
@@ -134,6 +146,10 @@ impl RbControl {
 
     fn url(&self) -> String {
         self.url.clone()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
 
     fn closed_error(ruby: &Ruby) -> Error {

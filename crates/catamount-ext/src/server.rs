@@ -159,7 +159,7 @@ fn keep_optional(hash: RHash, key: &str) -> Result<Option<Opaque<Value>>, Error>
 
 /// Where the development certificate is kept: `$XDG_CACHE_HOME/catamount`, else
 /// `~/.cache/catamount`.
-fn development_certificate_cache() -> Option<std::path::PathBuf> {
+pub(crate) fn development_certificate_cache() -> Option<std::path::PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
