@@ -84,7 +84,7 @@ const OPTS: &[Opt] = &[
         short: 'C',
         long: "control-url",
         value: "URL",
-        help: "The control server's address (tcp://HOST:PORT, unix://PATH, unix://@NAME)",
+        help: "The control server's address (tcp://HOST:PORT, ssl://HOST:PORT, unix://PATH, unix://@NAME)",
         key: Key::ControlUrl,
     },
     Opt {

@@ -541,7 +541,7 @@ options! {
         }
     }
     activate_control_app {
-        doc: "the control server in the master (single mode: the server process): `tcp://HOST:PORT` (port 0 picks a free one), `unix:///PATH`, `unix://@NAME` or `auto` (a UNIX socket in the temp dir); `auth_token:` (default: a random one, printed at boot), `no_token: true` (or `--control-token none`), `data_only: true` (only `stats`, `gc-stats` and `metrics`); endpoints in docs/control.md",
+        doc: "the control server in the master (single mode: the server process): `tcp://HOST:PORT` (port 0 picks a free one), `ssl://HOST:PORT?key=..&cert=..` (TLS, parameters as for an `ssl://` bind), `unix:///PATH`, `unix://@NAME` or `auto` (a UNIX socket in the temp dir); `auth_token:` (default: a random one, printed at boot), `no_token: true` (or `--control-token none`), `data_only: true` (only `stats`, `gc-stats` and `metrics`); endpoints in docs/control.md",
         default: "off",
         example: "activate_control_app \"unix:///tmp/control.sock\", no_token: true",
         methods: [
