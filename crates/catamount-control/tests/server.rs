@@ -1,4 +1,4 @@
-//! The control server over real loopback sockets (TCP and UNIX), driven as the caller's loop
+//! The control server over real loopback sockets (TCP, TLS and UNIX), driven as the caller's loop
 //! drives it: `poll` in a bounded loop, clients on their own threads.
 
 use std::io::{Read, Write};
@@ -262,11 +262,10 @@ fn at_most_64_connections() {
     assert!(r.ends_with("{\"cmd\":\"stats\"}"), "{r}");
 }
 
-#[test]
-fn an_answer_larger_than_the_socket_buffer_goes_out_over_several_polls() {
-    let mut s = server(None, &all());
-    let (c, go_tx) = slow_reader(&s, "/thread-backtraces");
-    let seen = drive(&mut s, |_, seen| !seen.is_empty());
+/// Answers the first command with 8 MiB (more than the socket buffers hold), checks that it
+/// is still being sent, tells the client to read (`go`), flushes; returns the body.
+fn answer_large(s: &mut ControlServer, go: &std::sync::mpsc::Sender<()>) -> Vec<u8> {
+    let seen = drive(s, |_, seen| !seen.is_empty());
     let body: Vec<u8> = (0..8 * 1024 * 1024)
         .map(|i| b'a' + (i % 26) as u8)
         .collect();
@@ -276,14 +275,27 @@ fn an_answer_larger_than_the_socket_buffer_goes_out_over_several_polls() {
         1,
         "the kernel took it all: make the body larger"
     );
-    let _ = go_tx.send(());
+    let _ = go.send(());
     assert!(s.flush(BOUND), "flush finished the answer");
-    let out = c.join().unwrap_or_default();
+    body
+}
+
+/// `out` is a 200 answer carrying `body` unchanged.
+fn assert_whole_answer(out: &[u8], body: &[u8]) {
     let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
     assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
     let got = out.get(split..).unwrap_or_default();
     assert_eq!(got.len(), body.len());
-    assert!(got == &body[..], "the body arrived changed");
+    assert!(got == body, "the body arrived changed");
+}
+
+#[test]
+fn an_answer_larger_than_the_socket_buffer_goes_out_over_several_polls() {
+    let mut s = server(None, &all());
+    let (c, go_tx) = slow_reader(&s, "/thread-backtraces");
+    let body = answer_large(&mut s, &go_tx);
+    let out = c.join().unwrap_or_default();
+    assert_whole_answer(&out, &body);
     drive(&mut s, |s, _| s.connections() == 0);
 }
 
@@ -426,5 +438,148 @@ fn stop_closes_all_but_the_fd_which_stays_readable() {
         readable(&mut outer, BOUND),
         "a loop waiting on the descriptor wakes"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- ssl:// ----
+
+/// A control server on `ssl://` with the development certificate made in `dir`.
+fn tls_server(dir: &std::path::Path, deadline: Duration) -> ControlServer {
+    let settings = Settings {
+        deadline,
+        development_certificates: Some(dir.to_path_buf()),
+        ..Settings::default()
+    };
+    ControlServer::bind_with("ssl://127.0.0.1:0", None, &all(), settings)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A rustls client that trusts the development certificate in `dir`.
+fn tls_client_config(dir: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(dir.join("localhost.pem"))
+        .unwrap_or_else(|e| panic!("{e}"))
+    {
+        roots
+            .add(cert.unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+/// A TLS client on its own thread: sends `request`, waits for `go` (when given), reads until
+/// the server's close_notify (an end without one is an error: the answer could be cut).
+fn tls_client(
+    s: &ControlServer,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    request: Vec<u8>,
+    go: Option<std::sync::mpsc::Receiver<()>>,
+) -> JoinHandle<Result<Vec<u8>, String>> {
+    let sock =
+        TcpStream::connect(s.url().trim_start_matches("ssl://")).unwrap_or_else(|e| panic!("{e}"));
+    sock.set_read_timeout(Some(BOUND))
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket2::SockRef::from(&sock)
+        .set_recv_buffer_size(64 * 1024)
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::spawn(move || {
+        let name =
+            rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        tls.write_all(&request).map_err(|e| e.to_string())?;
+        if let Some(go) = go {
+            let _ = go.recv_timeout(BOUND);
+        }
+        let mut out = Vec::new();
+        tls.read_to_end(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cc-{name}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn over_tls_a_command_is_answered_then_close_notify() {
+    let dir = temp_dir("tls-answer");
+    let mut s = tls_server(&dir, Duration::from_secs(10));
+    assert!(s.url().starts_with("ssl://127.0.0.1:"), "{}", s.url());
+    let c = tls_client(&s, tls_client_config(&dir), get("/stats"), None);
+    let seen = drive(&mut s, |_, seen| !seen.is_empty());
+    assert_eq!(seen[0].1, "stats");
+    assert!(s.answer(seen[0].0, 200, "application/json", b"{\"a\":1}"));
+    drive(&mut s, |_, _| c.is_finished());
+    let out = c.join().unwrap_or_else(|_| Err("panicked".into()));
+    assert_eq!(
+        out.map(|o| String::from_utf8_lossy(&o).into_owned()),
+        Ok("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 7\r\nconnection: close\r\n\r\n{\"a\":1}".to_string())
+    );
+    drive(&mut s, |s, _| s.connections() == 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn over_tls_an_answer_larger_than_the_socket_buffer_goes_out_over_several_polls() {
+    let dir = temp_dir("tls-large");
+    let mut s = tls_server(&dir, Duration::from_secs(10));
+    let (go_tx, go_rx) = std::sync::mpsc::channel();
+    let c = tls_client(
+        &s,
+        tls_client_config(&dir),
+        get("/thread-backtraces"),
+        Some(go_rx),
+    );
+    let body = answer_large(&mut s, &go_tx);
+    let out = c
+        .join()
+        .unwrap_or_else(|_| Err("panicked".into()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_whole_answer(&out, &body);
+    drive(&mut s, |s, _| s.connections() == 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn over_tls_plain_http_and_a_silent_client_get_no_answer_while_others_are_served() {
+    let dir = temp_dir("tls-plain");
+    let mut s = tls_server(&dir, Duration::from_millis(500));
+    let addr = s.url().trim_start_matches("ssl://").to_string();
+    let mut silent = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
+    silent
+        .set_read_timeout(Some(BOUND))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let plain = client(
+        TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}")),
+        get("/stats"),
+    );
+    let served = tls_client(&s, tls_client_config(&dir), get("/gc-stats"), None);
+    let seen = drive(&mut s, |_, seen| !seen.is_empty());
+    assert_eq!(seen, vec![(seen[0].0, "gc-stats")], "only the TLS client");
+    assert!(s.answer(seen[0].0, 200, "application/json", b"{}"));
+    drive(&mut s, |_, _| served.is_finished() && plain.is_finished());
+    let answer = plain.join().unwrap_or_default();
+    assert!(
+        answer.first().map_or(true, |b| *b == 0x15),
+        "a TLS alert at most: {answer:?}"
+    );
+    let out = served.join().unwrap_or_else(|_| Err("panicked".into()));
+    assert!(out.is_ok_and(|o| o.ends_with(b"\r\n\r\n{}")));
+    // The silent one is closed at its deadline, without a word.
+    drive(&mut s, |s, _| s.connections() == 0);
+    let mut rest = Vec::new();
+    let _ = silent.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
