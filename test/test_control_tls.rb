@@ -115,7 +115,7 @@ class TestControlTls < Minitest::Test
     Dir.mktmpdir do |dir|
       server = start_server("-e", "development", "--control-url", "ssl://127.0.0.1:0", "--control-token", "none",
                             env: { "XDG_CACHE_HOME" => "#{dir}/cache" })
-      assert_match(%r{\* Using the self-signed development certificate #{Regexp.escape(dir)}/cache/catamount/\S+}, server.stdout)
+      assert_match(%r{^\* ssl://127\.0\.0\.1:\d+: Using the self-signed development certificate #{Regexp.escape(dir)}/cache/catamount/\S+}, server.stdout)
       assert_equal 200, tls_control(control_port(server), "/stats").first
     end
   end

@@ -89,7 +89,7 @@ module Catamount
 
     # The boot lines saying where they listen (and the token made for this run).
     def announce
-      @listeners.each { |l| l.native.notes.each { |note| @context.log "* #{note}" } }
+      @listeners.each { |l| l.native.notes.each { |note| @context.log "* #{l.url}: #{note}" } }
       if @control
         @context.log "* Starting control server on #{@control.display_url}"
         @context.log "* Control server token: #{@control.token}" if @control.generated_token
