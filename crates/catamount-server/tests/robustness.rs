@@ -215,8 +215,12 @@ fn bytes_handed_over_for_slow_readers_stay_under_their_bounds() {
     const PARTS: usize = 16;
     const PER_CONNECTION: u64 = 512 * 1024;
     const TOTAL: u64 = 1024 * 1024;
-    // Each thread may pass a bound by one piece (256 KiB) before it checks again.
-    const ALLOWED: u64 = TOTAL + THREADS as u64 * 256 * 1024;
+    // Each thread may pass the total by two pieces (256 KiB each): the first piece a response
+    // hands over is never held back (a connection with nothing queued may always go on:
+    // `Bounds::must_wait`), and a thread that checked the total just before the others added
+    // to it hands over one more before it checks again. (With one piece a thread, the test
+    // failed now and then: 2,359,296 bytes, one piece more than that allowed.)
+    const ALLOWED: u64 = TOTAL + THREADS as u64 * 2 * 256 * 1024;
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
     let config = ServerConfig {
