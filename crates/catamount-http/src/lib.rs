@@ -35,5 +35,5 @@ pub use request::{parse_head, BodyFraming, HeadParser, RequestHead, Version};
 pub use response::{
     classify_field_name, early_hints, error_response, is_token, is_valid_field_value,
     reason_phrase, status_has_body, write_chunk, write_status_line, Answering, FieldError,
-    FieldName, FieldValues, Framing, LengthMismatch, ResponseHead, LAST_CHUNK,
+    FieldName, FieldValues, Framing, FramingError, ResponseHead, LAST_CHUNK,
 };

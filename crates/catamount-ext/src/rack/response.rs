@@ -722,6 +722,8 @@ fn released<T: Send>(
     }
 }
 
+/// The app's status: an Integer or a String of one, 100..=599 (RFC 9110 §15: a client takes
+/// anything else as a 5xx, so the server says 500 itself).
 fn parse_status(v: Value) -> Result<u16, AppBug> {
     let status = if let Some(i) = Integer::from_value(v) {
         i.to_i64().ok()
@@ -734,7 +736,7 @@ fn parse_status(v: Value) -> Result<u16, AppBug> {
         None
     };
     status
-        .filter(|s| (100..=999).contains(s))
+        .filter(|s| (100..=599).contains(s))
         .map(|s| s as u16)
         .ok_or_else(|| AppBug(format!("invalid status {}", escape::inspect(v))))
 }

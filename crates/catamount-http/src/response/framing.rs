@@ -31,24 +31,37 @@ pub enum Framing {
     NoBody,
 }
 
-/// The app's `content-length` disagrees with the size of a body known beforehand.
+/// A response whose framing the app got wrong: refused (a 500), never sent ambiguous.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LengthMismatch {
-    pub declared: u64,
-    pub actual: u64,
+pub enum FramingError {
+    /// The app's `content-length` disagrees with the size of a body known beforehand.
+    LengthMismatch { declared: u64, actual: u64 },
+    /// The app gave both `content-length` and `transfer-encoding` (RFC 9112 §6.2: a sender
+    /// must not; recipients disagree on which wins, the ground of response smuggling).
+    LengthAndEncoding,
+    /// A 1xx status as the final answer (other than 101, which ends HTTP): the client would
+    /// take it as interim and read the next response as this request's.
+    Interim(u16),
 }
 
-impl fmt::Display for LengthMismatch {
+impl fmt::Display for FramingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "content-length {} does not match the body's {} bytes",
-            self.declared, self.actual
-        )
+        match self {
+            FramingError::LengthMismatch { declared, actual } => write!(
+                f,
+                "content-length {declared} does not match the body's {actual} bytes"
+            ),
+            FramingError::LengthAndEncoding => {
+                write!(f, "both content-length and transfer-encoding")
+            }
+            FramingError::Interim(status) => {
+                write!(f, "interim status {status} as the final response")
+            }
+        }
     }
 }
 
-impl std::error::Error for LengthMismatch {}
+impl std::error::Error for FramingError {}
 
 impl ResponseHead {
     /// Whether no body bytes follow this head: a response to HEAD, or a 1xx, 204 or 304.
@@ -57,26 +70,32 @@ impl ResponseHead {
     }
 
     /// The framing of the body. `known_len`: the body's size when it is known without running
-    /// it (an Array body, a file); a `content-length` that disagrees with it is refused.
-    pub fn framing(
-        &self,
-        to: Answering,
-        known_len: Option<u64>,
-    ) -> Result<Framing, LengthMismatch> {
+    /// it (an Array body, a file); a `content-length` that disagrees with it is refused, and so
+    /// are both framing fields together and a 1xx other than 101 as the final status. An app's
+    /// `transfer-encoding` means the app encoded the body itself: it is passed through as it is
+    /// and the connection closes after it (the server cannot tell where the app's encoding ends,
+    /// so nothing may follow it on the connection), whatever size the body has.
+    pub fn framing(&self, to: Answering, known_len: Option<u64>) -> Result<Framing, FramingError> {
+        let status = self.status();
+        if status < 200 && status != 101 {
+            return Err(FramingError::Interim(status));
+        }
+        if self.content_length().is_some() && self.has_transfer_encoding() {
+            return Err(FramingError::LengthAndEncoding);
+        }
         let bodiless = self.is_bodiless(to);
         if let (Some(declared), Some(actual), false) = (self.content_length(), known_len, bodiless)
         {
             if declared != actual {
-                return Err(LengthMismatch { declared, actual });
+                return Err(FramingError::LengthMismatch { declared, actual });
             }
         }
         Ok(if bodiless {
             Framing::NoBody
+        } else if self.has_transfer_encoding() {
+            Framing::Close
         } else if let Some(len) = self.content_length().or(known_len) {
             Framing::Length(len)
-        } else if self.has_transfer_encoding() {
-            // The app framed the body itself: pass it through and close after it.
-            Framing::Close
         } else if to.version == Version::Http11 {
             Framing::Chunked
         } else {
@@ -86,9 +105,11 @@ impl ResponseHead {
 
     /// Whether the connection stays open after this response, given whether the request and
     /// the server allow it: not when the app said `connection: close`, nor after a body whose
-    /// end is the connection's.
+    /// end is the connection's, nor after a 101.
     pub fn keeps_alive(&self, framing: Framing, allowed: bool) -> bool {
-        allowed && !self.says_close() && framing != Framing::Close
+        // After a 101 (without a callable taking the connection) the client speaks another
+        // protocol: no HTTP request may be read there.
+        allowed && !self.says_close() && framing != Framing::Close && self.status() != 101
     }
 
     /// The whole head: status line, the app's lines, the framing field the server adds
@@ -107,7 +128,12 @@ impl ResponseHead {
         let mut out = Vec::with_capacity(256 + self.lines().len());
         write_status_line(&mut out, to.version, status);
         out.extend_from_slice(self.lines());
-        let add_length = self.content_length().is_none() && status != 204 && status >= 200;
+        // The app's transfer-encoding frames the body: a length beside it would be a second,
+        // disagreeing framing (also on HEAD, which says what a GET would get).
+        let add_length = self.content_length().is_none()
+            && !self.has_transfer_encoding()
+            && status != 204
+            && status >= 200;
         match framing {
             Framing::Length(len) if add_length => push_length(&mut out, len),
             Framing::NoBody if add_length && to.head_request => {

@@ -8,7 +8,7 @@ mod framing;
 mod head;
 
 pub use early_hints::early_hints;
-pub use framing::{Answering, Framing, LengthMismatch};
+pub use framing::{Answering, Framing, FramingError};
 pub use head::{classify_field_name, FieldError, FieldName, FieldValues, ResponseHead};
 
 use crate::request::Version;
