@@ -932,11 +932,14 @@ impl FieldMeaning {
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 // A second Content-Length is refused even with the same value: strictness
                 // costs nothing here and closes a smuggling door.
-                if content_length.is_some() {
+                if content_length.is_some() || tab_before_value(buf, field) {
                     return Err(err(ErrorKind::InvalidContentLength));
                 }
                 content_length = Some(parse_content_length(value)?);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                if tab_before_value(buf, field) {
+                    return Err(err(ErrorKind::InvalidTransferEncoding));
+                }
                 codings.add(value);
             } else if name.eq_ignore_ascii_case(b"connection") {
                 for option in list_elements(value) {
@@ -988,6 +991,15 @@ impl FieldMeaning {
             expects_continue: continue_expected && version == Version::Http11,
         })
     }
+}
+
+/// Whether the whitespace between a field's colon and its value holds a tab. RFC 9110 allows
+/// it, but Puma refuses it before Content-Length and Transfer-Encoding, and
+/// `Transfer-Encoding:<TAB>chunked` is a known disguise for a proxy that does not see it: so
+/// for those two fields it is refused.
+fn tab_before_value(buf: &[u8], field: &Field) -> bool {
+    buf.get(field.name.end..field.value.start)
+        .is_some_and(|gap| gap.contains(&b'\t'))
 }
 
 /// `1*DIGIT` within `u64`. No sign, no spaces, no list (`5, 5`).

@@ -64,7 +64,7 @@ fn sizes() {
 #[test]
 fn extensions() {
     assert_eq!(
-        decode(b"5;a=b;c\r\nhello\r\n6 ; q=\"x y\"\r\n world\r\n0\r\n\r\n")
+        decode(b"5;a=b;c\r\nhello\r\n6; q=\"x y\"\r\n world\r\n0\r\n\r\n")
             .unwrap()
             .0,
         b"hello world"
@@ -166,6 +166,8 @@ fn errors() {
         (b" 5\r\n", InvalidChunkSize),
         (b"5 \r\nhello\r\n", InvalidChunkSize),
         (b"5 x\r\nhello\r\n", InvalidChunkSize),
+        (b"5 ;a\r\nhello\r\n", InvalidChunkSize),
+        (b"5\t;a\r\nhello\r\n", InvalidChunkSize),
         (b"5g\r\n", InvalidChunkSize),
         (b"5\0\r\n", InvalidChunkSize),
         (b"10000000000000000\r\n", InvalidChunkSize),
@@ -282,8 +284,8 @@ fn extension_and_trailer_budget() {
         decode_with(over, &small).err(),
         Some(ErrorKind::ChunkExtensionsTooLarge)
     );
-    // Whitespace before the ";" counts as extension bytes.
-    let spaced = b"1          ;a\r\nx\r\n0\r\n\r\n";
+    // Whitespace after the ";" counts as extension bytes.
+    let spaced = b"1;          a\r\nx\r\n0\r\n\r\n";
     assert_eq!(
         decode_with(spaced, &small).err(),
         Some(ErrorKind::ChunkExtensionsTooLarge)

@@ -59,6 +59,9 @@ fn content_length_vectors() {
             "Content-Length: 18446744073709551616\r\n",
             Err((InvalidContentLength, 400)),
         ),
+        ("Content-Length: 5 \t\r\n", Ok(BodyFraming::Length(5))),
+        ("Content-Length:\t5\r\n", Err((InvalidContentLength, 400))),
+        ("Content-Length: \t5\r\n", Err((InvalidContentLength, 400))),
         ("Content-Length : 5\r\n", Err((MalformedHeader, 400))),
         ("Content-Length\t: 5\r\n", Err((MalformedHeader, 400))),
         ("Content-Length: 5\r\n 6\r\n", Err((ObsFold, 400))),
@@ -74,8 +77,17 @@ fn transfer_encoding_vectors() {
         ("Transfer-Encoding: chunked\r\n", Ok(BodyFraming::Chunked)),
         ("Transfer-Encoding: Chunked\r\n", Ok(BodyFraming::Chunked)),
         (
-            "Transfer-Encoding: \tchunked \r\n",
+            "Transfer-Encoding: chunked \t\r\n",
             Ok(BodyFraming::Chunked),
+        ),
+        // A tab before the value, as Puma: refused (a proxy may not see the field).
+        (
+            "Transfer-Encoding: \tchunked \r\n",
+            Err((InvalidTransferEncoding, 400)),
+        ),
+        (
+            "Transfer-Encoding:\tchunked\r\n",
+            Err((InvalidTransferEncoding, 400)),
         ),
         (
             "Transfer-Encoding: chunked, chunked\r\n",
