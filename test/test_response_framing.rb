@@ -42,6 +42,8 @@ class TestResponseFraming < Minitest::Test
     ["GET /app_chunked_stream",
      "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n", :closed],
     ["HEAD /app_chunked_array", "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", :next],
+    ["GET /app_chunked_array HTTP/1.0", REFUSED.sub("HTTP/1.1", "HTTP/1.0"), :closed],
+    ["GET /app_chunked_stream HTTP/1.0", REFUSED.sub("HTTP/1.1", "HTTP/1.0"), :closed],
     ["GET /length_and_chunked", REFUSED, :closed],
     ["GET /chunked_and_length_stream", REFUSED, :closed],
     # The app's content-length: refused while nothing is sent; once the head is out, the
@@ -84,18 +86,63 @@ class TestResponseFraming < Minitest::Test
     ["GET /stream HTTP/1.0", "HTTP/1.0 200 OK\r\n\r\nhello", :closed]
   ].freeze
 
-  Minitest.after_run { puts "response framing: #{ROWS.size} cases" }
+  # The lowlevel_error_handler's answer to the app's exception is framed by the same rules:
+  # [the query string picking what the handler returns (HANDLER below), what the client reads].
+  HANDLER_ROWS = [
+    ["encoded", "HTTP/1.1 500 Internal Server Error\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n" \
+                "3\r\nabc\r\n0\r\n\r\n"],
+    ["length_and_encoding", REFUSED],
+    ["interim", REFUSED],
+    ["length_mismatch", REFUSED],
+    ["header_injection", REFUSED],
+    ["plain", "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbusy"]
+  ].freeze
 
-  # One server for every row (the app keeps no state between requests).
-  SERVER = Mutex.new
+  HANDLER = <<~RUBY
+    answers = {
+      "encoded" => [500, { "transfer-encoding" => "chunked" }, ["3\\r\\nabc\\r\\n0\\r\\n\\r\\n"]],
+      "length_and_encoding" => [500, { "content-length" => "3", "transfer-encoding" => "chunked" }, ["abc"]],
+      "interim" => [103, {}, ["abc"]],
+      "length_mismatch" => [500, { "content-length" => "9" }, ["abc"]],
+      "header_injection" => [500, { "x" => "a\\r\\nset-cookie: evil=1" }, ["abc"]],
+      "plain" => [503, {}, ["busy"]]
+    }.freeze
+    lowlevel_error_handler { |_error, env, _status| answers.fetch(env["QUERY_STRING"]) }
+  RUBY
 
-  def self.server_port
-    SERVER.synchronize do
-      @server ||= ServerProcess.new(["-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "framing.ru")]).tap do |s|
-        s.boot!
-        Minitest.after_run { s.kill }
+  Minitest.after_run { puts "response framing: #{ROWS.size + HANDLER_ROWS.size} cases" }
+
+  # One server for every row of a table (the app keeps no state between requests).
+  SERVERS = Mutex.new
+
+  def self.server_port(with_handler: false)
+    SERVERS.synchronize do
+      (@servers ||= {})[with_handler] ||= begin
+        args = ["-e", "production", "-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "framing.ru")]
+        if with_handler
+          conf = File.join(Dir.mktmpdir, "puma.rb")
+          File.write(conf, HANDLER)
+          args += ["-C", conf]
+        end
+        ServerProcess.new(args).tap do |s|
+          s.boot!
+          Minitest.after_run do
+            s.kill
+            FileUtils.rm_rf(File.dirname(conf)) if conf
+          end
+        end
       end
-      @server.port
+      @servers[with_handler].port
+    end
+  end
+
+  HANDLER_ROWS.each do |answer, bytes|
+    define_method("test_handler_#{answer}") do
+      sock = connect(self.class.server_port(with_handler: true))
+      sock.write("GET /raise?#{answer} HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert_equal bytes, read_until_close(sock), answer
+    ensure
+      sock&.close
     end
   end
 

@@ -65,10 +65,14 @@ FRAMING = {
   "/plain" => [200, { "content-type" => "text/plain" }, ["hello"]],
   "/stream" => [200, {}, FramingStream.new("hel", "lo")],
   "/stream_length" => [200, { "content-length" => "5" }, FramingStream.new("hello")],
-  "/next" => [200, {}, ["next"]]
+  "/next" => [200, {}, ["next"]],
+  # The lowlevel_error_handler's answer (the tests' config picks it by the query string).
+  "/raise" => nil
 }.freeze
 
 run(lambda do |env|
+  raise "for the handler" if env["PATH_INFO"] == "/raise"
+
   status, headers, body = FRAMING.fetch(env["PATH_INFO"]) { [404, {}, ["no such case"]] }
   # A fresh Hash and body Array each time: the server may not change what the table holds.
   [status, headers.dup, body.is_a?(Array) ? body.dup : body]

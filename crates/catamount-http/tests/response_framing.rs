@@ -108,7 +108,9 @@ fn heads_framing_and_keep_alive() {
         ("app chunked with an Array body: passed through, not chunked again", 200, GET11, &[("transfer-encoding", S("chunked"))], Some(10), true,
             Ok(("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n", Close, false))),
         ("app transfer-encoding on 1.0", 200, GET10, &[("transfer-encoding", S("chunked"))], Some(10), true,
-            Ok(("HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", Close, false))),
+            Err("transfer-encoding in a response to HTTP/1.0")),
+        ("app transfer-encoding on a 1.0 HEAD", 200, HEAD10, &[("transfer-encoding", S("chunked"))], None, true,
+            Err("transfer-encoding in a response to HTTP/1.0")),
         ("HEAD with the app's transfer-encoding gets no length", 200, HEAD11, &[("transfer-encoding", S("chunked"))], Some(10), true,
             Ok(("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", NoBody, true))),
         ("both length and transfer-encoding", 200, GET11, &[("content-length", S("5")), ("transfer-encoding", S("chunked"))], Some(5), true,
@@ -225,6 +227,7 @@ fn closing_responses() {
     let plain = head_of(500, &[("content-type", S("text/plain"))]).unwrap();
     let given = head_of(503, &[("content-length", S("2")), ("x", S("y"))]).unwrap();
     let no_content = head_of(204, &[]).unwrap();
+    let encoded = head_of(500, &[("transfer-encoding", S("chunked"))]).unwrap();
     #[rustfmt::skip]
     let cases = [
         ("500 with its length", &plain, GET11, "oops\n",
@@ -237,6 +240,8 @@ fn closing_responses() {
             "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\nx: y\r\nconnection: close\r\n\r\nhi"),
         ("204: no length, no body", &no_content, GET11, "ignored",
             "HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n"),
+        ("the app's transfer-encoding: no length added", &encoded, GET11, "1\r\nx\r\n0\r\n\r\n",
+            "HTTP/1.1 500 Internal Server Error\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n1\r\nx\r\n0\r\n\r\n"),
     ];
     for (case, head, to, body, want) in cases {
         let got = String::from_utf8(head.closing_response(to, body.as_bytes())).unwrap();

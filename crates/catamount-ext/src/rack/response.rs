@@ -1155,7 +1155,11 @@ fn handled_error(
     if escape::quietly(body.respond_to(*ids::CLOSE, false)) == Some(true) {
         escape::quietly(body.funcall::<_, _, Value>(*ids::CLOSE, ()));
     }
-    Ok((status, head.closing_response(answering(request), &content)))
+    // The handler's answer is framed by the same rules as the app's.
+    let to = answering(request);
+    head.framing(to, Some(content.len() as u64))
+        .map_err(|e| e.to_string())?;
+    Ok((status, head.closing_response(to, &content)))
 }
 
 fn describe_exception(exception: Value) -> String {

@@ -39,6 +39,9 @@ pub enum FramingError {
     /// The app gave both `content-length` and `transfer-encoding` (RFC 9112 §6.2: a sender
     /// must not; recipients disagree on which wins, the ground of response smuggling).
     LengthAndEncoding,
+    /// The app's `transfer-encoding` to an HTTP/1.0 request (RFC 9112 §6.1: a server must not
+    /// send one; the client would take the app's encoding for the body).
+    EncodingTo10,
     /// A 1xx status as the final answer (other than 101, which ends HTTP): the client would
     /// take it as interim and read the next response as this request's.
     Interim(u16),
@@ -53,6 +56,9 @@ impl fmt::Display for FramingError {
             ),
             FramingError::LengthAndEncoding => {
                 write!(f, "both content-length and transfer-encoding")
+            }
+            FramingError::EncodingTo10 => {
+                write!(f, "transfer-encoding in a response to HTTP/1.0")
             }
             FramingError::Interim(status) => {
                 write!(f, "interim status {status} as the final response")
@@ -71,10 +77,11 @@ impl ResponseHead {
 
     /// The framing of the body. `known_len`: the body's size when it is known without running
     /// it (an Array body, a file); a `content-length` that disagrees with it is refused, and so
-    /// are both framing fields together and a 1xx other than 101 as the final status. An app's
-    /// `transfer-encoding` means the app encoded the body itself: it is passed through as it is
-    /// and the connection closes after it (the server cannot tell where the app's encoding ends,
-    /// so nothing may follow it on the connection), whatever size the body has.
+    /// are both framing fields together, the app's `transfer-encoding` to HTTP/1.0, and a 1xx
+    /// other than 101 as the final status. An app's `transfer-encoding` means the app encoded
+    /// the body itself: it is passed through as it is and the connection closes after it (the
+    /// server cannot tell where the app's encoding ends, so nothing may follow it on the
+    /// connection), whatever size the body has.
     pub fn framing(&self, to: Answering, known_len: Option<u64>) -> Result<Framing, FramingError> {
         let status = self.status();
         if status < 200 && status != 101 {
@@ -82,6 +89,9 @@ impl ResponseHead {
         }
         if self.content_length().is_some() && self.has_transfer_encoding() {
             return Err(FramingError::LengthAndEncoding);
+        }
+        if self.has_transfer_encoding() && to.version == Version::Http10 {
+            return Err(FramingError::EncodingTo10);
         }
         let bodiless = self.is_bodiless(to);
         if let (Some(declared), Some(actual), false) = (self.content_length(), known_len, bodiless)
@@ -170,14 +180,17 @@ impl ResponseHead {
     }
 
     /// A whole response after which the connection closes (error responses): the status line,
-    /// the app's lines, a `content-length` for `body` unless the app gave one or the status has
-    /// no body, `connection: close`, and the body unless none may follow.
+    /// the app's lines, a `content-length` for `body` unless the app gave one or its own
+    /// `transfer-encoding` or the status has no body, `connection: close`, and the body unless none may follow.
     pub fn closing_response(&self, to: Answering, body: &[u8]) -> Vec<u8> {
         let status = self.status();
         let mut out = Vec::with_capacity(128 + self.lines().len() + body.len());
         write_status_line(&mut out, to.version, status);
         out.extend_from_slice(self.lines());
-        if self.content_length().is_none() && status_has_body(status) {
+        if self.content_length().is_none()
+            && !self.has_transfer_encoding()
+            && status_has_body(status)
+        {
             push_length(&mut out, body.len() as u64);
         }
         push_field(&mut out, b"connection", b"close");
