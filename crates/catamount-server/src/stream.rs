@@ -31,10 +31,12 @@ macro_rules! each {
     };
 }
 
-fn tls_only_through_the_reactor() -> io::Error {
+/// For the plain sockets' calls that a TLS connection cannot make (sendfile(2) would bypass
+/// the session) or makes through its own arm.
+fn not_through_tls() -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
-        "a TLS connection is written by the reactor only",
+        "not for a TLS connection (its session encrypts every byte)",
     )
 }
 
@@ -90,7 +92,7 @@ impl Stream {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             Ok(n)
-        }), tls => Err(tls_only_through_the_reactor()));
+        }), tls => Err(not_through_tls()));
         match drained {
             Some(n) => Ok(n),
             None => result,
@@ -122,7 +124,7 @@ impl Stream {
     pub fn try_sendfile(&self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
         let send =
             || rustix::fs::sendfile(self.fd(), file, Some(offset), count).map_err(io::Error::from);
-        each!(self, s => s.try_io(Interest::WRITABLE, send), tls => Err(tls_only_through_the_reactor()))
+        each!(self, s => s.try_io(Interest::WRITABLE, send), tls => Err(not_through_tls()))
     }
 
     /// Half-closes the write side, so the client sees the end of the response even while we

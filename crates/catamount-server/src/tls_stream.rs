@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 /// Plaintext taken from rustls per read, and written into it per write (one TLS record's
 /// worth of data).
-const PIECE: usize = 16 * 1024;
+pub(crate) const PIECE: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub struct TlsStream {

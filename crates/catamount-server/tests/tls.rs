@@ -196,7 +196,11 @@ fn read_to_the_end<R: Read>(r: &mut R) -> Vec<u8> {
 }
 
 fn connect(port: u16, tls: &Tls) -> StreamOwned<ClientConnection, TcpStream> {
-    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tls_over(TcpStream::connect(("127.0.0.1", port)).unwrap(), tls)
+}
+
+/// A TLS client session over `sock` (connected), its reads bounded.
+fn tls_over(sock: TcpStream, tls: &Tls) -> StreamOwned<ClientConnection, TcpStream> {
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let conn = ClientConnection::new(
@@ -351,15 +355,7 @@ fn records_left_in_the_session_by_a_direct_write_are_sent() {
     sock.set_recv_buffer_size(4096).unwrap();
     sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
         .unwrap();
-    let sock: TcpStream = sock.into();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let conn = ClientConnection::new(
-        tls.client.clone(),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut c = StreamOwned::new(conn, sock);
+    let mut c = tls_over(sock.into(), &tls);
     c.write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -4,7 +4,7 @@
 //!
 //! Client to app: what the reactor read past the request goes first, then what rustls
 //! decrypts. App to client: what the app writes is encrypted and sent. Each way reads at most
-//! one [`PIECE`] (onto the stack) and reads again only once the other side took all of it, so
+//! one [`PIECE`] (a TLS record's worth, onto the stack) and reads again only once the other side took all of it, so
 //! a side that stops reading stops the other (the kernel's socket buffers do the rest): memory
 //! stays bounded, and only what waits for a side is held (an idle relay holds no buffer, as
 //! there may be thousands of WebSockets). Ends: the client's end (close_notify or the TCP end) becomes a write shutdown of the
@@ -30,10 +30,7 @@ use tokio::net::UnixStream;
 
 use crate::shared::Shared;
 use crate::stream::Stream;
-use crate::tls_stream::TlsStream;
-
-/// The most a relay reads at once, and holds, per way, in plaintext (one TLS record's worth).
-const PIECE: usize = 16 * 1024;
+use crate::tls_stream::{TlsStream, PIECE};
 
 /// One relay counted as running (`Shared::relays`) while this lives.
 struct Running(Arc<Shared>);
