@@ -50,14 +50,6 @@ class TestRailsConfig < Minitest::Test
     MIN_THREADS MAX_THREADS PUMA_MIN_THREADS PUMA_MAX_THREADS PUMA_LOG_CONFIG PUMA_PERSISTENT_TIMEOUT
   ].to_h { |name| [name, nil] }.freeze
 
-  # A port nothing listens on right now (the OS picks it; closed again before use).
-  def free_port
-    server = TCPServer.new("127.0.0.1", 0)
-    server.addr[1]
-  ensure
-    server&.close
-  end
-
   # `run_in` with PORT set to a free port, booted. Another test may bind that port between the
   # check and the boot: the boot then fails with "address already in use" and is tried again on
   # another port (a few times at most).

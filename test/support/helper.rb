@@ -83,6 +83,14 @@ module Support
       nil
     end
 
+    # A port nothing listens on right now (the OS picks it; closed again before use).
+    def free_port
+      server = TCPServer.new("127.0.0.1", 0)
+      server.addr[1]
+    ensure
+      server&.close
+    end
+
     def alive?(pid)
       Process.kill(0, pid)
       true
