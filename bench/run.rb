@@ -83,8 +83,8 @@ module Bench
       entry = { app: app.key, title: app.title, mode: mode.key, mode_title: mode.title,
                 target: Bench.target(app.key, mode.key), servers: {} }
       kinds = @kinds.dup
-      limit_args = Bench.limit_args(app.key)
-      kinds << LimitKind.new(limit_args) if limit_args && mode.key == "t5"
+      limit_args = Bench.limit_args(app.key, mode.key)
+      kinds << LimitKind.new(limit_args) if limit_args
       catamount = kinds.index { |k| k.key == "catamount" }
       kinds.insert(catamount + 1, CatamountMetricsKind.new) if catamount && Bench.metrics_row?(app.key, mode.key)
       kinds.insert(catamount + 1, CatamountPlainKind.new) if catamount && PLAIN_TWIN_APPS.include?(app.key)

@@ -50,9 +50,10 @@ class TestBenchSmoke < Minitest::Test
     end
     check_metrics_on(scenarios)
     check_plain_twins(scenarios)
-    %w[hello body_1mib file_10mib post_echo].each do |app|
-      limit = scenarios.find { |s| s["app"] == app && s["mode"] == "t5" }["servers"]["limit"]
-      assert_operator limit.dig("stats", "rps"), :>, 0, "#{app}: the pure-Rust limit ran and answered"
+    %w[hello:t5 body_1mib:t5 file_10mib:t5 post_echo:t5 hello_tls:t5 hello_tls:w2].each do |key|
+      app, mode = key.split(":")
+      limit = scenarios.find { |s| s["app"] == app && s["mode"] == mode }["servers"]["limit"]
+      assert_operator limit.dig("stats", "rps"), :>, 0, "#{key}: the pure-Rust limit ran and answered"
     end
     %w[cpu sinatra rails].each do |app|
       alone = scenarios.find { |s| s["app"] == app && s["mode"] == "t5" }["app_alone"]
@@ -112,6 +113,9 @@ class TestBenchSmoke < Minitest::Test
     assert_match(/^\| hello world, a new TLS connection per request \| `-t 5:5` \| \d+ \(\d+–\d+\) \| – \| – \| – \| – \|$/, throughput)
     assert_match(/^\| Ruby objects allocated \| [\d.]+ \|$/, markdown)
     assert_match(/^Pure-Rust limit \(one reactor thread, no Ruby\): \d+ req\/s\.$/, markdown)
+    { "`-t 5:5`" => "one thread", "`-w 2 -t 5:5`" => "two threads, as many as the cluster's workers" }.each do |mode, threads|
+      assert_match(/^Pure-Rust limit over TLS \(rustls, #{threads}, no Ruby\) #{Regexp.escape(mode)}: \d+ req\/s\. Catamount hello world over TLS: \d+% of it; Puma –\.$/, markdown)
+    end
     ["1 MiB body (one thread, the same bytes written from memory)",
      "10 MiB to_path file (one thread, the same bytes sent with sendfile from a file)",
      "100 KiB POST echo (one thread, each request's body written back as it arrives)"].each do |what|

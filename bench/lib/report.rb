@@ -174,6 +174,8 @@ module Bench
         limit = limit_scenario[:servers].dig("limit", :stats, :rps)
         if limit_scenario[:app] == "hello"
           hello_limit_lines(results, limit, lines)
+        elsif limit_scenario[:app] == "hello_tls"
+          tls_limit_lines(limit_scenario, limit, lines)
         else
           body_limit_lines(results, limit_scenario, limit, lines)
         end
@@ -187,6 +189,16 @@ module Bench
         lines << "Catamount hello world `#{s[:mode_title]}`: #{percent(share)} of the limit " \
                  "(target ≥ #{(LIMIT_SHARE_TARGET * 100).round}%: #{verdict(share, LIMIT_SHARE_TARGET)})."
       end
+    end
+
+    # Over TLS in each mode: a ratio of T needs Catamount at T times Puma's share of the limit.
+    def tls_limit_lines(scenario, limit, lines)
+      threads = scenario[:mode] == "w2" ? "two threads, as many as the cluster's workers" : "one thread"
+      c = ratio(scenario[:servers].dig("catamount", :stats, :rps), limit)
+      p = ratio(scenario[:servers].dig("puma", :stats, :rps), limit)
+      needs = p && scenario[:target] ? ", so #{scenario[:target]}x Puma needs #{percent(p * scenario[:target])} of it" : ""
+      lines << "Pure-Rust limit over TLS (rustls, #{threads}, no Ruby) `#{scenario[:mode_title]}`: " \
+               "#{rate(limit)} req/s. Catamount hello world over TLS: #{percent(c)} of it; Puma #{percent(p)}#{needs}."
     end
 
     # A large body's limit caps every server: a ratio of T needs Puma at or under 1/T of it.

@@ -61,12 +61,16 @@ module Bench
   PLAIN_TWIN_APPS = %w[hello_tls].freeze
   TLS_SHARE_TARGET = 0.60
 
-  # The pure-Rust limit server's arguments for the apps it has a twin of (nil: no limit row):
-  # the same bytes, sent the way the best server could (from memory, sendfile for to_path, the
-  # request's own body for the echo).
-  def self.limit_args(app_key)
+  # The pure-Rust limit server's arguments for the apps it has a twin of, in `-t 5:5` (nil: no
+  # limit row): the same bytes, sent the way the best server could (from memory, sendfile for
+  # to_path, the request's own body for the echo). Over TLS (its certificate comes with the
+  # bind) also in the cluster mode, with as many threads as the cluster has workers.
+  def self.limit_args(app_key, mode_key = "t5")
+    return (mode_key == "w2" ? ["--threads", "2"] : nil) if app_key == "hello_tls" && mode_key != "t5"
+    return nil unless mode_key == "t5"
+
     case app_key
-    when "hello" then []
+    when "hello", "hello_tls" then []
     when "body_1mib" then ["--body-bytes", (1 << 20).to_s]
     when "file_10mib" then ["--body-bytes", (10 << 20).to_s, "--body-from", "file"]
     when "post_echo" then ["--body-from", "request"]

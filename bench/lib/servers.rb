@@ -134,7 +134,8 @@ module Bench
   end
 
   # The pure-Rust keep-alive server (one reactor thread, no Ruby): what the machine can do.
-  # `args` choose the answer (`--body-bytes`, `--body-from`); none means the hello world.
+  # `args` choose the answer (`--body-bytes`, `--body-from`; none means the hello world) and
+  # the threads; a TLS bind's certificate makes it serve TLS through rustls.
   class LimitKind < ServerKind
     def initialize(args = [])
       super("limit", "pure-Rust limit")
@@ -142,7 +143,8 @@ module Bench
     end
 
     def command(_mode, bind, _rackup)
-      [TOOLS, "limit", "--port", bind.port.to_s, *@args]
+      tls = bind.tls? ? ["--tls-cert", bind.certificate.cert, "--tls-key", bind.certificate.key] : []
+      [TOOLS, "limit", "--port", bind.port.to_s, *tls, *@args]
     end
   end
 

@@ -6,6 +6,9 @@
 //! memory (what a server writing a Ruby String can do at best) or from a file with sendfile(2)
 //! (what a server answering a `to_path` body can do at best). With `--body-from request` each
 //! request's body goes back as its answer, written as it arrives (what a server echoing a POST can do at best).
+//! With `--tls-cert`/`--tls-key` it speaks TLS through rustls ([`crate::limit_tls`]); with
+//! `--threads N`, N such threads accept from the one listener (the limit for a server with N
+//! processes, as a cluster has).
 //! Runs until killed (SIGTERM/SIGINT default action).
 
 use std::fs::File;
@@ -24,6 +27,7 @@ use crate::{args, Failure};
 
 pub const USAGE: &str = "\
 usage: catamount-bench limit [--port N] [--body-bytes N [--body-from memory|file] | --body-from request]
+                             [--tls-cert PEM --tls-key PEM] [--threads N]
 
 Serves HTTP/1.1 on 127.0.0.1:N (default 0 = a port the OS chooses) with one thread, backlog
 1024 and TCP_NODELAY. Prints exactly one line, `listening on 127.0.0.1:PORT`, then answers
@@ -38,6 +42,13 @@ start (--body-from file).
 --body-from request (without --body-bytes) answers each request with its own body (its
 Content-Length bytes, none without one): the head is written once the request's head is read,
 the body bytes as they arrive.
+
+--tls-cert PEM --tls-key PEM serve TLS (1.2 and 1.3, session tickets, ALPN http/1.1) with that
+certificate chain and key: the hello world or a body from memory (not from a file: sendfile
+cannot go through TLS; not the echo).
+
+--threads N (1 to 16, default 1) runs N threads, each with its own event loop, accepting from the
+same listener.
 ";
 
 /// The one answer, to every request.
@@ -46,13 +57,24 @@ const RESPONSE: &[u8] =
 /// A request head longer than this closes the connection.
 const MAX_HEAD: usize = 64 * 1024;
 /// A connection silent (or not draining our writes) this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(65);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(65);
 const LISTEN_BACKLOG: i32 = 1024;
-const READ_BUFFER: usize = 16 * 1024;
+pub(crate) const READ_BUFFER: usize = 16 * 1024;
+const MAX_THREADS: u64 = 16;
 const ECHO_READ_BUFFER: usize = 256 * 1024;
 
 pub fn run(argv: &[String]) -> Result<(), Failure> {
-    let flags = args::parse(argv, &["port", "body-bytes", "body-from"])?;
+    let flags = args::parse(
+        argv,
+        &[
+            "port",
+            "body-bytes",
+            "body-from",
+            "tls-cert",
+            "tls-key",
+            "threads",
+        ],
+    )?;
     flags.no_positional()?;
     let port = flags.port("port", Some(0), true)?;
     let echo = flags.string("body-from", "memory") == "request";
@@ -82,14 +104,47 @@ pub fn run(argv: &[String]) -> Result<(), Failure> {
             }
         },
     };
+    let tls = match (flags.string("tls-cert", ""), flags.string("tls-key", "")) {
+        (cert, key) if cert.is_empty() && key.is_empty() => None,
+        (cert, key) if cert.is_empty() || key.is_empty() => {
+            return Err(args::UsageError("--tls-cert and --tls-key go together".into()).into())
+        }
+        _ if matches!(answer, Answer::Echo | Answer::File(_)) => {
+            return Err(args::UsageError(
+                "over TLS only the hello world and --body-from memory are served".into(),
+            )
+            .into())
+        }
+        (cert, key) => Some(crate::limit_tls::config(
+            std::path::Path::new(&cert),
+            std::path::Path::new(&key),
+        )?),
+    };
+    let threads = flags.number("threads", Some(1), 1, MAX_THREADS)?;
     let listener = bind(port)?;
+    announce(&listener)?;
+    let serving = Serving { answer, tls };
+    for _ in 1..threads {
+        let (listener, serving) = (listener.try_clone()?, serving.clone());
+        // Serves until the process is killed, as the main thread does.
+        std::thread::spawn(move || {
+            crate::runtime().and_then(|r| r.block_on(serve(listener, serving)))
+        });
+    }
     let runtime = crate::runtime()?;
-    runtime.block_on(serve(listener, answer))
+    runtime.block_on(serve(listener, serving))
+}
+
+/// What each accepted connection gets: the answer, over TLS when configured.
+#[derive(Clone)]
+struct Serving {
+    answer: Answer,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What every request gets.
 #[derive(Clone)]
-enum Answer {
+pub(crate) enum Answer {
     /// The 12-byte hello world; the answers to one read are joined into one write.
     Hello,
     /// Each request's body sent back; what one read brings is answered in one write.
@@ -143,7 +198,7 @@ fn push_head(out: &mut Vec<u8>, bytes: u64) {
 }
 
 /// A temporary file of `len` bytes, removed from the directory at once (the open file stays).
-struct BodyFile {
+pub(crate) struct BodyFile {
     file: File,
     head: Vec<u8>,
     len: u64,
@@ -210,20 +265,29 @@ fn bind(port: u16) -> Result<std::net::TcpListener, Failure> {
     Ok(socket.into())
 }
 
-/// Announces the port, then accepts until the process is killed.
-async fn serve(listener: std::net::TcpListener, answer: Answer) -> Result<(), Failure> {
-    let listener = TcpListener::from_std(listener)?;
+/// Prints the one line saying where the server listens.
+fn announce(listener: &std::net::TcpListener) -> Result<(), Failure> {
     let port = listener.local_addr()?.port();
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on 127.0.0.1:{port}")?;
-        stdout.flush()?;
-    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on 127.0.0.1:{port}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Accepts until the process is killed.
+async fn serve(listener: std::net::TcpListener, serving: Serving) -> Result<(), Failure> {
+    let listener = TcpListener::from_std(listener)?;
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(stream, answer.clone()));
-            }
+            Ok((stream, _)) => match &serving.tls {
+                Some(config) => {
+                    let answer = serving.answer.clone();
+                    tokio::spawn(crate::limit_tls::connection(stream, config.clone(), answer));
+                }
+                None => {
+                    tokio::spawn(connection(stream, serving.answer.clone()));
+                }
+            },
             // Out of descriptors or a connection reset before accept: back off briefly.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
@@ -263,7 +327,7 @@ async fn connection(mut stream: TcpStream, answer: Answer) {
 
 /// What the connection does after a read has been answered.
 #[derive(Debug, PartialEq, Eq)]
-enum Next {
+pub(crate) enum Next {
     KeepOpen,
     Close,
 }
@@ -273,7 +337,7 @@ enum Next {
 /// appends the answers: the hello world per request, or for `echo` a head per request and the
 /// body bytes as they come.
 #[derive(Default)]
-struct Requests {
+pub(crate) struct Requests {
     /// Answer each request with its own body instead of the hello world.
     echo: bool,
     /// The request whose body is being read asked to close the connection after it.
@@ -288,7 +352,7 @@ struct Requests {
 
 impl Requests {
     /// Takes one read; returns how many requests' heads it completed and what to do next.
-    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> (usize, Next) {
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> (usize, Next) {
         self.pending.extend_from_slice(data);
         let (consumed, count, next) = self.process(out);
         self.pending.drain(..consumed);

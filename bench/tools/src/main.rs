@@ -11,6 +11,7 @@
 
 mod args;
 mod limit;
+mod limit_tls;
 mod memory;
 mod slowloris;
 mod slowread;
@@ -23,8 +24,8 @@ const USAGE: &str = "\
 usage: catamount-bench <subcommand> [--flag value]...
 
 subcommands:
-  limit [--port N]
-      reference HTTP/1.1 server on 127.0.0.1 (port 0 = OS-chosen); prints
+  limit [--port N] [--tls-cert PEM --tls-key PEM] [--threads N]
+      reference HTTP/1.1 server on 127.0.0.1 (port 0 = OS-chosen), plain or over TLS; prints
       `listening on 127.0.0.1:PORT`, then answers every request with `Hello World` until killed
   slowloris --port P --duration SECS [--host 127.0.0.1] [--conns 50] [--interval-ms 1000]
       connections that send one more header line every interval and never end the head;

@@ -249,6 +249,97 @@ fn limit_echoes_request_bodies() {
     );
 }
 
+/// A self-signed certificate for localhost, written as PEM files into a fresh directory;
+/// returns the directory and the certificate (DER) a client trusts.
+fn certificate_files(
+    name: &str,
+) -> (
+    std::path::PathBuf,
+    rustls::pki_types::CertificateDer<'static>,
+) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("catamount-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), made.key_pair.serialize_pem()).unwrap();
+    (dir, made.cert.der().clone())
+}
+
+#[test]
+fn limit_over_tls_with_two_threads_answers_pipelined_requests() {
+    let (dir, cert) = certificate_files("tls");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (_server, port) = start_limit(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+        "--threads",
+        "2",
+    ]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    // Several connections (the two threads accept from one listener; each is checked alike).
+    for _ in 0..8 {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(client.clone(), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, connect(port));
+        tls.write_all(&GET.repeat(3)).unwrap();
+        let mut got = vec![0u8; HELLO.len() * 3];
+        tls.read_exact(&mut got).unwrap();
+        assert_eq!(got, HELLO.repeat(3));
+        assert_eq!(tls.conn.alpn_protocol(), None, "the client offered no ALPN");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn limit_refuses_tls_options_it_cannot_serve() {
+    let (dir, _) = certificate_files("tls-refused");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    for (args, says) in [
+        (
+            vec!["limit", "--tls-cert", cert],
+            "--tls-cert and --tls-key go together",
+        ),
+        (
+            vec![
+                "limit",
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+                "--body-bytes",
+                "9",
+                "--body-from",
+                "file",
+            ],
+            "over TLS only the hello world and --body-from memory are served",
+        ),
+        (vec!["limit", "--threads", "0"], "--threads"),
+    ] {
+        let (code, _, err) = run(&args, Duration::from_secs(10));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (code, _, err) = run(
+        &["limit", "--tls-cert", key, "--tls-key", key],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 1, "a key is no certificate: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn limit_refuses_an_echo_with_a_fixed_size() {
     let (code, _, err) = run(

@@ -12,9 +12,17 @@
 //! "the session holds plaintext, or the socket is readable"), and records it encrypted that
 //! the socket did not take yet (so a write is complete only once [`flush`](TlsStream::flush)
 //! says so). The session's lock is never held across an await.
+//!
+//! Sending has a lock of its own, the outbox's, taken before the session's (never the other way
+//! round): one sender at a time, records on the wire in the order rustls made them. A small
+//! write (the last piece of a response, a hello world's head and body) is encrypted under the
+//! session's lock but sent after it is released: sending on loopback runs the client at once,
+//! whose next request would otherwise find the session locked, and the reactor would sleep on
+//! the lock (measured: the reactor's most frequent wait in a two-worker cluster over TLS).
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BufMut;
@@ -25,10 +33,43 @@ use tokio::net::TcpStream;
 /// worth of data).
 pub(crate) const PIECE: usize = 16 * 1024;
 
+/// A write of at most this much plaintext is sent outside the session's lock (its records are
+/// copied out first, which costs next to nothing at this size); a larger one is sent straight
+/// from rustls's buffers under the lock (the client cannot answer mid-response anyway).
+const SEND_UNLOCKED: usize = 4 * 1024;
+
 #[derive(Debug)]
 pub struct TlsStream {
     tcp: TcpStream,
     session: Mutex<ServerConnection>,
+    outbox: Mutex<Outbox>,
+    /// Records wait to be sent, in the outbox or the session. Set only under the outbox's lock;
+    /// read without it, so a writer whose records all left needs no lock to know it.
+    unsent: AtomicBool,
+}
+
+/// Encrypted bytes taken out of the session that the socket has not taken yet: they go before
+/// anything else.
+#[derive(Debug, Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl Outbox {
+    /// Sends what waits; true when nothing is left.
+    fn send(&mut self, tcp: &TcpStream) -> io::Result<bool> {
+        while let Some(rest) = self.bytes.get(self.sent..).filter(|r| !r.is_empty()) {
+            match tcp.try_write(rest) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        self.bytes.clear();
+        self.sent = 0;
+        Ok(true)
+    }
 }
 
 /// rustls's view of the socket: non-blocking reads and writes (`WouldBlock` when not ready,
@@ -66,11 +107,17 @@ impl TlsStream {
         Ok(TlsStream {
             tcp,
             session: Mutex::new(session),
+            outbox: Mutex::new(Outbox::default()),
+            unsent: AtomicBool::new(false),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, ServerConnection> {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn tcp(&self) -> &TcpStream {
@@ -117,7 +164,9 @@ impl TlsStream {
             if s.read_tls(&mut bytes)? == 0 {
                 break;
             }
-            s.process_new_packets().map_err(invalid)?;
+            let processed = s.process_new_packets();
+            self.mark_unsent(&s);
+            processed.map_err(invalid)?;
         }
         Ok(())
     }
@@ -126,11 +175,8 @@ impl TlsStream {
     /// error (an alert is sent when rustls has one), or when the client leaves first.
     pub async fn handshake(&self) -> io::Result<()> {
         loop {
-            let (handshaking, flushed) = {
-                let mut s = self.lock();
-                let flushed = flush_locked(&self.tcp, &mut s)?;
-                (s.is_handshaking(), flushed)
-            };
+            let flushed = self.flush()?;
+            let handshaking = self.lock().is_handshaking();
             if !flushed {
                 self.tcp.writable().await?;
                 continue;
@@ -139,18 +185,23 @@ impl TlsStream {
                 return Ok(());
             }
             self.tcp.readable().await?;
-            let mut s = self.lock();
-            match s.read_tls(&mut Socket(&self.tcp)) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {
-                    if let Err(e) = s.process_new_packets() {
-                        // The alert rustls queued goes out if the socket takes it now.
-                        let _ = flush_locked(&self.tcp, &mut s);
-                        return Err(invalid(e));
+            let processed = {
+                let mut s = self.lock();
+                match s.read_tls(&mut Socket(&self.tcp)) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(_) => {
+                        let processed = s.process_new_packets().map(|_| ());
+                        self.mark_unsent(&s);
+                        processed
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            };
+            if let Err(e) = processed {
+                // The alert rustls queued goes out if the socket takes it now.
+                let _ = self.flush();
+                return Err(invalid(e));
             }
         }
     }
@@ -159,7 +210,9 @@ impl TlsStream {
     pub async fn readable(&self) -> io::Result<()> {
         {
             let mut s = self.lock();
-            if let Ok(state) = s.process_new_packets() {
+            let processed = s.process_new_packets();
+            self.mark_unsent(&s);
+            if let Ok(state) = processed {
                 if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
                     return Ok(());
                 }
@@ -176,6 +229,13 @@ impl TlsStream {
     /// what one read of the socket brings. 0: the client closed (with or without close_notify);
     /// `WouldBlock`: nothing yet.
     pub fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        let read = self.read_locked(buf);
+        // An alert, or the answer to a key update, goes out behind what waits already.
+        let _ = self.flush();
+        read
+    }
+
+    fn read_locked<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         let mut s = self.lock();
         let want = buf.chunk_mut().len().min(PIECE);
         loop {
@@ -196,12 +256,9 @@ impl TlsStream {
             match s.read_tls(&mut Socket(&self.tcp)) {
                 Ok(0) => return Ok(0),
                 Ok(_) => {
-                    if let Err(e) = s.process_new_packets() {
-                        let _ = flush_locked(&self.tcp, &mut s);
-                        return Err(invalid(e));
-                    }
-                    // A key update or an alert may want an answer.
-                    flush_locked(&self.tcp, &mut s)?;
+                    let processed = s.process_new_packets();
+                    self.mark_unsent(&s);
+                    processed.map_err(invalid)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -218,34 +275,53 @@ impl TlsStream {
     /// [`try_write`](Self::try_write) for several buffers: up to one piece of them, gathered,
     /// goes out as one record (a response's head and a small body: one record, not two).
     pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let mut s = self.lock();
-        if !flush_locked(&self.tcp, &mut s)? {
+        let mut outbox = self.lock_outbox();
+        if self.unsent.load(Ordering::Acquire) && !self.flush_with(&mut outbox)? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let mut rest = bufs.iter().filter(|b| !b.is_empty());
-        let n = match (rest.next(), rest.next()) {
-            (None, _) => 0,
-            (Some(only), None) => s.writer().write(only.get(..PIECE).unwrap_or(only))?,
-            (Some(first), Some(_)) if first.len() >= PIECE => {
-                s.writer().write(first.get(..PIECE).unwrap_or(first))?
+        let mut s = self.lock();
+        let n = encrypt(&mut s, bufs)?;
+        let sent = if n <= SEND_UNLOCKED {
+            // Records out of the session (a Vec takes them all), then sent without its lock.
+            while s.wants_write() {
+                s.write_tls(&mut outbox.bytes)?;
             }
-            _ => {
-                let total: usize = bufs.iter().map(|b| b.len()).sum();
-                let mut piece = Vec::with_capacity(total.min(PIECE));
-                for b in bufs {
-                    let take = b.len().min(PIECE - piece.len());
-                    piece.extend_from_slice(b.get(..take).unwrap_or_default());
-                }
-                s.writer().write(&piece)?
-            }
+            drop(s);
+            outbox.send(&self.tcp)?
+        } else {
+            let sent = flush_locked(&self.tcp, &mut s)?;
+            drop(s);
+            sent
         };
-        flush_locked(&self.tcp, &mut s)?;
+        self.unsent.store(!sent, Ordering::Release);
         Ok(n)
     }
 
-    /// Sends the records the socket did not take yet; true when none is left.
+    /// Sends the records the socket did not take yet; true when none is left. Needs no lock
+    /// when none waits: after a pool thread's direct write, the reactor's next read may hold the
+    /// session's.
     pub fn flush(&self) -> io::Result<bool> {
-        flush_locked(&self.tcp, &mut self.lock())
+        if !self.unsent.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        self.flush_with(&mut self.lock_outbox())
+    }
+
+    /// Called under the session's lock after rustls may have queued records of its own (the
+    /// handshake's, an alert, the answer to a key update): a flush has work. (A writer sending
+    /// at that moment may clear the mark again; those records then leave with the next write
+    /// or flush, which takes every record the session holds.)
+    fn mark_unsent(&self, s: &ServerConnection) {
+        if s.wants_write() {
+            self.unsent.store(true, Ordering::Release);
+        }
+    }
+
+    /// [`flush`](Self::flush), the outbox's lock held: what it holds first, then the session's.
+    fn flush_with(&self, outbox: &mut Outbox) -> io::Result<bool> {
+        let sent = outbox.send(&self.tcp)? && flush_locked(&self.tcp, &mut self.lock())?;
+        self.unsent.store(!sent, Ordering::Release);
+        Ok(sent)
     }
 
     /// The client's certificate (DER), when it sent one (`verify_mode peer`/`force_peer`).
@@ -258,16 +334,15 @@ impl TlsStream {
 
     /// Queues close_notify: nothing more will be written ([`flush`](Self::flush) sends it).
     pub(crate) fn queue_close_notify(&self) {
-        self.lock().send_close_notify();
+        let mut s = self.lock();
+        s.send_close_notify();
+        self.mark_unsent(&s);
     }
 
     /// close_notify, sent if the socket takes it now, then the TCP half-close.
     pub fn shutdown_write(&self) {
-        {
-            let mut s = self.lock();
-            s.send_close_notify();
-            let _ = flush_locked(&self.tcp, &mut s);
-        }
+        self.queue_close_notify();
+        let _ = self.flush();
         let _ = socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write);
     }
 }
@@ -291,4 +366,27 @@ fn flush_locked(tcp: &TcpStream, s: &mut ServerConnection) -> io::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Encrypts up to one piece of `bufs` into the session (gathered into one record when there are
+/// several); returns the plaintext bytes taken.
+fn encrypt(s: &mut ServerConnection, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    let mut rest = bufs.iter().filter(|b| !b.is_empty());
+    let n = match (rest.next(), rest.next()) {
+        (None, _) => 0,
+        (Some(only), None) => s.writer().write(only.get(..PIECE).unwrap_or(only))?,
+        (Some(first), Some(_)) if first.len() >= PIECE => {
+            s.writer().write(first.get(..PIECE).unwrap_or(first))?
+        }
+        _ => {
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
+            let mut piece = Vec::with_capacity(total.min(PIECE));
+            for b in bufs {
+                let take = b.len().min(PIECE - piece.len());
+                piece.extend_from_slice(b.get(..take).unwrap_or_default());
+            }
+            s.writer().write(&piece)?
+        }
+    };
+    Ok(n)
 }

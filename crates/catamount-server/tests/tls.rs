@@ -100,6 +100,18 @@ fn start_tuned(
                 HELD_ANSWERED.store(true, std::sync::atomic::Ordering::SeqCst);
                 return;
             }
+            "/held-small" => {
+                // Small writes (each sent outside the session's lock, from the outbox) into the
+                // same small socket: the socket takes some of one and then none.
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 16000\r\n\r\n";
+                responder.write(head.as_bytes()).unwrap();
+                for _ in 0..8 {
+                    responder.write(&[b's'; 2000]).unwrap();
+                }
+                responder.finish(keep);
+                HELD_SMALL_ANSWERED.store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
             "/file" => {
                 let f = std::fs::File::open(&file).unwrap();
                 let len = f.metadata().unwrap().len();
@@ -126,6 +138,9 @@ fn start_tuned(
 
 /// Set once `/held` was answered (the pool thread returned from it).
 static HELD_ANSWERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The same for `/held-small`.
+static HELD_SMALL_ANSWERED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// The app side of a hijack, on a thread of its own (the pool thread returns at once). `echo`:
 /// greets, then echoes once it read "quit", or says how much it read when the client's side
@@ -346,8 +361,20 @@ fn plain_http_to_the_tls_port_is_closed_and_a_stalled_handshake_holds_up_no_one(
 /// the reactor sends them, they are not left in the session until a next request.
 #[test]
 fn records_left_in_the_session_by_a_direct_write_are_sent() {
+    held_response_arrives_whole("/held", &HELD_ANSWERED, b'h');
+}
+
+#[test]
+fn records_left_in_the_outbox_by_small_direct_writes_are_sent() {
+    held_response_arrives_whole("/held-small", &HELD_SMALL_ANSWERED, b's');
+}
+
+/// Requests `path` (a 16,000-byte body of `byte`, written directly into a socket too small for
+/// it) over a client with a 4 KiB window; once the app returned (`answered`), the whole
+/// response must still arrive.
+fn held_response_arrives_whole(path: &str, answered: &std::sync::atomic::AtomicBool, byte: u8) {
     let tls = certificates();
-    let file = scratch_file("held", 1);
+    let file = scratch_file(&path[1..], 1);
     // The kernel's floor for the send buffer is a few KiB; the client's receive window 4 KiB:
     // together less than one record (smaller still and TCP's window probes take seconds).
     let (server, port, pool) = start_tuned(ServerConfig::default(), &tls, file.clone(), Some(1));
@@ -356,16 +383,19 @@ fn records_left_in_the_session_by_a_direct_write_are_sent() {
     sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
         .unwrap();
     let mut c = tls_over(sock.into(), &tls);
-    c.write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !HELD_ANSWERED.load(std::sync::atomic::Ordering::SeqCst) {
-        assert!(std::time::Instant::now() < deadline, "/held never answered");
+    while !answered.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never answered"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let (head, body) = read_response(&mut c);
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    assert!(body.len() == 16_000 && body.iter().all(|b| *b == b'h'));
+    assert!(body.len() == 16_000 && body.iter().all(|b| *b == byte));
     drop(c);
     let _ = std::fs::remove_file(&file);
     stop(&server, pool);
