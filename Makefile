@@ -8,6 +8,7 @@ export CARGO_TARGET_DIR
 EXT := lib/catamount/catamount.so
 
 .PHONY: all deps build build-bench run test test-rust test-ruby lint bench bench-quick clean
+.PHONY: fuzz fuzz-brief
 
 all: build
 
@@ -27,7 +28,7 @@ run: build
 	@echo "Serving examples/hello/config.ru on http://127.0.0.1:9292 (Ctrl-C to stop)"
 	bin/catamount -b tcp://127.0.0.1:9292 examples/hello/config.ru
 
-test: lint test-rust test-ruby
+test: lint test-rust fuzz-brief test-ruby
 
 lint: deps
 	cargo fmt --all --check
@@ -40,6 +41,16 @@ test-rust: deps
 
 test-ruby: build build-bench
 	ruby -w test/run.rb
+
+# Coverage-guided fuzzing of the parsers (fuzz/; nightly and cargo-fuzz): every target for
+# FUZZ_SECONDS, e.g. `make fuzz FUZZ_SECONDS=60`; one target: `script/fuzz head`.
+FUZZ_SECONDS ?= 300
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) script/fuzz
+
+# The brief run in `make test`: every target for 12 s (an hour of `make fuzz` finds more).
+fuzz-brief: deps
+	FUZZ_SECONDS=12 script/fuzz
 
 # Catamount against Puma 5.6.5 (docs/benchmarks.md). BENCH_ARGS passes options to bench/run.rb,
 # e.g. `make bench BENCH_ARGS="--only hello"`.
