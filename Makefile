@@ -63,6 +63,13 @@ bench-quick: build build-bench
 	@script/bootstrap bench
 	ruby -w bench/run.rb --quick $(BENCH_ARGS)
 
+# The soak (test/test_soak.rb): a cluster and a single-mode server under mixed load with
+# restarts for SOAK_SECONDS (default 600; `make test` runs it for 60), memory, fds and threads
+# sampled and printed.
+.PHONY: soak
+soak: build
+	SOAK_SECONDS=$${SOAK_SECONDS:-600} ruby -w -Itest/support test/test_soak.rb -n /_soak$$/
+
 clean:
 	rm -f $(EXT)
 	cargo clean

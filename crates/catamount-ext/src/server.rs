@@ -591,6 +591,7 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
         mut request,
         responder,
     } = job;
+    let spooled = rack::env::spooled(&request);
     let env = match rack::env::build(ruby, settings, &mut request) {
         Ok(env) => env,
         // Building the env raised (it should not): answer 500 rather than lose the thread.
@@ -607,6 +608,11 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
             );
         }
     };
+    let input = if spooled {
+        rack::env::input(ruby, env)
+    } else {
+        None
+    };
     // The responder is lent for the length of the call: `rack.hijack` may take it, and the
     // `rack.early_hints` callback writes through it.
     let lent = rack::hijack::lend(responder, env);
@@ -614,7 +620,7 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
         add_early_hints(ruby, &request, env, &lent)?;
     }
     let result = app.funcall::<_, _, Value>(*rack::ids::CALL, (env,));
-    match rack::hijack::take_back(&lent) {
+    let outcome = match rack::hijack::take_back(&lent) {
         Lending::Responder(responder) => {
             rack::response::respond(ruby, settings, &request, env, result, responder, started)
         }
@@ -633,7 +639,13 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
             }
             Ok(())
         }
+    };
+    // Not while a jump waits to be resumed (its state must not meet more Ruby calls): the
+    // thread is replaced and the GC closes the File then.
+    if let Some(input) = input.filter(|_| !rack::escape::pending()) {
+        rack::env::close_spooled_input(input);
     }
+    outcome
 }
 
 /// `rack.early_hints`: the app may send 103 responses before its own, through the lent

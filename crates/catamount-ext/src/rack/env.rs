@@ -519,6 +519,28 @@ fn rack_input(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Re
     }
 }
 
+/// Whether `request`'s body is spooled to a file: its `rack.input` then holds a descriptor,
+/// closed when the request is over ([`close_spooled_input`]). Asked before [`build`] takes the
+/// body.
+pub fn spooled(request: &Request) -> bool {
+    matches!(request.body, Body::File { .. })
+}
+
+/// The `rack.input` [`build`] put in `env` (before the app could replace or wrap it).
+pub fn input(ruby: &Ruby, env: RHash) -> Option<Value> {
+    env.get(ruby.get_inner(&RACK_INPUT))
+}
+
+/// Closes a spooled body's File once the response is done (as Puma closes its body tempfile):
+/// left to the GC, every upload kept a descriptor open until a collection (a soak of uploads
+/// held dozens; with little allocation, enough to run out). A second close is a no-op; a jump
+/// met is kept for the pool loop as elsewhere.
+pub fn close_spooled_input(input: Value) {
+    if let Err(e) = input.funcall::<_, _, Value>("close", ()) {
+        let _ = super::escape::caught(e);
+    }
+}
+
 /// Runs each `rack.after_reply` callable in order; errors are logged and do not stop the rest.
 /// A non-local exit (the thread killed, a `throw`) stops them and is kept in
 /// [`escape`](super::escape) for the pool loop to resume.
