@@ -180,18 +180,24 @@ module Bench
       app = SLOW_CLIENTS_APP
       progress "slow clients #{mode.title}"
       servers = @kinds.map { |kind| RunningServer.new(kind, mode, app.rackup_path, app.path, @log_dir).wait_ready }
-      samples = servers.to_h { |s| [s.kind.key, { alone: [], readers: [], loris: [] }] }
+      samples = servers.to_h { |s| [s.kind.key, { alone: [], readers: [], loris: [], readers_1000: [], loris_1000: [] }] }
+      memory = servers.to_h { |s| [s.kind.key, Hash.new { |h, k| h[k] = [] }] }
       @settings.rounds.times do |round|
         (round.even? ? servers : servers.reverse).each do |s|
           samples[s.kind.key][:alone] << load(s)
-          samples[s.kind.key][:readers] << beside(s, "slowread", "--path", "/download", "--rate", "10240") { load(s) }
-          samples[s.kind.key][:loris] << beside(s, "slowloris", "--interval-ms", "1000") { load(s) }
-          progress format("  round %d %-10s alone %8.0f  slow readers %8.0f  slowloris %8.0f req/s", round + 1, s.kind.label,
-                          *samples[s.kind.key].values.map { |v| v.last.rps })
+          SLOW_RUNS.each do |key, tool, conns, *args|
+            samples[s.kind.key][key] << beside(s, tool, conns, *args) do |kib_per_conn|
+              memory[s.kind.key][key] << kib_per_conn
+              load(s)
+            end
+          end
+          progress format("  round %d %-10s alone %8.0f  slow readers %8.0f  slowloris %8.0f  1,000 slow readers %8.0f  " \
+                          "1,000 slowloris %8.0f req/s", round + 1, s.kind.label, *samples[s.kind.key].values.map { |v| v.last.rps })
         end
       end
       { servers: servers.to_h do |s|
         st = samples[s.kind.key].transform_values { |v| { rps: Report.median(v.map(&:rps)), p99_ms: Report.median(v.map(&:p99_ms)) } }
+        memory[s.kind.key].each { |key, kib| st[key][:rss_kib_per_conn] = Report.median(kib) }
         [s.kind.key, { stats: st, samples: samples[s.kind.key].transform_values { |v| v.map(&:to_h) } }]
       end }
     ensure
@@ -215,16 +221,30 @@ module Bench
       Wrk.run(server.url("/"), connections: 50, seconds: @settings.seconds)
     end
 
-    # Runs the block while 50 slow clients of `tool` hold connections to the server.
+    # The slow clients beside the load: key, tool, connections, the tool's arguments. The 1,000
+    # readers ask for a 48 KiB page: 1,000 of the 4 MiB downloads would be 4 GiB waiting for
+    # readers, past any server's memory bound (Catamount's 64 MiB for bytes handed over, past
+    # which each further slow reader holds a thread at its pace, as every Puma thread does).
+    SLOW_RUNS = [
+      [:readers, "slowread", 50, "--path", "/download", "--rate", "10240"],
+      [:loris, "slowloris", 50, "--interval-ms", "1000"],
+      [:readers_1000, "slowread", 1000, "--path", "/page", "--rate", "10240"],
+      [:loris_1000, "slowloris", 1000, "--interval-ms", "1000"]
+    ].freeze
+
+    # Runs the block while `conns` slow clients of `tool` hold connections to the server; gives
+    # it the server's RSS growth (KiB) from before they came to once they settled, per connection.
     SETTLE_SECONDS = 1.5
 
-    def beside(server, tool, *args)
-      duration = (@settings.seconds + SETTLE_SECONDS + 3).ceil
+    def beside(server, tool, conns, *args)
+      duration = (@settings.seconds + SETTLE_SECONDS * (conns / 50.0).clamp(1, 3) + 3).ceil
       out = File.join(@log_dir, "#{tool}-#{server.port}.json")
-      pid = Process.spawn(TOOLS, tool, "--port", server.port.to_s, "--conns", "50", "--duration", duration.to_s, *args,
+      before = Memory.of_tree(server.pid)[:rss_kib]
+      pid = Process.spawn(TOOLS, tool, "--port", server.port.to_s, "--conns", conns.to_s, "--duration", duration.to_s, *args,
                           out: out, err: out)
-      sleep SETTLE_SECONDS # the slow clients connect and take what they can before the load starts
-      yield
+      # The slow clients connect and take what they can before the load starts (1,000 take longer).
+      sleep SETTLE_SECONDS * (conns / 50.0).clamp(1, 3)
+      yield (Memory.of_tree(server.pid)[:rss_kib] - before).to_f / conns
     ensure
       if pid
         Process.kill("KILL", pid)

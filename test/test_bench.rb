@@ -93,7 +93,7 @@ class TestBenchSmoke < Minitest::Test
 
   def check_slow_clients(slow)
     stats = slow.dig("servers", "catamount", "stats")
-    %w[alone readers loris].each { |k| assert_operator stats.dig(k, "rps"), :>, 0, k }
+    %w[alone readers loris readers_1000 loris_1000].each { |k| assert_operator stats.dig(k, "rps"), :>, 0, k }
   end
 
   def check_tables(out, markdown, row_count)
@@ -125,5 +125,7 @@ class TestBenchSmoke < Minitest::Test
       assert_match(/^The #{Regexp.escape(title)} alone \(called in a loop in Ruby: no server, no socket, no wrk\): 1 process \d+ req\/s, 2 processes \d+ req\/s\. Share of it .*`-w 2 -t 5:5` Catamount \d+%, Puma –\./, markdown)
     end
     assert_match(/^\| Catamount \| \d+, p99 [\d.]+ \| \d+, p99 [\d.]+ \| [\d.]+x \| \d+, p99 [\d.]+ \| [\d.]+x \|$/, markdown)
+    assert_match(/^### Hello world \(`-t 5:5`, `wrk -t2 -c50`\) beside 1,000 slow clients/, markdown)
+    assert_match(/^Memory per slow connection \(RSS growth while 1,000 connect and settle, .*\): Catamount -?[\d.]+ KiB per slowloris connection, -?[\d.]+ KiB per slow reader\.$/, markdown)
   end
 end

@@ -267,22 +267,10 @@ module Bench
       slow = results[:slow_clients]
       return unless slow
 
-      lines << ""
-      lines << "### Hello world (`-t 5:5`, `wrk -t2 -c50`) beside 50 slow clients (req/s median, p99 ms)"
-      lines << ""
-      lines << "| server | alone | with 50 slow readers | share | with 50 slowloris | share |"
-      lines << "|---|---|---|---|---|---|"
-      slow[:servers].each do |key, entry|
-        st = entry[:stats]
-        next unless st
-
-        readers = ratio(st[:readers][:rps], st[:alone][:rps])
-        loris = ratio(st[:loris][:rps], st[:alone][:rps])
-        label = key == "catamount" ? "Catamount" : "Puma"
-        lines << "| #{label} | #{rate(st[:alone][:rps])}, p99 #{ms(st[:alone][:p99_ms])} | " \
-                 "#{rate(st[:readers][:rps])}, p99 #{ms(st[:readers][:p99_ms])} | #{times(readers)} | " \
-                 "#{rate(st[:loris][:rps])}, p99 #{ms(st[:loris][:p99_ms])} | #{times(loris)} |"
+      [["50", :readers, :loris], ["1,000", :readers_1000, :loris_1000]].each do |count, readers_key, loris_key|
+        slow_table(slow, count, readers_key, loris_key, lines)
       end
+      slow_memory_line(slow, lines)
       cat = slow[:servers].dig("catamount", :stats)
       return unless cat
 
@@ -292,6 +280,46 @@ module Bench
       lines << "Catamount keeps #{times(readers)} of its rate beside slow readers (target ≥ #{SLOW_READERS_TARGET}x: " \
                "#{verdict(readers, SLOW_READERS_TARGET)}) and #{times(loris)} beside slowloris " \
                "(target ≥ #{SLOWLORIS_TARGET}x: #{verdict(loris, SLOWLORIS_TARGET)})."
+      return unless cat[:readers_1000]
+
+      lines << "Beside 1,000 of each: #{times(ratio(cat[:readers_1000][:rps], cat[:alone][:rps]))} beside slow readers " \
+               "(48 KiB pages), #{times(ratio(cat[:loris_1000][:rps], cat[:alone][:rps]))} beside slowloris."
+    end
+
+    def slow_table(slow, count, readers_key, loris_key, lines)
+      lines << ""
+      lines << "### Hello world (`-t 5:5`, `wrk -t2 -c50`) beside #{count} slow clients (req/s median, p99 ms)"
+      lines << ""
+      lines << "| server | alone | with #{count} slow readers | share | with #{count} slowloris | share |"
+      lines << "|---|---|---|---|---|---|"
+      slow[:servers].each do |key, entry|
+        st = entry[:stats]
+        next unless st && st[readers_key]
+
+        readers = ratio(st[readers_key][:rps], st[:alone][:rps])
+        loris = ratio(st[loris_key][:rps], st[:alone][:rps])
+        label = key == "catamount" ? "Catamount" : "Puma"
+        lines << "| #{label} | #{rate(st[:alone][:rps])}, p99 #{ms(st[:alone][:p99_ms])} | " \
+                 "#{rate(st[readers_key][:rps])}, p99 #{ms(st[readers_key][:p99_ms])} | #{times(readers)} | " \
+                 "#{rate(st[loris_key][:rps])}, p99 #{ms(st[loris_key][:p99_ms])} | #{times(loris)} |"
+      end
+    end
+
+    # Each server's RSS growth while the 1,000 of each connected and settled, per connection (the
+    # readers' 48 KiB pages included).
+    def slow_memory_line(slow, lines)
+      per = slow[:servers].filter_map do |key, entry|
+        loris = entry.dig(:stats, :loris_1000, :rss_kib_per_conn)
+        readers = entry.dig(:stats, :readers_1000, :rss_kib_per_conn)
+        next unless loris && readers
+
+        format("%s %.1f KiB per slowloris connection, %.1f KiB per slow reader", key == "catamount" ? "Catamount" : "Puma",
+               loris, readers)
+      end
+      return if per.empty?
+
+      lines << ""
+      lines << "Memory per slow connection (RSS growth while 1,000 connect and settle, over 1,000; median of the rounds): #{per.join('; ')}."
     end
   end
 end
