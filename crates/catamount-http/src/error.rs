@@ -29,7 +29,8 @@ pub enum ErrorKind {
     QueryTooLong,
     /// The fragment is over `max_fragment` (414).
     FragmentTooLong,
-    /// HTTP/0.x or HTTP/2 and later on an HTTP/1 connection (505).
+    /// HTTP/0.x, HTTP/1.2 to 1.9 (llhttp refuses them too), or HTTP/2 and later on an HTTP/1
+    /// connection (505).
     UnsupportedVersion,
     /// A header line that is not `token ":" value`: empty or non-token name, whitespace
     /// before the colon, no colon (400).
@@ -76,7 +77,8 @@ pub enum ErrorKind {
     ChunkExtensionsTooLarge,
     /// Chunk data not followed by CRLF (400).
     MissingChunkCrlf,
-    /// A trailer line that is not a valid header field (400).
+    /// A trailer line that is not a valid header field, or one naming Content-Length,
+    /// Transfer-Encoding, Host or Connection, which a trailer may not carry (400).
     MalformedTrailer,
     /// A declared or decoded body over `max_body` (413).
     BodyTooLarge,

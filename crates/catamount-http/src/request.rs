@@ -38,8 +38,9 @@ fn fits_version(expected: u8, byte: u8) -> bool {
 /// send a stray CRLF after a body); more is [`ErrorKind::MalformedRequestLine`].
 const MAX_LEADING_EMPTY_LINES: usize = 2;
 
-/// The HTTP version of a request. HTTP/1.2 to 1.9 are served as 1.1 (RFC 9112 §2.3: a
-/// recipient treats a higher minor version as the highest it supports).
+/// The HTTP version of a request. HTTP/1.2 to 1.9 are refused (505) though RFC 9112 §2.3 says
+/// a recipient should serve them as 1.1: no client sends them, llhttp refuses them, and a
+/// server behind a proxy that refuses what it serves invites the two to disagree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Version {
     Http10,
@@ -138,6 +139,8 @@ impl RequestLine {
 struct Field {
     name: Span,
     value: Span,
+    /// Where the line's CR is: the whitespace after the value ends there.
+    line_end: usize,
 }
 
 /// A parsed request head. Owns one copy of the head bytes; the accessors borrow from it.
@@ -572,7 +575,11 @@ impl HeadParser {
                 let f = self.field;
                 let name = Span::new(f.name_start, f.name_end);
                 let value = f.value.unwrap_or(Span::new(f.name_end + 1, f.name_end + 1));
-                self.fields.push(Field { name, value });
+                self.fields.push(Field {
+                    name,
+                    value,
+                    line_end: self.pos - 2,
+                });
                 self.state = State::FieldStart;
             }
             LineEnd::Head => return Ok(Some(self.pos)),
@@ -795,7 +802,7 @@ impl HeadParser {
         let m = self.marks;
         let version = match Span::new(m.version_start, m.version_end).of(buf) {
             [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'0'] => Version::Http10,
-            [b'H', b'T', b'T', b'P', b'/', b'1', b'.', _] => Version::Http11,
+            [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'1'] => Version::Http11,
             [b'H', b'T', b'T', b'P', b'/', _, b'.', _] => {
                 return Err(err(ErrorKind::UnsupportedVersion))
             }
@@ -823,6 +830,14 @@ impl HeadParser {
                 }
                 Some(b'*') => return Err(invalid()),
                 _ => {
+                    // `#` right after the authority: no path or query for a fragment to
+                    // follow. llhttp refuses it; where the authority ends would be a guess.
+                    if m.path_start.is_none()
+                        && m.query_start.is_none()
+                        && m.fragment_start.is_some()
+                    {
+                        return Err(invalid());
+                    }
                     let prefix = Span::new(m.target_start, m.prefix_end());
                     let scheme_len = scheme_length(prefix.of(buf)).ok_or_else(invalid)?;
                     let authority = Span::new(m.target_start + scheme_len, prefix.end);
@@ -873,6 +888,7 @@ impl HeadParser {
                 .map(|f| Field {
                     name: f.name.minus(base),
                     value: f.value.minus(base),
+                    line_end: f.line_end.saturating_sub(base),
                 })
                 .collect(),
             host: meaning.host.map(|s| s.minus(base)),
@@ -937,7 +953,7 @@ impl FieldMeaning {
                 }
                 content_length = Some(parse_content_length(value)?);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                if tab_before_value(buf, field) {
+                if tab_in_field(buf, field) {
                     return Err(err(ErrorKind::InvalidTransferEncoding));
                 }
                 codings.add(value);
@@ -994,12 +1010,20 @@ impl FieldMeaning {
 }
 
 /// Whether the whitespace between a field's colon and its value holds a tab. RFC 9110 allows
-/// it, but Puma refuses it before Content-Length and Transfer-Encoding, and
-/// `Transfer-Encoding:<TAB>chunked` is a known disguise for a proxy that does not see it: so
-/// for those two fields it is refused.
+/// it, but Puma refuses it before Content-Length and Transfer-Encoding, so it is refused
+/// before Content-Length (and anywhere in Transfer-Encoding, [`tab_in_field`]).
 fn tab_before_value(buf: &[u8], field: &Field) -> bool {
     buf.get(field.name.end..field.value.start)
         .is_some_and(|gap| gap.contains(&b'\t'))
+}
+
+/// Whether a field's line holds a tab anywhere after its colon. For Transfer-Encoding a tab
+/// is refused wherever it is: `Transfer-Encoding:<TAB>chunked` is a known disguise for a proxy
+/// that does not see it, and llhttp refuses `chunked<TAB>` (it does not read it as `chunked`),
+/// so a parser that trims it and one that does not disagree on the body's framing.
+fn tab_in_field(buf: &[u8], field: &Field) -> bool {
+    buf.get(field.name.end..field.line_end)
+        .is_some_and(|rest| rest.contains(&b'\t'))
 }
 
 /// `1*DIGIT` within `u64`. No sign, no spaces, no list (`5, 5`).

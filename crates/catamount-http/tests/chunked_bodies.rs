@@ -64,7 +64,7 @@ fn sizes() {
 #[test]
 fn extensions() {
     assert_eq!(
-        decode(b"5;a=b;c\r\nhello\r\n6; q=\"x y\"\r\n world\r\n0\r\n\r\n")
+        decode(b"5;a=b;c\r\nhello\r\n6;q=\"x y\"\r\n world\r\n0\r\n\r\n")
             .unwrap()
             .0,
         b"hello world"
@@ -107,6 +107,13 @@ fn trailers() {
             .0,
         b"0123456789"
     );
+    // Names that only start like, or extend, a framing field's are fine.
+    assert_eq!(
+        decode(b"0\r\nContent-Lengths: 1\r\nContent: 2\r\nHos: 3\r\nHostname: 4\r\n\r\n")
+            .unwrap()
+            .1,
+        58
+    );
     assert_eq!(
         decode(b"1\r\nx\r\n0\r\nEmpty:\r\nTabbed:\tv \t\r\n\r\n")
             .unwrap()
@@ -122,6 +129,13 @@ fn trailers() {
         b"0\r\nNoColon\r\n\r\n",
         b"0\r\nX: a\0b\r\n\r\n",
         b"0\r\nX: a\x7f\r\n\r\n",
+        // Framing, routing and connection fields (RFC 9110 §6.5.1; llhttp refuses the first
+        // two and obeys the last, which a decoder that drops trailers could not).
+        b"0\r\nContent-Length: 5\r\n\r\n",
+        b"0\r\ncontent-LENGTH:\r\n\r\n",
+        b"0\r\nX: y\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"0\r\nHost: other\r\n\r\n",
+        b"0\r\nConnection: close\r\n\r\n",
     ] {
         assert_eq!(
             decode(bad).err(),
@@ -284,8 +298,8 @@ fn extension_and_trailer_budget() {
         decode_with(over, &small).err(),
         Some(ErrorKind::ChunkExtensionsTooLarge)
     );
-    // Whitespace after the ";" counts as extension bytes.
-    let spaced = b"1;          a\r\nx\r\n0\r\n\r\n";
+    // Bytes of a quoted value count as extension bytes.
+    let spaced = b"1;a=\"      \"\r\nx\r\n0\r\n\r\n";
     assert_eq!(
         decode_with(spaced, &small).err(),
         Some(ErrorKind::ChunkExtensionsTooLarge)

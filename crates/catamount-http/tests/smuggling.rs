@@ -76,9 +76,20 @@ fn transfer_encoding_vectors() {
     for (fields, expected) in [
         ("Transfer-Encoding: chunked\r\n", Ok(BodyFraming::Chunked)),
         ("Transfer-Encoding: Chunked\r\n", Ok(BodyFraming::Chunked)),
+        ("Transfer-Encoding: chunked  \r\n", Ok(BodyFraming::Chunked)),
+        // A tab after the value: llhttp does not read `chunked<TAB>` as chunked (it refuses
+        // the request), so neither do we.
         (
             "Transfer-Encoding: chunked \t\r\n",
-            Ok(BodyFraming::Chunked),
+            Err((InvalidTransferEncoding, 400)),
+        ),
+        (
+            "Transfer-Encoding: chunked\t\r\n",
+            Err((InvalidTransferEncoding, 400)),
+        ),
+        (
+            "Transfer-Encoding: gzip\t, chunked\r\n",
+            Err((InvalidTransferEncoding, 400)),
         ),
         // A tab before the value, as Puma: refused (a proxy may not see the field).
         (
