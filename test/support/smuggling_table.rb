@@ -101,6 +101,9 @@ module Smuggling
     ["malformed chunk extension", chunked("5;=\r\nhello\r\n0\r\n\r\n"), 400],
     ["oversize trailer", chunked("5\r\nhello\r\n0\r\nT: #{'t' * 17_000}\r\n\r\n"), 400],
     ["malformed trailer line", chunked("5\r\nhello\r\n0\r\nno colon\r\n\r\n"), 400],
+    ["Content-Length in a trailer (llhttp refuses it)", chunked("5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n"), 400],
+    ["Transfer-Encoding in a trailer", chunked("5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400],
+    ["Connection: close in a trailer (llhttp obeys it)", chunked("5\r\nhello\r\n0\r\nConnection: close\r\n\r\n"), 400],
     ["obs-fold in a trailer", chunked("5\r\nhello\r\n0\r\nT: a\r\n b\r\n\r\n"), 400],
 
     # Line structure of the head.
@@ -139,6 +142,7 @@ module Smuggling
     ["GET *", "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400],
     ["POST *", post("Content-Length: 0\r\n").sub("/p", "*"), 400],
     ["authority-form on GET", "GET h:80 HTTP/1.1\r\nHost: h\r\n\r\n", 400],
+    ["absolute-form with a fragment right after the authority (llhttp refuses it)", "GET http://h#/p HTTP/1.1\r\nHost: h\r\n\r\n", 400],
     ["absolute-form with a space in it", "GET http://h /p HTTP/1.1\r\nHost: h\r\n\r\n", 400],
     ["target too long", "GET /#{'a' * 12_300} HTTP/1.1\r\nHost: x\r\n\r\n", 414],
     ["header name too long", "GET / HTTP/1.1\r\nHost: x\r\n#{'N' * 257}: v\r\n\r\n", 431],
