@@ -5,7 +5,7 @@ require "open3"
 
 # Catamount's request parser against llhttp (an independent HTTP/1.1 parser, through Python's
 # httptools, installed by script/bootstrap): test/support/parser_differential.py sends the same
-# generated and mutated request streams (and test_smuggling.rb's vectors) through both, with a
+# generated and mutated request streams (and the smuggling table's vectors) through both, with a
 # fixed seed, and fails when Catamount accepts what llhttp refuses or ends a message elsewhere.
 # Its output lists every disagreement class with a count; a failure shows the shrunk input.
 class TestParserDifferential < Minitest::Test
