@@ -22,7 +22,11 @@ import subprocess
 import sys
 import time
 
-import httptools
+try:
+    import httptools
+except ImportError:
+    sys.exit("parser_differential: httptools is missing (script/bootstrap installs it into "
+             "~/.cache/catamount/venv; run this with that venv's python3)")
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EXAMPLE = "parse-verdicts"
