@@ -8,8 +8,8 @@
 //! and counted, and the writer reports the count on stderr once it can write again. Before
 //! that (and in a process forked since), lines are written directly, as they always were.
 //!
-//! Writes use a fresh duplicate of descriptor 1 or 2 per piece, never the standard library's
-//! `Stdout` lock (not even when no descriptor is left to duplicate: the line is lost then): a
+//! Writes use a fresh duplicate of descriptor 1 or 2 per piece (descriptor 1 or 2 itself when
+//! the process has none left to duplicate), never the standard library's `Stdout` lock: a
 //! writer thread stuck in `write(2)` then holds no lock anyone else (or a forked child, which
 //! inherits locks but not threads) could wait for, and a descriptor the launcher reopens
 //! (`stdout_redirect`, HUP) is followed at the next piece.
@@ -147,10 +147,29 @@ fn write_now(stream: Stream, bytes: &[u8]) {
         Stream::Out => std::io::stdout().as_fd().try_clone_to_owned(),
         Stream::Err => std::io::stderr().as_fd().try_clone_to_owned(),
     };
-    // No descriptor left to duplicate: the bytes are lost rather than written under the
-    // standard library's lock (see the module docs).
-    if let Ok(fd) = fd {
-        let _ = std::fs::File::from(fd).write_all(bytes);
+    match fd {
+        Ok(fd) => {
+            let _ = std::fs::File::from(fd).write_all(bytes);
+        }
+        // No descriptor left to duplicate (the process is out of them: the one time its
+        // lines matter most): written through the descriptor itself, still without the
+        // standard library's lock (see the module docs).
+        Err(_) => match stream {
+            Stream::Out => write_all_to(std::io::stdout().as_fd(), bytes),
+            Stream::Err => write_all_to(std::io::stderr().as_fd(), bytes),
+        },
+    }
+}
+
+/// Writes all of `bytes` to `fd` (EINTR retried), dropping the rest on any other error.
+fn write_all_to(fd: std::os::fd::BorrowedFd<'_>, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
+        }
     }
 }
 

@@ -285,7 +285,11 @@ async fn accept_loop(
             Ok((stream, peer, local_port)) => {
                 #[cfg(feature = "test-hooks")]
                 crate::test_hooks::accept_loop_checkpoint();
-                errors.succeeded();
+                if let Some(failed) = errors.succeeded() {
+                    log::error(&format!(
+                        "Listen loop: accepting again ({failed} accepts failed)"
+                    ));
+                }
                 shared.touch();
                 let arrival = shared.config.new_connection_hold.map(|hold| {
                     let arrival = Arc::new(conn::Arrival::new(shared.clone()));
@@ -311,7 +315,9 @@ async fn accept_loop(
                 match errors.after(&e) {
                     accept_errors::AfterError::Retry => {}
                     accept_errors::AfterError::BackOff(wait) => {
-                        log::error(&format!("Listen loop: {e} (next accept in {wait:?})"));
+                        if let Some(line) = errors.line(&e, wait, std::time::Instant::now()) {
+                            log::error(&line);
+                        }
                         // A stop during the wait is seen at once, at the top of the loop.
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
