@@ -86,9 +86,16 @@ class TestFaultsWorkers < Minitest::Test
     cluster("workers 2\nthreads 2, 2\nworker_check_interval 1\nworker_timeout 3\n") do |server, pids|
       during = nil
       load, held = fault_in_worker_0(server, pids) do |steady|
+        # The test's own requests too: the load's clients may all be waiting on the stopped one.
         before = steady.bodies[pids[1].to_s]
-        server.wait_for(/Terminating timed out worker \(Worker 0 failed to check in within 3 seconds\): #{pids[0]}/, timeout: 30)
-        during = steady.bodies[pids[1].to_s] - before
+        probes = 0
+        timed_out = /Terminating timed out worker \(Worker 0 failed to check in within 3 seconds\): #{pids[0]}/
+        fired = wait_until(timeout: 30) do
+          probes += 1 if get(server.port, "/").body == pids[1].to_s
+          server.stdout.match?(timed_out)
+        end
+        assert fired, "worker_timeout never fired:\n#{server.stdout}"
+        during = steady.bodies[pids[1].to_s] - before + probes
       end
       report("sigstop worker", sent: load.ok + load.failures.size, answered: load.ok, failed: load.failures.size,
                                note: "held by the stopped worker: #{held}; answered by the other during the stop: #{during}")
