@@ -312,7 +312,8 @@ class TestControlNative < Minitest::Test
       responses: { "1xx": 0, "2xx": requests - 2, "3xx": 1, "4xx": 1, "5xx": 0 },
       request_duration: { bounds: BOUNDS, counts: [1, 2, 3, 5, 8, 13, 21, 30, 35, 38, 40, 41, 42, requests], sum: 12.5 },
       queue_time: { bounds: BOUNDS, counts: [requests] * 14, sum: 0.0125 },
-      bytes_in: 1000, bytes_out: 5000, connections_open: 2, connections_accepted: 10 }
+      bytes_in: 1000, bytes_out: 5000, connections_open: 2, connections_accepted: 10,
+      request_timeouts: 3, threads_lost: 1 }
   end
 
   def assert_server_series(families, stats, labels)
@@ -324,6 +325,8 @@ class TestControlNative < Minitest::Test
       "catamount_backlog" => ["catamount_backlog", :backlog],
       "catamount_connections_open" => ["catamount_connections_open", :connections_open],
       "catamount_connections_accepted" => ["catamount_connections_accepted_total", :connections_accepted],
+      "catamount_request_timeouts" => ["catamount_request_timeouts_total", :request_timeouts],
+      "catamount_threads_lost" => ["catamount_threads_lost", :threads_lost],
       "catamount_received_bytes" => ["catamount_received_bytes_total", :bytes_in],
       "catamount_sent_bytes" => ["catamount_sent_bytes_total", :bytes_out] }.each do |family, (sample, key)|
       assert_equal stats[key], value(families, family, sample, labels), sample

@@ -27,6 +27,8 @@ module Catamount
       server = @server
       server.start
       pool = Pool.start(@context, server, app)
+      @serving_events = events
+      watch_request_timeouts(server) if @context.options[:request_timeout]
       Thread.new do
         server.wait
       ensure
@@ -34,5 +36,19 @@ module Catamount
       end
       pool
     end
+
+    # `request_timeout`: one thread waits for the deadlines (the native watch answers, logs and
+    # raises: crates/catamount-ext/src/timeout.rs) until the server ends.
+    def watch_request_timeouts(server)
+      Thread.new do
+        while (lost = server.watch_request_timeouts)
+          threads_lost(lost)
+        end
+      end
+    end
+
+    # Threads stuck past `request_timeout_grace` (already logged). A single process runs on with
+    # fewer threads; a cluster worker has itself replaced (Cluster::Worker).
+    def threads_lost(_count); end
   end
 end

@@ -114,6 +114,7 @@ module Catamount
       return @context.restart.exec(options, server, @control) if stopping == "restart"
 
       log "- Goodbye!"
+      ended_with_lost_threads(server)
       @end_by_sigterm = stopping == "TERM" && options[:raise_exception_on_sigterm]
       Launcher::OK
     end
@@ -171,6 +172,17 @@ module Catamount
       ensure
         signals << :drained
       end
+    end
+
+    # Ruby's own exit would wait forever for a thread lost to `request_timeout` (it ignores
+    # interrupts): end at once (no `at_exit` hooks), once everything else is done.
+    def ended_with_lost_threads(server)
+      lost = server.lost_threads.size
+      return if lost.zero?
+
+      log "- #{lost} thread(s) lost to request_timeout still running: exiting without them"
+      @control&.close
+      @context.exit_now!(Launcher::OK)
     end
 
     def halt

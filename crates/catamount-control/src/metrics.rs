@@ -38,6 +38,8 @@ pub struct ServerStats {
     pub bytes_out: Option<u64>,
     pub connections_open: Option<u64>,
     pub connections_accepted: Option<u64>,
+    pub request_timeouts: Option<u64>,
+    pub threads_lost: Option<u64>,
 }
 
 /// One worker as the master sees it.
@@ -101,7 +103,7 @@ struct Series<T> {
 }
 
 /// The per-server gauges and counters.
-const SERVER_SERIES: [Series<ServerStats>; 10] = [
+const SERVER_SERIES: [Series<ServerStats>; 12] = [
     Series {
         name: "catamount_requests_total",
         kind: "counter",
@@ -149,6 +151,18 @@ const SERVER_SERIES: [Series<ServerStats>; 10] = [
         kind: "counter",
         help: "Client connections accepted since the process started.",
         value: |s| s.connections_accepted,
+    },
+    Series {
+        name: "catamount_request_timeouts_total",
+        kind: "counter",
+        help: "Requests past request_timeout, answered or cut by the server.",
+        value: |s| s.request_timeouts,
+    },
+    Series {
+        name: "catamount_threads_lost",
+        kind: "gauge",
+        help: "Pool threads still on a timed-out request past request_timeout_grace.",
+        value: |s| s.threads_lost,
     },
     Series {
         name: "catamount_received_bytes_total",
@@ -440,6 +454,8 @@ mod tests {
             bytes_out: Some(200),
             connections_open: Some(1),
             connections_accepted: Some(9),
+            request_timeouts: Some(1),
+            threads_lost: Some(0),
         }
     }
 

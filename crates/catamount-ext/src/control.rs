@@ -376,6 +376,8 @@ fn server_stats(h: RHash) -> ServerStats {
         bytes_out: int_at(h, "bytes_out"),
         connections_open: int_at(h, "connections_open"),
         connections_accepted: int_at(h, "connections_accepted"),
+        request_timeouts: int_at(h, "request_timeouts"),
+        threads_lost: int_at(h, "threads_lost"),
     }
 }
 

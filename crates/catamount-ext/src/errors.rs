@@ -7,6 +7,7 @@ use magnus::{prelude::*, ExceptionClass, RModule, Ruby};
 static USAGE_ERROR: Lazy<ExceptionClass> = Lazy::new(|ruby| lookup(ruby, "UsageError"));
 static CONFIG_ERROR: Lazy<ExceptionClass> = Lazy::new(|ruby| lookup(ruby, "ConfigError"));
 static LISTEN_ERROR: Lazy<ExceptionClass> = Lazy::new(|ruby| lookup(ruby, "ListenError"));
+static REQUEST_TIMEOUT: Lazy<ExceptionClass> = Lazy::new(|ruby| lookup(ruby, "RequestTimeout"));
 
 fn lookup(ruby: &Ruby, name: &str) -> ExceptionClass {
     ruby.class_object()
@@ -15,13 +16,21 @@ fn lookup(ruby: &Ruby, name: &str) -> ExceptionClass {
         .unwrap_or_else(|_| ruby.exception_runtime_error())
 }
 
-/// Defines `Catamount::Error < StandardError` and `UsageError`, `ConfigError`, `ListenError`.
+/// Defines `Catamount::Error < StandardError` and `UsageError`, `ConfigError`, `ListenError`;
+/// and `Catamount::RequestTimeout < Exception` (`request_timeout` raises it into a pool thread:
+/// not a StandardError, so an app's `rescue => e` does not swallow it and the request unwinds,
+/// its `ensure` blocks run, as with Rack::Timeout's and Ruby's own Timeout's inner exceptions).
 pub fn define(ruby: &Ruby, catamount: RModule) -> Result<(), magnus::Error> {
     let base = catamount.define_error("Error", ruby.exception_standard_error())?;
     for name in ["UsageError", "ConfigError", "ListenError"] {
         catamount.define_error(name, base)?;
     }
+    catamount.define_error("RequestTimeout", ruby.exception_exception())?;
     Ok(())
+}
+
+pub fn request_timeout(ruby: &Ruby) -> ExceptionClass {
+    ruby.get_inner(&REQUEST_TIMEOUT)
 }
 
 pub fn usage_error(ruby: &Ruby) -> ExceptionClass {

@@ -5,6 +5,7 @@
 //! - [`server`]: the server handle and the Ruby thread pool's loop.
 //! - [`rack`]: the Rack bridge (env in, response out).
 //! - [`control`]: the control server and Prometheus text, as Ruby objects.
+//! - [`timeout`]: `request_timeout`'s watch over running requests.
 //! - [`ffi`]: the one audited `unsafe` module (GVL release, borrowed string bytes, GC guard, ...).
 
 mod config;
@@ -14,6 +15,7 @@ mod errors;
 mod ffi;
 mod rack;
 mod server;
+mod timeout;
 
 use magnus::{function, method, prelude::*, Error, Ruby};
 
@@ -76,6 +78,11 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     srv.define_method("streams_open", method!(server::RbServer::streams_open, 0))?;
     srv.define_method("stats", method!(server::RbServer::stats, -1))?;
     srv.define_method("idle_seconds", method!(server::RbServer::idle_seconds, 0))?;
+    srv.define_method(
+        "watch_request_timeouts",
+        method!(server::RbServer::watch_request_timeouts, 0),
+    )?;
+    srv.define_method("lost_threads", method!(server::RbServer::lost_threads, 0))?;
     srv.define_method("become_worker", method!(server::RbServer::become_worker, 0))?;
     srv.define_method(
         "unlink_unix_sockets",

@@ -24,6 +24,7 @@ use crate::config::RbOptions;
 use crate::errors;
 use crate::ffi::{self, Blocked};
 use crate::rack::{self, hijack::Lending, RackSettings, RemoteAddr};
+use crate::timeout::{self, Left, Watch};
 
 /// How long a stopped server waits for queued log lines to be written (a reader that stopped
 /// reading must not keep the process from ending).
@@ -87,6 +88,8 @@ pub struct RbServer {
     out_of_band: Option<Opaque<Value>>,
     /// Set in a cluster worker: the listeners belong to the master.
     in_worker: AtomicBool,
+    /// `request_timeout`'s watch over the running server's requests (a new one per `start`).
+    watch: Mutex<Option<Arc<Watch>>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -236,6 +239,7 @@ impl RbServer {
             rack,
             out_of_band: keep_optional(settings, "out_of_band")?,
             in_worker: AtomicBool::new(false),
+            watch: Mutex::new(None),
         })
     }
 
@@ -354,7 +358,36 @@ impl RbServer {
             )
         })?;
         *slot = Some(Arc::new(server));
+        *locked(&rb_self.watch) = rb_self.config.request_timeout.map(|limit| {
+            Arc::new(Watch::new(
+                ruby,
+                limit,
+                rb_self.config.request_timeout_grace,
+                rb_self.config.request_timeout_status,
+                rb_self.metrics.clone(),
+            ))
+        });
         Ok(())
+    }
+
+    /// `request_timeout`: watches the running requests' deadlines (call from one thread, which
+    /// it keeps). Returns the number of threads just lost (more than 0), or nil once the server
+    /// ended (or when no `request_timeout` is set).
+    pub fn watch_request_timeouts(ruby: &Ruby, rb_self: &Self) -> Result<Option<usize>, Error> {
+        let watch = locked(&rb_self.watch).clone();
+        match watch {
+            Some(watch) => timeout::watch(ruby, &watch),
+            None => Ok(None),
+        }
+    }
+
+    /// The pool threads lost to `request_timeout` now (a stop does not wait for them).
+    pub fn lost_threads(ruby: &Ruby, rb_self: &Self) -> magnus::RArray {
+        let lost = locked(&rb_self.watch)
+            .clone()
+            .map(|w| w.lost_threads(ruby))
+            .unwrap_or_default();
+        ruby.ary_from_iter(lost)
     }
 
     fn running(&self, ruby: &Ruby) -> Result<Arc<Server>, Error> {
@@ -400,6 +433,8 @@ impl RbServer {
         }
         let mut alive = Alive(&queue, Some(queue.thread_started()));
         let waiter = Waiter::new();
+        let watch = locked(&rb_self.watch).clone();
+        let post = watch.map(|w| w.enter(ruby)).transpose()?;
         loop {
             let Some(seat) = alive.1.as_mut() else {
                 return Ok(());
@@ -432,7 +467,22 @@ impl RbServer {
             };
             // A non-local exit met while serving (the thread killed, a `throw`) goes on from
             // here, after the request was answered or closed; `alive` uncounts the thread.
-            serve(ruby, &rb_self.rack, app, *job)?;
+            if let Some(post) = &post {
+                post.begin(&job.request, &job.responder);
+            }
+            let mut served = serve(ruby, &rb_self.rack, app, *job);
+            if post.as_ref().is_some_and(|post| post.end() == Left::Raised) {
+                // Raised for the request that just ended: it must not reach the next one.
+                if matches!(&served, Err(e) if timeout::is_request_timeout(ruby, e)) {
+                    served = Ok(());
+                }
+                if let Err(e) = ruby.thread_check_ints() {
+                    if !timeout::is_request_timeout(ruby, &e) {
+                        return Err(e);
+                    }
+                }
+            }
+            served?;
             rack::escape::check()?;
             if let Some(hook) = rb_self.out_of_band {
                 // Only when no other request is running or waiting: the hook (often a GC)
@@ -480,6 +530,9 @@ impl RbServer {
             let result = blocking(ruby, || server.wait(&waiter), &|| waiter.set_interrupted())?;
             match result {
                 Some(Some(Ok(()))) => {
+                    if let Some(watch) = locked(&rb_self.watch).as_ref() {
+                        watch.close();
+                    }
                     // The process may end next: give the log's last lines a moment to go out.
                     blocking(ruby, || log::flush(LOG_FLUSH_ON_STOP), &|| {})?;
                     return Ok(true);
@@ -545,6 +598,8 @@ impl RbServer {
         set("bytes_out", int(m.bytes_out))?;
         set("connections_open", int(m.connections_open))?;
         set("connections_accepted", int(m.connections_accepted))?;
+        set("request_timeouts", int(m.request_timeouts))?;
+        set("threads_lost", int(m.threads_lost))?;
         Ok(h)
     }
 }
@@ -563,7 +618,7 @@ fn histogram(ruby: &Ruby, snapshot: &HistogramSnapshot) -> Result<Value, Error> 
 /// Runs `func` without the GVL. When Ruby has an interrupt pending (the function was not run,
 /// or `unblock` cut it short), lets Ruby handle it first: that may raise (kill, Thread#raise),
 /// which propagates; otherwise returns None and the caller retries.
-fn blocking<R: Send>(
+pub(crate) fn blocking<R: Send>(
     ruby: &Ruby,
     func: impl FnOnce() -> R + Send,
     unblock: &(dyn Fn() + Sync),

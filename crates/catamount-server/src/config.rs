@@ -84,6 +84,15 @@ pub struct ServerConfig {
     /// Print `- ` debug lines about connections (a TLS handshake that failed). Option `debug`
     /// (`--debug`; the ext adds `PUMA_DEBUG`).
     pub debug: bool,
+    /// A request still running this long is answered by the server and its thread interrupted
+    /// (the ext's watch does it through [`Responder::overdue`]). None: no deadline. Option
+    /// `request_timeout`.
+    pub request_timeout: Option<Duration>,
+    /// How long an interrupted thread may take to leave its request before it counts as lost.
+    /// Option `request_timeout_grace`.
+    pub request_timeout_grace: Duration,
+    /// The status a timed-out request is answered with. Option `request_timeout_status`.
+    pub request_timeout_status: u16,
 }
 
 impl Default for ServerConfig {
@@ -131,6 +140,9 @@ impl From<&Options> for ServerConfig {
             reactor_writes_after: Some(Duration::from_micros(50)),
             unlink_unix_sockets: true,
             debug: o.debug,
+            request_timeout: o.request_timeout,
+            request_timeout_grace: o.request_timeout_grace,
+            request_timeout_status: u16::try_from(o.request_timeout_status).unwrap_or(503),
         }
     }
 }

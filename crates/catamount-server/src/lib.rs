@@ -8,6 +8,8 @@
 //!   (a [`Responder`] that writes without ever blocking the thread on a slow client).
 //! - [`body_buffers`]: request-body buffers kept for reuse between the reactor and the pool.
 //! - [`metrics`]: the counters behind stats and metrics (responses, histograms, bytes, connections).
+//! - `overdue`: `request_timeout` on the connection's side (who answers a request, its app or
+//!   the server at the deadline).
 //! - `server`: [`Server`], starting and stopping the reactor; `shared`: what the reactor and its
 //!   connections share.
 //! - `stream` / `tls_stream`: a client connection (TCP, UNIX, or TLS: a rustls session the
@@ -22,7 +24,8 @@
 //! `dispatch`; `response` on `dispatch`, `hand_over` and `stream`; `request` on `response` (and
 //! `dispatch`, `body_buffers`); `shared` on `request`, `response`, `config`, `hand_over`,
 //! `body_buffers` and `stream`; `reactor` on `shared` (and the modules below it); `server` on
-//! `reactor`. This file only declares them and re-exports.
+//! `reactor`. `overdue` and `response` use each other (one connection's record, split by concern).
+//! This file only declares them and re-exports.
 
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
@@ -33,6 +36,7 @@ mod hand_over;
 pub mod listener;
 pub mod log;
 pub mod metrics;
+mod overdue;
 mod reactor;
 pub mod request;
 pub mod response;
@@ -53,6 +57,7 @@ pub use listener::{
     bind_all, bind_all_inheriting, BoundListener, InheritedSocket, ListenError, Listener,
 };
 pub use metrics::{Metrics, Snapshot as MetricsSnapshot};
+pub use overdue::{Expired, Overdue};
 pub use request::{Body, Job, Peer, Pop, Request, WorkQueue};
 pub use response::{Hijacked, Responder, StillServing, WriteRoute};
 pub use server::{set_fatal_exit, Server, REACTOR_PANIC_EXIT};

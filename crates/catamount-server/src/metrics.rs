@@ -1,5 +1,6 @@
 //! The server's counters for stats and metrics: responses by status class, the request-duration
-//! and queue-time histograms, bytes in and out, connections, and the backlog and reactor highs.
+//! and queue-time histograms, bytes in and out, connections, the backlog and reactor highs, and
+//! `request_timeout`'s counts (requests timed out, threads lost).
 //!
 //! Every update is one or two relaxed atomic operations, no lock and no allocation, so the
 //! request path pays a few nanoseconds. Readers take a [`Snapshot`]; values read one by one
@@ -83,6 +84,11 @@ pub struct Metrics {
     /// Open-ended streams being made now (`Responder::mark_streaming` until the responder is
     /// done): a stopping worker with some will drain (not a stat; never reset).
     streams_open: AtomicI64,
+    /// Requests past `request_timeout` (answered or cut by the server).
+    request_timeouts: AtomicU64,
+    /// Threads still on a timed-out request past the grace, now (a gauge: one that leaves its
+    /// request at last is uncounted).
+    threads_lost: AtomicI64,
     /// What the reactor thread updates, apart from what pool threads update.
     reactor: ReactorSide,
 }
@@ -114,6 +120,8 @@ pub struct Snapshot {
     pub connections_accepted: u64,
     pub backlog_max: u64,
     pub reactor_max: u64,
+    pub request_timeouts: u64,
+    pub threads_lost: u64,
 }
 
 impl Metrics {
@@ -128,6 +136,18 @@ impl Metrics {
 
     pub(crate) fn stream_ended(&self) {
         self.streams_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A request passed `request_timeout`.
+    pub fn request_timed_out(&self) {
+        self.request_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A timed-out request's thread did not leave it within the grace (`lost`), or left it
+    /// at last (`!lost`).
+    pub fn thread_lost(&self, lost: bool) {
+        self.threads_lost
+            .fetch_add(if lost { 1 } else { -1 }, Ordering::Relaxed);
     }
 
     /// A response head with this status went out (103 Early Hints and 100 Continue are not
@@ -209,6 +229,8 @@ impl Metrics {
             // A high is never below what is there now.
             backlog_max: backlog_max.max(backlog_now as u64),
             reactor_max: reactor_max.max(open),
+            request_timeouts: self.request_timeouts.load(Ordering::Relaxed),
+            threads_lost: u64::try_from(self.threads_lost.load(Ordering::Relaxed)).unwrap_or(0),
         }
     }
 
@@ -225,10 +247,12 @@ impl Metrics {
             &self.reactor.connections_accepted,
             &self.reactor.backlog_max,
             &self.reactor.reactor_max,
+            &self.request_timeouts,
         ] {
             c.store(0, Ordering::Relaxed);
         }
         self.reactor.connections_open.store(0, Ordering::Relaxed);
+        self.threads_lost.store(0, Ordering::Relaxed);
     }
 }
 
@@ -298,8 +322,13 @@ mod tests {
         m.wrote(5);
         m.response(200);
         m.queue_time.observe(Duration::from_millis(1));
+        m.request_timed_out();
+        m.thread_lost(true);
+        m.thread_lost(true);
+        m.thread_lost(false);
         let s = m.snapshot(0, false);
         assert_eq!((s.bytes_in, s.bytes_out), (10, 25));
+        assert_eq!((s.request_timeouts, s.threads_lost), (1, 1));
         m.reset();
         assert_eq!(m.snapshot(0, false), Snapshot::default());
     }

@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use crate::dispatch::{Running, Waiter};
 use crate::hand_over::{Bounds, HandedOver, Wake, PIECE};
 use crate::metrics::Metrics;
+use crate::overdue::{Answer, Overdue};
 use crate::stream::Stream;
 
 /// What the pool thread hands to the reactor once the socket stopped taking bytes.
@@ -124,6 +125,8 @@ pub(crate) struct Exchange {
     /// The current response is an open-ended stream (no length: chunked or close-delimited)
     /// that began to go out: a stop's drain time applies to it.
     streaming: AtomicBool,
+    /// Who answers the current request, its app or `request_timeout` (`overdue.rs`).
+    pub(crate) answer: Answer,
 }
 
 #[derive(Debug, Default)]
@@ -152,6 +155,7 @@ impl Exchange {
             changed: Notify::new(),
             drained: Condvar::new(),
             streaming: AtomicBool::new(false),
+            answer: Answer::default(),
         }
     }
 
@@ -176,6 +180,7 @@ impl Exchange {
     /// Starts a new request on this connection.
     pub(crate) fn begin(&self) {
         self.streaming.store(false, Ordering::Relaxed);
+        self.answer.begin();
         let mut st = self.lock();
         // Nothing is queued in the common case: no shared count to touch.
         let dropped = if st.queued != 0 || !st.outgoing.is_empty() {
@@ -306,7 +311,7 @@ impl Exchange {
         st.pool_waiting = false;
     }
 
-    fn hand_over(&self, item: Outgoing) -> io::Result<()> {
+    pub(crate) fn hand_over(&self, item: Outgoing) -> io::Result<()> {
         let mut st = self.lock();
         if st.gone {
             return Err(io::ErrorKind::BrokenPipe.into());
@@ -338,7 +343,7 @@ impl Exchange {
         Ok(())
     }
 
-    fn end(&self, ending: Ending, handed_off: bool) {
+    pub(crate) fn end(&self, ending: Ending, handed_off: bool) {
         let mut st = self.lock();
         st.ending = Some(ending);
         // A kept connection needs no wake while the reactor watches the socket: the client's
@@ -400,6 +405,10 @@ pub struct Responder {
     status: u16,
     /// Counted in `Metrics::streams_open` ([`mark_streaming`](Self::mark_streaming)).
     counted_stream: bool,
+    /// This request's generation in the exchange's `answer` (`overdue.rs`).
+    generation: u64,
+    /// The answer is this response's (its first write claimed it).
+    claimed: bool,
 }
 
 impl Responder {
@@ -410,7 +419,10 @@ impl Responder {
         keep_alive_wanted: bool,
         read_at: Instant,
     ) -> Responder {
+        let generation = exchange.answer.generation();
         Responder {
+            generation,
+            claimed: false,
             stream,
             server,
             exchange,
@@ -429,6 +441,39 @@ impl Responder {
     /// Interim responses (103 Early Hints) are written without it and not counted.
     pub fn set_status(&mut self, status: u16) {
         self.status = status;
+    }
+
+    /// `request_timeout`: the handle that answers this request in its place once it ran out of
+    /// time, with `status`, as `version` frames it.
+    pub fn overdue(&self, version: catamount_http::Version, status: u16) -> Overdue {
+        Overdue {
+            exchange: self.exchange.clone(),
+            stream: self.stream.clone(),
+            generation: self.generation,
+            version,
+            status,
+        }
+    }
+
+    /// Whether the server answered this request in its place (`request_timeout`): every
+    /// write fails, and nothing the app does reaches the client.
+    pub fn is_overdue(&self) -> bool {
+        self.exchange.answer.is_overdue(self.generation)
+    }
+
+    /// Before anything of this response is written: the answer must still be its own.
+    fn claim(&mut self) -> io::Result<()> {
+        if self.claimed {
+            return Ok(());
+        }
+        if !self.exchange.answer.claim(self.generation) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request_timeout: the server answered this request already",
+            ));
+        }
+        self.claimed = true;
+        Ok(())
     }
 
     /// Counts the pending head's status, once, as a write begins.
@@ -470,6 +515,7 @@ impl Responder {
         if data.is_empty() {
             return Ok(());
         }
+        self.claim()?;
         self.head_out();
         if self.handed_off {
             return self.hand_over(Outgoing::Data(data.to_vec()));
@@ -506,6 +552,7 @@ impl Responder {
             // Not while slow readers hold all the process may hand over.
             && self.exchange.handed_over.now() <= self.server.max_buffered_total;
         if reactor_writes {
+            self.claim()?;
             self.head_out();
             return self
                 .hand_over(Outgoing::Data(data))
@@ -519,6 +566,7 @@ impl Responder {
         if data.is_empty() {
             return Ok(());
         }
+        self.claim()?;
         self.head_out();
         if !self.handed_off {
             let written = self.write_direct(&data)?;
@@ -542,6 +590,7 @@ impl Responder {
         parts: &[&[u8]],
         sent: &mut u64,
     ) -> io::Result<bool> {
+        self.claim()?;
         self.head_out();
         let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         pieces.extend(
@@ -594,6 +643,7 @@ impl Responder {
     /// Sends `len` bytes of `file` from `offset` with sendfile(2): directly while the socket
     /// takes them, the rest from the reactor.
     pub fn send_file(&mut self, file: File, mut offset: u64, len: u64) -> io::Result<()> {
+        self.claim()?;
         self.head_out();
         let end = offset.saturating_add(len);
         // No sendfile(2) through TLS: the reactor reads and encrypts the file.
@@ -655,6 +705,9 @@ impl Responder {
     /// responder is given back unchanged.
     pub fn hijack(mut self, waiter: &Waiter) -> Result<Hijacked, (Responder, io::Error)> {
         use std::os::fd::AsFd;
+        if let Err(e) = self.claim() {
+            return Err((self, e));
+        }
         let dup = if self.stream.is_tls() {
             None
         } else {
@@ -675,6 +728,7 @@ impl Responder {
         };
         // Nothing of the response is left to end: the reactor has let go.
         self.finished = true;
+        self.exchange.answer.taken(self.generation);
         Ok(Hijacked {
             fd,
             early: taken.early,
@@ -694,6 +748,10 @@ impl Responder {
         self.finished = true;
         let at = Instant::now();
         self.request_done(at);
+        if !self.exchange.answer.finish(self.generation) {
+            // The server answered in its place, and ended the exchange.
+            return;
+        }
         let ending = Ending::Done {
             keep_alive: keep_alive && self.keep_alive_allowed(),
             at,
@@ -836,7 +894,9 @@ impl Drop for Responder {
         // the reactor drops the connection.
         if !self.finished {
             self.request_done(Instant::now());
-            self.exchange.end(Ending::Aborted, self.handed_off);
+            if self.exchange.answer.finish(self.generation) {
+                self.exchange.end(Ending::Aborted, self.handed_off);
+            }
         }
         if self.counted_stream {
             self.exchange.metrics.stream_ended();

@@ -33,6 +33,10 @@ module Catamount
         loop do
           case (event = events.pop)
           when :hup then @context.reopen_logs(@options)
+          when :lost
+            @context.error "#{@context.log_prefix}! Worker 0: a thread is lost to request_timeout; " \
+                           "stopping (its other requests finish), the master starts a new one"
+            events << :term
           when :term
             stopping = true
             @server.close_listeners # as Worker does on TERM: nothing is served or forked any more

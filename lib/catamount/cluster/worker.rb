@@ -153,6 +153,12 @@ module Catamount
         ctx.error "#{ctx.log_prefix}! Could not fork worker #{index}: #{e.message}"
       end
 
+      # A thread lost to `request_timeout` (Serving#watch_request_timeouts): this worker stops
+      # accepting, finishes its other requests and exits; the master starts its replacement.
+      def threads_lost(_count)
+        @serving_events << :lost
+      end
+
       private
 
       # The stop began, nothing new is accepted here, and something will be drained: the master
@@ -178,6 +184,10 @@ module Catamount
         loop do
           case events.pop
           when :hup then @context.reopen_logs(options)
+          when :lost
+            @context.error "#{@context.log_prefix}! Worker #{@index}: a thread is lost to request_timeout; " \
+                           "stopping (its other requests finish), the master starts a new one"
+            @serving_events << :term
           when :term
             # Its copies of the listeners too: through the drain time they would keep a stopped
             # cluster's sockets open, queueing new connections for nobody instead of refusing them.

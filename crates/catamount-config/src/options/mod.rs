@@ -248,6 +248,36 @@ options! {
             drain_timeout: Duration => Duration = or(Duration::from_secs(10)), same;
         }
     }
+    request_timeout {
+        doc: "a request still running this long is answered (`request_timeout_status`) and `Catamount::RequestTimeout` is raised into its thread, its backtrace logged; a response already begun is cut instead (Catamount's own: Puma has none; see differences)",
+        default: "off",
+        example: "request_timeout 30",
+        methods: ["request_timeout" => set!(request_timeout, positive_seconds)],
+        flags: [],
+        fields: {
+            request_timeout: Duration => Option<Duration> = or_none(), same;
+        }
+    }
+    request_timeout_grace {
+        doc: "how long a thread given `Catamount::RequestTimeout` may take to leave the request before it counts as lost (a cluster worker is then replaced; single mode runs on with a thread fewer)",
+        default: "10 s",
+        example: "request_timeout_grace 5",
+        methods: ["request_timeout_grace" => set!(request_timeout_grace, seconds)],
+        flags: [],
+        fields: {
+            request_timeout_grace: Duration => Duration = or(Duration::from_secs(10)), same;
+        }
+    }
+    request_timeout_status {
+        doc: "the status a timed-out request is answered with (400..=599)",
+        default: "503",
+        example: "request_timeout_status 504",
+        methods: ["request_timeout_status" => set!(request_timeout_status, error_status)],
+        flags: [],
+        fields: {
+            request_timeout_status: u32 => u32 = or(503), same;
+        }
+    }
     queue_requests {
         doc: "Puma's reactor switch; `false` turns keep-alive off (Catamount always buffers whole requests, see differences)",
         default: "true",

@@ -39,6 +39,18 @@ pub(super) fn positive_seconds(name: &str, args: &[Value]) -> Result<Duration, S
     Ok(d)
 }
 
+/// An error status an answer of the server's may carry: an Integer in 400..=599.
+pub(super) fn error_status(name: &str, args: &[Value]) -> Result<u32, String> {
+    match args {
+        [Value::Int(n)] if (400..=599).contains(n) => Ok(*n as u32),
+        [v] => Err(format!(
+            "{name}: expected an Integer status from 400 to 599, got {}",
+            v.describe()
+        )),
+        _ => Err(arity(name, args.len(), "1")),
+    }
+}
+
 pub(super) fn remote_address(name: &str, args: &[Value]) -> Result<RemoteAddress, String> {
     match args {
         [] => Ok(RemoteAddress::Socket),

@@ -107,6 +107,22 @@ fn errors_name_the_option() {
             "seconds",
         ),
         ("max_keep_alive", vec![Value::Int(0)], "positive"),
+        ("request_timeout", vec![Value::Int(0)], "more than 0"),
+        (
+            "request_timeout_status",
+            vec![Value::Int(200)],
+            "400 to 599",
+        ),
+        (
+            "request_timeout_status",
+            vec![Value::Int(600)],
+            "400 to 599",
+        ),
+        (
+            "request_timeout_status",
+            vec![Value::Str("503".into())],
+            "400 to 599",
+        ),
         ("tag", vec![Value::Int(1)], "expected a String"),
         ("frobnicate", vec![], "unknown option"),
     ] {

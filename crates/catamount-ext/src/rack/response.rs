@@ -97,6 +97,9 @@ pub fn respond(
         Err(e) => {
             let exception = escape::caught(e);
             match exception {
+                // Past `request_timeout` the server answered and logged it already: what the
+                // app raises as it unwinds (Catamount::RequestTimeout) is no news.
+                Some(_) if responder.is_overdue() => {}
                 Some(exception) => log_app_error(request, exception),
                 // Not an exception: the thread was killed in the app, or a `throw` left it. The
                 // client still gets its answer (the built-in 500: no more app code runs), then
