@@ -114,7 +114,7 @@ module Catamount
       return @context.restart.exec(options, server, @control) if stopping == "restart"
 
       log "- Goodbye!"
-      ended_with_lost_threads(server)
+      ended_with_lost_threads(server) if options[:request_timeout]
       @end_by_sigterm = stopping == "TERM" && options[:raise_exception_on_sigterm]
       Launcher::OK
     end

@@ -27,6 +27,7 @@ class TestSingle < Minitest::Test
     def run_hooks(*, **) = nil
     def log_formatter = nil
     def custom_logger = nil
+    def options = {}
   end
 
   # The thread waiting for the server wakes the main thread even when the wait raises: the run
