@@ -22,6 +22,7 @@
 pub mod chunked;
 pub mod error;
 pub mod limits;
+pub mod names;
 pub mod proxy;
 pub mod request;
 pub mod response;

@@ -174,6 +174,18 @@ impl RequestHead {
         self.get(self.line.target)
     }
 
+    /// The request-target without its fragment (`REQUEST_URI`: Puma leaves the fragment out).
+    pub fn target_without_fragment(&self) -> &[u8] {
+        let target = self.target();
+        match self.line.fragment {
+            // The `#` before the fragment, counted from the target's start.
+            Some(f) => target
+                .get(..f.start.saturating_sub(self.line.target.start + 1))
+                .unwrap_or(target),
+            None => target,
+        }
+    }
+
     /// The path, not percent-decoded: for origin-form the part before `?` and `#`; for
     /// absolute-form the path after the authority, `/` when it is empty; `*` for OPTIONS `*`;
     /// empty for CONNECT's `host:port`.
@@ -619,7 +631,9 @@ impl HeadParser {
             }
             // No version: an HTTP/0.9 request line, or a truncated one.
             b'\r' => return Err(err(ErrorKind::MalformedRequestLine)),
-            0x21..=0x7e => {}
+            // A second `#`: a fragment holds none (Puma refuses it too).
+            b'#' if m.fragment_start.is_some() => return Err(err(ErrorKind::InvalidTarget)),
+            b if is_target_byte(b) => {}
             _ => return Err(err(ErrorKind::InvalidTarget)),
         }
         // Does this byte start the path, the query or the fragment?
@@ -767,7 +781,7 @@ impl HeadParser {
         let run = rest
             .iter()
             .take(room)
-            .position(|&b| !matches!(b, 0x21..=0x7e) || matches!(b, b'/' | b'?' | b'#'))
+            .position(|&b| !is_target_byte(b) || matches!(b, b'/' | b'?' | b'#'))
             .unwrap_or(rest.len().min(room));
         self.pos += run;
     }
@@ -898,6 +912,13 @@ impl HeadParser {
             expects_continue: meaning.expects_continue,
         })
     }
+}
+
+/// What a request-target may hold: visible ASCII but `"`, `<` and `>` (RFC 3986 excludes them,
+/// and so does Puma's grammar; the other characters it excludes, `{ } | \ ^` and the
+/// backtick, are served as Puma serves them: clients send them unencoded).
+fn is_target_byte(b: u8) -> bool {
+    matches!(b, 0x21..=0x7e) && !matches!(b, b'"' | b'<' | b'>')
 }
 
 /// Whether the start of an absolute-form target so far is a scheme and (part of) its `//`,

@@ -344,7 +344,7 @@ options! {
     }
     allow_underscore_headers {
         doc: "`false` drops request headers with `_` in the name (they could pose as `-` headers in the env)",
-        default: "true (kept, never clobbering a `-` twin)",
+        default: "true (kept, never clobbering a `-` twin nor taking a key the server reads or a proxy sets)",
         example: "allow_underscore_headers false",
         methods: ["allow_underscore_headers" => set!(allow_underscore_headers, flag)],
         flags: [],

@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 use magnus::value::{Lazy, ReprValue};
 use magnus::{prelude::*, Error, IntoValue, RArray, RClass, RHash, RString, Ruby, Value};
 
-use catamount_http::{RequestHead, Version};
+use catamount_http::{names, RequestHead, Version};
 use catamount_server::{Body, Request};
 
 use super::{RackSettings, RemoteAddr};
@@ -171,7 +171,7 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
     let path = head.path();
     pairs.push(k(&PATH_INFO), bin(path))?;
     pairs.push(k(&REQUEST_PATH), bin(path))?;
-    pairs.push(k(&REQUEST_URI), bin(head.target()))?;
+    pairs.push(k(&REQUEST_URI), bin(head.target_without_fragment()))?;
     let query = match head.query() {
         Some(q) => bin(q),
         None => ruby.str_new(""),
@@ -191,9 +191,23 @@ pub fn build(ruby: &Ruby, settings: &RackSettings, request: &mut Request) -> Res
     // Any one field saying so counts, before repeated fields are joined.
     let https = request.tls || head.headers().any(|(name, value)| says_https(name, value));
     let mut scratch = Vec::new();
-    for entry in header_entries(head, chunked, settings.allow_underscore_headers) {
+    let address_header = match &settings.remote_addr {
+        RemoteAddr::Header(name) => Some(name.as_slice()),
+        _ => None,
+    };
+    for entry in header_entries(
+        head,
+        chunked,
+        settings.allow_underscore_headers,
+        address_header,
+    ) {
         let key = header_key(ruby, entry.name, &mut scratch);
         pairs.push(key, bin(&entry.value))?;
+    }
+    // RFC 9112 §3.2.2: an absolute-form target's authority (or CONNECT's) replaces the Host
+    // header, so HTTP_HOST says what SERVER_NAME and SERVER_PORT say (a later pair wins).
+    if let Some(authority) = head.authority() {
+        pairs.push(k(&K_HOST), bin(authority))?;
     }
     if chunked {
         let length = ruby.str_new(&request.body.len().to_string());
@@ -298,26 +312,30 @@ impl HeaderEntry<'_> {
 }
 
 /// The header fields that become env entries, one per env key, in the order the keys first
-/// appear. Names with `_` come only where allowed, after the dash-named ones, and never over a
-/// dash-named field with the same key: a client must not be able to smuggle
-/// `X_Forwarded_For` over a proxy's `X-Forwarded-For`. Of two underscored fields with the same
-/// key, the first wins. A chunked body's framing headers are left out (`CONTENT_LENGTH` is
-/// then the decoded length).
+/// appear. Names with `_` come only where allowed, after the dash-named ones, never with the
+/// key of a field the server reads or a proxy sets (`catamount_http::names`; `address_header`
+/// is `set_remote_address header:`'s), and never over a dash-named field with the same key: a
+/// client must not be able to smuggle `X_Forwarded_For` over (or in place of) a proxy's
+/// `X-Forwarded-For`. Of two underscored fields with the same key, the first wins. A chunked
+/// body's framing headers are left out (`CONTENT_LENGTH` is then the decoded length).
 ///
 /// Fields are grouped by sorting, so even a head with the most fields allowed costs
 /// O(n log n) comparisons, not O(n²).
-fn header_entries(
-    head: &RequestHead,
+fn header_entries<'h>(
+    head: &'h RequestHead,
     chunked: bool,
     allow_underscores: bool,
-) -> Vec<HeaderEntry<'_>> {
+    address_header: Option<&[u8]>,
+) -> Vec<HeaderEntry<'h>> {
     let mut entries: Vec<HeaderEntry> = head
         .headers()
         .enumerate()
         .filter(|(_, (name, _))| {
             let framing = name.eq_ignore_ascii_case(b"transfer-encoding")
                 || name.eq_ignore_ascii_case(b"content-length");
-            !(chunked && framing) && (allow_underscores || !name.contains(&b'_'))
+            let underscored_ok = !name.contains(&b'_')
+                || (allow_underscores && !names::underscore_poses_as_guarded(name, address_header));
+            !(chunked && framing) && underscored_ok
         })
         .map(|(arrival, (name, value))| HeaderEntry {
             arrival,
@@ -361,10 +379,7 @@ fn env_key_order(a: &[u8], b: &[u8]) -> Ordering {
         }
     }
     fn folded(name: &[u8]) -> impl Iterator<Item = u8> + '_ {
-        name.iter().map(|c| match c {
-            b'-' => b'_',
-            c => c.to_ascii_uppercase(),
-        })
+        name.iter().map(|&c| names::env_key_byte(c))
     }
     cgi(a).cmp(&cgi(b)).then_with(|| folded(a).cmp(folded(b)))
 }
@@ -399,10 +414,7 @@ fn header_key(ruby: &Ruby, name: &[u8], scratch: &mut Vec<u8>) -> RString {
     }
     scratch.clear();
     scratch.extend_from_slice(b"HTTP_");
-    scratch.extend(name.iter().map(|c| match c {
-        b'-' => b'_',
-        c => c.to_ascii_uppercase(),
-    }));
+    scratch.extend(name.iter().map(|&c| names::env_key_byte(c)));
     let key = ruby.str_from_slice(scratch);
     // A frozen String key goes into the Hash as is; an unfrozen one would be copied.
     key.freeze();
