@@ -50,7 +50,7 @@ class TestBehindNginx < Minitest::Test
   def send_vector(port, raw)
     sock = connect(port)
     answer = send_row(sock, raw + Smuggling::PIPELINED, false)
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 3
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 5
     until complete_answers(answer) >= 2
       left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
       break if left <= 0 || !sock.wait_readable(left)
