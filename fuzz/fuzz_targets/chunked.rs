@@ -4,11 +4,15 @@
 //! Beyond "no panic": the output never exceeds the input it was decoded from, `decoded_len`
 //! counts it, the decoder takes all of its input until the body ends, no body passes
 //! `max_body`, and the outcome (output, bytes taken, end, error) is the same fed at once,
-//! byte by byte, and in reads of any size; an error is repeated on the next call.
+//! byte by byte, and in reads of any size; an error is repeated on the next call. And the
+//! other way round: the input taken as body bytes, sent in chunks as the server's own encoder
+//! writes them (`write_chunk`), decodes back to exactly those bytes.
 #![no_main]
 
 use catamount_fuzz::{limit_profiles, pieces};
-use catamount_http::{ChunkProgress, ChunkedDecoder, Limits, ParseError};
+use catamount_http::{
+    write_chunk, ChunkProgress, ChunkedDecoder, ErrorKind, Limits, ParseError, LAST_CHUNK,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// What decoding a whole input came to: the body bytes, the input bytes taken (0 after an
@@ -55,8 +59,34 @@ fuzz_target!(|data: &[u8]| {
             assert!(matches!(e.status(), 400 | 413));
             assert!(!e.to_string().is_empty());
         }
+        round_trip(data, &limits);
     }
 });
+
+/// `body` encoded in chunks of the sizes reads would have, then decoded: the same bytes, or
+/// the body limit if it is over it.
+fn round_trip(body: &[u8], limits: &Limits) {
+    let mut encoded = Vec::new();
+    for chunk in pieces(body) {
+        write_chunk(&mut encoded, chunk);
+    }
+    encoded.extend_from_slice(LAST_CHUNK);
+    let decoded = decode_in(std::iter::once(encoded.as_slice()), limits);
+    if limits.max_body.is_some_and(|max| body.len() as u64 > max) {
+        assert_eq!(
+            decoded.error.map(|e| e.kind()),
+            Some(ErrorKind::BodyTooLarge)
+        );
+        return;
+    }
+    let expected = Outcome {
+        out: body.to_vec(),
+        consumed: encoded.len(),
+        done: true,
+        error: None,
+    };
+    assert_eq!(decoded, expected, "round trip through write_chunk");
+}
 
 /// Decodes the reads in order with one decoder, stopping at the end of the body or an error,
 /// and checks what each call promises.

@@ -5,7 +5,9 @@
 //! Beyond "no panic": the verdict is the same fed at once, byte by byte, and in reads of any
 //! size; a head's consumed length is within the input and ends with the empty line; an
 //! incomplete head never holds more than `max_head`; every limit holds in what is accepted;
-//! an error is repeated on the next call.
+//! an error is repeated on the next call. And a valid request built from the input's lines
+//! (any served method, path and query characters, extension fields with any visible value)
+//! is always accepted, with each part as it was sent.
 #![no_main]
 
 use catamount_fuzz::{limit_profiles, split_points};
@@ -40,7 +42,99 @@ fuzz_target!(|data: &[u8]| {
             rest = rest.get(body_len..).unwrap_or_default();
         }
     }
+    valid_request_round_trip(data);
 });
+
+/// Most fields in the built request: room under `max_headers` for the Host it adds.
+const MAX_BUILT_FIELDS: usize = 40;
+
+/// A valid request made of the input: method from the first byte, path from the first line,
+/// query from the second, an `x-` field for each further line (name and value mapped onto
+/// the allowed characters). The parser must accept it and give back each part unchanged.
+fn valid_request_round_trip(data: &[u8]) {
+    const METHODS: [&str; 8] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
+    ];
+    const PATH: &[u8] = b"abcxyzABCXYZ0189-._~!$&'()*+,;=:@/%";
+    const NAME: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~";
+    let map = |bytes: &[u8], set: &[u8]| -> Vec<u8> {
+        bytes
+            .iter()
+            .map(|&b| set[usize::from(b) % set.len()])
+            .collect()
+    };
+    let method = METHODS[usize::from(data.first().copied().unwrap_or(0)) % METHODS.len()];
+    let mut lines = data.split(|&b| b == b'\n');
+    let mut path = b"/".to_vec();
+    path.extend(map(
+        lines
+            .next()
+            .unwrap_or_default()
+            .get(..2000)
+            .unwrap_or_default(),
+        PATH,
+    ));
+    let query = lines.next().map(|q| map(q.get(..2000).unwrap_or(q), PATH));
+    let fields: Vec<(Vec<u8>, Vec<u8>)> = lines
+        .take(MAX_BUILT_FIELDS)
+        .map(|line| {
+            let (name, value) = line.split_at(line.len().min(1 + line.len() / 4).min(60));
+            let mut field_name = b"x-".to_vec();
+            field_name.extend(map(name, NAME));
+            // Visible ASCII, with spaces and tabs inside; the parser trims them at the ends.
+            let value: Vec<u8> = value
+                .iter()
+                .map(|&b| match b {
+                    b' ' | b'\t' | 0x21..=0x7e => b,
+                    _ => 0x21 + b % 94,
+                })
+                .collect();
+            (field_name, value)
+        })
+        .collect();
+
+    let mut request = format!("{method} ").into_bytes();
+    request.extend_from_slice(&path);
+    if let Some(q) = &query {
+        request.push(b'?');
+        request.extend_from_slice(q);
+    }
+    request.extend_from_slice(b" HTTP/1.1\r\nHost: example.test:8080\r\n");
+    for (name, value) in &fields {
+        request.extend_from_slice(name);
+        request.extend_from_slice(b": ");
+        request.extend_from_slice(value);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+
+    let limits = Limits::default();
+    let (head, consumed) = match parse_head(&request, &limits) {
+        Ok(Some(parsed)) => parsed,
+        other => panic!("a valid request was not accepted: {other:?}\n{request:?}"),
+    };
+    assert_eq!(consumed, request.len());
+    assert_eq!(head.method(), method);
+    assert_eq!(head.path(), path.as_slice());
+    assert_eq!(head.query(), query.as_deref());
+    assert_eq!(head.host(), Some(&b"example.test:8080"[..]));
+    let got: Vec<(&[u8], &[u8])> = head.headers().skip(1).collect();
+    let sent: Vec<(&[u8], &[u8])> = fields
+        .iter()
+        .map(|(n, v)| (n.as_slice(), trim(v)))
+        .collect();
+    assert_eq!(got, sent, "fields as sent");
+}
+
+/// `value` without the spaces and tabs at its ends.
+fn trim(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|&b| b != b' ' && b != b'\t');
+    let end = value.iter().rposition(|&b| b != b' ' && b != b'\t');
+    match (start, end) {
+        (Some(s), Some(e)) => value.get(s..=e).unwrap_or_default(),
+        _ => &[],
+    }
+}
 
 /// Parses the head at the start of `data` in three ways and checks what it got; the bytes
 /// the head took and the body framing it announced, if one completed.
