@@ -340,8 +340,10 @@ impl Trapper {
             .map(|s| format!("trap 'echo got {s}; kill $! 2>/dev/null; exit 0' {s}\n"))
             .collect();
         let script = format!("{traps}sleep 30 &\necho ready $!\nwait $!\n");
-        let mut child = Command::new("sh")
-            .args(["-c", &script])
+        // A shell cannot trap a signal ignored when it started (POSIX), and a run under
+        // `nohup` ignores HUP: `env --default-signal` gives the shell the default dispositions.
+        let mut child = Command::new("env")
+            .args(["--default-signal", "sh", "-c", &script])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{e}"));
