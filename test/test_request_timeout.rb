@@ -158,6 +158,36 @@ class TestRequestTimeout < Minitest::Test
     kill_named_workers(server) if server
   end
 
+  # The app keeps the connections it took past the deadline: on its pool thread (a full hijack,
+  # a 101 upgrade's callable) or on a thread of its own. A request that starts after them and
+  # times out shows the watch has passed their deadlines; then each still answers its client's
+  # next line. None is cut, counted or logged.
+  def test_hijacked_and_upgraded_connections_are_exempt
+    server = timeout_server("request_timeout 1\n", "-t", "4:4")
+    taken = { "hijack" => "GET /hijack HTTP/1.1\r\nHost: x\r\n\r\n",
+              "detached" => "GET /hijack?detach=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+              "upgrade" => "GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n" }
+    socks = taken.transform_values do |request|
+      sock = connect(server.port)
+      sock.write(request)
+      sock
+    end
+    head = +""
+    head << read_line(socks["upgrade"]) until head.end_with?("\r\n\r\n")
+    assert_match(/\AHTTP\/1\.1 101 /, head)
+    socks.each { |name, sock| assert_equal "taken\n", read_line(sock), name }
+    assert_equal 503, get(server.port, "/sleep?s=60").status
+    server.wait_for(/! Request timeout: GET \/sleep\?s=60 /, stream: :stderr)
+    socks.each do |name, sock|
+      sock.write("#{name}\n")
+      assert_equal "echo #{name}\n", read_until_close(sock, timeout: 30), name
+    end
+    assert_equal 1, stats(server)[:request_timeouts]
+    assert_equal 1, server.stderr.scan("Request timeout").size, server.stderr
+  ensure
+    socks&.each_value(&:close)
+  end
+
   def test_bad_values_are_refused_with_the_line
     [["request_timeout 0", "request_timeout: must be more than 0 seconds"],
      ["request_timeout_status 200", "request_timeout_status: expected an Integer status from 400 to 599, got 200"],
