@@ -30,6 +30,42 @@ class TestRequestTimeout < Minitest::Test
     JSON.parse(get(server.port, "/stats").body, symbolize_names: true)
   end
 
+  # The answer to `path` from the cluster worker with `pid`: the other workers answer 409 at
+  # once (timeout.ru's `only`), so the request is sent again until it reaches that one.
+  def answer_from(server, pid, path)
+    50.times do
+      response = get(server.port, "#{path}#{path.include?('?') ? '&' : '?'}only=#{pid}")
+      return response.status unless response.status == 409
+    end
+    flunk "no request to #{path} reached worker #{pid} in 50 tries"
+  end
+
+  # The master's stats (its control server's /stats), and its metrics text.
+  def master_stats(server)
+    port = server.stdout[%r{Starting control server on http://127\.0\.0\.1:(\d+)}, 1].to_i
+    JSON.parse(raw_request(port, "GET /stats HTTP/1.0\r\n\r\n").body, symbolize_names: true)
+  end
+
+  def master_metrics(server)
+    port = server.stdout[%r{Serving metrics on http://127\.0\.0\.1:(\d+)/metrics}, 1].to_i
+    raw_request(port, "GET /metrics HTTP/1.0\r\n\r\n").body
+  end
+
+  # Each worker's `request_timeouts` as its last check-in told the master, by index, once it
+  # equals `want` (bounded wait for the check-ins).
+  def timeouts_by_worker(server, want)
+    got = nil
+    wait_until(timeout: 20) do
+      got = master_stats(server)[:worker_status].to_h { |w| [w[:index], w[:last_status][:request_timeouts]] }
+      got == want
+    end
+    got
+  end
+
+  def booted_pids(server, count)
+    (0...count).map { |i| server.wait_for(/Worker #{i} \(PID: (\d+)\) booted/)[1].to_i }
+  end
+
   def test_a_sleeping_request_is_answered_503_and_its_thread_unwinds
     server = timeout_server("request_timeout 1\nrequest_timeout_grace 30\n", "-t", "1:1")
     mark = File.join(dir, "sleep")
@@ -186,6 +222,26 @@ class TestRequestTimeout < Minitest::Test
     assert_equal 1, server.stderr.scan("Request timeout").size, server.stderr
   ensure
     socks&.each_value(&:close)
+  end
+
+  # Each worker counts its own; its check-ins carry the counts to the master's stats (per
+  # worker: the cluster stats have no totals) and metrics (`worker` label).
+  def test_cluster_workers_timeouts_reach_the_master_stats_and_metrics
+    server = timeout_server("workers 2\nthreads 2, 2\nrequest_timeout 1\nworker_check_interval 1\n",
+                            "--control-url", "tcp://127.0.0.1:0", "--control-token", "none",
+                            "--metrics-url", "tcp://127.0.0.1:0")
+    pids = booted_pids(server, 2)
+    timed_out = { 0 => 1, 1 => 2 }.flat_map { |index, n| [pids[index]] * n }
+    assert_equal([503] * 3, timed_out.map { |pid| Thread.new { answer_from(server, pid, "/sleep?s=60") } }.map(&:value))
+    assert_equal({ 0 => 1, 1 => 2 }, timeouts_by_worker(server, { 0 => 1, 1 => 2 }))
+    assert_equal([0, 0], master_stats(server)[:worker_status].map { |w| w[:last_status][:threads_lost] })
+    metrics = master_metrics(server)
+    assert_match(/^catamount_request_timeouts_total\{worker="0"\} 1$/, metrics)
+    assert_match(/^catamount_request_timeouts_total\{worker="1"\} 2$/, metrics)
+    assert_match(/^catamount_threads_lost\{worker="0"\} 0$/, metrics)
+    assert_match(/^catamount_threads_lost\{worker="1"\} 0$/, metrics)
+  ensure
+    kill_named_workers(server) if server
   end
 
   def test_bad_values_are_refused_with_the_line
