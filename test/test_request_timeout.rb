@@ -244,6 +244,40 @@ class TestRequestTimeout < Minitest::Test
     kill_named_workers(server) if server
   end
 
+  # fork_worker: worker 0 serves between forks, each run of its server with a watch of its
+  # own; a worker it forked starts its own (Ruby threads do not survive fork(2)) and its own
+  # count. Timeouts work in both before and after a refork; a thread lost in worker 0 has it
+  # replaced like any worker, the worker it forked serving on meanwhile, and the new worker 0
+  # times requests out too.
+  def test_fork_worker_times_out_in_worker_0_and_its_forks_and_replaces_a_worker_0_that_lost_a_thread
+    server = timeout_server("workers 2\nthreads 2, 2\nfork_worker 0\nrequest_timeout 1\nrequest_timeout_grace 0.5\n" \
+                            "worker_check_interval 1\n",
+                            "--control-url", "tcp://127.0.0.1:0", "--control-token", "none")
+    template, forked = booted_pids(server, 2)
+    times_out = lambda do |pid|
+      mark = File.join(dir, "mark-#{pid}-#{rand(1 << 30)}")
+      assert_equal 503, answer_from(server, pid, "/sleep?s=60&mark=#{mark}")
+      assert_equal "ensure Catamount::RequestTimeout", wait_for_file(mark), "the thread of #{pid} unwound"
+    end
+    [template, forked].each(&times_out)
+    # A refork replaces worker 1 with a fork of worker 0 as it is now, its watch thread running.
+    server.signal("URG")
+    server.wait_for(/Refork complete/, timeout: 30)
+    reforked = server.wait_for(/Worker 1 \(PID: (?!#{forked}\))(\d+)\) booted/)[1].to_i
+    [template, reforked].each(&times_out)
+    assert_equal({ 0 => 2, 1 => 1 }, timeouts_by_worker(server, { 0 => 2, 1 => 1 }), "a fork starts its own count")
+
+    assert_equal 503, answer_from(server, template, "/deaf?release=#{File.join(dir, 'never')}")
+    server.wait_for(/Worker 0: a thread is lost to request_timeout; stopping/, stream: :stderr)
+    fresh = server.wait_for(/Worker 0 \(PID: (?!#{template}\))(\d+)\) booted/, timeout: 30)[1].to_i
+    assert wait_until { !alive?(template) }, "the old worker 0 ended"
+    assert alive?(reforked), "the worker it forked serves on"
+    assert_equal 200, answer_from(server, reforked, "/")
+    times_out.call(fresh)
+  ensure
+    kill_named_workers(server) if server
+  end
+
   def test_bad_values_are_refused_with_the_line
     [["request_timeout 0", "request_timeout: must be more than 0 seconds"],
      ["request_timeout_status 200", "request_timeout_status: expected an Integer status from 400 to 599, got 200"],
