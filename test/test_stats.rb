@@ -14,7 +14,8 @@ class TestStats < Minitest::Test
   # Contract A: the per-server keys, in order.
   SERVER_KEYS = %i[backlog running pool_capacity busy_threads io_threads backlog_max max_threads requests_count
                    reactor_max responses request_duration queue_time bytes_in bytes_out connections_open
-                   connections_accepted request_timeouts threads_lost].freeze
+                   connections_accepted request_timeouts threads_lost response_bytes_buffered
+                   response_bytes_spilled].freeze
   BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].freeze
   CLUSTER_KEYS = %i[started_at workers phase booted_workers old_workers worker_status versions worker_boots
                     worker_restarts].freeze

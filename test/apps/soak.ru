@@ -8,14 +8,24 @@
 #   /file          a file sent through `to_path` (FILE_BYTES of a known pattern)
 #   /ws            full hijack: "101", then each line read is echoed until "bye\n", then close
 #   /big?N         N bytes of "b" (for slow readers)
+#   /pattern?N     N bytes, byte I being I % 251 (a piece out of place shows)
 #   /stats         Catamount.stats as JSON
 require "digest"
+# Loaded now: Digest autoloads SHA256 on first use, and two request threads doing that at once
+# can fail ("Digest::Base cannot be directly inherited in Ruby").
+require "digest/sha2"
 require "json"
 
 FILE_BYTES = 300 * 1024
 # In the server's directory (the test's temporary one), written once per boot.
 SOAK_FILE = File.expand_path("soak-file.bin")
 File.binwrite(SOAK_FILE, (0...FILE_BYTES).map { |i| (i % 251).chr }.join) unless File.size?(SOAK_FILE) == FILE_BYTES
+
+CYCLE = (0...251).map(&:chr).join.b.freeze
+
+def pattern(bytes)
+  (CYCLE * ((bytes / CYCLE.bytesize) + 1)).byteslice(0, bytes)
+end
 
 # A body answered with sendfile.
 class FileBody
@@ -79,6 +89,8 @@ run lambda { |env|
     [200, {}, []]
   when "/big"
     [200, { "content-type" => "application/octet-stream" }, ["b" * Integer(query)]]
+  when "/pattern"
+    [200, { "content-type" => "application/octet-stream" }, [pattern(Integer(query))]]
   when "/stats"
     [200, { "content-type" => "application/json" }, [JSON.generate(Catamount.stats)]]
   else

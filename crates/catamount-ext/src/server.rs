@@ -600,6 +600,12 @@ impl RbServer {
         set("connections_accepted", int(m.connections_accepted))?;
         set("request_timeouts", int(m.request_timeouts))?;
         set("threads_lost", int(m.threads_lost))?;
+        let (buffered, spilled) = locked(&rb_self.server)
+            .as_ref()
+            .map(|server| (server.handed_over_bytes().0, server.spilled_bytes().0))
+            .unwrap_or_default();
+        set("response_bytes_buffered", int(buffered))?;
+        set("response_bytes_spilled", int(spilled))?;
         Ok(h)
     }
 }

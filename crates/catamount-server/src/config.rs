@@ -29,13 +29,20 @@ pub struct ServerConfig {
     /// Bodies up to this size stay in memory; larger ones go to a temporary file. Default 112 KiB
     /// (Puma's threshold). Chunked bodies always go to a file.
     pub body_in_memory_max: usize,
-    /// Bytes of a response handed to the reactor for one slow client before the producing pool
-    /// thread waits for it (without the GVL). Default 16 MiB. See `hand_over.rs`.
+    /// Bytes of a response handed to the reactor in memory for one slow client; past it the
+    /// rest is spilled to a temporary file (`max_spilled_total`) or the producing pool thread
+    /// waits for its client (without the GVL). Option `max_buffered_response`. See
+    /// `hand_over.rs`.
     pub max_buffered_response: u64,
-    /// Bytes handed to the reactor for slow clients over all connections, past which a pool
-    /// thread hands over more only as fast as its own client reads. Default 64 MiB.
+    /// Bytes handed to the reactor in memory for slow clients over all connections, past which
+    /// more is spilled, or (spill full) a pool thread hands over more only as fast as its own
+    /// client reads. Option `max_buffered_total`.
     pub max_buffered_total: u64,
-    /// Directory for request-body temporary files. Default `$TMPDIR` or `/tmp`.
+    /// Bytes of responses for slow clients the process may hold in temporary files (in
+    /// `temp_dir`) past the memory bounds; 0: never spill. Option `max_spilled_total`.
+    pub max_spilled_total: u64,
+    /// Directory for request-body and spilled-response temporary files. Default `$TMPDIR` or
+    /// `/tmp`.
     pub temp_dir: PathBuf,
     pub min_threads: usize,
     pub max_threads: usize,
@@ -119,8 +126,9 @@ impl From<&Options> for ServerConfig {
             keep_alive: o.enable_keep_alives,
             max_keep_alive: o.max_keep_alive,
             body_in_memory_max: 112 * 1024,
-            max_buffered_response: 16 * 1024 * 1024,
-            max_buffered_total: 64 * 1024 * 1024,
+            max_buffered_response: o.max_buffered_response,
+            max_buffered_total: o.max_buffered_total,
+            max_spilled_total: o.max_spilled_total,
             temp_dir: std::env::temp_dir(),
             min_threads: o.min_threads as usize,
             max_threads: o.max_threads as usize,

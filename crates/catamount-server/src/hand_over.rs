@@ -1,22 +1,33 @@
 //! How many response bytes pool threads may hand to the reactor for clients that read slowly,
-//! per connection and for the whole process, and the count of what is handed over now.
+//! in memory per connection and for the whole process, and in temporary files past that; and
+//! the counts of what is handed over now.
 //!
 //! A slow reader costs buffered bytes instead of a Ruby thread (see `response.rs`), but bytes
 //! are memory: without a bound, a few thousand clients that stop reading large responses could
-//! make the process hold gigabytes. Past either bound the pool thread stops copying and waits,
-//! without the GVL, for its own client to read, or (past the total) for any release to bring
-//! the total back under its bound (a thread per slow client, as Puma spends one always). The per-connection bound is `ServerConfig::max_buffered_response` (16 MiB: a large
-//! download still goes out without tying a thread to it); the total is
-//! `ServerConfig::max_buffered_total` (64 MiB: hundreds of slow readers of ordinary pages fit,
-//! and a handful of very large responses do).
+//! make the process hold gigabytes. Past either memory bound a response's further bytes go to
+//! an unlinked temporary file ([`SpillFile`], the way nginx buffers a proxied response to disk),
+//! which the reactor sends from as the client reads; the files have their own process-wide
+//! bound, `ServerConfig::max_spilled_total` (1 GiB). Only when that is full too does the pool
+//! thread wait, without the GVL, for its own client to read, or for any release to bring a
+//! total back under its bound (a thread per slow client, as Puma spends one always).
+//!
+//! The memory bounds are `ServerConfig::max_buffered_response` per connection (16 MiB: a large
+//! download still goes out without tying a thread to it) and `ServerConfig::max_buffered_total`
+//! for the process (64 MiB: hundreds of slow readers of ordinary pages fit, and a handful of
+//! very large responses do). All three are options.
 //!
 //! The bounds are soft by at most one piece per pool thread: a thread checks before each
 //! hand-over, and one hand-over is at most [`PIECE`] bytes (of an Array body or a streamed
 //! body; a joined small response is at most 64 KiB). What is counted is the memory held: a
-//! buffer's capacity, not only the bytes in it.
+//! buffer's capacity, not only the bytes in it; of a file, the bytes written to it, until the
+//! last of them is sent (the kernel frees the file then).
 
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 /// An Array body's bytes beyond what the socket took are copied and handed over in pieces of at
 /// most this size, the bounds checked before each.
@@ -29,11 +40,18 @@ pub(crate) trait Wake: Send + Sync + std::fmt::Debug {
 }
 
 /// The bytes handed over and not written yet, over every connection (and the most there ever
-/// were, for tests), and who waits for it to fall.
+/// were, for tests), in memory and in temporary files, and who waits for them to fall.
 #[derive(Debug, Default)]
 pub(crate) struct HandedOver {
     now: AtomicU64,
     peak: AtomicU64,
+    /// Where spill files go, and how many bytes they may hold in all (0: no spilling).
+    spill_dir: PathBuf,
+    spill_max: u64,
+    spilled: AtomicU64,
+    spilled_peak: AtomicU64,
+    /// The last spill failed (disk full, no such directory): logged once, until one succeeds.
+    spill_failing: AtomicBool,
     /// Threads waiting because the total was over its bound: any connection's release may let
     /// them go on, not only their own client's. Woken all at once on the next release (at most
     /// one per pool thread, and only while the total is over its bound).
@@ -43,6 +61,16 @@ pub(crate) struct HandedOver {
 }
 
 impl HandedOver {
+    /// Counts that spill past the memory bounds into files in `dir`, at most `max` bytes in
+    /// all (0: never).
+    pub(crate) fn with_spill(dir: PathBuf, max: u64) -> HandedOver {
+        HandedOver {
+            spill_dir: dir,
+            spill_max: max,
+            ..HandedOver::default()
+        }
+    }
+
     pub(crate) fn add(&self, n: u64) {
         let now = self.now.fetch_add(n, Ordering::SeqCst).saturating_add(n);
         self.peak.fetch_max(now, Ordering::SeqCst);
@@ -55,6 +83,11 @@ impl HandedOver {
             return;
         }
         self.now.fetch_sub(n, Ordering::SeqCst);
+        self.wake_waiting();
+    }
+
+    /// Wakes every thread waiting for a total to fall.
+    fn wake_waiting(&self) {
         // SeqCst with `register`: either the waiter sees the new count, or this sees it waiting.
         if self.any_waiting.load(Ordering::SeqCst) {
             let woken = {
@@ -82,6 +115,142 @@ impl HandedOver {
 
     pub(crate) fn peak(&self) -> u64 {
         self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Bytes in spill files now, and the most there ever were.
+    pub(crate) fn spilled(&self) -> (u64, u64) {
+        (
+            self.spilled.load(Ordering::SeqCst),
+            self.spilled_peak.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Whether a piece of up to [`PIECE`] bytes could be spilled now (a hint for the decision
+    /// to wait: [`reserve_spill`](Self::reserve_spill) is the hard check).
+    pub(crate) fn spill_room(&self) -> bool {
+        self.spilled
+            .load(Ordering::SeqCst)
+            .saturating_add(PIECE as u64)
+            <= self.spill_max
+    }
+
+    /// Counts `n` more spilled bytes if they fit under the bound.
+    fn reserve_spill(&self, n: u64) -> bool {
+        let max = self.spill_max;
+        let reserved = self
+            .spilled
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                now.checked_add(n).filter(|&after| after <= max)
+            });
+        match reserved {
+            Ok(before) => {
+                self.spilled_peak.fetch_max(before + n, Ordering::SeqCst);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// `n` spilled bytes are gone (their file closed, or never written). Call it holding no
+    /// connection's lock, as [`sub`](Self::sub).
+    fn unspill(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.spilled.fetch_sub(n, Ordering::SeqCst);
+        self.wake_waiting();
+    }
+
+    /// Whether this spill failure is the first since the last success (the one to log).
+    fn spill_failed(&self) -> bool {
+        !self.spill_failing.swap(true, Ordering::Relaxed)
+    }
+
+    fn spill_succeeded(&self) -> bool {
+        self.spill_failing.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// The bytes of one response that went past the memory bounds: an unlinked temporary file the
+/// pool thread appends to and the reactor sends from (`sendfile(2)`, or read and encrypted for
+/// TLS), each piece handed over as [`Outgoing::Spilled`](crate::response::Outgoing). Its bytes
+/// count in the process's spill total until the last reference to it goes, which is when the
+/// kernel frees the file.
+#[derive(Debug)]
+pub(crate) struct SpillFile {
+    pub(crate) file: File,
+    /// Bytes appended (only the response's pool thread appends).
+    len: AtomicU64,
+    counts: Arc<HandedOver>,
+}
+
+/// Why a piece could not be spilled.
+#[derive(Debug)]
+pub(crate) enum SpillRefused {
+    /// The process's spill bound is reached: wait for the client instead, as without spilling.
+    Full,
+    /// Creating or writing the file failed (logged once by the caller while it keeps failing).
+    Failed(io::Error),
+}
+
+impl SpillFile {
+    /// Appends `data`, counted against the process's bound; returns the offset it starts at.
+    /// `spill` is the response's file so far, created here on its first piece.
+    pub(crate) fn append(
+        spill: &mut Option<Arc<SpillFile>>,
+        counts: &Arc<HandedOver>,
+        data: &[u8],
+    ) -> Result<(Arc<SpillFile>, u64), SpillRefused> {
+        let n = data.len() as u64;
+        if !counts.reserve_spill(n) {
+            return Err(SpillRefused::Full);
+        }
+        let written = Self::write(spill, counts, data);
+        if written.is_err() {
+            counts.unspill(n);
+        }
+        written.map_err(SpillRefused::Failed)
+    }
+
+    fn write(
+        spill: &mut Option<Arc<SpillFile>>,
+        counts: &Arc<HandedOver>,
+        data: &[u8],
+    ) -> io::Result<(Arc<SpillFile>, u64)> {
+        let file = match spill {
+            Some(file) => file.clone(),
+            None => {
+                let file = Arc::new(SpillFile {
+                    file: crate::spill::temp_file(&counts.spill_dir)?,
+                    len: AtomicU64::new(0),
+                    counts: counts.clone(),
+                });
+                *spill = Some(file.clone());
+                file
+            }
+        };
+        let offset = file.len.load(Ordering::SeqCst);
+        file.file.write_all_at(data, offset)?;
+        // Counted from here on by the file (released when it is dropped).
+        file.len.fetch_add(data.len() as u64, Ordering::SeqCst);
+        Ok((file, offset))
+    }
+
+    /// Whether a failure of this process's spilling is the first since it last worked (log
+    /// only that one), and records it.
+    pub(crate) fn first_failure(counts: &HandedOver) -> bool {
+        counts.spill_failed()
+    }
+
+    /// Records a spill that worked; true when it ends a run of failures (log the recovery).
+    pub(crate) fn recovered(counts: &HandedOver) -> bool {
+        counts.spill_succeeded()
+    }
+}
+
+impl Drop for SpillFile {
+    fn drop(&mut self) {
+        self.counts.unspill(*self.len.get_mut());
     }
 }
 

@@ -4,15 +4,18 @@
 //! case: one non-blocking write for a small response, no hop to another thread). The moment the
 //! socket would block, everything left, and everything after it, goes to the reactor in order,
 //! and the pool thread is free for the next request. A slow reader therefore costs buffered bytes
-//! instead of a Ruby thread (Puma blocks the thread here), up to the bounds below; past them it
-//! costs the thread too, as in Puma. One more case goes to the reactor at once:
+//! instead of a Ruby thread (Puma blocks the thread here): bytes in memory up to the bounds
+//! below, then bytes in a spill file up to its own bound; past that it costs the thread too, as
+//! in Puma. One more case goes to the reactor at once:
 //! the small response of a slow request while others wait for a thread
 //! ([`Responder::write_whole`]).
 //!
-//! Files are handed over as they are (sent with sendfile from the reactor). Bytes are bounded
-//! per connection and for the whole process (`hand_over.rs`): past a bound the producer stops
-//! copying and waits for its client ([`Responder::over_budget`], [`Responder::wait_for_client`],
-//! without the GVL), because memory is the only other thing a slow reader could exhaust. An
+//! Files are handed over as they are (sent with sendfile from the reactor). Bytes in memory are
+//! bounded per connection and for the whole process (`hand_over.rs`): a piece past a bound goes
+//! to the response's spill file instead, and once the spill files are full (or failing) the
+//! producer stops and waits for its client ([`Responder::over_budget`],
+//! [`Responder::wait_for_client`], without the GVL), because memory and disk are the only other
+//! things a slow reader could exhaust. An
 //! Array body is handed over in pieces, the bounds checked before each
 //! ([`Responder::write_parts_from`]).
 
@@ -26,7 +29,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::dispatch::{Running, Waiter};
-use crate::hand_over::{Bounds, HandedOver, Wake, PIECE};
+use crate::hand_over::{Bounds, HandedOver, SpillFile, SpillRefused, Wake, PIECE};
+use crate::log;
 use crate::metrics::Metrics;
 use crate::overdue::{Answer, Overdue};
 use crate::stream::Stream;
@@ -35,16 +39,26 @@ use crate::stream::Stream;
 #[derive(Debug)]
 pub(crate) enum Outgoing {
     Data(Vec<u8>),
-    File { file: File, offset: u64, len: u64 },
+    File {
+        file: File,
+        offset: u64,
+        len: u64,
+    },
+    /// Bytes past the memory bounds, in the response's spill file (`hand_over.rs`).
+    Spilled {
+        spill: Arc<SpillFile>,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl Outgoing {
     /// The memory it holds, as the hand-over bounds count it: a buffer's capacity (a file's
-    /// bytes are read by the kernel as they are sent).
+    /// bytes are read by the kernel as they are sent; a spill file's count on their own).
     pub(crate) fn held(&self) -> u64 {
         match self {
             Outgoing::Data(data) => data.capacity() as u64,
-            Outgoing::File { .. } => 0,
+            Outgoing::File { .. } | Outgoing::Spilled { .. } => 0,
         }
     }
 }
@@ -159,12 +173,15 @@ impl Exchange {
         }
     }
 
-    /// Forgets what is queued (nothing of it will be written); the caller subtracts the
-    /// returned count from the process-wide one once it let go of the lock.
+    /// Forgets what is queued (nothing of it will be written). The caller drops what this
+    /// returns once it let go of the lock: the count leaves the process-wide one, and a spill
+    /// file's release may wake threads (which takes their connections' locks, maybe this one).
     #[must_use]
-    fn drop_queued(st: &mut ExchangeState) -> u64 {
-        st.outgoing.clear();
-        std::mem::take(&mut st.queued)
+    fn drop_queued(st: &mut ExchangeState) -> Dropped {
+        Dropped {
+            items: std::mem::take(&mut st.outgoing),
+            bytes: std::mem::take(&mut st.queued),
+        }
     }
 
     /// Whether the current response is an open-ended stream being written
@@ -183,16 +200,15 @@ impl Exchange {
         self.answer.begin();
         let mut st = self.lock();
         // Nothing is queued in the common case: no shared count to touch.
-        let dropped = if st.queued != 0 || !st.outgoing.is_empty() {
-            Self::drop_queued(&mut st)
-        } else {
-            0
-        };
+        let dropped =
+            (st.queued != 0 || !st.outgoing.is_empty()).then(|| Self::drop_queued(&mut st));
         st.ending = None;
         st.reactor_listening = false;
         st.hijack = HijackState::None;
         drop(st);
-        self.handed_over.sub(dropped);
+        if let Some(dropped) = dropped {
+            dropped.release(&self.handed_over);
+        }
     }
 
     /// The next thing to do. With `listen`, a `Pending` answer also asks to be woken at the end.
@@ -236,7 +252,7 @@ impl Exchange {
         let dropped = Self::drop_queued(&mut st);
         self.drained.notify_all();
         drop(st);
-        self.handed_over.sub(dropped);
+        dropped.release(&self.handed_over);
     }
 
     /// The reactor's answer to [`Step::Hijack`]: what it read past the request (and, for TLS,
@@ -281,16 +297,20 @@ impl Exchange {
         }
     }
 
-    /// [`Responder::wait_for_client`]'s wait, on this connection's record.
-    fn wait_for_client(this: &Arc<Exchange>, bounds: Bounds, waiter: &Waiter) {
+    /// [`Responder::wait_for_client`]'s wait, on this connection's record. With `may_spill`,
+    /// room in the spill files ends it too.
+    fn wait_for_client(this: &Arc<Exchange>, bounds: Bounds, may_spill: bool, waiter: &Waiter) {
         let handed_over = &this.handed_over;
         let done = |st: &ExchangeState| {
-            bounds.may_resume(st.queued, handed_over.now()) || st.gone || waiter.is_interrupted()
+            bounds.may_resume(st.queued, handed_over.now())
+                || (may_spill && handed_over.spill_room())
+                || st.gone
+                || waiter.is_interrupted()
         };
         let mut st = this.lock();
         while !done(&st) {
-            if st.queued <= bounds.per_connection / 2 && !st.registered {
-                // Only the total holds this thread: any connection's release may end the wait,
+            if (st.queued <= bounds.per_connection / 2 || may_spill) && !st.registered {
+                // Only a total holds this thread: any connection's release may end the wait,
                 // so ask to be woken by the next one, and check again (one may have come
                 // between the check and the registration).
                 let me: Arc<dyn Wake> = this.clone();
@@ -329,6 +349,19 @@ impl Exchange {
                 }
                 last.extend_from_slice(&data);
                 (last.capacity() - before) as u64
+            }
+            // The next piece of the same spill file, right after the last one queued: one
+            // queued item (and one file descriptor) however many pieces a slow client waits for.
+            (
+                Some(Outgoing::Spilled {
+                    spill: last,
+                    offset: last_offset,
+                    len: last_len,
+                }),
+                Outgoing::Spilled { spill, offset, len },
+            ) if Arc::ptr_eq(last, &spill) && *last_offset + *last_len == offset => {
+                *last_len += len;
+                0
             }
             (_, item) => {
                 let bytes = item.held();
@@ -409,6 +442,10 @@ pub struct Responder {
     generation: u64,
     /// The answer is this response's (its first write claimed it).
     claimed: bool,
+    /// This response's file for bytes past the memory bounds, once it has one.
+    spill: Option<Arc<SpillFile>>,
+    /// Spilling failed for this response (disk full, ...): it waits for its client instead.
+    spill_failed: bool,
 }
 
 impl Responder {
@@ -433,6 +470,8 @@ impl Responder {
             read_at,
             status: 0,
             counted_stream: false,
+            spill: None,
+            spill_failed: false,
         }
     }
 
@@ -681,18 +720,24 @@ impl Responder {
     /// the caller should then [`wait_for_client`](Self::wait_for_client) (without the GVL)
     /// before it copies more.
     pub fn over_budget(&self) -> bool {
-        self.handed_off && {
+        self.handed_off && !self.may_spill() && {
             let queued = self.exchange.lock().queued;
             self.bounds()
                 .must_wait(queued, self.exchange.handed_over.now())
         }
     }
 
+    /// Whether bytes past the memory bounds may go to this response's spill file now.
+    fn may_spill(&self) -> bool {
+        !self.spill_failed && self.exchange.handed_over.spill_room()
+    }
+
     /// Blocks until the client has read enough for the bounds (this connection down to half its
     /// bound, and the process under its bound or this client done), the client is gone, or
     /// `waiter` is interrupted.
     pub fn wait_for_client(&self, waiter: &Waiter) {
-        Exchange::wait_for_client(&self.exchange, self.bounds(), waiter);
+        let may_spill = !self.spill_failed;
+        Exchange::wait_for_client(&self.exchange, self.bounds(), may_spill, waiter);
     }
 
     /// `rack.hijack`: the app takes the connection. Returns a new descriptor of the socket
@@ -806,7 +851,69 @@ impl Responder {
 
     fn hand_over(&mut self, item: Outgoing) -> io::Result<()> {
         self.handed_off = true;
+        let item = match item {
+            Outgoing::Data(data) if self.beyond_memory(data.len()) => self.spill(data),
+            item => item,
+        };
         self.exchange.hand_over(item)
+    }
+
+    /// Whether `n` more bytes in memory would pass a memory bound, and spilling may be tried.
+    fn beyond_memory(&self, n: usize) -> bool {
+        if n == 0 || !self.may_spill() {
+            return false;
+        }
+        let n = n as u64;
+        let queued = self.exchange.lock().queued;
+        let bounds = self.bounds();
+        queued.saturating_add(n) > bounds.per_connection
+            || self.exchange.handed_over.now().saturating_add(n) > bounds.total
+    }
+
+    /// Writes `data` to this response's spill file and hands over that piece of the file; if
+    /// that cannot be done, hands `data` over in memory (the next [`over_budget`] then says
+    /// wait, as it does without spilling).
+    ///
+    /// [`over_budget`]: Self::over_budget
+    fn spill(&mut self, data: Vec<u8>) -> Outgoing {
+        let counts = &self.exchange.handed_over;
+        match SpillFile::append(&mut self.spill, counts, &data) {
+            Ok((spill, offset)) => {
+                if SpillFile::recovered(counts) {
+                    log::error("- Spilling responses for slow clients works again");
+                }
+                Outgoing::Spilled {
+                    spill,
+                    offset,
+                    len: data.len() as u64,
+                }
+            }
+            Err(SpillRefused::Full) => Outgoing::Data(data),
+            Err(SpillRefused::Failed(e)) => {
+                self.spill_failed = true;
+                if SpillFile::first_failure(counts) {
+                    log::error(&format!(
+                        "! Could not spill a response for a slow client to a temporary file ({e}); \
+                         threads wait for such clients until it works again"
+                    ));
+                }
+                Outgoing::Data(data)
+            }
+        }
+    }
+}
+
+/// What [`Exchange::drop_queued`] took off a connection, to let go of outside its lock.
+#[derive(Debug)]
+struct Dropped {
+    items: VecDeque<Outgoing>,
+    bytes: u64,
+}
+
+impl Dropped {
+    fn release(self, handed_over: &HandedOver) {
+        drop(self.items);
+        handed_over.sub(self.bytes);
     }
 }
 
@@ -1030,7 +1137,9 @@ mod tests {
         assert!(bounds.must_wait(10, handed_over.now()));
         let waiting = {
             let mine = mine.clone();
-            std::thread::spawn(move || Exchange::wait_for_client(&mine, bounds, &Waiter::new()))
+            std::thread::spawn(move || {
+                Exchange::wait_for_client(&mine, bounds, false, &Waiter::new())
+            })
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !mine.lock().pool_waiting {

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::body_buffers::BodyBuffers;
 use crate::config::ServerConfig;
 use crate::dispatch::Waiter;
+use crate::hand_over::HandedOver;
 use crate::listener::BoundListener;
 use crate::log;
 use crate::metrics::Metrics;
@@ -89,7 +90,10 @@ impl Server {
         let body_buffers = BodyBuffers::for_limit(config.body_in_memory_max);
         let shared = Arc::new(Shared {
             body_buffers,
-            handed_over: Arc::default(),
+            handed_over: Arc::new(HandedOver::with_spill(
+                config.temp_dir.clone(),
+                config.max_spilled_total,
+            )),
             metrics,
             config,
             queue,
@@ -193,6 +197,12 @@ impl Server {
     pub fn handed_over_bytes(&self) -> (u64, u64) {
         let h = &self.shared.handed_over;
         (h.now(), h.peak())
+    }
+
+    /// Response bytes for slow clients in spill files (past the memory bounds) and not sent
+    /// yet, now and at most so far (see `ServerConfig::max_spilled_total`).
+    pub fn spilled_bytes(&self) -> (u64, u64) {
+        self.shared.handed_over.spilled()
     }
 
     /// True once the reactor has ended (every connection closed after a stop).

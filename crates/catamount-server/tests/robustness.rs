@@ -68,6 +68,8 @@ fn a_connection_task_that_panics_ends_its_connection_and_frees_its_pool_thread()
     let config = ServerConfig {
         max_threads: 1,
         max_buffered_response: 64 * 1024,
+        // The thread must reach its bound and wait (no spill file to go on into).
+        max_spilled_total: 0,
         ..ServerConfig::default()
     };
     let (server, port, pool) = start_with(config, move |job, _queue| {
@@ -227,6 +229,7 @@ fn bytes_handed_over_for_slow_readers_stay_under_their_bounds() {
         max_threads: THREADS,
         max_buffered_response: PER_CONNECTION,
         max_buffered_total: TOTAL,
+        max_spilled_total: 0,
         ..ServerConfig::default()
     };
     let part = vec![b'a'; PART];
@@ -255,14 +258,7 @@ fn bytes_handed_over_for_slow_readers_stay_under_their_bounds() {
         }
         responder.finish(false);
     });
-    let clients: Vec<TcpStream> = (0..CLIENTS)
-        .map(|_| {
-            let mut sock = connect(port);
-            sock.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            sock
-        })
-        .collect();
+    let clients = clients_asking_for_big(port, CLIENTS);
     // Every pool thread has reached a bound and waits for its client, which reads nothing yet.
     for _ in 0..THREADS {
         if rx.recv_timeout(Duration::from_secs(10)).is_err() {
@@ -276,6 +272,35 @@ fn bytes_handed_over_for_slow_readers_stay_under_their_bounds() {
         "handed over {peak} bytes at most, allowed {ALLOWED}"
     );
     // Once the clients read, every response completes.
+    for body in bodies_read_at_once(clients) {
+        assert_eq!(body.len(), PART * PARTS);
+        assert!(body.iter().all(|&b| b == b'a'));
+    }
+    let (now, peak) = server.handed_over_bytes();
+    assert_eq!(now, 0, "everything handed over was written");
+    assert!(
+        peak <= ALLOWED,
+        "handed over {peak} bytes at most, allowed {ALLOWED}"
+    );
+    server.stop();
+    server.wait(&Waiter::new()).unwrap().unwrap();
+    pool.join().unwrap();
+}
+
+/// `n` connections that each ask for `/big` and read nothing yet.
+fn clients_asking_for_big(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut sock = connect(port);
+            sock.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            sock
+        })
+        .collect()
+}
+
+/// Reads every client to its end at once (a thread each); returns each response's body.
+fn bodies_read_at_once(clients: Vec<TcpStream>) -> Vec<Vec<u8>> {
     let readers: Vec<_> = clients
         .into_iter()
         .map(|mut sock| {
@@ -286,17 +311,112 @@ fn bytes_handed_over_for_slow_readers_stay_under_their_bounds() {
             })
         })
         .collect();
-    for reader in readers {
-        let all = reader.join().unwrap();
-        let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        assert_eq!(all.len() - body_at, PART * PARTS);
-        assert!(all[body_at..].iter().all(|&b| b == b'a'));
+    readers
+        .into_iter()
+        .map(|reader| {
+            let mut all = reader.join().unwrap();
+            let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            all.split_off(body_at)
+        })
+        .collect()
+}
+
+/// Byte `i` of the spill test's bodies: a sequence that shows any piece out of place.
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+#[test]
+fn bytes_past_the_memory_bounds_spill_to_a_file_and_arrive_in_order() {
+    const THREADS: usize = 2;
+    const CLIENTS: usize = 6;
+    const PART: usize = 256 * 1024;
+    const PARTS: usize = 8;
+    const PER_CONNECTION: u64 = 512 * 1024;
+    const TOTAL: u64 = 1024 * 1024;
+    const SPILL: u64 = 6 * 1024 * 1024;
+    // Memory: with room in the spill files no thread passes a memory bound by more than the
+    // piece it checked before (another thread may add one at the same time).
+    const ALLOWED: u64 = TOTAL + THREADS as u64 * 256 * 1024;
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let config = ServerConfig {
+        max_threads: THREADS,
+        max_buffered_response: PER_CONNECTION,
+        max_buffered_total: TOTAL,
+        max_spilled_total: SPILL,
+        temp_dir: std::env::temp_dir(),
+        ..ServerConfig::default()
+    };
+    let body: Vec<u8> = (0..PART * PARTS).map(pattern).collect();
+    let (server, port, pool) = start_pool(config, THREADS, move |job, _| {
+        let mut responder = job.responder;
+        socket2::SockRef::from(&responder)
+            .set_send_buffer_size(64 * 1024)
+            .unwrap();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            PART * PARTS
+        );
+        let parts: Vec<&[u8]> = body.chunks(PART).collect();
+        let (mut sent, waiter) = (0, Waiter::new());
+        let mut waited = false;
+        while !responder
+            .write_parts_from(head.as_bytes(), &parts, &mut sent)
+            .unwrap()
+        {
+            waited = true;
+            responder.wait_for_client(&waiter);
+        }
+        // Whether this response had to wait for its client (the spill files were full).
+        tx.lock().unwrap().send(waited).unwrap();
+        responder.finish(false);
+    });
+    let clients = clients_asking_for_big(port, CLIENTS);
+    // The clients read nothing, yet the responses that fit in memory and spill files are made
+    // in full: their threads go on to the next request.
+    let fit = ((TOTAL + SPILL) / (PART * PARTS) as u64) as usize;
+    let mut waited = 0;
+    for made in 0..fit.min(CLIENTS) {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(w) => waited += usize::from(w),
+            Err(_) => panic!(
+                "only {made} responses were made while their clients read nothing \
+                 (handed over {:?}, spilled {:?})",
+                server.handed_over_bytes(),
+                server.spilled_bytes()
+            ),
+        }
     }
-    let (now, peak) = server.handed_over_bytes();
-    assert_eq!(now, 0, "everything handed over was written");
+    assert_eq!(waited, 0, "no thread waited while the spill files had room");
+    let (_, memory_peak) = server.handed_over_bytes();
+    let (spilled, spill_peak) = server.spilled_bytes();
     assert!(
-        peak <= ALLOWED,
-        "handed over {peak} bytes at most, allowed {ALLOWED}"
+        memory_peak <= ALLOWED,
+        "held {memory_peak} bytes in memory at most, allowed {ALLOWED}"
+    );
+    assert!(
+        spill_peak <= SPILL,
+        "spilled {spill_peak} bytes at most, bound {SPILL}"
+    );
+    assert!(spilled > 0, "nothing was spilled");
+    // Once the clients read, every response arrives whole and in order.
+    for got in bodies_read_at_once(clients) {
+        assert_eq!(got.len(), PART * PARTS);
+        if let Some(i) = (0..got.len()).find(|&i| got[i] != pattern(i)) {
+            panic!("byte {i} of a spilled response is out of place");
+        }
+    }
+    let _ = rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(
+        server.handed_over_bytes().0,
+        0,
+        "everything in memory was written"
+    );
+    assert_eq!(
+        server.spilled_bytes().0,
+        0,
+        "every spill file was sent and let go"
     );
     server.stop();
     server.wait(&Waiter::new()).unwrap().unwrap();

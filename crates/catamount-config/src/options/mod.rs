@@ -342,6 +342,36 @@ options! {
             http_content_length_limit: u64 => Option<u64> = or_none(), same;
         }
     }
+    max_buffered_response {
+        doc: "bytes of one response the server keeps in memory for a client that reads slowly, so that the app's thread moves on; past it the rest goes to a temporary file (`max_spilled_total`) or, when that is full too, the thread waits for its client (Catamount's own: a Puma thread always waits)",
+        default: "16777216 (16 MiB)",
+        example: "max_buffered_response 4 * 1024 * 1024",
+        methods: ["max_buffered_response" => set!(max_buffered_response, bytes)],
+        flags: [],
+        fields: {
+            max_buffered_response: u64 => u64 = or(16 * 1024 * 1024), same;
+        }
+    }
+    max_buffered_total {
+        doc: "bytes of responses the server keeps in memory for slow readers over all connections of a process; past it further bytes go to a temporary file (`max_spilled_total`) or, when that is full too, each thread goes at its own client's pace",
+        default: "67108864 (64 MiB)",
+        example: "max_buffered_total 256 * 1024 * 1024",
+        methods: ["max_buffered_total" => set!(max_buffered_total, bytes)],
+        flags: [],
+        fields: {
+            max_buffered_total: u64 => u64 = or(64 * 1024 * 1024), same;
+        }
+    }
+    max_spilled_total {
+        doc: "bytes of responses for slow readers a process may write to unlinked temporary files in `$TMPDIR` once the memory bounds are reached (as nginx's proxy buffering does); 0 turns spilling off",
+        default: "1073741824 (1 GiB)",
+        example: "max_spilled_total 0",
+        methods: ["max_spilled_total" => set!(max_spilled_total, bytes)],
+        flags: [],
+        fields: {
+            max_spilled_total: u64 => u64 = or(1024 * 1024 * 1024), same;
+        }
+    }
     allow_underscore_headers {
         doc: "`false` drops request headers with `_` in the name (they could pose as `-` headers in the env)",
         default: "true (kept, never clobbering a `-` twin nor taking a key the server reads or a proxy sets)",

@@ -425,6 +425,14 @@ pub(super) fn rack_url_scheme(l: &mut Layer, name: &str, args: &[Value]) -> Resu
     Ok(())
 }
 
+/// A size in bytes: a whole number (0 allowed).
+pub(super) fn bytes(name: &str, args: &[Value]) -> Result<u64, String> {
+    match args {
+        [v] => whole(name, v, " of bytes"),
+        _ => Err(arity(name, args.len(), "1")),
+    }
+}
+
 pub(super) fn content_length_limit(
     l: &mut Layer,
     name: &str,

@@ -631,6 +631,14 @@ fn default_options_are_the_documented_values() {
     assert!(o.queue_requests && o.enable_keep_alives && o.allow_underscore_headers);
     assert_eq!(o.http_methods, HttpMethods::Standard);
     assert_eq!(o.http_content_length_limit, None);
+    assert_eq!(
+        (
+            o.max_buffered_response,
+            o.max_buffered_total,
+            o.max_spilled_total
+        ),
+        (16 << 20, 64 << 20, 1 << 30)
+    );
     assert_eq!(o.remote_address, RemoteAddress::Socket);
     assert_eq!(o.thread_handoff, ThreadHandoff::GvlAware);
     assert!(!o.log_requests && !o.early_hints && !o.fiber_per_request);

@@ -688,6 +688,20 @@ impl Conn {
                     }
                     continue;
                 }
+                Step::Write(Outgoing::Spilled { spill, offset, len }) => {
+                    if self
+                        .writer(true)
+                        .send_file(&spill.file, offset, len)
+                        .await
+                        .is_err()
+                    {
+                        return self.aborted();
+                    }
+                    // The file's bytes leave the spill count when its last piece is sent (or
+                    // the response is dropped): this is the reactor's reference going.
+                    drop(spill);
+                    continue;
+                }
                 Step::Ended(Ending::Aborted) => return Delivered::Abort,
                 Step::Hijack => return self.let_go(),
                 Step::Ended(Ending::Done { keep_alive, at }) => {
