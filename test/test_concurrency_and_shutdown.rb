@@ -86,12 +86,13 @@ class TestConcurrencyAndShutdown < Minitest::Test
     sock
   end
 
-  # An Array body larger than the per-connection bound is handed to the reactor a piece at a
-  # time, the pool thread waiting (without the GVL) for its client in between: while the client
-  # reads nothing, the only thread is held (without the bound it would be free at once, all of
-  # the body copied for the reactor), and once it reads, the body arrives whole and in order.
+  # With spilling off (`max_spilled_total 0`; test_response_spill.rb has it on), an Array body
+  # larger than the per-connection bound is handed to the reactor a piece at a time, the pool
+  # thread waiting (without the GVL) for its client in between: while the client reads nothing,
+  # the only thread is held (without the bound it would be free at once, all of the body copied
+  # for the reactor), and once it reads, the body arrives whole and in order.
   def test_slow_readers_of_responses_past_the_hand_over_bound_get_them_whole
-    server = start_server("-t", "1:1")
+    server = start_server("-t", "1:1", "-C", no_spill_config, "-b", "tcp://127.0.0.1:0")
     mb = 32
     slow = slow_reader(server.port, "/counted?mb=#{mb}")
     other = connect(server.port)
@@ -110,10 +111,10 @@ class TestConcurrencyAndShutdown < Minitest::Test
   end
 
   # The app changes a String of its body while the pool thread waits (without the GVL) for the
-  # client: what is left no longer matches the content-length already sent, so the connection
-  # is aborted rather than sent a body of another length.
+  # client (spilling off, so that it waits): what is left no longer matches the content-length
+  # already sent, so the connection is aborted rather than sent a body of another length.
   def test_a_body_string_changed_while_its_client_is_waited_for_aborts_the_connection
-    server = start_server("-t", "2:2")
+    server = start_server("-t", "2:2", "-C", no_spill_config, "-b", "tcp://127.0.0.1:0")
     mb = 32
     slow = slow_reader(server.port, "/mutating?mb=#{mb}")
     assert_equal "mutated", get(server.port, "/mutate").body
@@ -267,5 +268,17 @@ class TestConcurrencyAndShutdown < Minitest::Test
     server.signal("TERM")
     server.wait_exit(timeout: 15)
     assert_includes server.stdout, "Stopping immediately"
+  end
+
+  # A config file that turns spilling responses to disk off (removed after the test).
+  def no_spill_config
+    dir = Dir.mktmpdir("no-spill")
+    (@dirs ||= []) << dir
+    File.join(dir, "puma.rb").tap { |path| File.write(path, "max_spilled_total 0\n") }
+  end
+
+  def teardown
+    super
+    @dirs&.each { |dir| FileUtils.rm_rf(dir) }
   end
 end

@@ -727,16 +727,19 @@ impl Responder {
         }
     }
 
-    /// Whether bytes past the memory bounds may go to this response's spill file now.
+    /// Whether bytes past the memory bounds may go to this response's spill file now. Never for
+    /// an open-ended stream ([`mark_streaming`](Self::mark_streaming)): its producer has no end,
+    /// so it would fill the files with bytes its client sees ever later; it gets the client's
+    /// pace instead.
     fn may_spill(&self) -> bool {
-        !self.spill_failed && self.exchange.handed_over.spill_room()
+        !self.spill_failed && !self.counted_stream && self.exchange.handed_over.spill_room()
     }
 
     /// Blocks until the client has read enough for the bounds (this connection down to half its
     /// bound, and the process under its bound or this client done), the client is gone, or
     /// `waiter` is interrupted.
     pub fn wait_for_client(&self, waiter: &Waiter) {
-        let may_spill = !self.spill_failed;
+        let may_spill = !self.spill_failed && !self.counted_stream;
         Exchange::wait_for_client(&self.exchange, self.bounds(), may_spill, waiter);
     }
 
