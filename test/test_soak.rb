@@ -29,8 +29,12 @@ class TestSoak < Minitest::Test
   # the mean of its first (one sample may fall just before or just after a collection, 8% apart
   # at most in the 10-minute runs): at most 10%. The 10-minute runs of docs/benchmarks.md
   # ("Soak") grew a few percent; 10% of the cluster's 100 MiB catches a leak of about 550 bytes
-  # a request in a minute's run, 55 in ten.
+  # a request in a minute's run, 55 in ten. A single process is smaller (under 40 MiB), and in
+  # a minute's run its Ruby heap may still be growing by a few MiB (+10.5% once, 4 MiB): its
+  # bound is at least GROWTH_FLOOR_KIB, which still catches a leak of about 300 bytes a request
+  # at its 28,000 requests a minute.
   GROWTH_BOUND = 0.10
+  GROWTH_FLOOR_KIB = 8 * 1024
 
   def test_cluster_soak
     soak(["-w", "2", "-t", "4:4"], cluster: true)
@@ -88,7 +92,8 @@ class TestSoak < Minitest::Test
       assert_equal counts[:sent], counts[:answered], "every request sent was answered\n#{report}"
       assert_operator counts[:hijacks_cut], :<=, hot, "only a hot restart may cut a hijacked connection\n#{report}"
       assert_operator rss.size, :>=, 2, "too few samples under load\n#{report}"
-      assert_operator growth(rss), :<=, GROWTH_BOUND, "RSS grew past the bound\n#{report}"
+      first_kib, last_kib, = quarters(rss)
+      assert_operator last_kib - first_kib, :<=, [first_kib * GROWTH_BOUND, GROWTH_FLOOR_KIB].max, "RSS grew past the bound\n#{report}"
       assert wait_until(timeout: 30) { Soak::Sampler.counts(roles.call) == start_counts },
              "fds/threads did not come back: before #{start_counts}, now #{Soak::Sampler.counts(roles.call)}\n#{report}"
     ensure
@@ -163,10 +168,10 @@ class TestSoak < Minitest::Test
     end_counts = settled_counts(roles, timeout: 30)
     first, last, grown = quarters(rss)
     format("Soak (%s, %d s): %s\n  summed RSS under load after the warm-up: first sample %.1f MiB, last %.1f, peak %.1f; " \
-           "first quarter's mean %.1f → last quarter's %.1f MiB: growth %+.1f%% (bound %d%%); PSS %.1f → %.1f MiB; " \
+           "first quarter's mean %.1f → last quarter's %.1f MiB: growth %+.1f%% (bound %d%% or %d MiB); PSS %.1f → %.1f MiB; " \
            "RSS by process (MiB) %s\n  [fds, threads] by process idle before the second part %s, after it %s",
            title, SECONDS, summary, rss.first.to_f / 1024, rss.last.to_f / 1024, rss.max.to_f / 1024, first / 1024, last / 1024,
-           grown * 100, GROWTH_BOUND * 100, pss.first.to_f / 1024, pss.last.to_f / 1024, per_role.join(", "),
+           grown * 100, GROWTH_BOUND * 100, GROWTH_FLOOR_KIB / 1024, pss.first.to_f / 1024, pss.last.to_f / 1024, per_role.join(", "),
            start_counts.inspect, end_counts.inspect)
   end
 
@@ -178,10 +183,6 @@ class TestSoak < Minitest::Test
     first = values.first(n).sum.to_f / n
     last = values.last(n).sum.to_f / n
     [first, last, first.zero? ? 0.0 : (last - first) / first]
-  end
-
-  def growth(values)
-    quarters(values).last
   end
 
   def monotonic
