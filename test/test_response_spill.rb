@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require_relative "support/helper"
+require "certificates"
 
 # Responses to clients that read slowly, past the memory bounds (`max_buffered_response`,
 # `max_buffered_total`): the rest goes to unlinked temporary files (`max_spilled_total`) and the
@@ -10,6 +11,7 @@ require_relative "support/helper"
 # through a 4 KiB receive buffer and reads nothing until the test says so.
 class TestResponseSpill < Minitest::Test
   include Support::ServerTest
+  include Support::Certificates
   parallelize_me!
 
   # Twice what the kernel's send buffer may grow to (net.ipv4.tcp_wmem's 4 MiB here): a socket
@@ -33,6 +35,23 @@ class TestResponseSpill < Minitest::Test
       assert wait_until(timeout: 20) { control_stats(control).values_at("response_bytes_buffered", "response_bytes_spilled") == [0, 0] },
              "spill files let go once sent: #{control_stats(control)}"
       refute_match(/spill/i, server.stderr)
+    end
+  end
+
+  # Over TLS the reactor reads the spill file and encrypts it a piece at a time (no sendfile).
+  def test_over_tls_spilled_answers_arrive_whole
+    config = ["max_buffered_response 256 * 1024", "max_buffered_total 512 * 1024"]
+    Dir.mktmpdir("spill-tls") do |certs|
+      certificates(certs)
+      bind = "ssl://127.0.0.1:0?cert=#{certs}/cert.pem&key=#{certs}/key.pem"
+      with_server(config, threads: 2, bind: bind) do |server, control|
+        port = Integer(server.stdout[%r{Listening on ssl://127\.0\.0\.1:(\d+)}, 1])
+        readers = Array.new(4) { tls_slow_reader(port, "#{certs}/ca.pem") }
+        assert wait_until(timeout: 30) { control_stats(control)["response_bytes_spilled"].positive? },
+               "nothing spilled: #{control_stats(control)}"
+        read_all_and_check(readers)
+        assert wait_until(timeout: 20) { control_stats(control)["response_bytes_spilled"].zero? }
+      end
     end
   end
 
@@ -94,10 +113,10 @@ class TestResponseSpill < Minitest::Test
 
   # A server of soak.ru with these config lines and a control server (token "t") for stats that
   # need no pool thread.
-  def with_server(lines, threads:, env: {})
+  def with_server(lines, threads:, env: {}, bind: "tcp://127.0.0.1:0")
     Dir.mktmpdir("spill") do |dir|
       File.write(File.join(dir, "puma.rb"), "#{lines.join("\n")}\n")
-      server = start_server("-t", "#{threads}:#{threads}", "-C", File.join(dir, "puma.rb"), "-b", "tcp://127.0.0.1:0",
+      server = start_server("-t", "#{threads}:#{threads}", "-C", File.join(dir, "puma.rb"), "-b", bind,
                             "--control-url", "tcp://127.0.0.1:0", "--control-token", "t",
                             app: "soak.ru", chdir: dir, env: env)
       control = Integer(server.stdout[%r{Starting control server on http://127\.0\.0\.1:(\d+)}, 1])
@@ -120,6 +139,21 @@ class TestResponseSpill < Minitest::Test
     socket
   end
 
+  # slow_reader over TLS: the handshake done, the request sent, nothing read.
+  def tls_slow_reader(port, ca)
+    socket = Socket.new(:INET, :STREAM)
+    socket.setsockopt(Socket::SOL_SOCKET, Socket::SO_RCVBUF, 4096)
+    socket.connect(Socket.sockaddr_in(port, "127.0.0.1"))
+    context = OpenSSL::SSL::SSLContext.new
+    context.set_params(verify_mode: OpenSSL::SSL::VERIFY_PEER, ca_file: ca)
+    tls = OpenSSL::SSL::SSLSocket.new(socket, context)
+    tls.sync_close = true
+    tls.hostname = "localhost"
+    Timeout.timeout(20) { tls.connect }
+    tls.write("GET /pattern?#{ANSWER} HTTP/1.1\r\nHost: spill\r\nConnection: close\r\n\r\n")
+    tls
+  end
+
   # Reads every reader to its end at once (one thread each) and checks each body byte by byte.
   def read_all_and_check(readers)
     bodies = readers.map { |r| Thread.new { read_to_close(r) } }.map { |t| t.join(60)&.value }
@@ -134,13 +168,19 @@ class TestResponseSpill < Minitest::Test
 
   def read_to_close(socket)
     text = +""
-    while socket.wait_readable(30)
+    loop do
       chunk = socket.read_nonblock(1 << 16, exception: false)
       break if chunk.nil?
-      next if chunk == :wait_readable
 
+      if chunk.is_a?(Symbol) # :wait_readable (or, for TLS, :wait_writable)
+        break unless IO.select([socket], chunk == :wait_writable ? [socket] : nil, nil, 30)
+
+        next
+      end
       text << chunk
     end
+    text
+  rescue EOFError, OpenSSL::SSL::SSLError
     text
   ensure
     socket.close
