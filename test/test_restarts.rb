@@ -2,12 +2,14 @@
 
 require_relative "support/helper"
 require "under_load"
+require "systemd_notify"
 
 # Restarts and worker-count changes under a steady load: hot restart (USR2), phased restart
 # (USR1), TTIN/TTOU and a worker killed by SIGKILL. Each test counts every failed request of the
 # load and asserts how many there may be (none, except the requests inside a killed worker).
 class TestRestarts < Minitest::Test
   include Support::ServerTest
+  include Support::SystemdNotify
   include Support::UnderLoad
   parallelize_me!
 
@@ -232,18 +234,6 @@ class TestRestarts < Minitest::Test
       server.wait_for(/Restarting: tmp\/restart\.txt was touched.*\(inherited\).*Worker 1 \(PID: \d+\) booted/m, timeout: 20)
       assert wait_until { raw_request(server.port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body.start_with?("v2 ") }
       assert_equal 3, server.stdout.scan("Catamount starting").size, "one restart per touch"
-    end
-  end
-
-  # Reads datagrams from the notify socket until `pattern` matches one (bounded).
-  def notification(socket, pattern, timeout: 15)
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-    loop do
-      left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      raise "no notification matching #{pattern.inspect}" if left <= 0 || !socket.wait_readable(left)
-
-      message = socket.recv(4096)
-      return message if message.match?(pattern)
     end
   end
 

@@ -46,12 +46,20 @@ module Catamount
 
         [Integer(fd, 10), url]
       end
-      if ENV["LISTEN_PID"].to_s == Process.pid.to_s
+      if systemd_sockets_for_me?
         count = ENV["LISTEN_FDS"].to_i
         list.concat((3...(3 + count)).map { |fd| [fd, nil] })
         %w[LISTEN_FDS LISTEN_PID LISTEN_FDNAMES].each { |k| ENV.delete(k) }
       end
       list.select { |fd, _| close_on_exec(fd) }
+    end
+
+    # systemd's LISTEN_FDS are for the process LISTEN_PID names: this one (systemd started it,
+    # or a hot restart exec'd into it), or its parent when this is the fresh worker 0 a
+    # phased restart spawned (the master cannot know the child's PID before the spawn).
+    def systemd_sockets_for_me?
+      pid = ENV["LISTEN_PID"].to_s
+      pid == Process.pid.to_s || (ENV.key?(Cluster::Pipes::FRESH_WORKER_VAR) && pid == Process.ppid.to_s)
     end
 
     def warn_bad_handover(what)
@@ -103,11 +111,11 @@ module Catamount
       env = unbundled_env.merge(::Bundler.original_env.select { |k, v| k.start_with?("BUNDLE_") && v })
       env["GEM_HOME"] = ENV["GEM_HOME"] if ENV["GEM_HOME"]
       env["PUMA_BUNDLER_PRUNED"] = "1"
-      fds = hand_over(env, @context.inherited)
+      redirects = hand_over(env, @context.inherited)
       argv = [RbConfig.ruby, "-I", paths, OWN_EXE, *@original_argv]
       @context.debug "pruned: #{argv.join(' ')}"
       flush
-      Process.exec(env, *argv, fds.to_h { |fd| [fd, fd] }.merge(unsetenv_others: true))
+      Process.exec(env, *argv, redirects.merge(unsetenv_others: true))
     rescue SystemCallError => e
       @context.error "catamount: could not prune the Bundler environment, going on under it: #{e.message}"
     end
@@ -137,17 +145,19 @@ module Catamount
       $LOAD_PATH.select { |dir| File.file?(File.join(dir.to_s, "#{name}.rb")) }.first(1)
     end
 
-    # Puts `sockets` (`[[fd, bind_url_or_nil], ...]`) into `env` for the next process: those
-    # with a URL as PUMA_INHERIT_n, systemd's (no URL) as LISTEN_FDS for this same PID; returns
-    # their fds, to keep open across the exec.
+    # Puts `sockets` (`[[fd, bind_url_or_nil], ...]`) into `env` for the next process: systemd's
+    # (no URL) as LISTEN_FDS for this same PID, at descriptors 3, 4, ... as that protocol
+    # requires; those with a URL as PUMA_INHERIT_n, at the descriptors after them. Returns the
+    # redirections for the exec (`{child_fd => this_fd}`).
     def hand_over(env, sockets)
-      named, activated = sockets.partition { |_, url| url }
-      named.each_with_index { |(fd, url), i| env["PUMA_INHERIT_#{i}"] = "#{fd}:#{url}" }
+      activated, named = sockets.partition { |_, url| url.nil? }
       unless activated.empty?
         env["LISTEN_FDS"] = activated.size.to_s
         env["LISTEN_PID"] = Process.pid.to_s
       end
-      sockets.map(&:first)
+      first_named = 3 + activated.size
+      named.each_with_index { |(_, url), i| env["PUMA_INHERIT_#{i}"] = "#{first_named + i}:#{url}" }
+      (activated + named).each_with_index.to_h { |(fd, _), i| [3 + i, fd] }
     end
 
     # Replaces this process with the new one. Returns only if that cannot be done, with the
@@ -160,13 +170,14 @@ module Catamount
         control.close
       end
       env = @boot_env.dup
-      fds = hand_over(env, server.restart_fds)
+      redirects = hand_over(env, server.restart_fds)
       argv = restart_argv(options)
       dir = restart_directory(options)
       @context.debug "restarting: #{argv.join(' ')} (in #{dir})"
       flush
-      # `fd => fd` keeps each socket open across the exec (Ruby clears its close-on-exec flag).
-      Process.exec(env, *argv, fds.to_h { |fd| [fd, fd] }.merge(chdir: dir, unsetenv_others: true))
+      # Each socket stays open across the exec at the descriptor `hand_over` chose (Ruby makes
+      # the copies and clears their close-on-exec flag).
+      Process.exec(env, *argv, redirects.merge(chdir: dir, unsetenv_others: true))
     rescue SystemCallError => e
       # The caller's cleanup (socket files, pidfile) runs as after any stop.
       @context.error "catamount: hot restart failed: cannot run #{argv&.first}: #{e.message.sub(/ @ .*/, '')}"
@@ -179,6 +190,6 @@ module Catamount
       @context.err.flush
     end
 
-    private :warn_bad_handover, :close_on_exec, :pruned_load_path, :unbundled_env, :require_paths, :flush
+    private :systemd_sockets_for_me?, :warn_bad_handover, :close_on_exec, :pruned_load_path, :unbundled_env, :require_paths, :flush
   end
 end

@@ -253,12 +253,16 @@ impl RbServer {
         self.inherited.clone()
     }
 
-    /// `[[fd, bind_url], ...]`: the descriptors a hot restart passes to the next process.
-    pub fn restart_fds(&self) -> Vec<(i32, String)> {
+    /// `[[fd, bind_url], ...]`: the descriptors a hot restart passes to the next process; the
+    /// URL is nil for systemd's activated sockets no bind asked for (handed on as systemd's).
+    pub fn restart_fds(&self) -> Vec<(i32, Option<String>)> {
         use std::os::fd::{AsFd, AsRawFd};
         locked(&self.kept)
             .iter()
-            .map(|l| (l.listener.as_fd().as_raw_fd(), l.bind.clone()))
+            .map(|l| {
+                let url = (!l.activated).then(|| l.bind.clone());
+                (l.listener.as_fd().as_raw_fd(), url)
+            })
             .collect()
     }
 

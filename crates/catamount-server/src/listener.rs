@@ -42,6 +42,11 @@ pub struct BoundListener {
     pub bind: String,
     /// Handed over by the previous process rather than bound by this one.
     pub inherited: bool,
+    /// One of systemd's sockets (`LISTEN_FDS`) that no bind asked for, served because of
+    /// `bind_to_activated_sockets`: a hot restart hands it on as systemd's again (no bind of
+    /// the next process would match it), and its socket file is systemd's, never removed here
+    /// (`unix_path` is None).
+    pub activated: bool,
     /// A TLS listener's configuration: its connections are TLS sessions.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// What `tls` was built from, to build it again ([`reload_tls`]).
@@ -102,6 +107,7 @@ impl BoundListener {
             unix_path: self.unix_path.clone(),
             bind: self.bind.clone(),
             inherited: self.inherited,
+            activated: self.activated,
             tls: self.tls.clone(),
             tls_options: self.tls_options.clone(),
         })
@@ -226,7 +232,9 @@ impl Adoptable {
         matches!(&self.local, Local::Unix(p) if p == path)
     }
 
+    /// Serves it for `bind`, or, without one, as an activated socket of systemd's.
     fn into_listener(self, bind: Option<&BindUrl>) -> BoundListener {
+        let activated = bind.is_none();
         let bind = bind.map(|b| b.original.clone());
         match self.local {
             Local::Tcp(a) => BoundListener {
@@ -235,6 +243,7 @@ impl Adoptable {
                 unix_path: None,
                 bind: bind.unwrap_or_else(|| format!("tcp://{a}")),
                 inherited: true,
+                activated,
                 tls: None,
                 tls_options: None,
             },
@@ -242,8 +251,9 @@ impl Adoptable {
                 display: format!("unix://{}", p.display()),
                 listener: Listener::Unix(self.socket.into()),
                 bind: bind.unwrap_or_else(|| format!("unix://{}", p.display())),
-                unix_path: Some(p),
+                unix_path: (!activated).then_some(p),
                 inherited: true,
+                activated,
                 tls: None,
                 tls_options: None,
             },
@@ -357,6 +367,7 @@ fn bind_one(
                     unix_path: None,
                     bind: bind.original.clone(),
                     inherited: false,
+                    activated: false,
                     tls: tls.clone(),
                     tls_options: tls_options.clone(),
                 });
@@ -403,6 +414,7 @@ fn bind_one(
                 unix_path: Some(path),
                 bind: bind.original.clone(),
                 inherited: false,
+                activated: false,
                 tls: None,
                 tls_options: None,
             });
