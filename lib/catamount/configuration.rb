@@ -32,13 +32,22 @@ module Catamount
     attr_accessor :app, :lowlevel_error_handler, :custom_logger, :log_formatter
 
     # Reads the config files the command line names (or finds), then resolves every option.
-    def self.load(cli)
+    # `handled`: a `RackHandler::Plan` when a Rack handler boots the server: its presets come
+    # before the files and its fallbacks after them, each only if the files set nothing there.
+    def self.load(cli, handled: nil)
       config = new(cli)
       config.load_flag_plugins
-      config.config_files.each { |file| config.evaluate_file(File.expand_path(file)) }
+      handled&.presets&.each { |name, args| config.record(name, args, HANDLER_WHERE) }
+      config.config_files(handled&.environment).each { |file| config.evaluate_file(File.expand_path(file)) }
+      handled&.fallbacks&.each do |key, name, args|
+        config.record(name, args, HANDLER_WHERE) unless Native.given_values(config.settings).key?(key)
+      end
       config.resolve!
       config
     end
+
+    # Where a Rack handler's settings say they came from, in errors.
+    HANDLER_WHERE = "the Rack handler's options"
 
     def initialize(cli)
       @cli = cli
@@ -49,15 +58,16 @@ module Catamount
       @plugins = []
     end
 
-    # `-C` files in order; else the first of config/puma/<env>.rb and config/puma.rb.
-    def config_files
+    # `-C` files in order; else the first of config/puma/<env>.rb and config/puma.rb (`<env>`
+    # from the command line, else a Rack handler's default, else the environment variables).
+    def config_files(default_environment = nil)
       return [] if cli.no_config?
 
       files = cli.config_files
       files.each { |f| raise ConfigError, "config file #{f} not found" unless File.file?(f) }
       return files unless files.empty?
 
-      env = cli.environment || %w[APP_ENV RACK_ENV RAILS_ENV].map { |k| ENV[k] }.find { |v| v && !v.empty? } || "development"
+      env = cli.environment || default_environment || %w[APP_ENV RACK_ENV RAILS_ENV].map { |k| ENV[k] }.find { |v| v && !v.empty? } || "development"
       ["config/puma/#{env}.rb", "config/puma.rb"].select { |f| File.file?(f) }.first(1)
     end
 

@@ -15,9 +15,16 @@ module Catamount
     OK = 0
     FAILED = 1
 
-    def initialize(argv, out: $stdout, err: $stderr)
+    # A boot by a Rack handler (rack_handler.rb): its app (which wins over a config file's, as
+    # in Puma), its plan, and the command that started the process (a hot restart reruns it).
+    Handled = Struct.new(:app, :plan, :command)
+
+    def initialize(argv, out: $stdout, err: $stderr, handler: nil)
       @argv = argv.dup
-      @context = Context.new(self, argv, out: out, err: err)
+      @handler = handler
+      # A handled boot's flags are not the process's command line: a restart must not add them.
+      @context = Context.new(self, handler ? [] : argv, out: out, err: err)
+      @context.restart.whole_command = handler.command if handler
       @role = nil
     end
 
@@ -148,7 +155,8 @@ module Catamount
       ctx.inherited = ctx.restart.take_inherited_sockets
       # As given (like Puma): a relative -I path resolves against --dir.
       $LOAD_PATH.unshift(*cli.includes)
-      config = ctx.config = Configuration.load(cli)
+      config = ctx.config = Configuration.load(cli, handled: @handler&.plan)
+      config.app = @handler.app if @handler
       Catamount.config = config
       options = config.options
       ctx.silent = options[:silent]
@@ -198,6 +206,10 @@ module Catamount
     # killed by SIGTERM, so a supervisor sees the signal it sent.
     def end_by_sigterm
       @context.out.flush
+      # Under a Rack handler the command's own cleanup (`ensure`, `at_exit`: its pid file) runs
+      # first; Ruby then ends the process by the signal all the same.
+      raise SignalException, "TERM" if @handler
+
       Signal.trap("TERM", "DEFAULT")
       Process.kill("TERM", Process.pid)
       sleep 5 # the signal is delivered at once; this only keeps the caller from running on

@@ -26,6 +26,8 @@ module Catamount
 
     # The environment as it was at start, without the hand-over variables.
     attr_reader :boot_env
+    # A whole command line to run again instead of this script (a Rack handler's process).
+    attr_writer :whole_command
 
     # What the next process needs to be this one again: the environment as it was at start
     # and the command line (its script made absolute, since the restart may run elsewhere).
@@ -34,6 +36,7 @@ module Catamount
       @boot_env = ENV.to_h.reject { |key, _| key.match?(HANDOVER_VARS) }
       @program = File.expand_path($PROGRAM_NAME)
       @original_argv = argv.dup
+      @whole_command = nil
     end
 
     # `[[fd, url_or_nil], ...]`: the sockets the previous process handed over, read from the
@@ -78,11 +81,13 @@ module Catamount
 
     # The command a hot restart runs: `restart_command` (split on spaces) followed by the
     # original arguments, else this same Ruby running this same script (a pruned master: its
-    # load path and Catamount's own executable, as `prune_bundler` ran it).
+    # load path and Catamount's own executable, as `prune_bundler` ran it; a process a Rack
+    # handler booted: the whole command that started it).
     def restart_argv(options)
       return options[:restart_cmd].split + @original_argv if options[:restart_cmd]
 
       return [RbConfig.ruby, "-I", pruned_load_path(options), OWN_EXE, *@original_argv] if @boot_env.key?("PUMA_BUNDLER_PRUNED")
+      return @whole_command if @whole_command
 
       [RbConfig.ruby, @program, *@original_argv]
     end
