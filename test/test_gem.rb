@@ -35,6 +35,8 @@ class TestGem < Minitest::Test
       out = sh(env, File.join(home, "bin", "catamount"), "--version", chdir: dir)
       assert_match(/catamount version #{Regexp.escape(Catamount::VERSION)}/o, out)
       assert_equal "#{Catamount::VERSION}\n", sh(env, File.join(home, "bin", "catamountctl"), "-V", chdir: dir)
+      # Debian's rackup finds the installed gem's handler through RubyGems (no -I): its options show.
+      assert_match(/Server-specific options for Rack::Handler::Catamount/, sh(env, "rackup", "-s", "catamount", "-h", chdir: dir))
     end
   end
 end
