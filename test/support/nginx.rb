@@ -1,12 +1,13 @@
 # frozen_string_literal: true
 
-require "socket"
+require "front_process"
 
 module Support
   # Debian's nginx in front of a test's server: its own config in a temp dir, a free loopback
   # port, run in the foreground (one process: its PID is the one spawned, killed by PID after
   # the test), every wait bounded. Include beside Support::ServerTest.
   module Nginx
+    include FrontProcess
     BINARY = ["/usr/sbin/nginx", "nginx"].find { |b| b.include?("/") ? File.executable?(b) : true }
 
     # Starts nginx proxying every path to 127.0.0.1:`upstream` over HTTP/1.1 keep-alive
@@ -70,28 +71,12 @@ module Support
       CONF
     end
 
-    def accepts?(port)
-      Socket.tcp("127.0.0.1", port, connect_timeout: 1).close
-      true
-    rescue SystemCallError
-      false
-    end
-
-    # Reaps it if it ended (then it is no longer ours to kill: its PID may be reused).
     def nginx_exited?(pid)
-      return true unless @nginx_pids.include?(pid)
-      return false if Process.waitpid(pid, Process::WNOHANG).nil?
-
-      @nginx_pids.delete(pid)
-      true
+      front_exited?(@nginx_pids, pid)
     end
 
     def stop_nginx(pid)
-      return if nginx_exited?(pid)
-
-      Process.kill("KILL", pid)
-      Process.waitpid(pid)
-      @nginx_pids.delete(pid)
+      stop_front(@nginx_pids, pid)
     end
   end
 end

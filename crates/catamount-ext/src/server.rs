@@ -220,7 +220,9 @@ impl RbServer {
             remote_addr: match &o.remote_address {
                 RemoteAddress::Fixed(v) => RemoteAddr::Fixed(keep(frozen(ruby, v))),
                 RemoteAddress::Header(h) => RemoteAddr::Header(h.clone().into_bytes()),
-                RemoteAddress::Socket | RemoteAddress::ProxyV1 => RemoteAddr::Socket,
+                RemoteAddress::Socket | RemoteAddress::ProxyV1 | RemoteAddress::ProxyV2 => {
+                    RemoteAddr::Socket
+                }
             },
             url_scheme: o.rack_url_scheme.as_deref().map(|s| keep(frozen(ruby, s))),
             allow_underscore_headers: o.allow_underscore_headers,

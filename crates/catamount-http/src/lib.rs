@@ -24,6 +24,7 @@ pub mod error;
 pub mod limits;
 pub mod names;
 pub mod proxy;
+pub mod proxy_v2;
 pub mod request;
 pub mod response;
 mod syntax;
@@ -32,6 +33,10 @@ pub use chunked::{ChunkProgress, ChunkedDecoder};
 pub use error::{ErrorKind, ParseError};
 pub use limits::{Limits, MethodPolicy};
 pub use proxy::{parse_proxy_v1, ProxyError, ProxyLine, MAX_PROXY_LINE};
+pub use proxy_v2::{
+    encode_proxy_v2, parse_proxy, parse_proxy_v2, ProxyAddresses, ProxyCommand, ProxyHeader,
+    ProxyV2, ProxyVersion, MAX_PROXY_V2,
+};
 pub use request::{parse_head, BodyFraming, HeadParser, RequestHead, Version};
 pub use response::{
     classify_field_name, early_hints, error_response, is_token, is_valid_field_value,

@@ -11,8 +11,9 @@
 //! announced family, ports in canonical decimal. A malformed line is an error, never a guess,
 //! because the address it carries is trusted for logging and access control.
 //!
-//! Only the text form is handled; the binary version 2 signature does not begin with
-//! `PROXY `, so it reads as [`ProxyLine::Absent`]. Whether to accept the line at all (only
+//! Only the text form is handled here; the binary version 2 signature does not begin with
+//! `PROXY `, so it reads as [`ProxyLine::Absent`] (`proxy_v2.rs` reads version 2, and its
+//! `parse_proxy` refuses the other version's header for a listener set for one). Whether to accept the line at all (only
 //! from trusted peers) is the server's decision, not this module's.
 
 use std::fmt;
@@ -47,6 +48,10 @@ pub enum ProxyLine {
 pub struct ProxyError(&'static str);
 
 impl ProxyError {
+    pub(crate) const fn new(reason: &'static str) -> Self {
+        ProxyError(reason)
+    }
+
     /// What is wrong, without the "malformed PROXY line" prefix that Display adds.
     pub fn reason(&self) -> &'static str {
         self.0

@@ -51,9 +51,9 @@ pub struct ServerConfig {
     /// When a queued request goes to another pool thread: once it could run it (the GVL is
     /// free; default), or at once as in Puma. See `dispatch::handoff`.
     pub handoff: Handoff,
-    /// Expect a PROXY protocol v1 line at the start of each connection; its source address
-    /// becomes the peer. Option `set_remote_address proxy_protocol: :v1`.
-    pub proxy_protocol: bool,
+    /// Expect a PROXY protocol header of this version at the start of each connection; its
+    /// source address becomes the peer. Option `set_remote_address proxy_protocol: :v1/:v2`.
+    pub proxy_protocol: Option<catamount_http::ProxyVersion>,
     /// On a graceful stop, accept and serve the connections already in the listen backlog
     /// before closing the listeners. Option `drain_on_shutdown`.
     pub drain_on_shutdown: bool,
@@ -137,7 +137,11 @@ impl From<&Options> for ServerConfig {
                 ThreadHandoff::GvlAware => Handoff::GvlAware,
                 ThreadHandoff::Eager => Handoff::Eager,
             },
-            proxy_protocol: o.remote_address == RemoteAddress::ProxyV1,
+            proxy_protocol: match o.remote_address {
+                RemoteAddress::ProxyV1 => Some(catamount_http::ProxyVersion::V1),
+                RemoteAddress::ProxyV2 => Some(catamount_http::ProxyVersion::V2),
+                _ => None,
+            },
             drain_on_shutdown: o.drain_on_shutdown,
             drain_timeout: o.drain_timeout,
             new_connection_hold: None,

@@ -124,15 +124,23 @@ impl TlsStream {
         &self.tcp
     }
 
-    /// `set_remote_address proxy_protocol: :v1` on a TLS listener: a proxy in TCP mode (HAProxy's
-    /// `send-proxy`) sends its PROXY line before the client's TLS bytes, in the clear. Reads the
-    /// line (bound it with a timeout) and returns the client it names (None: `PROXY UNKNOWN`,
-    /// or no line at all: bytes that do not begin with `PROXY ` are the handshake). What was
-    /// read past the line is the handshake's beginning: it is given to rustls first.
-    pub async fn read_proxy_line(&self) -> Result<Option<std::net::SocketAddr>, BeforeTls> {
+    /// `set_remote_address proxy_protocol: :v1/:v2` on a TLS listener: a proxy in TCP mode
+    /// (HAProxy's `send-proxy`, `send-proxy-v2`) sends its PROXY header before the client's TLS
+    /// bytes, in the clear. Reads the header (bound it with a timeout) and returns the client it
+    /// names (None: `PROXY UNKNOWN`, v2 LOCAL, or no header at all: bytes that cannot begin one
+    /// are the handshake). What was read past the header is the handshake's beginning: it is
+    /// given to rustls first.
+    pub async fn read_proxy_line(
+        &self,
+        version: catamount_http::ProxyVersion,
+    ) -> Result<Option<std::net::SocketAddr>, BeforeTls> {
+        let max = match version {
+            catamount_http::ProxyVersion::V1 => catamount_http::MAX_PROXY_LINE,
+            catamount_http::ProxyVersion::V2 => catamount_http::MAX_PROXY_V2,
+        };
         let mut head: Vec<u8> = Vec::with_capacity(catamount_http::MAX_PROXY_LINE);
         loop {
-            match catamount_http::parse_proxy_v1(&head).map_err(BeforeTls::Proxy)? {
+            match catamount_http::parse_proxy(&head, version).map_err(BeforeTls::Proxy)? {
                 catamount_http::ProxyLine::Absent => {
                     self.feed(&head).map_err(BeforeTls::Tls)?;
                     return Ok(None);
@@ -145,8 +153,8 @@ impl TlsStream {
                 catamount_http::ProxyLine::Incomplete => {}
             }
             self.tcp.readable().await.map_err(BeforeTls::Tls)?;
-            // At most what a line can still need: the rest stays in the socket for rustls.
-            let room = catamount_http::MAX_PROXY_LINE - head.len();
+            // At most what a header can still need: the rest stays in the socket for rustls.
+            let room = max.saturating_sub(head.len());
             let mut more = (&mut head).limit(room);
             match self.tcp.try_read_buf(&mut more) {
                 Ok(0) => return Err(BeforeTls::Tls(io::ErrorKind::UnexpectedEof.into())),

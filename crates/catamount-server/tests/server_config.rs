@@ -27,7 +27,7 @@ fn defaults_are_the_documented_values() {
     assert_eq!(config.first_data_timeout, Duration::from_secs(30));
     assert_eq!(config.max_keep_alive, 999);
     assert_eq!((config.min_threads, config.max_threads), (0, 5));
-    assert!(config.keep_alive && !config.proxy_protocol && !config.drain_on_shutdown);
+    assert!(config.keep_alive && config.proxy_protocol.is_none() && !config.drain_on_shutdown);
     assert_eq!(config.limits.methods, MethodPolicy::standard());
     assert_eq!(config.limits.max_body, None);
     assert_eq!(config.handoff, Handoff::GvlAware);
@@ -70,7 +70,11 @@ fn each_option_reaches_its_knob() {
     );
     assert_eq!(config.limits.methods, MethodPolicy::Any);
     assert_eq!(config.limits.max_body, Some(100));
-    assert!(config.proxy_protocol && config.drain_on_shutdown);
+    assert_eq!(
+        config.proxy_protocol,
+        Some(catamount_http::ProxyVersion::V1)
+    );
+    assert!(config.drain_on_shutdown);
     assert_eq!(config.handoff, Handoff::Eager);
     assert_eq!(config.busy_accept_delay, Some(Duration::from_millis(20)));
     let one_worker = options(&[("workers", vec![Value::Int(1)])], &|_| None);

@@ -383,7 +383,7 @@ options! {
         }
     }
     set_remote_address {
-        doc: "where `REMOTE_ADDR` comes from: `:socket`, `:localhost`, a fixed `\"ip\"`, `header: NAME` (its first address), or `proxy_protocol: :v1` (a PROXY v1 line, at most 107 bytes, first on the connection, names the client; a malformed one drops the connection; on a TLS listener it comes before the handshake, in the clear, as HAProxy's `send-proxy` sends it)",
+        doc: "where `REMOTE_ADDR` comes from: `:socket`, `:localhost`, a fixed `\"ip\"`, `header: NAME` (its first address), or `proxy_protocol: :v1` (a PROXY v1 line, at most 107 bytes, first on the connection, names the client; a malformed one drops the connection; on a TLS listener it comes before the handshake, in the clear, as HAProxy's `send-proxy` sends it), or `proxy_protocol: :v2` (Catamount's own, Puma has only v1: the binary header HAProxy's `send-proxy-v2` sends, TCP over IPv4/IPv6; a UNIX client, LOCAL health checks and UNSPEC keep the socket's address; TLVs skipped; UDP, unknown families, a v1 line or a malformed header drop the connection, as does one unfinished at `first_data_timeout`)",
         default: "`:socket`",
         example: "set_remote_address header: \"X-Real-IP\"",
         methods: ["set_remote_address" => set!(remote_address, remote_address)],

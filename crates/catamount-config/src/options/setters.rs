@@ -68,14 +68,18 @@ pub(super) fn remote_address(name: &str, args: &[Value]) -> Result<RemoteAddress
                     Ok(RemoteAddress::Header(header))
                 }
                 [(k, p)] if k == "proxy_protocol" => {
-                    one_of(&format!("{name}: proxy_protocol:"), p, &["v1"])?;
-                    Ok(RemoteAddress::ProxyV1)
+                    let version = one_of(&format!("{name}: proxy_protocol:"), p, &["v1", "v2"])?;
+                    Ok(if version == "v2" {
+                        RemoteAddress::ProxyV2
+                    } else {
+                        RemoteAddress::ProxyV1
+                    })
                 }
                 _ => Err(format!("{name}: give exactly one of header: or proxy_protocol:")),
             }
         }
         [v] => Err(format!(
-            "{name}: expected :socket, :localhost, a String, header: NAME or proxy_protocol: :v1, got {}",
+            "{name}: expected :socket, :localhost, a String, header: NAME or proxy_protocol: :v1/:v2, got {}",
             v.describe()
         )),
         _ => Err(arity(name, args.len(), "0..1")),

@@ -442,6 +442,12 @@ fn network_options() {
         vec![Value::Hash(vec![("proxy_protocol".into(), sym("v1"))])],
     );
     assert_eq!(l.remote_address, Some(RemoteAddress::ProxyV1));
+    set(
+        &mut l,
+        "set_remote_address",
+        vec![Value::Hash(vec![("proxy_protocol".into(), sym("v2"))])],
+    );
+    assert_eq!(l.remote_address, Some(RemoteAddress::ProxyV2));
     set(&mut l, "set_remote_address", vec![sym("localhost")]);
     assert_eq!(
         l.remote_address,
@@ -472,7 +478,7 @@ fn more_bad_values_name_the_option() {
         ),
         (
             "set_remote_address",
-            vec![Value::Hash(vec![("proxy_protocol".into(), sym("v2"))])],
+            vec![Value::Hash(vec![("proxy_protocol".into(), sym("v3"))])],
             ":v1",
         ),
         (

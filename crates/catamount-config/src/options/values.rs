@@ -70,6 +70,8 @@ pub enum RemoteAddress {
     Header(String),
     /// The source address of a PROXY protocol v1 line that starts the connection.
     ProxyV1,
+    /// The source address of a PROXY protocol v2 header (binary) that starts the connection.
+    ProxyV2,
 }
 
 /// Which request methods are served (`supported_http_methods`).
@@ -210,6 +212,7 @@ pub(super) fn export_remote_address(
         RemoteAddress::Fixed(v) => ("value", Some(v.clone())),
         RemoteAddress::Header(v) => ("header", Some(v.clone())),
         RemoteAddress::ProxyV1 => ("proxy_protocol", Some("v1".to_string())),
+        RemoteAddress::ProxyV2 => ("proxy_protocol", Some("v2".to_string())),
     };
     vec![
         ("remote_address", Value::Sym(mode.into())),

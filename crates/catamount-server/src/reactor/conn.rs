@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
 use catamount_http::{
-    error_response, BodyFraming, ChunkedDecoder, HeadParser, ParseError, ProxyLine, RequestHead,
-    Version,
+    error_response, BodyFraming, ChunkedDecoder, HeadParser, ParseError, ProxyLine, ProxyVersion,
+    RequestHead, Version,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as Deadline;
@@ -203,8 +203,8 @@ impl Conn {
             // A PROXY line comes before the handshake, in the clear, within the same deadline.
             let proxy = self.shared.config.proxy_protocol;
             let handshake = async move {
-                let source = if proxy {
-                    tls.read_proxy_line().await?
+                let source = if let Some(version) = proxy {
+                    tls.read_proxy_line(version).await?
                 } else {
                     None
                 };
@@ -253,8 +253,10 @@ impl Conn {
                 }
             }
             self.peer_certificate = tls.peer_certificate().map(Arc::from);
-        } else if self.shared.config.proxy_protocol && self.read_proxy_line().await.is_err() {
-            return;
+        } else if let Some(version) = self.shared.config.proxy_protocol {
+            if self.read_proxy_line(version).await.is_err() {
+                return;
+            }
         }
         loop {
             let outcome = match self.read_head().await {
@@ -389,14 +391,16 @@ impl Conn {
         None
     }
 
-    /// `set_remote_address proxy_protocol: :v1`: a connection may begin with a PROXY line naming
-    /// the real client; it becomes this connection's peer. Bytes that do not begin with
-    /// `PROXY ` are plain HTTP. A malformed line closes the connection without a word (it
-    /// came from a broken or hostile proxy, not from a client that could read an answer).
-    async fn read_proxy_line(&mut self) -> Result<(), Stop> {
+    /// `set_remote_address proxy_protocol: :v1/:v2`: a connection may begin with a PROXY line
+    /// (v1) or binary header (v2) naming the real client; it becomes this connection's peer (a
+    /// v2 LOCAL header, the proxy's health check, keeps the socket's). Bytes that cannot begin
+    /// one are plain HTTP. A malformed header, or one of the other version, closes the
+    /// connection without a word (it came from a broken or hostile proxy, not from a client
+    /// that could read an answer).
+    async fn read_proxy_line(&mut self, version: ProxyVersion) -> Result<(), Stop> {
         let deadline = Instant::now() + self.shared.config.first_data_timeout;
         loop {
-            match catamount_http::parse_proxy_v1(&self.buf) {
+            match catamount_http::parse_proxy(&self.buf, version) {
                 Ok(ProxyLine::Absent) => return Ok(()),
                 Ok(ProxyLine::Complete { source, len }) => {
                     self.buf.advance(len);
