@@ -3,6 +3,7 @@
 require "helper"
 require "haproxy"
 require "under_load"
+require "certificates"
 
 # Behind Debian's HAProxy: REMOTE_ADDR is the client's, whether HAProxy says so with a PROXY v1
 # line (`send-proxy`), a v2 header (`send-proxy-v2`, over TCP and over a UNIX socket) or an
@@ -14,6 +15,7 @@ class TestBehindHaproxy < Minitest::Test
   include Support::ServerTest
   include Support::Haproxy
   include Support::UnderLoad
+  include Support::Certificates
   parallelize_me!
 
   # A server that stops closes its idle keep-alive connections; a request HAProxy sends on one
@@ -68,6 +70,19 @@ class TestBehindHaproxy < Minitest::Test
   def test_x_forwarded_for_behind_option_forwardfor
     behind_haproxy("set_remote_address header: \"X-Forwarded-For\"", "", backend: ["option forwardfor"]) do |port, _|
       assert_clients_seen(port)
+    end
+  end
+
+  # TLS passed through HAProxy in TCP mode to a TLS listener: the v2 header comes first, in
+  # the clear, then the client's handshake.
+  def test_proxy_v2_before_tls_passed_through
+    Dir.mktmpdir do |dir|
+      certificates(dir)
+      server, upstream = start_tls_server(dir, "set_remote_address proxy_protocol: :v2\n")
+      port = start_haproxy(dir, upstream, server_options: "send-proxy-v2", mode: "tcp")
+      assert_equal "127.0.0.2", remote_over(Socket.tcp("127.0.0.1", port, "127.0.0.2", 0, connect_timeout: 5), dir)
+      assert_equal "::1", remote_over(Socket.tcp("::1", port, connect_timeout: 5), dir) if Support::Haproxy.ipv6?
+      refute_match(/Closing a connection/, server.stderr)
     end
   end
 

@@ -17,27 +17,7 @@ class TestTlsProxy < Minitest::Test
   LINE = "PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n"
 
   def tls_proxy_server(dir)
-    File.write("#{dir}/puma.rb", "set_remote_address proxy_protocol: :v1\n")
-    server = start_server("-C", "#{dir}/puma.rb", "-b", "ssl://127.0.0.1:0?cert=#{dir}/cert.pem&key=#{dir}/key.pem",
-                          app: "tls.ru")
-    [server, server.stdout[%r{Listening on ssl://127\.0\.0\.1:(\d+)}, 1].to_i]
-  end
-
-  # GET /remote through TLS over `io` (already connected, the PROXY line already sent or not).
-  def remote_over(io, dir)
-    ctx = OpenSSL::SSL::SSLContext.new
-    ctx.ca_file = "#{dir}/ca.pem"
-    ctx.verify_mode = OpenSSL::SSL::VERIFY_PEER
-    ssl = OpenSSL::SSL::SSLSocket.new(io, ctx)
-    ssl.hostname = "localhost"
-    ssl.sync_close = true
-    Timeout.timeout(20) do
-      ssl.connect
-      ssl.write("GET /remote HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-      ssl.read.split("\r\n\r\n", 2).last
-    end
-  ensure
-    ssl&.close
+    start_tls_server(dir, "set_remote_address proxy_protocol: :v1\n")
   end
 
   # A proxy that sends the PROXY line in the same write as the first TLS bytes: the client's TLS

@@ -82,5 +82,32 @@ module Support
     ensure
       ssl ? ssl.close : sock&.close
     end
+
+    # A server (app tls.ru) with `config` as its puma.rb, on a TLS listener with the
+    # certificates in `dir`; returns it and the TLS port.
+    def start_tls_server(dir, config)
+      File.write("#{dir}/puma.rb", config)
+      server = start_server("-C", "#{dir}/puma.rb", "-b", "ssl://127.0.0.1:0?cert=#{dir}/cert.pem&key=#{dir}/key.pem",
+                            app: "tls.ru")
+      [server, server.stdout[%r{Listening on ssl://127\.0\.0\.1:(\d+)}, 1].to_i]
+    end
+
+    # GET /remote (tls.ru: REMOTE_ADDR as the app sees it) through TLS over `io`, already
+    # connected (a PROXY header already sent or not), verified with the CA in `dir`.
+    def remote_over(io, dir)
+      ctx = OpenSSL::SSL::SSLContext.new
+      ctx.ca_file = "#{dir}/ca.pem"
+      ctx.verify_mode = OpenSSL::SSL::VERIFY_PEER
+      ssl = OpenSSL::SSL::SSLSocket.new(io, ctx)
+      ssl.hostname = "localhost"
+      ssl.sync_close = true
+      Timeout.timeout(20) do
+        ssl.connect
+        ssl.write("GET /remote HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        ssl.read.split("\r\n\r\n", 2).last
+      end
+    ensure
+      ssl&.close
+    end
   end
 end

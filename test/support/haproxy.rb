@@ -29,11 +29,13 @@ module Support
     # socket's path); `server_options` go on the backend's server line (`send-proxy-v2`...),
     # `backend` lines into the backend (`option forwardfor`...). Health checks (`option
     # httpchk`) every `check_ms`. Returns its port.
-    def start_haproxy(dir, upstream, server_options: "", backend: [], check_ms: 100)
+    # `mode: "tcp"` relays bytes (TLS passes through to a TLS listener), with TCP checks and
+    # no statistics.
+    def start_haproxy(dir, upstream, server_options: "", backend: [], check_ms: 100, mode: "http")
       3.times do
         port = free_port # HAProxy cannot be told to pick a port and say which
         config = File.join(dir, "haproxy.cfg")
-        File.write(config, haproxy_config(port, upstream, server_options, backend, check_ms))
+        File.write(config, haproxy_config(port, upstream, server_options, backend, check_ms, mode))
         log = File.join(dir, "haproxy.out")
         pid = Process.spawn(BINARY, "-db", "-f", config, out: log, err: log)
         (@haproxy_pids ||= []) << pid
@@ -88,17 +90,18 @@ module Support
 
     private
 
-    def haproxy_config(port, upstream, server_options, backend, check_ms)
+    def haproxy_config(port, upstream, server_options, backend, check_ms, mode)
       address = upstream.is_a?(Integer) ? "127.0.0.1:#{upstream}" : upstream
       ipv6 = Haproxy.ipv6? ? "  bind [::1]:#{port}\n" : ""
+      http = mode == "http"
       <<~CONF
         global
           maxconn 512
           log stdout format raw local0 info
         defaults
-          mode http
+          mode #{mode}
           log global
-          option httplog
+          option #{http ? 'httplog' : 'tcplog'}
           timeout connect 5s
           timeout client 30s
           timeout server 30s
@@ -109,13 +112,9 @@ module Support
           timeout check 10s
         frontend fe
           bind 127.0.0.1:#{port}
-        #{ipv6}  stats enable
-          stats uri #{STATS_PATH}
-          default_backend be
+        #{ipv6}#{http ? "  stats enable\n  stats uri #{STATS_PATH}\n" : ''}  default_backend be
         backend be
-          option httpchk GET /
-          http-reuse always
-        #{backend.map { |l| "  #{l}\n" }.join}  server catamount #{address} check inter #{check_ms} #{server_options}
+        #{http ? "  option httpchk GET /\n  http-reuse always\n" : ''}        #{backend.map { |l| "  #{l}\n" }.join}  server catamount #{address} check inter #{check_ms} #{server_options}
       CONF
     end
 
