@@ -215,6 +215,7 @@ impl RbServer {
             null_input: keep(fetch(settings, "null_input")?),
             show_errors: matches!(o.environment.as_str(), "development" | "test"),
             log_requests: o.log_requests,
+            log_json: o.log_requests && o.log_requests_json,
             error_handler: keep_optional(settings, "lowlevel_error_handler")?,
             access_logger: keep_optional(settings, "access_logger")?,
             remote_addr: match &o.remote_address {
@@ -659,6 +660,10 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
         responder,
     } = job;
     let spooled = rack::env::spooled(&request);
+    let request_id = settings
+        .log_json
+        .then(|| rack::access_json::begin(&request))
+        .flatten();
     let env = match rack::env::build(ruby, settings, &mut request) {
         Ok(env) => env,
         // Building the env raised (it should not): answer 500 rather than lose the thread.
@@ -675,6 +680,9 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
             );
         }
     };
+    if let Some(id) = request_id {
+        rack::access_json::give_to_app(env, id);
+    }
     let input = if spooled {
         rack::env::input(ruby, env)
     } else {
@@ -693,7 +701,9 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
         }
         Lending::Hijacked(serving) => {
             rack::hijack::after_call(ruby, &request, env, result, serving);
-            if settings.log_requests && !rack::escape::pending() {
+            if settings.log_json {
+                rack::access_json::log(ruby, settings, &request, None, None);
+            } else if settings.log_requests && !rack::escape::pending() {
                 rack::response::access_log_hijacked(ruby, settings, &request, started);
             }
             Ok(())

@@ -20,7 +20,7 @@
 //!
 //! The modules' dependencies run one way: `tls_stream` on none; `dispatch`, `stream` (on
 //! `tls_stream`), `body_buffers`, `hand_over`,
-//! `log`, `metrics`, `spill` and `listener` depend on no other module; `config` ([`ServerConfig`]) on
+//! `log`, `metrics`, `spill` and `listener` depend on no other module (`access_log` on `log`); `config` ([`ServerConfig`]) on
 //! `dispatch`; `response` on `dispatch`, `hand_over` and `stream`; `request` on `response` (and
 //! `dispatch`, `body_buffers`); `shared` on `request`, `response`, `config`, `hand_over`,
 //! `body_buffers` and `stream`; `reactor` on `shared` (and the modules below it); `server` on
@@ -29,6 +29,7 @@
 
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+pub mod access_log;
 pub mod body_buffers;
 mod config;
 pub mod dispatch;

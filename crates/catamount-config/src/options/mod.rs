@@ -447,11 +447,11 @@ options! {
         }
     }
     log_requests {
-        doc: "access log: one line per request on stdout (or `custom_logger`); `quiet` turns it off",
+        doc: "access log: one line per request on stdout (or `custom_logger`); `log_requests :json` writes one JSON object a line instead of Puma's plain line (see below); `quiet` turns it off",
         default: "off",
-        example: "log_requests",
+        example: "log_requests :json",
         methods: [
-            "log_requests" => set!(log_requests, flag),
+            "log_requests" => log_requests,
             "quiet" => set!(log_requests, not_flag),
         ],
         flags: [
@@ -464,6 +464,8 @@ options! {
         ],
         fields: {
             log_requests: bool => bool = or(false), same;
+            /// `log_requests :json`: JSON lines (not a Puma key: Puma takes `:json` as "on").
+            log_requests_json: bool => bool = or(false), hidden;
         }
     }
     silent {

@@ -404,6 +404,17 @@ pub(super) fn rackup(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), St
     Ok(())
 }
 
+/// `log_requests` / `log_requests(true/false)` as Puma's; `log_requests :json` (or `"json"`)
+/// turns it on with JSON lines. Without an argument (`-v`) the format another layer chose stays.
+pub(super) fn log_requests(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), String> {
+    let json = matches!(args, [Value::Sym(s) | Value::Str(s)] if s == "json");
+    l.log_requests = Some(flag(name, args)?);
+    if !args.is_empty() {
+        l.log_requests_json = Some(json);
+    }
+    Ok(())
+}
+
 pub(super) fn not_flag(name: &str, args: &[Value]) -> Result<bool, String> {
     flag(name, args).map(|on| !on)
 }

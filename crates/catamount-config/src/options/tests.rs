@@ -719,6 +719,7 @@ fn export_uses_pumas_keys() {
     let exceptions: &[(&str, &[&str])] = &[
         ("thread_handoff", &[]),
         ("activated_sockets", &[]),
+        ("log_requests_json", &[]),
         ("http_methods", &["supported_http_methods"]),
         (
             "remote_address",
@@ -839,4 +840,31 @@ fn given_values_are_what_the_file_set_under_pumas_keys() {
         "a default is not something the file set"
     );
     assert_eq!(get("persistent_timeout"), None);
+}
+
+#[test]
+fn log_requests_json_and_what_keeps_it() {
+    let resolved = |user: &[&[Value]], file: &[&[Value]]| {
+        let mut layers = (Layer::default(), Layer::default());
+        for (layer, calls) in [(&mut layers.0, user), (&mut layers.1, file)] {
+            for args in calls {
+                layer
+                    .set("log_requests", args)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        let o = resolve(&layers.0, &layers.1, &env(&no_env)).unwrap_or_else(|e| panic!("{e}"));
+        (o.log_requests, o.log_requests_json)
+    };
+    let json: &[Value] = &[Value::Sym("json".into())];
+    assert_eq!(resolved(&[], &[]), (false, false));
+    assert_eq!(resolved(&[], &[&[]]), (true, false));
+    assert_eq!(resolved(&[], &[json]), (true, true));
+    assert_eq!(resolved(&[], &[&[Value::Str("json".into())]]), (true, true));
+    // Any other truthy value is Puma's "on": plain lines.
+    assert_eq!(resolved(&[], &[&[Value::Str("yes".into())]]), (true, false));
+    assert_eq!(resolved(&[], &[&[Value::Bool(false)]]), (false, false));
+    // `-v` turns it on without choosing the format: the file's JSON stays.
+    assert_eq!(resolved(&[&[]], &[json]), (true, true));
+    assert_eq!(resolved(&[&[Value::Bool(false)]], &[json]), (false, false));
 }

@@ -433,15 +433,19 @@ fn remote_addr(ruby: &Ruby, settings: &RackSettings, request: &Request) -> Value
             let first = request
                 .head
                 .header(name)
-                .and_then(|v| {
-                    v.split(|c| *c == b',' || c.is_ascii_whitespace())
-                        .find(|t| !t.is_empty())
-                })
+                .and_then(first_address)
                 .map(|t| ruby.str_from_slice(t).as_value());
             first.unwrap_or_else(|| ruby.str_new(&request.peer.ip_string()).as_value())
         }
         RemoteAddr::Socket => ruby.str_new(&request.peer.ip_string()).as_value(),
     }
+}
+
+/// The first address of a `set_remote_address header:` value (`X-Forwarded-For: a, b`).
+pub(crate) fn first_address(value: &[u8]) -> Option<&[u8]> {
+    value
+        .split(|c| *c == b',' || c.is_ascii_whitespace())
+        .find(|t| !t.is_empty())
 }
 
 fn says_https(name: &[u8], value: &[u8]) -> bool {

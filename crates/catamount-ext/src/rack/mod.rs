@@ -2,6 +2,7 @@
 //! `[status, headers, body]` becomes ([`response`]), and the connection the app may take over
 //! ([`hijack`]; remembered for a stop's drain in [`taken`]).
 
+pub mod access_json;
 pub mod env;
 pub(crate) mod escape;
 pub mod hijack;
@@ -37,6 +38,8 @@ pub struct RackSettings {
     pub show_errors: bool,
     /// Access log on stdout.
     pub log_requests: bool,
+    /// `log_requests :json`: the access log (on) writes JSON lines ([`access_json`]).
+    pub log_json: bool,
     /// `lowlevel_error_handler`: makes the response when the app raised or answered wrongly.
     pub error_handler: Option<Opaque<Value>>,
     /// `custom_logger`: receives access log lines (`write` or `<<`) instead of stdout.

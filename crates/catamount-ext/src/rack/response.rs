@@ -107,6 +107,9 @@ pub fn respond(
                 None => log_jump(request),
             }
             let status = write_error(settings, request, env, responder, exception);
+            if settings.log_json {
+                super::access_json::log(ruby, settings, request, Some(status), None);
+            }
             // Puma runs `rack.after_reply` whatever the app did; after a kill or a `throw`
             // no more app code runs.
             if exception.is_some() && !escape::pending() {
@@ -121,6 +124,9 @@ pub fn respond(
         Err(AppBug(why)) => {
             log::error(&format!("{}: {why}", app_context(request)));
             let status = write_error(settings, request, env, responder, None);
+            if settings.log_json {
+                super::access_json::log(ruby, settings, request, Some(status), None);
+            }
             super::env::run_after_reply(ruby, env);
             finished(ruby, env, status, None, None);
             return Ok(());
@@ -140,7 +146,16 @@ pub fn respond(
     );
     // Cleanup runs even when a jump is on its way.
     close_body(body);
-    if let Ok(Written { status, app_length }) = outcome {
+    if settings.log_json {
+        let (status, bytes) = match &outcome {
+            Ok(written) => (written.status, written.body_bytes),
+            Err(failure) => (failure.status, None),
+        };
+        super::access_json::log(ruby, settings, request, Some(status), bytes);
+    } else if let Ok(Written {
+        status, app_length, ..
+    }) = outcome
+    {
         if settings.log_requests {
             access_log(ruby, settings, request, status, app_length, started);
         }
@@ -210,6 +225,8 @@ pub(crate) fn finished<S: magnus::IntoValue + Copy>(
 struct Written {
     status: u16,
     app_length: Option<u64>,
+    /// Body bytes sent (the JSON access log's `bytes`); None after a 101 (the app's stream).
+    body_bytes: Option<u64>,
 }
 
 /// A response that failed: already logged and answered (or the connection aborted); a
@@ -337,9 +354,10 @@ fn write_triple(
     let out = head.encode(to, framing, known_len, keep_alive);
     responder.set_status(status);
 
-    let written = Written {
+    let mut written = Written {
         status,
         app_length: head.content_length(),
+        body_bytes: Some(0),
     };
     let gone = |e: std::io::Error| Failure::client_gone(ruby, status, &e);
     // A callable body is walked as an `each` body whose parts are its stream's writes
@@ -366,9 +384,11 @@ fn write_triple(
             responder.write_whole(out, started).map_err(gone)?;
         }
         (_, BodyKind::Array(array)) => {
+            written.body_bytes = Some(array.len);
             write_array(ruby, &mut responder, out, &array, status, started)?;
         }
         (_, BodyKind::File(file, len)) => {
+            written.body_bytes = Some(len);
             send(&mut responder, out).map_err(gone)?;
             // Reading the file may wait for the disk: only this request waits for it.
             released(&mut responder, file, |r, file| r.send_file(file, 0, len)).map_err(gone)?;
@@ -383,7 +403,8 @@ fn write_triple(
                 // bounds it.
                 responder.mark_streaming();
             }
-            responder = stream_body(
+            let body_bytes;
+            (responder, body_bytes) = stream_body(
                 ruby,
                 settings,
                 request,
@@ -395,6 +416,7 @@ fn write_triple(
                 status,
                 responder,
             )?;
+            written.body_bytes = Some(body_bytes);
         }
     }
     // Slow readers hold all the process may hand over, in memory and in spill files: this
@@ -501,7 +523,7 @@ fn stream_body(
     limit: Option<u64>,
     status: u16,
     responder: Responder,
-) -> Result<Responder, Failure> {
+) -> Result<(Responder, u64), Failure> {
     let state = Arc::new(Mutex::new(Some(Streaming {
         responder,
         pending: head,
@@ -594,7 +616,7 @@ fn stream_body(
     }
     send(&mut st.responder, std::mem::take(&mut st.pending))
         .map_err(|e| Failure::client_gone(ruby, status, &e))?;
-    Ok(st.responder)
+    Ok((st.responder, st.body_bytes))
 }
 
 /// The `each` body that runs a callable body: `Catamount::CallableBody` (lib/catamount/
@@ -651,6 +673,7 @@ fn switch_protocols(
         Ok(_) => Ok(Written {
             status: STATUS,
             app_length: None,
+            body_bytes: None,
         }),
         Err(e) => {
             let exception = escape::caught(e);
@@ -1289,8 +1312,13 @@ fn write_access_line(
         String::from_utf8_lossy(head.path()),
         started.elapsed().as_secs_f64()
     );
+    emit_access_line(ruby, settings, line);
+}
+
+/// An access line to `custom_logger` when there is one, else stdout (the log queue).
+pub(crate) fn emit_access_line(ruby: &Ruby, settings: &RackSettings, line: String) {
     let Some(logger) = settings.access_logger else {
-        log::stdout(&line);
+        log::emit(log::Stream::Out, line);
         return;
     };
     if escape::pending() {
