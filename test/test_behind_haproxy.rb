@@ -67,9 +67,14 @@ class TestBehindHaproxy < Minitest::Test
     end
   end
 
+  # Catamount takes the header's first address, as Puma does, so HAProxy must drop the one a
+  # client sends before adding its own (docs/deployment.md).
   def test_x_forwarded_for_behind_option_forwardfor
-    behind_haproxy("set_remote_address header: \"X-Forwarded-For\"", "", backend: ["option forwardfor"]) do |port, _|
+    backend = ["http-request del-header X-Forwarded-For", "option forwardfor"]
+    behind_haproxy("set_remote_address header: \"X-Forwarded-For\"", "", backend: backend) do |port, _|
       assert_clients_seen(port)
+      spoofed = raw_request(port, "GET /env HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n")
+      assert_equal "127.0.0.1", JSON.parse(spoofed.body)["REMOTE_ADDR"], "the client's own header is dropped"
     end
   end
 
