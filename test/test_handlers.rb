@@ -102,6 +102,23 @@ class TestHandlers < Minitest::Test
     assert_stopped_by(server, "TERM")
   end
 
+  # `-O Silent`: no boot or stop lines, the server serves all the same.
+  def test_rackup_silent_option
+    port = free_port
+    server = rackup(app_dir, "-q", "-o", "127.0.0.1", "-p", port.to_s, "-E", "production", "-O", "Silent")
+    listening = lambda do
+      TCPSocket.new("127.0.0.1", port).close
+      true
+    rescue SystemCallError
+      false
+    end
+    assert wait_until(timeout: 20, &listening), "nothing listens on #{port}\n#{server.stderr}"
+    assert_equal 200, get(port, "/").status
+    server.signal("INT")
+    assert server.wait_exit.success?
+    assert_equal "", server.stdout
+  end
+
   # `workers` in config/puma.rb makes a cluster of the app rackup built; a phased restart's
   # fresh worker 0 is the whole rackup command run again.
   def test_rackup_cluster_from_config_and_a_phased_restart
