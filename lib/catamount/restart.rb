@@ -152,17 +152,18 @@ module Catamount
 
     # Puts `sockets` (`[[fd, bind_url_or_nil], ...]`) into `env` for the next process: systemd's
     # (no URL) as LISTEN_FDS for this same PID, at descriptors 3, 4, ... as that protocol
-    # requires; those with a URL as PUMA_INHERIT_n, at the descriptors after them. Returns the
-    # redirections for the exec (`{child_fd => this_fd}`).
+    # requires; those with a URL as PUMA_INHERIT_n at their own descriptors. Returns the
+    # redirections for the exec or spawn (`{child_fd => this_fd}`). No other descriptor handed
+    # on can be among 3, 4, ...: when this process has activated sockets, it got them there,
+    # and its listeners still hold those numbers (what it hands on are copies).
     def hand_over(env, sockets)
       activated, named = sockets.partition { |_, url| url.nil? }
       unless activated.empty?
         env["LISTEN_FDS"] = activated.size.to_s
         env["LISTEN_PID"] = Process.pid.to_s
       end
-      first_named = 3 + activated.size
-      named.each_with_index { |(_, url), i| env["PUMA_INHERIT_#{i}"] = "#{first_named + i}:#{url}" }
-      (activated + named).each_with_index.to_h { |(fd, _), i| [3 + i, fd] }
+      named.each_with_index { |(fd, url), i| env["PUMA_INHERIT_#{i}"] = "#{fd}:#{url}" }
+      activated.each_with_index.to_h { |(fd, _), i| [3 + i, fd] }.merge(named.to_h { |fd, _| [fd, fd] })
     end
 
     # Replaces this process with the new one. Returns only if that cannot be done, with the

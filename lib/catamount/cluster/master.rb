@@ -494,8 +494,8 @@ module Catamount
         env = restart.boot_env.dup
         sockets = restart.hand_over(env, @server.restart_fds)
         env[Pipes::FRESH_WORKER_VAR], pipe_fds = @pipes.for_fresh_worker(@pid, @table.phase)
-        # The pipes keep their numbers: made after the listeners, they are above the 3, 4, ...
-        # that systemd's sockets are handed on at.
+        # The pipes keep their numbers: open here, they are none of the 3, 4, ... that systemd's
+        # sockets are handed on at (this process's listeners hold those).
         keep = sockets.merge(pipe_fds.to_h { |fd| [fd, fd] })
         pid = Process.spawn(env, *restart.restart_argv(options), keep.merge(unsetenv_others: true))
         @table.forked(0, pid, now: now, wall: Time.now)
