@@ -161,12 +161,14 @@ impl HandedOver {
         self.wake_waiting();
     }
 
-    /// Whether this spill failure is the first since the last success (the one to log).
-    fn spill_failed(&self) -> bool {
+    /// Records a spill failure; true when it is the first since spilling last worked (log only
+    /// that one).
+    pub(crate) fn spill_failed(&self) -> bool {
         !self.spill_failing.swap(true, Ordering::Relaxed)
     }
 
-    fn spill_succeeded(&self) -> bool {
+    /// Records a spill that worked; true when it ends a run of failures (log the recovery).
+    pub(crate) fn spill_worked(&self) -> bool {
         self.spill_failing.swap(false, Ordering::Relaxed)
     }
 }
@@ -234,17 +236,6 @@ impl SpillFile {
         // Counted from here on by the file (released when it is dropped).
         file.len.fetch_add(data.len() as u64, Ordering::SeqCst);
         Ok((file, offset))
-    }
-
-    /// Whether a failure of this process's spilling is the first since it last worked (log
-    /// only that one), and records it.
-    pub(crate) fn first_failure(counts: &HandedOver) -> bool {
-        counts.spill_failed()
-    }
-
-    /// Records a spill that worked; true when it ends a run of failures (log the recovery).
-    pub(crate) fn recovered(counts: &HandedOver) -> bool {
-        counts.spill_succeeded()
     }
 }
 

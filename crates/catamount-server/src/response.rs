@@ -53,6 +53,15 @@ pub(crate) enum Outgoing {
 }
 
 impl Outgoing {
+    /// The file and the part of it to send, for a file or a piece of a spill file.
+    pub(crate) fn file(&self) -> Option<(&File, u64, u64)> {
+        match self {
+            Outgoing::Data(_) => None,
+            Outgoing::File { file, offset, len } => Some((file, *offset, *len)),
+            Outgoing::Spilled { spill, offset, len } => Some((&spill.file, *offset, *len)),
+        }
+    }
+
     /// The memory it holds, as the hand-over bounds count it: a buffer's capacity (a file's
     /// bytes are read by the kernel as they are sent; a spill file's count on their own).
     pub(crate) fn held(&self) -> u64 {
@@ -882,7 +891,7 @@ impl Responder {
         let counts = &self.exchange.handed_over;
         match SpillFile::append(&mut self.spill, counts, &data) {
             Ok((spill, offset)) => {
-                if SpillFile::recovered(counts) {
+                if counts.spill_worked() {
                     log::error("- Spilling responses for slow clients works again");
                 }
                 Outgoing::Spilled {
@@ -894,7 +903,7 @@ impl Responder {
             Err(SpillRefused::Full) => Outgoing::Data(data),
             Err(SpillRefused::Failed(e)) => {
                 self.spill_failed = true;
-                if SpillFile::first_failure(counts) {
+                if counts.spill_failed() {
                     log::error(&format!(
                         "! Could not spill a response for a slow client to a temporary file ({e}); \
                          threads wait for such clients until it works again"

@@ -2,6 +2,7 @@
 //! the line is logged with, and the gathering of one line's facts (the line itself is built in
 //! `catamount_server::access_log`, without Ruby objects).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::time::SystemTime;
 
@@ -9,9 +10,10 @@ use magnus::{RHash, RString, Ruby};
 
 use catamount_http::Version;
 use catamount_server::access_log::{self, Entry};
-use catamount_server::{Peer, Request};
+use catamount_server::Request;
 
-use super::{RackSettings, RemoteAddr};
+use super::env::Address;
+use super::RackSettings;
 
 thread_local! {
     /// This thread's current request's id: a pool thread serves one request at a time, from
@@ -78,21 +80,14 @@ pub fn log(
     super::response::emit_access_line(ruby, settings, line);
 }
 
-/// `REMOTE_ADDR` as the env builder makes it (see `env::remote_addr`), as bytes.
-fn remote_addr(ruby: &Ruby, settings: &RackSettings, request: &Request) -> Vec<u8> {
-    if matches!(request.peer, Peer::Unix) {
-        return b"127.0.0.1".to_vec();
-    }
-    match &settings.remote_addr {
-        RemoteAddr::Fixed(v) => RString::from_value(ruby.get_inner(*v))
-            .map(crate::ffi::bytes_of)
-            .unwrap_or_default(),
-        RemoteAddr::Header(name) => request
-            .head
-            .header(name)
-            .and_then(super::env::first_address)
-            .map(<[u8]>::to_vec)
-            .unwrap_or_else(|| request.peer.ip_string().into_bytes()),
-        RemoteAddr::Socket => request.peer.ip_string().into_bytes(),
+/// `REMOTE_ADDR` as the env builder makes it, as bytes.
+fn remote_addr<'r>(ruby: &Ruby, settings: &RackSettings, request: &'r Request) -> Cow<'r, [u8]> {
+    match super::env::remote_address(settings, request) {
+        Address::Bytes(bytes) => bytes,
+        Address::Fixed(v) => Cow::Owned(
+            RString::from_value(ruby.get_inner(v))
+                .map(crate::ffi::bytes_of)
+                .unwrap_or_default(),
+        ),
     }
 }

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use magnus::value::{Lazy, ReprValue};
+use magnus::value::{Lazy, Opaque, ReprValue};
 use magnus::{prelude::*, Error, IntoValue, RArray, RClass, RHash, RString, Ruby, Value};
 
 use catamount_http::{names, RequestHead, Version};
@@ -424,25 +424,39 @@ fn header_key(ruby: &Ruby, name: &[u8], scratch: &mut Vec<u8>) -> RString {
 /// `REMOTE_ADDR`: UNIX-socket clients are always `127.0.0.1` (as in Puma, whatever the mode);
 /// otherwise the fixed value, the header's first address, or the peer.
 fn remote_addr(ruby: &Ruby, settings: &RackSettings, request: &Request) -> Value {
-    if matches!(request.peer, catamount_server::Peer::Unix) {
-        return ruby.str_new("127.0.0.1").as_value();
+    match remote_address(settings, request) {
+        Address::Bytes(bytes) => ruby.str_from_slice(&bytes).as_value(),
+        Address::Fixed(v) => ruby.get_inner(v),
     }
+}
+
+/// A request's `REMOTE_ADDR`: bytes, or the fixed frozen String `set_remote_address` gave.
+pub(crate) enum Address<'r> {
+    Bytes(Cow<'r, [u8]>),
+    Fixed(Opaque<Value>),
+}
+
+/// `REMOTE_ADDR` as `set_remote_address` says: the env's and the JSON access log's.
+pub(crate) fn remote_address<'r>(settings: &RackSettings, request: &'r Request) -> Address<'r> {
+    if matches!(request.peer, catamount_server::Peer::Unix) {
+        return Address::Bytes(Cow::Borrowed(b"127.0.0.1"));
+    }
+    let socket = || Cow::Owned(request.peer.ip_string().into_bytes());
     match &settings.remote_addr {
-        RemoteAddr::Fixed(v) => ruby.get_inner(*v),
-        RemoteAddr::Header(name) => {
-            let first = request
+        RemoteAddr::Fixed(v) => Address::Fixed(*v),
+        RemoteAddr::Header(name) => Address::Bytes(
+            request
                 .head
                 .header(name)
                 .and_then(first_address)
-                .map(|t| ruby.str_from_slice(t).as_value());
-            first.unwrap_or_else(|| ruby.str_new(&request.peer.ip_string()).as_value())
-        }
-        RemoteAddr::Socket => ruby.str_new(&request.peer.ip_string()).as_value(),
+                .map_or_else(socket, Cow::Borrowed),
+        ),
+        RemoteAddr::Socket => Address::Bytes(socket()),
     }
 }
 
 /// The first address of a `set_remote_address header:` value (`X-Forwarded-For: a, b`).
-pub(crate) fn first_address(value: &[u8]) -> Option<&[u8]> {
+fn first_address(value: &[u8]) -> Option<&[u8]> {
     value
         .split(|c| *c == b',' || c.is_ascii_whitespace())
         .find(|t| !t.is_empty())

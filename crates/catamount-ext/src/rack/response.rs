@@ -420,10 +420,10 @@ fn write_triple(
         }
     }
     // Slow readers hold all the process may hand over, in memory and in spill files: this
-    // thread waits for its own client
-    // (or the total to fall) before it takes another request. Needed although this response is
-    // whole: every response may hand over its first piece unchecked, so without this wait one
-    // thread could leave a piece for each of any number of slow clients.
+    // thread waits for its own client (or the total to fall) before it takes another request.
+    // Needed although this response is whole: every response may hand over its first piece
+    // unchecked, so without this wait one thread could leave a piece for each of any number of
+    // slow clients.
     if responder.over_budget() && !wait_for_client(&responder) {
         ruby.thread_check_ints()
             .map_err(|e| interrupted(e, status))?;

@@ -681,29 +681,20 @@ impl Conn {
                     self.exchange.release(data.capacity() as u64);
                     continue;
                 }
-                Step::Write(Outgoing::File { file, offset, len }) => {
-                    if self
-                        .writer(true)
-                        .send_file(&file, offset, len)
-                        .await
-                        .is_err()
-                    {
-                        return self.aborted();
+                Step::Write(piece) => {
+                    if let Some((file, offset, len)) = piece.file() {
+                        if self
+                            .writer(true)
+                            .send_file(file, offset, len)
+                            .await
+                            .is_err()
+                        {
+                            return self.aborted();
+                        }
                     }
-                    continue;
-                }
-                Step::Write(Outgoing::Spilled { spill, offset, len }) => {
-                    if self
-                        .writer(true)
-                        .send_file(&spill.file, offset, len)
-                        .await
-                        .is_err()
-                    {
-                        return self.aborted();
-                    }
-                    // The file's bytes leave the spill count when its last piece is sent (or
-                    // the response is dropped): this is the reactor's reference going.
-                    drop(spill);
+                    // A spill file's bytes leave the spill count when its last piece has been
+                    // sent (or the response is dropped): this may be that piece going.
+                    drop(piece);
                     continue;
                 }
                 Step::Ended(Ending::Aborted) => return Delivered::Abort,
