@@ -31,11 +31,13 @@ module Support
     # httpchk`) every `check_ms`. Returns its port.
     # `mode: "tcp"` relays bytes (TLS passes through to a TLS listener), with TCP checks and
     # no statistics.
-    def start_haproxy(dir, upstream, server_options: "", backend: [], check_ms: 100, mode: "http")
+    # Several servers: `upstream` is an Array of whole `server` lines' arguments (name address
+    # options), `check` the httpchk request.
+    def start_haproxy(dir, upstream, server_options: "", backend: [], check_ms: 100, mode: "http", check: "GET /")
       3.times do
         port = free_port # HAProxy cannot be told to pick a port and say which
         config = File.join(dir, "haproxy.cfg")
-        File.write(config, haproxy_config(port, upstream, server_options, backend, check_ms, mode))
+        File.write(config, haproxy_config(port, upstream, server_options, backend, check_ms, mode, check))
         log = File.join(dir, "haproxy.out")
         pid = Process.spawn(BINARY, "-db", "-f", config, out: log, err: log)
         (@haproxy_pids ||= []) << pid
@@ -51,14 +53,15 @@ module Support
       raise "haproxy found no free port in 3 tries"
     end
 
-    # The backend server's row of HAProxy's statistics, as a Hash of CSV column to value.
-    def haproxy_server_stats(port)
+    # The backend server's row of HAProxy's statistics, as a Hash of CSV column to value
+    # (`server`: its name; "BACKEND" for the backend's totals).
+    def haproxy_server_stats(port, server = "catamount")
       csv = Net::HTTP.start("127.0.0.1", port, open_timeout: 10, read_timeout: 10) do |http|
         http.get("#{STATS_PATH};csv").body
       end
       header, *rows = csv.lines.map(&:chomp)
       names = header.delete_prefix("# ").split(",")
-      row = rows.map { |r| names.zip(r.split(",", -1)).to_h }.find { |r| r["pxname"] == "be" && r["svname"] == "catamount" }
+      row = rows.map { |r| names.zip(r.split(",", -1)).to_h }.find { |r| r["pxname"] == "be" && r["svname"] == server }
       row or raise "no backend server row in HAProxy's statistics:\n#{csv}"
     end
 
@@ -73,10 +76,10 @@ module Support
     end
 
     # Waits (bounded) until HAProxy's health check sees the server UP; returns the row.
-    def wait_for_haproxy_up(port, timeout: 15)
+    def wait_for_haproxy_up(port, timeout: 15, server: "catamount")
       row = nil
       up = wait_until(timeout: timeout) do
-        row = haproxy_server_stats(port)
+        row = haproxy_server_stats(port, server)
         row["status"] == "UP" && row["check_status"] == "L7OK"
       end
       assert up, "HAProxy never saw the server UP: #{row.inspect}"
@@ -90,8 +93,9 @@ module Support
 
     private
 
-    def haproxy_config(port, upstream, server_options, backend, check_ms, mode)
+    def haproxy_config(port, upstream, server_options, backend, check_ms, mode, check)
       address = upstream.is_a?(Integer) ? "127.0.0.1:#{upstream}" : upstream
+      servers = upstream.is_a?(Array) ? upstream : ["catamount #{address} check inter #{check_ms} #{server_options}"]
       ipv6 = Haproxy.ipv6? ? "  bind [::1]:#{port}\n" : ""
       http = mode == "http"
       <<~CONF
@@ -114,7 +118,7 @@ module Support
           bind 127.0.0.1:#{port}
         #{ipv6}#{http ? "  stats enable\n  stats uri #{STATS_PATH}\n" : ''}  default_backend be
         backend be
-        #{http ? "  option httpchk GET /\n  http-reuse always\n" : ''}        #{backend.map { |l| "  #{l}\n" }.join}  server catamount #{address} check inter #{check_ms} #{server_options}
+        #{http ? "  option httpchk #{check}\n  http-reuse always\n" : ''}        #{backend.map { |l| "  #{l}\n" }.join}#{servers.map { |l| "  server #{l}" }.join("\n")}
       CONF
     end
 

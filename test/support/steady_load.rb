@@ -11,13 +11,16 @@ require "socket"
 #
 # Bounded: every request has a timeout, and the load stops by itself after `max_seconds`.
 # With `tls:` (a CA file) the clients speak HTTPS, verifying the server's certificate with it.
+# With `method: "POST"` each request carries a one-byte body (a POST is never retried by
+# Net::HTTP, nor by a proxy told not to).
 class SteadyLoad
   Failure = Struct.new(:client, :error)
 
   attr_reader :failures
 
-  def initialize(port, path: "/", keep_alive: 2, fresh: 2, timeout: 20, max_seconds: 90, tls: nil)
+  def initialize(port, path: "/", keep_alive: 2, fresh: 2, timeout: 20, max_seconds: 90, tls: nil, method: "GET")
     @port = port
+    @method = method
     @tls = tls
     @path = path
     @timeout = timeout
@@ -79,7 +82,7 @@ class SteadyLoad
         tls = @tls ? { use_ssl: true, ca_file: @tls, verify_mode: OpenSSL::SSL::VERIFY_PEER } : {}
         Net::HTTP.start("127.0.0.1", @port, open_timeout: @timeout, read_timeout: @timeout, **tls) do |http|
           while running?
-            response = http.get(@path)
+            response = @method == "POST" ? http.post(@path, "x", "content-type" => "text/plain") : http.get(@path)
             record(name, response.code.to_i, response.body)
           end
         end
@@ -103,7 +106,8 @@ class SteadyLoad
   def fresh_request
     socket = Socket.tcp("127.0.0.1", @port, connect_timeout: @timeout)
     socket = tls_handshake(socket) if @tls
-    socket.write("GET #{@path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n")
+    body = @method == "POST" ? "Content-Type: text/plain\r\nContent-Length: 1\r\n\r\nx" : "\r\n"
+    socket.write("#{@method} #{@path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\n#{body}")
     response = +""
     loop do
       chunk = socket.read_nonblock(65_536, exception: false)
