@@ -21,10 +21,11 @@ class TestSeveralHosts < Minitest::Test
   CONTROL_PORT = 9293
 
   # The backend docs/deployment.md gives: round robin, a request that found no connection or no
-  # answer retried (idempotent ones only) on another server, checks every 200 ms, two failed
-  # checks take a server out and two good ones bring it back.
+  # answer retried (idempotent ones only) on another server, checks every 200 ms that a worker
+  # is booted, two failed checks take a server out and two good ones bring it back.
   BACKEND = [
     "balance roundrobin",
+    'http-check expect rstring "\\"booted_workers\\":[1-9]"',
     "retry-on conn-failure empty-response",
     "http-request disable-l7-retry unless METH_GET",
     "retries 3",

@@ -3,6 +3,7 @@
 require "ipaddr"
 require "open3"
 require "rbconfig"
+require "tmpdir"
 
 module Support
   # Separate "hosts" for a test: Linux network namespaces (`ip netns`), each joined to this
