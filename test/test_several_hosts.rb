@@ -105,6 +105,7 @@ class TestSeveralHosts < Minitest::Test
 
   # Three namespaces, each running a two-worker preloaded cluster with a data-only control
   # server, and HAProxy in front once it sees all three up. Yields the hosts and HAProxy's port.
+  # Whatever runs in a namespace is killed with it after the test (Support::Netns).
   def three_hosts
     Dir.mktmpdir do |dir|
       hosts = netns_hosts(3)
@@ -131,8 +132,6 @@ class TestSeveralHosts < Minitest::Test
       port = start_haproxy(dir, servers, backend: BACKEND, check: "GET /stats")
       hosts.each_index { |i| wait_for_haproxy_up(port, server: "h#{i}") }
       yield hosts, port
-    ensure
-      (hosts || []).each { |host| kill_named_workers(host.server) }
     end
   end
 

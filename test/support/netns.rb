@@ -56,28 +56,20 @@ module Support
 
     # PIDs of every process in `host`'s namespace.
     def netns_pids(host)
-      out, = Open3.capture2e("ip", "netns", "pids", host.name)
-      out.split.map(&:to_i)
+      Netns.pids(host.name)
     end
 
-    # The machine dies: every process in the namespace is stopped (so none forks or notices
-    # the others' end), then all are killed with SIGKILL. Returns their PIDs once they are gone
-    # (bounded wait); the namespace and its address stay, refusing connections as a host whose
-    # processes died does.
+    # The machine dies: every process in the namespace is killed at once (Netns.kill_all).
+    # Returns their PIDs once they are gone (bounded wait); the namespace and its address stay,
+    # refusing connections as a host whose processes died does.
     def kill_host(host)
-      stopped = []
-      loop do # a process forked while the others were being stopped is stopped too
-        fresh = netns_pids(host) - stopped
-        break if fresh.empty?
-
-        fresh.each { |pid| Netns.signal("STOP", pid) }
-        stopped.concat(fresh)
+      killed = Netns.kill_all(host.name)
+      gone = wait_until(timeout: 15) do
+        host.server&.exited? # reaps the master, our child
+        netns_pids(host).empty?
       end
-      stopped.each { |pid| Netns.signal("KILL", pid) }
-      host.server&.exited? # reaps the master, our child
-      assert wait_until(timeout: 15) { host.server&.exited?; netns_pids(host).empty? },
-             "processes left in #{host.name}: #{netns_pids(host)}"
-      stopped
+      assert gone, "processes left in #{host.name}: #{netns_pids(host)}"
+      killed
     end
 
     def teardown
@@ -114,7 +106,7 @@ module Support
       `ip netns list`.scan(/^(#{PREFIX}(\d+)t\d+h\d+)/o).each do |name, pid|
         next if alive?(pid.to_i)
 
-        `ip netns pids #{name}`.split.each { |p| signal("KILL", p.to_i) }
+        kill_all(name)
         system("ip", "netns", "delete", name, err: File::NULL)
       end
       `ip -o link show`.scan(/^\d+: (#{PREFIX}(\d+)t\d+h\d+)@/o).each do |name, pid|
@@ -138,6 +130,25 @@ module Support
         return net
       end
       raise "no free 10.x.y.0/24 here"
+    end
+
+    def self.pids(name)
+      out, = Open3.capture2e("ip", "netns", "pids", name)
+      out.split.map(&:to_i)
+    end
+
+    # Stops every process in the namespace (so none forks or notices the others' end), then
+    # kills them all with SIGKILL; returns their PIDs.
+    def self.kill_all(name)
+      stopped = []
+      loop do # a process forked while the others were being stopped is stopped too
+        fresh = pids(name) - stopped
+        break if fresh.empty?
+
+        fresh.each { |pid| signal("STOP", pid) }
+        stopped.concat(fresh)
+      end
+      stopped.each { |pid| signal("KILL", pid) }
     end
 
     # 1, 2, ... for each test of this process that makes namespaces.
@@ -185,10 +196,11 @@ module Support
       @netns_hosts.last
     end
 
-    # Kills what still runs inside, then deletes the namespace (its veth pair goes with it) and
-    # the host side should it remain.
+    # Kills what still runs inside, then deletes the namespace (its veth pair goes with it once
+    # no process holds it) and the host side should it remain.
     def netns_delete(name)
-      `ip netns pids #{name} 2>/dev/null`.split.each { |pid| Netns.signal("KILL", pid.to_i) }
+      Netns.kill_all(name)
+      wait_until(timeout: 10) { Netns.pids(name).empty? }
       system("ip", "netns", "delete", name, err: File::NULL)
       system("ip", "link", "delete", name, err: File::NULL) if `ip -o link show`.include?(" #{name}@")
     end
