@@ -6,8 +6,8 @@ are per host, not per port, so apps tested side by side on 127.0.0.1 must not sh
 then, as a user would:
 
   1. loads APP_URL/ and reads the greeting;
-  2. types NAME into the form and clicks its submit button: chromium posts the form with its
-     CSRF token and the session cookie, follows the redirect;
+  2. types NAME into the form and clicks its submit button (input events, not DOM calls):
+     chromium posts the form with its CSRF token and the session cookie, follows the redirect;
   3. reads the greeting, the visit count (the cookie session) and the ActionCable broadcast
      the page lists once its subscription is confirmed (ShoutChannel);
   4. loads APP_URL/stream as a page, and reads it again with fetch(), each read of the
@@ -89,6 +89,14 @@ class Page:
             await asyncio.sleep(0.05)
         raise Step(f"{what}: not within {TIMEOUT} s (last: {last!r})")
 
+    async def click(self, selector):
+        """A left click in the middle of the element, as mouse events."""
+        box = await self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+                                  ".getBoundingClientRect(); return { x: r.x + r.width / 2, y: r.y + r.height / 2 }; })()")
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.browser.send("Input.dispatchMouseEvent", self.session, type=kind, x=box["x"], y=box["y"],
+                                    button="left", clickCount=1)
+
     async def load(self, url):
         await self.browser.send("Page.navigate", self.session, url=url)
         await self.until(f"load {url}", f"location.href === {json.dumps(url)} && document.readyState === 'complete'")
@@ -122,8 +130,10 @@ async def run(devtools, app, name):
             await page.load(app + "/")
             report["first"] = await page.evaluate("document.getElementById('greeting').textContent")
 
-            await page.evaluate(f"document.getElementById('name').value = {json.dumps(name)}")
-            await page.evaluate("document.querySelector('#greet input[type=submit]').click()")
+            # Typed and clicked as input events, as a user's keyboard and mouse make them.
+            await page.evaluate("document.getElementById('name').focus()")
+            await browser.send("Input.insertText", session, text=name)
+            await page.click("#greet input[type=submit]")
             greeting = f"Hello, {name}!"
             await page.until("the greeting after the form's redirect",
                              f"document.readyState === 'complete' && location.pathname === '/' && "
