@@ -219,6 +219,37 @@ class TestConcurrencyAndShutdown < Minitest::Test
     assert_equal Signal.list["TERM"], server.wait_exit.termsig
   end
 
+  # A stop does not close a keep-alive connection used a moment ago under a client about to
+  # send on it (a proxy's upstream connection): the next request still gets its answer, with
+  # `Connection: close`, and only then does the connection end. (Puma closes idle connections
+  # at once, so a request sent as the stop begins meets the close.) The "moment" is one second
+  # of quiet: a machine too slow to send the next request within it proves nothing, and says so.
+  def test_a_stop_answers_the_next_request_on_a_keep_alive_connection_used_a_moment_ago
+    server = start_server
+    clients = Array.new(4) { connect(server.port) }
+    answered_at = clients.map do |sock|
+      sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert_equal 200, read_response(sock).status
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+    server.signal("TERM")
+    wait_until_refused(server.port) # the stop has reached the reactor; every client is idle
+    quiet = clients.zip(answered_at).map do |sock, at|
+      sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      Process.clock_gettime(Process::CLOCK_MONOTONIC) - at
+    end
+    skip "the machine was too slow to show it: quiet #{quiet.map { |q| q.round(2) }} s" if quiet.min >= 1
+    clients.zip(quiet).each do |sock, q|
+      next if q >= 1
+
+      r = read_response(sock)
+      assert_equal [200, "close"], [r.status, r["connection"]], "after #{q.round(3)} s of quiet"
+      assert_equal "", read_until_close(sock)
+    end
+    clients.each(&:close)
+    assert_equal Signal.list["TERM"], server.wait_exit.termsig
+  end
+
   # Signals sent to the process are Ruby's: the native threads (reactor, log writer) block them
   # all, so the kernel always delivers them to a Ruby thread; the main thread, which runs the
   # traps, blocks none of the server's signals. A crash (SEGV, BUS, ILL, FPE) is never blocked,

@@ -43,6 +43,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How long a stopping server still waits for a request a connection has begun, or for the
 /// first request of a connection it accepted.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// A stopping server keeps an idle keep-alive connection open until it has been quiet this
+/// long since its last response (see [`last_call`]).
+const LAST_CALL: Duration = Duration::from_secs(1);
 /// A file sent through TLS is read (and encrypted) this much at a time.
 const FILE_PIECE: usize = 64 * 1024;
 /// The request line kept for the log line of a response cut at the end of a stop's drain time
@@ -645,16 +648,14 @@ impl Conn {
     /// served rather than cut off: a connection that has not sent its first request yet (it
     /// was accepted, so the client has sent or is sending one) or is in the middle of one (part
     /// of a head in the buffer, or a body still due) gets up to [`STOP_GRACE`]; an idle
-    /// keep-alive connection gets only the bytes already there (the client may send its next
-    /// request just as the close reaches it, which HTTP clients answer by retrying an
-    /// idempotent request on a new connection).
+    /// keep-alive connection gets its [`last_call`].
     fn stop_deadline(&mut self, deadline: Instant, mid_body: bool) -> Instant {
         let now = Instant::now();
         let seen = *self.stop_seen.get_or_insert(now);
         if mid_body || self.served == 0 || !self.buf.is_empty() {
             deadline.min(seen + STOP_GRACE)
         } else {
-            now
+            deadline.min(last_call(self.idle_since.unwrap_or(now), seen))
         }
     }
 
@@ -811,6 +812,20 @@ impl Conn {
         };
         let _ = tokio::time::timeout(LINGER, drain).await;
     }
+}
+
+/// Until when a stopping server still waits for the next request on an idle keep-alive
+/// connection whose last response ended at `idle_since` (the stop reached it at `stop_seen`).
+///
+/// Closing an idle connection races with a client (a proxy, above all) that is sending its next
+/// request on it: the request meets the close and the proxy counts an error (it may retry, but
+/// HTTP lets it only for idempotent methods). A connection used a moment ago is likely to carry
+/// another request soon, so it is kept until it has been quiet for [`LAST_CALL`], and a request
+/// that comes meanwhile is answered (with `Connection: close`, as every response of a stopping
+/// server). A connection already quiet that long is closed at once: whoever holds it is not
+/// using it now. Puma closes every idle connection at once.
+fn last_call(idle_since: Instant, stop_seen: Instant) -> Instant {
+    (idle_since + LAST_CALL).min(stop_seen + STOP_GRACE)
 }
 
 /// What a read that finished (`Some`) or ran out of time (`None`, reported as `late`) means.
@@ -1003,5 +1018,31 @@ impl Writer<'_> {
                 return ready;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_used_a_moment_ago_waits_until_it_has_been_quiet_for_the_last_call() {
+        let stop = Instant::now();
+        let used = stop - Duration::from_millis(300);
+        assert_eq!(last_call(used, stop), used + LAST_CALL);
+    }
+
+    #[test]
+    fn a_connection_quiet_for_the_last_call_already_is_closed_at_once() {
+        let stop = Instant::now() + Duration::from_secs(10);
+        let used = stop - LAST_CALL - Duration::from_millis(1);
+        assert!(last_call(used, stop) < stop);
+    }
+
+    #[test]
+    fn the_last_call_never_outlasts_the_stop_grace() {
+        let stop = Instant::now();
+        let used = stop + STOP_GRACE;
+        assert_eq!(last_call(used, stop), stop + STOP_GRACE);
     }
 }
