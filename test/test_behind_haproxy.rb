@@ -136,17 +136,7 @@ class TestBehindHaproxy < Minitest::Test
       port = start_haproxy(dir, server.port, server_options: "send-proxy-v2", backend: [RETRY_ON])
       wait_for_haproxy_up(port)
       load = SteadyLoad.new(port, keep_alive: 4, fresh: 0, max_seconds: 150)
-      assert load.wait_for_more(200), load.summary
-      File.write("#{dir}/app.ru", app_source("v2"))
-      server.signal("USR1")
-      assert wait_until(timeout: 60) { server.stdout.include?("Phased restart complete") }, server.stdout
-      assert load.wait_for_bodies { |b| b.keys.any? { |k| k.start_with?("v2 ") } }, load.summary
-      assert load.wait_for_more(200), load.summary
-      File.write("#{dir}/app.ru", app_source("v3"))
-      server.signal("USR2")
-      assert load.wait_for_bodies(timeout: 60) { |b| b.keys.any? { |k| k.start_with?("v3 ") } }, load.summary
-      assert load.wait_for_more([2000 - load.ok, 200].max, timeout: 90), load.summary
-      load.stop
+      phased_then_hot_restart(server, dir, load)
       stats = haproxy_server_stats(port)
       counts = %w[hrsp_2xx hrsp_5xx econ eresp wretr wredis].to_h { |k| [k, stats[k].to_i] }
       puts "\nthrough HAProxy across USR1 and USR2: #{load.ok + load.failures.size} sent, #{load.ok} answered, " \

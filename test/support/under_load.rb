@@ -92,6 +92,23 @@ module Support
       assert_empty load.failures, load.summary
     end
 
+    # Under `load` (through a proxy): v2 of app.ru and a phased restart (USR1) until v2 answers,
+    # then v3 and a hot restart (USR2) until v3 answers, then the load runs to 2,000 answers in
+    # all (at least 200 more) and stops.
+    def phased_then_hot_restart(server, dir, load)
+      assert load.wait_for_more(200), load.summary
+      File.write("#{dir}/app.ru", app_source("v2"))
+      server.signal("USR1")
+      assert wait_until(timeout: 60) { server.stdout.include?("Phased restart complete") }, server.stdout
+      assert load.wait_for_bodies { |b| b.keys.any? { |k| k.start_with?("v2 ") } }, load.summary
+      assert load.wait_for_more(200), load.summary
+      File.write("#{dir}/app.ru", app_source("v3"))
+      server.signal("USR2")
+      assert load.wait_for_bodies(timeout: 60) { |b| b.keys.any? { |k| k.start_with?("v3 ") } }, load.summary
+      assert load.wait_for_more([2000 - load.ok, 200].max, timeout: 90), load.summary
+      load.stop
+    end
+
     # Every answer to a fresh load comes from `version` of the app, and none fails.
     def assert_only_version_served(server, version)
       after = SteadyLoad.new(server.port, keep_alive: 0, fresh: 2)
