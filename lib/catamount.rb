@@ -14,7 +14,7 @@ require "io/wait"
 # app's copy-on-write pages would take it in every worker).
 require "socket"
 require "catamount/version"
-require "catamount/catamount"
+require "catamount/native_extension"
 require "catamount/configuration"
 require "catamount/null_input"
 require "catamount/callable_body"

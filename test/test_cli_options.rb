@@ -86,7 +86,10 @@ class TestEntryPointsAndListener < Minitest::Test
     Dir.mktmpdir do |dir|
       File.write(File.join(dir, "Gemfile"), "gem \"catamount\", path: #{Support::ROOT.inspect}\n")
       File.write(File.join(dir, "config.ru"), "run ->(_) { [200, {}, ['bundled']] }\n")
-      env = { "BUNDLE_GEMFILE" => File.join(dir, "Gemfile"), "BUNDLE_APP_CONFIG" => File.join(dir, ".bundle") }
+      env = { "BUNDLE_GEMFILE" => File.join(dir, "Gemfile"), "BUNDLE_APP_CONFIG" => File.join(dir, ".bundle"),
+              # `bundle install` writes the gem's executables into GEM_HOME/bin: a private one,
+              # not the system's.
+              "GEM_HOME" => File.join(dir, "gems"), "GEM_PATH" => "#{File.join(dir, 'gems')}:#{Gem.path.join(':')}" }
       out = IO.popen(env, %w[bundle install --local], chdir: dir, err: %i[child out], &:read)
       assert $?.success?, out
       server = launch([], env: env, chdir: dir, command: %w[bundle exec catamount -b tcp://127.0.0.1:0], boot: true)
