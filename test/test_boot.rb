@@ -103,7 +103,8 @@ class TestBoot < Minitest::Test
     Dir.mktmpdir do |dir|
       {
         "threads 1, 2\nthreads 5, 1\n" => /c\.rb:2: threads: the minimum \(5\) is greater/,
-        "workers 2\nmax_io_threads 1\n" => /max_io_threads\) is not supported yet/,
+        "workers 2\nmax_io_threads -1\n" => /c\.rb:2: max_io_threads: -1 is not a whole number of threads/,
+        "max_io_threads 'x'\n" => /c\.rb:1: max_io_threads: "x" is not a whole number of threads/,
         "\n\nfrobnicate 1\n" => /c\.rb:3: unknown configuration method frobnicate/,
         "port 'x'\n" => /c\.rb:1: port: "x" is not a port number/,
         "raise 'oops'\n" => /c\.rb:1: oops \(RuntimeError\)/,

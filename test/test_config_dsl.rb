@@ -449,13 +449,7 @@ class TestConfigDsl < Minitest::Test
     end
   end
 
-  def test_things_that_need_later_subsystems_refuse_to_boot
-    {
-      "max_io_threads 2\n" => /IO-bound thread marking \(max_io_threads\) is not supported yet/
-    }.each do |source, message|
-      _, err = boot_failure(source)
-      assert_match message, err, source
-    end
+  def test_cluster_settings_boot_in_single_mode
     with_config("", env: { "WEB_CONCURRENCY" => "2" }) do |server|
       assert_match(/Workers: 2$/, server.stdout, "WEB_CONCURRENCY is the default worker count")
     end

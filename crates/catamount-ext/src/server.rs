@@ -15,7 +15,7 @@ use magnus::{prelude::*, Error, RHash, Ruby, Symbol, Value};
 use catamount_server::metrics::{HistogramSnapshot, BOUNDS_SECONDS};
 use catamount_server::{
     bind_all_inheriting, log, BoundListener, InheritedSocket, Job, Metrics, PoolAction, Request,
-    Seat, Server, ServerConfig, Wait, Waiter,
+    Seat, SeatId, Server, ServerConfig, Wait, Waiter,
 };
 
 use catamount_config::options::RemoteAddress;
@@ -439,6 +439,7 @@ impl RbServer {
             }
         }
         let mut alive = Alive(&queue, Some(queue.thread_started()));
+        let io_mark = alive.1.as_ref().map(|seat| io_bound_mark(ruby, &queue, seat.id()));
         let waiter = Waiter::new();
         let watch = locked(&rb_self.watch).clone();
         let post = watch.map(|w| w.enter(ruby)).transpose()?;
@@ -477,7 +478,7 @@ impl RbServer {
             if let Some(post) = &post {
                 post.begin(&job.request, &job.responder);
             }
-            let mut served = serve(ruby, &rb_self.rack, app, *job);
+            let mut served = serve(ruby, &rb_self.rack, app, *job, io_mark);
             if post.as_ref().is_some_and(|post| post.end() == Left::Raised) {
                 // Raised for the request that just ended: it must not reach the next one.
                 if matches!(&served, Err(e) if timeout::is_request_timeout(ruby, e)) {
@@ -491,6 +492,11 @@ impl RbServer {
             }
             served?;
             rack::escape::check()?;
+            // An IO-bound thread over the pool's limit now leaves it (already uncounted).
+            if alive.1.as_mut().is_some_and(|seat| queue.request_ended(seat)) {
+                alive.1 = None;
+                return Ok(());
+            }
             if let Some(hook) = rb_self.out_of_band {
                 // Only when no other request is running or waiting: the hook (often a GC)
                 // then delays no one.
@@ -589,7 +595,7 @@ impl RbServer {
             "busy_threads",
             count(pool.spawned.saturating_sub(pool.waiting) + pool.backlog),
         )?;
-        set("io_threads", count(0))?;
+        set("io_threads", count(pool.io_threads))?;
         set("backlog_max", int(m.backlog_max))?;
         set("max_threads", count(rb_self.config.max_threads))?;
         set("requests_count", int(before + pool.requests_count))?;
@@ -649,8 +655,28 @@ pub(crate) fn blocking<R: Send>(
     }
 }
 
+/// `env["puma.mark_as_io_bound"]` for the pool thread in `seat`: one frozen callable per
+/// thread, made when it starts (kept alive by the thread's stack and the envs holding it), so
+/// a request pays one Hash insert for it. Marks the thread that took the request, whichever
+/// thread calls it.
+fn io_bound_mark(ruby: &Ruby, queue: &Arc<catamount_server::WorkQueue>, seat: SeatId) -> Value {
+    let queue = queue.clone();
+    let mark = ruby.proc_from_fn(move |ruby: &Ruby, _args: &[Value], _block| {
+        queue.mark_io_bound(seat);
+        ruby.qnil().as_value()
+    });
+    mark.as_value().freeze();
+    mark.as_value()
+}
+
 /// One request: env, app, response. Errors returned are non-local exits only.
-fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(), Error> {
+fn serve(
+    ruby: &Ruby,
+    settings: &RackSettings,
+    app: Value,
+    job: Job,
+    io_mark: Option<Value>,
+) -> Result<(), Error> {
     // Taken when the thread took the request (no second clock read).
     let started = job.request.taken_at;
     // A jump left over from a request that ended early must not end this one.
@@ -682,6 +708,9 @@ fn serve(ruby: &Ruby, settings: &RackSettings, app: Value, job: Job) -> Result<(
     };
     if let Some(id) = request_id {
         rack::access_json::give_to_app(env, id);
+    }
+    if let Some(mark) = io_mark {
+        env.aset(rack::env::mark_as_io_bound_key(ruby), mark)?;
     }
     let input = if spooled {
         rack::env::input(ruby, env)

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub temp_dir: PathBuf,
     pub min_threads: usize,
     pub max_threads: usize,
+    /// Threads allowed beyond `max_threads` for requests marked IO-bound (Puma 8's
+    /// `max_io_threads`; see `dispatch`). Default 0.
+    pub max_io_threads: usize,
     /// How long a pool thread above `min_threads` may idle before it exits. Default 30 s.
     pub idle_thread_trim: Duration,
     /// When a queued request goes to another pool thread: once it could run it (the GVL is
@@ -132,6 +135,7 @@ impl From<&Options> for ServerConfig {
             temp_dir: std::env::temp_dir(),
             min_threads: o.min_threads as usize,
             max_threads: o.max_threads as usize,
+            max_io_threads: o.max_io_threads as usize,
             idle_thread_trim: Duration::from_secs(30),
             handoff: match o.thread_handoff {
                 ThreadHandoff::GvlAware => Handoff::GvlAware,

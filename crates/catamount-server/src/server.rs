@@ -86,7 +86,8 @@ impl Server {
             config.max_threads,
             config.idle_thread_trim,
             config.handoff,
-        ));
+        )
+        .with_io_threads(config.max_io_threads));
         let body_buffers = BodyBuffers::for_limit(config.body_in_memory_max);
         let shared = Arc::new(Shared {
             body_buffers,

@@ -52,7 +52,7 @@
 //! variables, as Puma's do). Within one layer a later setting replaces an earlier one, except
 //! binds and plugins, which accumulate, and the rackup file, where the first value wins.
 //!
-//! Options whose subsystem has not landed yet (`max_io_threads`) are
+//! Options whose subsystem has not landed yet (none now) are
 //! validated and stored like any other; [`Options::not_supported_yet`] says which of them a boot
 //! asks for. Options holding Ruby objects (hooks, `lowlevel_error_handler`, `custom_logger`,
 //! `app`, ...) live on the Ruby side (`Catamount::Configuration`).
@@ -593,9 +593,9 @@ options! {
         }
     }
     max_io_threads {
-        doc: "Puma 8's extra threads for IO-bound requests: validated; above 0 a boot stops, it has not landed",
+        doc: "Puma 8's extra threads beyond `max` for requests that called `env[\"puma.mark_as_io_bound\"]` (they wait on IO, not the CPU); marked threads past this many take places of `max`",
         default: "0",
-        example: "max_io_threads 0",
+        example: "max_io_threads 5",
         methods: ["max_io_threads" => set!(max_io_threads, thread_count)],
         flags: [],
         fields: {
@@ -938,9 +938,6 @@ impl Options {
     /// The first thing this configuration asks for that Catamount cannot do yet, as
     /// "<what> (<option>)"; the launcher refuses to boot with it rather than ignore it.
     pub fn not_supported_yet(&self) -> Option<String> {
-        if self.max_io_threads > 0 {
-            return Some("IO-bound thread marking (max_io_threads)".into());
-        }
         None
     }
 }

@@ -62,6 +62,7 @@ keys! {
     RACK_EARLY_HINTS = "rack.early_hints";
     RACK_PROTOCOL = "rack.protocol";
     PUMA_BODY_WAIT = "puma.request_body_wait";
+    PUMA_MARK_AS_IO_BOUND = "puma.mark_as_io_bound";
     CATAMOUNT_BODY_WAIT = "catamount.request_body_wait";
     CATAMOUNT_QUEUE_TIME = "catamount.queue_time";
     // Values shared by every request.
@@ -110,6 +111,12 @@ fn class_named(ruby: &Ruby, name: &str) -> RClass {
 /// the responder it writes to).
 pub fn early_hints_key(ruby: &Ruby) -> RString {
     ruby.get_inner(&RACK_EARLY_HINTS)
+}
+
+/// The interned `puma.mark_as_io_bound` key (the callable is the pool thread's own, added by
+/// the pool loop: see `server::io_bound_mark`).
+pub fn mark_as_io_bound_key(ruby: &Ruby) -> RString {
+    ruby.get_inner(&PUMA_MARK_AS_IO_BOUND)
 }
 
 /// What every request's env says the same way for the life of the server.

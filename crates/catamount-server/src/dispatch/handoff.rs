@@ -20,6 +20,12 @@
 //!   must not hold up the queue, so from then on the threads share the GVL by Ruby's own time
 //!   slices, as every thread would with Puma.
 //!
+//! A thread whose request marked itself IO-bound (`env["puma.mark_as_io_bound"]`) is not
+//! counted as serving at all: the app said it waits on IO, so it holds the GVL only for short
+//! moments between waits, and a queued request must not wait for a look to catch it asleep (or
+//! for [`LONG_REQUEST`]) when the point of the mark is to run another request beside it. Should
+//! it run Ruby for long after all, the threads share the GVL by Ruby's time slices, as in Puma.
+//!
 //! The other way, a serving thread steps back (leaves the queue to the others and goes idle)
 //! at most once every [`STEP_BACK_EVERY`] while more than one thread serves: joins are decided
 //! on a glimpse, and a pool whose threads now only queue at the GVL must shrink again. If the
@@ -55,6 +61,11 @@ pub(crate) const LONG_REQUEST: Duration = Duration::from_millis(50);
 /// How often, at most, a serving thread steps back while more than one serves.
 pub(crate) const STEP_BACK_EVERY: Duration = Duration::from_millis(100);
 
+/// Names a pool thread's [`Seat`] to code that cannot hold the seat itself (the callable an
+/// app calls to mark its request IO-bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatId(pub(crate) u64);
+
 /// A pool thread's place in the queue's books, from `WorkQueue::thread_started`. Only the
 /// thread it was given to uses it.
 #[derive(Debug)]
@@ -68,6 +79,12 @@ pub struct Seat {
     pub(crate) look: Vec<Arc<RunState>>,
 }
 
+impl Seat {
+    pub fn id(&self) -> SeatId {
+        SeatId(self.id)
+    }
+}
+
 /// The books of one pool thread.
 #[derive(Debug)]
 struct Member {
@@ -76,6 +93,9 @@ struct Member {
     /// When it took the request it is on; None while it is not serving (serving lasts from
     /// taking a request to coming back to wait: it may take several in a row).
     busy_since: Option<Instant>,
+    /// Its request said it waits on IO (`env["puma.mark_as_io_bound"]`): it is not counted as
+    /// serving, so it never holds a queued request back from another thread.
+    io: bool,
 }
 
 /// What an idle thread with a queued request in front of it does next.
@@ -96,8 +116,10 @@ pub(crate) struct Crew {
     handoff: Handoff,
     members: Vec<Member>,
     next_id: u64,
-    /// Members serving (with a `busy_since`), counted.
+    /// Members serving (with a `busy_since`) and not marked IO-bound, counted.
     serving: usize,
+    /// Members marked IO-bound, counted.
+    pub(crate) io: usize,
     /// The idle thread that looks again every [`LOOK_EVERY`] (at most one).
     pub(crate) watcher: Option<u64>,
     /// When a thread last joined the serving ones or stepped back from them.
@@ -113,6 +135,7 @@ impl Crew {
             members: Vec::new(),
             next_id: 0,
             serving: 0,
+            io: 0,
             watcher: None,
             last_change: Instant::now(),
             blind: false,
@@ -130,6 +153,7 @@ impl Crew {
             id,
             run_state: run_state.map(Arc::new),
             busy_since: None,
+            io: false,
         });
         Seat {
             id,
@@ -141,6 +165,7 @@ impl Crew {
     /// Forgets a thread that leaves the pool.
     pub(crate) fn discharge(&mut self, seat: &Seat) {
         self.idle(seat);
+        self.unmark_io(seat.id());
         self.members.retain(|m| m.id != seat.id);
         if self.watcher == Some(seat.id) {
             self.watcher = None;
@@ -158,7 +183,7 @@ impl Crew {
     /// The thread took a request.
     pub(crate) fn took(&mut self, seat: &Seat, now: Instant) {
         if let Some(m) = self.member(seat) {
-            if m.busy_since.replace(now).is_none() {
+            if m.busy_since.replace(now).is_none() && !m.io {
                 self.serving += 1;
             }
         }
@@ -167,10 +192,42 @@ impl Crew {
     /// The thread came back to wait for work.
     pub(crate) fn idle(&mut self, seat: &Seat) {
         if let Some(m) = self.member(seat) {
-            if m.busy_since.take().is_some() {
+            if m.busy_since.take().is_some() && !m.io {
                 self.serving -= 1;
             }
         }
+    }
+
+    /// Marks the thread IO-bound; false if it already was (or is gone).
+    pub(crate) fn mark_io(&mut self, id: SeatId) -> bool {
+        let Some(m) = self.members.iter_mut().find(|m| m.id == id.0) else {
+            return false;
+        };
+        if m.io {
+            return false;
+        }
+        m.io = true;
+        if m.busy_since.is_some() {
+            self.serving -= 1;
+        }
+        self.io += 1;
+        true
+    }
+
+    /// The thread is no longer IO-bound; false if it was not.
+    pub(crate) fn unmark_io(&mut self, id: SeatId) -> bool {
+        let Some(m) = self.members.iter_mut().find(|m| m.id == id.0) else {
+            return false;
+        };
+        if !m.io {
+            return false;
+        }
+        m.io = false;
+        if m.busy_since.is_some() {
+            self.serving += 1;
+        }
+        self.io -= 1;
+        true
     }
 
     /// Whether a thread that is not serving would take a request pushed now, with `claiming`
@@ -198,7 +255,7 @@ impl Crew {
         seat.look.extend(
             self.members
                 .iter()
-                .filter(|m| m.busy_since.is_some())
+                .filter(|m| m.busy_since.is_some() && !m.io)
                 .filter_map(|m| m.run_state.clone()),
         );
         Verdict::Look
@@ -216,7 +273,9 @@ impl Crew {
 
     /// Whether a serving thread about to take another queued request steps back instead.
     pub(crate) fn steps_back(&mut self, seat: &mut Seat, now: Instant) -> bool {
-        let serving = self.member(seat).is_some_and(|m| m.busy_since.is_some());
+        let serving = self
+            .member(seat)
+            .is_some_and(|m| m.busy_since.is_some() && !m.io);
         let due = serving
             && self.serving > 1
             && !self.eager()
@@ -232,8 +291,9 @@ impl Crew {
 
     fn any_short_request(&self, now: Instant) -> bool {
         self.members.iter().any(|m| {
-            m.busy_since
-                .is_some_and(|t| now.saturating_duration_since(t) < LONG_REQUEST)
+            !m.io
+                && m.busy_since
+                    .is_some_and(|t| now.saturating_duration_since(t) < LONG_REQUEST)
         })
     }
 }

@@ -13,6 +13,10 @@
 //! Which idle thread takes a queued request, and when, is the [`handoff`] module's call: by
 //! default a second thread takes one only once it could run it (the GVL is free).
 //!
+//! A request may mark its thread IO-bound (Puma 8's `max_io_threads`): while marked, the pool
+//! may have up to `max_io_threads` threads beyond `max` (see [`WorkQueue::thread_limit`]), and
+//! a marked thread that finishes its request while the pool is over its limit exits.
+//!
 //! The count of requests running is kept by one guard, [`Running`]: a pool thread that takes a
 //! request gets one (the count goes up under the queue's lock), and the count goes down when it
 //! is dropped, with the job that holds it (see [`Work`]).
@@ -32,7 +36,7 @@ mod handoff;
 mod run_state;
 
 use handoff::{Crew, Verdict, LOOK_EVERY};
-pub use handoff::{Handoff, Seat};
+pub use handoff::{Handoff, Seat, SeatId};
 use run_state::RunState;
 
 /// A thread's handle for one blocking wait; interrupting it wakes the wait.
@@ -160,6 +164,8 @@ pub struct PoolStats {
     pub running: usize,
     /// Requests handed to the app since start.
     pub requests_count: u64,
+    /// Threads marked IO-bound now.
+    pub io_threads: usize,
 }
 
 #[derive(Debug)]
@@ -203,6 +209,8 @@ pub struct WorkQueue<T> {
     capacity: Notify,
     min_threads: usize,
     max_threads: usize,
+    /// Threads allowed beyond `max_threads` while threads are marked IO-bound.
+    max_io_threads: usize,
     idle_trim: Duration,
     requests_count: AtomicU64,
 }
@@ -232,9 +240,25 @@ impl<T> WorkQueue<T> {
             capacity: Notify::new(),
             min_threads,
             max_threads: max_threads.max(1),
+            max_io_threads: 0,
             idle_trim,
             requests_count: AtomicU64::new(0),
         }
+    }
+
+    /// Allows up to `n` threads beyond `max_threads` for requests marked IO-bound (Puma 8's
+    /// `max_io_threads`; 0, the default: marking is counted but grows nothing).
+    pub fn with_io_threads(mut self, n: usize) -> Self {
+        self.max_io_threads = n;
+        self
+    }
+
+    /// How many threads the pool may have now. Puma's rule, "spawned − io < max − (io beyond
+    /// max_io_threads)", said as a limit: `max` plus one per IO-bound thread, up to
+    /// `max_io_threads`. A marked thread thus frees its place for a normal one, and IO-bound
+    /// threads past `max_io_threads` take places of `max`.
+    fn thread_limit(&self, st: &State<T>) -> usize {
+        self.max_threads + st.crew.io.min(self.max_io_threads)
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -263,7 +287,7 @@ impl<T> WorkQueue<T> {
             self.work.notify_one();
         }
         // More requests than idle threads: ask the manager for another thread.
-        if st.jobs.len() > st.idle() && st.spawned < self.max_threads {
+        if st.jobs.len() > st.idle() && st.spawned < self.thread_limit(&st) {
             self.manager.notify_one();
         }
         backlog
@@ -273,7 +297,7 @@ impl<T> WorkQueue<T> {
     /// threads allowed. Connections still sending their request do not count: they cost no thread.
     pub fn has_capacity(&self) -> bool {
         let st = self.lock();
-        st.running + st.jobs.len() + st.arriving < self.max_threads
+        st.running + st.jobs.len() + st.arriving < self.thread_limit(&st)
     }
 
     /// Whether no request is queued or running (called by a pool thread after its own request
@@ -487,7 +511,7 @@ impl<T> WorkQueue<T> {
         st.crew.took(seat, Instant::now());
         st.running += 1;
         self.requests_count.fetch_add(1, Ordering::Relaxed);
-        if st.jobs.len() > st.idle() && st.spawned < self.max_threads {
+        if st.jobs.len() > st.idle() && st.spawned < self.thread_limit(&st) {
             self.manager.notify_one();
         }
         drop(st);
@@ -495,6 +519,41 @@ impl<T> WorkQueue<T> {
             books: self.clone(),
         });
         job
+    }
+
+    /// The request on the thread `id` waits on IO (`env["puma.mark_as_io_bound"]`): the thread
+    /// no longer counts against `max_threads` (up to `max_io_threads` such threads) nor as
+    /// serving for the hand-off, so a queued request gets a thread now. Marking twice is
+    /// marking once. Safe to call from any thread.
+    pub fn mark_io_bound(&self, id: SeatId) {
+        let mut st = self.lock();
+        if !st.crew.mark_io(id) {
+            return;
+        }
+        if st.jobs.len() > st.idle() && st.spawned < self.thread_limit(&st) {
+            self.manager.notify_one();
+        }
+        // An idle thread may take a queued request at once now.
+        if st.unclaimed() && st.waiting > 0 {
+            self.work.notify_one();
+        }
+        drop(st);
+        // The reactor may accept another connection.
+        self.capacity.notify_waiters();
+    }
+
+    /// The thread finished a request (call it before it looks for the next). If the request had
+    /// marked it IO-bound, the mark ends, and when the pool now has more threads than it may,
+    /// the thread leaves it instead of taking more work (Puma's rule): true, already uncounted.
+    pub fn request_ended(&self, seat: &mut Seat) -> bool {
+        let mut st = self.lock();
+        if !st.crew.unmark_io(seat.id()) || st.spawned <= self.thread_limit(&st) {
+            return false;
+        }
+        st.spawned -= 1;
+        st.crew.discharge(seat);
+        self.pass_watch_on(&st);
+        true
     }
 
     /// A pool thread is gone for a reason the queue did not decide (it was killed or raised).
@@ -520,7 +579,7 @@ impl<T> WorkQueue<T> {
                 return PoolAction::Closed;
             }
             let starved = st.jobs.len() > st.idle();
-            if st.spawned < self.max_threads && (starved || st.spawned < self.min_threads) {
+            if st.spawned < self.thread_limit(&st) && (starved || st.spawned < self.min_threads) {
                 st.spawned += 1;
                 st.starting += 1;
                 return PoolAction::Spawn;
@@ -559,6 +618,7 @@ impl<T> WorkQueue<T> {
             backlog: st.jobs.len(),
             running: st.running,
             requests_count: self.requests_count.load(Ordering::Relaxed),
+            io_threads: st.crew.io,
         }
     }
 }
