@@ -9,7 +9,7 @@ module Catamount
   # the same checks and every error names the line it came from. Ruby objects (hooks, handlers,
   # loggers, an inline app, plugins) are kept by the `Configuration` this DSL writes to.
   #
-  # Options whose subsystem has not landed yet (TLS, the control server, `max_io_threads`) are
+  # Options whose subsystem has not landed yet (none today) would be
   # validated and stored like the rest; the launcher refuses to boot when a configuration
   # actually asks for one, never ignoring it.
   class DSL

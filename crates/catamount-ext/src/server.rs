@@ -439,7 +439,10 @@ impl RbServer {
             }
         }
         let mut alive = Alive(&queue, Some(queue.thread_started()));
-        let io_mark = alive.1.as_ref().map(|seat| io_bound_mark(ruby, &queue, seat.id()));
+        let io_mark = alive
+            .1
+            .as_ref()
+            .map(|seat| io_bound_mark(ruby, &queue, seat.id()));
         let waiter = Waiter::new();
         let watch = locked(&rb_self.watch).clone();
         let post = watch.map(|w| w.enter(ruby)).transpose()?;
@@ -493,7 +496,11 @@ impl RbServer {
             served?;
             rack::escape::check()?;
             // An IO-bound thread over the pool's limit now leaves it (already uncounted).
-            if alive.1.as_mut().is_some_and(|seat| queue.request_ended(seat)) {
+            if alive
+                .1
+                .as_mut()
+                .is_some_and(|seat| queue.request_ended(seat))
+            {
                 alive.1 = None;
                 return Ok(());
             }

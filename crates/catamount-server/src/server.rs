@@ -81,13 +81,15 @@ impl Server {
         listeners: Vec<BoundListener>,
         metrics: Arc<Metrics>,
     ) -> io::Result<Server> {
-        let queue = Arc::new(WorkQueue::new(
-            config.min_threads,
-            config.max_threads,
-            config.idle_thread_trim,
-            config.handoff,
-        )
-        .with_io_threads(config.max_io_threads));
+        let queue = Arc::new(
+            WorkQueue::new(
+                config.min_threads,
+                config.max_threads,
+                config.idle_thread_trim,
+                config.handoff,
+            )
+            .with_io_threads(config.max_io_threads),
+        );
         let body_buffers = BodyBuffers::for_limit(config.body_in_memory_max);
         let shared = Arc::new(Shared {
             body_buffers,

@@ -377,6 +377,40 @@ mod tests {
     }
 
     #[test]
+    fn an_io_bound_thread_never_holds_a_request_back() {
+        let (mut crew, mut seats) = crew_of(3);
+        let now = Instant::now();
+        crew.took(&seats[0], now);
+        assert!(crew.mark_io(seats[0].id()));
+        assert!(!crew.mark_io(seats[0].id()), "once");
+        assert!(crew.takes_at_once(0), "only an IO-bound thread serves");
+        crew.took(&seats[1], now);
+        match crew.verdict(&mut seats[2], 0, now) {
+            Verdict::Look => assert_eq!(seats[2].look.len(), 1, "not the IO-bound one"),
+            other => panic!("{other:?}"),
+        }
+        let (a, rest) = seats.split_at_mut(1);
+        let later = now + STEP_BACK_EVERY;
+        assert!(!crew.steps_back(&mut rest[0], later), "it serves alone");
+        assert!(crew.unmark_io(a[0].id()));
+        assert_eq!(crew.io, 0);
+        crew.idle(&a[0]);
+        crew.idle(&rest[0]);
+        assert!(
+            crew.takes_at_once(0),
+            "the books add up once the mark is gone"
+        );
+        crew.took(&a[0], later);
+        crew.mark_io(a[0].id());
+        crew.discharge(&a[0]);
+        assert_eq!(
+            (crew.io, crew.serving),
+            (0, 0),
+            "a marked thread that leaves"
+        );
+    }
+
+    #[test]
     fn eager_hand_off_never_holds_work_back() {
         let mut crew = Crew::new(Handoff::Eager);
         let mut a = crew.enlist(RunState::of_current_thread());

@@ -784,6 +784,94 @@ mod tests {
         assert_eq!(stats.spawned, 1);
     }
 
+    /// Puma 8's growth rule, `spawned − io < max − (io beyond max_io_threads)`, for every small
+    /// pool: the queue's limit allows exactly the threads Puma would spawn.
+    #[test]
+    fn io_bound_threads_follow_pumas_growth_rule() {
+        for max in 1..4usize {
+            for max_io in 0..4usize {
+                for io in 0..6usize {
+                    let q = WorkQueue::<Task>::new(0, max, Duration::from_secs(30), Handoff::Eager)
+                        .with_io_threads(max_io);
+                    let mut st = q.lock();
+                    for _ in 0..io {
+                        let seat = st.crew.enlist(None);
+                        st.crew.mark_io(seat.id());
+                    }
+                    let limit = q.thread_limit(&st);
+                    drop(st);
+                    let beyond = io.saturating_sub(max_io);
+                    for spawned in 0..10usize {
+                        let puma = spawned as i64 - (io as i64) < max as i64 - beyond as i64;
+                        assert_eq!(spawned < limit, puma, "max {max} max_io {max_io} io {io}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `threads 1, 1` with `max_io_threads`.
+    fn io_queue(max_io: usize) -> Arc<WorkQueue<Task>> {
+        Arc::new(
+            WorkQueue::new(1, 1, Duration::from_secs(30), Handoff::GvlAware)
+                .with_io_threads(max_io),
+        )
+    }
+
+    #[test]
+    fn a_marked_request_lets_the_pool_grow_by_max_io_threads_then_shrink_back() {
+        let q = io_queue(1);
+        assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
+        let mut a = q.thread_started();
+        q.push(task(1));
+        let one = q.try_pop(&mut a);
+        assert!(!q.has_capacity(), "max 1, one running");
+        q.push(task(2));
+        assert_eq!(manager_step(&q), None, "at max");
+        q.mark_io_bound(a.id());
+        q.mark_io_bound(a.id());
+        assert_eq!(q.stats().io_threads, 1, "marking twice is marking once");
+        assert_eq!(manager_step(&q), Some(PoolAction::Spawn), "one beyond max");
+        let mut b = q.thread_started();
+        let two = q.try_pop(&mut b);
+        assert_eq!(id(two), Some(2));
+        q.push(task(3));
+        let mut b_again = q.try_pop(&mut b);
+        assert!(b_again.is_some());
+        q.mark_io_bound(b.id());
+        assert_eq!(q.stats().io_threads, 2);
+        assert!(!q.has_capacity(), "two marked, one allowed beyond max");
+        q.push(task(4));
+        assert_eq!(
+            manager_step(&q),
+            None,
+            "the second marked thread takes max's place"
+        );
+        // a's request ends: b is still marked, so a may rejoin and take 4.
+        drop(one);
+        assert!(!q.request_ended(&mut a));
+        assert_eq!(id(q.try_pop(&mut a)), Some(4));
+        // b's ends while a fills max: b leaves, uncounted.
+        b_again.take();
+        assert!(q.request_ended(&mut b));
+        let s = q.stats();
+        assert_eq!((s.spawned, s.io_threads), (1, 0));
+        assert!(!q.request_ended(&mut a), "an unmarked thread stays");
+        assert_eq!(q.stats().spawned, 1);
+    }
+
+    #[test]
+    fn a_marked_thread_that_dies_is_uncounted() {
+        let q = io_queue(1);
+        assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
+        let mut a = q.thread_started();
+        q.mark_io_bound(a.id());
+        assert_eq!(q.stats().io_threads, 1);
+        q.thread_died(&mut a);
+        let s = q.stats();
+        assert_eq!((s.spawned, s.io_threads), (0, 0));
+    }
+
     #[test]
     fn interrupt_wakes_a_blocked_pop_and_close_ends_it() {
         let q = queue(0, 1);
