@@ -307,7 +307,7 @@ class TestControlNative < Minitest::Test
   end
 
   def server_stats(requests)
-    { backlog: 1, running: 4, pool_capacity: 2, busy_threads: 3, io_threads: 0, backlog_max: 2, max_threads: 5,
+    { backlog: 1, running: 4, pool_capacity: 2, busy_threads: 3, io_threads: 1, backlog_max: 2, max_threads: 5,
       requests_count: requests, reactor_max: 3,
       responses: { "1xx": 0, "2xx": requests - 2, "3xx": 1, "4xx": 1, "5xx": 0 },
       request_duration: { bounds: BOUNDS, counts: [1, 2, 3, 5, 8, 13, 21, 30, 35, 38, 40, 41, 42, requests], sum: 12.5 },
@@ -319,6 +319,7 @@ class TestControlNative < Minitest::Test
   def assert_server_series(families, stats, labels)
     { "catamount_requests" => ["catamount_requests_total", :requests_count],
       "catamount_threads_busy" => ["catamount_threads_busy", :busy_threads],
+      "catamount_threads_io" => ["catamount_threads_io", :io_threads],
       "catamount_threads_running" => ["catamount_threads_running", :running],
       "catamount_threads_max" => ["catamount_threads_max", :max_threads],
       "catamount_pool_capacity" => ["catamount_pool_capacity", :pool_capacity],

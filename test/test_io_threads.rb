@@ -78,15 +78,19 @@ class TestIoThreads < Minitest::Test
     stats.slice(:running, :pool_capacity, :busy_threads, :io_threads)
   end
 
-  # Stats over the control server (the master's in a cluster).
-  def control_stats(server)
+  # An answer's body from the control server (the master's in a cluster).
+  def control(server, path)
     url = server.stdout[%r{Starting control server on http://(\S+)}, 1]
     host, port = url.split(":")
     sock = TCPSocket.new(host, Integer(port))
-    sock.write("GET /stats HTTP/1.0\r\n\r\n")
-    JSON.parse(read_until_close(sock).split("\r\n\r\n", 2)[1], symbolize_names: true)
+    sock.write("GET #{path} HTTP/1.0\r\n\r\n")
+    read_until_close(sock).split("\r\n\r\n", 2)[1]
   ensure
     sock&.close
+  end
+
+  def control_stats(server)
+    JSON.parse(control(server, "/stats"), symbolize_names: true)
   end
 
   def test_a_marked_request_lets_one_more_run_and_the_pool_shrinks_back
@@ -160,6 +164,7 @@ class TestIoThreads < Minitest::Test
       max_io_threads 1
       worker_check_interval 1
       activate_control_app "tcp://127.0.0.1:0", no_token: true
+      control_metrics
     RUBY
     send_hold(server.port, "a", mark: true)
     assert_equal "a", entered
@@ -167,6 +172,7 @@ class TestIoThreads < Minitest::Test
     assert_equal "b", entered
     io_threads = -> { control_stats(server)[:worker_status].first&.dig(:last_status, :io_threads) }
     assert wait_until(timeout: 15) { io_threads.call == 1 }, "io_threads in the worker's last_status"
+    assert_match(/^catamount_threads_io\{worker="0"\} 1$/, control(server, "/metrics"))
     release("a")
     release("b")
     assert wait_until(timeout: 15) { io_threads.call.zero? }

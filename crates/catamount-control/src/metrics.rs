@@ -28,6 +28,7 @@ pub struct ServerStats {
     pub running: Option<u64>,
     pub pool_capacity: Option<u64>,
     pub busy_threads: Option<u64>,
+    pub io_threads: Option<u64>,
     pub max_threads: Option<u64>,
     pub requests_count: Option<u64>,
     /// `(status class such as "2xx", count)`.
@@ -103,7 +104,7 @@ struct Series<T> {
 }
 
 /// The per-server gauges and counters.
-const SERVER_SERIES: [Series<ServerStats>; 12] = [
+const SERVER_SERIES: [Series<ServerStats>; 13] = [
     Series {
         name: "catamount_requests_total",
         kind: "counter",
@@ -115,6 +116,12 @@ const SERVER_SERIES: [Series<ServerStats>; 12] = [
         kind: "gauge",
         help: "Pool threads serving a request, plus requests waiting for one.",
         value: |s| s.busy_threads,
+    },
+    Series {
+        name: "catamount_threads_io",
+        kind: "gauge",
+        help: "Pool threads whose request marked itself IO-bound (max_io_threads).",
+        value: |s| s.io_threads,
     },
     Series {
         name: "catamount_threads_running",
@@ -441,6 +448,7 @@ mod tests {
             running: Some(2),
             pool_capacity: Some(3),
             busy_threads: Some(4),
+            io_threads: Some(1),
             max_threads: Some(5),
             requests_count: Some(requests),
             responses: vec![("2xx".into(), requests), ("4xx".into(), 1)],
@@ -475,6 +483,7 @@ mod tests {
             "# TYPE catamount_requests_total counter",
             "catamount_requests_total 7",
             "catamount_threads_busy 4",
+            "catamount_threads_io 1",
             "catamount_responses_total{status_class=\"2xx\"} 7",
             "catamount_responses_total{status_class=\"4xx\"} 1",
             "# TYPE catamount_request_duration_seconds histogram",

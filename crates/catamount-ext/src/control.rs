@@ -367,6 +367,7 @@ fn server_stats(h: RHash) -> ServerStats {
         running: int_at(h, "running"),
         pool_capacity: int_at(h, "pool_capacity"),
         busy_threads: int_at(h, "busy_threads"),
+        io_threads: int_at(h, "io_threads"),
         max_threads: int_at(h, "max_threads"),
         requests_count: int_at(h, "requests_count"),
         responses,
