@@ -29,7 +29,8 @@ module Catamount
       app = @context.config.app || load_rackup(options[:rackup])
       return unless app
 
-      app = FiberPerRequest.new(app) if options[:fiber_per_request]
+      # The fiber mode runs each request in a fiber of its own already.
+      app = FiberPerRequest.new(app) if options[:fiber_per_request] && !options[:fiber_scheduler]
       # The app may have loaded the real puma gem (Gemfile + Bundler.require): its `Puma.stats`
       # then reads Catamount's numbers.
       PumaCompat.attach_stats

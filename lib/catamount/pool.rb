@@ -11,10 +11,15 @@ module Catamount
     def self.start(context, server, app)
       Thread.new do
         workers = []
+        fibers = context.options[:fiber_scheduler] && context.options[:max_fibers_per_thread]
         while server.next_pool_action == :spawn
           workers << Thread.new do
             context.run_hooks(:before_thread_start)
-            server.run_worker(app)
+            if fibers
+              FiberScheduler.run(server, app, fibers)
+            else
+              server.run_worker(app)
+            end
             context.run_hooks(:before_thread_exit)
           end
         end

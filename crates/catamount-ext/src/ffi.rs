@@ -1,12 +1,12 @@
-//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Nine things live here:
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Ten things live here:
 //! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one vectored socket
 //! write while the GVL is held), keeping a Ruby object visible to the GC's stack scan
 //! (`gc_guard`), keeping a pending jump's state while cleanup code runs (`keeping_errinfo`),
 //! copying a Hash with Ruby's own table copy, taking ownership of a listening
 //! socket's descriptor handed over by the process that ran before this one, making the cluster
 //! master the reaper of the workers its worker 0 forks (`prctl`), starting native threads
-//! with the signals Ruby handles blocked (`pthread_sigmask`), and ending the process at once
-//! (`_exit`, [`exit_now`]).
+//! with the signals Ruby handles blocked (`pthread_sigmask`), ending the process at once
+//! (`_exit`, [`exit_now`]), and the fiber scheduler's `poll(2)` ([`poll`]).
 //!
 //! Pool threads wait for work, wait for slow clients and write large streamed pieces *without*
 //! the GVL, so the other Ruby threads run meanwhile. Ruby's rule for that is
@@ -324,4 +324,20 @@ pub fn with_signals_blocked<R>(spawn: impl FnOnce() -> R) -> R {
 pub fn exit_now(status: i32) -> ! {
     // SAFETY: `_exit` takes a plain int and never returns; it touches no memory of ours.
     unsafe { libc::_exit(status) }
+}
+
+/// `poll(2)` on `fds` for at most `timeout_ms` (-1: no limit); the fiber scheduler's one wait.
+/// EINTR counts as nothing ready (the caller looks again).
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> std::io::Result<usize> {
+    // SAFETY: the pointer and length describe `fds`, an exclusively borrowed slice of plain
+    // structs the kernel only writes `revents` of.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.kind() {
+            std::io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(e),
+        };
+    }
+    Ok(n as usize)
 }

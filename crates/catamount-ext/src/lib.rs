@@ -6,6 +6,7 @@
 //! - [`rack`]: the Rack bridge (env in, response out).
 //! - [`control`]: the control server and Prometheus text, as Ruby objects.
 //! - [`timeout`]: `request_timeout`'s watch over running requests.
+//! - [`fibers`]: the fiber mode's pool thread (taking requests, its one wait).
 //! - [`ffi`]: the one audited `unsafe` module (GVL release, borrowed string bytes, GC guard, ...).
 
 mod config;
@@ -13,6 +14,7 @@ mod control;
 mod ctl;
 mod errors;
 mod ffi;
+mod fibers;
 mod rack;
 mod server;
 mod timeout;
@@ -71,6 +73,14 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
         method!(server::RbServer::next_pool_action, 0),
     )?;
     srv.define_method("run_worker", method!(server::RbServer::run_worker, 1))?;
+    srv.define_method("fiber_worker", method!(server::RbServer::fiber_worker, 0))?;
+    srv.define_method("serve_job", method!(server::RbServer::serve_job, 2))?;
+    let worker = native.define_class("FiberWorker", ruby.class_object())?;
+    worker.define_method("take", method!(fibers::RbFiberWorker::take, 1))?;
+    worker.define_method("wait", method!(fibers::RbFiberWorker::wait, 4))?;
+    worker.define_method("ring", method!(fibers::RbFiberWorker::ring, 0))?;
+    worker.define_method("finish", method!(fibers::RbFiberWorker::finish, 0))?;
+    native.define_class("Job", ruby.class_object())?;
     srv.define_method("stop", method!(server::RbServer::stop, 0))?;
     srv.define_method("wait", method!(server::RbServer::wait, 0))?;
     srv.define_method("cut_at_drain", method!(server::RbServer::cut_at_drain, 0))?;

@@ -23,6 +23,7 @@ use catamount_config::options::RemoteAddress;
 use crate::config::RbOptions;
 use crate::errors;
 use crate::ffi::{self, Blocked};
+use crate::fibers;
 use crate::rack::{self, hijack::Lending, RackSettings, RemoteAddr};
 use crate::timeout::{self, Left, Watch};
 
@@ -450,31 +451,9 @@ impl RbServer {
             let Some(seat) = alive.1.as_mut() else {
                 return Ok(());
             };
-            // Take queued work while holding the GVL; release it only to wait, and take what
-            // the wait announced only once the GVL is back (see WorkQueue::wait_for_work).
-            let job = match queue.try_pop(seat) {
-                Some(job) => job,
-                None => {
-                    match blocking(ruby, || queue.wait_for_work(seat, &waiter), &|| {
-                        queue.interrupt(&waiter)
-                    })? {
-                        Some(Wait::Ready) => match queue.claim(seat) {
-                            Some(job) => job,
-                            None => continue,
-                        },
-                        Some(Wait::Interrupted) | None => {
-                            waiter.reset();
-                            // Woken by Ruby's unblocking function (a kill, Thread#raise): let
-                            // it land before taking work, not in the middle of a request.
-                            ruby.thread_check_ints()?;
-                            continue;
-                        }
-                        Some(Wait::Trim) | Some(Wait::Closed) => {
-                            alive.1 = None;
-                            return Ok(());
-                        }
-                    }
-                }
+            let Some(job) = next_job(ruby, &queue, seat, &waiter)? else {
+                alive.1 = None;
+                return Ok(());
             };
             // A non-local exit met while serving (the thread killed, a `throw`) goes on from
             // here, after the request was answered or closed; `alive` uncounts the thread.
@@ -504,14 +483,44 @@ impl RbServer {
                 alive.1 = None;
                 return Ok(());
             }
-            if let Some(hook) = rb_self.out_of_band {
-                // Only when no other request is running or waiting: the hook (often a GC)
-                // then delays no one.
-                if queue.is_quiet() {
-                    ruby.get_inner(hook).funcall::<_, _, Value>("call", ())?;
-                }
+            rb_self.out_of_band(ruby, &queue)?;
+        }
+    }
+
+    /// The `out_of_band` hooks, after a request, if the server is quiet.
+    fn out_of_band(&self, ruby: &Ruby, queue: &catamount_server::WorkQueue) -> Result<(), Error> {
+        if let Some(hook) = self.out_of_band {
+            // Only when no other request is running or waiting: the hook (often a GC) then
+            // delays no one.
+            if queue.is_quiet() {
+                ruby.get_inner(hook).funcall::<_, _, Value>("call", ())?;
             }
         }
+        Ok(())
+    }
+
+    /// `fiber_worker`: books the calling thread as a pool thread of the fiber mode (see
+    /// [`fibers`](crate::fibers)).
+    pub fn fiber_worker(ruby: &Ruby, rb_self: &Self) -> Result<fibers::RbFiberWorker, Error> {
+        fibers::RbFiberWorker::new(ruby, rb_self.running(ruby)?)
+    }
+
+    /// `serve_job(job, app)`: serves a request a fiber-mode thread took, in the calling Fiber.
+    /// Raises only what `run_worker` would (a jump going on, Ruby's own interrupts).
+    pub fn serve_job(
+        ruby: &Ruby,
+        rb_self: &Self,
+        job: &fibers::RbJob,
+        app: Value,
+    ) -> Result<(), Error> {
+        let Some(job) = job.take() else {
+            return Ok(());
+        };
+        let queue = rb_self.running(ruby)?.queue().clone();
+        // No `puma.mark_as_io_bound`: a waiting request frees its thread already.
+        serve(ruby, &rb_self.rack, app, *job, None)?;
+        rack::escape::check()?;
+        rb_self.out_of_band(ruby, &queue)
     }
 
     /// Begins a graceful stop (returns at once).
@@ -595,8 +604,15 @@ impl RbServer {
         let count = |n: usize| int(n as u64);
         set("backlog", count(pool.backlog))?;
         set("running", count(pool.spawned))?;
-        let capacity = (pool.waiting + rb_self.config.max_threads.saturating_sub(pool.spawned))
-            .saturating_sub(pool.backlog);
+        let per_thread = rb_self.config.requests_per_thread;
+        let capacity = if per_thread > 1 {
+            // The fiber mode: requests the process would still take, whichever thread runs them.
+            (rb_self.config.max_threads.saturating_mul(per_thread))
+                .saturating_sub(pool.running + pool.backlog)
+        } else {
+            (pool.waiting + rb_self.config.max_threads.saturating_sub(pool.spawned))
+                .saturating_sub(pool.backlog)
+        };
         set("pool_capacity", count(capacity))?;
         set(
             "busy_threads",
@@ -639,6 +655,38 @@ fn histogram(ruby: &Ruby, snapshot: &HistogramSnapshot) -> Result<Value, Error> 
     h.aset(ruby.to_symbol("counts"), counts)?;
     h.aset(ruby.to_symbol("sum"), snapshot.sum)?;
     Ok(h.as_value())
+}
+
+/// Takes queued work while holding the GVL; releases it only to wait, and takes what the wait
+/// announced only once the GVL is back (see WorkQueue::wait_for_work). None: the thread should
+/// end (trimmed, or the server stopped); its seat is already discharged.
+pub(crate) fn next_job(
+    ruby: &Ruby,
+    queue: &Arc<catamount_server::WorkQueue>,
+    seat: &mut Seat,
+    waiter: &Waiter,
+) -> Result<Option<Box<Job>>, Error> {
+    loop {
+        if let Some(job) = queue.try_pop(seat) {
+            return Ok(Some(job));
+        }
+        match blocking(ruby, || queue.wait_for_work(seat, waiter), &|| {
+            queue.interrupt(waiter)
+        })? {
+            Some(Wait::Ready) => {
+                if let Some(job) = queue.claim(seat) {
+                    return Ok(Some(job));
+                }
+            }
+            Some(Wait::Interrupted) | None => {
+                waiter.reset();
+                // Woken by Ruby's unblocking function (a kill, Thread#raise): let it land
+                // before taking work, not in the middle of a request.
+                ruby.thread_check_ints()?;
+            }
+            Some(Wait::Trim) | Some(Wait::Closed) => return Ok(None),
+        }
+    }
 }
 
 /// Runs `func` without the GVL. When Ruby has an interrupt pending (the function was not run,

@@ -49,6 +49,9 @@ pub struct ServerConfig {
     /// Threads allowed beyond `max_threads` for requests marked IO-bound (Puma 8's
     /// `max_io_threads`; see `dispatch`). Default 0.
     pub max_io_threads: usize,
+    /// How many requests one pool thread runs at once: 1, or `max_fibers_per_thread` in the
+    /// fiber mode (the reactor accepts up to this times `max_threads`).
+    pub requests_per_thread: usize,
     /// How long a pool thread above `min_threads` may idle before it exits. Default 30 s.
     pub idle_thread_trim: Duration,
     /// When a queued request goes to another pool thread: once it could run it (the GVL is
@@ -136,6 +139,11 @@ impl From<&Options> for ServerConfig {
             min_threads: o.min_threads as usize,
             max_threads: o.max_threads as usize,
             max_io_threads: o.max_io_threads as usize,
+            requests_per_thread: if o.fiber_scheduler {
+                o.max_fibers_per_thread as usize
+            } else {
+                1
+            },
             idle_thread_trim: Duration::from_secs(30),
             handoff: match o.thread_handoff {
                 ThreadHandoff::GvlAware => Handoff::GvlAware,

@@ -88,7 +88,8 @@ impl Server {
                 config.idle_thread_trim,
                 config.handoff,
             )
-            .with_io_threads(config.max_io_threads),
+            .with_io_threads(config.max_io_threads)
+            .with_requests_per_thread(config.requests_per_thread),
         );
         let body_buffers = BodyBuffers::for_limit(config.body_in_memory_max);
         let shared = Arc::new(Shared {

@@ -428,6 +428,26 @@ options! {
             }, same;
         }
     }
+    fiber_scheduler {
+        doc: "run each request in its own Fiber under Catamount's Fiber scheduler: while a request waits (a socket, `sleep`, a Mutex or Queue, `Timeout`, a name lookup) its thread runs other requests, up to `max_fibers_per_thread` at once (Catamount's own; what it changes for apps: the fiber mode section below)",
+        default: "off",
+        example: "fiber_scheduler",
+        methods: ["fiber_scheduler" => set!(fiber_scheduler, flag)],
+        flags: [],
+        fields: {
+            fiber_scheduler: bool => bool = or(false), same;
+        }
+    }
+    max_fibers_per_thread {
+        doc: "with `fiber_scheduler`, how many requests one pool thread runs at once (the process takes up to this times `max_threads`)",
+        default: "64",
+        example: "max_fibers_per_thread 64",
+        methods: ["max_fibers_per_thread" => set!(max_fibers_per_thread, fiber_limit)],
+        flags: [],
+        fields: {
+            max_fibers_per_thread: u32 => u32 = or(64), same;
+        }
+    }
     thread_handoff {
         doc: "when a queued request goes to another Ruby thread: `gvl`, once that thread could run it, or `eager`, at once (as Puma); an environment variable only, so config files stay Puma's (see above)",
         default: "`gvl` (`CATAMOUNT_THREAD_HANDOFF`)",
@@ -938,6 +958,12 @@ impl Options {
     /// The first thing this configuration asks for that Catamount cannot do yet, as
     /// "<what> (<option>)"; the launcher refuses to boot with it rather than ignore it.
     pub fn not_supported_yet(&self) -> Option<String> {
+        if self.fiber_scheduler && self.request_timeout.is_some() {
+            return Some("request_timeout together with fiber_scheduler".into());
+        }
+        if self.fiber_scheduler && self.max_io_threads > 0 {
+            return Some("max_io_threads together with fiber_scheduler".into());
+        }
         None
     }
 }

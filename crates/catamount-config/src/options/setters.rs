@@ -475,6 +475,14 @@ pub(super) fn thread_count(name: &str, args: &[Value]) -> Result<u32, String> {
     count(name, v)
 }
 
+/// `max_fibers_per_thread`: at least one request a thread.
+pub(super) fn fiber_limit(name: &str, args: &[Value]) -> Result<u32, String> {
+    match thread_count(name, args)? {
+        0 => Err(format!("{name}: must be at least 1")),
+        n => Ok(n),
+    }
+}
+
 pub(super) fn stdout_redirect(l: &mut Layer, name: &str, args: &[Value]) -> Result<(), String> {
     let (out, err, append) = match args {
         [] => (&Value::Nil, &Value::Nil, &Value::Bool(false)),

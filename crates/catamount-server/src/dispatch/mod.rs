@@ -99,6 +99,12 @@ pub enum PoolAction {
     Closed,
 }
 
+/// A fiber-mode pool thread's doorbell (see [`WorkQueue::add_doorbell`]): rung when a request
+/// is queued, so a thread waiting on its requests' I/O (not on this queue) comes to take it.
+pub trait Doorbell: Send + Sync + fmt::Debug {
+    fn ring(&self);
+}
+
 /// What the queue carries: a job that is told when a pool thread takes it, and keeps the
 /// [`Running`] guard it is given for as long as its request is being served.
 pub trait Work {
@@ -185,6 +191,8 @@ struct State<T> {
     /// for a short while: see `ServerConfig::new_connection_hold`).
     arriving: usize,
     closed: bool,
+    /// Fiber-mode threads that may take a request while serving others.
+    doorbells: Vec<Arc<dyn Doorbell>>,
 }
 
 impl<T> State<T> {
@@ -211,6 +219,9 @@ pub struct WorkQueue<T> {
     max_threads: usize,
     /// Threads allowed beyond `max_threads` while threads are marked IO-bound.
     max_io_threads: usize,
+    /// How many requests one thread may run at once (`with_requests_per_thread`, the fiber
+    /// mode): `has_capacity` allows that many a thread.
+    requests_per_thread: usize,
     idle_trim: Duration,
     requests_count: AtomicU64,
 }
@@ -234,6 +245,7 @@ impl<T> WorkQueue<T> {
                 running: 0,
                 arriving: 0,
                 closed: false,
+                doorbells: Vec::new(),
             }),
             work: Condvar::new(),
             manager: Condvar::new(),
@@ -241,6 +253,7 @@ impl<T> WorkQueue<T> {
             min_threads,
             max_threads: max_threads.max(1),
             max_io_threads: 0,
+            requests_per_thread: 1,
             idle_trim,
             requests_count: AtomicU64::new(0),
         }
@@ -259,6 +272,23 @@ impl<T> WorkQueue<T> {
     /// threads past `max_io_threads` take places of `max`.
     fn thread_limit(&self, st: &State<T>) -> usize {
         self.max_threads + st.crew.io.min(self.max_io_threads)
+    }
+
+    /// Lets each thread run up to `n` requests at once: the reactor accepts connections until
+    /// `n` times the threads allowed run or wait.
+    pub fn with_requests_per_thread(mut self, n: usize) -> Self {
+        self.requests_per_thread = n.max(1);
+        self
+    }
+
+    /// Rings `bell` for every request queued from now on, until
+    /// [`remove_doorbell`](Self::remove_doorbell).
+    pub fn add_doorbell(&self, bell: Arc<dyn Doorbell>) {
+        self.lock().doorbells.push(bell);
+    }
+
+    pub fn remove_doorbell(&self, bell: &Arc<dyn Doorbell>) {
+        self.lock().doorbells.retain(|b| !Arc::ptr_eq(b, bell));
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -290,6 +320,9 @@ impl<T> WorkQueue<T> {
         if st.jobs.len() > st.idle() && st.spawned < self.thread_limit(&st) {
             self.manager.notify_one();
         }
+        for bell in &st.doorbells {
+            bell.ring();
+        }
         backlog
     }
 
@@ -297,7 +330,10 @@ impl<T> WorkQueue<T> {
     /// threads allowed. Connections still sending their request do not count: they cost no thread.
     pub fn has_capacity(&self) -> bool {
         let st = self.lock();
-        st.running + st.jobs.len() + st.arriving < self.thread_limit(&st)
+        st.running + st.jobs.len() + st.arriving
+            < self
+                .thread_limit(&st)
+                .saturating_mul(self.requests_per_thread)
     }
 
     /// Whether no request is queued or running (called by a pool thread after its own request
@@ -691,6 +727,50 @@ mod tests {
         drop(taken.pop());
         assert!(q.has_capacity(), "a dropped guard frees its thread");
         assert_eq!(q.stats().running, 2);
+    }
+
+    /// Counts its rings.
+    #[derive(Debug, Default)]
+    struct Bell(AtomicU64);
+
+    impl Doorbell for Bell {
+        fn ring(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_doorbell_rings_for_each_request_queued_until_taken_off() {
+        let q = queue(0, 1);
+        let bell = Arc::new(Bell::default());
+        let hung: Arc<dyn Doorbell> = bell.clone();
+        q.add_doorbell(hung.clone());
+        q.push(task(1));
+        q.push(task(2));
+        assert_eq!(bell.0.load(Ordering::SeqCst), 2);
+        q.remove_doorbell(&hung);
+        q.push(task(3));
+        assert_eq!(bell.0.load(Ordering::SeqCst), 2, "taken off: no more rings");
+    }
+
+    #[test]
+    fn threads_running_several_requests_raise_the_capacity() {
+        let q = Arc::new(
+            WorkQueue::new(1, 2, Duration::from_secs(30), Handoff::GvlAware)
+                .with_requests_per_thread(3),
+        );
+        let mut seat = q.thread_started();
+        let mut taken = Vec::new();
+        for n in 0..5 {
+            assert!(q.has_capacity(), "{n} of 6 requests");
+            q.push(task(n));
+            taken.extend(q.try_pop(&mut seat));
+        }
+        assert_eq!(taken.len(), 5, "one thread takes several");
+        q.push(task(5));
+        assert!(!q.has_capacity(), "2 threads x 3 requests");
+        drop(taken.pop());
+        assert!(q.has_capacity());
     }
 
     #[test]

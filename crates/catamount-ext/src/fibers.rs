@@ -1,0 +1,220 @@
+//! The fiber mode's native half (`fiber_scheduler`): a pool thread that runs several requests at
+//! once, each in its own Fiber under `Catamount::FiberScheduler` (lib/catamount/fiber_scheduler.rb,
+//! which owns the fibers, their timers and the loop).
+//!
+//! Here: taking requests from the queue (at once while the thread has requests of its own; with
+//! the thread-mode wait when it has none), and the thread's one wait without the GVL while its
+//! requests wait, which ends on whichever comes first: a descriptor one of its fibers waits on,
+//! the earliest timer, a new request (the queue rings the thread's [`Bell`]), a wake-up from
+//! another thread (`unblock`), or Ruby's interrupt.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use magnus::{prelude::*, Error, Ruby, Value};
+
+use catamount_server::{Doorbell, Job, Seat, Server, Waiter};
+
+use crate::ffi;
+use crate::server::{blocking, next_job};
+
+/// A thread's wake-up: a socket pair whose read end is in every wait of the thread.
+#[derive(Debug)]
+struct Bell {
+    rx: UnixStream,
+    tx: UnixStream,
+    /// Set while the thread waits and may take a request: only then does a queued request
+    /// ring (a busy pool rings nobody).
+    armed: AtomicBool,
+}
+
+impl Bell {
+    fn new() -> std::io::Result<Bell> {
+        let (rx, tx) = UnixStream::pair()?;
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        Ok(Bell {
+            rx,
+            tx,
+            armed: AtomicBool::new(false),
+        })
+    }
+
+    /// Wakes the thread's wait, or makes its next one return at once. A full socket buffer
+    /// means it is rung already.
+    fn ring_always(&self) {
+        let _ = (&self.tx).write(&[1]);
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.rx).read(&mut buf), Ok(n) if n == buf.len()) {}
+    }
+}
+
+impl Doorbell for Bell {
+    fn ring(&self) {
+        if self.armed.load(Ordering::SeqCst) {
+            self.ring_always();
+        }
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A request taken by a fiber-mode thread, until a fiber serves it (`Server#serve_job`).
+/// Dropped unserved (the thread died first), it closes its connection and counts as done.
+#[magnus::wrap(class = "Catamount::Native::Job", free_immediately, size)]
+pub struct RbJob(Mutex<Option<Box<Job>>>);
+
+impl RbJob {
+    pub(crate) fn take(&self) -> Option<Box<Job>> {
+        locked(&self.0).take()
+    }
+}
+
+/// `Catamount::Native::FiberWorker`: one fiber-mode pool thread's place in the queue.
+#[magnus::wrap(class = "Catamount::Native::FiberWorker", free_immediately, size)]
+pub struct RbFiberWorker {
+    server: Arc<Server>,
+    /// None once the queue discharged the thread (trimmed, stopped) or `finish` ran.
+    seat: Mutex<Option<Seat>>,
+    waiter: Waiter,
+    bell: Arc<Bell>,
+    /// The same bell as the queue holds it (to take it back).
+    rung_by_queue: Arc<dyn Doorbell>,
+}
+
+impl RbFiberWorker {
+    /// Books the calling thread (see `WorkQueue::thread_started`) and hangs its bell on the
+    /// queue.
+    pub(crate) fn new(ruby: &Ruby, server: Arc<Server>) -> Result<RbFiberWorker, Error> {
+        let bell = Arc::new(Bell::new().map_err(|e| {
+            Error::new(
+                ruby.exception_runtime_error(),
+                format!("fiber scheduler: no wake-up socket: {e}"),
+            )
+        })?);
+        let rung_by_queue: Arc<dyn Doorbell> = bell.clone();
+        let queue = server.queue();
+        let seat = queue.thread_started();
+        queue.add_doorbell(rung_by_queue.clone());
+        Ok(RbFiberWorker {
+            server,
+            seat: Mutex::new(Some(seat)),
+            waiter: Waiter::new(),
+            bell,
+            rung_by_queue,
+        })
+    }
+
+    /// `take(wait)`: a queued request (a `Native::Job`), or nil when none is queued now. With
+    /// `wait` (the thread has no request of its own) blocks as a thread-mode pool thread does;
+    /// false then means the thread should end.
+    pub fn take(ruby: &Ruby, rb_self: &Self, wait: bool) -> Result<Value, Error> {
+        let queue = rb_self.server.queue();
+        let mut seat = locked(&rb_self.seat);
+        let Some(seat_ref) = seat.as_mut() else {
+            return Ok(ruby.qfalse().as_value());
+        };
+        let job = if wait {
+            match next_job(ruby, queue, seat_ref, &rb_self.waiter)? {
+                Some(job) => Some(job),
+                None => {
+                    *seat = None;
+                    return Ok(ruby.qfalse().as_value());
+                }
+            }
+        } else {
+            queue.try_pop(seat_ref)
+        };
+        Ok(match job {
+            Some(job) => ruby.obj_wrap(RbJob(Mutex::new(Some(job)))).as_value(),
+            None => ruby.qnil().as_value(),
+        })
+    }
+
+    /// `wait(fds, events, timeout, take)`: blocks without the GVL until one of `fds` is ready
+    /// for its `events` (`IO::READABLE`, `IO::PRIORITY`, `IO::WRITABLE`: poll's bits), `timeout`
+    /// seconds passed (nil: no limit), `ring` was called, Ruby interrupts, or (with `take`) a
+    /// request is queued. Returns each descriptor's ready events (0: not ready).
+    pub fn wait(
+        ruby: &Ruby,
+        rb_self: &Self,
+        fds: Vec<i32>,
+        events: Vec<i16>,
+        timeout: Option<f64>,
+        take: bool,
+    ) -> Result<Vec<i16>, Error> {
+        let mut polled: Vec<libc::pollfd> = std::iter::once((rb_self.bell.rx.as_raw_fd(), 1))
+            .chain(fds.into_iter().zip(events))
+            .map(|(fd, events)| libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+            .collect();
+        let timeout_ms = timeout_ms(timeout);
+        let bell = &rb_self.bell;
+        let queue = rb_self.server.queue();
+        let waited = blocking(
+            ruby,
+            || {
+                if take {
+                    bell.armed.store(true, Ordering::SeqCst);
+                    // Queued before the bell was armed: no ring is coming for it.
+                    if queue.has_waiting() {
+                        bell.armed.store(false, Ordering::SeqCst);
+                        return Ok(0);
+                    }
+                }
+                let polled = ffi::poll(&mut polled, timeout_ms);
+                bell.armed.store(false, Ordering::SeqCst);
+                bell.drain();
+                polled
+            },
+            &|| bell.ring_always(),
+        )?;
+        if let Some(Err(e)) = waited {
+            return Err(Error::new(
+                ruby.exception_runtime_error(),
+                format!("fiber scheduler: poll failed: {e}"),
+            ));
+        }
+        Ok(polled.iter().skip(1).map(|p| p.revents).collect())
+    }
+
+    /// `ring`: wakes the thread's wait (an `unblock` from another thread); safe from any thread.
+    pub fn ring(&self) {
+        self.bell.ring_always();
+    }
+
+    /// `finish`: the thread leaves; if the queue did not discharge it, it is booked as dead.
+    pub fn finish(&self) {
+        let queue = self.server.queue();
+        queue.remove_doorbell(&self.rung_by_queue);
+        if let Some(mut seat) = locked(&self.seat).take() {
+            queue.thread_died(&mut seat);
+        }
+    }
+}
+
+impl Drop for RbFiberWorker {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// poll's timeout: milliseconds rounded up (a timer never fires early), -1 for none.
+fn timeout_ms(timeout: Option<f64>) -> i32 {
+    match timeout {
+        None => -1,
+        Some(t) if t.is_nan() || t <= 0.0 => 0,
+        Some(t) => (t * 1000.0).ceil().min(i32::MAX as f64) as i32,
+    }
+}

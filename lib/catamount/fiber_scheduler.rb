@@ -1,0 +1,225 @@
+# frozen_string_literal: true
+
+module Catamount
+  # The fiber mode (`fiber_scheduler`): a pool thread's loop and its Fiber scheduler (Ruby 3.1's
+  # Fiber::Scheduler hooks). Each request runs in its own non-blocking Fiber; when one waits (a
+  # socket, `sleep`, a Mutex or Queue, `Timeout.timeout`, a name lookup) the thread runs the
+  # others, and takes new requests up to `max_fibers_per_thread`. The thread's one wait, for
+  # descriptors, the earliest timer, a new request or a wake-up from another thread, is native
+  # (Native::FiberWorker#wait, without the GVL).
+  #
+  # Fibers switch by `transfer`: the loop runs in the thread's root fiber, a waiting fiber
+  # transfers back to it, and a fiber that ends returns to it.
+  class FiberScheduler
+    # A thread's life in the fiber mode: runs the loop until the queue lets the thread go.
+    def self.run(server, app, limit)
+      worker = server.fiber_worker
+      scheduler = new(worker)
+      Fiber.set_scheduler(scheduler)
+      scheduler.serve(server, app, limit)
+    ensure
+      worker&.finish
+    end
+
+    def initialize(worker)
+      @worker = worker
+      @root = Fiber.current
+      @thread = Thread.current
+      @count = 0 # fibers alive (requests, and fibers they scheduled)
+      @ready = [] # [fiber, value] to transfer to, in order
+      @parked = {} # fiber => true while it waits for a wake
+      @io = {} # fiber => [fd, events] while it waits on a descriptor
+      @timers = [] # [deadline, callback], sorted; a cancelled one has a nil callback
+      @raises = {} # fiber => [class, args] to raise when it wakes (`timeout_after`)
+      @unblocked = [] # fibers another thread woke (Array#push is atomic under the GVL)
+    end
+
+    # The loop: run ready fibers, take a request, wait. Returns when the thread should end.
+    #
+    # A request is taken only when every fiber of the thread waits (as a thread-mode thread
+    # takes one only once free): a thread about to run a busy request does not take another
+    # that a free thread could run.
+    def serve(server, app, limit)
+      loop do
+        if @count.zero?
+          job = @worker.take(true)
+          return unless job
+
+          start_request(server, app, job)
+        end
+        run_ready
+        if @ready.empty? && @unblocked.empty? && @count < limit && (job = @worker.take(false))
+          start_request(server, app, job)
+          next
+        end
+        wait(@count < limit) if @count.positive?
+      end
+    end
+
+    # --- hooks Ruby calls from a non-blocking fiber of this thread ---
+
+    def io_wait(io, events, timeout)
+      fiber = Fiber.current
+      @io[fiber] = [io.fileno, events]
+      timer = timeout && after(timeout) { wake(fiber, false) }
+      park
+    ensure
+      @io.delete(fiber)
+      cancel(timer)
+    end
+
+    def kernel_sleep(duration = nil)
+      fiber = Fiber.current
+      timer = duration && after(duration) { wake(fiber, true) }
+      park
+      true
+    ensure
+      cancel(timer)
+    end
+
+    # A Mutex, Queue or ConditionVariable (or a Thread#join) blocks the fiber until `unblock`.
+    def block(_blocker, timeout = nil)
+      fiber = Fiber.current
+      timer = timeout && after(timeout) { wake(fiber, false) }
+      park
+    ensure
+      cancel(timer)
+    end
+
+    # May be called from any thread.
+    def unblock(_blocker, fiber)
+      @unblocked << fiber
+      @worker.ring unless Thread.current == @thread
+    end
+
+    def timeout_after(duration, klass, *args)
+      fiber = Fiber.current
+      timer = after(duration) do
+        @raises[fiber] = [klass, args]
+        wake(fiber, nil)
+      end
+      yield duration
+    ensure
+      cancel(timer)
+      @raises.delete(fiber)
+    end
+
+    # getaddrinfo does not go through the scheduler: it runs on a thread of its own while this
+    # fiber waits for it (a Thread#join, served by `block`/`unblock`).
+    def address_resolve(hostname)
+      host = hostname.sub(/%.*\z/, "")
+      Thread.new do
+        Addrinfo.getaddrinfo(host, nil, nil, :STREAM).map(&:ip_address).uniq
+      rescue SocketError
+        []
+      end.value
+    end
+
+    # `Fiber.schedule`: the fiber starts on the loop's next turn.
+    def fiber(&block)
+      fiber = new_fiber(&block)
+      @ready << [fiber, nil]
+      fiber
+    end
+
+    # The loop runs every fiber to its end before the thread leaves: nothing is left to run.
+    def close; end
+
+    private
+
+    def start_request(server, app, job)
+      @ready << [new_fiber { server.serve_job(job, app) }, nil]
+    end
+
+    def new_fiber(&block)
+      @count += 1
+      Fiber.new(blocking: false) do
+        block.call
+      rescue Exception => e # rubocop:disable Lint/RescueException
+        # The request was answered (serve_job answers the app's errors); this is Ruby's own
+        # (a kill, a jump): the thread goes on with its other fibers.
+        warn("catamount: fiber ended by #{e.class}: #{e.message}") unless e.is_a?(SystemExit)
+      ensure
+        @count -= 1
+        @parked.delete(Fiber.current)
+      end
+    end
+
+    # Gives the thread back to the loop until `wake`; returns the wake's value, or raises what
+    # `timeout_after` asked for.
+    def park
+      fiber = Fiber.current
+      @parked[fiber] = true
+      value = @root.transfer
+      if (raising = @raises.delete(fiber))
+        klass, args = raising
+        raise klass, *args
+      end
+      value
+    end
+
+    def wake(fiber, value)
+      @ready << [fiber, value] if @parked.delete(fiber)
+    end
+
+    def after(seconds, &callback)
+      entry = [now + seconds, callback]
+      index = @timers.bsearch_index { |t| t[0] > entry[0] }
+      @timers.insert(index || @timers.size, entry)
+      entry
+    end
+
+    def cancel(timer)
+      timer[1] = nil if timer
+    end
+
+    def now
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+
+    # Runs each fiber ready now once (ones made ready meanwhile wait for the next turn, so a
+    # fiber that yields in a loop does not keep the thread from its wait).
+    def run_ready
+      take_unblocked
+      ready = @ready
+      @ready = []
+      ready.each { |fiber, value| fiber.transfer(value) if fiber.alive? }
+    end
+
+    def take_unblocked
+      while (fiber = @unblocked.shift)
+        wake(fiber, true)
+      end
+    end
+
+    def wait(take)
+      fire_timers
+      take_unblocked
+      timeout = @ready.empty? ? next_timeout : 0
+      waits = @io.to_a
+      revents = @worker.wait(waits.map { |_, w| w[0] }, waits.map { |_, w| w[1] }, timeout, take)
+      waits.each_with_index do |(fiber, (_fd, events)), i|
+        ready = revents[i]
+        # An error or hang-up wakes the wait too: the fiber's next read or write meets it.
+        wake(fiber, (ready & events).nonzero? || events) if ready&.positive?
+      end
+      fire_timers
+    end
+
+    def next_timeout
+      @timers.shift while @timers.first && @timers.first[1].nil?
+      first = @timers.first
+      first && [first[0] - now, 0].max
+    end
+
+    def fire_timers
+      return if @timers.empty?
+
+      t = now
+      while (first = @timers.first) && first[0] <= t
+        @timers.shift
+        first[1]&.call
+      end
+    end
+  end
+end
