@@ -126,6 +126,11 @@ class TestFibers < Minitest::Test
     assert_includes get(server.port, "/resolve").body.split(","), "127.0.0.1"
   end
 
+  def test_the_apps_own_fibers_and_threads_work_inside_a_request
+    server = fiber_server
+    assert_equal ["1,2,3,4,5,6"] * 2, answers(server.port, ["/nested"] * 2)
+  end
+
   def test_an_error_in_a_fiber_is_a_500_and_the_thread_goes_on
     server = fiber_server
     listener = TCPServer.new("127.0.0.1", 0)

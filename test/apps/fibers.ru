@@ -71,6 +71,15 @@ run lambda { |env|
     end
   when "/resolve"
     text(Addrinfo.getaddrinfo("localhost", nil, nil, :STREAM).map(&:ip_address).uniq.sort.join(","))
+  when "/nested"
+    # The app's own fibers and threads, each waiting inside the request's fiber: an external
+    # Enumerator, a resumed Fiber, a scheduled Fiber met through a Queue, a joined Thread.
+    enum = Enumerator.new { |y| sleep 0.001; y << 1; sleep 0.001; y << 2 }
+    resumed = Fiber.new { sleep 0.001; Fiber.yield 3; sleep 0.001; 4 }
+    queue = Queue.new
+    Fiber.schedule { sleep 0.001; queue << 5 }
+    thread = Thread.new { sleep 0.001; 6 }
+    text([enum.next, enum.next, resumed.resume, resumed.resume, queue.pop, thread.value].join(","))
   when "/spin"
     $spin = true
     deadline = now + LIMIT
