@@ -198,18 +198,17 @@ impl Crew {
         }
     }
 
-    /// Marks the thread IO-bound; false if it already was (or is gone).
+    /// Marks the thread IO-bound; false if it already was, is gone, or serves no request (a
+    /// callable an app kept and called after its request must not raise the pool's limit).
     pub(crate) fn mark_io(&mut self, id: SeatId) -> bool {
         let Some(m) = self.members.iter_mut().find(|m| m.id == id.0) else {
             return false;
         };
-        if m.io {
+        if m.io || m.busy_since.is_none() {
             return false;
         }
         m.io = true;
-        if m.busy_since.is_some() {
-            self.serving -= 1;
-        }
+        self.serving -= 1;
         self.io += 1;
         true
     }
@@ -380,6 +379,7 @@ mod tests {
     fn an_io_bound_thread_never_holds_a_request_back() {
         let (mut crew, mut seats) = crew_of(3);
         let now = Instant::now();
+        assert!(!crew.mark_io(seats[0].id()), "not serving: no mark");
         crew.took(&seats[0], now);
         assert!(crew.mark_io(seats[0].id()));
         assert!(!crew.mark_io(seats[0].id()), "once");

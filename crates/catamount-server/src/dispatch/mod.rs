@@ -876,7 +876,8 @@ mod tests {
                     let mut st = q.lock();
                     for _ in 0..io {
                         let seat = st.crew.enlist(None);
-                        st.crew.mark_io(seat.id());
+                        st.crew.took(&seat, Instant::now());
+                        assert!(st.crew.mark_io(seat.id()));
                     }
                     let limit = q.thread_limit(&st);
                     drop(st);
@@ -945,6 +946,14 @@ mod tests {
         let q = io_queue(1);
         assert_eq!(manager_step(&q), Some(PoolAction::Spawn));
         let mut a = q.thread_started();
+        q.mark_io_bound(a.id());
+        assert_eq!(
+            q.stats().io_threads,
+            0,
+            "a thread that serves nothing is not marked"
+        );
+        q.push(task(1));
+        let _one = q.try_pop(&mut a);
         q.mark_io_bound(a.id());
         assert_eq!(q.stats().io_threads, 1);
         q.thread_died(&mut a);
