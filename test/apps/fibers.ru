@@ -88,6 +88,9 @@ run lambda { |env|
   when "/release"
     $spin = false
     text("released")
+  when "/mark"
+    env["puma.mark_as_io_bound"].call
+    text("marked, io_threads #{Catamount.stats[:io_threads]}")
   when "/stats"
     text(Catamount.stats.values_at(:pool_capacity, :busy_threads, :running).join(" "))
   when "/raise"

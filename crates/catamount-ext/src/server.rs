@@ -87,6 +87,9 @@ pub struct RbServer {
     rack: RackSettings,
     /// `out_of_band` hooks, run on a pool thread when a request ends and every thread is idle.
     out_of_band: Option<Opaque<Value>>,
+    /// The fiber mode's `puma.mark_as_io_bound`: does nothing (a waiting request frees its
+    /// thread already), there for apps that call it unguarded. None in thread mode.
+    fiber_io_mark: Option<Opaque<Value>>,
     /// Set in a cluster worker: the listeners belong to the master.
     in_worker: AtomicBool,
     /// `request_timeout`'s watch over the running server's requests (a new one per `start`).
@@ -242,6 +245,11 @@ impl RbServer {
             metrics: Arc::default(),
             rack,
             out_of_band: keep_optional(settings, "out_of_band")?,
+            fiber_io_mark: o.fiber_scheduler.then(|| {
+                let mark = ruby.proc_from_fn(|ruby: &Ruby, _args: &[Value], _block| ruby.qnil());
+                mark.as_value().freeze();
+                keep(mark.as_value())
+            }),
             in_worker: AtomicBool::new(false),
             watch: Mutex::new(None),
         })
@@ -517,8 +525,8 @@ impl RbServer {
             return Ok(());
         };
         let queue = rb_self.running(ruby)?.queue().clone();
-        // No `puma.mark_as_io_bound`: a waiting request frees its thread already.
-        serve(ruby, &rb_self.rack, app, *job, None)?;
+        let io_mark = rb_self.fiber_io_mark.map(|mark| ruby.get_inner(mark));
+        serve(ruby, &rb_self.rack, app, *job, io_mark)?;
         rack::escape::check()?;
         rb_self.out_of_band(ruby, &queue)
     }
