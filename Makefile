@@ -58,15 +58,16 @@ fuzz-brief: deps
 	FUZZ_SECONDS=12 FUZZ_SEED=23 script/fuzz
 
 # Catamount against Puma 5.6.5 (docs/benchmarks.md). BENCH_ARGS passes options to bench/run.rb,
-# e.g. `make bench BENCH_ARGS="--only hello"`.
+# e.g. `make bench BENCH_ARGS="--only hello"`; MODE=taskset or MODE=setsid places the servers
+# and wrk (bench/lib/placement.rb).
 bench: build build-bench
 	@script/bootstrap bench
-	ruby -w bench/run.rb $(BENCH_ARGS)
+	ruby -w bench/run.rb $(if $(MODE),--mode $(MODE)) $(BENCH_ARGS)
 
 # A few seconds a scenario, for development.
 bench-quick: build build-bench
 	@script/bootstrap bench
-	ruby -w bench/run.rb --quick $(BENCH_ARGS)
+	ruby -w bench/run.rb --quick $(if $(MODE),--mode $(MODE)) $(BENCH_ARGS)
 
 # The soak (test/test_soak.rb): a cluster and a single-mode server under mixed load with
 # restarts for SOAK_SECONDS (default 600; `make test` runs it for 60), memory, fds and threads

@@ -6,10 +6,13 @@
 #
 #   ruby bench/run.rb [--quick | --smoke] [--rounds N] [--seconds S] [--only REGEX]
 #                     [--servers catamount,puma] [--no-slow] [--json FILE] [--markdown FILE]
+#                     [--mode shared|taskset|setsid]
 #
 # --only matches "app:mode" keys (hello:t5, rails:w2, ...), "slow" for the slow-client runs and
 # "anatomy" for the per-request counts (objects, system calls, context switches).
 # --smoke runs Catamount only, one short round each: the test suite uses it to check the runner.
+# --mode places the servers and the load (bench/lib/placement.rb). The PostgreSQL apps' scenarios
+# start the bench's own PostgreSQL for the run (bench/lib/postgres.rb).
 require "optparse"
 require "json"
 require "fileutils"
@@ -21,10 +24,12 @@ require_relative "lib/servers"
 require_relative "lib/scenarios"
 require_relative "lib/report"
 require_relative "lib/anatomy"
+require_relative "lib/placement"
+require_relative "lib/postgres"
 
 module Bench
   Settings = Struct.new(:rounds, :seconds, :c1_seconds, :warmup, :servers, :only, :slow, :json, :markdown,
-                        :profile, keyword_init: true)
+                        :profile, :mode, keyword_init: true)
 
   PROFILES = {
     "full" => { rounds: 3, seconds: 8, c1_seconds: 4, warmup: 2 },
@@ -43,11 +48,14 @@ module Bench
 
     def run
       results = header
+      @postgres = start_postgres if plan.any? { |app, _| app.postgres }
+      results[:postgres] = @postgres.is_a?(String) ? { skipped: @postgres } : { started: true } if @postgres
       results[:scenarios] = plan.map { |app, mode| run_scenario(app, mode) }
       results[:slow_clients] = run_slow_clients if @settings.slow && selected?("slow")
       results[:anatomy] = run_anatomy if selected?("anatomy")
       results
     ensure
+      @postgres.stop if @postgres.respond_to?(:stop)
       FileUtils.rm_rf(@log_dir) unless $!
     end
 
@@ -60,6 +68,8 @@ module Bench
         machine: machine,
         command: "ruby bench/run.rb #{ARGV.join(' ')}".strip,
         profile: @settings.profile,
+        mode: @settings.mode,
+        mode_description: Placement.description,
         rounds: @settings.rounds,
         seconds: @settings.seconds
       }
@@ -69,6 +79,14 @@ module Bench
       cpu = File.read("/proc/cpuinfo")[/^model name\s*:\s*(.+)$/, 1]
       mem = File.read("/proc/meminfo")[/^MemTotal:\s+(\d+)/, 1].to_i / (1024 * 1024)
       "#{Etc.nprocessors} CPUs (#{cpu}), #{mem} GiB, #{`uname -sr`.strip}, #{RUBY_DESCRIPTION}"
+    end
+
+    # The bench's PostgreSQL, or why it could not start (its scenarios then print that instead).
+    def start_postgres
+      progress "postgres"
+      pg = Postgres.start
+      progress(pg.is_a?(String) ? "  #{pg}" : "  started in #{pg.dir}")
+      pg
     end
 
     def selected?(key)
@@ -82,6 +100,9 @@ module Bench
     def run_scenario(app, mode)
       entry = { app: app.key, title: app.title, mode: mode.key, mode_title: mode.title,
                 target: Bench.target(app.key, mode.key), servers: {} }
+      return entry.merge(skipped: @postgres) if app.postgres && @postgres.is_a?(String)
+
+      env = app.postgres ? @postgres.env : {}
       kinds = @kinds.dup
       limit_args = Bench.limit_args(app.key, mode.key)
       kinds << LimitKind.new(limit_args) if limit_args
@@ -98,7 +119,7 @@ module Bench
       servers = []
       certificate = @certificate if app.tls
       runnable.each do |kind|
-        servers << RunningServer.new(kind, mode, app.rackup_path, app.path, @log_dir, certificate: certificate).wait_ready
+        servers << RunningServer.new(kind, mode, app.rackup_path, app.path, @log_dir, certificate: certificate, env: env).wait_ready
       end
       samples = measure(servers, app)
       servers.each do |s|
@@ -117,16 +138,19 @@ module Bench
     # Alternates the servers (A/B, then B/A) so drift on a shared machine hits both alike.
     def measure(servers, app)
       samples = servers.to_h { |s| [s.kind.key, { c50: [], c1: [] }] }
-      servers.each { |s| wrk(s, app, 50, @settings.warmup) } if @settings.warmup.positive?
+      servers.each { |s| wrk(s, app, app.load_connections, @settings.warmup) } if @settings.warmup.positive?
       @settings.rounds.times do |round|
         order = round.even? ? servers : servers.reverse
         order.each do |s|
-          result = wrk(s, app, 50, @settings.seconds)
+          result = wrk(s, app, app.load_connections, @settings.seconds)
           samples[s.kind.key][:c50] << result
           progress format("  round %d %-21s %10.0f req/s  p99 %8.2f ms  errors %d", round + 1, s.kind.label, result.rps,
                           result.p99_ms || 0, result.errors + result.non_2xx)
         end
         order.each do |s|
+          # Past -c50 a thread-bound server still owes the requests wrk left queued: answered
+          # first (the probe waits its turn), so the single connection's latency is its own.
+          s.wait_ready(timeout: 30) if app.load_connections > 50
           samples[s.kind.key][:c1] << wrk(s, app, 1, @settings.c1_seconds)
         end
         side_by_side(servers, app, samples, round)
@@ -167,8 +191,8 @@ module Bench
     def app_alone_rate(app, processes)
       log = File.join(@log_dir, "alone-#{app.key}-#{processes}.log")
       out = IO.popen({ "RACK_ENV" => "production" },
-                     [RbConfig.ruby, APP_ALONE_SCRIPT, app.rackup_path, app.path, processes.to_s,
-                      @settings.seconds.to_s, @settings.warmup.to_s],
+                     Placement.server([RbConfig.ruby, APP_ALONE_SCRIPT, app.rackup_path, app.path, processes.to_s,
+                                       @settings.seconds.to_s, @settings.warmup.to_s]),
                      chdir: File.dirname(app.rackup_path), err: log, &:read)
       raise "#{app.key} alone failed; log #{log}:\n#{File.read(log)[-2000..]}" unless $?.success?
 
@@ -240,8 +264,8 @@ module Bench
       duration = (@settings.seconds + SETTLE_SECONDS * (conns / 50.0).clamp(1, 3) + 3).ceil
       out = File.join(@log_dir, "#{tool}-#{server.port}.json")
       before = Memory.of_tree(server.pid)[:rss_kib]
-      pid = Process.spawn(TOOLS, tool, "--port", server.port.to_s, "--conns", conns.to_s, "--duration", duration.to_s, *args,
-                          out: out, err: out)
+      pid = Process.spawn(*Placement.client([TOOLS, tool, "--port", server.port.to_s, "--conns", conns.to_s,
+                                             "--duration", duration.to_s, *args]), out: out, err: out)
       # The slow clients connect and take what they can before the load starts (1,000 take longer).
       sleep SETTLE_SECONDS * (conns / 50.0).clamp(1, 3)
       yield (Memory.of_tree(server.pid)[:rss_kib] - before).to_f / conns
@@ -261,7 +285,7 @@ module Bench
     profile = "full"
     overrides = {}
     servers = %w[catamount puma]
-    settings = { only: nil, slow: true, json: nil, markdown: nil }
+    settings = { only: nil, slow: true, json: nil, markdown: nil, mode: "shared" }
     OptionParser.new do |o|
       o.banner = "usage: ruby bench/run.rb [options]"
       o.on("--quick", "a few seconds a scenario (development)") { profile = "quick" }
@@ -276,6 +300,9 @@ module Bench
       o.on("--no-slow", "skip the slow-client scenarios") { settings[:slow] = false }
       o.on("--json FILE", "write every sample as JSON") { |v| settings[:json] = v }
       o.on("--markdown FILE", "write the tables to FILE too") { |v| settings[:markdown] = v }
+      o.on("--mode MODE", Placement::MODES.keys, "where the servers and wrk run: #{Placement::MODES.keys.join(', ')}") do |v|
+        settings[:mode] = v
+      end
     end.parse!(argv)
     Settings.new(**PROFILES.fetch(profile), **overrides, **settings, servers: servers, profile: profile)
   end
@@ -283,9 +310,11 @@ end
 
 if $PROGRAM_NAME == __FILE__
   settings = Bench.parse_settings(ARGV.dup)
+  Bench::Placement.mode = settings.mode
   results = Bench::Runner.new(settings).run
   table = Bench::Report.markdown(results)
-  head = "Catamount benchmark, #{results[:date]}, commit #{results[:commit]}\n#{results[:machine]}\n`#{results[:command]}`\n\n"
+  head = "Catamount benchmark, #{results[:date]}, commit #{results[:commit]}\n#{results[:machine]}\n`#{results[:command]}`\n" \
+         "Mode: #{results[:mode]} (#{results[:mode_description]})\n\n"
   puts head + table
   File.write(settings.markdown, head + table) if settings.markdown
   File.write(settings.json, JSON.pretty_generate(results)) if settings.json

@@ -22,6 +22,7 @@ class TestBenchSmoke < Minitest::Test
       refute_match(/warning:/, err)
       results = JSON.parse(File.read(json))
       check_scenarios(results["scenarios"])
+      check_postgres(results)
       check_slow_clients(results["slow_clients"])
       anatomy = results.dig("anatomy", "catamount")
       assert_operator anatomy["objects_per_request"], :>, 0
@@ -36,9 +37,12 @@ class TestBenchSmoke < Minitest::Test
   def check_scenarios(scenarios)
     apps = %w[hello body_1mib file_10mib post_echo sleep cpu sinatra rails]
     tls = %w[hello_tls:t5 hello_tls:w2 body_1mib_tls:t5 connect_tls:t5]
-    assert_equal apps.product(%w[t5 t1 w2]).map { |a, m| "#{a}:#{m}" } + tls, scenarios.map { |s| "#{s['app']}:#{s['mode']}" }
+    io_bound = %w[sleep_c200 pg_sleep pg_lookup].product(%w[t5 w2]).map { |a, m| "#{a}:#{m}" }
+    assert_equal apps.product(%w[t5 t1 w2]).map { |a, m| "#{a}:#{m}" } + tls + io_bound,
+                 scenarios.map { |s| "#{s['app']}:#{s['mode']}" }
     scenarios.each do |s|
       name = "#{s['app']}:#{s['mode']}"
+      next if s["skipped"] # check_postgres
       cat = s["servers"]["catamount"]
       refute s["servers"].key?("puma"), "#{name}: --smoke runs Catamount alone"
       stats = cat.fetch("stats")
@@ -50,7 +54,7 @@ class TestBenchSmoke < Minitest::Test
     end
     check_metrics_on(scenarios)
     check_plain_twins(scenarios)
-    %w[hello:t5 body_1mib:t5 file_10mib:t5 post_echo:t5 hello_tls:t5 hello_tls:w2].each do |key|
+    %w[hello:t5 hello:w2 body_1mib:t5 file_10mib:t5 post_echo:t5 hello_tls:t5 hello_tls:w2].each do |key|
       app, mode = key.split(":")
       limit = scenarios.find { |s| s["app"] == app && s["mode"] == mode }["servers"]["limit"]
       assert_operator limit.dig("stats", "rps"), :>, 0, "#{key}: the pure-Rust limit ran and answered"
@@ -60,6 +64,19 @@ class TestBenchSmoke < Minitest::Test
       assert_equal %w[1 2], alone.keys, "#{app}: measured alone in one process and in two"
       alone.each_value { |a| assert_operator a["rps"], :>, 0, "#{app} alone" }
     end
+  end
+
+  # The PostgreSQL apps ran on the bench's own PostgreSQL (started and stopped by the run), or
+  # print why it could not start: the only case they may be left out.
+  def check_postgres(results)
+    pg = results["scenarios"].select { |s| s["app"].start_with?("pg_") }
+    if (reason = results.dig("postgres", "skipped"))
+      warn "test_bench: the PostgreSQL scenarios were skipped: #{reason}"
+      pg.each { |s| assert_equal reason, s["skipped"] }
+      return
+    end
+    assert_equal({ "started" => true }, results["postgres"])
+    pg.each { |s| assert_nil s["skipped"], "#{s['app']}:#{s['mode']}" }
   end
 
   # Hello world `-t 5:5` and `-w 2` also ran with metrics on, scraped while loaded; no other did.
@@ -113,6 +130,12 @@ class TestBenchSmoke < Minitest::Test
     assert_match(/^\| hello world, a new TLS connection per request \| `-t 5:5` \| \d+ \(\d+–\d+\) \| – \| – \| – \| – \|$/, throughput)
     assert_match(/^\| Ruby objects allocated \| [\d.]+ \|$/, markdown)
     assert_match(/^Pure-Rust limit \(one reactor thread, no Ruby\): \d+ req\/s\.$/, markdown)
+    assert_match(/^Pure-Rust limit with two threads \(as many as the cluster's workers, no Ruby\): \d+ req\/s\. Hello world `-w 2 -t 5:5`: Catamount \d+% of it \(target ≥ 85%: (met|MISSED)\), Puma –\.$/, markdown)
+    ["20 ms sleep, `-c200`", "PostgreSQL `pg_sleep(0.02)`, `-c200`", "PostgreSQL indexed lookup as JSON, `-c200`"].each do |title|
+      ["`-t 5:5`", "`-w 2 -t 5:5`"].each do |mode|
+        assert_match(/^\| #{Regexp.escape(title)} \| #{Regexp.escape(mode)} \| (\d+ \(\d+–\d+\) \| – \| – \||n\/a \(PostgreSQL did not start: .*\) \| n\/a \| –) /, throughput)
+      end
+    end
     { "`-t 5:5`" => "one thread", "`-w 2 -t 5:5`" => "two threads, as many as the cluster's workers" }.each do |mode, threads|
       assert_match(/^Pure-Rust limit over TLS \(rustls, #{threads}, no Ruby\) #{Regexp.escape(mode)}: \d+ req\/s\. Catamount hello world over TLS: \d+% of it; Puma –\.$/, markdown)
     end

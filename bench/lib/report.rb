@@ -72,11 +72,17 @@ module Bench
 
     def markdown(results)
       lines = []
-      lines << "### Throughput (`wrk -t2 -c50`, req/s: median (min–max) over #{results[:rounds]} rounds)"
+      lines << "### Throughput (`wrk -t2 -c50` unless the row says `-c200`, req/s: median (min–max) over " \
+               "#{results[:rounds]} rounds; mode: #{results[:mode] || 'shared'})"
       lines << ""
       lines << "| scenario | mode | Catamount | Puma | ratio | target | verdict |"
       lines << "|---|---|---|---|---|---|---|"
       results[:scenarios].each do |s|
+        if s[:skipped]
+          lines << "| #{s[:title]} | `#{s[:mode_title]}` | n/a (#{s[:skipped]}) | n/a | – | – | – |"
+          next
+        end
+
         c = s[:servers]["catamount"]
         p = s[:servers]["puma"]
         r = ratio(c&.dig(:stats, :rps), p&.dig(:stats, :rps))
@@ -172,7 +178,9 @@ module Bench
       lines << ""
       limits.each do |limit_scenario|
         limit = limit_scenario[:servers].dig("limit", :stats, :rps)
-        if limit_scenario[:app] == "hello"
+        if limit_scenario[:app] == "hello" && limit_scenario[:mode] == "w2"
+          cluster_limit_line(limit_scenario, limit, lines)
+        elsif limit_scenario[:app] == "hello"
           hello_limit_lines(results, limit, lines)
         elsif limit_scenario[:app] == "hello_tls"
           tls_limit_lines(limit_scenario, limit, lines)
@@ -189,6 +197,15 @@ module Bench
         lines << "Catamount hello world `#{s[:mode_title]}`: #{percent(share)} of the limit " \
                  "(target ≥ #{(LIMIT_SHARE_TARGET * 100).round}%: #{verdict(share, LIMIT_SHARE_TARGET)})."
       end
+    end
+
+    # The cluster against a limit server with as many threads as it has workers.
+    def cluster_limit_line(scenario, limit, lines)
+      c = ratio(scenario[:servers].dig("catamount", :stats, :rps), limit)
+      p = ratio(scenario[:servers].dig("puma", :stats, :rps), limit)
+      lines << "Pure-Rust limit with two threads (as many as the cluster's workers, no Ruby): #{rate(limit)} req/s. " \
+               "Hello world `#{scenario[:mode_title]}`: Catamount #{percent(c)} of it (target ≥ " \
+               "#{(CLUSTER_LIMIT_SHARE_TARGET * 100).round}%: #{verdict(c, CLUSTER_LIMIT_SHARE_TARGET)}), Puma #{percent(p)}."
     end
 
     # Over TLS in each mode: a ratio of T needs Catamount at T times Puma's share of the limit.

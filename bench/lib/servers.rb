@@ -6,6 +6,8 @@ require "socket"
 require "timeout"
 require "tmpdir"
 require_relative "scraper"
+require_relative "placement"
+require_relative "child"
 
 module Bench
   ROOT = File.expand_path("../..", __dir__)
@@ -150,17 +152,19 @@ module Bench
 
   # A started server: its process group, its log, and a bounded wait until it answers.
   class RunningServer
+    include Child
     attr_reader :kind, :pid, :port, :log
 
-    # `certificate`: serve over TLS with it (unless the kind serves plain TCP only).
-    def initialize(kind, mode, rackup, probe_path, log_dir, certificate: nil)
+    # `certificate`: serve over TLS with it (unless the kind serves plain TCP only); `env`: more
+    # environment for the server (the PostgreSQL apps' PGHOST...).
+    def initialize(kind, mode, rackup, probe_path, log_dir, certificate: nil, env: {})
       @kind = kind
       @bind = kind.bind_for(Bind.new(Bench.free_port, certificate))
       @port = @bind.port
       @probe_path = probe_path
       @log = File.join(log_dir, "#{kind.key}-#{File.basename(File.dirname(rackup))}-#{File.basename(rackup, '.ru')}-#{@port}.log")
-      @pid = Process.spawn({ "RACK_ENV" => "production" }, *kind.command(mode, @bind, rackup),
-                           chdir: File.dirname(rackup), out: @log, err: @log, pgroup: true)
+      @pid = Process.spawn({ "RACK_ENV" => "production", **env }, *Placement.server(kind.command(mode, @bind, rackup)),
+                           chdir: File.dirname(rackup), out: @log, err: @log, pgroup: Placement.spawn_pgroup?)
     end
 
     def url(path)
@@ -194,17 +198,7 @@ module Bench
 
     # TERM, then (after 20 s) KILL for the whole process group.
     def stop
-      return if exited?
-
-      Process.kill("TERM", @pid)
-      deadline = now + 20
-      sleep 0.05 until exited? || now > deadline
-      return if exited?
-
-      Process.kill("KILL", -@pid)
-      Process.wait(@pid)
-    rescue Errno::ESRCH, Errno::ECHILD
-      nil
+      stop_child("TERM", 20)
     end
 
     private
@@ -230,19 +224,6 @@ module Bench
       ssl.sync_close = true
       Timeout.timeout(10) { ssl.connect }
       ssl
-    end
-
-    def exited?
-      return true if @status
-
-      _, @status = Process.waitpid2(@pid, Process::WNOHANG)
-      !@status.nil?
-    rescue Errno::ECHILD
-      true
-    end
-
-    def now
-      Process.clock_gettime(Process::CLOCK_MONOTONIC)
     end
   end
 end

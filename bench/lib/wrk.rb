@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "open3"
+require_relative "placement"
 
 module Bench
   # One wrk run and what it measured.
@@ -12,7 +13,7 @@ module Bench
 
     module_function
 
-    # `connections` 50 means `-t2 -c50`; 1 means `-t1 -c1` (single-connection latency).
+    # `connections` 50 means `-t2 -c50` (200: `-t2 -c200`); 1 means `-t1 -c1` (single-connection latency).
     # `headers` ("Name: value") go with every request (`Connection: close`: wrk connects again
     # after each response).
     def run(url, connections:, seconds:, script: nil, headers: nil)
@@ -20,7 +21,7 @@ module Bench
       args = ["wrk", "-t#{threads}", "-c#{connections}", "-d#{seconds}s", "--latency", "--timeout", "10s"]
       args += ["-s", File.join(LUA_DIR, script)] if script
       (headers || []).each { |h| args += ["-H", h] }
-      out, err, status = Open3.capture3(*args, url)
+      out, err, status = Open3.capture3(*Placement.client(args), url)
       raise "wrk failed (#{status}): #{err.strip} #{out.strip}" unless status.success?
 
       parse(out)
