@@ -109,6 +109,7 @@ module Bench
       catamount = kinds.index { |k| k.key == "catamount" }
       kinds.insert(catamount + 1, CatamountMetricsKind.new) if catamount && Bench.metrics_row?(app.key, mode.key)
       kinds.insert(catamount + 1, CatamountPlainKind.new) if catamount && PLAIN_TWIN_APPS.include?(app.key)
+      kinds.insert(catamount + 1, CatamountFiberKind.new(@log_dir)) if catamount && FIBER_APPS.include?(app.key)
       entry[:app_alone] = measure_app_alone(app) if APP_ALONE.include?(app.key) && mode.key == "t5"
       runnable = kinds.reject do |kind|
         why = kind.unsupported(mode)

@@ -27,8 +27,10 @@ class TestBenchSmoke < Minitest::Test
       anatomy = results.dig("anatomy", "catamount")
       assert_operator anatomy["objects_per_request"], :>, 0
       assert_operator anatomy["context_switches_per_request"], :>=, 0
-      # + the two rows with metrics on and the two of Catamount over plain TCP beside TLS
-      check_tables(out, File.read(markdown), results["scenarios"].size + 4)
+      # + the two rows with metrics on, the two of Catamount over plain TCP beside TLS, and the
+      # fiber mode's beside each IO-bound scenario at -c200
+      fiber_rows = results["scenarios"].count { |s| s["servers"].key?("catamount_fiber") }
+      check_tables(out, File.read(markdown), results["scenarios"].size + 4 + fiber_rows)
     end
   end
 
@@ -53,6 +55,7 @@ class TestBenchSmoke < Minitest::Test
       assert_operator stats["pss_kib"], :>, 0, name
     end
     check_metrics_on(scenarios)
+    check_fiber_mode(scenarios)
     check_plain_twins(scenarios)
     %w[hello:t5 hello:w2 body_1mib:t5 file_10mib:t5 post_echo:t5 hello_tls:t5 hello_tls:w2].each do |key|
       app, mode = key.split(":")
@@ -77,6 +80,18 @@ class TestBenchSmoke < Minitest::Test
     end
     assert_equal({ "started" => true }, results["postgres"])
     pg.each { |s| assert_nil s["skipped"], "#{s['app']}:#{s['mode']}" }
+  end
+
+  # The 20 ms sleep at -c200 also ran Catamount in its fiber mode; no other scenario did.
+  def check_fiber_mode(scenarios)
+    with = scenarios.select { |s| s["servers"].key?("catamount_fiber") }
+    expected = scenarios.select { |s| s["app"] == "sleep_c200" }
+    assert_equal expected.map { |s| "#{s['app']}:#{s['mode']}" }, with.map { |s| "#{s['app']}:#{s['mode']}" }
+    with.each do |s|
+      fiber = s["servers"]["catamount_fiber"]
+      assert_operator fiber.dig("stats", "rps"), :>, 0, "#{s['app']}:#{s['mode']} fiber mode"
+      assert_equal 0, fiber.dig("stats", "errors"), "#{s['app']}:#{s['mode']} fiber mode"
+    end
   end
 
   # Hello world `-t 5:5` and `-w 2` also ran with metrics on, scraped while loaded; no other did.

@@ -92,6 +92,7 @@ module Bench
         lines << "| #{s[:title]} | `#{s[:mode_title]}` | #{c_cell} | #{p_cell} | #{times(r)} | #{target} | #{verdict(r, s[:target])} |"
         metrics_row(s, lines)
         plain_row(s, lines)
+        fiber_row(s, lines)
       end
       limit_lines(results, lines)
       tls_share_lines(results, lines)
@@ -106,6 +107,7 @@ module Bench
         latency_row(s[:title], s[:mode_title], sv, lines)
         latency_row("#{s[:title]}, metrics on", s[:mode_title], { "catamount" => sv[METRICS_KEY] }, lines) if sv[METRICS_KEY]
         latency_row("#{s[:title]}: Catamount over plain TCP", s[:mode_title], { "catamount" => sv[PLAIN_KEY] }, lines) if sv[PLAIN_KEY]
+        latency_row("#{s[:title]}, fiber mode", s[:mode_title], { "catamount" => sv[FIBER_KEY], "puma" => sv["puma"] }, lines) if sv[FIBER_KEY]
       end
       slow_lines(results, lines)
       anatomy_lines(results, lines)
@@ -119,6 +121,19 @@ module Bench
     end
 
     METRICS_KEY = "catamount_metrics"
+    FIBER_KEY = "catamount_fiber"
+
+    # Catamount in its fiber mode against Puma, in the IO-bound scenarios.
+    def fiber_row(scenario, lines)
+      fiber = scenario[:servers][FIBER_KEY]
+      return unless fiber
+
+      r = ratio(fiber.dig(:stats, :rps), scenario[:servers].dig("puma", :stats, :rps))
+      target = Bench.fiber_target(scenario[:app], scenario[:mode])
+      lines << "| #{scenario[:title]}, fiber mode | `#{scenario[:mode_title]}` | #{spread(fiber[:stats])} | " \
+               "#{spread(scenario[:servers].dig('puma', :stats))} | #{times(r)} | #{target ? "≥ #{target}x" : '–'} | " \
+               "#{verdict(r, target)} |"
+    end
 
     # The same Catamount with metrics on and scraped, as a share of its rate with them off, the
     # median of each round's ratio: the two loaded at once (the verdict's, as what else the

@@ -123,6 +123,20 @@ module Bench
     end
   end
 
+  # The same Catamount in its fiber mode (`fiber_scheduler`, a config DSL option only: a config
+  # file in the run's log dir), beside it in the IO-bound scenarios.
+  class CatamountFiberKind < CatamountKind
+    def initialize(log_dir)
+      super("catamount_fiber", "Catamount, fiber mode")
+      @config = File.join(log_dir, "fiber_mode.rb")
+      File.write(@config, "fiber_scheduler\n")
+    end
+
+    def command(mode, bind, rackup)
+      super.insert(-2, "-C", @config)
+    end
+  end
+
   # Debian's Puma 5.6.5 (`apt-get install puma`), same flags.
   class PumaKind < ServerKind
     def initialize
