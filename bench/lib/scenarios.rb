@@ -110,8 +110,8 @@ module Bench
   end
 
   # The IO-bound apps Catamount also serves in its fiber mode, in the same rounds, and the ratio
-  # over Puma it must reach there at `-t 5:5` (issue 25). Not yet the PostgreSQL apps: in the
-  # fiber mode their first request never got an answer (docs/benchmarks.md, "Fiber mode rows").
+  # over Puma it must reach there at `-t 5:5` (issue 25). Not yet the PostgreSQL apps: their
+  # fiber-mode hang is fixed, their rows are still to add (docs/benchmarks.md, "Fiber mode rows").
   FIBER_APPS = %w[sleep_c200].freeze
 
   def self.fiber_target(app_key, mode_key)

@@ -29,6 +29,13 @@ pub fn define(ruby: &Ruby, catamount: RModule) -> Result<(), magnus::Error> {
     Ok(())
 }
 
+/// The classes' lookups, made at load time (see `look_up_now` in lib.rs).
+pub fn look_up_now(ruby: &Ruby) {
+    for class in [&USAGE_ERROR, &CONFIG_ERROR, &LISTEN_ERROR, &REQUEST_TIMEOUT] {
+        ruby.get_inner(class);
+    }
+}
+
 pub fn request_timeout(ruby: &Ruby) -> ExceptionClass {
     ruby.get_inner(&REQUEST_TIMEOUT)
 }

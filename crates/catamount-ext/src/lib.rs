@@ -98,5 +98,23 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
         "unlink_unix_sockets",
         method!(server::RbServer::unlink_unix_sockets, 0),
     )?;
+    look_up_now(ruby);
     Ok(())
+}
+
+/// Makes the first (lazy) lookup of every Ruby object the extension finds by calling into Ruby
+/// now, while one thread runs. Found on first use instead, two pool threads could race it: the
+/// first runs Ruby code to look it up and may let the GVL go meanwhile; the second, holding the
+/// GVL, waits for that lookup to finish, which needs the GVL back: a deadlock (seen as a fiber
+/// mode server that never answered its first request).
+fn look_up_now(ruby: &Ruby) {
+    use magnus::TypedData;
+    config::RbCli::class(ruby);
+    config::RbOptions::class(ruby);
+    server::RbServer::class(ruby);
+    control::RbControl::class(ruby);
+    fibers::RbFiberWorker::class(ruby);
+    fibers::RbJob::class(ruby);
+    errors::look_up_now(ruby);
+    rack::taken::look_up_now(ruby);
 }

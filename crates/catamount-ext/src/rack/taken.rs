@@ -23,6 +23,11 @@ static TAKEN: Lazy<Value> = Lazy::new(|ruby| {
     map
 });
 
+/// The map made at load time (see `look_up_now` in lib.rs): making it runs Ruby code.
+pub fn look_up_now(ruby: &Ruby) {
+    ruby.get_inner(&TAKEN);
+}
+
 /// The instance variable holding `[description, monotonic seconds when taken]`.
 const ABOUT: &str = "@__catamount_taken";
 
