@@ -31,6 +31,7 @@ module Catamount
 
       # The fiber mode runs each request in a fiber of its own already.
       app = FiberPerRequest.new(app) if options[:fiber_per_request] && !options[:fiber_scheduler]
+      warn_about_thread_keyed_connections if options[:fiber_scheduler]
       # The app may have loaded the real puma gem (Gemfile + Bundler.require): its `Puma.stats`
       # then reads Catamount's numbers.
       PumaCompat.attach_stats
@@ -66,6 +67,27 @@ module Catamount
     end
 
     private
+
+    # ActiveRecord hands out one database connection per *thread* unless Rails' isolation level
+    # is `:fiber` (Rails 7.0+; Rails 6.1 has no such setting). In the fiber mode a thread runs
+    # many requests at once, so they would share one connection and interleave their
+    # transactions. Said at boot, once the app (and so ActiveRecord's settings) is loaded.
+    def warn_about_thread_keyed_connections
+      return unless defined?(::ActiveRecord::Base)
+
+      state = defined?(::ActiveSupport::IsolatedExecutionState) && ::ActiveSupport::IsolatedExecutionState
+      return if state && state.isolation_level == :fiber
+
+      fix = if state
+              "set `config.active_support.isolation_level = :fiber` in the app"
+            else
+              "use Rails 7.0 or later with `config.active_support.isolation_level = :fiber`"
+            end
+      @context.err.puts "Warning: fiber_scheduler runs several requests on one thread, and ActiveRecord " \
+                        "#{::ActiveRecord.version} gives every request of a thread the same database " \
+                        "connection (their queries and transactions interleave): #{fix}, or turn " \
+                        "fiber_scheduler off."
+    end
 
     def load_rackup(rackup)
       check_rackup(rackup)
