@@ -8,8 +8,15 @@ module Catamount
   # descriptors, the earliest timer, a new request or a wake-up from another thread, is native
   # (Native::FiberWorker#wait, without the GVL).
   #
-  # Fibers switch by `transfer`: the loop runs in the thread's root fiber, a waiting fiber
-  # transfers back to it, and a fiber that ends returns to it.
+  # Fibers switch by `transfer` (Native::FiberWorker#run and #park): the loop runs in the
+  # thread's root fiber, a waiting fiber transfers back to it, and a fiber that ends returns to
+  # it.
+  #
+  # `request_timeout`: each fiber the loop runs belongs to a request fiber (its *owner*: itself,
+  # or the request fiber that resumed it), which the native side knows while it runs, so the
+  # watch's raise into the thread lands in it. An overdue request that waits is raised into
+  # here: the watch lists it (`@worker.overdue`) and rings, the loop wakes its waiting fibers
+  # and `park` raises in the first of them to run.
   class FiberScheduler
     # A thread's life in the fiber mode: runs the loop until the queue lets the thread go.
     def self.run(server, app, limit)
@@ -27,11 +34,14 @@ module Catamount
       @thread = Thread.current
       @count = 0 # fibers alive (requests, and fibers they scheduled)
       @ready = [] # [fiber, value] to transfer to, in order
-      @parked = {} # fiber => true while it waits for a wake
+      @parked = {} # fiber => its owner while it waits for a wake
       @io = {} # fiber => [fd, events] while it waits on a descriptor
       @timers = [] # [deadline, callback], sorted; a cancelled one has a nil callback
       @raises = {} # fiber => [class, args] to raise when it wakes (`timeout_after`)
       @unblocked = [] # fibers another thread woke (Array#push is atomic under the GVL)
+      @owner = nil # the owner of the fibers running now
+      @overdue = {} # owner => message: request_timeout passed, to raise in its next fiber to run
+      @watched = worker.watched?
     end
 
     # The loop: run ready fibers, take a request, wait. Returns when the thread should end.
@@ -115,10 +125,11 @@ module Catamount
       end.value
     end
 
-    # `Fiber.schedule`: the fiber starts on the loop's next turn.
+    # `Fiber.schedule`: the fiber starts on the loop's next turn (its own owner: an overdue
+    # request does not end the fibers it scheduled).
     def fiber(&block)
       fiber = new_fiber(&block)
-      @ready << [fiber, nil]
+      @ready << [fiber, nil, fiber]
       fiber
     end
 
@@ -128,7 +139,8 @@ module Catamount
     private
 
     def start_request(server, app, job)
-      @ready << [new_fiber { server.serve_job(job, app) }, nil]
+      fiber = new_fiber { server.serve_job(job, app) }
+      @ready << [fiber, nil, fiber]
     end
 
     def new_fiber(&block)
@@ -142,15 +154,19 @@ module Catamount
       ensure
         @count -= 1
         @parked.delete(Fiber.current)
+        @overdue.delete(Fiber.current)
       end
     end
 
     # Gives the thread back to the loop until `wake`; returns the wake's value, or raises what
-    # `timeout_after` asked for.
+    # `timeout_after` or request_timeout asked for.
     def park
       fiber = Fiber.current
-      @parked[fiber] = true
-      value = @root.transfer
+      @parked[fiber] = @owner
+      value = @worker.park(@root)
+      if @watched && (message = @overdue.delete(@owner))
+        raise RequestTimeout, message
+      end
       if (raising = @raises.delete(fiber))
         klass, args = raising
         raise klass, *args
@@ -159,7 +175,18 @@ module Catamount
     end
 
     def wake(fiber, value)
-      @ready << [fiber, value] if @parked.delete(fiber)
+      return unless @parked.key?(fiber)
+
+      @ready << [fiber, value, @parked.delete(fiber)]
+    end
+
+    # The requests the watch found overdue while they waited: their waiting fibers wake, and
+    # the first of them to run raises.
+    def take_overdue
+      @worker.overdue.each do |owner, message|
+        @overdue[owner] = message
+        @parked.select { |_, o| o.equal?(owner) }.each_key { |fiber| wake(fiber, nil) }
+      end
     end
 
     def after(seconds, &callback)
@@ -183,10 +210,17 @@ module Catamount
       take_unblocked
       ready = @ready
       @ready = []
-      ready.each { |fiber, value| fiber.transfer(value) if fiber.alive? }
+      ready.each do |fiber, value, owner|
+        next unless fiber.alive?
+
+        @owner = owner
+        @worker.run(fiber, owner, value)
+      end
+      @owner = nil
     end
 
     def take_unblocked
+      take_overdue if @watched
       while (fiber = @unblocked.shift)
         wake(fiber, true)
       end

@@ -7,19 +7,26 @@
 //! requests wait, which ends on whichever comes first: a descriptor one of its fibers waits on,
 //! the earliest timer, a new request (the queue rings the thread's [`Bell`]), a wake-up from
 //! another thread (`unblock`), or Ruby's interrupt.
+//!
+//! And what `request_timeout`'s watch needs to reach an overdue request's fiber
+//! ([`FiberSignals`]): which request's fibers run on the thread right now (the watch then raises
+//! into the thread, which lands in that fiber), and a list of overdue requests for the loop to
+//! raise into when they wait.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use magnus::{prelude::*, Error, Ruby, Value};
+use magnus::rb_sys::AsRawValue;
+use magnus::{prelude::*, Error, Fiber, RArray, Ruby, Value};
 
 use catamount_server::{Doorbell, Job, Seat, Server, Waiter};
 
 use crate::ffi;
 use crate::server::{blocking, next_job};
+use crate::timeout::Watch;
 
 /// A thread's wake-up: a socket pair whose read end is in every wait of the thread.
 #[derive(Debug)]
@@ -63,6 +70,37 @@ impl Doorbell for Bell {
     }
 }
 
+/// A fiber-mode thread's side of `request_timeout` (shared with the watch's slots).
+#[derive(Debug)]
+pub(crate) struct FiberSignals {
+    /// The request fiber whose fibers run on the thread now (its raw VALUE, compared only),
+    /// 0 while the loop runs. Set by `run` right before the switch and cleared by `park`
+    /// right before the switch back, both without a point where Ruby could let the GVL go
+    /// between the store and the switch: so while the watch holds the GVL, a nonzero value
+    /// names the fiber a `Thread#raise` into this thread would land in (or one it resumed,
+    /// which passes the exception on). A fiber that ends leaves it set until the loop runs
+    /// again; its request has no slot by then.
+    current: AtomicUsize,
+    /// Requests the watch found overdue while they were not running, as (slot, sequence,
+    /// message), for the loop to raise into.
+    overdue: Mutex<Vec<(usize, u64, String)>>,
+    bell: Arc<Bell>,
+}
+
+impl FiberSignals {
+    /// Whether `fiber`'s fibers run on the thread now (with the GVL).
+    pub(crate) fn is_running(&self, fiber: usize) -> bool {
+        self.current.load(Ordering::SeqCst) == fiber
+    }
+
+    /// The watch found a request of this thread overdue while it was not running: the loop
+    /// raises into it when it next looks (`RbFiberWorker::overdue`).
+    pub(crate) fn overdue(&self, slot: usize, seq: u64, message: String) {
+        locked(&self.overdue).push((slot, seq, message));
+        self.bell.ring_always();
+    }
+}
+
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -70,11 +108,16 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A request taken by a fiber-mode thread, until a fiber serves it (`Server#serve_job`).
 /// Dropped unserved (the thread died first), it closes its connection and counts as done.
 #[magnus::wrap(class = "Catamount::Native::Job", free_immediately, size)]
-pub struct RbJob(Mutex<Option<Box<Job>>>);
+pub struct RbJob(Mutex<Option<Box<Job>>>, Arc<FiberSignals>);
 
 impl RbJob {
     pub(crate) fn take(&self) -> Option<Box<Job>> {
         locked(&self.0).take()
+    }
+
+    /// The taking thread's signals (for `request_timeout`).
+    pub(crate) fn signals(&self) -> &Arc<FiberSignals> {
+        &self.1
     }
 }
 
@@ -88,12 +131,19 @@ pub struct RbFiberWorker {
     bell: Arc<Bell>,
     /// The same bell as the queue holds it (to take it back).
     rung_by_queue: Arc<dyn Doorbell>,
+    signals: Arc<FiberSignals>,
+    /// `request_timeout`'s watch, if on.
+    watch: Option<Arc<Watch>>,
 }
 
 impl RbFiberWorker {
     /// Books the calling thread (see `WorkQueue::thread_started`) and hangs its bell on the
     /// queue.
-    pub(crate) fn new(ruby: &Ruby, server: Arc<Server>) -> Result<RbFiberWorker, Error> {
+    pub(crate) fn new(
+        ruby: &Ruby,
+        server: Arc<Server>,
+        watch: Option<Arc<Watch>>,
+    ) -> Result<RbFiberWorker, Error> {
         let bell = Arc::new(Bell::new().map_err(|e| {
             Error::new(
                 ruby.exception_runtime_error(),
@@ -104,12 +154,19 @@ impl RbFiberWorker {
         let queue = server.queue();
         let seat = queue.thread_started();
         queue.add_doorbell(rung_by_queue.clone());
+        let signals = Arc::new(FiberSignals {
+            current: AtomicUsize::new(0),
+            overdue: Mutex::default(),
+            bell: bell.clone(),
+        });
         Ok(RbFiberWorker {
             server,
             seat: Mutex::new(Some(seat)),
             waiter: Waiter::new(),
             bell,
             rung_by_queue,
+            signals,
+            watch,
         })
     }
 
@@ -134,7 +191,9 @@ impl RbFiberWorker {
             queue.try_pop(seat_ref)
         };
         Ok(match job {
-            Some(job) => ruby.obj_wrap(RbJob(Mutex::new(Some(job)))).as_value(),
+            Some(job) => ruby
+                .obj_wrap(RbJob(Mutex::new(Some(job)), rb_self.signals.clone()))
+                .as_value(),
             None => ruby.qnil().as_value(),
         })
     }
@@ -187,6 +246,45 @@ impl RbFiberWorker {
             ));
         }
         Ok(polled.iter().skip(1).map(|p| p.revents).collect())
+    }
+
+    /// `run(fiber, owner, value)`: switches to `fiber` (a fiber of the request fiber `owner`)
+    /// until a fiber of the thread parks or ends; returns what it passed back.
+    pub fn run(rb_self: &Self, fiber: Fiber, owner: Value, value: Value) -> Result<Value, Error> {
+        let owner = owner.as_raw() as usize;
+        rb_self.signals.current.store(owner, Ordering::SeqCst);
+        let back = fiber.transfer::<_, Value>((value,));
+        rb_self.signals.current.store(0, Ordering::SeqCst);
+        back
+    }
+
+    /// `park(root)`: the calling fiber gives the thread back to the loop (the root fiber);
+    /// returns the value the loop resumes it with.
+    pub fn park(rb_self: &Self, root: Fiber) -> Result<Value, Error> {
+        rb_self.signals.current.store(0, Ordering::SeqCst);
+        root.transfer::<_, Value>(())
+    }
+
+    /// `watched?`: whether `request_timeout` watches this thread's requests.
+    pub fn watched(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    /// `overdue`: `[[fiber, message], ...]`, the requests of this thread the watch found
+    /// overdue while they waited (each still on that request), for the loop to raise into.
+    pub fn overdue(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
+        let list = ruby.ary_new();
+        let found = std::mem::take(&mut *locked(&rb_self.signals.overdue));
+        if let Some(watch) = rb_self.watch.as_ref() {
+            for (slot, seq, message) in found {
+                if let Some(fiber) = watch.raised_fiber(ruby, slot, seq) {
+                    list.push(
+                        ruby.ary_new_from_values(&[fiber, ruby.str_new(&message).as_value()]),
+                    )?;
+                }
+            }
+        }
+        Ok(list)
     }
 
     /// `ring`: wakes the thread's wait (an `unblock` from another thread); safe from any thread.

@@ -79,6 +79,10 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     worker.define_method("take", method!(fibers::RbFiberWorker::take, 1))?;
     worker.define_method("wait", method!(fibers::RbFiberWorker::wait, 4))?;
     worker.define_method("ring", method!(fibers::RbFiberWorker::ring, 0))?;
+    worker.define_method("run", method!(fibers::RbFiberWorker::run, 3))?;
+    worker.define_method("park", method!(fibers::RbFiberWorker::park, 1))?;
+    worker.define_method("watched?", method!(fibers::RbFiberWorker::watched, 0))?;
+    worker.define_method("overdue", method!(fibers::RbFiberWorker::overdue, 0))?;
     worker.define_method("finish", method!(fibers::RbFiberWorker::finish, 0))?;
     native.define_class("Job", ruby.class_object())?;
     srv.define_method("stop", method!(server::RbServer::stop, 0))?;

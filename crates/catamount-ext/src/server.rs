@@ -465,22 +465,7 @@ impl RbServer {
             };
             // A non-local exit met while serving (the thread killed, a `throw`) goes on from
             // here, after the request was answered or closed; `alive` uncounts the thread.
-            if let Some(post) = &post {
-                post.begin(&job.request, &job.responder);
-            }
-            let mut served = serve(ruby, &rb_self.rack, app, *job, io_mark);
-            if post.as_ref().is_some_and(|post| post.end() == Left::Raised) {
-                // Raised for the request that just ended: it must not reach the next one.
-                if matches!(&served, Err(e) if timeout::is_request_timeout(ruby, e)) {
-                    served = Ok(());
-                }
-                if let Err(e) = ruby.thread_check_ints() {
-                    if !timeout::is_request_timeout(ruby, &e) {
-                        return Err(e);
-                    }
-                }
-            }
-            served?;
+            serve_watched(ruby, &rb_self.rack, app, *job, io_mark, post.as_ref())?;
             rack::escape::check()?;
             // An IO-bound thread over the pool's limit now leaves it (already uncounted).
             if alive
@@ -510,7 +495,8 @@ impl RbServer {
     /// `fiber_worker`: books the calling thread as a pool thread of the fiber mode (see
     /// [`fibers`](crate::fibers)).
     pub fn fiber_worker(ruby: &Ruby, rb_self: &Self) -> Result<fibers::RbFiberWorker, Error> {
-        fibers::RbFiberWorker::new(ruby, rb_self.running(ruby)?)
+        let watch = locked(&rb_self.watch).clone();
+        fibers::RbFiberWorker::new(ruby, rb_self.running(ruby)?, watch)
     }
 
     /// `serve_job(job, app)`: serves a request a fiber-mode thread took, in the calling Fiber.
@@ -521,12 +507,18 @@ impl RbServer {
         job: &fibers::RbJob,
         app: Value,
     ) -> Result<(), Error> {
+        let job_signals = job.signals();
         let Some(job) = job.take() else {
             return Ok(());
         };
         let queue = rb_self.running(ruby)?.queue().clone();
         let io_mark = rb_self.fiber_io_mark.map(|mark| ruby.get_inner(mark));
-        serve(ruby, &rb_self.rack, app, *job, io_mark)?;
+        let watch = locked(&rb_self.watch).clone();
+        let post = watch
+            .map(|w| w.enter_fiber(ruby, job_signals))
+            .transpose()?;
+        serve_watched(ruby, &rb_self.rack, app, *job, io_mark, post.as_ref())?;
+        drop(post);
         rack::escape::check()?;
         rb_self.out_of_band(ruby, &queue)
     }
@@ -730,6 +722,35 @@ fn io_bound_mark(ruby: &Ruby, queue: &Arc<catamount_server::WorkQueue>, seat: Se
     });
     mark.as_value().freeze();
     mark.as_value()
+}
+
+/// One request under `request_timeout`'s watch (when `post` is given): its deadline runs from
+/// here to its end, and a `Catamount::RequestTimeout` raised for it is not let out of it.
+/// Errors returned are non-local exits only.
+fn serve_watched(
+    ruby: &Ruby,
+    settings: &RackSettings,
+    app: Value,
+    job: Job,
+    io_mark: Option<Value>,
+    post: Option<&timeout::Post>,
+) -> Result<(), Error> {
+    if let Some(post) = post {
+        post.begin(&job.request, &job.responder);
+    }
+    let mut served = serve(ruby, settings, app, job, io_mark);
+    if post.is_some_and(|post| post.end() == Left::Raised) {
+        // Raised for the request that just ended: it must not reach the next one.
+        if matches!(&served, Err(e) if timeout::is_request_timeout(ruby, e)) {
+            served = Ok(());
+        }
+        if let Err(e) = ruby.thread_check_ints() {
+            if !timeout::is_request_timeout(ruby, &e) {
+                return Err(e);
+            }
+        }
+    }
+    served
 }
 
 /// One request: env, app, response. Errors returned are non-local exits only.

@@ -14,17 +14,24 @@
 //! when the request ends (the thread was in native code): the pool loop then takes it there,
 //! before the next request ([`Post::end`]). Nothing is due unless a request started at least
 //! `request_timeout` ago, so a new request never needs to wake the watch.
+//!
+//! In the fiber mode each request has a slot of its own (taken for the request, by its fiber),
+//! and the exception must reach that fiber: when its fibers run on the thread now
+//! ([`FiberSignals::is_running`]) the thread's raise lands there; otherwise the request waits
+//! (or is ready to run), and the thread's loop raises into it (`FiberSignals::overdue`, rung).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use magnus::rb_sys::AsRawValue;
 use magnus::value::{Opaque, ReprValue};
 use magnus::{Error, RArray, Ruby, Value};
 
 use catamount_server::{log, Expired, Metrics, Overdue, Request, Responder};
 
 use crate::errors;
+use crate::fibers::FiberSignals;
 
 /// Request targets are cut to this many bytes in the log.
 const LOGGED_TARGET: usize = 200;
@@ -39,8 +46,8 @@ pub struct Watch {
     wake: Condvar,
     /// The watching thread was interrupted by Ruby (its unblocking function).
     interrupted: AtomicBool,
-    /// The pool threads' `Thread` objects by slot, in a Ruby Array the GC marks (and updates,
-    /// should compaction move them).
+    /// The pool threads' `Thread` objects by slot (in the fiber mode `[thread, fiber]` of the
+    /// slot's request), in a Ruby Array the GC marks (and updates, should compaction move them).
     threads: Opaque<RArray>,
 }
 
@@ -59,6 +66,8 @@ struct Slot {
     line: Vec<u8>,
     /// Bumped by every request: the watch acts only on the request it looked at.
     seq: u64,
+    /// The fiber mode: the thread's signals and the request fiber (its raw VALUE).
+    fiber: Option<(Arc<FiberSignals>, usize)>,
 }
 
 struct Serving {
@@ -86,6 +95,28 @@ struct Due {
     line: String,
     overdue: Overdue,
     stage: Stage,
+    fiber: Option<(Arc<FiberSignals>, usize)>,
+}
+
+/// Where a slot's exception goes: its thread, and in the fiber mode its request's fiber.
+struct Target {
+    thread: Value,
+    fiber: Option<Value>,
+}
+
+impl Target {
+    fn of(entry: Value) -> Option<Target> {
+        match RArray::from_value(entry) {
+            Some(pair) => Some(Target {
+                thread: pair.entry(0).ok()?,
+                fiber: pair.entry(1).ok(),
+            }),
+            None => (!entry.is_nil()).then_some(Target {
+                thread: entry,
+                fiber: None,
+            }),
+        }
+    }
 }
 
 impl Watch {
@@ -116,26 +147,71 @@ impl Watch {
 
     /// The calling pool thread's slot, for its life (with the GVL).
     pub fn enter(self: &Arc<Self>, ruby: &Ruby) -> Result<Post, Error> {
+        self.enter_as(ruby, ruby.thread_current().as_value(), None)
+    }
+
+    /// The fiber mode: a slot for the request the calling fiber serves, for that request.
+    pub fn enter_fiber(
+        self: &Arc<Self>,
+        ruby: &Ruby,
+        signals: &Arc<FiberSignals>,
+    ) -> Result<Post, Error> {
+        let fiber = ruby.fiber_current().as_value();
+        let entry = ruby.ary_new_from_values(&[ruby.thread_current().as_value(), fiber]);
+        let raw = fiber.as_raw() as usize;
+        self.enter_as(ruby, entry.as_value(), Some((signals.clone(), raw)))
+    }
+
+    fn enter_as(
+        self: &Arc<Self>,
+        ruby: &Ruby,
+        entry: Value,
+        fiber: Option<(Arc<FiberSignals>, usize)>,
+    ) -> Result<Post, Error> {
         let index = {
             let mut slots = self.lock();
-            match slots.list.iter().position(|s| !s.used) {
+            let index = match slots.list.iter().position(|s| !s.used) {
                 Some(i) => i,
                 None => {
                     slots.list.push(Slot::default());
                     slots.list.len() - 1
                 }
+            };
+            if let Some(slot) = slots.list.get_mut(index) {
+                slot.used = true;
+                slot.fiber = fiber;
             }
+            index
         };
-        if let Some(slot) = self.lock().list.get_mut(index) {
-            slot.used = true;
-        }
         let index_value = isize::try_from(index).unwrap_or(isize::MAX);
-        ruby.get_inner(self.threads)
-            .store(index_value, ruby.thread_current())?;
+        ruby.get_inner(self.threads).store(index_value, entry)?;
         Ok(Post {
             watch: self.clone(),
             index,
         })
+    }
+
+    /// The fiber of the fiber-mode request in `slot`, if it is still request `seq` and the
+    /// exception was raised for it (for the thread's loop to raise into).
+    pub(crate) fn raised_fiber(&self, ruby: &Ruby, slot: usize, seq: u64) -> Option<Value> {
+        let raised = self.lock().list.get(slot).is_some_and(|s| {
+            s.seq == seq
+                && matches!(
+                    s.serving,
+                    Some(Serving {
+                        stage: Stage::Raised(_),
+                        ..
+                    })
+                )
+        });
+        if !raised {
+            return None;
+        }
+        let entry = ruby
+            .get_inner(self.threads)
+            .entry(isize::try_from(slot).ok()?)
+            .ok()?;
+        Target::of(entry)?.fiber
     }
 
     /// No more watching: the server ended. The watching thread returns.
@@ -205,33 +281,45 @@ impl Watch {
                     line: String::from_utf8_lossy(&slot.line).into_owned(),
                     overdue: serving.overdue.clone(),
                     stage: serving.stage,
+                    fiber: slot.fiber.clone(),
                 })
             })
             .collect()
     }
 
-    /// Moves the request `due` looked at to `stage` (unless it has ended since).
-    fn set_stage(&self, due: &Due, stage: Stage) {
+    /// Moves the request `due` looked at from the stage it had to `stage`; false when it has
+    /// ended or moved since.
+    fn set_stage(&self, due: &Due, stage: Stage) -> bool {
         let mut slots = self.lock();
-        if let Some(serving) = slots
+        match slots
             .list
             .get_mut(due.index)
             .filter(|s| s.seq == due.seq)
             .and_then(|s| s.serving.as_mut())
         {
-            serving.stage = stage;
+            Some(serving)
+                if std::mem::discriminant(&serving.stage) == std::mem::discriminant(&due.stage) =>
+            {
+                serving.stage = stage;
+                true
+            }
+            _ => false,
         }
     }
 
-    /// Acts on every due request (with the GVL, never letting go of it: see the module's
-    /// comment). Returns how many threads became lost.
+    /// Acts on every due request (with the GVL, never letting go of it between deciding and
+    /// raising: see the module's comment). Returns how many threads became lost.
     fn act(&self, ruby: &Ruby) -> usize {
         let mut lost = 0;
         for due in self.take_due() {
-            let thread: Option<Value> = ruby
+            let target = ruby
                 .get_inner(self.threads)
                 .entry(isize::try_from(due.index).unwrap_or(isize::MAX))
-                .ok();
+                .ok()
+                .and_then(Target::of);
+            // Ruby code (which may let the GVL go, and the request end): before the stage is
+            // checked and moved below.
+            let trace = backtrace(target.as_ref());
             let elapsed = due.started.elapsed().as_secs_f64();
             match due.stage {
                 Stage::Running => {
@@ -244,37 +332,47 @@ impl Watch {
                         Expired::Cut => "its response had begun: connection closed".to_string(),
                         Expired::Finished => "its response was sent already".to_string(),
                     };
-                    self.set_stage(&due, Stage::Raised(Instant::now()));
+                    // The request ended meanwhile (its expiry found it so and did nothing).
+                    if !self.set_stage(&due, Stage::Raised(Instant::now())) {
+                        continue;
+                    }
                     log::error(&format!(
-                        "! Request timeout: {} still running after {elapsed:.2} s (request_timeout {} s); {what}; raising Catamount::RequestTimeout into its thread.{}",
+                        "! Request timeout: {} still running after {elapsed:.2} s (request_timeout {} s); {what}; raising Catamount::RequestTimeout into its thread.{trace}",
                         due.line,
                         self.timeout.as_secs_f64(),
-                        backtrace(thread),
                     ));
-                    if let Some(thread) = thread {
-                        let message = format!(
-                            "request_timeout ({} s) passed: {}",
-                            self.timeout.as_secs_f64(),
-                            due.line
-                        );
-                        let raised = thread.funcall::<_, _, Value>(
-                            "raise",
-                            (errors::request_timeout(ruby), message),
-                        );
-                        if let Err(e) = raised {
-                            log::error(&format!("! Request timeout: could not raise: {e}"));
+                    let message = format!(
+                        "request_timeout ({} s) passed: {}",
+                        self.timeout.as_secs_f64(),
+                        due.line
+                    );
+                    match (&due.fiber, &target) {
+                        // A fiber-mode request not running now: its thread's loop raises it.
+                        (Some((signals, fiber)), _) if !signals.is_running(*fiber) => {
+                            signals.overdue(due.index, due.seq, message);
                         }
+                        (_, Some(target)) => {
+                            let raised = target.thread.funcall::<_, _, Value>(
+                                "raise",
+                                (errors::request_timeout(ruby), message),
+                            );
+                            if let Err(e) = raised {
+                                log::error(&format!("! Request timeout: could not raise: {e}"));
+                            }
+                        }
+                        (_, None) => {}
                     }
                 }
                 Stage::Raised(_) => {
+                    if !self.set_stage(&due, Stage::Lost) {
+                        continue;
+                    }
                     lost += 1;
                     self.metrics.thread_lost(true);
-                    self.set_stage(&due, Stage::Lost);
                     log::error(&format!(
-                        "! Request timeout: {} still running after {elapsed:.2} s, {} s after Catamount::RequestTimeout was raised (request_timeout_grace): its thread counts as lost, the pool has one thread fewer.{}",
+                        "! Request timeout: {} still running after {elapsed:.2} s, {} s after Catamount::RequestTimeout was raised (request_timeout_grace): its thread counts as lost, the pool has one thread fewer.{trace}",
                         due.line,
                         self.grace.as_secs_f64(),
-                        backtrace(thread),
                     ));
                 }
                 Stage::Lost | Stage::Taken => {}
@@ -303,14 +401,17 @@ impl Watch {
             .collect();
         let threads = ruby.get_inner(self.threads);
         lost.into_iter()
-            .filter_map(|i| threads.entry(isize::try_from(i).ok()?).ok())
+            .filter_map(|i| Target::of(threads.entry(isize::try_from(i).ok()?).ok()?))
+            .map(|t| t.thread)
             .collect()
     }
 }
 
-/// `  ` + each line of `thread`'s backtrace, after a newline (or a note that there is none).
-fn backtrace(thread: Option<Value>) -> String {
-    let lines: Option<Vec<String>> = thread.and_then(|t| t.funcall("backtrace", ()).ok());
+/// `  ` + each line of the target's backtrace (its fiber's in the fiber mode), after a newline
+/// (or a note that there is none).
+fn backtrace(target: Option<&Target>) -> String {
+    let lines: Option<Vec<String>> =
+        target.and_then(|t| t.fiber.unwrap_or(t.thread).funcall("backtrace", ()).ok());
     match lines {
         Some(lines) if !lines.is_empty() => {
             let mut out = String::from(" Its backtrace:");
@@ -420,6 +521,13 @@ impl Drop for Post {
             }
             slot.serving = None;
             slot.used = false;
+            // A fiber-mode slot's entry would keep its ended fiber alive until the slot is
+            // taken again.
+            if slot.fiber.take().is_some() {
+                if let (Ok(ruby), Ok(index)) = (Ruby::get(), isize::try_from(self.index)) {
+                    let _ = ruby.get_inner(self.watch.threads).store(index, ruby.qnil());
+                }
+            }
         }
     }
 }

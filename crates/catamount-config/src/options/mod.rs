@@ -958,9 +958,6 @@ impl Options {
     /// The first thing this configuration asks for that Catamount cannot do yet, as
     /// "<what> (<option>)"; the launcher refuses to boot with it rather than ignore it.
     pub fn not_supported_yet(&self) -> Option<String> {
-        if self.fiber_scheduler && self.request_timeout.is_some() {
-            return Some("request_timeout together with fiber_scheduler".into());
-        }
         if self.fiber_scheduler && self.max_io_threads > 0 {
             return Some("max_io_threads together with fiber_scheduler".into());
         }

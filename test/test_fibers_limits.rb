@@ -1,0 +1,100 @@
+# frozen_string_literal: true
+
+require "helper"
+
+# The fiber mode's limits lifted (issue 25): `request_timeout` reaches the overdue request's
+# fiber, waiting or running, while the other requests of its thread go on. Every server runs
+# one pool thread (`-t 1:1`), so the requests of a test share it. App: fibers_limits.ru.
+class TestFibersLimits < Minitest::Test
+  include Support::ServerTest
+  parallelize_me!
+
+  TIMEOUT_LOG = /! Request timeout: GET (\S+) still running after [\d.]+ s \(request_timeout 1(\.0)? s\); answered 503; raising Catamount::RequestTimeout into its thread\. Its backtrace:\n(  .*\n)+/
+
+  def dir
+    @dir ||= Dir.mktmpdir("catamount-fibers-limits").tap { |d| (@dirs ||= []) << d }
+  end
+
+  def teardown
+    super
+    (@dirs || []).each { |d| FileUtils.rm_rf(d) }
+  end
+
+  def fiber_server(config = "")
+    path = File.join(dir, "puma.rb")
+    File.write(path, "fiber_scheduler\n#{config}")
+    start_server("-C", path, "-b", "tcp://127.0.0.1:0", "-t", "1:1", app: "fibers_limits.ru")
+  end
+
+  def send_request(port, path)
+    sock = connect(port)
+    sock.write("GET #{path} HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock
+  end
+
+  # Accepts the connections of `ids` requests (each names itself first); returns them by id.
+  def accept_named(listener, ids)
+    ids.to_h do
+      assert listener.wait_readable(20), "a request did not connect"
+      peer = listener.accept
+      assert peer.wait_readable(20), "a request did not name itself"
+      [peer.gets.chomp, peer]
+    end.tap { |peers| assert_equal ids.sort, peers.keys.sort }
+  end
+
+  # A request of the thread that waits on its client, no deadline applying to it (it took its
+  # connection), there before the overdue one is sent and after it timed out.
+  def neighbour(server)
+    sock = send_request(server.port, "/hijack")
+    assert sock.wait_readable(20), "the neighbour did not start"
+    assert_equal "taken\n", sock.gets
+    sock
+  end
+
+  # The overdue request gets the thread mode's answer and log line, its `ensure` sees the
+  # exception, and the thread's other request (waiting on its client meanwhile) then finishes.
+  def assert_timed_out_beside(server, overdue, mark, neighbour)
+    response = read_response(overdue, timeout: 30)
+    assert_equal 503, response.status
+    assert_equal "Service Unavailable\n", response.body
+    assert_equal "close", response.headers["connection"]
+    assert_equal "ensure Catamount::RequestTimeout", wait_for_file(mark, timeout: 20)
+    log = server.wait_for(TIMEOUT_LOG, stream: :stderr)[0]
+    neighbour.write("after\n")
+    assert_equal "echo after\n", read_until_close(neighbour, timeout: 20)
+    assert_equal "hello", get(server.port, "/hello").body
+    refute_match(/fiber ended by|Error reached|RequestTimeout \(/, server.stderr)
+    log
+  end
+
+  # Sends `path` (with a mark file) beside a neighbour, with `request_timeout 1`; the log line.
+  def time_out(path, server = fiber_server("request_timeout 1\n"), beside = neighbour(server))
+    mark = File.join(dir, "mark")
+    overdue = send_request(server.port, "#{path}#{path.include?('?') ? '&' : '?'}mark=#{mark}")
+    yield if block_given?
+    assert_timed_out_beside(server, overdue, mark, beside)
+  end
+
+  def test_a_sleeping_request_times_out_and_its_neighbour_finishes
+    assert_match(/fibers_limits\.ru:\d+:in `sleep'/, time_out("/sleep"))
+  end
+
+  def test_a_request_blocked_on_a_socket_read_times_out_and_its_neighbour_finishes
+    listener = TCPServer.new("127.0.0.1", 0)
+    peer = nil
+    time_out("/read?id=overdue&port=#{listener.addr[1]}") do
+      peer = accept_named(listener, ["overdue"])["overdue"]
+    end
+  ensure
+    peer&.close
+    listener&.close
+  end
+
+  def test_a_busy_request_that_never_yields_times_out_and_its_neighbour_finishes
+    time_out("/busy")
+  end
+
+  def test_a_wait_in_a_fiber_the_request_resumed_times_out
+    assert_match(/fibers_limits\.ru:\d+:in `resume'/, time_out("/nested-sleep"))
+  end
+end
