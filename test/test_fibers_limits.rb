@@ -97,4 +97,25 @@ class TestFibersLimits < Minitest::Test
   def test_a_wait_in_a_fiber_the_request_resumed_times_out
     assert_match(/fibers_limits\.ru:\d+:in `resume'/, time_out("/nested-sleep"))
   end
+
+  # A request waiting on a child process (until the test releases it) leaves its thread free:
+  # another request is answered meanwhile.
+  def assert_child_wait_frees_the_thread(path, answer)
+    server = fiber_server
+    started = File.join(dir, "started")
+    release = File.join(dir, "release")
+    waiting = send_request(server.port, "#{path}?started=#{started}&release=#{release}")
+    assert wait_until(timeout: 20) { File.exist?(started) }, "the child did not start"
+    assert_equal "hello", get(server.port, "/hello").body
+    File.write(release, "")
+    assert_equal answer, read_response(waiting, timeout: 30).body
+  end
+
+  def test_process_wait_lets_the_thread_serve_others
+    assert_child_wait_frees_the_thread("/wait", "exit 7")
+  end
+
+  def test_backticks_let_the_thread_serve_others
+    assert_child_wait_frees_the_thread("/backtick", "out 7")
+  end
 end

@@ -125,6 +125,12 @@ module Catamount
       end.value
     end
 
+    # `Process.wait`, `system`, backticks and the like: the wait runs on a thread of its own
+    # while this fiber waits for it (a Thread#join, served by `block`/`unblock`).
+    def process_wait(pid, flags)
+      Thread.new { Process::Status.wait(pid, flags) }.value
+    end
+
     # `Fiber.schedule`: the fiber starts on the loop's next turn (its own owner: an overdue
     # request does not end the fibers it scheduled).
     def fiber(&block)

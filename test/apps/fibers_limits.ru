@@ -61,6 +61,19 @@ run lambda { |env|
       io.close
     end
     [200, {}, []]
+  when "/backtick", "/wait"
+    # A child that says it started, then waits for the test's release file (at most LIMIT);
+    # the request waits on it through backticks (a pipe, then the child's exit) or
+    # Process.wait.
+    script = "touch #{q['started']}; i=0; while [ ! -e #{q['release']} ] && [ $i -lt #{LIMIT * 100} ]; " \
+             "do sleep 0.01; i=$((i+1)); done; echo out; exit 7"
+    if env["PATH_INFO"] == "/backtick"
+      out = `#{script}`
+      text("#{out.chomp} #{$?.exitstatus}")
+    else
+      Process.wait(spawn(script, out: File::NULL))
+      text("exit #{$?.exitstatus}")
+    end
   when "/nested-sleep"
     # The wait happens in a Fiber the request resumed: the request's timeout reaches it there.
     marked(q) { Fiber.new { sleep LIMIT }.resume && text("slept") }
