@@ -320,8 +320,13 @@ impl<T> WorkQueue<T> {
         if st.jobs.len() > st.idle() && st.spawned < self.thread_limit(&st) {
             self.manager.notify_one();
         }
-        for bell in &st.doorbells {
-            bell.ring();
+        // Fiber-mode threads take a request while their own requests wait; an idle thread takes
+        // it first, so a request that turns out never to wait does not land beside (and hold up)
+        // requests whose waits end meanwhile while a thread of its own was free.
+        if st.jobs.len() > st.idle() {
+            for bell in &st.doorbells {
+                bell.ring();
+            }
         }
         backlog
     }
@@ -751,6 +756,31 @@ mod tests {
         q.remove_doorbell(&hung);
         q.push(task(3));
         assert_eq!(bell.0.load(Ordering::SeqCst), 2, "taken off: no more rings");
+    }
+
+    #[test]
+    fn doorbells_ring_only_for_requests_no_idle_thread_is_there_for() {
+        let q = queue(2, 2);
+        let bell = Arc::new(Bell::default());
+        q.add_doorbell(bell.clone());
+        let (q2, waiter) = (q.clone(), Arc::new(Waiter::new()));
+        let idle = std::thread::spawn(move || {
+            let mut seat = q2.thread_started();
+            q2.wait_for_work(&mut seat, &waiter)
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while q.stats().waiting == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        q.push(task(1));
+        assert_eq!(bell.0.load(Ordering::SeqCst), 0, "the idle thread takes it");
+        q.push(task(2));
+        assert_eq!(
+            bell.0.load(Ordering::SeqCst),
+            1,
+            "one more than idle threads"
+        );
+        assert!(matches!(idle.join(), Ok(Wait::Ready)));
     }
 
     #[test]
