@@ -89,7 +89,8 @@ pub struct ServerConfig {
     pub busy_accept_delay: Option<Duration>,
     /// A pool thread that has been on a request this long hands its finished small response
     /// to the reactor to write, when other requests wait for a thread; None: pool threads
-    /// always write themselves. Default 50 µs. See [`Responder::write_whole`].
+    /// always write themselves. Default 50 µs, None when the process has one CPU (see
+    /// [`reactor_writes_after`]). See [`Responder::write_whole`].
     pub reactor_writes_after: Option<Duration>,
     /// Remove UNIX socket files when the server ends. Default true; false in cluster workers,
     /// whose listeners belong to the master (it removes them when the last worker is gone).
@@ -161,12 +162,42 @@ impl From<&Options> for ServerConfig {
             // Only a server that runs as one of several workers ever starts with it.
             busy_accept_delay: (o.workers >= 2 && !o.wait_for_less_busy_worker.is_zero())
                 .then_some(o.wait_for_less_busy_worker),
-            reactor_writes_after: Some(Duration::from_micros(50)),
+            reactor_writes_after: reactor_writes_after(std::thread::available_parallelism().ok()),
             unlink_unix_sockets: true,
             debug: o.debug,
             request_timeout: o.request_timeout,
             request_timeout_grace: o.request_timeout_grace,
             request_timeout_status: u16::try_from(o.request_timeout_status).unwrap_or(503),
         }
+    }
+}
+
+/// When a pool thread leaves a slow request's response to the reactor (`reactor_writes_after`),
+/// given the CPUs this process may use (`available_parallelism`: its affinity mask and its
+/// cgroup's CPU quota). The hand-over pays only when the reactor writes on another CPU while the
+/// pool thread goes on with Ruby. With one CPU the reactor can only run by preempting the pool
+/// thread: the same send, plus a wake-up and two context switches per response on that CPU
+/// (Sinatra pinned to one CPU: two reactor wake-ups a request, docs/benchmarks.md "The server's
+/// share on one CPU"). Unknown counts as several, the common case.
+pub fn reactor_writes_after(cpus: Option<std::num::NonZeroUsize>) -> Option<Duration> {
+    match cpus {
+        Some(n) if n.get() == 1 => None,
+        _ => Some(Duration::from_micros(50)),
+    }
+}
+
+#[cfg(test)]
+mod one_cpu_tests {
+    use super::*;
+    use std::num::NonZeroUsize;
+
+    #[test]
+    fn the_reactor_writes_slow_responses_only_beside_another_cpu() {
+        assert_eq!(reactor_writes_after(NonZeroUsize::new(1)), None);
+        assert_eq!(
+            reactor_writes_after(NonZeroUsize::new(2)),
+            Some(Duration::from_micros(50))
+        );
+        assert_eq!(reactor_writes_after(None), Some(Duration::from_micros(50)));
     }
 }
