@@ -23,6 +23,7 @@ require_relative "lib/memory"
 require_relative "lib/servers"
 require_relative "lib/scenarios"
 require_relative "lib/report"
+require_relative "lib/verdicts"
 require_relative "lib/anatomy"
 require_relative "lib/placement"
 require_relative "lib/postgres"
@@ -314,6 +315,7 @@ if $PROGRAM_NAME == __FILE__
   Bench::Placement.mode = settings.mode
   results = Bench::Runner.new(settings).run
   table = Bench::Report.markdown(results)
+  results[:verdicts] = Bench::Verdicts.all(results).map(&:to_h)
   head = "Catamount benchmark, #{results[:date]}, commit #{results[:commit]}\n#{results[:machine]}\n`#{results[:command]}`\n" \
          "Mode: #{results[:mode]} (#{results[:mode_description]})\n\n"
   puts head + table

@@ -123,6 +123,57 @@ class TestBenchSmoke < Minitest::Test
     end
   end
 
+  # The throughput rows judged by a share of a ceiling show that target and its verdict.
+  def check_share_rows(throughput)
+    rows = { "hello world" => [%w[t5 85 limit], %w[t1 85 limit]],
+             "1 MiB body" => %w[t5 t1 w2].map { |m| [m, "90", "limit"] },
+             "10 MiB to_path file" => %w[t5 t1 w2].map { |m| [m, "90", "limit"] },
+             "100 KiB POST echo" => %w[t5 t1 w2].map { |m| [m, "85", "limit"] },
+             "Sinatra route + ERB" => [%w[t5 90 alone], %w[t1 90 alone], ["w2", "80", "alone in 2 processes"]],
+             "Rails 6.1 action + view" => [%w[t5 90 alone], %w[t1 90 alone], ["w2", "80", "alone in 2 processes"]] }
+    rows.each do |title, modes|
+      modes.each do |mode, share, of|
+        what = of == "limit" ? "the limit" : "the app #{of}"
+        assert_match(/^\| #{Regexp.escape(title)} \| #{Regexp.escape(MODE_TITLES[mode])} \| \d+ \(\d+–\d+\) \| – \| – \| ≥ #{share}% of #{what} \| (met|MISSED) \|$/,
+                     throughput)
+      end
+    end
+    assert_match(/^\| hello world \| `-w 2 -t 5:5` \| \d+ \(\d+–\d+\) \| – \| – \| ≥ 2.5x \| – \|$/, throughput)
+    assert_match(/^\| CPU-bound \(~2 ms Ruby\) \| `-t 1:1` \| \d+ \(\d+–\d+\) \| – \| – \| ≥ 0.97x \| – \|$/, throughput)
+  end
+
+  MODE_TITLES = { "t5" => "`-t 5:5`", "t1" => "`-t 1:1`", "w2" => "`-w 2 -t 5:5`" }.freeze
+
+  # The summary lists every target's verdict (values not checked: the smoke run is Catamount
+  # alone, one short round): without Puma, its ratios, p99 and memory are not judged.
+  def check_summary(markdown)
+    summary = markdown[/^### Targets: every verdict of this run \(\d+ met, \d+ MISSED, \d+ not judged\)\n.*\z/m]
+    refute_nil summary, "the summary of verdicts ends the report"
+    verdict = "(met|MISSED)"
+    expected = [
+      ["ratio over Puma", "hello world", "w2", "–", "≥ 2.5x", "–"],
+      *%w[t5 t1 w2].map { |m| ["ratio over Puma", "CPU-bound (~2 ms Ruby)", m, "–", "≥ 0.97x", "–"] },
+      ["share of the limit", "hello world", "t5", "\\d+%", "≥ 85%", verdict],
+      ["share of the limit", "hello world", "t1", "\\d+%", "≥ 85%", verdict],
+      ["share of the two-thread limit", "hello world", "w2", "\\d+%", "≥ 85%", verdict],
+      *%w[1\ MiB\ body 10\ MiB\ to_path\ file].product(%w[t5 t1 w2]).map { |t, m| ["share of the limit", t, m, "\\d+%", "≥ 90%", verdict] },
+      *%w[t5 t1 w2].map { |m| ["share of the limit", "100 KiB POST echo", m, "\\d+%", "≥ 85%", verdict] },
+      *["Sinatra route + ERB", "Rails 6.1 action + view"].flat_map do |t|
+        [["share of the app alone", t, "t5", "\\d+%", "≥ 90%", verdict], ["share of the app alone", t, "t1", "\\d+%", "≥ 90%", verdict],
+         ["share of the app alone in 2 processes", t, "w2", "\\d+%", "≥ 80%", verdict]]
+      end,
+      ["RSS after the load", "100 KiB POST echo", "t5", "\\d+ / – MiB \\(–\\)", "≤ 1.0x Puma's", "–"]
+    ]
+    expected.each do |what, title, mode, measured, target, result|
+      row = "| #{what} | #{title} | #{MODE_TITLES[mode]} | "
+      assert_match(/^#{Regexp.escape(row)}#{measured} \| #{Regexp.escape(target)} \| #{result} \|$/, summary)
+    end
+    assert_match(/^\| p99 at `-c50` where Puma queues \| every scenario \| – \| – \(Puma not run\) \| ≤ 0.5x Puma's \| – \|$/, summary)
+    assert_match(/^\| metrics on, of metrics off \| hello world \| `-w 2 -t 5:5` \| [\d.]+x \| ≥ 0.97x \| #{verdict} \|$/, summary)
+    assert_match(/^\| over TLS, of plain TCP \| hello world over TLS \| `-t 5:5` \| [\d.]+x \| ≥ 0.6x \| #{verdict} \|$/, summary)
+    assert_match(/^\| beside 50 slowloris, of alone \| hello world beside slow clients \| `-t 5:5` \| [\d.]+x \| ≥ 0.9x \| #{verdict} \|$/, summary)
+  end
+
   def check_slow_clients(slow)
     stats = slow.dig("servers", "catamount", "stats")
     %w[alone readers loris readers_1000 loris_1000].each { |k| assert_operator stats.dig(k, "rps"), :>, 0, k }
@@ -154,16 +205,20 @@ class TestBenchSmoke < Minitest::Test
     { "`-t 5:5`" => "one thread", "`-w 2 -t 5:5`" => "two threads, as many as the cluster's workers" }.each do |mode, threads|
       assert_match(/^Pure-Rust limit over TLS \(rustls, #{threads}, no Ruby\) #{Regexp.escape(mode)}: \d+ req\/s\. Catamount hello world over TLS: \d+% of it; Puma –\.$/, markdown)
     end
-    ["1 MiB body (one thread, the same bytes written from memory)",
-     "10 MiB to_path file (one thread, the same bytes sent with sendfile from a file)",
-     "100 KiB POST echo (one thread, each request's body written back as it arrives)"].each do |what|
-      assert_match(/^Pure-Rust limit for the #{Regexp.escape(what)}: \d+ req\/s\. Share of it: `-t 5:5` Catamount \d+%, Puma –; /, markdown)
+    { "1 MiB body (one thread, the same bytes written from memory)" => 90,
+      "10 MiB to_path file (one thread, the same bytes sent with sendfile from a file)" => 90,
+      "100 KiB POST echo (one thread, each request's body written back as it arrives)" => 85 }.each do |what, target|
+      shares = ["`-t 5:5`", "`-t 1:1`", "`-w 2 -t 5:5`"].map { |m| "#{Regexp.escape(m)} Catamount \\d+% \\(target ≥ #{target}%: (met|MISSED)\\), Puma –" }
+      assert_match(/^Pure-Rust limit for the #{Regexp.escape(what)}: \d+ req\/s\. Share of it: #{shares.join('; ')}\.$/, markdown)
     end
-    ["CPU-bound (~2 ms Ruby)", "Sinatra route + ERB", "Rails 6.1 action + view"].each do |title|
-      assert_match(/^The #{Regexp.escape(title)} alone \(called in a loop in Ruby: no server, no socket, no wrk\): 1 process \d+ req\/s, 2 processes \d+ req\/s\. Share of it .*`-w 2 -t 5:5` Catamount \d+%, Puma –\./, markdown)
+    { "CPU-bound (~2 ms Ruby)" => "", "Sinatra route + ERB" => " \\(target ≥ 80%: (met|MISSED)\\)",
+      "Rails 6.1 action + view" => " \\(target ≥ 80%: (met|MISSED)\\)" }.each do |title, verdict|
+      assert_match(/^The #{Regexp.escape(title)} alone \(called in a loop in Ruby: no server, no socket, no wrk\): 1 process \d+ req\/s, 2 processes \d+ req\/s\. Share of it .*`-w 2 -t 5:5` Catamount \d+%#{verdict}, Puma –\.$/, markdown)
     end
+    check_share_rows(throughput)
     assert_match(/^\| Catamount \| \d+, p99 [\d.]+ \| \d+, p99 [\d.]+ \| [\d.]+x \| \d+, p99 [\d.]+ \| [\d.]+x \|$/, markdown)
     assert_match(/^### Hello world \(`-t 5:5`, `wrk -t2 -c50`\) beside 1,000 slow clients/, markdown)
     assert_match(/^Memory per slow connection \(RSS growth while 1,000 connect and settle, .*\): Catamount -?[\d.]+ KiB per slowloris connection, -?[\d.]+ KiB per slow reader\.$/, markdown)
+    check_summary(markdown)
   end
 end

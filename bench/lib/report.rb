@@ -88,8 +88,7 @@ module Bench
         r = ratio(c&.dig(:stats, :rps), p&.dig(:stats, :rps))
         c_cell = c && c[:unsupported] ? "n/a (#{c[:unsupported]})" : spread(c&.dig(:stats))
         p_cell = p && p[:unsupported] ? "n/a (#{p[:unsupported]})" : spread(p&.dig(:stats))
-        target = s[:target] ? "≥ #{s[:target]}x" : "–"
-        lines << "| #{s[:title]} | `#{s[:mode_title]}` | #{c_cell} | #{p_cell} | #{times(r)} | #{target} | #{verdict(r, s[:target])} |"
+        lines << "| #{s[:title]} | `#{s[:mode_title]}` | #{c_cell} | #{p_cell} | #{times(r)} | #{row_target(results, s, r)} |"
         metrics_row(s, lines)
         plain_row(s, lines)
         fiber_row(s, lines)
@@ -111,7 +110,34 @@ module Bench
       end
       slow_lines(results, lines)
       anatomy_lines(results, lines)
+      summary_lines(results, lines)
       lines.join("\n") + "\n"
+    end
+
+    # A throughput row's target and verdict cells: its ratio over Puma where the target is one,
+    # else its share of the limit or of the app alone (the lines under the table give both).
+    def row_target(results, scenario, ratio)
+      return "≥ #{scenario[:target]}x | #{verdict(ratio, scenario[:target])}" if scenario[:target]
+
+      share = Verdicts.share(results, scenario)
+      share ? "#{share.target} of #{share.what.delete_prefix('share of ')} | #{share.verdict}" : "– | –"
+    end
+
+    # Every verdict of the run in one table, so the state shows at once.
+    def summary_lines(results, lines)
+      verdicts = Verdicts.all(results)
+      missed = verdicts.count { |v| v.verdict == "MISSED" }
+      met = verdicts.count { |v| v.verdict == "met" }
+      lines << ""
+      lines << "### Targets: every verdict of this run (#{met} met, #{missed} MISSED, " \
+               "#{verdicts.size - met - missed} not judged)"
+      lines << ""
+      lines << "| target | scenario | mode | measured | needs | verdict |"
+      lines << "|---|---|---|---|---|---|"
+      verdicts.each do |v|
+        mode = v.mode_title ? "`#{v.mode_title}`" : "–"
+        lines << "| #{v.what} | #{v.scenario} | #{mode} | #{v.measured} | #{v.target} | #{v.verdict} |"
+      end
     end
 
     def latency_row(title, mode_title, sv, lines)
@@ -241,14 +267,12 @@ module Bench
             else "the same bytes written from memory"
             end
       shares = results[:scenarios].select { |s| s[:app] == limit_scenario[:app] }.map do |s|
-        c = percent(ratio(s[:servers].dig("catamount", :stats, :rps), limit))
+        c = Verdicts.share(results, s)
         p = percent(ratio(s[:servers].dig("puma", :stats, :rps), limit))
-        "`#{s[:mode_title]}` Catamount #{c}, Puma #{p}"
+        "`#{s[:mode_title]}` Catamount #{c.measured} (target #{c.target}: #{c.verdict}), Puma #{p}"
       end
-      target = limit_scenario[:target]
       lines << "Pure-Rust limit for the #{limit_scenario[:title]} (one thread, #{how}): " \
-               "#{rate(limit)} req/s. Share of it: #{shares.join('; ')}. " \
-               "A #{target}x ratio needs Puma at or under #{percent(1.0 / target)} of this limit."
+               "#{rate(limit)} req/s. Share of it: #{shares.join('; ')}."
     end
 
     # An app alone caps every server on it: a ratio of T needs Puma at or under 1/T of it.
@@ -262,14 +286,15 @@ module Bench
         shares = results[:scenarios].select { |s| s[:app] == entry[:app] }.map do |s|
           ceiling = ceilings.dig(MODES.find { |m| m.key == s[:mode] }.workers || 1, :rps)
           c = percent(ratio(s[:servers].dig("catamount", :stats, :rps), ceiling))
+          judged = Verdicts.share(results, s)
+          c = "#{c} (target #{judged.target}: #{judged.verdict})" if judged
           p = percent(ratio(s[:servers].dig("puma", :stats, :rps), ceiling))
           "`#{s[:mode_title]}` Catamount #{c}, Puma #{p}"
         end
         rates = ceilings.map { |n, c| "#{n} process#{n == 1 ? '' : 'es'} #{rate(c[:rps])} req/s" }
-        needs = entry[:target] > 1 ? " A #{entry[:target]}x ratio needs Puma at or under #{percent(1.0 / entry[:target])} of it." : ""
         lines << "The #{entry[:title]} alone (called in a loop in Ruby: no server, no socket, no wrk): " \
                  "#{rates.join(', ')}. Share of it (cluster mode: of its #{ceilings.keys.max} processes): " \
-                 "#{shares.join('; ')}.#{needs}"
+                 "#{shares.join('; ')}."
       end
     end
 
