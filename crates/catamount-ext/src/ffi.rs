@@ -1,4 +1,4 @@
-//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Ten things live here:
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Eleven things live here:
 //! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one vectored socket
 //! write while the GVL is held), keeping a Ruby object visible to the GC's stack scan
 //! (`gc_guard`), keeping a pending jump's state while cleanup code runs (`keeping_errinfo`),
@@ -6,7 +6,8 @@
 //! socket's descriptor handed over by the process that ran before this one, making the cluster
 //! master the reaper of the workers its worker 0 forks (`prctl`), starting native threads
 //! with the signals Ruby handles blocked (`pthread_sigmask`), ending the process at once
-//! (`_exit`, [`exit_now`]), and the fiber scheduler's `poll(2)` ([`poll`]).
+//! (`_exit`, [`exit_now`]), the fiber scheduler's `poll(2)` ([`poll`]), and capping glibc's
+//! malloc arenas ([`set_malloc_arena_max`]).
 //!
 //! Pool threads wait for work, wait for slow clients and write large streamed pieces *without*
 //! the GVL, so the other Ruby threads run meanwhile. Ruby's rule for that is
@@ -340,4 +341,17 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> std::io::Result<usize>
         };
     }
     Ok(n as usize)
+}
+
+/// Caps how many malloc arenas glibc makes for this process's threads (`mallopt(M_ARENA_MAX)`);
+/// threads that have one keep it. Elsewhere than glibc, nothing. Why: crate::malloc.
+pub fn set_malloc_arena_max(max: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only stores a tuning parameter of glibc's allocator (under its own lock);
+    // it takes two plain ints and touches no memory of ours. A refused value leaves it unchanged.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, max);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = max;
 }

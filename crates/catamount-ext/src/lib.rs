@@ -7,6 +7,7 @@
 //! - [`control`]: the control server and Prometheus text, as Ruby objects.
 //! - [`timeout`]: `request_timeout`'s watch over running requests.
 //! - [`fibers`]: the fiber mode's pool thread (taking requests, its one wait).
+//! - [`malloc`]: the process's malloc arenas, capped when the extension loads.
 //! - [`ffi`]: the one audited `unsafe` module (GVL release, borrowed string bytes, GC guard, ...).
 
 mod config;
@@ -15,6 +16,7 @@ mod ctl;
 mod errors;
 mod ffi;
 mod fibers;
+mod malloc;
 mod rack;
 mod server;
 mod timeout;
@@ -25,6 +27,8 @@ use magnus::{function, method, prelude::*, Error, Ruby};
 fn init(ruby: &Ruby) -> Result<(), Error> {
     // A reactor panic ends the process without running exit handlers under live Ruby threads.
     catamount_server::set_fatal_exit(ffi::exit_now);
+    // Before the reactor and pool threads make their arenas (and before a cluster forks).
+    malloc::cap_arenas();
     let catamount = ruby.define_module("Catamount")?;
     errors::define(ruby, catamount)?;
     let native = catamount.define_module("Native")?;
