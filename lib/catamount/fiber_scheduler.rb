@@ -18,13 +18,18 @@ module Catamount
   # here: the watch lists it (`@worker.overdue`) and rings, the loop wakes its waiting fibers
   # and `park` raises in the first of them to run.
   class FiberScheduler
+    # Where Catamount's own Ruby lives (the turn TracePoint leaves it alone).
+    OWN_CODE = "#{File.expand_path("..", __dir__)}/"
+
     # A thread's life in the fiber mode: runs the loop until the queue lets the thread go.
     def self.run(server, app, limit)
       worker = server.fiber_worker
       scheduler = new(worker)
       Fiber.set_scheduler(scheduler)
+      FiberTimeslice.watch(scheduler)
       scheduler.serve(server, app, limit)
     ensure
+      FiberTimeslice.forget(scheduler) if scheduler
       worker&.finish
     end
 
@@ -42,6 +47,20 @@ module Catamount
       @owner = nil # the owner of the fibers running now
       @overdue = {} # owner => message: request_timeout passed, to raise in its next fiber to run
       @watched = worker.watched?
+      @running = nil # the fiber the loop runs now (FiberTimeslice)
+      @runs = 0 # fibers run so far
+      @runs_seen = 0 # @runs at FiberTimeslice's last look
+      @turn = TracePoint.new(:line) { |tp| give_turn(tp.path) }
+    end
+
+    # FiberTimeslice's look (on its own thread): a fiber that has run since the last look while
+    # other fibers of this thread wait for a turn or a wake is asked to give its turn back at
+    # its next line.
+    def check_turn
+      running = @running
+      runs = @runs
+      @turn.enable(target_thread: @thread) if running && runs == @runs_seen && @count > 1 && !@turn.enabled?
+      @runs_seen = runs
     end
 
     # The loop: run ready fibers, take a request, wait. Returns when the thread should end.
@@ -142,6 +161,23 @@ module Catamount
     # The loop runs every fiber to its end before the thread leaves: nothing is left to run.
     def close; end
 
+    # The turn TracePoint, at a line of this thread: the running request fiber goes to the back
+    # of the ready fibers and the loop runs the others (a fiber the request itself resumed, or
+    # the loop, is left alone: the next look asks again). Never inside Catamount's own Ruby
+    # (this scheduler's books are changed in steps no other fiber of the thread may see halfway):
+    # the TracePoint stays on for the app's next line.
+    def give_turn(path)
+      return if path.start_with?(OWN_CODE)
+
+      @turn.disable
+      fiber = Fiber.current
+      return unless fiber.equal?(@running)
+
+      @ready << [fiber, nil, @owner]
+      @worker.park(@root)
+      raise RequestTimeout, @overdue.delete(@owner) if @watched && @overdue.key?(@owner)
+    end
+
     private
 
     def start_request(server, app, job)
@@ -220,8 +256,11 @@ module Catamount
         next unless fiber.alive?
 
         @owner = owner
+        @running = fiber
+        @runs += 1
         @worker.run(fiber, owner, value)
       end
+      @running = nil
       @owner = nil
     end
 

@@ -170,7 +170,8 @@ impl RbFiberWorker {
         })
     }
 
-    /// `take(wait)`: a queued request (a `Native::Job`), or nil when none is queued now. With
+    /// `take(wait)`: a queued request (a `Native::Job`), or nil when none is queued now beyond
+    /// what idle threads are there for (`try_pop_spare`: an idle thread comes first). With
     /// `wait` (the thread has no request of its own) blocks as a thread-mode pool thread does;
     /// false then means the thread should end.
     pub fn take(ruby: &Ruby, rb_self: &Self, wait: bool) -> Result<Value, Error> {
@@ -188,7 +189,7 @@ impl RbFiberWorker {
                 }
             }
         } else {
-            queue.try_pop(seat_ref)
+            queue.try_pop_spare(seat_ref)
         };
         Ok(match job {
             Some(job) => ruby
@@ -227,7 +228,7 @@ impl RbFiberWorker {
                 if take {
                     bell.armed.store(true, Ordering::SeqCst);
                     // Queued before the bell was armed: no ring is coming for it.
-                    if queue.has_waiting() {
+                    if queue.has_spare_work() {
                         bell.armed.store(false, Ordering::SeqCst);
                         return Ok(0);
                     }

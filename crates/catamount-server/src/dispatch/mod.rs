@@ -302,6 +302,13 @@ impl<T> WorkQueue<T> {
         !self.lock().jobs.is_empty()
     }
 
+    /// Whether more requests are queued than idle threads are there for: the ones a fiber-mode
+    /// thread, busy with requests that wait, may take (see [`try_pop_spare`](Self::try_pop_spare)).
+    pub fn has_spare_work(&self) -> bool {
+        let st = self.lock();
+        st.jobs.len() > st.idle()
+    }
+
     /// Queues a complete request; returns how many wait now (for the backlog high). Called by
     /// the reactor.
     pub fn push(&self, job: T) -> usize {
@@ -542,6 +549,22 @@ impl<T> WorkQueue<T> {
         Some(self.took(st, seat, job))
     }
 
+    /// [`try_pop`](Self::try_pop) for a fiber-mode thread that already has requests (all
+    /// waiting): it takes only a request no idle thread is there for, so while a thread is idle
+    /// (or woken, or starting) a new request gets a thread of its own, and a request that never
+    /// waits does not land beside requests whose waits end meanwhile.
+    pub fn try_pop_spare(self: &Arc<Self>, seat: &mut Seat) -> Option<T>
+    where
+        T: Work + Send + 'static,
+    {
+        let mut st = self.lock();
+        if st.jobs.len() <= st.idle() || st.crew.steps_back(seat, Instant::now()) {
+            return None;
+        }
+        let job = st.jobs.pop_front()?;
+        Some(self.took(st, seat, job))
+    }
+
     /// Books a job taken by a pool thread and gives it its [`Running`] guard, and asks for
     /// another thread if requests are still queued with nobody idle to take them (the manager
     /// may have been told "enough" while this thread was starting).
@@ -774,11 +797,24 @@ mod tests {
         }
         q.push(task(1));
         assert_eq!(bell.0.load(Ordering::SeqCst), 0, "the idle thread takes it");
+        let mut busy = q.thread_started();
+        assert!(!q.has_spare_work());
+        assert_eq!(
+            id(q.try_pop_spare(&mut busy)),
+            None,
+            "left to the idle thread"
+        );
         q.push(task(2));
         assert_eq!(
             bell.0.load(Ordering::SeqCst),
             1,
             "one more than idle threads"
+        );
+        assert!(q.has_spare_work());
+        assert_eq!(
+            id(q.try_pop_spare(&mut busy)),
+            Some(1),
+            "the one beyond the idle thread"
         );
         assert!(matches!(idle.join(), Ok(Wait::Ready)));
     }
