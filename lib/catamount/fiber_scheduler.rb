@@ -53,6 +53,11 @@ module Catamount
       @turn = TracePoint.new(:line) { |tp| give_turn(tp.path) }
     end
 
+    # Whether its thread still runs (FiberTimeslice forgets the others).
+    def alive?
+      @thread.alive?
+    end
+
     # FiberTimeslice's look (on its own thread): a fiber that has run since the last look while
     # other fibers of this thread wait for a turn or a wake is asked to give its turn back at
     # its next line.

@@ -27,6 +27,8 @@ module Catamount
       # (a forked worker starts its own).
       def watch(scheduler)
         @lock.synchronize do
+          # A forked child (fork_worker) inherits its parent's list; their threads are gone.
+          @schedulers.select!(&:alive?)
           @schedulers << scheduler
           @watcher = nil unless @watcher&.alive?
           @watcher ||= Thread.new { run }
@@ -43,7 +45,9 @@ module Catamount
         Thread.current.name = "catamount fiber turns"
         loop do
           sleep SLICE
-          @lock.synchronize { @schedulers.dup }.each(&:check_turn)
+          @lock.synchronize { @schedulers.dup }.each do |scheduler|
+            scheduler.check_turn if scheduler.alive?
+          end
         end
       end
     end
