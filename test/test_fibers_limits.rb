@@ -20,10 +20,10 @@ class TestFibersLimits < Minitest::Test
     (@dirs || []).each { |d| FileUtils.rm_rf(d) }
   end
 
-  def fiber_server(config = "")
+  def fiber_server(config = "", *args)
     path = File.join(dir, "puma.rb")
     File.write(path, "fiber_scheduler\n#{config}")
-    start_server("-C", path, "-b", "tcp://127.0.0.1:0", "-t", "1:1", app: "fibers_limits.ru")
+    start_server("-C", path, "-b", "tcp://127.0.0.1:0", "-t", "1:1", *args, app: "fibers_limits.ru")
   end
 
   def send_request(port, path)
@@ -117,5 +117,26 @@ class TestFibersLimits < Minitest::Test
 
   def test_backticks_let_the_thread_serve_others
     assert_child_wait_frees_the_thread("/backtick", "out 7")
+  end
+
+  # The Responder's wait for a slow client (past max_buffered_response, a stream cannot spill)
+  # lets the thread serve its other requests.
+  def test_a_client_that_reads_no_stream_leaves_the_thread_free
+    server = fiber_server("max_buffered_response 64 * 1024\n", "--control-url", "tcp://127.0.0.1:0", "--control-token", "t")
+    control = Integer(server.stdout[%r{Starting control server on http://127\.0\.0\.1:(\d+)}, 1])
+    slow = Socket.new(:INET, :STREAM)
+    slow.setsockopt(Socket::SOL_SOCKET, Socket::SO_RCVBUF, 4096)
+    slow.connect(Socket.sockaddr_in(server.port, "127.0.0.1"))
+    slow.write("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    # Past the bound the stream's producer waits for its client.
+    assert wait_until(timeout: 30) { control_buffered(control) > 64 << 10 }, "the stream never passed its bound"
+    assert_equal "hello", get(server.port, "/hello").body
+    assert_match(/\AHTTP\/1\.1 200 /, slow.readpartial(4096))
+  ensure
+    slow&.close
+  end
+
+  def control_buffered(port)
+    JSON.parse(get(port, "/stats?token=t").body)["response_bytes_buffered"]
   end
 end

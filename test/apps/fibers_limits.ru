@@ -74,6 +74,11 @@ run lambda { |env|
       Process.wait(spawn(script, out: File::NULL))
       text("exit #{$?.exitstatus}")
     end
+  when "/stream"
+    # An endless streamed body (16 KiB parts, at most 256 MiB), for a client that reads none.
+    part = ("x" * 16_384).freeze
+    body = Enumerator.new { |out| 16_384.times { out << part } }
+    [200, { "content-type" => "text/plain" }, body]
   when "/nested-sleep"
     # The wait happens in a Fiber the request resumed: the request's timeout reaches it there.
     marked(q) { Fiber.new { sleep LIMIT }.resume && text("slept") }

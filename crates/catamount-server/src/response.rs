@@ -310,12 +310,8 @@ impl Exchange {
     /// room in the spill files ends it too.
     fn wait_for_client(this: &Arc<Exchange>, bounds: Bounds, may_spill: bool, waiter: &Waiter) {
         let handed_over = &this.handed_over;
-        let done = |st: &ExchangeState| {
-            bounds.may_resume(st.queued, handed_over.now())
-                || (may_spill && handed_over.spill_room())
-                || st.gone
-                || waiter.is_interrupted()
-        };
+        let done =
+            |st: &ExchangeState| this.caught_up(st, bounds, may_spill) || waiter.is_interrupted();
         let mut st = this.lock();
         while !done(&st) {
             if (st.queued <= bounds.per_connection / 2 || may_spill) && !st.registered {
@@ -338,6 +334,13 @@ impl Exchange {
             st = guard;
         }
         st.pool_waiting = false;
+    }
+
+    /// Whether a producer waiting for its client may go on.
+    fn caught_up(&self, st: &ExchangeState, bounds: Bounds, may_spill: bool) -> bool {
+        bounds.may_resume(st.queued, self.handed_over.now())
+            || (may_spill && self.handed_over.spill_room())
+            || st.gone
     }
 
     pub(crate) fn hand_over(&self, item: Outgoing) -> io::Result<()> {
@@ -750,6 +753,14 @@ impl Responder {
     pub fn wait_for_client(&self, waiter: &Waiter) {
         let may_spill = !self.spill_failed && !self.counted_stream;
         Exchange::wait_for_client(&self.exchange, self.bounds(), may_spill, waiter);
+    }
+
+    /// Whether [`wait_for_client`](Self::wait_for_client) would return at once, for a caller
+    /// that waits its own way (the fiber mode: its fiber sleeps, the thread serves others).
+    pub fn client_caught_up(&self) -> bool {
+        let may_spill = !self.spill_failed && !self.counted_stream;
+        let st = self.exchange.lock();
+        self.exchange.caught_up(&st, self.bounds(), may_spill)
     }
 
     /// `rack.hijack`: the app takes the connection. Returns a new descriptor of the socket

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use magnus::value::ReprValue;
-use magnus::{Error, Integer, RArray, RHash, RString, Ruby, Symbol, Value};
+use magnus::{Error, Integer, Module, RArray, RClass, RHash, RString, Ruby, Symbol, Value};
 
 use catamount_http::{
     classify_field_name, reason_phrase, write_chunk, Answering, FieldName, FieldValues, Framing,
@@ -424,9 +424,8 @@ fn write_triple(
     // Needed although this response is whole: every response may hand over its first piece
     // unchecked, so without this wait one thread could leave a piece for each of any number of
     // slow clients.
-    if responder.over_budget() && !wait_for_client(&responder) {
-        ruby.thread_check_ints()
-            .map_err(|e| interrupted(e, status))?;
+    if responder.over_budget() {
+        wait_for_client(ruby, &responder).map_err(|e| interrupted(e, status))?;
     }
     responder.finish(keep_alive);
     Ok(written)
@@ -453,61 +452,64 @@ struct Streaming {
 
 impl Streaming {
     /// Takes one yielded part; the app's errors are recorded, not raised, so `each` ends
-    /// normally. False once the client is gone: `each` must stop.
-    fn take(&mut self, part: Option<RString>) -> bool {
+    /// normally. False once the client is gone: `each` must stop. Err: an interrupt met while
+    /// waiting for the client, to go on through `each`.
+    fn take(&mut self, ruby: &Ruby, part: Option<RString>) -> Result<bool, Error> {
         if self.gone.is_some() {
-            return false;
+            return Ok(false);
         }
         if self.failure.is_some() {
-            return true;
+            return Ok(true);
         }
         let Some(part) = part else {
             self.failure = Some("body yielded a non-String".to_string());
-            return true;
+            return Ok(true);
         };
         self.scratch.clear();
         ffi::copy_bytes(part, &mut self.scratch);
         if self.scratch.is_empty() {
             // An empty part sends the head if it is still here (a callable body's head goes
             // out before the call; a flush with nothing written does the same).
-            return self.flushed || self.flush();
+            return Ok(self.flushed || self.flush(ruby)?);
         }
         self.body_bytes += self.scratch.len() as u64;
         if self.limit.is_some_and(|l| self.body_bytes > l) {
             self.failure = Some("body is longer than its content-length".to_string());
-            return true;
+            return Ok(true);
         }
         // A large String goes out in pieces, the hand-over bounds checked after each, so one
         // huge part passes them by one piece at most (the copy above is this thread's own: the
         // app's String may change while the thread waits for its client without the GVL).
         let scratch = std::mem::take(&mut self.scratch);
+        let mut flushed = Ok(true);
         for piece in scratch.chunks(HAND_OVER_PIECE) {
             if self.chunked {
                 write_chunk(&mut self.pending, piece);
             } else {
                 self.pending.extend_from_slice(piece);
             }
-            if !self.flush() {
+            flushed = self.flush(ruby);
+            if !matches!(flushed, Ok(true)) {
                 break;
             }
         }
         self.scratch = scratch;
-        self.gone.is_none()
+        flushed?;
+        Ok(self.gone.is_none())
     }
 
     /// Sends what is pending, then waits for the client if a bound is passed; false once the
     /// client is gone.
-    fn flush(&mut self) -> bool {
+    fn flush(&mut self, ruby: &Ruby) -> Result<bool, Error> {
         self.flushed = true;
         if let Err(e) = send(&mut self.responder, std::mem::take(&mut self.pending)) {
             self.gone = Some(e);
-            return false;
+            return Ok(false);
         }
         if self.responder.over_budget() {
-            // An interrupt is handled once the block returns to Ruby.
-            let _ = wait_for_client(&self.responder);
+            wait_for_client(ruby, &self.responder)?;
         }
-        true
+        Ok(true)
     }
 }
 
@@ -546,9 +548,11 @@ fn stream_body(
         let taken = shared.lock().unwrap_or_else(|p| p.into_inner()).take();
         match taken {
             Some(mut st) => {
-                let open = st.take(args.first().and_then(|v| RString::from_value(*v)));
-                let gone = (!open).then(|| client_gone_error(ruby, st.gone.as_ref()));
+                let open = st.take(ruby, args.first().and_then(|v| RString::from_value(*v)));
+                let gone =
+                    matches!(open, Ok(false)).then(|| client_gone_error(ruby, st.gone.as_ref()));
                 *shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(st);
+                open?;
                 if let Some(error) = gone {
                     return Err(error);
                 }
@@ -715,12 +719,40 @@ fn client_gone_error(ruby: &Ruby, cause: Option<&std::io::Error>) -> Error {
     }
 }
 
-/// Waits without the GVL until the client has read enough for the hand-over bounds; false when
-/// Ruby had an interrupt pending and the wait did not run.
-fn wait_for_client(responder: &Responder) -> bool {
+/// Waits until the client has read enough for the hand-over bounds: without the GVL, or in the
+/// fiber mode through the Fiber scheduler, so the thread's other requests run meanwhile. Err:
+/// an interrupt (a kill, `Thread#raise`, `request_timeout`) that must go on through the app.
+fn wait_for_client(ruby: &Ruby, responder: &Responder) -> Result<(), Error> {
+    if waits_through_scheduler(ruby) {
+        // Nothing rings a fiber when the reactor drains the connection: it looks again after
+        // a pause that grows to the thread-mode wait's own interrupt check (50 ms).
+        let mut pause = 0.001_f64;
+        while !responder.client_caught_up() {
+            ruby.module_kernel()
+                .funcall::<_, _, Value>("sleep", (pause,))?;
+            pause = (pause * 2.0).min(0.05);
+        }
+        return Ok(());
+    }
     let waiter = Waiter::new();
     let unblock = || waiter.set_interrupted();
-    ffi::without_gvl(|| responder.wait_for_client(&waiter), &unblock).is_ok()
+    if ffi::without_gvl(|| responder.wait_for_client(&waiter), &unblock).is_err() {
+        ruby.thread_check_ints()?;
+    }
+    Ok(())
+}
+
+/// Whether the calling fiber's waits go through a Fiber scheduler (the fiber mode's requests).
+fn waits_through_scheduler(ruby: &Ruby) -> bool {
+    let Ok(fiber) = ruby.class_object().const_get::<_, RClass>("Fiber") else {
+        return false;
+    };
+    let scheduler = fiber.funcall::<_, _, Value>("scheduler", ());
+    let blocking = ruby
+        .fiber_current()
+        .as_value()
+        .funcall::<_, _, bool>("blocking?", ());
+    matches!((scheduler, blocking), (Ok(s), Ok(false)) if !s.is_nil())
 }
 
 /// Writes bytes, releasing the GVL while the kernel copies a large buffer.
@@ -1010,10 +1042,8 @@ fn write_array(
         match ffi::write_strings_from(responder, &head, strings, array.len, &mut sent) {
             Ok(true) => break Ok(()),
             Ok(false) => {
-                if !wait_for_client(responder) {
-                    if let Err(e) = ruby.thread_check_ints() {
-                        break Err(interrupted(e, status));
-                    }
+                if let Err(e) = wait_for_client(ruby, responder) {
+                    break Err(interrupted(e, status));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
