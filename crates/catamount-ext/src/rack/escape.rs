@@ -10,23 +10,36 @@
 //! returns it to Ruby, which resumes the jump (`rb_jump_tag`). A jump carries no Ruby object
 //! (only its tag), so keeping it in a thread-local is invisible to the GC; its state stays in
 //! Ruby's `errinfo`, which cleanup code must not lose ([`cleanup`]).
+//!
+//! Kept per Fiber (the thread-local list is keyed by the current fiber): in the fiber mode a
+//! request whose cleanup waits lets the thread's other requests run meanwhile, and those must
+//! neither see its jump nor take it. An empty list (no jump anywhere on the thread, the
+//! common case) is answered without asking Ruby for the current fiber.
 
 use std::cell::RefCell;
 
-use magnus::{value::ReprValue, Error, Value};
+use magnus::rb_sys::AsRawValue;
+use magnus::{value::ReprValue, Error, Ruby, Value};
 
 thread_local! {
-    static PENDING: RefCell<Option<Error>> = const { RefCell::new(None) };
+    /// (fiber, jump) for each fiber of this thread with a jump to go on.
+    static PENDING: RefCell<Vec<(usize, Error)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The calling fiber (its raw VALUE, compared only).
+fn current_fiber() -> usize {
+    Ruby::get().map_or(0, |ruby| ruby.fiber_current().as_value().as_raw() as usize)
 }
 
 /// The exception `e` carries, or None when it is a jump (which is then kept for [`take`]).
 pub(crate) fn caught(e: Error) -> Option<Value> {
     let value = e.value();
     if value.is_none() {
+        let fiber = current_fiber();
         PENDING.with(|p| {
             let mut p = p.borrow_mut();
-            if p.is_none() {
-                *p = Some(e);
+            if !p.iter().any(|(f, _)| *f == fiber) {
+                p.push((fiber, e));
             }
         });
     }
@@ -35,12 +48,26 @@ pub(crate) fn caught(e: Error) -> Option<Value> {
 
 /// Whether a jump is waiting to go on: no more app code runs for this request.
 pub(crate) fn pending() -> bool {
-    PENDING.with(|p| p.borrow().is_some())
+    PENDING.with(|p| {
+        let p = p.borrow();
+        !p.is_empty() && {
+            let fiber = current_fiber();
+            p.iter().any(|(f, _)| *f == fiber)
+        }
+    })
 }
 
-/// The jump kept for this thread, if any (and forgets it).
+/// The jump kept for this fiber, if any (and forgets it).
 pub(crate) fn take() -> Option<Error> {
-    PENDING.with(|p| p.borrow_mut().take())
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.is_empty() {
+            return None;
+        }
+        let fiber = current_fiber();
+        let i = p.iter().position(|(f, _)| *f == fiber)?;
+        Some(p.swap_remove(i).1)
+    })
 }
 
 /// Runs `f`, cleanup code that calls Ruby (`body.close`): when a jump waits, Ruby's record of
