@@ -139,4 +139,20 @@ class TestFibersLimits < Minitest::Test
   def control_buffered(port)
     JSON.parse(get(port, "/stats?token=t").body)["response_bytes_buffered"]
   end
+
+  # A request that kills its pool thread takes the thread's other requests with it: each is
+  # answered (500) or closed at once, not left open for ever, and the pool starts another thread.
+  def test_a_killed_thread_leaves_no_request_hanging
+    server = fiber_server
+    listener = TCPServer.new("127.0.0.1", 0)
+    held = send_request(server.port, "/read?id=held&port=#{listener.addr[1]}")
+    peer = accept_named(listener, ["held"])["held"]
+    killer = send_request(server.port, "/kill")
+    assert_equal 500, read_response(killer, timeout: 20).status
+    assert_equal 500, read_response(held, timeout: 20).status
+    assert_equal "hello", get(server.port, "/hello").body
+  ensure
+    peer&.close
+    listener&.close
+  end
 end

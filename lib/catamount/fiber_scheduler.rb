@@ -21,6 +21,10 @@ module Catamount
     # Where Catamount's own Ruby lives (the turn TracePoint leaves it alone).
     OWN_CODE = "#{File.expand_path("..", __dir__)}/"
 
+    # Raised where a request waits when its thread leaves without it (killed, or its loop
+    # failed): not a StandardError, so the app's `rescue => e` lets it through.
+    class Abandoned < Exception; end # rubocop:disable Lint/InheritException
+
     # A thread's life in the fiber mode: runs the loop until the queue lets the thread go.
     def self.run(server, app, limit)
       worker = server.fiber_worker
@@ -29,6 +33,7 @@ module Catamount
       FiberTimeslice.watch(scheduler)
       scheduler.serve(server, app, limit)
     ensure
+      scheduler&.abandon
       FiberTimeslice.forget(scheduler) if scheduler
       worker&.finish
     end
@@ -47,6 +52,7 @@ module Catamount
       @owner = nil # the owner of the fibers running now
       @overdue = {} # owner => message: request_timeout passed, to raise in its next fiber to run
       @watched = worker.watched?
+      @abandoning = false
       @running = nil # the fiber the loop runs now (FiberTimeslice)
       @runs = 0 # fibers run so far
       @runs_seen = 0 # @runs at FiberTimeslice's last look
@@ -180,13 +186,34 @@ module Catamount
 
       @ready << [fiber, nil, @owner]
       @worker.park(@root)
+      raise Abandoned, "its pool thread left" if @abandoning
       raise RequestTimeout, @overdue.delete(@owner) if @watched && @overdue.key?(@owner)
+    end
+
+    # The thread leaves with requests in fibers (it was killed, or its loop failed): each is
+    # run once more, a request not started only to drop it (its connection closed), a started
+    # one to unwind it (`Abandoned` raised where it waits), so its connection is answered or
+    # closed and its books closed at once; a suspended fiber's native frames would never be
+    # unwound, nor its connection closed. One that waits again while unwinding gets it again, a
+    # few times.
+    def abandon
+      @abandoning = true
+      @running = nil # no turns are asked for while they unwind
+      @turn.disable
+      3.times do
+        fibers = (@parked.keys + @ready.map(&:first)).uniq.select(&:alive?)
+        break if fibers.empty?
+
+        @parked.clear
+        @ready.clear
+        fibers.each { |fiber| @worker.run(fiber, fiber, nil) if fiber.alive? }
+      end
     end
 
     private
 
     def start_request(server, app, job)
-      fiber = new_fiber { server.serve_job(job, app) }
+      fiber = new_fiber { @abandoning ? job.discard : server.serve_job(job, app) }
       @ready << [fiber, nil, fiber]
     end
 
@@ -211,6 +238,7 @@ module Catamount
       fiber = Fiber.current
       @parked[fiber] = @owner
       value = @worker.park(@root)
+      raise Abandoned, "its pool thread left" if @abandoning
       if @watched && (message = @overdue.delete(@owner))
         raise RequestTimeout, message
       end

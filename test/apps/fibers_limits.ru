@@ -79,6 +79,8 @@ run lambda { |env|
     part = ("x" * 16_384).freeze
     body = Enumerator.new { |out| 16_384.times { out << part } }
     [200, { "content-type" => "text/plain" }, body]
+  when "/kill"
+    Thread.current.kill
   when "/nested-sleep"
     # The wait happens in a Fiber the request resumed: the request's timeout reaches it there.
     marked(q) { Fiber.new { sleep LIMIT }.resume && text("slept") }

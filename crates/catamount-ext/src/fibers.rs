@@ -115,6 +115,12 @@ impl RbJob {
         locked(&self.0).take()
     }
 
+    /// `discard`: the request will not be served (its thread left first): its connection
+    /// closes now, not when the GC frees this.
+    pub fn discard(&self) {
+        drop(self.take());
+    }
+
     /// The taking thread's signals (for `request_timeout`).
     pub(crate) fn signals(&self) -> &Arc<FiberSignals> {
         &self.1

@@ -88,7 +88,8 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     worker.define_method("watched?", method!(fibers::RbFiberWorker::watched, 0))?;
     worker.define_method("overdue", method!(fibers::RbFiberWorker::overdue, 0))?;
     worker.define_method("finish", method!(fibers::RbFiberWorker::finish, 0))?;
-    native.define_class("Job", ruby.class_object())?;
+    let job = native.define_class("Job", ruby.class_object())?;
+    job.define_method("discard", method!(fibers::RbJob::discard, 0))?;
     srv.define_method("stop", method!(server::RbServer::stop, 0))?;
     srv.define_method("wait", method!(server::RbServer::wait, 0))?;
     srv.define_method("cut_at_drain", method!(server::RbServer::cut_at_drain, 0))?;
