@@ -119,6 +119,20 @@ class TestFibers < Minitest::Test
     assert_match(/\Anil c 1 /, get(server.port, "/locals?g=c&id=c&n=1").body)
   end
 
+  # A thread's finished request fiber serves its next request, without the locals of the one
+  # before; the thread mode keeps a thread's locals from one request to the next (as Puma).
+  def test_a_reused_fiber_starts_without_the_last_requests_locals
+    server = fiber_server
+    first = get(server.port, "/reuse?id=a").body
+    fiber = first[/fiber=(\d+)/, 1]
+    assert_equal "nil fiber=#{fiber}", first
+    assert_equal "nil fiber=#{fiber}", get(server.port, "/reuse?id=b").body, "the fiber reused, its local gone"
+
+    threads = start_server("-t", "1:1", app: "fibers.ru")
+    get(threads.port, "/reuse?id=a")
+    assert_match(/\A"a" fiber=/, get(threads.port, "/reuse?id=b").body)
+  end
+
   def test_timeout_mutex_and_name_lookup_go_through_the_scheduler
     server = fiber_server
     assert_equal "timed out", get(server.port, "/timeout").body

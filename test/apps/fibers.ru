@@ -56,6 +56,11 @@ run lambda { |env|
     together(q["g"], Integer(q["n"]), LIMIT) do |most|
       text("#{before.inspect} #{Thread.current[:request]} #{most} thread=#{Thread.current.object_id}")
     end
+  when "/reuse"
+    # One request after another: which fiber served it, and the fiber-local the one before left.
+    before = Thread.current[:request]
+    Thread.current[:request] = q["id"]
+    text("#{before.inspect} fiber=#{Fiber.current.object_id}")
   when "/timeout"
     begin
       Timeout.timeout(0.05) { sleep LIMIT }

@@ -13,6 +13,7 @@
 //! into the thread, which lands in that fiber), and a list of overdue requests for the loop to
 //! raise into when they wait.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -105,28 +106,6 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A request taken by a fiber-mode thread, until a fiber serves it (`Server#serve_job`).
-/// Dropped unserved (the thread died first), it closes its connection and counts as done.
-#[magnus::wrap(class = "Catamount::Native::Job", free_immediately, size)]
-pub struct RbJob(Mutex<Option<Box<Job>>>, Arc<FiberSignals>);
-
-impl RbJob {
-    pub(crate) fn take(&self) -> Option<Box<Job>> {
-        locked(&self.0).take()
-    }
-
-    /// `discard`: the request will not be served (its thread left first): its connection
-    /// closes now, not when the GC frees this.
-    pub fn discard(&self) {
-        drop(self.take());
-    }
-
-    /// The taking thread's signals (for `request_timeout`).
-    pub(crate) fn signals(&self) -> &Arc<FiberSignals> {
-        &self.1
-    }
-}
-
 /// `Catamount::Native::FiberWorker`: one fiber-mode pool thread's place in the queue.
 #[magnus::wrap(class = "Catamount::Native::FiberWorker", free_immediately, size)]
 pub struct RbFiberWorker {
@@ -134,6 +113,10 @@ pub struct RbFiberWorker {
     /// None once the queue discharged the thread (trimmed, stopped) or `finish` ran.
     seat: Mutex<Option<Seat>>,
     waiter: Waiter,
+    /// Requests taken and not yet started, oldest first: the fiber the thread starts for each
+    /// takes it (`Server#serve_job`), so a request is no Ruby object of its own. Dropped
+    /// unserved (the thread died first), a request closes its connection and counts as done.
+    taken: Mutex<VecDeque<Box<Job>>>,
     bell: Arc<Bell>,
     /// The same bell as the queue holds it (to take it back).
     rung_by_queue: Arc<dyn Doorbell>,
@@ -169,6 +152,7 @@ impl RbFiberWorker {
             server,
             seat: Mutex::new(Some(seat)),
             waiter: Waiter::new(),
+            taken: Mutex::new(VecDeque::new()),
             bell,
             rung_by_queue,
             signals,
@@ -176,10 +160,10 @@ impl RbFiberWorker {
         })
     }
 
-    /// `take(wait)`: a queued request (a `Native::Job`), or nil when none is queued now beyond
-    /// what idle threads are there for (`try_pop_spare`: an idle thread comes first). With
-    /// `wait` (the thread has no request of its own) blocks as a thread-mode pool thread does;
-    /// false then means the thread should end.
+    /// `take(wait)`: true when a queued request was taken (kept for the next `Server#serve_job`
+    /// on this worker), nil when none is queued now beyond what idle threads are there for
+    /// (`try_pop_spare`: an idle thread comes first). With `wait` (the thread has no request of
+    /// its own) blocks as a thread-mode pool thread does; false then means the thread should end.
     pub fn take(ruby: &Ruby, rb_self: &Self, wait: bool) -> Result<Value, Error> {
         let queue = rb_self.server.queue();
         let mut seat = locked(&rb_self.seat);
@@ -198,11 +182,30 @@ impl RbFiberWorker {
             queue.try_pop_spare(seat_ref)
         };
         Ok(match job {
-            Some(job) => ruby
-                .obj_wrap(RbJob(Mutex::new(Some(job)), rb_self.signals.clone()))
-                .as_value(),
+            Some(job) => {
+                locked(&rb_self.taken).push_back(job);
+                ruby.qtrue().as_value()
+            }
             None => ruby.qnil().as_value(),
         })
+    }
+
+    /// The oldest request taken and not yet started, if any.
+    pub(crate) fn next_taken(&self) -> Option<Box<Job>> {
+        locked(&self.taken).pop_front()
+    }
+
+    pub(crate) fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// `request_timeout`'s watch, if on, and this thread's side of it.
+    pub(crate) fn watch(&self) -> Option<&Arc<Watch>> {
+        self.watch.as_ref()
+    }
+
+    pub(crate) fn signals(&self) -> &Arc<FiberSignals> {
+        &self.signals
     }
 
     /// `wait(fds, events, timeout, take)`: blocks without the GVL until one of `fds` is ready
@@ -301,6 +304,7 @@ impl RbFiberWorker {
 
     /// `finish`: the thread leaves; if the queue did not discharge it, it is booked as dead.
     pub fn finish(&self) {
+        locked(&self.taken).clear();
         let queue = self.server.queue();
         queue.remove_doorbell(&self.rung_by_queue);
         if let Some(mut seat) = locked(&self.seat).take() {

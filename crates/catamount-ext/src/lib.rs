@@ -88,8 +88,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     worker.define_method("watched?", method!(fibers::RbFiberWorker::watched, 0))?;
     worker.define_method("overdue", method!(fibers::RbFiberWorker::overdue, 0))?;
     worker.define_method("finish", method!(fibers::RbFiberWorker::finish, 0))?;
-    let job = native.define_class("Job", ruby.class_object())?;
-    job.define_method("discard", method!(fibers::RbJob::discard, 0))?;
     srv.define_method("stop", method!(server::RbServer::stop, 0))?;
     srv.define_method("wait", method!(server::RbServer::wait, 0))?;
     srv.define_method("cut_at_drain", method!(server::RbServer::cut_at_drain, 0))?;
@@ -123,7 +121,6 @@ fn look_up_now(ruby: &Ruby) {
     server::RbServer::class(ruby);
     control::RbControl::class(ruby);
     fibers::RbFiberWorker::class(ruby);
-    fibers::RbJob::class(ruby);
     errors::look_up_now(ruby);
     rack::taken::look_up_now(ruby);
 }

@@ -499,28 +499,27 @@ impl RbServer {
         fibers::RbFiberWorker::new(ruby, rb_self.running(ruby)?, watch)
     }
 
-    /// `serve_job(job, app)`: serves a request a fiber-mode thread took, in the calling Fiber.
-    /// Raises only what `run_worker` would (a jump going on, Ruby's own interrupts).
+    /// `serve_job(worker, app)`: serves the oldest request `worker` took (none: nothing), in the
+    /// calling Fiber. Raises only what `run_worker` would (a jump going on, Ruby's own
+    /// interrupts).
     pub fn serve_job(
         ruby: &Ruby,
         rb_self: &Self,
-        job: &fibers::RbJob,
+        worker: &fibers::RbFiberWorker,
         app: Value,
     ) -> Result<(), Error> {
-        let job_signals = job.signals();
-        let Some(job) = job.take() else {
+        let Some(job) = worker.next_taken() else {
             return Ok(());
         };
-        let queue = rb_self.running(ruby)?.queue().clone();
         let io_mark = rb_self.fiber_io_mark.map(|mark| ruby.get_inner(mark));
-        let watch = locked(&rb_self.watch).clone();
-        let post = watch
-            .map(|w| w.enter_fiber(ruby, job_signals))
+        let post = worker
+            .watch()
+            .map(|w| w.enter_fiber(ruby, worker.signals()))
             .transpose()?;
         serve_watched(ruby, &rb_self.rack, app, *job, io_mark, post.as_ref())?;
         drop(post);
         rack::escape::check()?;
-        rb_self.out_of_band(ruby, &queue)
+        rb_self.out_of_band(ruby, worker.server().queue())
     }
 
     /// Begins a graceful stop (returns at once).
