@@ -110,7 +110,7 @@ module Bench
       catamount = kinds.index { |k| k.key == "catamount" }
       kinds.insert(catamount + 1, CatamountMetricsKind.new) if catamount && Bench.metrics_row?(app.key, mode.key)
       kinds.insert(catamount + 1, CatamountPlainKind.new) if catamount && PLAIN_TWIN_APPS.include?(app.key)
-      kinds.insert(catamount + 1, CatamountFiberKind.new(@log_dir)) if catamount && FIBER_APPS.include?(app.key)
+      kinds.insert(catamount + 1, CatamountFiberKind.new(@log_dir)) if catamount && Bench.fiber_row?(app.key, mode.key)
       entry[:app_alone] = measure_app_alone(app) if APP_ALONE.include?(app.key) && mode.key == "t5"
       runnable = kinds.reject do |kind|
         why = kind.unsupported(mode)
@@ -123,7 +123,7 @@ module Bench
       runnable.each do |kind|
         servers << RunningServer.new(kind, mode, app.rackup_path, app.path, @log_dir, certificate: certificate, env: env).wait_ready
       end
-      samples = measure(servers, app)
+      samples = measure(servers, app, mode)
       servers.each do |s|
         stats = Report.summarize(samples[s.kind.key]).merge(Memory.of_tree(s.pid))
         entry[:servers][s.kind.key] = { stats: stats, samples: samples[s.kind.key].transform_values { |v| v.map(&:to_h) } }
@@ -138,9 +138,12 @@ module Bench
     end
 
     # Alternates the servers (A/B, then B/A) so drift on a shared machine hits both alike.
-    def measure(servers, app)
+    def measure(servers, app, mode)
       samples = servers.to_h { |s| [s.kind.key, { c50: [], c1: [] }] }
-      servers.each { |s| wrk(s, app, app.load_connections, @settings.warmup) } if @settings.warmup.positive?
+      # The PostgreSQL apps open their connections on first use, a fiber-mode server up to 100
+      # (about 7 ms each): warmed up even in a smoke run, or its one second may be all connects.
+      warmup = app.postgres ? [@settings.warmup, 1].max : @settings.warmup
+      servers.each { |s| wrk(s, app, app.load_connections, warmup) } if warmup.positive?
       @settings.rounds.times do |round|
         order = round.even? ? servers : servers.reverse
         order.each do |s|
@@ -155,21 +158,28 @@ module Bench
           s.wait_ready(timeout: 30) if app.load_connections > 50
           samples[s.kind.key][:c1] << wrk(s, app, 1, @settings.c1_seconds)
         end
-        side_by_side(servers, app, samples, round)
+        side_by_side(servers, app, mode, samples, round)
       end
       samples
     end
 
-    # Catamount with metrics on and off loaded at the same time (`wrk -t2 -c25` each), so what
-    # else the machine runs meanwhile hits both alike: their ratio is steadier than the
-    # alternating runs'. Kept as `side` samples.
-    def side_by_side(servers, app, samples, round)
-      pair = %w[catamount catamount_metrics].filter_map { |key| servers.find { |s| s.kind.key == key } }
-      return unless pair.size == 2
+    # Catamount with metrics on and off (or in its fiber and thread modes) loaded at the same
+    # time (`wrk -t2 -c25` each), so what else the machine runs meanwhile hits both alike: their
+    # ratio is steadier than the alternating runs'. Kept as `side` (`side_fiber`) samples.
+    def side_by_side(servers, app, mode, samples, round)
+      twins = {} # the twin's key => the samples' key (the plain server has one list per twin)
+      twins["catamount_metrics"] = :side if Bench.metrics_row?(app.key, mode.key)
+      twins["catamount_fiber"] = :side_fiber if Bench.fiber_share_row?(app.key, mode.key)
+      plain = servers.find { |s| s.kind.key == "catamount" }
+      twins.each do |key, kind|
+        pair = [plain, servers.find { |s| s.kind.key == key }]
+        next unless pair.all?
 
-      results = pair.map { |s| Thread.new { wrk(s, app, 25, @settings.seconds) } }.map(&:value)
-      pair.zip(results) { |s, result| (samples[s.kind.key][:side] ||= []) << result }
-      progress format("  round %d side by side: metrics off %10.0f req/s, on %10.0f req/s", round + 1, *results.map(&:rps))
+        results = pair.map { |s| Thread.new { wrk(s, app, 25, @settings.seconds) } }.map(&:value)
+        pair.zip(results) { |s, result| (samples[s.kind.key][kind] ||= []) << result }
+        progress format("  round %d side by side: %s %10.0f req/s, %s %10.0f req/s", round + 1,
+                        *pair.zip(results).flat_map { |s, result| [s.kind.label, result.rps] })
+      end
     end
 
     # One wrk run against a server (its metrics scraped meanwhile when it has them on).

@@ -28,7 +28,7 @@ class TestBenchSmoke < Minitest::Test
       assert_operator anatomy["objects_per_request"], :>, 0
       assert_operator anatomy["context_switches_per_request"], :>=, 0
       # + the two rows with metrics on, the two of Catamount over plain TCP beside TLS, and the
-      # fiber mode's beside each IO-bound scenario at -c200
+      # fiber mode's beside each IO-bound scenario at -c200 and hello world and CPU-bound -t 5:5
       fiber_rows = results["scenarios"].count { |s| s["servers"].key?("catamount_fiber") }
       check_tables(out, File.read(markdown), results["scenarios"].size + 4 + fiber_rows)
     end
@@ -82,15 +82,24 @@ class TestBenchSmoke < Minitest::Test
     pg.each { |s| assert_nil s["skipped"], "#{s['app']}:#{s['mode']}" }
   end
 
-  # The 20 ms sleep at -c200 also ran Catamount in its fiber mode; no other scenario did.
+  # The IO-bound scenarios at -c200 (the PostgreSQL ones unless PostgreSQL could not start) and
+  # hello world and CPU-bound -t 5:5 also ran Catamount in its fiber mode; no other scenario did.
+  # The last two also loaded it side by side with the thread mode.
   def check_fiber_mode(scenarios)
     with = scenarios.select { |s| s["servers"].key?("catamount_fiber") }
-    expected = scenarios.select { |s| s["app"] == "sleep_c200" }
-    assert_equal expected.map { |s| "#{s['app']}:#{s['mode']}" }, with.map { |s| "#{s['app']}:#{s['mode']}" }
+    expected = scenarios.select { |s| %w[sleep_c200 pg_sleep pg_lookup].include?(s["app"]) && !s["skipped"] }
+                        .map { |s| "#{s['app']}:#{s['mode']}" }
+    assert_equal %w[hello:t5 cpu:t5] + expected, with.map { |s| "#{s['app']}:#{s['mode']}" }
     with.each do |s|
       fiber = s["servers"]["catamount_fiber"]
       assert_operator fiber.dig("stats", "rps"), :>, 0, "#{s['app']}:#{s['mode']} fiber mode"
       assert_equal 0, fiber.dig("stats", "errors"), "#{s['app']}:#{s['mode']} fiber mode"
+      next unless %w[hello cpu].include?(s["app"])
+
+      %w[catamount catamount_fiber].each do |key|
+        side = s.dig("servers", key, "samples", "side_fiber")
+        assert_operator side.first["rps"], :>, 0, "#{s['app']}: #{key} loaded side by side with the other"
+      end
     end
   end
 
@@ -170,6 +179,9 @@ class TestBenchSmoke < Minitest::Test
     end
     assert_match(/^\| p99 at `-c50` where Puma queues \| every scenario \| – \| – \(Puma not run\) \| ≤ 0.5x Puma's \| – \|$/, summary)
     assert_match(/^\| metrics on, of metrics off \| hello world \| `-w 2 -t 5:5` \| [\d.]+x \| ≥ 0.97x \| #{verdict} \|$/, summary)
+    ["hello world", "CPU-bound (~2 ms Ruby)"].each do |title|
+      assert_match(/^\| fiber mode, of thread mode \| #{Regexp.escape(title)} \| `-t 5:5` \| [\d.]+x \| ≥ 0.9x \| #{verdict} \|$/, summary)
+    end
     assert_match(/^\| over TLS, of plain TCP \| hello world over TLS \| `-t 5:5` \| [\d.]+x \| ≥ 0.6x \| #{verdict} \|$/, summary)
     assert_match(/^\| beside 50 slowloris, of alone \| hello world beside slow clients \| `-t 5:5` \| [\d.]+x \| ≥ 0.9x \| #{verdict} \|$/, summary)
   end
@@ -192,6 +204,10 @@ class TestBenchSmoke < Minitest::Test
     ["`-t 5:5`", "`-w 2 -t 5:5`"].each do |mode|
       assert_match(/^\| hello world over TLS: Catamount over plain TCP \| #{Regexp.escape(mode)} \| \d+ \(\d+–\d+\) \| – \| [\d.]+x \(TLS \/ plain\) \| ≥ 0.6x \| (met|MISSED) \|$/, throughput)
       assert_match(/^Catamount hello world over TLS #{Regexp.escape(mode)}: \d+% of its own rate over plain TCP in the same rounds \(target ≥ 60%: (met|MISSED)\)\.$/, markdown)
+    end
+    ["hello world", "CPU-bound (~2 ms Ruby)"].each do |title|
+      assert_match(/^\| #{Regexp.escape(title)}, fiber mode \| `-t 5:5` \| \d+ \(\d+–\d+\) \| – \| [\d.]+x of thread mode side by side \([\d.]+x alternating\) \| ≥ 0.9x of threads \| (met|MISSED) \|$/, throughput)
+      assert_match(/^\| #{Regexp.escape(title)}, fiber mode \| `-t 5:5` \| [\d.]+ \/ – \|/, markdown)
     end
     assert_match(/^\| hello world, a new TLS connection per request \| `-t 5:5` \| \d+ \(\d+–\d+\) \| – \| – \| – \| – \|$/, throughput)
     assert_match(/^\| Ruby objects allocated \| [\d.]+ \|$/, markdown)

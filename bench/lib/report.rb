@@ -106,7 +106,7 @@ module Bench
         latency_row(s[:title], s[:mode_title], sv, lines)
         latency_row("#{s[:title]}, metrics on", s[:mode_title], { "catamount" => sv[METRICS_KEY] }, lines) if sv[METRICS_KEY]
         latency_row("#{s[:title]}: Catamount over plain TCP", s[:mode_title], { "catamount" => sv[PLAIN_KEY] }, lines) if sv[PLAIN_KEY]
-        latency_row("#{s[:title]}, fiber mode", s[:mode_title], { "catamount" => sv[FIBER_KEY], "puma" => sv["puma"] }, lines) if sv[FIBER_KEY]
+        latency_row("#{s[:title]}, fiber mode", s[:mode_title], fiber_latency(s), lines) if sv[FIBER_KEY]
       end
       slow_lines(results, lines)
       anatomy_lines(results, lines)
@@ -149,16 +149,39 @@ module Bench
     METRICS_KEY = "catamount_metrics"
     FIBER_KEY = "catamount_fiber"
 
-    # Catamount in its fiber mode against Puma, in the IO-bound scenarios.
+    # The fiber mode's latency row: beside Puma's where its throughput row is against Puma.
+    def fiber_latency(scenario)
+      sv = scenario[:servers]
+      { "catamount" => sv[FIBER_KEY], "puma" => (sv["puma"] unless Bench.fiber_share_row?(scenario[:app], scenario[:mode])) }
+    end
+
+    # Catamount in its fiber mode: against Puma in the IO-bound scenarios, as a share of the
+    # thread mode's rate in the others.
     def fiber_row(scenario, lines)
       fiber = scenario[:servers][FIBER_KEY]
       return unless fiber
+      return fiber_share_row(scenario, fiber, lines) if Bench.fiber_share_row?(scenario[:app], scenario[:mode])
 
       r = ratio(fiber.dig(:stats, :rps), scenario[:servers].dig("puma", :stats, :rps))
       target = Bench.fiber_target(scenario[:app], scenario[:mode])
       lines << "| #{scenario[:title]}, fiber mode | `#{scenario[:mode_title]}` | #{spread(fiber[:stats])} | " \
                "#{spread(scenario[:servers].dig('puma', :stats))} | #{times(r)} | #{target ? "≥ #{target}x" : '–'} | " \
                "#{verdict(r, target)} |"
+    end
+
+    # The fiber mode's rate as a share of the thread mode's, the median of each round's ratio
+    # loaded side by side (the verdict's) and one after the other.
+    def fiber_share_row(scenario, fiber, lines)
+      share = round_ratio(scenario, :c50, over: FIBER_KEY)
+      side = fiber_share(scenario)
+      lines << "| #{scenario[:title]}, fiber mode | `#{scenario[:mode_title]}` | #{spread(fiber[:stats])} | – | " \
+               "#{times(side)} of thread mode side by side (#{times(share)} alternating) | ≥ #{FIBER_SHARE_TARGET}x of threads | " \
+               "#{verdict(side, FIBER_SHARE_TARGET)} |"
+    end
+
+    # The fiber mode's share of the thread mode's rate judged: loaded side by side.
+    def fiber_share(scenario)
+      round_ratio(scenario, :side_fiber, over: FIBER_KEY)
     end
 
     # The same Catamount with metrics on and scraped, as a share of its rate with them off, the

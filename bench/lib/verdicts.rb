@@ -107,12 +107,18 @@ module Bench
       end
     end
 
-    # The targets the report already judges elsewhere: metrics on, TLS over plain, slow clients.
+    # The targets the report already judges elsewhere: metrics on, the fiber mode's share of the
+    # thread mode, TLS over plain, slow clients.
     def other_verdicts(results, scenarios)
       list = scenarios.select { |s| s[:servers][Report::METRICS_KEY] }.map do |s|
         side = Report.round_ratio(s, :side)
         Verdict.new(what: "metrics on, of metrics off", scenario: s[:title], mode_title: s[:mode_title],
                     measured: Report.times(side), target: "≥ #{METRICS_ON_TARGET}x", verdict: Report.verdict(side, METRICS_ON_TARGET))
+      end
+      list += scenarios.select { |s| Bench.fiber_share_row?(s[:app], s[:mode]) && s[:servers][Report::FIBER_KEY] }.map do |s|
+        side = Report.fiber_share(s)
+        Verdict.new(what: "fiber mode, of thread mode", scenario: s[:title], mode_title: s[:mode_title],
+                    measured: Report.times(side), target: "≥ #{FIBER_SHARE_TARGET}x", verdict: Report.verdict(side, FIBER_SHARE_TARGET))
       end
       list += scenarios.select { |s| s[:servers].dig(Report::PLAIN_KEY, :stats) }.map do |s|
         share = Report.tls_share(s)
