@@ -25,7 +25,18 @@ class TestConcurrencyAndShutdown < Minitest::Test
   # reactor. Keep-alive, pipelining, bodiless answers and a closing one all come back whole and
   # in order for every client.
   def test_responses_handed_to_the_reactor_arrive_in_order
-    server = start_server("-t", "1:1")
+    assert_slow_pipelined_answers_arrive_in_order(start_server("-t", "1:1"))
+  end
+
+  # Pinned to one CPU the server never hands a response to the reactor (it would only preempt
+  # the pool thread to write it): the pool thread writes the same answers, in the same order.
+  def test_responses_of_a_server_on_one_cpu_arrive_in_order
+    server = launch(["-t", "1:1", "-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "kitchen.ru")], boot: true,
+                    command: ["taskset", "-c", "0", RbConfig.ruby, ServerProcess::BIN])
+    assert_slow_pipelined_answers_arrive_in_order(server)
+  end
+
+  def assert_slow_pipelined_answers_arrive_in_order(server)
     clients = 4.times.map do |c|
       Thread.new do
         sock = connect(server.port)
