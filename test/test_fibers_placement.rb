@@ -2,30 +2,16 @@
 
 require "helper"
 
-# Where the fiber mode runs requests: a thread whose requests all wait may take a new one, but
+# Where the fiber mode runs a new request: a thread whose requests all wait may take one, but
 # an idle thread takes it first, so a request that never waits does not end up beside requests
-# whose waits end meanwhile; and when it does (more requests than threads), those still get
-# turns while it runs (FiberTimeslice), as threads would.
+# whose waits end meanwhile (they would wait for it, as they would not with a thread each).
 class TestFibersPlacement < Minitest::Test
   include Support::ServerTest
   parallelize_me!
 
   APP = <<~RUBY
     require "socket"
-    $read = false
-    def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     run lambda { |env|
-      if env["PATH_INFO"] == "/spin"
-        # Never waits: says it started (a file write does not go through the scheduler), then
-        # runs until the waiting request has read its line (or 15 s passed).
-        File.write(env["QUERY_STRING"].delete_prefix("mark="), "spinning")
-        deadline = now + 15
-        spins = 0
-        until $read || now > deadline
-          spins += 1
-        end
-        next [200, {}, [$read ? "the other request ran" : "nobody else ran"]]
-      end
       thread = Thread.current.object_id.to_s
       port = env["QUERY_STRING"][/\\Aport=(\\d+)\\z/, 1]
       if port
@@ -34,7 +20,6 @@ class TestFibersPlacement < Minitest::Test
         line = sock.wait_readable(20) && sock.gets
         sock.close
         thread += " read \#{line&.chomp}"
-        $read = true
       end
       [200, { "content-type" => "text/plain" }, [thread]]
     }
@@ -97,23 +82,5 @@ class TestFibersPlacement < Minitest::Test
   ensure
     app_side&.close
     waiting&.close
-  end
-
-  # One thread: a request waits on the test's socket, a request that never waits runs beside it
-  # (the thread took it while the first waited). The first one's line arrives: it must get a
-  # turn to read it while the second still runs, which ends only once the first has read.
-  def test_a_request_that_never_waits_gives_turns_to_the_requests_beside_it
-    server, waiting, app_side = server_with_a_waiting_request("1:1")
-    spinning = connect(server.port)
-    mark = File.join(@dir, "spinning")
-    spinning.write("GET /spin?mark=#{mark} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert_equal "spinning", wait_for_file(mark, timeout: 15)
-    app_side.write("go\n")
-    assert_match(/ read go\z/, read_response(waiting, timeout: 20).body)
-    assert_equal "the other request ran", read_response(spinning, timeout: 20).body
-  ensure
-    app_side&.close
-    waiting&.close
-    spinning&.close
   end
 end

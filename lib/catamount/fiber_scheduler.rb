@@ -19,9 +19,6 @@ module Catamount
   # here: the watch lists it (`@worker.overdue`) and rings, the loop wakes its waiting fibers
   # and `park` raises in the first of them to run.
   class FiberScheduler
-    # Where Catamount's own Ruby lives (the turn TracePoint leaves it alone).
-    OWN_CODE = "#{File.expand_path("..", __dir__)}/"
-
     # Raised where a request waits when its thread leaves without it (killed, or its loop
     # failed): not a StandardError, so the app's `rescue => e` lets it through.
     class Abandoned < Exception; end # rubocop:disable Lint/InheritException
@@ -31,11 +28,9 @@ module Catamount
       worker = server.fiber_worker
       scheduler = new(worker)
       Fiber.set_scheduler(scheduler)
-      FiberTimeslice.watch(scheduler)
       scheduler.serve(server, app, limit)
     ensure
       scheduler&.abandon
-      FiberTimeslice.forget(scheduler) if scheduler
       worker&.finish
     end
 
@@ -56,25 +51,6 @@ module Catamount
       @overdue = {} # owner => message: request_timeout passed, to raise in its next fiber to run
       @watched = worker.watched?
       @abandoning = false
-      @running = nil # the fiber the loop runs now (FiberTimeslice)
-      @runs = 0 # fibers run so far
-      @runs_seen = 0 # @runs at FiberTimeslice's last look
-      @turn = TracePoint.new(:line) { |tp| give_turn(tp.path) }
-    end
-
-    # Whether its thread still runs (FiberTimeslice forgets the others).
-    def alive?
-      @thread.alive?
-    end
-
-    # FiberTimeslice's look (on its own thread): a fiber that has run since the last look while
-    # other fibers of this thread wait for a turn or a wake is asked to give its turn back at
-    # its next line.
-    def check_turn
-      running = @running
-      runs = @runs
-      @turn.enable(target_thread: @thread) if running && runs == @runs_seen && @count > 1 && !@turn.enabled?
-      @runs_seen = runs
     end
 
     # The loop: run ready fibers, take a request, wait. Returns when the thread should end.
@@ -185,24 +161,6 @@ module Catamount
     # The loop runs every fiber to its end before the thread leaves: nothing is left to run.
     def close; end
 
-    # The turn TracePoint, at a line of this thread: the running request fiber goes to the back
-    # of the ready fibers and the loop runs the others (a fiber the request itself resumed, or
-    # the loop, is left alone: the next look asks again). Never inside Catamount's own Ruby
-    # (this scheduler's books are changed in steps no other fiber of the thread may see halfway):
-    # the TracePoint stays on for the app's next line.
-    def give_turn(path)
-      return if path.start_with?(OWN_CODE)
-
-      @turn.disable
-      fiber = Fiber.current
-      return unless fiber.equal?(@running)
-
-      @ready << [fiber, nil, @owner]
-      @worker.park(@root)
-      raise Abandoned, "its pool thread left" if @abandoning
-      raise RequestTimeout, @overdue.delete(@owner) if @watched && @overdue.key?(@owner)
-    end
-
     # The thread leaves with requests in fibers (it was killed, or its loop failed): each is
     # run once more, a request not started only to drop it (its connection closed), a started
     # one to unwind it (`Abandoned` raised where it waits), so its connection is answered or
@@ -211,8 +169,6 @@ module Catamount
     # few times.
     def abandon
       @abandoning = true
-      @running = nil # no turns are asked for while they unwind
-      @turn.disable
       3.times do
         fibers = (@parked.keys + @ready.map(&:first)).uniq.select(&:alive?)
         break if fibers.empty?
@@ -232,10 +188,9 @@ module Catamount
     def start_request(server, app)
       @count += 1
       fiber = @idle.pop || request_fiber(server, app)
-      @owner = @running = fiber
-      @runs += 1
+      @owner = fiber
       @worker.run(fiber, fiber, nil)
-      @owner = @running = nil
+      @owner = nil
     end
 
     # A request's fiber: serves the oldest request the worker took, then, if nothing of the
@@ -266,14 +221,12 @@ module Catamount
 
           # Nothing else of the thread's is alive: the loop would take the next request and
           # switch to this fiber (the idle list's last) to serve it. Done here instead, without
-          # the two switches (this fiber is still the one `run` named to the watch, and the one
-          # running for FiberTimeslice: a new run for it). `take(true)` false (the thread should
-          # end): the loop's own take says so too.
+          # the two switches (this fiber is still the one `run` named to the watch).
+          # `take(true)` false (the thread should end): the loop's own take says so too.
           if @count.zero?
             @timers.clear unless @timers.empty? # all cancelled: no fiber waits
             if @worker.take(true)
               @count += 1
-              @runs += 1
               next
             end
           end
@@ -361,11 +314,10 @@ module Catamount
         next unless fiber.alive?
 
         @owner = owner
-        @running = fiber
-        @runs += 1
+        # An unblock still pending for it was for the wait it is leaving, not its next one.
+        @unblocked.delete(fiber) unless @unblocked.empty?
         @worker.run(fiber, owner, value)
       end
-      @running = nil
       @owner = nil
     end
 

@@ -234,12 +234,14 @@ impl RbFiberWorker {
         let waited = blocking(
             ruby,
             || {
+                let mut timeout_ms = timeout_ms;
                 if take {
                     bell.armed.store(true, Ordering::SeqCst);
-                    // Queued before the bell was armed: no ring is coming for it.
+                    // Queued before the bell was armed: no ring is coming for it. The
+                    // descriptors are still looked at (without waiting): a thread that keeps
+                    // finding work queued must not leave its waiting fibers unpolled.
                     if queue.has_spare_work() {
-                        bell.armed.store(false, Ordering::SeqCst);
-                        return Ok(0);
+                        timeout_ms = 0;
                     }
                 }
                 let polled = ffi::poll(&mut polled, timeout_ms);
