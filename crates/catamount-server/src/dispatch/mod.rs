@@ -201,6 +201,12 @@ impl<T> State<T> {
         self.waiting + self.starting + self.claiming
     }
 
+    /// More requests queued than idle threads are there for: the pool should grow, and a
+    /// fiber-mode thread busy with waiting requests may take one.
+    fn has_spare_work(&self) -> bool {
+        self.jobs.len() > self.idle()
+    }
+
     /// Queued requests no woken thread is on its way to yet.
     fn unclaimed(&self) -> bool {
         self.jobs.len() > self.claiming
@@ -305,8 +311,7 @@ impl<T> WorkQueue<T> {
     /// Whether more requests are queued than idle threads are there for: the ones a fiber-mode
     /// thread, busy with requests that wait, may take (see [`try_pop_spare`](Self::try_pop_spare)).
     pub fn has_spare_work(&self) -> bool {
-        let st = self.lock();
-        st.jobs.len() > st.idle()
+        self.lock().has_spare_work()
     }
 
     /// Queues a complete request; returns how many wait now (for the backlog high). Called by
@@ -324,13 +329,13 @@ impl<T> WorkQueue<T> {
             self.work.notify_one();
         }
         // More requests than idle threads: ask the manager for another thread.
-        if st.jobs.len() > st.idle() && st.spawned < self.thread_limit(&st) {
+        if st.has_spare_work() && st.spawned < self.thread_limit(&st) {
             self.manager.notify_one();
         }
         // Fiber-mode threads take a request while their own requests wait; an idle thread takes
         // it first, so a request that turns out never to wait does not land beside (and hold up)
         // requests whose waits end meanwhile while a thread of its own was free.
-        if st.jobs.len() > st.idle() {
+        if st.has_spare_work() {
             for bell in &st.doorbells {
                 bell.ring();
             }
@@ -558,7 +563,7 @@ impl<T> WorkQueue<T> {
         T: Work + Send + 'static,
     {
         let mut st = self.lock();
-        if st.jobs.len() <= st.idle() || st.crew.steps_back(seat, Instant::now()) {
+        if !st.has_spare_work() || st.crew.steps_back(seat, Instant::now()) {
             return None;
         }
         let job = st.jobs.pop_front()?;
@@ -575,7 +580,7 @@ impl<T> WorkQueue<T> {
         st.crew.took(seat, Instant::now());
         st.running += 1;
         self.requests_count.fetch_add(1, Ordering::Relaxed);
-        if st.jobs.len() > st.idle() && st.spawned < self.thread_limit(&st) {
+        if st.has_spare_work() && st.spawned < self.thread_limit(&st) {
             self.manager.notify_one();
         }
         drop(st);
@@ -594,7 +599,7 @@ impl<T> WorkQueue<T> {
         if !st.crew.mark_io(id) {
             return;
         }
-        if st.jobs.len() > st.idle() && st.spawned < self.thread_limit(&st) {
+        if st.has_spare_work() && st.spawned < self.thread_limit(&st) {
             self.manager.notify_one();
         }
         // An idle thread may take a queued request at once now.
@@ -642,7 +647,7 @@ impl<T> WorkQueue<T> {
             if st.closed {
                 return PoolAction::Closed;
             }
-            let starved = st.jobs.len() > st.idle();
+            let starved = st.has_spare_work();
             if st.spawned < self.thread_limit(&st) && (starved || st.spawned < self.min_threads) {
                 st.spawned += 1;
                 st.starting += 1;
