@@ -23,11 +23,33 @@ module Catamount
     # failed): not a StandardError, so the app's `rescue => e` lets it through.
     class Abandoned < Exception; end # rubocop:disable Lint/InheritException
 
+    # Idle request fibers a thread keeps when it goes idle (the rest end: `trim_idle`).
+    KEEP_IDLE = 4
+    # Passed to an idle request fiber to make it end.
+    TRIM = Object.new.freeze
+
+    # `Thread#wakeup` and `#run` (prepended to Thread in the fiber mode): Ruby tells no
+    # scheduler, so a fiber-mode pool thread's fibers sleeping without a duration would never
+    # wake (a thread-mode `sleep` returns).
+    module WakesSleepers
+      def wakeup
+        thread_variable_get(:catamount_fiber_scheduler)&.wake_sleepers
+        super
+      end
+
+      def run
+        thread_variable_get(:catamount_fiber_scheduler)&.wake_sleepers
+        super
+      end
+    end
+
     # A thread's life in the fiber mode: runs the loop until the queue lets the thread go.
     def self.run(server, app, limit)
       worker = server.fiber_worker
       scheduler = new(worker)
       Fiber.set_scheduler(scheduler)
+      Thread.prepend(WakesSleepers) unless Thread <= WakesSleepers
+      Thread.current.thread_variable_set(:catamount_fiber_scheduler, scheduler)
       scheduler.serve(server, app, limit)
     ensure
       scheduler&.abandon
@@ -39,6 +61,9 @@ module Catamount
       @root = Fiber.current
       @thread = Thread.current
       @count = 0 # fibers alive (requests, and fibers they scheduled)
+      @background = 0 # of which fibers the requests scheduled (`fiber`)
+      @sleepers = {} # fiber => true while it sleeps without a duration (`wake_sleepers`)
+      @woken = false # `wake_sleepers` was called
       @ready = [] # [fiber, value] to transfer to, in order
       @parked = {} # fiber => its owner while it waits for a wake
       @io = {} # fiber => [fd, events] while it waits on a descriptor
@@ -63,6 +88,7 @@ module Catamount
       # `while`, not `loop`: a block call per turn is measurable on hello world.
       while true
         if @count.zero?
+          trim_idle if @idle.size > KEEP_IDLE
           return unless @worker.take(true)
 
           start_request(server, app)
@@ -81,7 +107,16 @@ module Catamount
           start_request(server, app)
           next
         end
-        wait(@count < limit)
+        if @count == @background
+          # Only fibers the requests scheduled are left, outliving them: the thread is idle
+          # (as a thread-mode thread whose request started a Thread), and leaves as an idle one
+          # does (a stop, a trim), their `abandon` ending them.
+          return unless (again_in = @worker.idle_in_background)
+
+          wait(@count < limit, again_in)
+        else
+          wait(@count < limit)
+        end
       end
     end
 
@@ -99,11 +134,27 @@ module Catamount
 
     def kernel_sleep(duration = nil)
       fiber = Fiber.current
-      timer = duration && after(duration) { wake(fiber, true) }
+      if duration
+        timer = after(duration) { wake(fiber, true) }
+      else
+        @sleepers[fiber] = true
+      end
       park
       true
     ensure
       cancel(timer)
+      @sleepers.delete(fiber)
+    end
+
+    # `Thread#wakeup`/`#run` on this thread (from any thread): its fibers sleeping without a
+    # duration wake, as a thread's `sleep` returns. Which fiber the caller meant is unknown;
+    # a `sleep` with a duration is left to end at its time (waking it would cut the
+    # neighbours' sleeps short).
+    def wake_sleepers
+      return if @sleepers.empty? # nobody to wake: no stale wake-up for a later sleep
+
+      @woken = true
+      @worker.ring unless Thread.current == @thread
     end
 
     # A Mutex, Queue or ConditionVariable (or a Thread#join) blocks the fiber until `unblock`.
@@ -137,17 +188,17 @@ module Catamount
     # fiber waits for it (a Thread#join, served by `block`/`unblock`).
     def address_resolve(hostname)
       host = hostname.sub(/%.*\z/, "")
-      Thread.new do
+      on_helper_thread do
         Addrinfo.getaddrinfo(host, nil, nil, :STREAM).map(&:ip_address).uniq
       rescue SocketError
         []
-      end.value
+      end
     end
 
     # `Process.wait`, `system`, backticks and the like: the wait runs on a thread of its own
     # while this fiber waits for it (a Thread#join, served by `block`/`unblock`).
     def process_wait(pid, flags)
-      Thread.new { Process::Status.wait(pid, flags) }.value
+      on_helper_thread { Process::Status.wait(pid, flags) }
     end
 
     # `Fiber.schedule`: the fiber starts on the loop's next turn (its own owner: an overdue
@@ -158,7 +209,8 @@ module Catamount
       fiber
     end
 
-    # The loop runs every fiber to its end before the thread leaves: nothing is left to run.
+    # Nothing to run: the loop ran the requests' fibers to their end before the thread left,
+    # and `abandon` ended the fibers they scheduled.
     def close; end
 
     # The thread leaves with requests in fibers (it was killed, or its loop failed): each is
@@ -180,6 +232,28 @@ module Catamount
     end
 
     private
+
+    # Runs the block on a Ruby thread of its own while this fiber waits for it (a Thread#join,
+    # served by `block`/`unblock`). A wait left early (a Timeout, request_timeout, the thread
+    # leaving) kills the helper: it must not go on for nobody (a `Process.wait(-1)` would reap
+    # a child another request waits for). Its exception is the caller's (`value`), not reported.
+    def on_helper_thread(&work)
+      helper = Thread.new do
+        Thread.current.report_on_exception = false
+        work.call
+      end
+      helper.value
+    ensure
+      helper&.kill
+    end
+
+    # The thread goes idle after a burst: its idle request fibers beyond KEEP_IDLE (the oldest)
+    # end, unless requests are queued for it to take now.
+    def trim_idle
+      return if @worker.queued?
+
+      @idle.shift(@idle.size - KEEP_IDLE).each { |fiber| @worker.run(fiber, fiber, TRIM) }
+    end
 
     # Runs the request the worker just took, now (only called with nothing else ready, so no
     # fiber is passed over), in an idle fiber of the thread or a new one. A new Fiber per request
@@ -222,8 +296,9 @@ module Catamount
           # Nothing else of the thread's is alive: the loop would take the next request and
           # switch to this fiber (the idle list's last) to serve it. Done here instead, without
           # the two switches (this fiber is still the one `run` named to the watch).
-          # `take(true)` false (the thread should end): the loop's own take says so too.
-          if @count.zero?
+          # `take(true)` false (the thread should end): the loop's own take says so too. After a
+          # burst (more idle fibers than kept) the loop takes it instead, trimming first.
+          if @count.zero? && @idle.size <= KEEP_IDLE
             @timers.clear unless @timers.empty? # all cancelled: no fiber waits
             if @worker.take(true)
               @count += 1
@@ -233,7 +308,7 @@ module Catamount
           break if @idle.size >= @idle_limit
 
           @idle << fiber
-          @worker.park(@root)
+          break if @worker.park(@root).equal?(TRIM)
         end
       end
     end
@@ -246,12 +321,14 @@ module Catamount
 
     def new_fiber(&block)
       @count += 1
+      @background += 1
       Fiber.new(blocking: false) do
         block.call
       rescue Exception => e # rubocop:disable Lint/RescueException
         ended_by(e)
       ensure
         @count -= 1
+        @background -= 1
         @parked.delete(Fiber.current)
         @overdue.delete(Fiber.current)
       end
@@ -326,12 +403,19 @@ module Catamount
       while (fiber = @unblocked.shift)
         wake(fiber, true)
       end
+      return unless @woken
+
+      @woken = false
+      @sleepers.each_key { |fiber| wake(fiber, true) }
     end
 
-    def wait(take)
+    # `again_in`: seconds after which the loop must ask the queue again (only fibers its
+    # requests scheduled are left: `idle_in_background`).
+    def wait(take, again_in = nil)
       fire_timers
       take_unblocked
       timeout = @ready.empty? ? next_timeout : 0
+      timeout = again_in if again_in && again_in < (timeout || Float::INFINITY)
       waits = @io.to_a
       revents = @worker.wait(waits.map { |_, w| w[0] }, waits.map { |_, w| w[1] }, timeout, take)
       waits.each_with_index do |(fiber, (_fd, events)), i|

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use magnus::rb_sys::AsRawValue;
 use magnus::{prelude::*, Error, Fiber, RArray, Ruby, Value};
 
-use catamount_server::{Doorbell, Job, Seat, Server, Waiter};
+use catamount_server::{Doorbell, Idling, Job, Seat, Server, Waiter};
 
 use crate::ffi;
 use crate::server::{blocking, next_job};
@@ -68,6 +68,10 @@ impl Doorbell for Bell {
         if self.armed.load(Ordering::SeqCst) {
             self.ring_always();
         }
+    }
+
+    fn closing(&self) {
+        self.ring_always();
     }
 }
 
@@ -171,6 +175,7 @@ impl RbFiberWorker {
             return Ok(ruby.qfalse().as_value());
         };
         let job = if wait {
+            queue.busy_again(seat_ref);
             match next_job(ruby, queue, seat_ref, &rb_self.waiter)? {
                 Some(job) => Some(job),
                 None => {
@@ -183,11 +188,37 @@ impl RbFiberWorker {
         };
         Ok(match job {
             Some(job) => {
+                queue.busy_again(seat_ref);
                 locked(&rb_self.taken).push_back(job);
                 ruby.qtrue().as_value()
             }
             None => ruby.qnil().as_value(),
         })
+    }
+
+    /// `idle_in_background`: the thread has no request left, only fibers its requests scheduled
+    /// (`WorkQueue::idle_in_background`). Returns the seconds after which it asks again at most
+    /// (infinite: when it wakes), or nil when it leaves the pool now (stopping, or trimmed),
+    /// ending those fibers.
+    pub fn idle_in_background(ruby: &Ruby, rb_self: &Self) -> Value {
+        let mut seat = locked(&rb_self.seat);
+        let Some(seat_ref) = seat.as_mut() else {
+            return ruby.qnil().as_value();
+        };
+        match rb_self.server.queue().idle_in_background(seat_ref) {
+            Idling::Stay { again_in } => ruby
+                .float_from_f64(again_in.map_or(f64::INFINITY, |t| t.as_secs_f64()))
+                .as_value(),
+            Idling::Leave => {
+                *seat = None;
+                ruby.qnil().as_value()
+            }
+        }
+    }
+
+    /// `queued?`: whether requests wait in the queue (for any thread).
+    pub fn queued(&self) -> bool {
+        self.server.queue().has_waiting()
     }
 
     /// The oldest request taken and not yet started, if any.

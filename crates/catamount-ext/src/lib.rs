@@ -88,6 +88,11 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     worker.define_method("watched?", method!(fibers::RbFiberWorker::watched, 0))?;
     worker.define_method("overdue", method!(fibers::RbFiberWorker::overdue, 0))?;
     worker.define_method("finish", method!(fibers::RbFiberWorker::finish, 0))?;
+    worker.define_method(
+        "idle_in_background",
+        method!(fibers::RbFiberWorker::idle_in_background, 0),
+    )?;
+    worker.define_method("queued?", method!(fibers::RbFiberWorker::queued, 0))?;
     srv.define_method("stop", method!(server::RbServer::stop, 0))?;
     srv.define_method("wait", method!(server::RbServer::wait, 0))?;
     srv.define_method("cut_at_drain", method!(server::RbServer::cut_at_drain, 0))?;

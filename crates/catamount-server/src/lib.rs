@@ -52,7 +52,7 @@ mod tls_stream;
 pub use body_buffers::BodyBuffer;
 pub use catamount_http::Limits;
 pub use config::ServerConfig;
-pub use dispatch::{Doorbell, Handoff, PoolAction, PoolStats, Seat, SeatId, Wait, Waiter};
+pub use dispatch::{Doorbell, Handoff, Idling, PoolAction, PoolStats, Seat, SeatId, Wait, Waiter};
 pub use hand_over::PIECE as HAND_OVER_PIECE;
 pub use listener::{
     bind_all, bind_all_inheriting, BoundListener, InheritedSocket, ListenError, Listener,

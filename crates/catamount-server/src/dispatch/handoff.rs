@@ -77,6 +77,9 @@ pub struct Seat {
     /// The serving threads to look at, filled by [`Crew::verdict`] (kept, so a look allocates
     /// nothing once the pool has run a while).
     pub(crate) look: Vec<Arc<RunState>>,
+    /// A fiber-mode thread with no request of its own, only fibers its requests scheduled
+    /// (see `WorkQueue::idle_in_background`): since when.
+    pub(crate) background_since: Option<Instant>,
 }
 
 impl Seat {
@@ -159,6 +162,7 @@ impl Crew {
             id,
             stepped_back: false,
             look: Vec::new(),
+            background_since: None,
         }
     }
 

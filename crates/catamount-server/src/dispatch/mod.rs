@@ -103,6 +103,22 @@ pub enum PoolAction {
 /// is queued, so a thread waiting on its requests' I/O (not on this queue) comes to take it.
 pub trait Doorbell: Send + Sync + fmt::Debug {
     fn ring(&self);
+
+    /// The queue closed: a thread that serves no request must come and see it (and leave).
+    fn closing(&self) {
+        self.ring();
+    }
+}
+
+/// What a fiber-mode thread with only fibers its requests scheduled does, from
+/// [`WorkQueue::idle_in_background`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Idling {
+    /// Goes on running them, and asks again after `again_in` at most (when it would be
+    /// trimmed, or soon while a closed queue still holds requests); None: when it wakes.
+    Stay { again_in: Option<Duration> },
+    /// It leaves the pool now (already uncounted), ending them.
+    Leave,
 }
 
 /// What the queue carries: a job that is told when a pool thread takes it, and keeps the
@@ -162,7 +178,8 @@ pub struct PoolStats {
     pub max_threads: usize,
     /// Threads alive (or being started).
     pub spawned: usize,
-    /// Threads parked waiting for work.
+    /// Threads parked waiting for work (and fiber-mode threads left with only fibers their
+    /// requests scheduled: `idle_in_background`).
     pub waiting: usize,
     /// Requests waiting for a thread.
     pub backlog: usize,
@@ -193,6 +210,9 @@ struct State<T> {
     closed: bool,
     /// Fiber-mode threads that may take a request while serving others.
     doorbells: Vec<Arc<dyn Doorbell>>,
+    /// Fiber-mode threads with no request, only fibers their requests scheduled: idle in the
+    /// stats (not in `idle()`: they take a request only by their doorbell).
+    background: usize,
 }
 
 impl<T> State<T> {
@@ -252,6 +272,7 @@ impl<T> WorkQueue<T> {
                 arriving: 0,
                 closed: false,
                 doorbells: Vec::new(),
+                background: 0,
             }),
             work: Condvar::new(),
             manager: Condvar::new(),
@@ -625,9 +646,54 @@ impl<T> WorkQueue<T> {
         true
     }
 
+    /// A fiber-mode thread serves no request any more, only fibers its requests scheduled that
+    /// outlived them (`Fiber.schedule`). As a thread-mode thread whose request started a Thread
+    /// would be, it is idle: in the stats and for the hand-off (no longer serving). And it
+    /// leaves the pool as an idle thread does: when the queue closed with nothing queued, or
+    /// after `idle_trim` above `min_threads`. Call it each time the thread is about to wait so;
+    /// [`busy_again`](Self::busy_again) when it takes a request.
+    pub fn idle_in_background(&self, seat: &mut Seat) -> Idling {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.crew.idle(seat);
+        let since = *seat.background_since.get_or_insert_with(|| {
+            st.background += 1;
+            now
+        });
+        let idled = now.saturating_duration_since(since);
+        let above_min = st.spawned > self.min_threads;
+        if st.jobs.is_empty() && (st.closed || (above_min && idled >= self.idle_trim)) {
+            seat.background_since = None;
+            st.background = st.background.saturating_sub(1);
+            st.spawned = st.spawned.saturating_sub(1);
+            st.crew.discharge(seat);
+            self.manager.notify_all();
+            return Idling::Leave;
+        }
+        let again_in = if st.closed {
+            // Other threads take what is left; nothing rings this one when they are done.
+            Some(LOOK_EVERY)
+        } else {
+            above_min.then(|| self.idle_trim.saturating_sub(idled))
+        };
+        Idling::Stay { again_in }
+    }
+
+    /// The thread [`idle_in_background`](Self::idle_in_background) booked idle takes requests
+    /// again (nothing to do if it was not).
+    pub fn busy_again(&self, seat: &mut Seat) {
+        if seat.background_since.take().is_some() {
+            let mut st = self.lock();
+            st.background = st.background.saturating_sub(1);
+        }
+    }
+
     /// A pool thread is gone for a reason the queue did not decide (it was killed or raised).
     pub fn thread_died(&self, seat: &mut Seat) {
         let mut st = self.lock();
+        if seat.background_since.take().is_some() {
+            st.background = st.background.saturating_sub(1);
+        }
         st.spawned = st.spawned.saturating_sub(1);
         st.crew.discharge(seat);
         // It may have been the watcher: another idle thread takes over.
@@ -671,7 +737,12 @@ impl<T> WorkQueue<T> {
 
     /// No more requests will come: idle threads exit once the queue is empty.
     pub fn close(&self) {
-        self.lock().closed = true;
+        let mut st = self.lock();
+        st.closed = true;
+        for bell in &st.doorbells {
+            bell.closing();
+        }
+        drop(st);
         self.work.notify_all();
         self.manager.notify_all();
         self.capacity.notify_waiters();
@@ -683,7 +754,7 @@ impl<T> WorkQueue<T> {
             min_threads: self.min_threads,
             max_threads: self.max_threads,
             spawned: st.spawned,
-            waiting: st.waiting,
+            waiting: st.waiting + st.background,
             backlog: st.jobs.len(),
             running: st.running,
             requests_count: self.requests_count.load(Ordering::Relaxed),
@@ -1049,5 +1120,85 @@ mod tests {
         let mut seat = q.thread_started();
         assert!(matches!(q.pop(&mut seat, &w), Pop::Closed));
         assert_eq!(manager_step(&q), Some(PoolAction::Closed));
+    }
+
+    /// A thread of `q` started by the manager that took a request and finished it.
+    fn thread_after_a_request(q: &Arc<WorkQueue<Task>>) -> Seat {
+        q.push(task(1));
+        assert_eq!(manager_step(q), Some(PoolAction::Spawn));
+        let mut seat = q.thread_started();
+        assert_eq!(id(q.try_pop(&mut seat)), Some(1));
+        seat
+    }
+
+    #[test]
+    fn a_fiber_thread_left_with_fibers_its_requests_scheduled_is_idle_until_it_takes_one() {
+        let q = queue(1, 2);
+        let mut seat = thread_after_a_request(&q);
+        let bell = Arc::new(Bell::default());
+        q.add_doorbell(bell.clone());
+        assert_eq!(
+            q.idle_in_background(&mut seat),
+            Idling::Stay { again_in: None },
+            "at min_threads: never trimmed"
+        );
+        assert_eq!(
+            q.idle_in_background(&mut seat),
+            Idling::Stay { again_in: None }
+        );
+        assert_eq!(q.stats().waiting, 1, "counted once");
+        q.busy_again(&mut seat);
+        q.busy_again(&mut seat);
+        assert_eq!(q.stats().waiting, 0);
+        q.idle_in_background(&mut seat);
+        q.push(task(2));
+        q.close();
+        assert_eq!(
+            bell.0.load(Ordering::SeqCst),
+            2,
+            "rung for the request and the close"
+        );
+        assert_eq!(
+            q.idle_in_background(&mut seat),
+            Idling::Stay {
+                again_in: Some(LOOK_EVERY)
+            },
+            "closed, but a request is still queued: it looks again soon"
+        );
+        assert_eq!(id(q.try_pop(&mut seat)), Some(2));
+        q.busy_again(&mut seat);
+        assert_eq!(q.idle_in_background(&mut seat), Idling::Leave);
+        let s = q.stats();
+        assert_eq!((s.spawned, s.waiting), (0, 0), "left the pool, uncounted");
+    }
+
+    #[test]
+    fn a_fiber_thread_left_with_fibers_its_requests_scheduled_is_trimmed_above_min() {
+        let q = queue(0, 2);
+        let mut seat = thread_after_a_request(&q);
+        match q.idle_in_background(&mut seat) {
+            Idling::Stay { again_in: Some(t) } => assert!(t <= Duration::from_secs(30)),
+            other => panic!("not trimmed yet, told when: {other:?}"),
+        }
+        let q = Arc::new(WorkQueue::new(0, 2, Duration::ZERO, Handoff::GvlAware));
+        let mut seat = thread_after_a_request(&q);
+        q.push(task(2));
+        assert!(
+            matches!(q.idle_in_background(&mut seat), Idling::Stay { .. }),
+            "a request is queued"
+        );
+        assert_eq!(id(q.try_pop(&mut seat)), Some(2));
+        assert_eq!(q.idle_in_background(&mut seat), Idling::Leave);
+        assert_eq!(q.stats().spawned, 0);
+    }
+
+    #[test]
+    fn a_thread_that_dies_idle_in_background_is_uncounted() {
+        let q = queue(1, 2);
+        let mut seat = thread_after_a_request(&q);
+        q.idle_in_background(&mut seat);
+        q.thread_died(&mut seat);
+        let s = q.stats();
+        assert_eq!((s.spawned, s.waiting), (0, 0));
     }
 }
