@@ -190,7 +190,8 @@ module Bench
     end
 
     # The app's ceiling: its rate called in a loop with no server, in 1 process and in as many
-    # as the cluster mode has workers (median over the rounds each).
+    # as the cluster mode has workers (median over the rounds each), on the bench's PostgreSQL
+    # for the apps that use it.
     def measure_app_alone(app)
       progress "#{app.key} alone"
       MODES.filter_map(&:workers).uniq.prepend(1).to_h do |processes|
@@ -202,9 +203,9 @@ module Bench
 
     def app_alone_rate(app, processes)
       log = File.join(@log_dir, "alone-#{app.key}-#{processes}.log")
-      out = IO.popen({ "RACK_ENV" => "production" },
-                     Placement.server([RbConfig.ruby, APP_ALONE_SCRIPT, app.rackup_path, app.path, processes.to_s,
-                                       @settings.seconds.to_s, @settings.warmup.to_s]),
+      env = { "RACK_ENV" => "production", **(app.postgres ? @postgres.env : {}) }
+      out = IO.popen(env, Placement.server([RbConfig.ruby, APP_ALONE_SCRIPT, app.rackup_path, app.path, processes.to_s,
+                                            @settings.seconds.to_s, @settings.warmup.to_s, Bench.app_alone_threads(app.key).to_s]),
                      chdir: File.dirname(app.rackup_path), err: log, &:read)
       raise "#{app.key} alone failed; log #{log}:\n#{File.read(log)[-2000..]}" unless $?.success?
 

@@ -23,6 +23,7 @@ class TestBenchSmoke < Minitest::Test
       results = JSON.parse(File.read(json))
       check_scenarios(results["scenarios"])
       check_postgres(results)
+      check_lookup_alone(results, File.read(markdown))
       check_slow_clients(results["slow_clients"])
       anatomy = results.dig("anatomy", "catamount")
       assert_operator anatomy["objects_per_request"], :>, 0
@@ -80,6 +81,20 @@ class TestBenchSmoke < Minitest::Test
     end
     assert_equal({ "started" => true }, results["postgres"])
     pg.each { |s| assert_nil s["skipped"], "#{s['app']}:#{s['mode']}" }
+  end
+
+  # The PostgreSQL lookup also ran alone (its ceiling: no server), in one process and in two, on
+  # the same PostgreSQL, and the report gives each mode's shares of it (unless PostgreSQL could
+  # not start).
+  def check_lookup_alone(results, markdown)
+    return if results.dig("postgres", "skipped")
+
+    alone = results["scenarios"].find { |s| s["app"] == "pg_lookup" && s["mode"] == "t5" }["app_alone"]
+    assert_equal %w[1 2], alone.keys, "pg_lookup: measured alone in one process and in two"
+    alone.each_value { |a| assert_operator a["rps"], :>, 0, "pg_lookup alone" }
+    title = Regexp.escape("PostgreSQL indexed lookup as JSON, `-c200`")
+    assert_match(/^The #{title} alone \(called in a loop in Ruby, \d+ loops a process \(threads\), on the same PostgreSQL: no server, no socket, no wrk\): 1 process \d+ req\/s, 2 processes \d+ req\/s\. Share of it \(cluster mode: of its 2 processes\): `-t 5:5` Catamount \d+%, fiber mode \d+%, Puma –; `-w 2 -t 5:5` Catamount \d+%, fiber mode \d+%, Puma –\.$/,
+                 markdown)
   end
 
   # The IO-bound scenarios at -c200 (the PostgreSQL ones unless PostgreSQL could not start) and

@@ -2,11 +2,12 @@
 
 # The app's own ceiling: its rackup called in a loop in this Ruby, with no server, no socket and
 # no load generator, in N forked processes (the app loaded once before the fork, as a preloaded
-# cluster does). What a server adds can only lower this rate, so a Catamount/Puma ratio of T
-# needs Puma at or under 1/T of it. The runner starts this script in the app's directory with
-# RACK_ENV=production:
+# cluster does), each running THREADS loops at once (default 1; an app that waits on its
+# database needs several to keep the CPUs busy, as a server's pool threads do). What a server
+# adds can only lower this rate, so a Catamount/Puma ratio of T needs Puma at or under 1/T of
+# it. The runner starts this script in the app's directory with RACK_ENV=production:
 #
-#   ruby bench/lib/app_alone.rb RACKUP PATH PROCESSES SECONDS WARMUP_SECONDS
+#   ruby bench/lib/app_alone.rb RACKUP PATH PROCESSES SECONDS WARMUP_SECONDS [THREADS]
 #
 # Prints one JSON object: {"rps": requests per second summed over the processes, "requests": n}.
 # Exits 1 (with the reason on stderr) if the app answers anything but 2xx.
@@ -46,7 +47,23 @@ module AppAlone
     count
   end
 
-  def run(rackup, path, processes, seconds, warmup)
+  # `threads` loops in this process at once, each warmed up until the same moment and then
+  # counted over the same `seconds`; the sum of their calls. One loop runs in the process's own
+  # thread, as it always did (the CPU-bound apps' ceilings stay comparable with earlier runs).
+  def loops(app, env, threads, seconds, warmup)
+    start = Process.clock_gettime(Process::CLOCK_MONOTONIC) + warmup
+    return counted(app, env, start, seconds) if threads == 1
+
+    Array.new(threads) { Thread.new { counted(app, env, start, seconds) } }.sum(&:value)
+  end
+
+  # Calls until `start` (the warm-up), then counts the calls over the next `seconds`.
+  def counted(app, env, start, seconds)
+    call_until(app, env, start)
+    call_until(app, env, start + seconds)
+  end
+
+  def run(rackup, path, processes, seconds, warmup, threads = 1)
     app = Rack::Builder.parse_file(rackup)
     app = app.first if app.is_a?(Array) # rack 2 returns [app, options]
     env = base_env(path)
@@ -54,9 +71,7 @@ module AppAlone
     pids = Array.new(processes) do
       fork do
         reader.close
-        now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-        call_until(app, env, now + warmup)
-        writer.puts call_until(app, env, Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds)
+        writer.puts loops(app, env, threads, seconds, warmup)
       rescue StandardError => e
         warn "app_alone: #{e.message}"
         exit!(1)
@@ -72,9 +87,9 @@ module AppAlone
 end
 
 if $PROGRAM_NAME == __FILE__
-  rackup, path, processes, seconds, warmup = ARGV
+  rackup, path, processes, seconds, warmup, threads = ARGV
   begin
-    puts JSON.generate(AppAlone.run(rackup, path, Integer(processes), Float(seconds), Float(warmup)))
+    puts JSON.generate(AppAlone.run(rackup, path, Integer(processes), Float(seconds), Float(warmup), Integer(threads || 1)))
   rescue StandardError => e
     warn "app_alone: #{e.message}"
     exit 1

@@ -306,19 +306,39 @@ module Bench
       lines << "" if results[:scenarios].none? { |s| s[:servers].dig("limit", :stats, :rps) }
       alone.each do |entry|
         ceilings = entry[:app_alone]
-        shares = results[:scenarios].select { |s| s[:app] == entry[:app] }.map do |s|
-          ceiling = ceilings.dig(MODES.find { |m| m.key == s[:mode] }.workers || 1, :rps)
-          c = percent(ratio(s[:servers].dig("catamount", :stats, :rps), ceiling))
-          judged = Verdicts.share(results, s)
-          c = "#{c} (target #{judged.target}: #{judged.verdict})" if judged
-          p = percent(ratio(s[:servers].dig("puma", :stats, :rps), ceiling))
-          "`#{s[:mode_title]}` Catamount #{c}, Puma #{p}"
-        end
+        shares = results[:scenarios].select { |s| s[:app] == entry[:app] }.map { |s| app_alone_share(results, s, ceilings) }
         rates = ceilings.map { |n, c| "#{n} process#{n == 1 ? '' : 'es'} #{rate(c[:rps])} req/s" }
-        lines << "The #{entry[:title]} alone (called in a loop in Ruby: no server, no socket, no wrk): " \
+        lines << "The #{entry[:title]} alone (called in a loop in Ruby#{app_alone_how(entry[:app])}: no server, no socket, no wrk): " \
                  "#{rates.join(', ')}. Share of it (cluster mode: of its #{ceilings.keys.max} processes): " \
                  "#{shares.join('; ')}."
       end
+    end
+
+    # How the app alone ran, beyond one loop a process with nothing else.
+    def app_alone_how(app_key)
+      threads = Bench.app_alone_threads(app_key)
+      how = threads == 1 ? "" : ", #{threads} loops a process (threads)"
+      APPS.find { |a| a.key == app_key }&.postgres ? "#{how}, on the same PostgreSQL" : how
+    end
+
+    # One mode's shares of the app alone: Catamount's (with its verdict where judged), its fiber
+    # mode's where it ran, Puma's, and where the row's target is a ratio over Puma above 1, the
+    # share of the ceiling that ratio needs (over 100%: no server can meet it on this machine).
+    def app_alone_share(results, scenario, ceilings)
+      ceiling = ceilings.dig(MODES.find { |m| m.key == scenario[:mode] }.workers || 1, :rps)
+      c = percent(ratio(scenario[:servers].dig("catamount", :stats, :rps), ceiling))
+      judged = Verdicts.share(results, scenario)
+      c = "#{c} (target #{judged.target}: #{judged.verdict})" if judged
+      fiber = scenario[:servers].dig(FIBER_KEY, :stats, :rps)
+      c = "#{c}, fiber mode #{percent(ratio(fiber, ceiling))}" if fiber
+      puma = ratio(scenario[:servers].dig("puma", :stats, :rps), ceiling)
+      target = scenario[:target]
+      needs = ""
+      if puma && target && target > 1
+        verdict = puma * target > 1 ? "above the ceiling" : "within it"
+        needs = " (#{target}x Puma is #{percent(puma * target)} of it: #{verdict})"
+      end
+      "`#{scenario[:mode_title]}` Catamount #{c}, Puma #{percent(puma)}#{needs}"
     end
 
     def percent(share)

@@ -126,9 +126,20 @@ module Bench
   end
 
   # Apps whose own Ruby work dominates: the bench also measures each alone (bench/lib/app_alone.rb),
-  # in one process and in as many as the cluster mode has workers, as their ceiling.
-  APP_ALONE = %w[cpu sinatra rails].freeze
+  # in one process and in as many as the cluster mode has workers, as their ceiling. The
+  # PostgreSQL lookup too: its app and its database's work per request are what no server can
+  # take away, so its ceiling says whether 2x Puma is in reach on this machine at all.
+  APP_ALONE = %w[cpu sinatra rails pg_lookup].freeze
   APP_ALONE_SCRIPT = File.expand_path("app_alone.rb", __dir__)
+
+  # Loops each process of the app alone runs at once (1 unless listed). The lookup waits for
+  # its database in every call: one loop would leave the CPUs idle meanwhile; with THREADS
+  # loops the Ruby of one runs while the others' queries run in PostgreSQL.
+  APP_ALONE_THREADS = { "pg_lookup" => 5 }.freeze
+
+  def self.app_alone_threads(app_key)
+    APP_ALONE_THREADS.fetch(app_key, 1)
+  end
 
   # Catamount with metrics on (scraped once a second) beside the same server without, in these
   # scenarios; its rate must stay within 3% of the plain one's.
