@@ -18,7 +18,15 @@ module Catamount
   # watch's raise into the thread lands in it. An overdue request that waits is raised into
   # here: the watch lists it (`@worker.overdue`) and rings, the loop wakes its waiting fibers
   # and `park` raises in the first of them to run.
+  #
+  # Turns: a request fiber that runs Ruby for a whole tick without waiting is asked by the ext's
+  # turn job (crates/catamount-ext/src/turns.rs) to give way (`give_turn`): the loop runs the
+  # thread's other ready fibers, then resumes it.
   class FiberScheduler
+    # Where Catamount's own Ruby lives: no turn in it (this scheduler's books change in steps no
+    # other fiber of the thread may see halfway).
+    OWN_CODE = "#{File.expand_path("..", __dir__)}/"
+
     # Raised where a request waits when its thread leaves without it (killed, or its loop
     # failed): not a StandardError, so the app's `rescue => e` lets it through.
     class Abandoned < Exception; end # rubocop:disable Lint/InheritException
@@ -53,6 +61,7 @@ module Catamount
       scheduler.serve(server, app, limit)
     ensure
       scheduler&.abandon
+      scheduler&.stop_raiser
       worker&.finish
     end
 
@@ -64,7 +73,8 @@ module Catamount
       @background = 0 # of which fibers the requests scheduled (`fiber`)
       @sleepers = {} # fiber => true while it sleeps without a duration (`wake_sleepers`)
       @woken = false # `wake_sleepers` was called
-      @ready = [] # [fiber, value] to transfer to, in order
+      @ready = [] # [fiber, value, owner] to transfer to, in order
+      @batch = [] # what `run_ready` took from @ready and has not run yet
       @parked = {} # fiber => its owner while it waits for a wake
       @io = {} # fiber => [fd, events] while it waits on a descriptor
       @timers = [] # [deadline, callback], sorted; a cancelled one has a nil callback
@@ -76,6 +86,10 @@ module Catamount
       @overdue = {} # owner => message: request_timeout passed, to raise in its next fiber to run
       @watched = worker.watched?
       @abandoning = false
+      @turned = [] # [fiber, value, owner] of fibers that gave their turn, to run after the others
+      @raise_later = {} # fiber => [class, args, a Timeout's?]: see `raise_later`
+      @raiser = nil # the Queue of the thread that raises them
+      @probe = nil # a TracePoint never enabled (`inside_a_hook?`)
     end
 
     # The loop: run ready fibers, take a request, wait. Returns when the thread should end.
@@ -103,7 +117,7 @@ module Catamount
           next
         end
 
-        if @ready.empty? && @unblocked.empty? && @count < limit && @worker.take(false)
+        if @ready.empty? && @turned.empty? && @unblocked.empty? && @count < limit && @worker.take(false)
           start_request(server, app)
           next
         end
@@ -182,6 +196,7 @@ module Catamount
     ensure
       cancel(timer)
       @raises.delete(fiber)
+      drop_raise_later(fiber, timeout: true) unless @raise_later.empty?
     end
 
     # getaddrinfo does not go through the scheduler: it runs on a thread of its own while this
@@ -206,12 +221,18 @@ module Catamount
     def fiber(&block)
       fiber = new_fiber(&block)
       @ready << [fiber, nil, fiber]
+      @worker.want_turns
       fiber
     end
 
     # Nothing to run: the loop ran the requests' fibers to their end before the thread left,
     # and `abandon` ended the fibers they scheduled.
     def close; end
+
+    # The thread leaves: the raising thread (if any) ends once it has delivered what it holds.
+    def stop_raiser
+      @raiser&.close
+    end
 
     # The thread leaves with requests in fibers (it was killed, or its loop failed): each is
     # run once more, a request not started only to drop it (its connection closed), a started
@@ -222,12 +243,41 @@ module Catamount
     def abandon
       @abandoning = true
       3.times do
-        fibers = (@parked.keys + @ready.map(&:first)).uniq.select(&:alive?)
+        fibers = (@parked.keys + [@ready, @turned, @batch].flat_map { |list| list.map(&:first) })
+                 .uniq.select(&:alive?)
         break if fibers.empty?
 
         @parked.clear
         @ready.clear
-        fibers.each { |fiber| @worker.run(fiber, fiber, nil) if fiber.alive? }
+        @turned.clear
+        @batch.clear
+        fibers.each { |fiber| @worker.run(fiber, fiber, nil, 0) if fiber.alive? }
+      end
+    end
+
+    # The turn job (the ext's turns.rs), in the request fiber the loop runs, which has run Ruby
+    # for a whole tick without waiting: unless it has nothing to give way to, or is somewhere a
+    # switch must not happen, it goes behind the thread's ready fibers and the loop runs them; it
+    # is resumed here. Nothing may be raised out of here (Ruby's postponed jobs swallow it): a
+    # raise due when it resumes is raised once it runs on (`raise_later`).
+    def give_turn
+      return if @count < 2 && @timers.empty? && !@worker.overdue_waiting?
+      # A blocking fiber asked for no scheduler; an exception already queued for the thread is
+      # raised right after the job; a hook (a TracePoint) must not stay running while it waits.
+      return if Fiber.blocking? || Thread.pending_interrupt? || inside_a_hook?
+
+      where = caller_locations(1, 1).first
+      return if where.nil? || where.path.start_with?(OWN_CODE)
+
+      fiber = Fiber.current
+      @turned << [fiber, nil, @owner]
+      @worker.park(@root)
+      if @abandoning
+        raise_later(fiber, Abandoned, ["its pool thread left"])
+      elsif @watched && (message = @overdue.delete(@owner))
+        raise_later(fiber, RequestTimeout, [message])
+      elsif (raising = @raises.delete(fiber))
+        raise_later(fiber, *raising, timeout: true)
       end
     end
 
@@ -252,7 +302,7 @@ module Catamount
     def trim_idle
       return if @worker.queued?
 
-      @idle.shift(@idle.size - KEEP_IDLE).each { |fiber| @worker.run(fiber, fiber, TRIM) }
+      @idle.shift(@idle.size - KEEP_IDLE).each { |fiber| @worker.run(fiber, fiber, TRIM, 0) }
     end
 
     # Runs the request the worker just took, now (only called with nothing else ready, so no
@@ -263,7 +313,7 @@ module Catamount
       @count += 1
       fiber = @idle.pop || request_fiber(server, app)
       @owner = fiber
-      @worker.run(fiber, fiber, nil)
+      @worker.run(fiber, fiber, nil, @count)
       @owner = nil
     end
 
@@ -289,6 +339,7 @@ module Catamount
             @overdue.delete(fiber)
             # A wake-up another thread sent for a wait of this request must not end the next one's.
             @unblocked.delete(fiber) unless @unblocked.empty?
+            drop_raise_later(fiber) unless @raise_later.empty?
           end
           # The thread is leaving (`abandon` unwound this request): no next request here.
           break if @abandoning
@@ -331,7 +382,60 @@ module Catamount
         @background -= 1
         @parked.delete(Fiber.current)
         @overdue.delete(Fiber.current)
+        drop_raise_later(Fiber.current) unless @raise_later.empty?
       end
+    end
+
+    # A raise due in `fiber` when it resumed inside the turn job, where raising is lost: raised
+    # into this thread by another (`deliver`) once the fiber runs past the job (it lands there at
+    # its next interrupt check, as `request_timeout`'s raise does), or by `park` if it waits
+    # first. Dropped if its request ends first (or, for a `Timeout`'s, its block).
+    def raise_later(fiber, klass, args, timeout: false)
+      @raise_later[fiber] = [klass, args, timeout]
+      @raiser ||= Thread::Queue.new.tap do |queue|
+        Thread.new do
+          while (waiting = queue.pop)
+            deliver(waiting)
+          end
+        end
+      end
+      @raiser << fiber
+    end
+
+    # On the raising thread: waits, a few ms at a time, until `fiber` runs on the pool thread
+    # outside the turn job, then raises its exception into the thread (the check and the raise
+    # are one native call, holding the GVL). A few ms late at most while the fiber runs Ruby.
+    def deliver(fiber)
+      while @thread.alive? && (pending = @raise_later.delete(fiber))
+        klass, args, = pending
+        return if @worker.raise_into(@thread, fiber, klass.exception(*args))
+
+        @raise_later[fiber] = pending
+        sleep 0.005
+      end
+    end
+
+    # `park`'s share: the fiber waits before `deliver` raised.
+    def raise_pending(fiber)
+      klass, args, = @raise_later.delete(fiber)
+      raise klass, *args if klass
+    end
+
+    def drop_raise_later(fiber, timeout: false)
+      pending = @raise_later[fiber]
+      return if pending.nil? || (timeout && !pending[2])
+
+      @raise_later.delete(fiber)
+    end
+
+    # Whether a hook (a TracePoint's callback) runs now: reading a TracePoint's event anywhere
+    # else raises.
+    def inside_a_hook?
+      @probe ||= TracePoint.new {}
+      @probe.event
+      true
+    rescue RuntimeError
+      false
     end
 
     # Gives the thread back to the loop until `wake`; returns the wake's value, or raises what
@@ -340,6 +444,7 @@ module Catamount
       fiber = Fiber.current
       @parked[fiber] = @owner
       value = @worker.park(@root)
+      raise_pending(fiber) unless @raise_later.empty?
       raise Abandoned, "its pool thread left" if @abandoning
       if @watched && (message = @overdue.delete(@owner))
         raise RequestTimeout, message
@@ -367,6 +472,8 @@ module Catamount
     end
 
     def after(seconds, &callback)
+      # A timer can end the running fiber's turn (a `Timeout` of a request that never waits).
+      @worker.want_turns if @timers.empty?
       entry = [now + seconds, callback]
       index = @timers.bsearch_index { |t| t[0] > entry[0] }
       @timers.insert(index || @timers.size, entry)
@@ -385,15 +492,17 @@ module Catamount
     # fiber that yields in a loop does not keep the thread from its wait).
     def run_ready
       take_unblocked
-      ready = @ready
+      # Kept where `abandon` finds what is not run yet (the thread may die in this pass).
+      @batch = ready = @ready
       @ready = []
-      ready.each do |fiber, value, owner|
+      while (entry = ready.shift)
+        fiber, value, owner = entry
         next unless fiber.alive?
 
         @owner = owner
         # An unblock still pending for it was for the wait it is leaving, not its next one.
         @unblocked.delete(fiber) unless @unblocked.empty?
-        @worker.run(fiber, owner, value)
+        @worker.run(fiber, owner, value, @count)
       end
       @owner = nil
     end
@@ -414,7 +523,7 @@ module Catamount
     def wait(take, again_in = nil)
       fire_timers
       take_unblocked
-      timeout = @ready.empty? ? next_timeout : 0
+      timeout = @ready.empty? && @turned.empty? ? next_timeout : 0
       timeout = again_in if again_in && again_in < (timeout || Float::INFINITY)
       waits = @io.to_a
       revents = @worker.wait(waits.map { |_, w| w[0] }, waits.map { |_, w| w[1] }, timeout, take)
@@ -424,6 +533,11 @@ module Catamount
         wake(fiber, (ready & events).nonzero? || events) if ready&.positive?
       end
       fire_timers
+      # Fibers that gave their turn run after the ones this wait made ready.
+      unless @turned.empty?
+        @ready.concat(@turned)
+        @turned.clear
+      end
     end
 
     def next_timeout

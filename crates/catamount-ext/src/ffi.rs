@@ -1,4 +1,4 @@
-//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Eleven things live here:
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Twelve things live here:
 //! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one vectored socket
 //! write while the GVL is held), keeping a Ruby object visible to the GC's stack scan
 //! (`gc_guard`), keeping a pending jump's state while cleanup code runs (`keeping_errinfo`),
@@ -6,8 +6,9 @@
 //! socket's descriptor handed over by the process that ran before this one, making the cluster
 //! master the reaper of the workers its worker 0 forks (`prctl`), starting native threads
 //! with the signals Ruby handles blocked (`pthread_sigmask`), ending the process at once
-//! (`_exit`, [`exit_now`]), the fiber scheduler's `poll(2)` ([`poll`]), and capping glibc's
-//! malloc arenas ([`set_malloc_arena_max`]).
+//! (`_exit`, [`exit_now`]), the fiber scheduler's `poll(2)` ([`poll`]), capping glibc's
+//! malloc arenas ([`set_malloc_arena_max`]), and registering a postponed job from a native
+//! thread ([`postpone`], the fiber mode's turns).
 //!
 //! Pool threads wait for work, wait for slow clients and write large streamed pieces *without*
 //! the GVL, so the other Ruby threads run meanwhile. Ruby's rule for that is
@@ -354,4 +355,40 @@ pub fn set_malloc_arena_max(max: i32) {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = max;
+}
+
+/// A job Ruby runs at the next interrupt check of the thread that holds the GVL (see
+/// [`postpone`]). `run` is called with the GVL, on a Ruby thread, in whatever fiber that thread
+/// runs; a panic in it is caught and dropped.
+pub trait PostponedJob {
+    fn run();
+}
+
+extern "C" fn run_postponed<J: PostponedJob>(_data: *mut c_void) {
+    let _ = catch_unwind(J::run);
+}
+
+/// Asks Ruby to run `J` at the next interrupt check of the thread that holds the GVL
+/// (`rb_postponed_job_register_one`: at most one `J` waits at a time). Callable from a native
+/// thread that is no Ruby thread: Ruby 3.1 then flags the execution context running in the main
+/// Ractor (the GVL holder's current fiber, or the last one's). False when Ruby's job buffer is
+/// full (it holds about a thousand).
+///
+/// The caller must know the VM is alive for the whole call (the fiber mode's ticker registers
+/// only while a fiber-mode pool thread is booked, under the lock those threads unbook with: they
+/// all end before Ruby tears its VM down).
+///
+/// Ruby before 3.3 has a race here (fixed by 3.3's rewrite of postponed jobs): a job registered
+/// from another thread while a flush on the GVL holder has just taken the last slot may be
+/// written into that slot as the flush reads it. Profilers (stackprof) register the same
+/// way hundreds of times a second; the fiber mode does at most once a tick, only while a turn is
+/// due.
+pub fn postpone<J: PostponedJob>() -> bool {
+    // SAFETY: the function pointer has the signature Ruby expects and never unwinds (panics are
+    // caught); it ignores its data pointer, null here. Ruby's registration is async-signal-safe
+    // and takes no lock; the VM is alive per the contract above.
+    unsafe {
+        rb_sys::rb_postponed_job_register_one(0, Some(run_postponed::<J>), std::ptr::null_mut())
+            != 0
+    }
 }

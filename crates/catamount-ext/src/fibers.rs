@@ -11,7 +11,8 @@
 //! And what `request_timeout`'s watch needs to reach an overdue request's fiber
 //! ([`FiberSignals`]): which request's fibers run on the thread right now (the watch then raises
 //! into the thread, which lands in that fiber), and a list of overdue requests for the loop to
-//! raise into when they wait.
+//! raise into when they wait. The same signals tell the turn ticker (crate::turns) how long the
+//! running fiber has run.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -28,6 +29,7 @@ use catamount_server::{Doorbell, Idling, Job, Seat, Server, Waiter};
 use crate::ffi;
 use crate::server::{blocking, next_job};
 use crate::timeout::Watch;
+use crate::turns;
 
 /// A thread's wake-up: a socket pair whose read end is in every wait of the thread.
 #[derive(Debug)]
@@ -90,6 +92,24 @@ pub(crate) struct FiberSignals {
     /// message), for the loop to raise into.
     overdue: Mutex<Vec<(usize, u64, String)>>,
     bell: Arc<Bell>,
+    // The turns (crate::turns). Hints for the ticker, read without the GVL: a stale one costs a
+    // job that finds nothing to do, or a turn one tick late.
+    /// The fiber `run` switched to last (its raw VALUE, compared only).
+    fiber: AtomicUsize,
+    /// Set by `run`, cleared by each look of the ticker: the run is younger than a tick.
+    fresh: AtomicBool,
+    /// Other fibers of the thread were alive at the last `run`.
+    crowd: AtomicBool,
+    /// Since the thread last had nothing else (`take(true)`), the running fiber made a timer or
+    /// a fiber (`want_turns`), or the watch listed an overdue request: something that could be
+    /// ready before the fiber waits.
+    wanted: AtomicBool,
+    /// The ticker found the run a tick old: the next job on this thread offers the turn.
+    due: AtomicBool,
+    /// The fibers inside the turn job now (raw VALUEs; several may wait there at once), and
+    /// how many: `run` resuming one of them leaves `current` to the job.
+    in_turn: Mutex<Vec<usize>>,
+    in_turn_count: AtomicUsize,
 }
 
 impl FiberSignals {
@@ -102,7 +122,61 @@ impl FiberSignals {
     /// raises into it when it next looks (`RbFiberWorker::overdue`).
     pub(crate) fn overdue(&self, slot: usize, seq: u64, message: String) {
         locked(&self.overdue).push((slot, seq, message));
+        // A request that gave its turn and runs on alone still has its turns, to reach the loop.
+        self.wanted.store(true, Ordering::Relaxed);
         self.bell.ring_always();
+    }
+
+    /// The ticker's look (without the GVL): whether the fiber running now has run since the
+    /// last look while something else of the thread could be ready; if so the thread is due.
+    pub(crate) fn look_for_turn(&self) -> bool {
+        let fresh = self.fresh.swap(false, Ordering::Relaxed);
+        let due = !fresh
+            && self.current.load(Ordering::SeqCst) != 0
+            && (self.crowd.load(Ordering::Relaxed) || self.wanted.load(Ordering::Relaxed));
+        if due {
+            self.due.store(true, Ordering::Relaxed);
+        }
+        due
+    }
+
+    /// The turn job, on this thread: the running request's owner if the thread is due (once:
+    /// the next look decides again), None otherwise.
+    pub(crate) fn turn_due(&self) -> Option<usize> {
+        if !self.due.swap(false, Ordering::Relaxed) || self.fresh.load(Ordering::Relaxed) {
+            return None;
+        }
+        let owner = self.current.load(Ordering::SeqCst);
+        (owner != 0).then_some(owner)
+    }
+
+    /// Whether `fiber` is the one the loop runs now (not the loop, nor a fiber it resumed).
+    pub(crate) fn runs_fiber(&self, fiber: usize) -> bool {
+        self.fiber.load(Ordering::Relaxed) == fiber
+    }
+
+    /// The turn job starts in `fiber`: the watch must not raise into the thread until
+    /// `end_turn`.
+    pub(crate) fn begin_turn(&self, fiber: usize) {
+        locked(&self.in_turn).push(fiber);
+        self.in_turn_count.fetch_add(1, Ordering::Relaxed);
+        self.current.store(0, Ordering::SeqCst);
+    }
+
+    /// The turn job ends in `fiber` (it resumed, or gave no turn): it runs for `owner` again.
+    pub(crate) fn end_turn(&self, fiber: usize, owner: usize) {
+        let mut in_turn = locked(&self.in_turn);
+        if let Some(i) = in_turn.iter().position(|f| *f == fiber) {
+            in_turn.swap_remove(i);
+            self.in_turn_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(in_turn);
+        self.current.store(owner, Ordering::SeqCst);
+    }
+
+    /// Whether `fiber` waits inside the turn job.
+    fn in_turn(&self, fiber: usize) -> bool {
+        self.in_turn_count.load(Ordering::Relaxed) != 0 && locked(&self.in_turn).contains(&fiber)
     }
 }
 
@@ -151,7 +225,15 @@ impl RbFiberWorker {
             current: AtomicUsize::new(0),
             overdue: Mutex::default(),
             bell: bell.clone(),
+            fiber: AtomicUsize::new(0),
+            fresh: AtomicBool::new(false),
+            crowd: AtomicBool::new(false),
+            wanted: AtomicBool::new(false),
+            due: AtomicBool::new(false),
+            in_turn: Mutex::default(),
+            in_turn_count: AtomicUsize::new(0),
         });
+        turns::book(&signals);
         Ok(RbFiberWorker {
             server,
             seat: Mutex::new(Some(seat)),
@@ -176,6 +258,8 @@ impl RbFiberWorker {
         };
         let job = if wait {
             queue.busy_again(seat_ref);
+            // The thread has nothing else (its fibers all ended, its timers were dropped).
+            rb_self.signals.wanted.store(false, Ordering::Relaxed);
             match next_job(ruby, queue, seat_ref, &rb_self.waiter)? {
                 Some(job) => Some(job),
                 None => {
@@ -291,14 +375,63 @@ impl RbFiberWorker {
         Ok(polled.iter().skip(1).map(|p| p.revents).collect())
     }
 
-    /// `run(fiber, owner, value)`: switches to `fiber` (a fiber of the request fiber `owner`)
-    /// until a fiber of the thread parks or ends; returns what it passed back.
-    pub fn run(rb_self: &Self, fiber: Fiber, owner: Value, value: Value) -> Result<Value, Error> {
-        let owner = owner.as_raw() as usize;
-        rb_self.signals.current.store(owner, Ordering::SeqCst);
+    /// `run(fiber, owner, value, alive)`: switches to `fiber` (a fiber of the request fiber
+    /// `owner`) until a fiber of the thread parks or ends; returns what it passed back. `alive`:
+    /// the thread's fibers alive (for the turns).
+    pub fn run(
+        rb_self: &Self,
+        fiber: Fiber,
+        owner: Value,
+        value: Value,
+        alive: i64,
+    ) -> Result<Value, Error> {
+        let signals = &rb_self.signals;
+        let raw = fiber.as_raw() as usize;
+        signals.fiber.store(raw, Ordering::Relaxed);
+        signals.crowd.store(alive > 1, Ordering::Relaxed);
+        signals.fresh.store(true, Ordering::Relaxed);
+        // A fiber that gave its turn resumes inside the turn job, which names its owner running
+        // again once the fiber is past its own Ruby calls there (crate::turns).
+        let owner = if signals.in_turn(raw) {
+            0
+        } else {
+            owner.as_raw() as usize
+        };
+        signals.current.store(owner, Ordering::SeqCst);
         let back = fiber.transfer::<_, Value>((value,));
-        rb_self.signals.current.store(0, Ordering::SeqCst);
+        signals.current.store(0, Ordering::SeqCst);
         back
+    }
+
+    /// `want_turns`: the running fiber made something else of the thread (a timer, a fiber)
+    /// that could be ready before it waits.
+    pub fn want_turns(&self) {
+        self.signals.wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// `raise_into(thread, fiber, exception)` (from another Ruby thread): raises `exception` into
+    /// `thread` (this worker's) if `fiber` is the one its loop runs and it is running (not
+    /// waiting, not inside the turn job); true if raised. The look and the raise hold the GVL
+    /// throughout, so the exception lands in that fiber (as the `request_timeout` watch's does).
+    pub fn raise_into(
+        rb_self: &Self,
+        thread: Value,
+        fiber: Value,
+        exception: Value,
+    ) -> Result<bool, Error> {
+        let signals = &rb_self.signals;
+        if signals.current.load(Ordering::SeqCst) == 0
+            || !signals.runs_fiber(fiber.as_raw() as usize)
+        {
+            return Ok(false);
+        }
+        thread.funcall::<_, _, Value>("raise", (exception,))?;
+        Ok(true)
+    }
+
+    /// `overdue_waiting?`: the watch listed an overdue request the loop has not taken yet.
+    pub fn overdue_waiting(&self) -> bool {
+        !locked(&self.signals.overdue).is_empty()
     }
 
     /// `park(root)`: the calling fiber gives the thread back to the loop (the root fiber);
@@ -337,6 +470,7 @@ impl RbFiberWorker {
 
     /// `finish`: the thread leaves; if the queue did not discharge it, it is booked as dead.
     pub fn finish(&self) {
+        turns::unbook(&self.signals);
         locked(&self.taken).clear();
         let queue = self.server.queue();
         queue.remove_doorbell(&self.rung_by_queue);

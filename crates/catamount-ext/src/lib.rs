@@ -7,6 +7,7 @@
 //! - [`control`]: the control server and Prometheus text, as Ruby objects.
 //! - [`timeout`]: `request_timeout`'s watch over running requests.
 //! - [`fibers`]: the fiber mode's pool thread (taking requests, its one wait).
+//! - [`turns`]: the fiber mode's turns for requests that never wait.
 //! - [`malloc`]: the process's malloc arenas, capped when the extension loads.
 //! - [`ffi`]: the one audited `unsafe` module (GVL release, borrowed string bytes, GC guard, ...).
 
@@ -20,6 +21,7 @@ mod malloc;
 mod rack;
 mod server;
 mod timeout;
+mod turns;
 
 use magnus::{function, method, prelude::*, Error, Ruby};
 
@@ -83,7 +85,13 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     worker.define_method("take", method!(fibers::RbFiberWorker::take, 1))?;
     worker.define_method("wait", method!(fibers::RbFiberWorker::wait, 4))?;
     worker.define_method("ring", method!(fibers::RbFiberWorker::ring, 0))?;
-    worker.define_method("run", method!(fibers::RbFiberWorker::run, 3))?;
+    worker.define_method("run", method!(fibers::RbFiberWorker::run, 4))?;
+    worker.define_method("want_turns", method!(fibers::RbFiberWorker::want_turns, 0))?;
+    worker.define_method("raise_into", method!(fibers::RbFiberWorker::raise_into, 3))?;
+    worker.define_method(
+        "overdue_waiting?",
+        method!(fibers::RbFiberWorker::overdue_waiting, 0),
+    )?;
     worker.define_method("park", method!(fibers::RbFiberWorker::park, 1))?;
     worker.define_method("watched?", method!(fibers::RbFiberWorker::watched, 0))?;
     worker.define_method("overdue", method!(fibers::RbFiberWorker::overdue, 0))?;
@@ -127,5 +135,6 @@ fn look_up_now(ruby: &Ruby) {
     control::RbControl::class(ruby);
     fibers::RbFiberWorker::class(ruby);
     errors::look_up_now(ruby);
+    turns::look_up_now(ruby);
     rack::taken::look_up_now(ruby);
 }
