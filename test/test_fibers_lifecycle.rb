@@ -19,9 +19,9 @@ class TestFibersLifecycle < Minitest::Test
     (@dirs || []).each { |d| FileUtils.rm_rf(d) }
   end
 
-  def fiber_server(threads: "1:1")
+  def fiber_server(config = "", threads: "1:1")
     path = File.join(dir, "puma.rb")
-    File.write(path, "fiber_scheduler\n")
+    File.write(path, "fiber_scheduler\n#{config}")
     start_server("-C", path, "-b", "tcp://127.0.0.1:0", "-t", threads, app: "fibers_lifecycle.ru")
   end
 
@@ -68,6 +68,16 @@ class TestFibersLifecycle < Minitest::Test
     server = fiber_server
     release = File.join(dir, "release")
     assert_equal "gave up", get(server.port, "/wait-any?release=#{release}").body
+    assert_equal "exit 0", get(server.port, "/wait-own").body
+  ensure
+    File.write(release, "") if release
+  end
+
+  # The same when request_timeout cuts the wait short.
+  def test_a_child_wait_cut_by_request_timeout_does_not_reap_another_requests_child
+    server = fiber_server("request_timeout 1\n")
+    release = File.join(dir, "release")
+    assert_equal 503, get(server.port, "/wait-any?cut=request_timeout&release=#{release}").status
     assert_equal "exit 0", get(server.port, "/wait-own").body
   ensure
     File.write(release, "") if release

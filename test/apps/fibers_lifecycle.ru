@@ -67,10 +67,15 @@ run lambda { |env|
     Thread.new { sleeper.public_send(q["how"]) }.join
     text("sent")
   when "/wait-any"
-    # Waits for any child (its own runs until released), and gives up.
+    # Waits for any child (its own runs until released), and gives up (a Timeout), or is cut
+    # short by request_timeout (`cut=request_timeout`).
     child_until(q["release"])
     begin
-      Timeout.timeout(0.2) { Process.wait(-1) }
+      if q["cut"] == "request_timeout"
+        Process.wait(-1)
+      else
+        Timeout.timeout(0.2) { Process.wait(-1) }
+      end
       text("a child ended")
     rescue Timeout::Error
       text("gave up")
