@@ -77,7 +77,10 @@ class TestFibersLifecycle < Minitest::Test
   def test_a_child_wait_cut_by_request_timeout_does_not_reap_another_requests_child
     server = fiber_server("request_timeout 1\n")
     release = File.join(dir, "release")
-    assert_equal 503, get(server.port, "/wait-any?cut=request_timeout&release=#{release}").status
+    mark = File.join(dir, "mark")
+    assert_equal 503, get(server.port, "/wait-any?cut=request_timeout&release=#{release}&mark=#{mark}").status
+    # The 503 goes out as the deadline passes; the request unwinds after.
+    assert wait_for_file(mark, timeout: 20), "the cut request did not unwind"
     assert_equal "exit 0", get(server.port, "/wait-own").body
   ensure
     File.write(release, "") if release
@@ -96,5 +99,15 @@ class TestFibersLifecycle < Minitest::Test
            "#{live} fibers still alive after the burst"
   ensure
     socks&.each(&:close)
+  end
+
+  # A lock a request leaves held stays with its fiber, as without fibers it stays with its
+  # thread (the decision in docs/architecture.md "Locks"): the next request that fiber serves
+  # owns it and can release it, as the next request on that thread does in the thread mode.
+  def test_a_lock_a_request_leaves_held_is_the_next_requests_on_its_fiber_as_on_its_thread
+    [fiber_server, start_server("-t", "1:1", app: "fibers_lifecycle.ru")].each do |server|
+      assert_equal "locked", get(server.port, "/lock").body
+      assert_equal "owned=true locked=false", get(server.port, "/owned").body
+    end
   end
 end

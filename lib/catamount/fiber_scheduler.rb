@@ -285,8 +285,9 @@ module Catamount
 
     # Runs the block on a Ruby thread of its own while this fiber waits for it (a Thread#join,
     # served by `block`/`unblock`). A wait left early (a Timeout, request_timeout, the thread
-    # leaving) kills the helper: it must not go on for nobody (a `Process.wait(-1)` would reap
-    # a child another request waits for). Its exception is the caller's (`value`), not reported.
+    # leaving) kills the helper and waits for it to end: it must not go on for nobody (a
+    # `Process.wait(-1)` would reap a child another request waits for), and a kill lands only
+    # when the helper next runs. Its exception is the caller's (`value`), not reported.
     def on_helper_thread(&work)
       helper = Thread.new do
         Thread.current.report_on_exception = false
@@ -294,7 +295,10 @@ module Catamount
       end
       helper.value
     ensure
-      helper&.kill
+      if helper&.alive?
+        helper.kill
+        helper.join
+      end
     end
 
     # The thread goes idle after a burst: its idle request fibers beyond KEEP_IDLE (the oldest)

@@ -12,6 +12,7 @@ LIMIT = 20
 $inside = 0 # /burst requests inside now, and the most at once
 $most = 0
 $sleeper = nil # the thread a /sleep request sleeps on
+$lock = Mutex.new
 
 def now
   Process.clock_gettime(Process::CLOCK_MONOTONIC)
@@ -69,6 +70,7 @@ run lambda { |env|
   when "/wait-any"
     # Waits for any child (its own runs until released), and gives up (a Timeout), or is cut
     # short by request_timeout (`cut=request_timeout`).
+    # Its `ensure` leaves a mark (request_timeout answers before the request has unwound).
     child_until(q["release"])
     begin
       if q["cut"] == "request_timeout"
@@ -79,6 +81,8 @@ run lambda { |env|
       text("a child ended")
     rescue Timeout::Error
       text("gave up")
+    ensure
+      File.write(q["mark"], "unwound") if q["mark"]
     end
   when "/wait-own"
     # A child that ends at once: left unreaped until this request waits for it, unless some
@@ -106,6 +110,14 @@ run lambda { |env|
     end
   when "/fibers"
     text(live_fibers.to_s)
+  when "/lock"
+    # Leaves the lock held (an app bug): whose is it next?
+    $lock.lock
+    text("locked")
+  when "/owned"
+    owned = $lock.owned?
+    $lock.unlock if owned
+    text("owned=#{owned} locked=#{$lock.locked?}")
   else
     text("not found", 404)
   end
