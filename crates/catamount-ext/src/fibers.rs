@@ -98,7 +98,7 @@ pub(crate) struct FiberSignals {
     fiber: AtomicUsize,
     /// Set by `run`, cleared by each look of the ticker: the run is younger than a tick.
     fresh: AtomicBool,
-    /// Other fibers of the thread were alive at the last `run`.
+    /// Other fibers of the thread were alive at the last `run` (none after `take(true)`).
     crowd: AtomicBool,
     /// Since the thread last had nothing else (`take(true)`), the running fiber made a timer or
     /// a fiber (`want_turns`), or the watch listed an overdue request: something that could be
@@ -258,7 +258,9 @@ impl RbFiberWorker {
         };
         let job = if wait {
             queue.busy_again(seat_ref);
-            // The thread has nothing else (its fibers all ended, its timers were dropped).
+            // The thread has nothing else (its fibers all ended, its timers were dropped); the
+            // fiber that takes the request itself runs on without a `run` to say so.
+            rb_self.signals.crowd.store(false, Ordering::Relaxed);
             rb_self.signals.wanted.store(false, Ordering::Relaxed);
             match next_job(ruby, queue, seat_ref, &rb_self.waiter)? {
                 Some(job) => Some(job),
