@@ -36,6 +36,17 @@ class TestConcurrencyAndShutdown < Minitest::Test
     assert_slow_pipelined_answers_arrive_in_order(server)
   end
 
+  # Two cluster workers on two CPUs count on one each (config.rs `cpus_per_process`), so their
+  # pool threads write slow answers themselves, as a server pinned to one CPU does: the same
+  # answers, in the same order, whichever worker takes a connection.
+  def test_responses_of_cluster_workers_sharing_two_cpus_arrive_in_order
+    server = launch(["-w", "2", "-t", "1:1", "-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "kitchen.ru")],
+                    boot: true, command: ["taskset", "-c", "0,1", RbConfig.ruby, ServerProcess::BIN])
+    assert_slow_pipelined_answers_arrive_in_order(server)
+  ensure
+    kill_named_workers(server)
+  end
+
   def assert_slow_pipelined_answers_arrive_in_order(server)
     clients = 4.times.map do |c|
       Thread.new do

@@ -162,13 +162,31 @@ impl From<&Options> for ServerConfig {
             // Only a server that runs as one of several workers ever starts with it.
             busy_accept_delay: (o.workers >= 2 && !o.wait_for_less_busy_worker.is_zero())
                 .then_some(o.wait_for_less_busy_worker),
-            reactor_writes_after: reactor_writes_after(std::thread::available_parallelism().ok()),
+            reactor_writes_after: reactor_writes_after(cpus_per_process(
+                std::thread::available_parallelism().ok(),
+                o.workers,
+            )),
             unlink_unix_sockets: true,
             debug: o.debug,
             request_timeout: o.request_timeout,
             request_timeout_grace: o.request_timeout_grace,
             request_timeout_status: u16::try_from(o.request_timeout_status).unwrap_or(503),
         }
+    }
+}
+
+/// The CPUs one serving process can count on under load: all the process may use in single
+/// mode, an even share of them (at least one) for each of `workers` cluster workers, since
+/// every worker's pool and reactor run on the same CPUs as the others'.
+pub fn cpus_per_process(
+    cpus: Option<std::num::NonZeroUsize>,
+    workers: u32,
+) -> Option<std::num::NonZeroUsize> {
+    let cpus = cpus?;
+    match usize::try_from(workers) {
+        Ok(w) if w >= 2 => std::num::NonZeroUsize::new(cpus.get() / w)
+            .or(std::num::NonZeroUsize::new(1)),
+        _ => Some(cpus),
     }
 }
 
@@ -199,5 +217,16 @@ mod one_cpu_tests {
             Some(Duration::from_micros(50))
         );
         assert_eq!(reactor_writes_after(None), Some(Duration::from_micros(50)));
+    }
+
+    #[test]
+    fn a_cluster_worker_counts_its_share_of_the_cpus() {
+        let cpus = |n| NonZeroUsize::new(n);
+        assert_eq!(cpus_per_process(cpus(2), 0), cpus(2));
+        assert_eq!(cpus_per_process(cpus(2), 1), cpus(2));
+        assert_eq!(cpus_per_process(cpus(2), 2), cpus(1));
+        assert_eq!(cpus_per_process(cpus(2), 3), cpus(1));
+        assert_eq!(cpus_per_process(cpus(8), 4), cpus(2));
+        assert_eq!(cpus_per_process(None, 2), None);
     }
 }
