@@ -184,8 +184,9 @@ pub fn cpus_per_process(
 ) -> Option<std::num::NonZeroUsize> {
     let cpus = cpus?;
     match usize::try_from(workers) {
-        Ok(w) if w >= 2 => std::num::NonZeroUsize::new(cpus.get() / w)
-            .or(std::num::NonZeroUsize::new(1)),
+        Ok(w) if w >= 2 => {
+            std::num::NonZeroUsize::new(cpus.get() / w).or(std::num::NonZeroUsize::new(1))
+        }
         _ => Some(cpus),
     }
 }
