@@ -1,11 +1,12 @@
-//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Twelve things live here:
+//! The FFI boundary: the one module allowed `unsafe`, audited as a whole. Thirteen things live here:
 //! releasing the GVL, reading the bytes of Ruby Strings (copied, or lent to one vectored socket
 //! write while the GVL is held), keeping a Ruby object visible to the GC's stack scan
 //! (`gc_guard`), keeping a pending jump's state while cleanup code runs (`keeping_errinfo`),
 //! copying a Hash with Ruby's own table copy, taking ownership of a listening
 //! socket's descriptor handed over by the process that ran before this one, making the cluster
 //! master the reaper of the workers its worker 0 forks (`prctl`), starting native threads
-//! with the signals Ruby handles blocked (`pthread_sigmask`), ending the process at once
+//! with the signals Ruby handles blocked (`pthread_sigmask`) and under the batch scheduling
+//! policy (`sched_setscheduler`, [`with_batch_scheduling`]), ending the process at once
 //! (`_exit`, [`exit_now`]), the fiber scheduler's `poll(2)` ([`poll`]), capping glibc's
 //! malloc arenas ([`set_malloc_arena_max`]), and registering a postponed job from a native
 //! thread ([`postpone`], the fiber mode's turns).
@@ -312,6 +313,35 @@ pub fn with_signals_blocked<R>(spawn: impl FnOnce() -> R) -> R {
         // SAFETY: `old` was written by the successful call above; restoring it is the inverse.
         unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
+        }
+    }
+    match result {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Runs `spawn` (which starts native threads) with the calling thread under Linux's
+/// `SCHED_BATCH` policy, then puts the caller back under `SCHED_OTHER`; the threads started
+/// meanwhile inherit the batch policy. A batch thread has the same weight (the same share of a
+/// busy CPU) but, woken, never preempts the thread running on that CPU: it runs when that
+/// thread blocks, on an idle CPU, or at the next scheduler tick. A caller under another policy
+/// (a real-time one someone chose with `chrt`) is left alone, and so are its threads; so is
+/// everything where the kernel refuses (a seccomp filter): the threads then run as before.
+pub fn with_batch_scheduling<R>(spawn: impl FnOnce() -> R) -> R {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_getscheduler(0) reads the calling thread's policy; sched_setscheduler(0, ..)
+    // changes only the calling thread's, reading `param`, a plain struct we own. Neither
+    // touches any other memory.
+    let switched = unsafe {
+        libc::sched_getscheduler(0) == libc::SCHED_OTHER
+            && libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == 0
+    };
+    let result = catch_unwind(AssertUnwindSafe(spawn));
+    if switched {
+        // SAFETY: as above; SCHED_OTHER is the policy the thread had before.
+        unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
         }
     }
     match result {

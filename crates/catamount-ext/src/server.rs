@@ -362,10 +362,20 @@ impl RbServer {
             config.new_connection_hold = Some(std::time::Duration::from_millis(50));
         }
         // The reactor and log writer threads block every signal: they are Ruby's to handle.
+        // Under the batch policy they never preempt a pool thread running Ruby (see
+        // `ServerConfig::batch_scheduling`).
+        let batch = config.batch_scheduling;
         let server = ffi::with_signals_blocked(|| {
-            // Without a writer thread lines are written directly, as before: not fatal.
-            let _ = log::start_writer();
-            Server::start_counting(config, listeners, rb_self.metrics.clone())
+            let start = || {
+                // Without a writer thread lines are written directly, as before: not fatal.
+                let _ = log::start_writer();
+                Server::start_counting(config, listeners, rb_self.metrics.clone())
+            };
+            if batch {
+                ffi::with_batch_scheduling(start)
+            } else {
+                start()
+            }
         })
         .map_err(|e| {
             Error::new(

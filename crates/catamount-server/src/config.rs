@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use catamount_config::options::{RemoteAddress, ThreadHandoff};
+use catamount_config::options::{ReactorScheduling, RemoteAddress, ThreadHandoff};
 use catamount_config::Options;
 use catamount_http::Limits;
 
@@ -54,6 +54,12 @@ pub struct ServerConfig {
     pub requests_per_thread: usize,
     /// How long a pool thread above `min_threads` may idle before it exits. Default 30 s.
     pub idle_thread_trim: Duration,
+    /// Whether the reactor and log writer threads run under Linux's `SCHED_BATCH` policy (set
+    /// by whoever starts them: the scheduler is inherited by the threads a thread starts). A
+    /// reactor woken by each arriving request on a CPU where a pool thread runs Ruby otherwise
+    /// preempts it, a context switch and a cache refill per request; batch waits for the pool
+    /// thread to block or for the tick. Environment `CATAMOUNT_REACTOR_SCHEDULING`.
+    pub batch_scheduling: bool,
     /// When a queued request goes to another pool thread: once it could run it (the GVL is
     /// free; default), or at once as in Puma. See `dispatch::handoff`.
     pub handoff: Handoff,
@@ -146,6 +152,7 @@ impl From<&Options> for ServerConfig {
                 1
             },
             idle_thread_trim: Duration::from_secs(30),
+            batch_scheduling: o.reactor_scheduling == ReactorScheduling::Batch,
             handoff: match o.thread_handoff {
                 ThreadHandoff::GvlAware => Handoff::GvlAware,
                 ThreadHandoff::Eager => Handoff::Eager,

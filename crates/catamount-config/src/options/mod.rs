@@ -466,6 +466,24 @@ options! {
             }, hidden;
         }
     }
+    reactor_scheduling {
+        doc: "the Linux scheduling policy of the reactor and log writer threads: `batch` (`SCHED_BATCH`: the same share of the CPU, but a thread woken by network activity on a busy CPU waits until the app's thread blocks or the next scheduler tick, instead of preempting it for every request that arrives) or `normal` (`SCHED_OTHER`, as every Puma thread); an environment variable only, so config files stay Puma's (see above)",
+        default: "`batch` (`CATAMOUNT_REACTOR_SCHEDULING`)",
+        example: "",
+        methods: [],
+        flags: [],
+        fields: {
+            reactor_scheduling: EnvironmentOnly => ReactorScheduling = |_, s| {
+                match s.var("CATAMOUNT_REACTOR_SCHEDULING").as_deref().map(str::trim) {
+                    None | Some("batch") => Ok(ReactorScheduling::Batch),
+                    Some("normal") => Ok(ReactorScheduling::Normal),
+                    Some(v) => Err(format!(
+                        "environment variable CATAMOUNT_REACTOR_SCHEDULING={v:?} is not \"batch\" or \"normal\""
+                    )),
+                }
+            }, hidden;
+        }
+    }
     log_requests {
         doc: "access log: one line per request on stdout (or `custom_logger`); `log_requests :json` writes one JSON object a line instead of Puma's plain line (see below); `quiet` turns it off",
         default: "off",

@@ -296,6 +296,26 @@ fn thread_handoff_from_the_environment() {
     assert!(err.contains("CATAMOUNT_THREAD_HANDOFF=\"lazy\""), "{err}");
 }
 
+#[test]
+fn reactor_scheduling_from_the_environment() {
+    let policy = |value: &'static str| {
+        let vars = move |n: &str| (n == "CATAMOUNT_REACTOR_SCHEDULING").then(|| value.to_string());
+        resolve(&Layer::default(), &Layer::default(), &env(&vars)).map(|o| o.reactor_scheduling)
+    };
+    assert_eq!(
+        policy(""),
+        Ok(ReactorScheduling::Batch),
+        "unset: the default"
+    );
+    assert_eq!(policy("batch"), Ok(ReactorScheduling::Batch));
+    assert_eq!(policy(" normal "), Ok(ReactorScheduling::Normal));
+    let err = policy("fifo").err().unwrap_or_default();
+    assert!(
+        err.contains("CATAMOUNT_REACTOR_SCHEDULING=\"fifo\""),
+        "{err}"
+    );
+}
+
 fn set(layer: &mut Layer, name: &str, args: Vec<Value>) {
     layer
         .set(name, &args)
@@ -647,6 +667,7 @@ fn default_options_are_the_documented_values() {
     );
     assert_eq!(o.remote_address, RemoteAddress::Socket);
     assert_eq!(o.thread_handoff, ThreadHandoff::GvlAware);
+    assert_eq!(o.reactor_scheduling, ReactorScheduling::Batch);
     assert!(!o.log_requests && !o.early_hints && !o.fiber_per_request);
     assert_eq!(o.workers, 0);
     assert_eq!(o.wait_for_less_busy_worker, Duration::from_millis(5));
@@ -718,6 +739,7 @@ fn export_uses_pumas_keys() {
     // than one key, or not exported at all).
     let exceptions: &[(&str, &[&str])] = &[
         ("thread_handoff", &[]),
+        ("reactor_scheduling", &[]),
         ("activated_sockets", &[]),
         ("log_requests_json", &[]),
         ("http_methods", &["supported_http_methods"]),

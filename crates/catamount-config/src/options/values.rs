@@ -103,6 +103,17 @@ pub enum Culling {
     Oldest,
 }
 
+/// The scheduling policy of the server's native threads (Catamount's own knob, no Puma DSL
+/// name). Linux only; elsewhere both mean the normal policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReactorScheduling {
+    /// `SCHED_BATCH`: never preempts the app's threads when woken; the same CPU share. Default.
+    #[default]
+    Batch,
+    /// `SCHED_OTHER`, the policy every thread gets unless told otherwise.
+    Normal,
+}
+
 /// When a queued request goes to another Ruby thread (Catamount's own knob, no Puma DSL name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ThreadHandoff {
