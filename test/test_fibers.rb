@@ -11,19 +11,8 @@ class TestFibers < Minitest::Test
   include Support::ServerTest
   parallelize_me!
 
-  def dir
-    @dir ||= Dir.mktmpdir("catamount-fibers").tap { |d| (@dirs ||= []) << d }
-  end
-
-  def teardown
-    super
-    (@dirs || []).each { |d| FileUtils.rm_rf(d) }
-  end
-
   def fiber_server(config = "fiber_scheduler\n", threads: "1:1")
-    path = File.join(dir, "puma.rb")
-    File.write(path, config)
-    start_server("-C", path, "-b", "tcp://127.0.0.1:0", "-t", threads, app: "fibers.ru")
+    start_with_config(config, "-t", threads, app: "fibers.ru")
   end
 
   # Sends each request on its own connection now; returns the sockets.
@@ -163,7 +152,7 @@ class TestFibers < Minitest::Test
   end
 
   def test_io_threads_with_fibers_are_refused_at_boot
-    path = File.join(dir, "io_threads.rb")
+    path = File.join(scratch_dir, "io_threads.rb")
     File.write(path, "fiber_scheduler\nmax_io_threads 2\n")
     server = start_server("-C", path, "-b", "tcp://127.0.0.1:0", app: "fibers.ru", boot: false)
     server.wait_for(/max_io_threads together with fiber_scheduler is not supported yet/, stream: :stderr)

@@ -10,19 +10,8 @@ class TestFibersLifecycle < Minitest::Test
   include Support::ServerTest
   parallelize_me!
 
-  def dir
-    @dir ||= Dir.mktmpdir("catamount-fibers-lifecycle").tap { |d| (@dirs ||= []) << d }
-  end
-
-  def teardown
-    super
-    (@dirs || []).each { |d| FileUtils.rm_rf(d) }
-  end
-
   def fiber_server(config = "", threads: "1:1")
-    path = File.join(dir, "puma.rb")
-    File.write(path, "fiber_scheduler\n#{config}")
-    start_server("-C", path, "-b", "tcp://127.0.0.1:0", "-t", threads, app: "fibers_lifecycle.ru")
+    start_with_config("fiber_scheduler\n#{config}", "-t", threads, app: "fibers_lifecycle.ru")
   end
 
   def send_request(port, path)
@@ -36,8 +25,8 @@ class TestFibersLifecycle < Minitest::Test
   # waiting for it for ever.
   def test_a_fiber_the_app_scheduled_that_never_ends_leaves_its_thread_idle_and_the_server_stops
     server = fiber_server(threads: "2:2")
-    started = File.join(dir, "started")
-    mark = File.join(dir, "mark")
+    started = File.join(scratch_dir, "started")
+    mark = File.join(scratch_dir, "mark")
     assert_equal "scheduled", get(server.port, "/background?started=#{started}&mark=#{mark}").body
     assert wait_for_file(started, timeout: 20), "the scheduled fiber did not start"
     # The other thread answers: its own request is the only busy one.
@@ -66,7 +55,7 @@ class TestFibersLifecycle < Minitest::Test
   # is still that request's to wait for, not reaped by the abandoned wait's helper.
   def test_a_child_wait_left_early_does_not_reap_another_requests_child
     server = fiber_server
-    release = File.join(dir, "release")
+    release = File.join(scratch_dir, "release")
     assert_equal "gave up", get(server.port, "/wait-any?release=#{release}").body
     assert_equal "exit 0", get(server.port, "/wait-own").body
   ensure
@@ -76,8 +65,8 @@ class TestFibersLifecycle < Minitest::Test
   # The same when request_timeout cuts the wait short.
   def test_a_child_wait_cut_by_request_timeout_does_not_reap_another_requests_child
     server = fiber_server("request_timeout 1\n")
-    release = File.join(dir, "release")
-    mark = File.join(dir, "mark")
+    release = File.join(scratch_dir, "release")
+    mark = File.join(scratch_dir, "mark")
     assert_equal 503, get(server.port, "/wait-any?cut=request_timeout&release=#{release}&mark=#{mark}").status
     # The 503 goes out as the deadline passes; the request unwinds after.
     assert wait_for_file(mark, timeout: 20), "the cut request did not unwind"

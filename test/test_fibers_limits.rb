@@ -11,19 +11,8 @@ class TestFibersLimits < Minitest::Test
 
   TIMEOUT_LOG = /! Request timeout: GET (\S+) still running after [\d.]+ s \(request_timeout 1(\.0)? s\); answered 503; raising Catamount::RequestTimeout into its thread\. Its backtrace:\n(  .*\n)+/
 
-  def dir
-    @dir ||= Dir.mktmpdir("catamount-fibers-limits").tap { |d| (@dirs ||= []) << d }
-  end
-
-  def teardown
-    super
-    (@dirs || []).each { |d| FileUtils.rm_rf(d) }
-  end
-
   def fiber_server(config = "", *args)
-    path = File.join(dir, "puma.rb")
-    File.write(path, "fiber_scheduler\n#{config}")
-    start_server("-C", path, "-b", "tcp://127.0.0.1:0", "-t", "1:1", *args, app: "fibers_limits.ru")
+    start_with_config("fiber_scheduler\n#{config}", "-t", "1:1", *args, app: "fibers_limits.ru")
   end
 
   def send_request(port, path)
@@ -69,7 +58,7 @@ class TestFibersLimits < Minitest::Test
 
   # Sends `path` (with a mark file) beside a neighbour, with `request_timeout 1`; the log line.
   def time_out(path, server = fiber_server("request_timeout 1\n"), beside = neighbour(server))
-    mark = File.join(dir, "mark")
+    mark = File.join(scratch_dir, "mark")
     overdue = send_request(server.port, "#{path}#{path.include?('?') ? '&' : '?'}mark=#{mark}")
     yield if block_given?
     assert_timed_out_beside(server, overdue, mark, beside)
@@ -102,8 +91,8 @@ class TestFibersLimits < Minitest::Test
   # another request is answered meanwhile.
   def assert_child_wait_frees_the_thread(path, answer)
     server = fiber_server
-    started = File.join(dir, "started")
-    release = File.join(dir, "release")
+    started = File.join(scratch_dir, "started")
+    release = File.join(scratch_dir, "release")
     waiting = send_request(server.port, "#{path}?started=#{started}&release=#{release}")
     assert wait_until(timeout: 20) { File.exist?(started) }, "the child did not start"
     assert_equal "hello", get(server.port, "/hello").body

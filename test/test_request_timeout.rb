@@ -11,19 +11,8 @@ class TestRequestTimeout < Minitest::Test
   include Support::ServerTest
   parallelize_me!
 
-  def dir
-    @dir ||= Dir.mktmpdir("catamount-timeout").tap { |d| (@dirs ||= []) << d }
-  end
-
-  def teardown
-    super
-    (@dirs || []).each { |d| FileUtils.rm_rf(d) }
-  end
-
   def timeout_server(config, *args)
-    path = File.join(dir, "puma.rb")
-    File.write(path, config)
-    start_server("-C", path, "-b", "tcp://127.0.0.1:0", *args, app: "timeout.ru")
+    start_with_config(config, *args, app: "timeout.ru")
   end
 
   def stats(server)
@@ -68,7 +57,7 @@ class TestRequestTimeout < Minitest::Test
 
   def test_a_sleeping_request_is_answered_503_and_its_thread_unwinds
     server = timeout_server("request_timeout 1\nrequest_timeout_grace 30\n", "-t", "1:1")
-    mark = File.join(dir, "sleep")
+    mark = File.join(scratch_dir, "sleep")
     response = get(server.port, "/sleep?s=60&mark=#{mark}")
     assert_equal 503, response.status
     assert_equal "Service Unavailable\n", response.body
@@ -87,7 +76,7 @@ class TestRequestTimeout < Minitest::Test
 
   def test_a_busy_loop_is_interrupted_too
     server = timeout_server("request_timeout 1\n", "-t", "1:1")
-    mark = File.join(dir, "busy")
+    mark = File.join(scratch_dir, "busy")
     assert_equal 503, get(server.port, "/busy?mark=#{mark}").status
     assert_equal "ensure Catamount::RequestTimeout", wait_for_file(mark)
     assert_equal 200, get(server.port, "/").status
@@ -102,7 +91,7 @@ class TestRequestTimeout < Minitest::Test
 
   def test_a_response_already_begun_is_cut
     server = timeout_server("request_timeout 1\n", "-t", "1:1")
-    mark = File.join(dir, "stream")
+    mark = File.join(scratch_dir, "stream")
     sock = connect(server.port)
     sock.write("GET /stream?mark=#{mark} HTTP/1.1\r\nHost: x\r\n\r\n")
     data = read_until_close(sock, timeout: 30)
@@ -145,7 +134,7 @@ class TestRequestTimeout < Minitest::Test
   def test_single_mode_counts_a_lost_thread
     server = timeout_server("request_timeout 1\nrequest_timeout_grace 1\n", "-t", "2:2",
                             "--metrics-url", "tcp://127.0.0.1:0")
-    release = File.join(dir, "release")
+    release = File.join(scratch_dir, "release")
     assert_equal 503, get(server.port, "/deaf?release=#{release}").status
     log = server.wait_for(/! Request timeout: GET \/deaf\S* still running after [\d.]+ s, 1(\.0)? s after Catamount::RequestTimeout was raised \(request_timeout_grace\): its thread counts as lost, the pool has one thread fewer\. Its backtrace:\n(  .*\n)+/, stream: :stderr)[0]
     assert_match(/timeout\.ru:\d+:in `handle_interrupt'/, log)
@@ -163,7 +152,7 @@ class TestRequestTimeout < Minitest::Test
   # A stop does not wait for a lost thread (Ruby's own exit would, for ever).
   def test_a_stop_ends_with_a_lost_thread
     server = timeout_server("request_timeout 1\nrequest_timeout_grace 0.5\n", "-t", "2:2")
-    assert_equal 503, get(server.port, "/deaf?release=#{File.join(dir, 'never')}").status
+    assert_equal 503, get(server.port, "/deaf?release=#{File.join(scratch_dir, 'never')}").status
     server.wait_for(/its thread counts as lost/, stream: :stderr)
     server.signal("TERM")
     server.wait_exit(timeout: 20)
@@ -176,9 +165,9 @@ class TestRequestTimeout < Minitest::Test
     server = timeout_server("workers 1\nthreads 2, 2\nrequest_timeout 4\nrequest_timeout_grace 0.5\n")
     server.wait_for(/Worker 0 \(PID: (\d+)\) booted/)
     first_pid = server.stdout[/Worker 0 \(PID: (\d+)\) booted/, 1]
-    assert_equal 503, get(server.port, "/deaf?release=#{File.join(dir, 'never')}").status
+    assert_equal 503, get(server.port, "/deaf?release=#{File.join(scratch_dir, 'never')}").status
     # Its neighbour, running when the thread is lost.
-    mark = File.join(dir, "neighbour")
+    mark = File.join(scratch_dir, "neighbour")
     other = connect(server.port)
     other.write("GET /sleep?s=1&mark=#{mark} HTTP/1.1\r\nHost: x\r\n\r\n")
     server.wait_for(/Worker 0: a thread is lost to request_timeout; stopping/, stream: :stderr)
@@ -255,7 +244,7 @@ class TestRequestTimeout < Minitest::Test
                             "--control-url", "tcp://127.0.0.1:0", "--control-token", "none")
     template, forked = booted_pids(server, 2)
     times_out = lambda do |pid|
-      mark = File.join(dir, "mark-#{pid}-#{rand(1 << 30)}")
+      mark = File.join(scratch_dir, "mark-#{pid}-#{rand(1 << 30)}")
       assert_equal 503, answer_from(server, pid, "/sleep?s=60&mark=#{mark}")
       assert_equal "ensure Catamount::RequestTimeout", wait_for_file(mark), "the thread of #{pid} unwound"
     end
@@ -267,7 +256,7 @@ class TestRequestTimeout < Minitest::Test
     [template, reforked].each(&times_out)
     assert_equal({ 0 => 2, 1 => 1 }, timeouts_by_worker(server, { 0 => 2, 1 => 1 }), "a fork starts its own count")
 
-    assert_equal 503, answer_from(server, template, "/deaf?release=#{File.join(dir, 'never')}")
+    assert_equal 503, answer_from(server, template, "/deaf?release=#{File.join(scratch_dir, 'never')}")
     server.wait_for(/Worker 0: a thread is lost to request_timeout; stopping/, stream: :stderr)
     fresh = server.wait_for(/Worker 0 \(PID: (?!#{template}\))(\d+)\) booted/, timeout: 30)[1].to_i
     assert wait_until { !alive?(template) }, "the old worker 0 ended"
@@ -282,7 +271,7 @@ class TestRequestTimeout < Minitest::Test
     [["request_timeout 0", "request_timeout: must be more than 0 seconds"],
      ["request_timeout_status 200", "request_timeout_status: expected an Integer status from 400 to 599, got 200"],
      ["request_timeout_grace :x", "request_timeout_grace"]].each do |line, message|
-      path = File.join(dir, "bad.rb")
+      path = File.join(scratch_dir, "bad.rb")
       File.write(path, "\n#{line}\n")
       server = start_server("-C", path, "-b", "tcp://127.0.0.1:0", app: "timeout.ru", boot: false)
       server.wait_exit(timeout: 20)

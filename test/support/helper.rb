@@ -154,8 +154,22 @@ module Support
       line
     end
 
+    # A temporary directory for this test's files (config files, marks), removed after it.
+    def scratch_dir
+      @scratch_dir ||= Dir.mktmpdir("catamount-test")
+    end
+
+    # Starts a server on 127.0.0.1:0 whose config file (`-C`) holds `config`, with `args` and
+    # `app` as for #start_server.
+    def start_with_config(config, *args, app:)
+      path = File.join(scratch_dir, "puma.rb")
+      File.write(path, config)
+      start_server("-C", path, "-b", "tcp://127.0.0.1:0", *args, app: app)
+    end
+
     def teardown
       (@servers || []).each(&:kill)
+      FileUtils.rm_rf(@scratch_dir) if @scratch_dir
       super
     end
   end
