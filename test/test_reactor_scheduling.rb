@@ -1,11 +1,14 @@
 # frozen_string_literal: true
 
 require "helper"
+require "etc"
 
-# The reactor and log writer threads run under Linux's SCHED_BATCH policy (the same CPU share,
-# but woken they never preempt a pool thread running Ruby: docs/architecture.md, "The reactor
-# never preempts the app"); the pool's Ruby threads and the main thread keep the normal policy.
-# CATAMOUNT_REACTOR_SCHEDULING=normal turns it off; a policy the user chose is left alone.
+# Where a process counts one CPU or less (pinned to one, or cluster workers at least as many
+# as the CPUs), the reactor and log writer threads run under Linux's SCHED_BATCH policy: the
+# same CPU share, but woken they never preempt a pool thread running Ruby (docs/architecture.md,
+# "The reactor never preempts the app"). The pool's Ruby threads and the main thread keep the
+# normal policy. CATAMOUNT_REACTOR_SCHEDULING=batch or normal decides instead; a policy the
+# user chose is left alone.
 class TestReactorScheduling < Minitest::Test
   include Support::ServerTest
   parallelize_me!
@@ -13,6 +16,7 @@ class TestReactorScheduling < Minitest::Test
   OTHER = 0
   BATCH = 3
   IDLE = 5
+  APP = File.join(Support::APPS, "scheduling_policies.ru")
 
   # { thread name => [policies] } of the process that served the request.
   def policies(server)
@@ -25,33 +29,54 @@ class TestReactorScheduling < Minitest::Test
     expected.each { |name, policy| assert_equal [policy], got[name], "#{name}: #{got.inspect}" }
   end
 
-  def test_the_reactor_runs_batch_and_ruby_threads_normal
-    got = policies(start_server("-t", "2:2", app: "scheduling_policies.ru"))
+  def pinned_server(*args, env: {})
+    command = ["taskset", "-c", "0", RbConfig.ruby, ServerProcess::BIN]
+    launch(["-b", "tcp://127.0.0.1:0", *args, APP], boot: true, env: env, command: command)
+  end
+
+  def test_pinned_to_one_cpu_the_reactor_runs_batch_and_ruby_threads_normal
+    got = policies(pinned_server("-t", "2:2"))
     assert_policies({ "catamount-react" => BATCH, "serving" => OTHER, "main" => OTHER }, got)
     assert_equal [BATCH], got["catamount-log"] if got.key?("catamount-log")
   end
 
-  def test_a_cluster_workers_reactor_runs_batch
-    server = start_server("-w", "1", "-t", "1:1", app: "scheduling_policies.ru")
-    assert_policies({ "catamount-react" => BATCH, "serving" => OTHER }, policies(server))
+  # With CPUs to spare the reactor wakes on an idle one: nothing to gain, the normal policy.
+  def test_with_cpus_to_spare_the_reactor_runs_normal
+    expected = Etc.nprocessors == 1 ? BATCH : OTHER
+    got = policies(start_server("-t", "2:2", app: "scheduling_policies.ru"))
+    assert_policies({ "catamount-react" => expected, "serving" => OTHER, "main" => OTHER }, got)
   end
 
-  def test_normal_scheduling_on_request
-    server = start_server("-t", "1:1", app: "scheduling_policies.ru", env: { "CATAMOUNT_REACTOR_SCHEDULING" => "normal" })
+  # Two workers on at most three CPUs count one CPU each (config.rs `cpus_per_process`).
+  def test_cluster_workers_as_many_as_the_cpus_run_their_reactors_batch
+    command = ["taskset", "-c", "0,1", RbConfig.ruby, ServerProcess::BIN]
+    server = launch(["-w", "2", "-t", "1:1", "-b", "tcp://127.0.0.1:0", APP], boot: true, command: command)
+    assert_policies({ "catamount-react" => BATCH, "serving" => OTHER }, policies(server))
+  ensure
+    kill_named_workers(server) if server
+  end
+
+  def test_batch_on_request
+    server = start_server("-t", "1:1", app: "scheduling_policies.ru", env: { "CATAMOUNT_REACTOR_SCHEDULING" => "batch" })
+    assert_policies({ "catamount-react" => BATCH, "serving" => OTHER, "main" => OTHER }, policies(server))
+  end
+
+  def test_normal_on_request_even_on_one_cpu
+    server = pinned_server("-t", "1:1", env: { "CATAMOUNT_REACTOR_SCHEDULING" => "normal" })
     assert_policies({ "catamount-react" => OTHER, "serving" => OTHER, "main" => OTHER }, policies(server))
   end
 
   # A process started under another policy keeps it in every thread: someone chose it.
   def test_a_policy_the_user_chose_is_left_alone
-    server = launch(["-t", "1:1", "-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "scheduling_policies.ru")],
-                    boot: true, command: ["chrt", "--idle", "0", RbConfig.ruby, ServerProcess::BIN])
+    command = ["chrt", "--idle", "0", RbConfig.ruby, ServerProcess::BIN]
+    env = { "CATAMOUNT_REACTOR_SCHEDULING" => "batch" }
+    server = launch(["-t", "1:1", "-b", "tcp://127.0.0.1:0", APP], boot: true, command: command, env: env)
     assert_policies({ "catamount-react" => IDLE, "serving" => IDLE, "main" => IDLE }, policies(server))
   end
 
   def test_an_unknown_policy_is_a_boot_error_naming_the_variable
-    server = launch(["-b", "tcp://127.0.0.1:0", File.join(Support::APPS, "scheduling_policies.ru")],
-                    env: { "CATAMOUNT_REACTOR_SCHEDULING" => "fifo" })
+    server = launch(["-b", "tcp://127.0.0.1:0", APP], env: { "CATAMOUNT_REACTOR_SCHEDULING" => "fifo" })
     refute server.wait_exit.success?
-    assert_includes server.stderr, 'CATAMOUNT_REACTOR_SCHEDULING="fifo" is not "batch" or "normal"'
+    assert_includes server.stderr, 'CATAMOUNT_REACTOR_SCHEDULING="fifo" is not "auto", "batch" or "normal"'
   end
 end

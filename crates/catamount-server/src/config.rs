@@ -58,7 +58,8 @@ pub struct ServerConfig {
     /// by whoever starts them: the scheduler is inherited by the threads a thread starts). A
     /// reactor woken by each arriving request on a CPU where a pool thread runs Ruby otherwise
     /// preempts it, a context switch and a cache refill per request; batch waits for the pool
-    /// thread to block or for the tick. Environment `CATAMOUNT_REACTOR_SCHEDULING`.
+    /// thread to block or for the tick. Environment `CATAMOUNT_REACTOR_SCHEDULING`; by default
+    /// only where the process counts one CPU ([`batch_scheduling`]).
     pub batch_scheduling: bool,
     /// When a queued request goes to another pool thread: once it could run it (the GVL is
     /// free; default), or at once as in Puma. See `dispatch::handoff`.
@@ -152,7 +153,10 @@ impl From<&Options> for ServerConfig {
                 1
             },
             idle_thread_trim: Duration::from_secs(30),
-            batch_scheduling: o.reactor_scheduling == ReactorScheduling::Batch,
+            batch_scheduling: batch_scheduling(
+                o.reactor_scheduling,
+                cpus_per_process(std::thread::available_parallelism().ok(), o.workers),
+            ),
             handoff: match o.thread_handoff {
                 ThreadHandoff::GvlAware => Handoff::GvlAware,
                 ThreadHandoff::Eager => Handoff::Eager,
@@ -212,6 +216,20 @@ pub fn reactor_writes_after(cpus: Option<std::num::NonZeroUsize>) -> Option<Dura
     }
 }
 
+/// Whether the reactor runs under `SCHED_BATCH` (`ServerConfig::batch_scheduling`). `auto`
+/// chooses it where the process counts one CPU or less: there every CPU it may use runs its
+/// Ruby, so a reactor woken by a request can only run by preempting a pool thread mid-request
+/// (measured: one CPU, hello world 1.3x and Sinatra 1.2x the rate; Sinatra `-w 2` on two CPUs
+/// 1.2x). With CPUs to spare the reactor wakes on an idle one, and batch measured level in
+/// rate while `wrk`'s p99 in the bench grew (docs/architecture.md). Unknown counts as several.
+pub fn batch_scheduling(policy: ReactorScheduling, cpus: Option<std::num::NonZeroUsize>) -> bool {
+    match policy {
+        ReactorScheduling::Batch => true,
+        ReactorScheduling::Normal => false,
+        ReactorScheduling::Auto => cpus.is_some_and(|n| n.get() == 1),
+    }
+}
+
 #[cfg(test)]
 mod one_cpu_tests {
     use super::*;
@@ -225,6 +243,22 @@ mod one_cpu_tests {
             Some(Duration::from_micros(50))
         );
         assert_eq!(reactor_writes_after(None), Some(Duration::from_micros(50)));
+    }
+
+    #[test]
+    fn auto_scheduling_is_batch_only_on_one_cpu() {
+        let auto = |n| batch_scheduling(ReactorScheduling::Auto, NonZeroUsize::new(n));
+        assert!(auto(1));
+        assert!(!auto(2));
+        assert!(!batch_scheduling(ReactorScheduling::Auto, None));
+        assert!(batch_scheduling(
+            ReactorScheduling::Batch,
+            NonZeroUsize::new(4)
+        ));
+        assert!(!batch_scheduling(
+            ReactorScheduling::Normal,
+            NonZeroUsize::new(1)
+        ));
     }
 
     #[test]

@@ -467,18 +467,19 @@ options! {
         }
     }
     reactor_scheduling {
-        doc: "the Linux scheduling policy of the reactor and log writer threads: `batch` (`SCHED_BATCH`: the same share of the CPU, but a thread woken by network activity on a busy CPU waits until the app's thread blocks or the next scheduler tick, instead of preempting it for every request that arrives) or `normal` (`SCHED_OTHER`, as every Puma thread); an environment variable only, so config files stay Puma's (see above)",
-        default: "`batch` (`CATAMOUNT_REACTOR_SCHEDULING`)",
+        doc: "the Linux scheduling policy of the reactor and log writer threads: `batch` (`SCHED_BATCH`: the same share of the CPU, but a thread woken by network activity on a busy CPU waits until the app's thread blocks or the next scheduler tick, instead of preempting it for every request that arrives), `normal` (`SCHED_OTHER`, as every Puma thread), or `auto`: `batch` where the process counts one CPU or less (pinned, a CPU quota of one, or cluster workers at least as many as the CPUs), else `normal`; an environment variable only, so config files stay Puma's (see above)",
+        default: "`auto` (`CATAMOUNT_REACTOR_SCHEDULING`)",
         example: "",
         methods: [],
         flags: [],
         fields: {
             reactor_scheduling: EnvironmentOnly => ReactorScheduling = |_, s| {
                 match s.var("CATAMOUNT_REACTOR_SCHEDULING").as_deref().map(str::trim) {
-                    None | Some("batch") => Ok(ReactorScheduling::Batch),
+                    None | Some("auto") => Ok(ReactorScheduling::Auto),
+                    Some("batch") => Ok(ReactorScheduling::Batch),
                     Some("normal") => Ok(ReactorScheduling::Normal),
                     Some(v) => Err(format!(
-                        "environment variable CATAMOUNT_REACTOR_SCHEDULING={v:?} is not \"batch\" or \"normal\""
+                        "environment variable CATAMOUNT_REACTOR_SCHEDULING={v:?} is not \"auto\", \"batch\" or \"normal\""
                     )),
                 }
             }, hidden;

@@ -304,9 +304,10 @@ fn reactor_scheduling_from_the_environment() {
     };
     assert_eq!(
         policy(""),
-        Ok(ReactorScheduling::Batch),
+        Ok(ReactorScheduling::Auto),
         "unset: the default"
     );
+    assert_eq!(policy("auto"), Ok(ReactorScheduling::Auto));
     assert_eq!(policy("batch"), Ok(ReactorScheduling::Batch));
     assert_eq!(policy(" normal "), Ok(ReactorScheduling::Normal));
     let err = policy("fifo").err().unwrap_or_default();
@@ -667,7 +668,7 @@ fn default_options_are_the_documented_values() {
     );
     assert_eq!(o.remote_address, RemoteAddress::Socket);
     assert_eq!(o.thread_handoff, ThreadHandoff::GvlAware);
-    assert_eq!(o.reactor_scheduling, ReactorScheduling::Batch);
+    assert_eq!(o.reactor_scheduling, ReactorScheduling::Auto);
     assert!(!o.log_requests && !o.early_hints && !o.fiber_per_request);
     assert_eq!(o.workers, 0);
     assert_eq!(o.wait_for_less_busy_worker, Duration::from_millis(5));

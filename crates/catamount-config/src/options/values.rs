@@ -104,11 +104,14 @@ pub enum Culling {
 }
 
 /// The scheduling policy of the server's native threads (Catamount's own knob, no Puma DSL
-/// name). Linux only; elsewhere both mean the normal policy.
+/// name). Linux only; elsewhere every value means the normal policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReactorScheduling {
-    /// `SCHED_BATCH`: never preempts the app's threads when woken; the same CPU share. Default.
+    /// `Batch` where the process counts one CPU or less (its affinity or CPU quota, or its
+    /// share as one of several cluster workers), `Normal` elsewhere. Default.
     #[default]
+    Auto,
+    /// `SCHED_BATCH`: never preempts the app's threads when woken; the same CPU share.
     Batch,
     /// `SCHED_OTHER`, the policy every thread gets unless told otherwise.
     Normal,
