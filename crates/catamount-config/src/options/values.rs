@@ -103,8 +103,8 @@ pub enum Culling {
     Oldest,
 }
 
-/// The scheduling policy of the server's native threads (Catamount's own knob, no Puma DSL
-/// name). Linux only; elsewhere every value means the normal policy.
+/// The Linux scheduling policy of the server's native threads (Catamount's own knob, no Puma
+/// DSL name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReactorScheduling {
     /// `Batch` where the process counts one CPU or less (its affinity or CPU quota, or its
