@@ -59,7 +59,7 @@ pub struct ServerConfig {
     /// reactor woken by each arriving request on a CPU where a pool thread runs Ruby otherwise
     /// preempts it, a context switch and a cache refill per request; batch waits for the pool
     /// thread to block or for the tick. Environment `CATAMOUNT_REACTOR_SCHEDULING`; by default
-    /// only where the process counts one CPU ([`batch_scheduling`]).
+    /// only in a single process on one CPU ([`batch_scheduling`]).
     pub batch_scheduling: bool,
     /// When a queued request goes to another pool thread: once it could run it (the GVL is
     /// free; default), or at once as in Puma. See `dispatch::handoff`.
@@ -155,7 +155,8 @@ impl From<&Options> for ServerConfig {
             idle_thread_trim: Duration::from_secs(30),
             batch_scheduling: batch_scheduling(
                 o.reactor_scheduling,
-                cpus_per_process(std::thread::available_parallelism().ok(), o.workers),
+                std::thread::available_parallelism().ok(),
+                o.workers,
             ),
             handoff: match o.thread_handoff {
                 ThreadHandoff::GvlAware => Handoff::GvlAware,
@@ -217,16 +218,22 @@ pub fn reactor_writes_after(cpus: Option<std::num::NonZeroUsize>) -> Option<Dura
 }
 
 /// Whether the reactor runs under `SCHED_BATCH` (`ServerConfig::batch_scheduling`). `auto`
-/// chooses it where the process counts one CPU or less: there every CPU it may use runs its
-/// Ruby, so a reactor woken by a request can only run by preempting a pool thread mid-request
-/// (measured: one CPU, hello world 1.3x and Sinatra 1.2x the rate; Sinatra `-w 2` on two CPUs
-/// 1.2x). With CPUs to spare the reactor wakes on an idle one, and batch measured level in
-/// rate while `wrk`'s p99 in the bench grew (docs/architecture.md). Unknown counts as several.
-pub fn batch_scheduling(policy: ReactorScheduling, cpus: Option<std::num::NonZeroUsize>) -> bool {
+/// chooses it for a single process that may use one CPU: there a reactor woken by a request
+/// can only run by preempting the pool thread mid-request (measured: hello world 1.3x and
+/// Sinatra 1.2x the rate). Not with CPUs to spare: the reactor wakes on an idle one, and batch
+/// measured level in rate while `wrk`'s p99 grew. Not for cluster workers (Sinatra `-w 2` on
+/// two CPUs did gain 1.2x): which worker accepts a new connection is a race of their reactors'
+/// wake-ups, and under batch one idle worker could win it 50 times in a row
+/// (docs/architecture.md). Unknown CPUs count as several.
+pub fn batch_scheduling(
+    policy: ReactorScheduling,
+    cpus: Option<std::num::NonZeroUsize>,
+    workers: u32,
+) -> bool {
     match policy {
         ReactorScheduling::Batch => true,
         ReactorScheduling::Normal => false,
-        ReactorScheduling::Auto => cpus.is_some_and(|n| n.get() == 1),
+        ReactorScheduling::Auto => workers < 2 && cpus.is_some_and(|n| n.get() == 1),
     }
 }
 
@@ -246,19 +253,19 @@ mod one_cpu_tests {
     }
 
     #[test]
-    fn auto_scheduling_is_batch_only_on_one_cpu() {
-        let auto = |n| batch_scheduling(ReactorScheduling::Auto, NonZeroUsize::new(n));
-        assert!(auto(1));
-        assert!(!auto(2));
-        assert!(!batch_scheduling(ReactorScheduling::Auto, None));
-        assert!(batch_scheduling(
-            ReactorScheduling::Batch,
-            NonZeroUsize::new(4)
-        ));
-        assert!(!batch_scheduling(
-            ReactorScheduling::Normal,
-            NonZeroUsize::new(1)
-        ));
+    fn auto_scheduling_is_batch_only_for_one_process_on_one_cpu() {
+        let auto =
+            |n, workers| batch_scheduling(ReactorScheduling::Auto, NonZeroUsize::new(n), workers);
+        assert!(auto(1, 0));
+        assert!(auto(1, 1));
+        assert!(!auto(2, 0));
+        assert!(!auto(1, 2), "cluster workers");
+        assert!(!auto(2, 2), "cluster workers");
+        assert!(!batch_scheduling(ReactorScheduling::Auto, None, 0));
+        let batch = batch_scheduling(ReactorScheduling::Batch, NonZeroUsize::new(4), 2);
+        assert!(batch);
+        let normal = batch_scheduling(ReactorScheduling::Normal, NonZeroUsize::new(1), 0);
+        assert!(!normal);
     }
 
     #[test]

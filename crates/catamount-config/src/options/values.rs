@@ -107,8 +107,8 @@ pub enum Culling {
 /// DSL name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReactorScheduling {
-    /// `Batch` where the process counts one CPU or less (its affinity or CPU quota, or its
-    /// share as one of several cluster workers), `Normal` elsewhere. Default.
+    /// `Batch` in single mode where the process may use one CPU (its affinity or CPU quota),
+    /// `Normal` elsewhere. Default.
     #[default]
     Auto,
     /// `SCHED_BATCH`: never preempts the app's threads when woken; the same CPU share.
