@@ -85,7 +85,10 @@ class TestFaultsResources < Minitest::Test
                                                  note: "3 bodies that did not fit: 500 each, as asserted")
         assert_equal [500, 500, 200, 500, 200], statuses
         assert_equal (800 << 10).to_s, fits.body, "the echo of the body that fitted"
-        assert_equal 3, server.stderr.scan(/could not buffer a request body to disk: No space left on device/).size, server.stderr
+        # The log writer thread writes a moment after the answer went out (bounded wait).
+        logged = -> { server.stderr.scan(/could not buffer a request body to disk: No space left on device/).size }
+        wait_until { logged.call >= 3 }
+        assert_equal 3, logged.call, server.stderr
       ensure
         server&.kill
         system("umount", spool)
