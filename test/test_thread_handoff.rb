@@ -26,15 +26,21 @@ class TestThreadHandoff < Minitest::Test
     assert_equal %w[met] * 5, threads.map(&:value)
   end
 
-  # Usually one thread serves all five. The bound leaves room for a loaded machine (the other
-  # tests of this file run alongside): a look can catch both serving threads between GVL
-  # holders and see them asleep, and a request still running after 50 ms of wall time
-  # (LONG_REQUEST) is joined by design, so the requests are short (10 ms of Ruby). Eager
-  # hand-off puts all five in the app at once.
+  # Usually one thread serves all five. A loaded machine (the other tests of this file run
+  # alongside) can make a burst look otherwise: a look can catch both serving threads between
+  # GVL holders and see them asleep, and a request still running after 50 ms of wall time
+  # (LONG_REQUEST) is joined by design, so the requests are short (10 ms of Ruby) and the
+  # fewest of up to three bursts counts. Eager hand-off puts all five in the app at once in
+  # every burst (one CI run saw a single burst reach 5 under load).
   def test_threads_busy_running_ruby_are_not_joined_by_threads_that_would_only_wait_for_the_gvl
     server = start_server("-t", "5:5", app: "handoff.ru")
-    assert_equal %w[done] * 5, burst(server.port, "/stat_loop?ms=10", 5)
-    assert_operator get(server.port, "/most_in_app").body.to_i, :<=, 3
+    seen = []
+    3.times do
+      assert_equal %w[done] * 5, burst(server.port, "/stat_loop?ms=10", 5)
+      seen << get(server.port, "/most_in_app?reset=1").body.to_i
+      break if seen.last <= 3
+    end
+    assert_operator seen.min, :<=, 3, "most requests inside the app at once, per burst: #{seen}"
   end
 
   def test_eager_hand_off_runs_every_request_at_once_as_puma_does

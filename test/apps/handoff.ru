@@ -34,7 +34,15 @@ ROUTES = {
     end
     [200, {}, ["done"]]
   end,
-  "/most_in_app" => ->(_env) { [200, {}, [IN_APP[:most].to_s]] },
+  # The most there were; with ?reset=1 it starts counting again from the requests inside now.
+  "/most_in_app" => lambda do |env|
+    most = IN_APP[:lock].synchronize do
+      seen = IN_APP[:most]
+      IN_APP[:most] = IN_APP[:now] if param(env, "reset", "0") == "1"
+      seen
+    end
+    [200, {}, [most.to_s]]
+  end,
   # Runs Ruby without a pause until /release is served (or `t` seconds pass).
   "/spin_until_released" => lambda do |env|
     deadline = now + param(env, "t", "10").to_f
