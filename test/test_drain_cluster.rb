@@ -56,17 +56,6 @@ class TestDrainCluster < Minitest::Test
     [sock, greeting.split.last.to_i]
   end
 
-  # Runs the block with the workers in `others` stopped (SIGSTOP), so that a connection made in it
-  # is accepted by the one left running. Left to the kernel, an idle cluster's new connections
-  # can all go to one worker (one CI run: 40 in a row to worker 1), whichever reactor the
-  # listener wakes first. A stop of a moment is far inside the workers' check-in interval.
-  def with_only_one_worker_running(others)
-    others.each { |pid| Process.kill("STOP", pid) }
-    yield
-  ensure
-    others.each { |pid| Process.kill("CONT", pid) }
-  end
-
   def assert_echoes(sock, text)
     sock.write("#{text}\n")
     assert_equal "#{text}\n", read_line(sock)

@@ -77,10 +77,39 @@ module Support
       (server&.stdout.to_s + server&.stderr.to_s).scan(/PID: (\d+)\)/).flatten.each { |pid| kill_quietly(pid.to_i) }
     end
 
-    def kill_quietly(pid)
-      Process.kill("KILL", pid)
+    def kill_quietly(pid, signal = "KILL")
+      Process.kill(signal, pid)
     rescue Errno::ESRCH, Errno::EPERM
       nil
+    end
+
+    # Runs the block with the processes in `others` stopped (SIGSTOP), so that a connection made
+    # in it is accepted by a cluster worker left running. Left to the kernel, an idle cluster's
+    # new connections can all go to one worker (one CI run: 40 in a row), whichever reactor the
+    # listener wakes first. A stop of a moment is far inside the workers' check-in interval.
+    def with_only_one_worker_running(others)
+      others.each { |pid| Process.kill("STOP", pid) }
+      # The stop lands a moment after kill(2) returns: a thread running meanwhile can accept.
+      stopped = wait_until { others.all? { |pid| all_threads_stopped?(pid) } }
+      raise "workers #{others} not stopped" unless stopped
+
+      yield
+    ensure
+      others.each { |pid| kill_quietly(pid, "CONT") }
+    end
+
+    # Whether every thread of `pid` is in a job-control stop (or gone).
+    def all_threads_stopped?(pid)
+      Dir.glob("/proc/#{pid}/task/*/stat").all? do |stat|
+        File.read(stat).split(") ", 2).last.start_with?("T")
+      rescue Errno::ENOENT, Errno::ESRCH
+        true
+      end
+    end
+
+    # The pid of each worker index's latest boot (from the master's boot lines), if alive.
+    def live_worker_pids(server)
+      server.stdout.scan(/Worker (\d+) \(PID: (\d+)\) booted/).to_h.values.map(&:to_i).select { |pid| alive?(pid) }
     end
 
     # A port nothing listens on right now (the OS picks it; closed again before use).

@@ -244,14 +244,15 @@ impl Watch {
                 return false;
             }
             let now = Instant::now();
+            // A request taken from now on is due `timeout` from now at the earliest, so looking
+            // again then is soon enough for those; the slots hold every request taken before.
+            // The bound holds also while a slot waits out its grace (often longer than the
+            // timeout): a request taken meanwhile is not left for the grace's end.
             let next = slots
                 .list
                 .iter()
                 .filter_map(|s| s.serving.as_ref().and_then(|v| self.due_at(v)))
-                .min();
-            // Nothing running: a request taken from now on is due `timeout` from now at the
-            // earliest, so looking again then is soon enough.
-            let next = next.unwrap_or(now + self.timeout);
+                .fold(now + self.timeout, Instant::min);
             if next <= now {
                 return true;
             }
