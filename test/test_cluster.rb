@@ -40,16 +40,16 @@ class TestCluster < Minitest::Test
     server.stdout.scan(/Worker (\d+) \(PID: (\d+)\) booted/).reverse.to_h { |i, pid| [i.to_i, pid.to_i] }
   end
 
-  # Distinct pids that answered fresh connections (bounded number of tries).
-  def answering_pids(port, want:, tries: 400)
-    seen = []
-    tries.times do
-      seen |= [raw_request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body.to_i]
-      break if seen.size >= want
+  # Which pid answers a fresh connection while only the worker `pid` runs, for each of `pids`
+  # in turn: each worker takes connections from the shared listener, and the master (never
+  # stopped) takes none. Left to the kernel, idle workers' connections can go mostly to one.
+  def answers_with_each_worker_alone(port, pids)
+    pids.map do |pid|
+      with_only_one_worker_running(pids - [pid]) do
+        raw_request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body.to_i
+      end
     end
-    seen
   end
-
 
   # Gone, or a zombie its (dead) parent left: either way it serves nothing any more.
   def wait_gone(pid, timeout: 10)
@@ -69,8 +69,8 @@ class TestCluster < Minitest::Test
       pids = worker_pids(server, 2)
       assert_equal 2, pids.values.uniq.size
       refute_includes pids.values, server.pid
-      answered = answering_pids(server.port, want: 2)
-      assert_equal pids.values.sort, answered.sort, "both workers accept; the master never answers"
+      assert_equal pids.values, answers_with_each_worker_alone(server.port, pids.values),
+                   "both workers accept; the master never answers"
       pids.each do |index, pid|
         assert_match(/catamount: cluster worker #{index}: #{server.pid}/, File.read("/proc/#{pid}/cmdline"))
       end
@@ -127,8 +127,8 @@ class TestCluster < Minitest::Test
       line = server.wait_for(/Worker 0 \(PID: #{pids[0]}\) died \(killed by SIGKILL\)/)
       assert line
       replacement = server.wait_for(/Worker 0 \(PID: (?!#{pids[0]})(\d+)\) booted/)[1].to_i
-      answered = answering_pids(server.port, want: 2)
-      assert_equal [pids[1], replacement].sort, answered.sort
+      serving = [pids[1], replacement]
+      assert_equal serving, answers_with_each_worker_alone(server.port, serving)
     end
   end
 

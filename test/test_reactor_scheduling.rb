@@ -3,12 +3,13 @@
 require "helper"
 require "etc"
 
-# A single-mode server that may use one CPU runs its reactor and log writer threads under
-# Linux's SCHED_BATCH policy: the same CPU share, but woken they never preempt a pool thread
-# running Ruby (docs/architecture.md, "The reactor never preempts the app"). The pool's Ruby
-# threads and the main thread keep the normal policy, and so does every thread elsewhere (CPUs
-# to spare, cluster workers). CATAMOUNT_REACTOR_SCHEDULING=batch or normal decides instead; a
-# policy the user chose is left alone.
+# A serving process whose share of the CPUs is one (a single process that may use one CPU,
+# cluster workers as many as the CPUs) runs its reactor and log writer threads under Linux's
+# SCHED_BATCH policy: the same CPU share, but woken they never preempt a pool thread running
+# Ruby (docs/architecture.md, "The reactor never preempts the app"). The pool's Ruby threads and
+# the main thread keep the normal policy, and so does every thread of a process with CPUs to
+# spare. CATAMOUNT_REACTOR_SCHEDULING=batch or normal decides instead; a policy the user chose
+# is left alone.
 class TestReactorScheduling < Minitest::Test
   include Support::ServerTest
   parallelize_me!
@@ -47,18 +48,19 @@ class TestReactorScheduling < Minitest::Test
     assert_policies({ "catamount-react" => expected, "serving" => OTHER, "main" => OTHER }, got)
   end
 
-  # Which worker takes a new connection is a race of the workers' reactors: batch is not the
-  # default for them, even two workers sharing two CPUs. Asked for, each worker's reactor has it.
-  def test_cluster_workers_run_normal_unless_batch_is_asked_for
+  # Cluster workers as many as the CPUs keep every CPU busy with Ruby under load: batch. With a
+  # CPU to spare for each (one worker on two CPUs here), normal; batch when asked for.
+  def test_cluster_workers_run_batch_when_they_are_as_many_as_the_cpus
     command = ["taskset", "-c", "0,1", RbConfig.ruby, ServerProcess::BIN]
-    args = ["-w", "2", "-t", "1:1", "-b", "tcp://127.0.0.1:0", APP]
-    by_default = launch(args, boot: true, command: command)
-    assert_policies({ "catamount-react" => OTHER, "serving" => OTHER }, policies(by_default))
-    asked = launch(args, boot: true, command: command, env: { "CATAMOUNT_REACTOR_SCHEDULING" => "batch" })
+    args = ->(workers) { ["-w", workers.to_s, "-t", "1:1", "-b", "tcp://127.0.0.1:0", APP] }
+    two = launch(args.call(2), boot: true, command: command)
+    assert_policies({ "catamount-react" => BATCH, "serving" => OTHER }, policies(two))
+    one = launch(args.call(1), boot: true, command: command)
+    assert_policies({ "catamount-react" => OTHER, "serving" => OTHER }, policies(one))
+    asked = launch(args.call(1), boot: true, command: command, env: { "CATAMOUNT_REACTOR_SCHEDULING" => "batch" })
     assert_policies({ "catamount-react" => BATCH, "serving" => OTHER }, policies(asked))
   ensure
-    kill_named_workers(by_default) if by_default
-    kill_named_workers(asked) if asked
+    [two, one, asked].each { |server| kill_named_workers(server) if server }
   end
 
   def test_batch_on_request

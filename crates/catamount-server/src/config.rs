@@ -155,8 +155,7 @@ impl From<&Options> for ServerConfig {
             idle_thread_trim: Duration::from_secs(30),
             batch_scheduling: batch_scheduling(
                 o.reactor_scheduling,
-                std::thread::available_parallelism().ok(),
-                o.workers,
+                cpus_per_process(std::thread::available_parallelism().ok(), o.workers),
             ),
             handoff: match o.thread_handoff {
                 ThreadHandoff::GvlAware => Handoff::GvlAware,
@@ -217,23 +216,23 @@ pub fn reactor_writes_after(cpus: Option<std::num::NonZeroUsize>) -> Option<Dura
     }
 }
 
-/// Whether the reactor runs under `SCHED_BATCH` (`ServerConfig::batch_scheduling`). `auto`
-/// chooses it for a single process that may use one CPU: there a reactor woken by a request
-/// can only run by preempting the pool thread mid-request (measured: hello world 1.3x and
-/// Sinatra 1.2x the rate). Not with CPUs to spare: the reactor wakes on an idle one, and batch
-/// measured level in rate while `wrk`'s p99 grew. Not for cluster workers (Sinatra `-w 2` on
-/// two CPUs did gain 1.2x): which worker accepts a new connection is a race of their reactors'
-/// wake-ups, and under batch one idle worker could win it 50 times in a row
-/// (docs/architecture.md). Unknown CPUs count as several.
+/// Whether the reactor runs under `SCHED_BATCH` (`ServerConfig::batch_scheduling`), given the
+/// CPUs this serving process can count on ([`cpus_per_process`]). `auto` chooses it when that
+/// share is one CPU: a single process that may use one CPU, or cluster workers as many as the
+/// CPUs (or more). There the pool threads' Ruby keeps every CPU busy under load, and a reactor
+/// woken by a request could only run by preempting a pool thread mid-request (measured on two
+/// CPUs, `docs/benchmarks.md`: one process pinned, hello world 1.3x and Sinatra 1.2x the rate;
+/// `-w 2`, Sinatra 1.2x with the p99 a third, Rails 1.1x, hello world level). Not with CPUs to
+/// spare: the reactor wakes on an idle one, and batch measured level in rate while `wrk`'s p99
+/// grew. Unknown CPUs count as several.
 pub fn batch_scheduling(
     policy: ReactorScheduling,
-    cpus: Option<std::num::NonZeroUsize>,
-    workers: u32,
+    cpus_per_process: Option<std::num::NonZeroUsize>,
 ) -> bool {
     match policy {
         ReactorScheduling::Batch => true,
         ReactorScheduling::Normal => false,
-        ReactorScheduling::Auto => workers < 2 && cpus.is_some_and(|n| n.get() == 1),
+        ReactorScheduling::Auto => cpus_per_process.is_some_and(|n| n.get() == 1),
     }
 }
 
@@ -253,18 +252,25 @@ mod one_cpu_tests {
     }
 
     #[test]
-    fn auto_scheduling_is_batch_only_for_one_process_on_one_cpu() {
-        let auto =
-            |n, workers| batch_scheduling(ReactorScheduling::Auto, NonZeroUsize::new(n), workers);
+    fn auto_scheduling_is_batch_where_a_process_has_one_cpu() {
+        let auto = |n, workers| {
+            batch_scheduling(
+                ReactorScheduling::Auto,
+                cpus_per_process(NonZeroUsize::new(n), workers),
+            )
+        };
         assert!(auto(1, 0));
         assert!(auto(1, 1));
-        assert!(!auto(2, 0));
-        assert!(!auto(1, 2), "cluster workers");
-        assert!(!auto(2, 2), "cluster workers");
-        assert!(!batch_scheduling(ReactorScheduling::Auto, None, 0));
-        let batch = batch_scheduling(ReactorScheduling::Batch, NonZeroUsize::new(4), 2);
+        assert!(!auto(2, 0), "one process, a CPU to spare");
+        assert!(!auto(2, 1), "one worker, a CPU to spare");
+        assert!(auto(1, 2), "two workers on one CPU");
+        assert!(auto(2, 2), "as many workers as CPUs");
+        assert!(auto(3, 2), "a CPU and a half each");
+        assert!(!auto(4, 2), "two CPUs each");
+        assert!(!auto(0, 2), "CPUs unknown");
+        let batch = batch_scheduling(ReactorScheduling::Batch, NonZeroUsize::new(4));
         assert!(batch);
-        let normal = batch_scheduling(ReactorScheduling::Normal, NonZeroUsize::new(1), 0);
+        let normal = batch_scheduling(ReactorScheduling::Normal, NonZeroUsize::new(1));
         assert!(!normal);
     }
 

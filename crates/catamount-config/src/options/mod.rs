@@ -467,7 +467,7 @@ options! {
         }
     }
     reactor_scheduling {
-        doc: "the Linux scheduling policy of the reactor and log writer threads: `batch` (`SCHED_BATCH`: the same share of the CPU, but a thread woken by network activity on a busy CPU waits until the app's thread blocks or the next scheduler tick, instead of preempting it for every request that arrives), `normal` (`SCHED_OTHER`, as every Puma thread), or `auto`: `batch` in single mode where the process may use one CPU (pinned, or a CPU quota of one), else `normal`; an environment variable only, so config files stay Puma's (see above)",
+        doc: "the Linux scheduling policy of the reactor and log writer threads: `batch` (`SCHED_BATCH`: the same share of the CPU, but a thread woken by network activity on a busy CPU waits until the app's thread blocks or the next scheduler tick, instead of preempting it for every request that arrives), `normal` (`SCHED_OTHER`, as every Puma thread), or `auto`: `batch` where a serving process's share of the CPUs is one (single mode pinned to one CPU or with a CPU quota of one, cluster workers as many as the CPUs), else `normal`; an environment variable only, so config files stay Puma's (see above)",
         default: "`auto` (`CATAMOUNT_REACTOR_SCHEDULING`)",
         example: "",
         methods: [],

@@ -107,8 +107,8 @@ pub enum Culling {
 /// DSL name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReactorScheduling {
-    /// `Batch` in single mode where the process may use one CPU (its affinity or CPU quota),
-    /// `Normal` elsewhere. Default.
+    /// `Batch` where a serving process's share of the CPUs (its affinity or CPU quota, split
+    /// among cluster workers) is one, `Normal` elsewhere. Default.
     #[default]
     Auto,
     /// `SCHED_BATCH`: never preempts the app's threads when woken; the same CPU share.
