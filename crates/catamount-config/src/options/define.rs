@@ -175,6 +175,30 @@ impl Sources<'_, '_> {
         }
         Ok(None)
     }
+
+    /// An environment-only choice: the value of `choices` named by the variable `name` (trimmed),
+    /// the first one when it is unset or blank, else an error naming the variable and every
+    /// choice (`... is not "a", "b" or "c"`).
+    pub fn choice_var<T: Copy>(&self, name: &str, choices: &[(&str, T)]) -> Result<T, String> {
+        let Some(v) = self.var(name) else {
+            return choices
+                .first()
+                .map(|&(_, value)| value)
+                .ok_or_else(|| format!("environment variable {name}: no choices"));
+        };
+        if let Some(&(_, value)) = choices.iter().find(|(word, _)| *word == v.trim()) {
+            return Ok(value);
+        }
+        let words: Vec<String> = choices
+            .iter()
+            .map(|(word, _)| format!("{word:?}"))
+            .collect();
+        let listed = match words.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => words.join(""),
+        };
+        Err(format!("environment variable {name}={v:?} is not {listed}"))
+    }
 }
 
 /// The layer type of a field only the environment sets (`thread_handoff`): no value exists,

@@ -456,13 +456,10 @@ options! {
         flags: [],
         fields: {
             thread_handoff: EnvironmentOnly => ThreadHandoff = |_, s| {
-                match s.var("CATAMOUNT_THREAD_HANDOFF").as_deref().map(str::trim) {
-                    None | Some("gvl") => Ok(ThreadHandoff::GvlAware),
-                    Some("eager") => Ok(ThreadHandoff::Eager),
-                    Some(v) => Err(format!(
-                        "environment variable CATAMOUNT_THREAD_HANDOFF={v:?} is not \"gvl\" or \"eager\""
-                    )),
-                }
+                s.choice_var(
+                    "CATAMOUNT_THREAD_HANDOFF",
+                    &[("gvl", ThreadHandoff::GvlAware), ("eager", ThreadHandoff::Eager)],
+                )
             }, hidden;
         }
     }
@@ -474,14 +471,14 @@ options! {
         flags: [],
         fields: {
             reactor_scheduling: EnvironmentOnly => ReactorScheduling = |_, s| {
-                match s.var("CATAMOUNT_REACTOR_SCHEDULING").as_deref().map(str::trim) {
-                    None | Some("auto") => Ok(ReactorScheduling::Auto),
-                    Some("batch") => Ok(ReactorScheduling::Batch),
-                    Some("normal") => Ok(ReactorScheduling::Normal),
-                    Some(v) => Err(format!(
-                        "environment variable CATAMOUNT_REACTOR_SCHEDULING={v:?} is not \"auto\", \"batch\" or \"normal\""
-                    )),
-                }
+                s.choice_var(
+                    "CATAMOUNT_REACTOR_SCHEDULING",
+                    &[
+                        ("auto", ReactorScheduling::Auto),
+                        ("batch", ReactorScheduling::Batch),
+                        ("normal", ReactorScheduling::Normal),
+                    ],
+                )
             }, hidden;
         }
     }
