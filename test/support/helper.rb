@@ -86,7 +86,7 @@ module Support
     # Runs the block with the processes in `others` stopped (SIGSTOP), so that a connection made
     # in it is accepted by a cluster worker left running. Left to the kernel, an idle cluster's
     # new connections can all go to one worker (one CI run: 40 in a row), whichever reactor the
-    # listener wakes first. A stop of a moment is far inside the workers' check-in interval.
+    # listener wakes first. A stop of a second or two is far inside `worker_timeout` (60 s).
     def with_only_one_worker_running(others)
       others.each { |pid| Process.kill("STOP", pid) }
       # The stop lands a moment after kill(2) returns: a thread running meanwhile can accept.
