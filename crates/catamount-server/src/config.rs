@@ -59,7 +59,7 @@ pub struct ServerConfig {
     /// reactor woken by each arriving request on a CPU where a pool thread runs Ruby otherwise
     /// preempts it, a context switch and a cache refill per request; batch waits for the pool
     /// thread to block or for the tick. Environment `CATAMOUNT_REACTOR_SCHEDULING`; by default
-    /// only in a single process on one CPU ([`batch_scheduling`]).
+    /// where a serving process's share of the CPUs is one ([`batch_scheduling`]).
     pub batch_scheduling: bool,
     /// When a queued request goes to another pool thread: once it could run it (the GVL is
     /// free; default), or at once as in Puma. See `dispatch::handoff`.
@@ -128,6 +128,9 @@ impl From<&Options> for ServerConfig {
     /// What the reactor and the queue need of the resolved options, plus the core's own knobs
     /// (no option sets them; cluster workers change some after this).
     fn from(o: &Options) -> Self {
+        // The CPUs one serving process counts on: both the scheduling policy and the reactor's
+        // writes follow it.
+        let cpus = cpus_per_process(std::thread::available_parallelism().ok(), o.workers);
         ServerConfig {
             limits: Limits {
                 max_body: o.http_content_length_limit,
@@ -153,10 +156,7 @@ impl From<&Options> for ServerConfig {
                 1
             },
             idle_thread_trim: Duration::from_secs(30),
-            batch_scheduling: batch_scheduling(
-                o.reactor_scheduling,
-                cpus_per_process(std::thread::available_parallelism().ok(), o.workers),
-            ),
+            batch_scheduling: batch_scheduling(o.reactor_scheduling, cpus),
             handoff: match o.thread_handoff {
                 ThreadHandoff::GvlAware => Handoff::GvlAware,
                 ThreadHandoff::Eager => Handoff::Eager,
@@ -173,10 +173,7 @@ impl From<&Options> for ServerConfig {
             // Only a server that runs as one of several workers ever starts with it.
             busy_accept_delay: (o.workers >= 2 && !o.wait_for_less_busy_worker.is_zero())
                 .then_some(o.wait_for_less_busy_worker),
-            reactor_writes_after: reactor_writes_after(cpus_per_process(
-                std::thread::available_parallelism().ok(),
-                o.workers,
-            )),
+            reactor_writes_after: reactor_writes_after(cpus),
             unlink_unix_sockets: true,
             debug: o.debug,
             request_timeout: o.request_timeout,
