@@ -28,6 +28,21 @@ class TestConcurrencyAndShutdown < Minitest::Test
     assert_slow_pipelined_answers_arrive_in_order(start_server("-t", "1:1"))
   end
 
+  # While requests wait for the only thread, the pool thread leaves the reactor's wake-up for a
+  # slow request's answer to the reactor's next turn (crates/catamount-server/src/deferred_wakes.rs).
+  # Here no request comes after the three sent at once, so the first two answers are sent only
+  # because the reactor's tick does it: without the tick their clients would wait for ever.
+  def test_answers_left_to_the_reactor_go_out_when_no_more_requests_come
+    server = start_server("-t", "1:1")
+    socks = 3.times.map do |i|
+      connect(server.port).tap { |s| s.write("GET /sleep?s=0.05&i=#{i} HTTP/1.1\r\nHost: x\r\n\r\n") }
+    end
+    answers = socks.map { |sock| read_response(sock) }
+    assert_equal [["200", "slept"]] * 3, answers.map { |r| [r.status.to_s, r.body] }
+  ensure
+    socks&.each(&:close)
+  end
+
   # Pinned to one CPU the server never hands a response to the reactor (it would only preempt
   # the pool thread to write it): the pool thread writes the same answers, in the same order.
   def test_responses_of_a_server_on_one_cpu_arrive_in_order

@@ -29,6 +29,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::deferred_wakes::DeferredWakes;
+
 /// An Array body's bytes beyond what the socket took are copied and handed over in pieces of at
 /// most this size, the bounds checked before each.
 pub const PIECE: usize = 256 * 1024;
@@ -58,6 +60,8 @@ pub(crate) struct HandedOver {
     waiting: Mutex<Vec<Weak<dyn Wake>>>,
     /// `waiting` is not empty: lets a release skip the lock in the common case.
     any_waiting: AtomicBool,
+    /// Wakes of the reactor for hand-overs, left to its next turn (`deferred_wakes.rs`).
+    pub(crate) deferred: DeferredWakes,
 }
 
 impl HandedOver {

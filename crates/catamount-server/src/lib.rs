@@ -32,6 +32,7 @@
 pub mod access_log;
 pub mod body_buffers;
 mod config;
+mod deferred_wakes;
 pub mod dispatch;
 mod hand_over;
 pub mod listener;

@@ -344,6 +344,14 @@ impl Exchange {
     }
 
     pub(crate) fn hand_over(&self, item: Outgoing) -> io::Result<()> {
+        self.hand_over_quietly(item)?;
+        self.wake_reactor();
+        Ok(())
+    }
+
+    /// [`hand_over`](Self::hand_over) without waking the reactor: the caller wakes it
+    /// ([`wake_reactor`](Self::wake_reactor)), now or on the reactor's next turn.
+    fn hand_over_quietly(&self, item: Outgoing) -> io::Result<()> {
         let mut st = self.lock();
         if st.gone {
             return Err(io::ErrorKind::BrokenPipe.into());
@@ -383,12 +391,22 @@ impl Exchange {
         };
         st.queued += bytes;
         self.handed_over.add(bytes);
-        drop(st);
-        self.changed.notify_one();
         Ok(())
     }
 
+    /// Wakes the connection's reactor task to look at what was recorded here.
+    pub(crate) fn wake_reactor(&self) {
+        self.changed.notify_one();
+    }
+
     pub(crate) fn end(&self, ending: Ending, handed_off: bool) {
+        if self.end_quietly(ending, handed_off) {
+            self.wake_reactor();
+        }
+    }
+
+    /// [`end`](Self::end) without waking the reactor; true when it must be woken.
+    fn end_quietly(&self, ending: Ending, handed_off: bool) -> bool {
         let mut st = self.lock();
         st.ending = Some(ending);
         // A kept connection needs no wake while the reactor watches the socket: the client's
@@ -403,9 +421,7 @@ impl Exchange {
                 }
             );
         drop(st);
-        if wake {
-            self.changed.notify_one();
-        }
+        wake
     }
 }
 
@@ -420,8 +436,9 @@ impl Wake for Exchange {
 }
 
 /// What every responder of one server reads: the stop flag and the write settings from
-/// `ServerConfig` (`reactor_writes_after`, `max_buffered_response`, `max_buffered_total`).
-#[derive(Debug, Clone)]
+/// `ServerConfig` (`reactor_writes_after`, `max_buffered_response`, `max_buffered_total`). Made
+/// once per server; each responder holds a pointer to it.
+#[derive(Debug)]
 pub(crate) struct Responding {
     /// Set once a graceful stop began: no more keep-alive.
     pub(crate) stopping: Arc<AtomicBool>,
@@ -434,7 +451,7 @@ pub(crate) struct Responding {
 #[derive(Debug)]
 pub struct Responder {
     stream: Arc<Stream>,
-    server: Responding,
+    server: Arc<Responding>,
     exchange: Arc<Exchange>,
     /// Held from the moment a pool thread took the request: it counts as running until this
     /// responder is dropped.
@@ -458,12 +475,15 @@ pub struct Responder {
     spill: Option<Arc<SpillFile>>,
     /// Spilling failed for this response (disk full, ...): it waits for its client instead.
     spill_failed: bool,
+    /// [`write_whole`](Self::write_whole) left this response to the reactor while others
+    /// waited: its wakes may wait for the reactor's next turn (`deferred_wakes.rs`).
+    defer_wakes: bool,
 }
 
 impl Responder {
     pub(crate) fn new(
         stream: Arc<Stream>,
-        server: Responding,
+        server: Arc<Responding>,
         exchange: Arc<Exchange>,
         keep_alive_wanted: bool,
         read_at: Instant,
@@ -484,6 +504,7 @@ impl Responder {
             counted_stream: false,
             spill: None,
             spill_failed: false,
+            defer_wakes: false,
         }
     }
 
@@ -605,6 +626,7 @@ impl Responder {
         if reactor_writes {
             self.claim()?;
             self.head_out();
+            self.defer_wakes = true;
             return self
                 .hand_over(Outgoing::Data(data))
                 .map(|_| WriteRoute::Reactor);
@@ -824,7 +846,19 @@ impl Responder {
             keep_alive: keep_alive && self.keep_alive_allowed(),
             at,
         };
-        self.exchange.end(ending, self.handed_off);
+        if self.exchange.end_quietly(ending, self.handed_off) {
+            self.wake_reactor();
+        }
+    }
+
+    /// Wakes the reactor for what this response recorded in the exchange: at once, or, for a
+    /// response [`write_whole`](Self::write_whole) left to the reactor, maybe on the reactor's
+    /// next turn (`deferred_wakes.rs`).
+    fn wake_reactor(&self) {
+        if self.defer_wakes && self.exchange.handed_over.deferred.defer(&self.exchange) {
+            return;
+        }
+        self.exchange.wake_reactor();
     }
 
     /// Counts the request's duration, for a request a pool thread took (one never taken was
@@ -878,7 +912,9 @@ impl Responder {
             Outgoing::Data(data) if self.beyond_memory(data.len()) => self.spill(data),
             item => item,
         };
-        self.exchange.hand_over(item)
+        self.exchange.hand_over_quietly(item)?;
+        self.wake_reactor();
+        Ok(())
     }
 
     /// Whether `n` more bytes in memory would pass a memory bound, and spilling may be tried.

@@ -19,6 +19,7 @@ use crate::log;
 use crate::metrics::Metrics;
 use crate::reactor;
 use crate::request::WorkQueue;
+use crate::response::Responding;
 use crate::shared::Shared;
 
 /// Exit status of a process whose reactor thread panicked (`EX_SOFTWARE`: an internal error).
@@ -92,6 +93,7 @@ impl Server {
             .with_requests_per_thread(config.requests_per_thread),
         );
         let body_buffers = BodyBuffers::for_limit(config.body_in_memory_max);
+        let stopping = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             body_buffers,
             handed_over: Arc::new(HandedOver::with_spill(
@@ -99,9 +101,15 @@ impl Server {
                 config.max_spilled_total,
             )),
             metrics,
+            responding: Arc::new(Responding {
+                stopping: stopping.clone(),
+                reactor_writes_after: config.reactor_writes_after,
+                max_buffered_response: config.max_buffered_response,
+                max_buffered_total: config.max_buffered_total,
+            }),
             config,
             queue,
-            stopping: Arc::new(AtomicBool::new(false)),
+            stopping,
             stop_began: OnceLock::new(),
             drain_ended: AtomicBool::new(false),
             cut_at_drain: Mutex::default(),
@@ -207,6 +215,12 @@ impl Server {
     /// yet, now and at most so far (see `ServerConfig::max_spilled_total`).
     pub fn spilled_bytes(&self) -> (u64, u64) {
         self.shared.handed_over.spilled()
+    }
+
+    /// How many wakes of the reactor pool threads left to its next turn so far (see
+    /// `Responder::write_whole`; for tests).
+    pub fn deferred_wakes(&self) -> u64 {
+        self.shared.handed_over.deferred.count()
     }
 
     /// True once the reactor has ended (every connection closed after a stop).

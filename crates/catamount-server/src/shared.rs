@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) handed_over: Arc<HandedOver>,
     /// Stats and metrics counters (owned by the embedder, so they outlive this server).
     pub(crate) metrics: Arc<Metrics>,
+    /// What every responder reads (shared, so a responder carries one pointer to it).
+    pub(crate) responding: Arc<Responding>,
     /// The TLS connections apps took, relayed by the reactor.
     pub(crate) relays: Relays,
 }
@@ -102,12 +104,7 @@ impl Shared {
         keep_alive_wanted: bool,
         read_at: Instant,
     ) -> Responder {
-        let server = Responding {
-            stopping: self.stopping.clone(),
-            reactor_writes_after: self.config.reactor_writes_after,
-            max_buffered_response: self.config.max_buffered_response,
-            max_buffered_total: self.config.max_buffered_total,
-        };
+        let server = self.responding.clone();
         Responder::new(stream, server, exchange, keep_alive_wanted, read_at)
     }
 }

@@ -194,3 +194,71 @@ fn a_long_requests_response_goes_to_the_reactor_while_others_wait() {
     };
     assert_eq!(routes_taken(off, long), direct);
 }
+
+#[test]
+fn responses_left_to_the_reactor_go_out_when_no_other_request_comes() {
+    // Three requests on three connections, all queued before the only thread answers the
+    // first (20 ms later, many reactor ticks): the first two answers go to the reactor (others
+    // wait behind them), and their wakes are left to the reactor's next turn. No request arrives after them, so only the
+    // reactor's tick can send them: without it the clients below would wait for ever.
+    let config = ServerConfig {
+        max_threads: 1,
+        reactor_writes_after: Some(Duration::from_micros(50)),
+        ..ServerConfig::default()
+    };
+    let (server, port, pool) = start_with(config, move |job, queue| {
+        let path = String::from_utf8_lossy(job.request.head.path()).into_owned();
+        if path == "/0" {
+            // Hold the first request until the other two wait in the queue (bounded).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while queue.stats().backlog < 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Longer than a tick: the reactor stays ready for the wake while requests wait.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_millis(1))
+            .unwrap();
+        let mut responder = job.responder;
+        let keep = responder.keep_alive_allowed();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
+            path.len()
+        );
+        responder
+            .write_whole(response.into_bytes(), long_ago)
+            .unwrap();
+        responder.finish(keep);
+    });
+    let socks: Vec<TcpStream> = (0..3)
+        .map(|i| {
+            let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            sock.write_all(format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .unwrap();
+            sock
+        })
+        .collect();
+    for (i, mut sock) in socks.into_iter().enumerate() {
+        let path = format!("/{i}");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !out.ends_with(path.as_bytes()) {
+            let n = sock
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("answer to {path} not sent: {e}"));
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    }
+    assert!(
+        server.deferred_wakes() >= 1,
+        "the first answer's wake was left to the reactor"
+    );
+    server.stop();
+    server.wait(&Waiter::new()).unwrap().unwrap();
+    pool.join().unwrap();
+}

@@ -298,6 +298,13 @@ impl Conn {
             self.shared.touch();
             let backlog = self.shared.queue.push(Box::new(Job { request, responder }));
             self.shared.metrics.backlog_seen(backlog);
+            // Awake anyway: the wakes pool threads left to the reactor are done now, and
+            // behind another request this one's thread may leave its own (deferred_wakes.rs).
+            let deferred = &self.shared.handed_over.deferred;
+            if backlog > 1 {
+                deferred.arm();
+            }
+            deferred.flush();
             // Queued now, so it counts as a request; stop counting the connection.
             if let Some(arrival) = self.arrival.take() {
                 arrival.done();

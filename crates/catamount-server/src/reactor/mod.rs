@@ -72,6 +72,11 @@ async fn serve(
         ));
     }
     drop(alive);
+    let ticking = shared.clone();
+    let ticker = tokio::spawn(async move {
+        let queued = || ticking.queue.has_waiting();
+        ticking.handed_over.deferred.tick_while_armed(queued).await
+    });
     while let Some(ended) = accept_tasks.join_next().await {
         // An accept loop that panicked leaves its listener unserved: that is the reactor
         // failing, not one connection, so the panic goes on to the reactor thread.
@@ -97,6 +102,7 @@ async fn serve(
         }
         None => relays.await,
     }
+    ticker.abort();
     Ok(())
 }
 
