@@ -28,17 +28,20 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 
-use crate::response::Exchange;
-
 /// How often the armed reactor wakes the tasks whose wakes were left to it: the longest a
 /// deferred response waits (tokio's timers count whole milliseconds, so 1–2 ms).
 pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+/// A reactor task a pool thread would wake: a connection's record (`response.rs`'s `Exchange`).
+pub(crate) trait ReactorTask: Send + Sync + std::fmt::Debug {
+    fn wake_reactor(&self);
+}
 
 /// The process-wide list of deferred wakes, and whether the reactor ticks for them.
 #[derive(Debug, Default)]
 pub(crate) struct DeferredWakes {
     state: Mutex<State>,
-    /// `state.exchanges` is not empty: lets the reactor's turn skip the lock in the common case.
+    /// `state.tasks` is not empty: lets the reactor's turn skip the lock in the common case.
     any: AtomicBool,
     /// Starts the ticker when the reactor arms it (notified from the reactor thread itself).
     armed: Notify,
@@ -48,7 +51,7 @@ pub(crate) struct DeferredWakes {
 struct State {
     /// The ticker runs: a wake deferred now is done within a tick.
     armed: bool,
-    exchanges: Vec<Arc<Exchange>>,
+    tasks: Vec<Arc<dyn ReactorTask>>,
     /// Wakes deferred so far (tests).
     count: u64,
 }
@@ -58,14 +61,14 @@ impl DeferredWakes {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A pool thread's wake of `exchange`'s reactor task, left to the reactor's next turn.
-    /// False when the ticker is not armed: the caller must wake it now.
-    pub(crate) fn defer(&self, exchange: &Arc<Exchange>) -> bool {
+    /// A pool thread's wake of `task`, left to the reactor's next turn. False when the ticker
+    /// is not armed: the caller must wake it now.
+    pub(crate) fn defer(&self, task: Arc<dyn ReactorTask>) -> bool {
         let mut st = self.lock();
         if !st.armed {
             return false;
         }
-        st.exchanges.push(exchange.clone());
+        st.tasks.push(task);
         st.count += 1;
         self.any.store(true, Ordering::Release);
         true
@@ -90,12 +93,12 @@ impl DeferredWakes {
     /// thread, so without a system call).
     pub(crate) fn flush(&self) {
         if self.any.load(Ordering::Acquire) {
-            let exchanges = {
+            let tasks = {
                 let mut st = self.lock();
                 self.any.store(false, Ordering::Release);
-                std::mem::take(&mut st.exchanges)
+                std::mem::take(&mut st.tasks)
             };
-            wake_all(exchanges);
+            wake_all(tasks);
         }
     }
 
@@ -114,9 +117,9 @@ impl DeferredWakes {
                 // Read before the lock (the queue has its own): a request queued after it
                 // arms the ticker again, and a wake deferred after it is in the list below.
                 let queued = queued();
-                let exchanges = {
+                let tasks = {
                     let mut st = self.lock();
-                    if st.exchanges.is_empty() {
+                    if st.tasks.is_empty() {
                         if queued {
                             continue;
                         }
@@ -124,16 +127,16 @@ impl DeferredWakes {
                         break;
                     }
                     self.any.store(false, Ordering::Release);
-                    std::mem::take(&mut st.exchanges)
+                    std::mem::take(&mut st.tasks)
                 };
-                wake_all(exchanges);
+                wake_all(tasks);
             }
         }
     }
 }
 
-fn wake_all(exchanges: Vec<Arc<Exchange>>) {
-    for exchange in exchanges {
-        exchange.wake_reactor();
+fn wake_all(tasks: Vec<Arc<dyn ReactorTask>>) {
+    for task in tasks {
+        task.wake_reactor();
     }
 }

@@ -7,6 +7,8 @@
 //! - [`request`] / [`response`]: what a pool thread gets (a whole [`Request`]) and answers with
 //!   (a [`Responder`] that writes without ever blocking the thread on a slow client).
 //! - [`body_buffers`]: request-body buffers kept for reuse between the reactor and the pool.
+//! - `hand_over`: the bounds and counts of response bytes pool threads hand to the reactor;
+//!   `deferred_wakes`: the reactor's wake-ups for them that wait for its next turn.
 //! - [`metrics`]: the counters behind stats and metrics (responses, histograms, bytes, connections).
 //! - `overdue`: `request_timeout` on the connection's side (who answers a request, its app or
 //!   the server at the deadline).
@@ -19,9 +21,9 @@
 //! write through its [`Responder`].
 //!
 //! The modules' dependencies run one way: `tls_stream` on none; `dispatch`, `stream` (on
-//! `tls_stream`), `body_buffers`, `hand_over`,
+//! `tls_stream`), `body_buffers`, `deferred_wakes`, `hand_over` (on `deferred_wakes`),
 //! `log`, `metrics`, `spill` and `listener` depend on no other module (`access_log` on `log`); `config` ([`ServerConfig`]) on
-//! `dispatch`; `response` on `dispatch`, `hand_over` and `stream`; `request` on `response` (and
+//! `dispatch`; `response` on `dispatch`, `deferred_wakes`, `hand_over` and `stream`; `request` on `response` (and
 //! `dispatch`, `body_buffers`); `shared` on `request`, `response`, `config`, `hand_over`,
 //! `body_buffers` and `stream`; `reactor` on `shared` (and the modules below it); `server` on
 //! `reactor`. `overdue` and `response` use each other (one connection's record, split by concern).

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::deferred_wakes::ReactorTask;
 use crate::dispatch::{Running, Waiter};
 use crate::hand_over::{Bounds, HandedOver, SpillFile, SpillRefused, Wake, PIECE};
 use crate::log;
@@ -422,6 +423,12 @@ impl Exchange {
             );
         drop(st);
         wake
+    }
+}
+
+impl ReactorTask for Exchange {
+    fn wake_reactor(&self) {
+        Exchange::wake_reactor(self);
     }
 }
 
@@ -855,7 +862,13 @@ impl Responder {
     /// response [`write_whole`](Self::write_whole) left to the reactor, maybe on the reactor's
     /// next turn (`deferred_wakes.rs`).
     fn wake_reactor(&self) {
-        if self.defer_wakes && self.exchange.handed_over.deferred.defer(&self.exchange) {
+        if self.defer_wakes
+            && self
+                .exchange
+                .handed_over
+                .deferred
+                .defer(self.exchange.clone())
+        {
             return;
         }
         self.exchange.wake_reactor();
