@@ -299,9 +299,10 @@ impl Conn {
             let backlog = self.shared.queue.push(Box::new(Job { request, responder }));
             self.shared.metrics.backlog_seen(backlog);
             // Awake anyway: the wakes pool threads left to the reactor are done now, and
-            // behind another request this one's thread may leave its own (deferred_wakes.rs).
+            // behind another request this one's thread may leave its own (deferred_wakes.rs;
+            // only where pool threads leave writes to the reactor at all).
             let deferred = &self.shared.handed_over.deferred;
-            if backlog > 1 {
+            if backlog > 1 && config.reactor_writes_after.is_some() {
                 deferred.arm();
             }
             deferred.flush();
