@@ -351,7 +351,7 @@ impl Exchange {
     }
 
     /// [`hand_over`](Self::hand_over) without waking the reactor: the caller wakes it
-    /// ([`wake_reactor`](Self::wake_reactor)), now or on the reactor's next turn.
+    /// ([`ReactorTask::wake_reactor`]), now or on the reactor's next turn.
     fn hand_over_quietly(&self, item: Outgoing) -> io::Result<()> {
         let mut st = self.lock();
         if st.gone {
@@ -395,11 +395,6 @@ impl Exchange {
         Ok(())
     }
 
-    /// Wakes the connection's reactor task to look at what was recorded here.
-    pub(crate) fn wake_reactor(&self) {
-        self.changed.notify_one();
-    }
-
     pub(crate) fn end(&self, ending: Ending, handed_off: bool) {
         if self.end_quietly(ending, handed_off) {
             self.wake_reactor();
@@ -427,8 +422,9 @@ impl Exchange {
 }
 
 impl ReactorTask for Exchange {
+    /// Wakes the connection's reactor task to look at what was recorded here.
     fn wake_reactor(&self) {
-        Exchange::wake_reactor(self);
+        self.changed.notify_one();
     }
 }
 

@@ -97,6 +97,44 @@ fn large_bodies_spill_to_a_file_and_errors_get_status_codes() {
     pool.join().unwrap();
 }
 
+/// Answers `job` with `path` as the body through `write_whole`, as if the thread had been on it
+/// since `since`; returns the route the answer took.
+fn answer_with_path(job: catamount_server::Job, path: String, since: Instant) -> WriteRoute {
+    let mut responder = job.responder;
+    let keep = responder.keep_alive_allowed();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
+        path.len()
+    );
+    let route = responder.write_whole(response.into_bytes(), since).unwrap();
+    responder.finish(keep);
+    route
+}
+
+/// Sends `GET path` on a new connection whose reads time out after 10 s.
+fn send_get(port: u16, path: &str) -> TcpStream {
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    sock
+}
+
+/// Reads the 200 [`answer_with_path`] wrote for `path`.
+fn read_path_answer(mut sock: TcpStream, path: &str) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !out.ends_with(path.as_bytes()) {
+        let n = sock
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("answer to {path} not sent: {e}"));
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+    assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+}
+
 /// Serves `/first` and `/second` arriving on two connections, the second sent while the pool's
 /// only thread is on the first, each answered with `write_whole` as if the thread had been on
 /// it since `serving_since()`; returns the route each response took, and checks both arrive.
@@ -111,40 +149,14 @@ fn routes_taken(config: ServerConfig, serving_since: fn() -> Instant) -> Vec<(St
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let since = serving_since();
-        let mut responder = job.responder;
-        let keep = responder.keep_alive_allowed();
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
-            path.len()
-        );
-        let route = responder.write_whole(response.into_bytes(), since).unwrap();
-        responder.finish(keep);
+        let route = answer_with_path(job, path.clone(), serving_since());
         tx.send((path, route)).unwrap();
     });
-    let answer = |mut sock: TcpStream, path: &str| {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !out.ends_with(path.as_bytes()) {
-            let n = sock.read(&mut buf).unwrap();
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
-            out.extend_from_slice(&buf[..n]);
-        }
-        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
-    };
-    let connect = |path: &str| {
-        let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .unwrap();
-        sock
-    };
-    let first = connect("/first");
+    let first = send_get(port, "/first");
     let first_taken = rx.recv_timeout(Duration::from_millis(50)).err();
-    let second = connect("/second");
-    answer(first, "/first");
-    answer(second, "/second");
+    let second = send_get(port, "/second");
+    read_path_answer(first, "/first");
+    read_path_answer(second, "/second");
     let routes = vec![
         rx.recv_timeout(Duration::from_secs(10)).unwrap(),
         rx.recv_timeout(Duration::from_secs(10)).unwrap(),
@@ -220,39 +232,11 @@ fn responses_left_to_the_reactor_go_out_when_no_other_request_comes() {
         let long_ago = Instant::now()
             .checked_sub(Duration::from_millis(1))
             .unwrap();
-        let mut responder = job.responder;
-        let keep = responder.keep_alive_allowed();
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
-            path.len()
-        );
-        responder
-            .write_whole(response.into_bytes(), long_ago)
-            .unwrap();
-        responder.finish(keep);
+        answer_with_path(job, path, long_ago);
     });
-    let socks: Vec<TcpStream> = (0..3)
-        .map(|i| {
-            let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            sock.set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            sock.write_all(format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .unwrap();
-            sock
-        })
-        .collect();
-    for (i, mut sock) in socks.into_iter().enumerate() {
-        let path = format!("/{i}");
-        let mut out = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !out.ends_with(path.as_bytes()) {
-            let n = sock
-                .read(&mut buf)
-                .unwrap_or_else(|e| panic!("answer to {path} not sent: {e}"));
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
-            out.extend_from_slice(&buf[..n]);
-        }
-        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let socks: Vec<TcpStream> = (0..3).map(|i| send_get(port, &format!("/{i}"))).collect();
+    for (i, sock) in socks.into_iter().enumerate() {
+        read_path_answer(sock, &format!("/{i}"));
     }
     assert!(
         server.deferred_wakes() >= 1,
